@@ -1,0 +1,613 @@
+//! The SQLite metadata backend: one file in the data directory, WAL mode.
+//!
+//! One writer connection (SQLite allows one writer at a time anyway) and a small pool
+//! of reader connections; every call runs on tokio's blocking pool. Migrations are the
+//! files of `migrations/sqlite/`, applied in order and tracked by `PRAGMA user_version`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use berth_oci::{Digest, RepoName, Tag};
+use bytes::Bytes;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+use crate::{MetaError, MetadataStore, NewManifest, Page, Referrer, StoredManifest, Unlinked};
+
+const MIGRATIONS: [&str; 1] = [include_str!("../migrations/sqlite/0001_init.sql")];
+/// Reader connections kept open for reuse.
+const MAX_IDLE_READERS: usize = 16;
+
+/// SQLite-backed [`MetadataStore`].
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+fn db_err(context: &'static str) -> impl Fn(rusqlite::Error) -> MetaError {
+    move |e| MetaError::Database {
+        context,
+        message: e.to_string(),
+    }
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn open_conn(path: &Path) -> Result<Connection, MetaError> {
+    let conn = Connection::open(path).map_err(db_err("opening the database"))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=10000;",
+    )
+    .map_err(db_err("configuring the database"))?;
+    Ok(conn)
+}
+
+fn parse_digest(s: String) -> Result<Digest, MetaError> {
+    s.parse().map_err(|_| MetaError::Corrupt(format!("bad digest {s:?}")))
+}
+
+fn limit(page: &Page) -> i64 {
+    page.n.map(|n| n.min(i64::MAX as usize) as i64).unwrap_or(-1)
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating if needed) the database at `path`.
+    pub fn open(path: impl Into<PathBuf>) -> Result<SqliteStore, MetaError> {
+        let path = path.into();
+        let mut writer = open_conn(&path)?;
+        migrate(&mut writer)?;
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                path,
+                writer: Mutex::new(writer),
+                readers: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    async fn read<T, F>(&self, f: F) -> Result<T, MetaError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, MetaError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = inner.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let conn = match pooled {
+                Some(c) => c,
+                None => open_conn(&inner.path)?,
+            };
+            let out = f(&conn);
+            let mut pool = inner.readers.lock().unwrap_or_else(|p| p.into_inner());
+            if pool.len() < MAX_IDLE_READERS {
+                pool.push(conn);
+            }
+            out
+        })
+        .await
+        .map_err(|e| MetaError::Database {
+            context: "running a query",
+            message: e.to_string(),
+        })?
+    }
+
+    async fn write<T, F>(&self, f: F) -> Result<T, MetaError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut rusqlite::Transaction<'_>) -> Result<T, MetaError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+            let mut tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db_err("starting a transaction"))?;
+            let out = f(&mut tx)?;
+            tx.commit().map_err(db_err("committing"))?;
+            Ok(out)
+        })
+        .await
+        .map_err(|e| MetaError::Database {
+            context: "running a transaction",
+            message: e.to_string(),
+        })?
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), MetaError> {
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(db_err("reading the schema version"))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+        let tx = conn.transaction().map_err(db_err("migrating"))?;
+        tx.execute_batch(sql).map_err(db_err("migrating"))?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))
+            .map_err(db_err("migrating"))?;
+        tx.commit().map_err(db_err("migrating"))?;
+        tracing::info!(version = i + 1, "applied metadata migration");
+    }
+    Ok(())
+}
+
+fn repo_id(conn: &Connection, repo: &str) -> Result<Option<i64>, MetaError> {
+    conn.prepare_cached("SELECT id FROM repositories WHERE name = ?1")
+        .and_then(|mut s| s.query_row([repo], |r| r.get(0)).optional())
+        .map_err(db_err("looking up a repository"))
+}
+
+fn ensure_repo(tx: &rusqlite::Transaction<'_>, repo: &str) -> Result<i64, MetaError> {
+    if let Some(id) = repo_id(tx, repo)? {
+        return Ok(id);
+    }
+    tx.execute(
+        "INSERT INTO repositories (name, created_at) VALUES (?1, ?2)",
+        params![repo, now()],
+    )
+    .map_err(db_err("creating a repository"))?;
+    Ok(tx.last_insert_rowid())
+}
+
+fn stored(row: (String, String, Vec<u8>)) -> Result<StoredManifest, MetaError> {
+    Ok(StoredManifest {
+        digest: parse_digest(row.0)?,
+        media_type: row.1,
+        content: Bytes::from(row.2),
+    })
+}
+
+#[async_trait::async_trait]
+impl MetadataStore for SqliteStore {
+    async fn blob_link(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<(), MetaError> {
+        let (repo, digest) = (repo.to_string(), digest.to_string());
+        self.write(move |tx| {
+            let id = ensure_repo(tx, &repo)?;
+            tx.prepare_cached(
+                "INSERT INTO blobs (repo_id, digest, size, created_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (repo_id, digest) DO NOTHING",
+            )
+            .and_then(|mut s| s.execute(params![id, digest, size as i64, now()]))
+            .map_err(db_err("linking a blob"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>, MetaError> {
+        let (repo, digest) = (repo.to_string(), digest.to_string());
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT b.size FROM blobs b JOIN repositories r ON r.id = b.repo_id
+                 WHERE r.name = ?1 AND b.digest = ?2",
+            )
+            .and_then(|mut s| s.query_row([repo, digest], |r| r.get::<_, i64>(0)).optional())
+            .map(|o| o.map(|v| v as u64))
+            .map_err(db_err("looking up a blob"))
+        })
+        .await
+    }
+
+    async fn blob_unlink(&self, repo: &RepoName, digest: &Digest) -> Result<Unlinked, MetaError> {
+        let (repo, digest) = (repo.to_string(), digest.to_string());
+        self.write(move |tx| {
+            let Some(id) = repo_id(tx, &repo)? else {
+                return Ok(Unlinked::NotLinked);
+            };
+            let users: Vec<String> = tx
+                .prepare_cached(
+                    "SELECT manifest FROM manifest_refs WHERE repo_id = ?1 AND target = ?2 AND kind = 0 LIMIT 5",
+                )
+                .and_then(|mut s| {
+                    s.query_map(params![id, digest], |r| r.get(0))?
+                        .collect::<Result<Vec<String>, _>>()
+                })
+                .map_err(db_err("checking blob references"))?;
+            let removed = tx
+                .execute("DELETE FROM blobs WHERE repo_id = ?1 AND digest = ?2", params![id, digest])
+                .map_err(db_err("unlinking a blob"))?;
+            if removed == 0 {
+                return Ok(Unlinked::NotLinked);
+            }
+            if !users.is_empty() {
+                return Err(MetaError::BlobInUse(users));
+            }
+            let still: bool = tx
+                .query_row("SELECT EXISTS (SELECT 1 FROM blobs WHERE digest = ?1)", [&digest], |r| r.get(0))
+                .map_err(db_err("checking blob links"))?;
+            Ok(Unlinked::Removed { orphaned: !still })
+        })
+        .await
+    }
+
+    async fn blob_linked_anywhere(&self, digest: &Digest) -> Result<bool, MetaError> {
+        let digest = digest.to_string();
+        self.read(move |c| {
+            c.query_row("SELECT EXISTS (SELECT 1 FROM blobs WHERE digest = ?1)", [digest], |r| r.get(0))
+                .map_err(db_err("checking blob links"))
+        })
+        .await
+    }
+
+    async fn manifest_put(&self, repo: &RepoName, m: &NewManifest, tags: &[Tag]) -> Result<(), MetaError> {
+        let repo = repo.to_string();
+        let m = m.clone();
+        let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
+        self.write(move |tx| {
+            let id = ensure_repo(tx, &repo)?;
+            let mut missing = Vec::new();
+            {
+                let mut has_blob = tx
+                    .prepare_cached("SELECT EXISTS (SELECT 1 FROM blobs WHERE repo_id = ?1 AND digest = ?2)")
+                    .map_err(db_err("checking references"))?;
+                for b in &m.blobs {
+                    let ok: bool = has_blob
+                        .query_row(params![id, b.to_string()], |r| r.get(0))
+                        .map_err(db_err("checking references"))?;
+                    if !ok {
+                        missing.push(b.clone());
+                    }
+                }
+                let mut has_manifest = tx
+                    .prepare_cached("SELECT EXISTS (SELECT 1 FROM manifests WHERE repo_id = ?1 AND digest = ?2)")
+                    .map_err(db_err("checking references"))?;
+                for c in &m.children {
+                    let ok: bool = has_manifest
+                        .query_row(params![id, c.to_string()], |r| r.get(0))
+                        .map_err(db_err("checking references"))?;
+                    if !ok {
+                        missing.push(c.clone());
+                    }
+                }
+            }
+            if !missing.is_empty() {
+                return Err(MetaError::MissingReferences(missing));
+            }
+            let digest = m.digest.to_string();
+            let t = now();
+            tx.prepare_cached(
+                "INSERT INTO manifests (repo_id, digest, media_type, content, subject, artifact_type, annotations, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (repo_id, digest) DO NOTHING",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    id,
+                    digest,
+                    m.media_type,
+                    &m.content[..],
+                    m.subject.as_ref().map(|d| d.to_string()),
+                    m.artifact_type,
+                    m.annotations_json,
+                    t
+                ])
+            })
+            .map_err(db_err("storing a manifest"))?;
+            {
+                let mut r = tx
+                    .prepare_cached(
+                        "INSERT INTO manifest_refs (repo_id, manifest, target, kind) VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT DO NOTHING",
+                    )
+                    .map_err(db_err("storing manifest references"))?;
+                for b in &m.blobs {
+                    r.execute(params![id, digest, b.to_string(), 0])
+                        .map_err(db_err("storing manifest references"))?;
+                }
+                for c in &m.children {
+                    r.execute(params![id, digest, c.to_string(), 1])
+                        .map_err(db_err("storing manifest references"))?;
+                }
+                let mut tag = tx
+                    .prepare_cached(
+                        "INSERT INTO tags (repo_id, name, digest, updated_at) VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (repo_id, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
+                    )
+                    .map_err(db_err("tagging"))?;
+                for name in &tags {
+                    tag.execute(params![id, name, digest, t]).map_err(db_err("tagging"))?;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn manifest_by_digest(&self, repo: &RepoName, digest: &Digest) -> Result<Option<StoredManifest>, MetaError> {
+        let (repo, digest) = (repo.to_string(), digest.to_string());
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT m.digest, m.media_type, m.content FROM manifests m
+                 JOIN repositories r ON r.id = m.repo_id WHERE r.name = ?1 AND m.digest = ?2",
+            )
+            .and_then(|mut s| s.query_row([repo, digest], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional())
+            .map_err(db_err("reading a manifest"))?
+            .map(stored)
+            .transpose()
+        })
+        .await
+    }
+
+    async fn manifest_by_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<StoredManifest>, MetaError> {
+        let (repo, tag) = (repo.to_string(), tag.to_string());
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT m.digest, m.media_type, m.content FROM tags t
+                 JOIN repositories r ON r.id = t.repo_id
+                 JOIN manifests m ON m.repo_id = t.repo_id AND m.digest = t.digest
+                 WHERE r.name = ?1 AND t.name = ?2",
+            )
+            .and_then(|mut s| s.query_row([repo, tag], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional())
+            .map_err(db_err("reading a manifest"))?
+            .map(stored)
+            .transpose()
+        })
+        .await
+    }
+
+    async fn manifest_delete(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError> {
+        let (repo, digest) = (repo.to_string(), digest.to_string());
+        self.write(move |tx| {
+            let Some(id) = repo_id(tx, &repo)? else {
+                return Ok(false);
+            };
+            let n = tx
+                .execute("DELETE FROM manifests WHERE repo_id = ?1 AND digest = ?2", params![id, digest])
+                .map_err(db_err("deleting a manifest"))?;
+            tx.execute("DELETE FROM manifest_refs WHERE repo_id = ?1 AND manifest = ?2", params![id, digest])
+                .map_err(db_err("deleting a manifest"))?;
+            tx.execute("DELETE FROM tags WHERE repo_id = ?1 AND digest = ?2", params![id, digest])
+                .map_err(db_err("deleting a manifest"))?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn tag_delete(&self, repo: &RepoName, tag: &Tag) -> Result<bool, MetaError> {
+        let (repo, tag) = (repo.to_string(), tag.to_string());
+        self.write(move |tx| {
+            let Some(id) = repo_id(tx, &repo)? else {
+                return Ok(false);
+            };
+            let n = tx
+                .execute("DELETE FROM tags WHERE repo_id = ?1 AND name = ?2", params![id, tag])
+                .map_err(db_err("deleting a tag"))?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn tags(&self, repo: &RepoName, page: &Page) -> Result<Option<Vec<String>>, MetaError> {
+        let repo = repo.to_string();
+        let page = page.clone();
+        self.read(move |c| {
+            let Some(id) = repo_id(c, &repo)? else {
+                return Ok(None);
+            };
+            let last = page.last.clone().unwrap_or_default();
+            c.prepare_cached("SELECT name FROM tags WHERE repo_id = ?1 AND name > ?2 ORDER BY name LIMIT ?3")
+                .and_then(|mut s| {
+                    s.query_map(params![id, last, limit(&page)], |r| r.get(0))?
+                        .collect::<Result<Vec<String>, _>>()
+                })
+                .map(Some)
+                .map_err(db_err("listing tags"))
+        })
+        .await
+    }
+
+    async fn repositories(&self, page: &Page) -> Result<Vec<String>, MetaError> {
+        let page = page.clone();
+        self.read(move |c| {
+            let last = page.last.clone().unwrap_or_default();
+            c.prepare_cached("SELECT name FROM repositories WHERE name > ?1 ORDER BY name LIMIT ?2")
+                .and_then(|mut s| {
+                    s.query_map(params![last, limit(&page)], |r| r.get(0))?
+                        .collect::<Result<Vec<String>, _>>()
+                })
+                .map_err(db_err("listing repositories"))
+        })
+        .await
+    }
+
+    async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Referrer>, MetaError> {
+        let (repo, subject) = (repo.to_string(), subject.to_string());
+        let artifact_type = artifact_type.map(str::to_owned);
+        self.read(move |c| {
+            let rows = c
+                .prepare_cached(
+                    "SELECT m.digest, m.media_type, length(m.content), m.artifact_type, m.annotations
+                     FROM manifests m JOIN repositories r ON r.id = m.repo_id
+                     WHERE r.name = ?1 AND m.subject = ?2 AND (?3 IS NULL OR m.artifact_type = ?3)
+                     ORDER BY m.created_at, m.digest",
+                )
+                .and_then(|mut s| {
+                    s.query_map(params![repo, subject, artifact_type], |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, i64>(2)?,
+                            r.get::<_, Option<String>>(3)?,
+                            r.get::<_, Option<String>>(4)?,
+                        ))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()
+                })
+                .map_err(db_err("listing referrers"))?;
+            rows.into_iter()
+                .map(|(d, media_type, size, artifact_type, ann)| {
+                    Ok(Referrer {
+                        digest: parse_digest(d)?,
+                        media_type,
+                        size: size as u64,
+                        artifact_type,
+                        annotations_json: ann.unwrap_or_default(),
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn upload_create(&self, id: &str, repo: &RepoName) -> Result<(), MetaError> {
+        let (id, repo) = (id.to_owned(), repo.to_string());
+        self.write(move |tx| {
+            let t = now();
+            tx.execute(
+                "INSERT INTO uploads (id, repo, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)",
+                params![id, repo, t],
+            )
+            .map_err(db_err("registering an upload"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn upload_touch(&self, id: &str) -> Result<Option<String>, MetaError> {
+        let id = id.to_owned();
+        // A read first: the common case needs no write when touched within the last second.
+        let row: Option<(String, i64)> = {
+            let id = id.clone();
+            self.read(move |c| {
+                c.prepare_cached("SELECT repo, updated_at FROM uploads WHERE id = ?1")
+                    .and_then(|mut s| s.query_row([id], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+                    .map_err(db_err("reading an upload"))
+            })
+            .await?
+        };
+        let Some((repo, updated)) = row else {
+            return Ok(None);
+        };
+        if now() - updated >= 1 {
+            self.write(move |tx| {
+                tx.execute("UPDATE uploads SET updated_at = ?2 WHERE id = ?1", params![id, now()])
+                    .map_err(db_err("touching an upload"))?;
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(Some(repo))
+    }
+
+    async fn upload_delete(&self, id: &str) -> Result<(), MetaError> {
+        let id = id.to_owned();
+        self.write(move |tx| {
+            tx.execute("DELETE FROM uploads WHERE id = ?1", [id])
+                .map_err(db_err("deleting an upload"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn uploads_idle(&self, idle_secs: u64) -> Result<Vec<String>, MetaError> {
+        let cutoff = now() - idle_secs.min(i64::MAX as u64) as i64;
+        self.read(move |c| {
+            c.prepare_cached("SELECT id FROM uploads WHERE updated_at <= ?1")
+                .and_then(|mut s| s.query_map([cutoff], |r| r.get(0))?.collect::<Result<Vec<String>, _>>())
+                .map_err(db_err("listing idle uploads"))
+        })
+        .await
+    }
+
+    async fn upload_ids(&self) -> Result<Vec<String>, MetaError> {
+        self.read(move |c| {
+            c.prepare_cached("SELECT id FROM uploads")
+                .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect::<Result<Vec<String>, _>>())
+                .map_err(db_err("listing uploads"))
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo(s: &str) -> RepoName {
+        RepoName::parse(s).unwrap()
+    }
+
+    fn manifest(content: &str, blobs: Vec<Digest>, subject: Option<Digest>) -> NewManifest {
+        NewManifest {
+            digest: Digest::sha256(content.as_bytes()),
+            media_type: berth_oci::media_types::OCI_MANIFEST.into(),
+            content: Bytes::from(content.to_owned()),
+            blobs,
+            children: vec![],
+            subject,
+            artifact_type: Some("application/x".into()),
+            annotations_json: String::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn manifest_requires_linked_blobs_and_tags_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = SqliteStore::open(dir.path().join("meta.db")).unwrap();
+        let r = repo("team/app");
+        let blob = Digest::sha256(b"layer");
+        let m = manifest("m1", vec![blob.clone()], None);
+        let tag = Tag::parse("v1").unwrap();
+        match db.manifest_put(&r, &m, &[tag.clone()]).await {
+            Err(MetaError::MissingReferences(d)) => assert_eq!(d, vec![blob.clone()]),
+            other => panic!("expected missing references, got {other:?}"),
+        }
+        assert!(db.manifest_by_tag(&r, &tag).await.unwrap().is_none());
+        db.blob_link(&r, &blob, 5).await.unwrap();
+        db.manifest_put(&r, &m, &[tag.clone()]).await.unwrap();
+        assert_eq!(db.manifest_by_tag(&r, &tag).await.unwrap().unwrap().digest, m.digest);
+        assert_eq!(db.tags(&r, &Page::default()).await.unwrap().unwrap(), vec!["v1"]);
+        // The blob is in use: unlinking is refused and nothing changes.
+        assert!(matches!(db.blob_unlink(&r, &blob).await, Err(MetaError::BlobInUse(_))));
+        assert_eq!(db.blob_size(&r, &blob).await.unwrap(), Some(5));
+        assert!(db.manifest_delete(&r, &m.digest).await.unwrap());
+        assert_eq!(db.tags(&r, &Page::default()).await.unwrap().unwrap(), Vec::<String>::new());
+        assert_eq!(db.blob_unlink(&r, &blob).await.unwrap(), Unlinked::Removed { orphaned: true });
+    }
+
+    #[tokio::test]
+    async fn pagination_and_referrers_and_uploads() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = SqliteStore::open(dir.path().join("meta.db")).unwrap();
+        let r = repo("a");
+        let base = manifest("base", vec![], None);
+        let tags: Vec<Tag> = ["b", "a", "c", "B"].iter().map(|t| Tag::parse(t).unwrap()).collect();
+        db.manifest_put(&r, &base, &tags).await.unwrap();
+        let p = |last: Option<&str>, n| Page {
+            last: last.map(str::to_owned),
+            n,
+        };
+        assert_eq!(db.tags(&r, &p(None, None)).await.unwrap().unwrap(), ["B", "a", "b", "c"]);
+        assert_eq!(db.tags(&r, &p(Some("a"), Some(1))).await.unwrap().unwrap(), ["b"]);
+        assert_eq!(db.tags(&r, &p(None, Some(0))).await.unwrap().unwrap(), Vec::<String>::new());
+        assert!(db.tags(&repo("nope"), &p(None, None)).await.unwrap().is_none());
+
+        let sig = manifest("sig", vec![], Some(base.digest.clone()));
+        db.manifest_put(&r, &sig, &[]).await.unwrap();
+        let refs = db.referrers(&r, &base.digest, None).await.unwrap();
+        assert_eq!(refs.len(), 1);
+        assert_eq!(refs[0].digest, sig.digest);
+        assert!(db.referrers(&r, &base.digest, Some("other")).await.unwrap().is_empty());
+
+        db.upload_create("u1", &r).await.unwrap();
+        assert_eq!(db.upload_touch("u1").await.unwrap().as_deref(), Some("a"));
+        assert_eq!(db.uploads_idle(0).await.unwrap(), ["u1"]);
+        assert!(db.uploads_idle(3600).await.unwrap().is_empty());
+        db.upload_delete("u1").await.unwrap();
+        assert_eq!(db.upload_touch("u1").await.unwrap(), None);
+        assert_eq!(db.repositories(&p(None, None)).await.unwrap(), ["a"]);
+    }
+}

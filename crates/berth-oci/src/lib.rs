@@ -1,0 +1,26 @@
+//! Pure OCI types shared by the Berth server and client.
+//!
+//! # Layout
+//! - [`digest`]: content digests (`sha256:…`, `sha512:…`) and streaming hashers.
+//! - [`name`]: validated repository names and tags ([`RepoName`], [`Tag`]).
+//! - [`reference`]: the `<reference>` part of a manifest URL (tag or digest).
+//! - [`media_types`]: the media type constants of OCI and Docker.
+//! - [`manifest`]: tolerant parsing of manifests and indexes into what a registry
+//!   needs to know (references, subject, platform, annotations).
+//! - [`error`]: the one table of OCI Distribution error codes and HTTP statuses.
+//!
+//! **Invariant:** this crate does no I/O. It knows nothing about HTTP servers, storage
+//! or databases, so both the server and the client can depend on it.
+
+pub mod digest;
+pub mod error;
+pub mod manifest;
+pub mod media_types;
+pub mod name;
+pub mod reference;
+
+pub use digest::{Algorithm, Digest, DigestError, Hasher};
+pub use error::ErrorCode;
+pub use manifest::{Descriptor, ManifestError, ManifestKind, ParsedManifest, Platform};
+pub use name::{NameError, RepoName, Tag};
+pub use reference::Reference;

@@ -1,0 +1,432 @@
+//! The filesystem blob store: the embedded default.
+//!
+//! Layout under the root directory:
+//! - `blobs/<algorithm>/<first two hex>/<hex>`: committed, verified, immutable blobs;
+//! - `uploads/<id>`: the bytes of an upload session so far.
+//!
+//! Writes are hashed as they arrive, in 1 MiB batches on the blocking pool, so memory
+//! stays flat whatever the blob size. A commit fsyncs the upload file, renames it into
+//! place and fsyncs the directory: a blob path exists only with its full, verified bytes.
+//! The hash state of an upload lives in memory; after a restart it is rebuilt by reading
+//! the upload file once.
+
+use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use berth_oci::{Algorithm, Digest, Hasher};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use tokio::io::AsyncSeekExt;
+use tokio::task::spawn_blocking;
+
+use crate::{BlobBody, BlobStore, ByteStream, StorageError};
+
+/// Bytes gathered before one write+hash step on the blocking pool.
+const BATCH: usize = 1 << 20;
+/// Read buffer when serving a blob.
+const READ_CHUNK: usize = 256 << 10;
+
+/// In-memory state of an upload whose bytes are all written and hashed.
+struct UploadState {
+    size: u64,
+    hasher: Hasher,
+}
+
+/// Blobs as files under one directory.
+pub struct FsBlobStore {
+    root: PathBuf,
+    /// One async lock per active upload, holding its hash state once known.
+    uploads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<UploadState>>>>>,
+}
+
+impl FsBlobStore {
+    /// Opens (creating if needed) a store rooted at `root`.
+    pub fn open(root: impl Into<PathBuf>) -> Result<FsBlobStore, StorageError> {
+        let root = root.into();
+        for sub in ["blobs/sha256", "blobs/sha512", "uploads"] {
+            std::fs::create_dir_all(root.join(sub)).map_err(StorageError::io("creating the data directory"))?;
+        }
+        Ok(FsBlobStore {
+            root,
+            uploads: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn blob_path(&self, d: &Digest) -> PathBuf {
+        self.root
+            .join("blobs")
+            .join(d.algorithm().as_str())
+            .join(&d.hex()[..2])
+            .join(d.hex())
+    }
+
+    fn upload_path(&self, id: &str) -> Result<PathBuf, StorageError> {
+        // Ids come from the server, but never let one escape the uploads directory.
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return Err(StorageError::UploadUnknown(id.to_owned()));
+        }
+        Ok(self.root.join("uploads").join(id))
+    }
+
+    fn upload_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<Option<UploadState>>> {
+        let mut map = self.uploads.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(id.to_owned()).or_default().clone()
+    }
+
+    fn forget_upload(&self, id: &str) {
+        let mut map = self.uploads.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(id);
+    }
+}
+
+/// Rebuilds the hash state of an upload by reading its file.
+fn rehash(path: &Path, algorithm: Algorithm) -> Result<UploadState, StorageError> {
+    let mut f = std::fs::File::open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => StorageError::UploadUnknown(path.display().to_string()),
+        _ => StorageError::Io {
+            context: "opening an upload",
+            source: e,
+        },
+    })?;
+    let mut hasher = Hasher::new(algorithm);
+    let mut buf = vec![0u8; BATCH];
+    let mut size = 0u64;
+    loop {
+        let n = f.read(&mut buf).map_err(StorageError::io("reading an upload"))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok(UploadState { size, hasher })
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, StorageError> {
+    spawn_blocking(f).await.map_err(|e| StorageError::Io {
+        context: "running a blocking storage task",
+        source: std::io::Error::other(e.to_string()),
+    })?
+}
+
+/// Writes and hashes one batch; returns the file and hasher for the next one.
+fn write_batch(
+    mut file: std::fs::File,
+    mut hasher: Hasher,
+    batch: Bytes,
+) -> Result<(std::fs::File, Hasher), StorageError> {
+    file.write_all(&batch).map_err(StorageError::io("writing an upload"))?;
+    hasher.update(&batch);
+    Ok((file, hasher))
+}
+
+#[async_trait::async_trait]
+impl BlobStore for FsBlobStore {
+    async fn stat(&self, digest: &Digest) -> Result<Option<u64>, StorageError> {
+        match tokio::fs::metadata(self.blob_path(digest)).await {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StorageError::Io {
+                context: "reading blob metadata",
+                source: e,
+            }),
+        }
+    }
+
+    async fn get(&self, digest: &Digest, range: Option<Range<u64>>) -> Result<BlobBody, StorageError> {
+        let mut file = match tokio::fs::File::open(self.blob_path(digest)).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StorageError::BlobUnknown(digest.clone()))
+            }
+            Err(e) => return Err(StorageError::io("opening a blob")(e)),
+        };
+        let total_size = file
+            .metadata()
+            .await
+            .map_err(StorageError::io("reading blob metadata"))?
+            .len();
+        let stream: ByteStream = match range {
+            Some(r) => {
+                file.seek(SeekFrom::Start(r.start))
+                    .await
+                    .map_err(StorageError::io("seeking in a blob"))?;
+                let limited = tokio::io::AsyncReadExt::take(file, r.end.saturating_sub(r.start));
+                Box::pin(tokio_util::io::ReaderStream::with_capacity(limited, READ_CHUNK))
+            }
+            None => Box::pin(tokio_util::io::ReaderStream::with_capacity(file, READ_CHUNK)),
+        };
+        Ok(BlobBody { total_size, stream })
+    }
+
+    async fn delete(&self, digest: &Digest) -> Result<bool, StorageError> {
+        match tokio::fs::remove_file(self.blob_path(digest)).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(StorageError::io("deleting a blob")(e)),
+        }
+    }
+
+    async fn upload_create(&self, id: &str) -> Result<(), StorageError> {
+        let path = self.upload_path(id)?;
+        let lock = self.upload_lock(id);
+        let mut state = lock.lock().await;
+        blocking(move || {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .map_err(StorageError::io("creating an upload"))?;
+            Ok(())
+        })
+        .await?;
+        *state = Some(UploadState {
+            size: 0,
+            hasher: Hasher::new(Algorithm::Sha256),
+        });
+        Ok(())
+    }
+
+    async fn upload_append(&self, id: &str, at: u64, mut data: ByteStream) -> Result<u64, StorageError> {
+        let path = self.upload_path(id)?;
+        let lock = self.upload_lock(id);
+        let mut guard = lock.lock().await;
+        let state = match guard.take() {
+            Some(s) => s,
+            None => {
+                let p = path.clone();
+                blocking(move || rehash(&p, Algorithm::Sha256))
+                    .await
+                    .map_err(|e| match e {
+                        StorageError::UploadUnknown(_) => StorageError::UploadUnknown(id.to_owned()),
+                        e => e,
+                    })?
+            }
+        };
+        if at != state.size {
+            let expected = state.size;
+            *guard = Some(state);
+            return Err(StorageError::OffsetMismatch { expected, got: at });
+        }
+        let p = path.clone();
+        let file = blocking(move || {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&p)
+                .map_err(StorageError::io("opening an upload"))?;
+            // Truncate anything a failed earlier write may have left past the hashed size.
+            f.set_len(at).map_err(StorageError::io("truncating an upload"))?;
+            f.seek(SeekFrom::Start(at)).map_err(StorageError::io("seeking in an upload"))?;
+            Ok(f)
+        })
+        .await?;
+
+        let mut size = state.size;
+        let mut pending: Option<tokio::task::JoinHandle<Result<(std::fs::File, Hasher), StorageError>>> = None;
+        let mut tools = Some((file, state.hasher));
+        let mut buf = BytesMut::new();
+        let mut body_error = None;
+        // Receives the next batch while the previous one is written and hashed.
+        let flush = |batch: Bytes,
+                         pending: &mut Option<tokio::task::JoinHandle<_>>,
+                         tools: &mut Option<(std::fs::File, Hasher)>| {
+            let (file, hasher) = tools.take().ok_or(StorageError::Io {
+                context: "writing an upload",
+                source: std::io::Error::other("writer state lost"),
+            })?;
+            *pending = Some(spawn_blocking(move || write_batch(file, hasher, batch)));
+            Ok::<(), StorageError>(())
+        };
+        loop {
+            match data.next().await {
+                Some(Ok(chunk)) => {
+                    size += chunk.len() as u64;
+                    buf.extend_from_slice(&chunk);
+                    if buf.len() >= BATCH {
+                        if let Some(h) = pending.take() {
+                            tools = Some(join_write(h).await?);
+                        }
+                        flush(buf.split().freeze(), &mut pending, &mut tools)?;
+                    }
+                }
+                Some(Err(e)) => {
+                    body_error = Some(e);
+                    break;
+                }
+                None => break,
+            }
+        }
+        if let Some(h) = pending.take() {
+            tools = Some(join_write(h).await?);
+        }
+        if !buf.is_empty() {
+            flush(buf.split().freeze(), &mut pending, &mut tools)?;
+            if let Some(h) = pending.take() {
+                tools = Some(join_write(h).await?);
+            }
+        }
+        let (_file, hasher) = tools.ok_or(StorageError::Io {
+            context: "writing an upload",
+            source: std::io::Error::other("writer state lost"),
+        })?;
+        *guard = Some(UploadState { size, hasher });
+        match body_error {
+            Some(e) => Err(StorageError::Body(e)),
+            None => Ok(size),
+        }
+    }
+
+    async fn upload_size(&self, id: &str) -> Result<Option<u64>, StorageError> {
+        let path = self.upload_path(id)?;
+        let lock = self.upload_lock(id);
+        let guard = lock.lock().await;
+        if let Some(s) = guard.as_ref() {
+            return Ok(Some(s.size));
+        }
+        drop(guard);
+        match tokio::fs::metadata(&path).await {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.forget_upload(id);
+                Ok(None)
+            }
+            Err(e) => Err(StorageError::io("reading upload metadata")(e)),
+        }
+    }
+
+    async fn upload_commit(&self, id: &str, expected: &Digest) -> Result<u64, StorageError> {
+        let path = self.upload_path(id)?;
+        let lock = self.upload_lock(id);
+        let mut guard = lock.lock().await;
+        let state = match guard.take() {
+            Some(s) if expected.algorithm() == Algorithm::Sha256 => s,
+            other => {
+                // Another algorithm (or a restarted server): hash the file once more.
+                drop(other);
+                let p = path.clone();
+                let alg = expected.algorithm();
+                blocking(move || rehash(&p, alg)).await.map_err(|e| match e {
+                    StorageError::UploadUnknown(_) => StorageError::UploadUnknown(id.to_owned()),
+                    e => e,
+                })?
+            }
+        };
+        let size = state.size;
+        let actual = state.hasher.clone().finish();
+        if &actual != expected {
+            if expected.algorithm() == Algorithm::Sha256 {
+                *guard = Some(state);
+            }
+            return Err(StorageError::DigestMismatch {
+                expected: expected.clone(),
+                actual,
+            });
+        }
+        let dest = self.blob_path(expected);
+        blocking(move || {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(StorageError::io("opening an upload"))?;
+            f.set_len(size).map_err(StorageError::io("truncating an upload"))?;
+            f.sync_all().map_err(StorageError::io("syncing an upload"))?;
+            drop(f);
+            let dir = dest.parent().ok_or(StorageError::Io {
+                context: "placing a blob",
+                source: std::io::Error::other("blob path has no parent"),
+            })?;
+            std::fs::create_dir_all(dir).map_err(StorageError::io("creating a blob directory"))?;
+            std::fs::rename(&path, &dest).map_err(StorageError::io("moving a blob into place"))?;
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(StorageError::io("syncing a blob directory"))?;
+            Ok(())
+        })
+        .await?;
+        drop(guard);
+        self.forget_upload(id);
+        Ok(size)
+    }
+
+    async fn upload_abort(&self, id: &str) -> Result<(), StorageError> {
+        let path = self.upload_path(id)?;
+        let lock = self.upload_lock(id);
+        let guard = lock.lock().await;
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StorageError::io("deleting an upload")(e)),
+        }
+        drop(guard);
+        self.forget_upload(id);
+        Ok(())
+    }
+
+    async fn upload_list(&self) -> Result<Vec<String>, StorageError> {
+        let dir = self.root.join("uploads");
+        blocking(move || {
+            let mut ids = Vec::new();
+            for entry in std::fs::read_dir(&dir).map_err(StorageError::io("listing uploads"))? {
+                let entry = entry.map_err(StorageError::io("listing uploads"))?;
+                if let Some(name) = entry.file_name().to_str() {
+                    ids.push(name.to_owned());
+                }
+            }
+            Ok(ids)
+        })
+        .await
+    }
+}
+
+async fn join_write(
+    h: tokio::task::JoinHandle<Result<(std::fs::File, Hasher), StorageError>>,
+) -> Result<(std::fs::File, Hasher), StorageError> {
+    h.await.map_err(|e| StorageError::Io {
+        context: "writing an upload",
+        source: std::io::Error::other(e.to_string()),
+    })?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn passes_the_conformance_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path()).unwrap();
+        crate::testsuite::run(&store).await;
+    }
+
+    #[tokio::test]
+    async fn upload_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path()).unwrap();
+        store.upload_create("u1").await.unwrap();
+        let body: ByteStream = Box::pin(futures_util::stream::iter([Ok(Bytes::from_static(b"hello "))]));
+        store.upload_append("u1", 0, body).await.unwrap();
+        drop(store);
+        let store = FsBlobStore::open(dir.path()).unwrap();
+        assert_eq!(store.upload_size("u1").await.unwrap(), Some(6));
+        let body: ByteStream = Box::pin(futures_util::stream::iter([Ok(Bytes::from_static(b"world"))]));
+        assert_eq!(store.upload_append("u1", 6, body).await.unwrap(), 11);
+        let d = Digest::sha256(b"hello world");
+        assert_eq!(store.upload_commit("u1", &d).await.unwrap(), 11);
+        assert_eq!(store.upload_list().await.unwrap(), Vec::<String>::new());
+    }
+
+    #[tokio::test]
+    async fn upload_ids_cannot_escape() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path()).unwrap();
+        assert!(matches!(
+            store.upload_create("../x").await,
+            Err(StorageError::UploadUnknown(_))
+        ));
+    }
+}

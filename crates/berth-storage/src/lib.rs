@@ -1,0 +1,98 @@
+//! Content-addressed blob storage.
+//!
+//! # Layout
+//! - [`BlobStore`]: the narrow, object-store-shaped trait every backend implements:
+//!   stat, ranged get, delete of committed blobs, and resumable upload sessions that
+//!   are verified against their digest when committed.
+//! - [`fs::FsBlobStore`]: the embedded default, blobs as files under a data directory.
+//! - `testsuite` (feature `testsuite`): the conformance suite every backend must pass.
+//!
+//! **Architecture Invariant:** storage knows nothing about HTTP, repositories, tags or
+//! accounts. It stores bytes under their digest and never makes a blob visible before
+//! its digest was verified over every byte and the bytes were made durable.
+
+pub mod fs;
+#[cfg(any(test, feature = "testsuite"))]
+pub mod testsuite;
+
+use std::ops::Range;
+use std::pin::Pin;
+
+use berth_oci::Digest;
+use bytes::Bytes;
+use futures_util::Stream;
+
+/// A stream of body bytes, as received from a client or served to one.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
+
+/// Errors of a blob store.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("blob {0} is not in the store")]
+    BlobUnknown(Digest),
+    #[error("upload {0} is not known")]
+    UploadUnknown(String),
+    #[error("upload is at offset {expected}, the chunk starts at {got}")]
+    OffsetMismatch { expected: u64, got: u64 },
+    #[error("content digest is {actual}, the client declared {expected}")]
+    DigestMismatch { expected: Digest, actual: Digest },
+    #[error("reading the request body failed: {0}")]
+    Body(std::io::Error),
+    #[error("storage I/O failed while {context}: {source}")]
+    Io {
+        context: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl StorageError {
+    pub(crate) fn io(context: &'static str) -> impl FnOnce(std::io::Error) -> StorageError {
+        move |source| StorageError::Io { context, source }
+    }
+}
+
+/// A committed blob opened for reading.
+pub struct BlobBody {
+    /// Total size of the blob (not of the range).
+    pub total_size: u64,
+    /// The bytes requested (the whole blob or the range).
+    pub stream: ByteStream,
+}
+
+/// Content-addressed blob storage with resumable, verified uploads.
+///
+/// Upload ids are chosen by the caller (unique, URL-safe). A committed blob is immutable;
+/// committing the same content twice is harmless.
+#[async_trait::async_trait]
+pub trait BlobStore: Send + Sync + 'static {
+    /// Size of a committed blob, or `None` when absent.
+    async fn stat(&self, digest: &Digest) -> Result<Option<u64>, StorageError>;
+
+    /// Opens a committed blob, whole or the half-open byte `range`.
+    async fn get(&self, digest: &Digest, range: Option<Range<u64>>) -> Result<BlobBody, StorageError>;
+
+    /// Deletes a committed blob; `false` when it was absent.
+    async fn delete(&self, digest: &Digest) -> Result<bool, StorageError>;
+
+    /// Starts an empty upload session.
+    async fn upload_create(&self, id: &str) -> Result<(), StorageError>;
+
+    /// Appends `data` at offset `at`, which must equal the current size.
+    /// Returns the new size. Bytes received before a body error are kept, so a client
+    /// can resume from the size reported afterwards.
+    async fn upload_append(&self, id: &str, at: u64, data: ByteStream) -> Result<u64, StorageError>;
+
+    /// Current size of an upload, or `None` when unknown.
+    async fn upload_size(&self, id: &str) -> Result<Option<u64>, StorageError>;
+
+    /// Verifies the upload against `expected` and makes it the blob of that digest.
+    /// Returns the blob size. On a mismatch nothing becomes visible and the upload stays.
+    async fn upload_commit(&self, id: &str, expected: &Digest) -> Result<u64, StorageError>;
+
+    /// Drops an upload session and its bytes. Unknown ids are not an error.
+    async fn upload_abort(&self, id: &str) -> Result<(), StorageError>;
+
+    /// Ids of every upload session present (for expiry and crash recovery).
+    async fn upload_list(&self) -> Result<Vec<String>, StorageError>;
+}
