@@ -25,13 +25,20 @@ pub enum MetaError {
     #[error("blob is referenced by manifest(s) {}", join(.0))]
     BlobInUse(Vec<String>),
     #[error("metadata database error while {context}: {message}")]
-    Database { context: &'static str, message: String },
+    Database {
+        context: &'static str,
+        message: String,
+    },
     #[error("stored metadata is corrupt: {0}")]
     Corrupt(String),
 }
 
 fn join<T: std::fmt::Display>(items: &[T]) -> String {
-    items.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+    items
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A manifest about to be stored, with what the registry learned from parsing it.
@@ -88,7 +95,8 @@ pub struct Page {
 #[async_trait::async_trait]
 pub trait MetadataStore: Send + Sync + 'static {
     /// Records that `repo` holds the verified blob `digest` (creating the repository).
-    async fn blob_link(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<(), MetaError>;
+    async fn blob_link(&self, repo: &RepoName, digest: &Digest, size: u64)
+        -> Result<(), MetaError>;
 
     /// Size of a blob linked in `repo`, or `None`.
     async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>, MetaError>;
@@ -101,13 +109,26 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     /// Stores a manifest and points `tags` at it, in one transaction, after checking
     /// that every referenced blob and child manifest is in the repository.
-    async fn manifest_put(&self, repo: &RepoName, m: &NewManifest, tags: &[Tag]) -> Result<(), MetaError>;
+    async fn manifest_put(
+        &self,
+        repo: &RepoName,
+        m: &NewManifest,
+        tags: &[Tag],
+    ) -> Result<(), MetaError>;
 
     /// A manifest by digest.
-    async fn manifest_by_digest(&self, repo: &RepoName, digest: &Digest) -> Result<Option<StoredManifest>, MetaError>;
+    async fn manifest_by_digest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<StoredManifest>, MetaError>;
 
     /// The manifest a tag points to.
-    async fn manifest_by_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<StoredManifest>, MetaError>;
+    async fn manifest_by_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+    ) -> Result<Option<StoredManifest>, MetaError>;
 
     /// Deletes a manifest and every tag pointing to it; `false` when absent.
     async fn manifest_delete(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError>;

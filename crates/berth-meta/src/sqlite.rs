@@ -54,11 +54,14 @@ fn open_conn(path: &Path) -> Result<Connection, MetaError> {
 }
 
 fn parse_digest(s: String) -> Result<Digest, MetaError> {
-    s.parse().map_err(|_| MetaError::Corrupt(format!("bad digest {s:?}")))
+    s.parse()
+        .map_err(|_| MetaError::Corrupt(format!("bad digest {s:?}")))
 }
 
 fn limit(page: &Page) -> i64 {
-    page.n.map(|n| n.min(i64::MAX as usize) as i64).unwrap_or(-1)
+    page.n
+        .map(|n| n.min(i64::MAX as usize) as i64)
+        .unwrap_or(-1)
 }
 
 impl SqliteStore {
@@ -83,7 +86,11 @@ impl SqliteStore {
     {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
-            let pooled = inner.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let pooled = inner
+                .readers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pop();
             let conn = match pooled {
                 Some(c) => c,
                 None => open_conn(&inner.path)?,
@@ -168,7 +175,12 @@ fn stored(row: (String, String, Vec<u8>)) -> Result<StoredManifest, MetaError> {
 
 #[async_trait::async_trait]
 impl MetadataStore for SqliteStore {
-    async fn blob_link(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<(), MetaError> {
+    async fn blob_link(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<(), MetaError> {
         let (repo, digest) = (repo.to_string(), digest.to_string());
         self.write(move |tx| {
             let id = ensure_repo(tx, &repo)?;
@@ -190,7 +202,10 @@ impl MetadataStore for SqliteStore {
                 "SELECT b.size FROM blobs b JOIN repositories r ON r.id = b.repo_id
                  WHERE r.name = ?1 AND b.digest = ?2",
             )
-            .and_then(|mut s| s.query_row([repo, digest], |r| r.get::<_, i64>(0)).optional())
+            .and_then(|mut s| {
+                s.query_row([repo, digest], |r| r.get::<_, i64>(0))
+                    .optional()
+            })
             .map(|o| o.map(|v| v as u64))
             .map_err(db_err("looking up a blob"))
         })
@@ -232,13 +247,22 @@ impl MetadataStore for SqliteStore {
     async fn blob_linked_anywhere(&self, digest: &Digest) -> Result<bool, MetaError> {
         let digest = digest.to_string();
         self.read(move |c| {
-            c.query_row("SELECT EXISTS (SELECT 1 FROM blobs WHERE digest = ?1)", [digest], |r| r.get(0))
-                .map_err(db_err("checking blob links"))
+            c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM blobs WHERE digest = ?1)",
+                [digest],
+                |r| r.get(0),
+            )
+            .map_err(db_err("checking blob links"))
         })
         .await
     }
 
-    async fn manifest_put(&self, repo: &RepoName, m: &NewManifest, tags: &[Tag]) -> Result<(), MetaError> {
+    async fn manifest_put(
+        &self,
+        repo: &RepoName,
+        m: &NewManifest,
+        tags: &[Tag],
+    ) -> Result<(), MetaError> {
         let repo = repo.to_string();
         let m = m.clone();
         let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
@@ -321,14 +345,21 @@ impl MetadataStore for SqliteStore {
         .await
     }
 
-    async fn manifest_by_digest(&self, repo: &RepoName, digest: &Digest) -> Result<Option<StoredManifest>, MetaError> {
+    async fn manifest_by_digest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<StoredManifest>, MetaError> {
         let (repo, digest) = (repo.to_string(), digest.to_string());
         self.read(move |c| {
             c.prepare_cached(
                 "SELECT m.digest, m.media_type, m.content FROM manifests m
                  JOIN repositories r ON r.id = m.repo_id WHERE r.name = ?1 AND m.digest = ?2",
             )
-            .and_then(|mut s| s.query_row([repo, digest], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional())
+            .and_then(|mut s| {
+                s.query_row([repo, digest], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .optional()
+            })
             .map_err(db_err("reading a manifest"))?
             .map(stored)
             .transpose()
@@ -336,7 +367,11 @@ impl MetadataStore for SqliteStore {
         .await
     }
 
-    async fn manifest_by_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<StoredManifest>, MetaError> {
+    async fn manifest_by_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+    ) -> Result<Option<StoredManifest>, MetaError> {
         let (repo, tag) = (repo.to_string(), tag.to_string());
         self.read(move |c| {
             c.prepare_cached(
@@ -345,7 +380,10 @@ impl MetadataStore for SqliteStore {
                  JOIN manifests m ON m.repo_id = t.repo_id AND m.digest = t.digest
                  WHERE r.name = ?1 AND t.name = ?2",
             )
-            .and_then(|mut s| s.query_row([repo, tag], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional())
+            .and_then(|mut s| {
+                s.query_row([repo, tag], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .optional()
+            })
             .map_err(db_err("reading a manifest"))?
             .map(stored)
             .transpose()
@@ -360,12 +398,21 @@ impl MetadataStore for SqliteStore {
                 return Ok(false);
             };
             let n = tx
-                .execute("DELETE FROM manifests WHERE repo_id = ?1 AND digest = ?2", params![id, digest])
+                .execute(
+                    "DELETE FROM manifests WHERE repo_id = ?1 AND digest = ?2",
+                    params![id, digest],
+                )
                 .map_err(db_err("deleting a manifest"))?;
-            tx.execute("DELETE FROM manifest_refs WHERE repo_id = ?1 AND manifest = ?2", params![id, digest])
-                .map_err(db_err("deleting a manifest"))?;
-            tx.execute("DELETE FROM tags WHERE repo_id = ?1 AND digest = ?2", params![id, digest])
-                .map_err(db_err("deleting a manifest"))?;
+            tx.execute(
+                "DELETE FROM manifest_refs WHERE repo_id = ?1 AND manifest = ?2",
+                params![id, digest],
+            )
+            .map_err(db_err("deleting a manifest"))?;
+            tx.execute(
+                "DELETE FROM tags WHERE repo_id = ?1 AND digest = ?2",
+                params![id, digest],
+            )
+            .map_err(db_err("deleting a manifest"))?;
             Ok(n > 0)
         })
         .await
@@ -378,7 +425,10 @@ impl MetadataStore for SqliteStore {
                 return Ok(false);
             };
             let n = tx
-                .execute("DELETE FROM tags WHERE repo_id = ?1 AND name = ?2", params![id, tag])
+                .execute(
+                    "DELETE FROM tags WHERE repo_id = ?1 AND name = ?2",
+                    params![id, tag],
+                )
                 .map_err(db_err("deleting a tag"))?;
             Ok(n > 0)
         })
@@ -393,13 +443,15 @@ impl MetadataStore for SqliteStore {
                 return Ok(None);
             };
             let last = page.last.clone().unwrap_or_default();
-            c.prepare_cached("SELECT name FROM tags WHERE repo_id = ?1 AND name > ?2 ORDER BY name LIMIT ?3")
-                .and_then(|mut s| {
-                    s.query_map(params![id, last, limit(&page)], |r| r.get(0))?
-                        .collect::<Result<Vec<String>, _>>()
-                })
-                .map(Some)
-                .map_err(db_err("listing tags"))
+            c.prepare_cached(
+                "SELECT name FROM tags WHERE repo_id = ?1 AND name > ?2 ORDER BY name LIMIT ?3",
+            )
+            .and_then(|mut s| {
+                s.query_map(params![id, last, limit(&page)], |r| r.get(0))?
+                    .collect::<Result<Vec<String>, _>>()
+            })
+            .map(Some)
+            .map_err(db_err("listing tags"))
         })
         .await
     }
@@ -493,8 +545,11 @@ impl MetadataStore for SqliteStore {
         };
         if now() - updated >= 1 {
             self.write(move |tx| {
-                tx.execute("UPDATE uploads SET updated_at = ?2 WHERE id = ?1", params![id, now()])
-                    .map_err(db_err("touching an upload"))?;
+                tx.execute(
+                    "UPDATE uploads SET updated_at = ?2 WHERE id = ?1",
+                    params![id, now()],
+                )
+                .map_err(db_err("touching an upload"))?;
                 Ok(())
             })
             .await?;
@@ -516,7 +571,10 @@ impl MetadataStore for SqliteStore {
         let cutoff = now() - idle_secs.min(i64::MAX as u64) as i64;
         self.read(move |c| {
             c.prepare_cached("SELECT id FROM uploads WHERE updated_at <= ?1")
-                .and_then(|mut s| s.query_map([cutoff], |r| r.get(0))?.collect::<Result<Vec<String>, _>>())
+                .and_then(|mut s| {
+                    s.query_map([cutoff], |r| r.get(0))?
+                        .collect::<Result<Vec<String>, _>>()
+                })
                 .map_err(db_err("listing idle uploads"))
         })
         .await
@@ -525,7 +583,10 @@ impl MetadataStore for SqliteStore {
     async fn upload_ids(&self) -> Result<Vec<String>, MetaError> {
         self.read(move |c| {
             c.prepare_cached("SELECT id FROM uploads")
-                .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect::<Result<Vec<String>, _>>())
+                .and_then(|mut s| {
+                    s.query_map([], |r| r.get(0))?
+                        .collect::<Result<Vec<String>, _>>()
+                })
                 .map_err(db_err("listing uploads"))
         })
         .await
@@ -568,14 +629,29 @@ mod tests {
         assert!(db.manifest_by_tag(&r, &tag).await.unwrap().is_none());
         db.blob_link(&r, &blob, 5).await.unwrap();
         db.manifest_put(&r, &m, &[tag.clone()]).await.unwrap();
-        assert_eq!(db.manifest_by_tag(&r, &tag).await.unwrap().unwrap().digest, m.digest);
-        assert_eq!(db.tags(&r, &Page::default()).await.unwrap().unwrap(), vec!["v1"]);
+        assert_eq!(
+            db.manifest_by_tag(&r, &tag).await.unwrap().unwrap().digest,
+            m.digest
+        );
+        assert_eq!(
+            db.tags(&r, &Page::default()).await.unwrap().unwrap(),
+            vec!["v1"]
+        );
         // The blob is in use: unlinking is refused and nothing changes.
-        assert!(matches!(db.blob_unlink(&r, &blob).await, Err(MetaError::BlobInUse(_))));
+        assert!(matches!(
+            db.blob_unlink(&r, &blob).await,
+            Err(MetaError::BlobInUse(_))
+        ));
         assert_eq!(db.blob_size(&r, &blob).await.unwrap(), Some(5));
         assert!(db.manifest_delete(&r, &m.digest).await.unwrap());
-        assert_eq!(db.tags(&r, &Page::default()).await.unwrap().unwrap(), Vec::<String>::new());
-        assert_eq!(db.blob_unlink(&r, &blob).await.unwrap(), Unlinked::Removed { orphaned: true });
+        assert_eq!(
+            db.tags(&r, &Page::default()).await.unwrap().unwrap(),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            db.blob_unlink(&r, &blob).await.unwrap(),
+            Unlinked::Removed { orphaned: true }
+        );
     }
 
     #[tokio::test]
@@ -584,23 +660,43 @@ mod tests {
         let db = SqliteStore::open(dir.path().join("meta.db")).unwrap();
         let r = repo("a");
         let base = manifest("base", vec![], None);
-        let tags: Vec<Tag> = ["b", "a", "c", "B"].iter().map(|t| Tag::parse(t).unwrap()).collect();
+        let tags: Vec<Tag> = ["b", "a", "c", "B"]
+            .iter()
+            .map(|t| Tag::parse(t).unwrap())
+            .collect();
         db.manifest_put(&r, &base, &tags).await.unwrap();
         let p = |last: Option<&str>, n| Page {
             last: last.map(str::to_owned),
             n,
         };
-        assert_eq!(db.tags(&r, &p(None, None)).await.unwrap().unwrap(), ["B", "a", "b", "c"]);
-        assert_eq!(db.tags(&r, &p(Some("a"), Some(1))).await.unwrap().unwrap(), ["b"]);
-        assert_eq!(db.tags(&r, &p(None, Some(0))).await.unwrap().unwrap(), Vec::<String>::new());
-        assert!(db.tags(&repo("nope"), &p(None, None)).await.unwrap().is_none());
+        assert_eq!(
+            db.tags(&r, &p(None, None)).await.unwrap().unwrap(),
+            ["B", "a", "b", "c"]
+        );
+        assert_eq!(
+            db.tags(&r, &p(Some("a"), Some(1))).await.unwrap().unwrap(),
+            ["b"]
+        );
+        assert_eq!(
+            db.tags(&r, &p(None, Some(0))).await.unwrap().unwrap(),
+            Vec::<String>::new()
+        );
+        assert!(db
+            .tags(&repo("nope"), &p(None, None))
+            .await
+            .unwrap()
+            .is_none());
 
         let sig = manifest("sig", vec![], Some(base.digest.clone()));
         db.manifest_put(&r, &sig, &[]).await.unwrap();
         let refs = db.referrers(&r, &base.digest, None).await.unwrap();
         assert_eq!(refs.len(), 1);
         assert_eq!(refs[0].digest, sig.digest);
-        assert!(db.referrers(&r, &base.digest, Some("other")).await.unwrap().is_empty());
+        assert!(db
+            .referrers(&r, &base.digest, Some("other"))
+            .await
+            .unwrap()
+            .is_empty());
 
         db.upload_create("u1", &r).await.unwrap();
         assert_eq!(db.upload_touch("u1").await.unwrap().as_deref(), Some("a"));

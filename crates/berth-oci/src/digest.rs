@@ -84,8 +84,11 @@ impl fmt::Display for Digest {
 /// `algorithm-component (separator algorithm-component)*` of the image spec grammar.
 fn valid_algorithm_grammar(s: &str) -> bool {
     !s.is_empty()
-        && s.split(['+', '.', '_', '-'])
-            .all(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
+        && s.split(['+', '.', '_', '-']).all(|c| {
+            !c.is_empty()
+                && c.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
 }
 
 impl FromStr for Digest {
@@ -108,7 +111,9 @@ impl FromStr for Digest {
             _ => return Err(DigestError::UnsupportedAlgorithm(alg.to_owned())),
         };
         if enc.len() != algorithm.hex_len()
-            || !enc.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            || !enc
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         {
             return Err(DigestError::BadEncoding(s.to_owned()));
         }
@@ -200,13 +205,31 @@ mod tests {
 
     #[test]
     fn rejects_bad_digests() {
-        assert!(matches!("sha256".parse::<Digest>(), Err(DigestError::Malformed(_))));
-        assert!(matches!("sha256:".parse::<Digest>(), Err(DigestError::Malformed(_))));
-        assert!(matches!("SHA256:abc".parse::<Digest>(), Err(DigestError::Malformed(_))));
-        assert!(matches!("md5:abc".parse::<Digest>(), Err(DigestError::UnsupportedAlgorithm(_))));
-        assert!(matches!("sha256:abc".parse::<Digest>(), Err(DigestError::BadEncoding(_))));
+        assert!(matches!(
+            "sha256".parse::<Digest>(),
+            Err(DigestError::Malformed(_))
+        ));
+        assert!(matches!(
+            "sha256:".parse::<Digest>(),
+            Err(DigestError::Malformed(_))
+        ));
+        assert!(matches!(
+            "SHA256:abc".parse::<Digest>(),
+            Err(DigestError::Malformed(_))
+        ));
+        assert!(matches!(
+            "md5:abc".parse::<Digest>(),
+            Err(DigestError::UnsupportedAlgorithm(_))
+        ));
+        assert!(matches!(
+            "sha256:abc".parse::<Digest>(),
+            Err(DigestError::BadEncoding(_))
+        ));
         let upper = EMPTY.to_uppercase().replace("SHA256", "sha256");
-        assert!(matches!(upper.parse::<Digest>(), Err(DigestError::BadEncoding(_))));
+        assert!(matches!(
+            upper.parse::<Digest>(),
+            Err(DigestError::BadEncoding(_))
+        ));
     }
 
     #[test]

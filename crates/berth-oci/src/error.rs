@@ -28,22 +28,102 @@ pub enum ErrorCode {
 
 /// `(code, wire string, HTTP status, message)` in one place.
 const TABLE: [(ErrorCode, &str, u16, &str); 16] = [
-    (ErrorCode::BlobUnknown, "BLOB_UNKNOWN", 404, "blob unknown to registry"),
-    (ErrorCode::BlobUploadInvalid, "BLOB_UPLOAD_INVALID", 400, "blob upload invalid"),
-    (ErrorCode::BlobUploadUnknown, "BLOB_UPLOAD_UNKNOWN", 404, "blob upload unknown to registry"),
-    (ErrorCode::DigestInvalid, "DIGEST_INVALID", 400, "provided digest did not match uploaded content"),
-    (ErrorCode::ManifestBlobUnknown, "MANIFEST_BLOB_UNKNOWN", 400, "manifest references a manifest or blob unknown to registry"),
-    (ErrorCode::ManifestInvalid, "MANIFEST_INVALID", 400, "manifest invalid"),
-    (ErrorCode::ManifestUnknown, "MANIFEST_UNKNOWN", 404, "manifest unknown to registry"),
-    (ErrorCode::NameInvalid, "NAME_INVALID", 400, "invalid repository name"),
-    (ErrorCode::NameUnknown, "NAME_UNKNOWN", 404, "repository name not known to registry"),
-    (ErrorCode::SizeInvalid, "SIZE_INVALID", 400, "provided length did not match content length"),
-    (ErrorCode::Unauthorized, "UNAUTHORIZED", 401, "authentication required"),
-    (ErrorCode::Denied, "DENIED", 403, "requested access to the resource is denied"),
-    (ErrorCode::Unsupported, "UNSUPPORTED", 405, "the operation is unsupported"),
-    (ErrorCode::TooManyRequests, "TOOMANYREQUESTS", 429, "too many requests"),
-    (ErrorCode::RangeInvalid, "RANGE_INVALID", 416, "invalid content range"),
-    (ErrorCode::Unavailable, "UNAVAILABLE", 503, "service unavailable"),
+    (
+        ErrorCode::BlobUnknown,
+        "BLOB_UNKNOWN",
+        404,
+        "blob unknown to registry",
+    ),
+    (
+        ErrorCode::BlobUploadInvalid,
+        "BLOB_UPLOAD_INVALID",
+        400,
+        "blob upload invalid",
+    ),
+    (
+        ErrorCode::BlobUploadUnknown,
+        "BLOB_UPLOAD_UNKNOWN",
+        404,
+        "blob upload unknown to registry",
+    ),
+    (
+        ErrorCode::DigestInvalid,
+        "DIGEST_INVALID",
+        400,
+        "provided digest did not match uploaded content",
+    ),
+    (
+        ErrorCode::ManifestBlobUnknown,
+        "MANIFEST_BLOB_UNKNOWN",
+        400,
+        "manifest references a manifest or blob unknown to registry",
+    ),
+    (
+        ErrorCode::ManifestInvalid,
+        "MANIFEST_INVALID",
+        400,
+        "manifest invalid",
+    ),
+    (
+        ErrorCode::ManifestUnknown,
+        "MANIFEST_UNKNOWN",
+        404,
+        "manifest unknown to registry",
+    ),
+    (
+        ErrorCode::NameInvalid,
+        "NAME_INVALID",
+        400,
+        "invalid repository name",
+    ),
+    (
+        ErrorCode::NameUnknown,
+        "NAME_UNKNOWN",
+        404,
+        "repository name not known to registry",
+    ),
+    (
+        ErrorCode::SizeInvalid,
+        "SIZE_INVALID",
+        400,
+        "provided length did not match content length",
+    ),
+    (
+        ErrorCode::Unauthorized,
+        "UNAUTHORIZED",
+        401,
+        "authentication required",
+    ),
+    (
+        ErrorCode::Denied,
+        "DENIED",
+        403,
+        "requested access to the resource is denied",
+    ),
+    (
+        ErrorCode::Unsupported,
+        "UNSUPPORTED",
+        405,
+        "the operation is unsupported",
+    ),
+    (
+        ErrorCode::TooManyRequests,
+        "TOOMANYREQUESTS",
+        429,
+        "too many requests",
+    ),
+    (
+        ErrorCode::RangeInvalid,
+        "RANGE_INVALID",
+        416,
+        "invalid content range",
+    ),
+    (
+        ErrorCode::Unavailable,
+        "UNAVAILABLE",
+        503,
+        "service unavailable",
+    ),
 ];
 
 impl ErrorCode {

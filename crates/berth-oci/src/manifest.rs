@@ -42,7 +42,10 @@ impl ManifestKind {
     }
 
     pub fn is_index(self) -> bool {
-        matches!(self, ManifestKind::OciIndex | ManifestKind::DockerManifestList)
+        matches!(
+            self,
+            ManifestKind::OciIndex | ManifestKind::DockerManifestList
+        )
     }
 }
 
@@ -70,7 +73,11 @@ pub struct Platform {
     pub os: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
-    #[serde(rename = "os.version", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "os.version",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub os_version: Option<String>,
     #[serde(rename = "os.features", default, skip_serializing_if = "Vec::is_empty")]
     pub os_features: Vec<String>,
@@ -137,11 +144,15 @@ pub fn essence(content_type: &str) -> &str {
 
 impl ParsedManifest {
     /// Parses a manifest body. `content_type` is the request's Content-Type, if any.
-    pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<ParsedManifest, ManifestError> {
-        let raw: Raw = serde_json::from_slice(bytes).map_err(|e| ManifestError::Json(e.to_string()))?;
-        let header = content_type
-            .map(essence)
-            .filter(|h| !h.is_empty() && *h != "application/json" && *h != "application/octet-stream");
+    pub fn parse(
+        bytes: &[u8],
+        content_type: Option<&str>,
+    ) -> Result<ParsedManifest, ManifestError> {
+        let raw: Raw =
+            serde_json::from_slice(bytes).map_err(|e| ManifestError::Json(e.to_string()))?;
+        let header = content_type.map(essence).filter(|h| {
+            !h.is_empty() && *h != "application/json" && *h != "application/octet-stream"
+        });
         if let (Some(body), Some(header)) = (&raw.media_type, header) {
             if body != header {
                 return Err(ManifestError::MediaTypeMismatch {
@@ -172,7 +183,11 @@ impl ParsedManifest {
         Ok(ParsedManifest {
             kind,
             config: if kind.is_index() { None } else { raw.config },
-            layers: if kind.is_index() { Vec::new() } else { raw.layers },
+            layers: if kind.is_index() {
+                Vec::new()
+            } else {
+                raw.layers
+            },
             manifests,
             subject: raw.subject,
             artifact_type: raw.artifact_type,
@@ -185,7 +200,8 @@ impl ParsedManifest {
     pub fn required_blobs(&self) -> impl Iterator<Item = &Descriptor> {
         let fetched_elsewhere = |l: &&Descriptor| {
             !l.urls.is_empty()
-                && (l.media_type == mt::DOCKER_FOREIGN_LAYER || l.media_type.contains("nondistributable"))
+                && (l.media_type == mt::DOCKER_FOREIGN_LAYER
+                    || l.media_type.contains("nondistributable"))
         };
         self.config
             .iter()
@@ -216,7 +232,11 @@ mod tests {
             "layers":[{{"mediaType":"application/spdx+json","digest":"{}","size":10}}],
             "subject":{{"mediaType":"{}","digest":"{}","size":5}},
             "annotations":{{"a":"b"}}}}"#,
-            mt::OCI_MANIFEST, d(1), d(2), mt::OCI_MANIFEST, d(3)
+            mt::OCI_MANIFEST,
+            d(1),
+            d(2),
+            mt::OCI_MANIFEST,
+            d(3)
         );
         let m = ParsedManifest::parse(body.as_bytes(), Some(mt::OCI_MANIFEST)).unwrap();
         assert_eq!(m.kind, ManifestKind::OciManifest);
@@ -231,11 +251,15 @@ mod tests {
         let body = format!(
             r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{}","digest":"{}","size":1,
             "platform":{{"architecture":"arm64","os":"linux","variant":"v8"}}}}]}}"#,
-            mt::DOCKER_MANIFEST, d(4)
+            mt::DOCKER_MANIFEST,
+            d(4)
         );
         let m = ParsedManifest::parse(body.as_bytes(), Some(mt::DOCKER_MANIFEST_LIST)).unwrap();
         assert_eq!(m.kind, ManifestKind::DockerManifestList);
-        assert_eq!(m.manifests[0].platform.as_ref().unwrap().to_string(), "linux/arm64/v8");
+        assert_eq!(
+            m.manifests[0].platform.as_ref().unwrap().to_string(),
+            "linux/arm64/v8"
+        );
         // Without any type information an object with "manifests" is an OCI index.
         let m = ParsedManifest::parse(body.as_bytes(), None).unwrap();
         assert_eq!(m.kind, ManifestKind::OciIndex);
@@ -243,15 +267,27 @@ mod tests {
 
     #[test]
     fn refusals() {
-        let ok_cfg = format!(r#""config":{{"mediaType":"x","digest":"{}","size":1}}"#, d(1));
-        let mismatch = format!(r#"{{"schemaVersion":2,"mediaType":"{}",{ok_cfg}}}"#, mt::OCI_MANIFEST);
+        let ok_cfg = format!(
+            r#""config":{{"mediaType":"x","digest":"{}","size":1}}"#,
+            d(1)
+        );
+        let mismatch = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}",{ok_cfg}}}"#,
+            mt::OCI_MANIFEST
+        );
         assert!(matches!(
             ParsedManifest::parse(mismatch.as_bytes(), Some(mt::DOCKER_MANIFEST)),
             Err(ManifestError::MediaTypeMismatch { .. })
         ));
-        assert!(matches!(ParsedManifest::parse(b"not json", None), Err(ManifestError::Json(_))));
+        assert!(matches!(
+            ParsedManifest::parse(b"not json", None),
+            Err(ManifestError::Json(_))
+        ));
         let v1 = format!(r#"{{"schemaVersion":1,{ok_cfg}}}"#);
-        assert_eq!(ParsedManifest::parse(v1.as_bytes(), None), Err(ManifestError::SchemaVersion(1)));
+        assert_eq!(
+            ParsedManifest::parse(v1.as_bytes(), None),
+            Err(ManifestError::SchemaVersion(1))
+        );
         assert!(matches!(
             ParsedManifest::parse(br#"{"schemaVersion":2}"#, Some(mt::OCI_MANIFEST)),
             Err(ManifestError::MissingConfig)
@@ -260,7 +296,11 @@ mod tests {
             ParsedManifest::parse(br#"{"schemaVersion":2}"#, Some("text/plain")),
             Err(ManifestError::UnsupportedMediaType(_))
         ));
-        let bad_digest = r#"{"schemaVersion":2,"config":{"mediaType":"x","digest":"sha256:zz","size":1}}"#;
-        assert!(matches!(ParsedManifest::parse(bad_digest.as_bytes(), None), Err(ManifestError::Json(_))));
+        let bad_digest =
+            r#"{"schemaVersion":2,"config":{"mediaType":"x","digest":"sha256:zz","size":1}}"#;
+        assert!(matches!(
+            ParsedManifest::parse(bad_digest.as_bytes(), None),
+            Err(ManifestError::Json(_))
+        ));
     }
 }

@@ -152,8 +152,23 @@ mod tests {
     #[test]
     fn rejects_invalid_names() {
         for n in [
-            "", "A", "Upper/case", "..", "a/../b", "a//b", "/a", "a/", "a..b", "a___b", "-a", "a-",
-            "a._b", "a b", "a:b", "_a", "a/.b",
+            "",
+            "A",
+            "Upper/case",
+            "..",
+            "a/../b",
+            "a//b",
+            "/a",
+            "a/",
+            "a..b",
+            "a___b",
+            "-a",
+            "a-",
+            "a._b",
+            "a b",
+            "a:b",
+            "_a",
+            "a/.b",
         ] {
             assert!(RepoName::parse(n).is_err(), "{n:?} should be invalid");
         }

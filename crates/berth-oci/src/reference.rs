@@ -54,6 +54,9 @@ mod tests {
             Reference::parse("sha256:zz"),
             Err(ReferenceError::Digest(_))
         ));
-        assert!(matches!(Reference::parse("-x"), Err(ReferenceError::Tag(_))));
+        assert!(matches!(
+            Reference::parse("-x"),
+            Err(ReferenceError::Tag(_))
+        ));
     }
 }

@@ -47,7 +47,8 @@ impl FsBlobStore {
     pub fn open(root: impl Into<PathBuf>) -> Result<FsBlobStore, StorageError> {
         let root = root.into();
         for sub in ["blobs/sha256", "blobs/sha512", "uploads"] {
-            std::fs::create_dir_all(root.join(sub)).map_err(StorageError::io("creating the data directory"))?;
+            std::fs::create_dir_all(root.join(sub))
+                .map_err(StorageError::io("creating the data directory"))?;
         }
         Ok(FsBlobStore {
             root,
@@ -65,7 +66,11 @@ impl FsBlobStore {
 
     fn upload_path(&self, id: &str) -> Result<PathBuf, StorageError> {
         // Ids come from the server, but never let one escape the uploads directory.
-        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        if id.is_empty()
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
             return Err(StorageError::UploadUnknown(id.to_owned()));
         }
         Ok(self.root.join("uploads").join(id))
@@ -95,7 +100,9 @@ fn rehash(path: &Path, algorithm: Algorithm) -> Result<UploadState, StorageError
     let mut buf = vec![0u8; BATCH];
     let mut size = 0u64;
     loop {
-        let n = f.read(&mut buf).map_err(StorageError::io("reading an upload"))?;
+        let n = f
+            .read(&mut buf)
+            .map_err(StorageError::io("reading an upload"))?;
         if n == 0 {
             break;
         }
@@ -120,7 +127,8 @@ fn write_batch(
     mut hasher: Hasher,
     batch: Bytes,
 ) -> Result<(std::fs::File, Hasher), StorageError> {
-    file.write_all(&batch).map_err(StorageError::io("writing an upload"))?;
+    file.write_all(&batch)
+        .map_err(StorageError::io("writing an upload"))?;
     hasher.update(&batch);
     Ok((file, hasher))
 }
@@ -138,7 +146,11 @@ impl BlobStore for FsBlobStore {
         }
     }
 
-    async fn get(&self, digest: &Digest, range: Option<Range<u64>>) -> Result<BlobBody, StorageError> {
+    async fn get(
+        &self,
+        digest: &Digest,
+        range: Option<Range<u64>>,
+    ) -> Result<BlobBody, StorageError> {
         let mut file = match tokio::fs::File::open(self.blob_path(digest)).await {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -157,9 +169,13 @@ impl BlobStore for FsBlobStore {
                     .await
                     .map_err(StorageError::io("seeking in a blob"))?;
                 let limited = tokio::io::AsyncReadExt::take(file, r.end.saturating_sub(r.start));
-                Box::pin(tokio_util::io::ReaderStream::with_capacity(limited, READ_CHUNK))
+                Box::pin(tokio_util::io::ReaderStream::with_capacity(
+                    limited, READ_CHUNK,
+                ))
             }
-            None => Box::pin(tokio_util::io::ReaderStream::with_capacity(file, READ_CHUNK)),
+            None => Box::pin(tokio_util::io::ReaderStream::with_capacity(
+                file, READ_CHUNK,
+            )),
         };
         Ok(BlobBody { total_size, stream })
     }
@@ -192,7 +208,12 @@ impl BlobStore for FsBlobStore {
         Ok(())
     }
 
-    async fn upload_append(&self, id: &str, at: u64, mut data: ByteStream) -> Result<u64, StorageError> {
+    async fn upload_append(
+        &self,
+        id: &str,
+        at: u64,
+        mut data: ByteStream,
+    ) -> Result<u64, StorageError> {
         let path = self.upload_path(id)?;
         let lock = self.upload_lock(id);
         let mut guard = lock.lock().await;
@@ -203,7 +224,9 @@ impl BlobStore for FsBlobStore {
                 blocking(move || rehash(&p, Algorithm::Sha256))
                     .await
                     .map_err(|e| match e {
-                        StorageError::UploadUnknown(_) => StorageError::UploadUnknown(id.to_owned()),
+                        StorageError::UploadUnknown(_) => {
+                            StorageError::UploadUnknown(id.to_owned())
+                        }
                         e => e,
                     })?
             }
@@ -220,21 +243,25 @@ impl BlobStore for FsBlobStore {
                 .open(&p)
                 .map_err(StorageError::io("opening an upload"))?;
             // Truncate anything a failed earlier write may have left past the hashed size.
-            f.set_len(at).map_err(StorageError::io("truncating an upload"))?;
-            f.seek(SeekFrom::Start(at)).map_err(StorageError::io("seeking in an upload"))?;
+            f.set_len(at)
+                .map_err(StorageError::io("truncating an upload"))?;
+            f.seek(SeekFrom::Start(at))
+                .map_err(StorageError::io("seeking in an upload"))?;
             Ok(f)
         })
         .await?;
 
         let mut size = state.size;
-        let mut pending: Option<tokio::task::JoinHandle<Result<(std::fs::File, Hasher), StorageError>>> = None;
+        let mut pending: Option<
+            tokio::task::JoinHandle<Result<(std::fs::File, Hasher), StorageError>>,
+        > = None;
         let mut tools = Some((file, state.hasher));
         let mut buf = BytesMut::new();
         let mut body_error = None;
         // Receives the next batch while the previous one is written and hashed.
         let flush = |batch: Bytes,
-                         pending: &mut Option<tokio::task::JoinHandle<_>>,
-                         tools: &mut Option<(std::fs::File, Hasher)>| {
+                     pending: &mut Option<tokio::task::JoinHandle<_>>,
+                     tools: &mut Option<(std::fs::File, Hasher)>| {
             let (file, hasher) = tools.take().ok_or(StorageError::Io {
                 context: "writing an upload",
                 source: std::io::Error::other("writer state lost"),
@@ -310,10 +337,14 @@ impl BlobStore for FsBlobStore {
                 drop(other);
                 let p = path.clone();
                 let alg = expected.algorithm();
-                blocking(move || rehash(&p, alg)).await.map_err(|e| match e {
-                    StorageError::UploadUnknown(_) => StorageError::UploadUnknown(id.to_owned()),
-                    e => e,
-                })?
+                blocking(move || rehash(&p, alg))
+                    .await
+                    .map_err(|e| match e {
+                        StorageError::UploadUnknown(_) => {
+                            StorageError::UploadUnknown(id.to_owned())
+                        }
+                        e => e,
+                    })?
             }
         };
         let size = state.size;
@@ -333,8 +364,10 @@ impl BlobStore for FsBlobStore {
                 .write(true)
                 .open(&path)
                 .map_err(StorageError::io("opening an upload"))?;
-            f.set_len(size).map_err(StorageError::io("truncating an upload"))?;
-            f.sync_all().map_err(StorageError::io("syncing an upload"))?;
+            f.set_len(size)
+                .map_err(StorageError::io("truncating an upload"))?;
+            f.sync_all()
+                .map_err(StorageError::io("syncing an upload"))?;
             drop(f);
             let dir = dest.parent().ok_or(StorageError::Io {
                 context: "placing a blob",
@@ -408,12 +441,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = FsBlobStore::open(dir.path()).unwrap();
         store.upload_create("u1").await.unwrap();
-        let body: ByteStream = Box::pin(futures_util::stream::iter([Ok(Bytes::from_static(b"hello "))]));
+        let body: ByteStream = Box::pin(futures_util::stream::iter([Ok(Bytes::from_static(
+            b"hello ",
+        ))]));
         store.upload_append("u1", 0, body).await.unwrap();
         drop(store);
         let store = FsBlobStore::open(dir.path()).unwrap();
         assert_eq!(store.upload_size("u1").await.unwrap(), Some(6));
-        let body: ByteStream = Box::pin(futures_util::stream::iter([Ok(Bytes::from_static(b"world"))]));
+        let body: ByteStream = Box::pin(futures_util::stream::iter([Ok(Bytes::from_static(
+            b"world",
+        ))]));
         assert_eq!(store.upload_append("u1", 6, body).await.unwrap(), 11);
         let d = Digest::sha256(b"hello world");
         assert_eq!(store.upload_commit("u1", &d).await.unwrap(), 11);

@@ -70,7 +70,11 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn stat(&self, digest: &Digest) -> Result<Option<u64>, StorageError>;
 
     /// Opens a committed blob, whole or the half-open byte `range`.
-    async fn get(&self, digest: &Digest, range: Option<Range<u64>>) -> Result<BlobBody, StorageError>;
+    async fn get(
+        &self,
+        digest: &Digest,
+        range: Option<Range<u64>>,
+    ) -> Result<BlobBody, StorageError>;
 
     /// Deletes a committed blob; `false` when it was absent.
     async fn delete(&self, digest: &Digest) -> Result<bool, StorageError>;
@@ -81,7 +85,8 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Appends `data` at offset `at`, which must equal the current size.
     /// Returns the new size. Bytes received before a body error are kept, so a client
     /// can resume from the size reported afterwards.
-    async fn upload_append(&self, id: &str, at: u64, data: ByteStream) -> Result<u64, StorageError>;
+    async fn upload_append(&self, id: &str, at: u64, data: ByteStream)
+        -> Result<u64, StorageError>;
 
     /// Current size of an upload, or `None` when unknown.
     async fn upload_size(&self, id: &str) -> Result<Option<u64>, StorageError>;

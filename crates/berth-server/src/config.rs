@@ -1,0 +1,183 @@
+//! Typed server configuration: defaults, then the TOML file, then `BERTH_*` variables,
+//! then command-line flags (applied by the binary), each overriding the one before.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path} is invalid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("environment variable {var}={value:?} is invalid: {message}")]
+    Env {
+        var: String,
+        value: String,
+        message: String,
+    },
+}
+
+/// The whole server configuration (`berth.toml`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Directory holding blobs (`blobs/`, `uploads/`) and the metadata database.
+    pub data_dir: PathBuf,
+    /// Largest manifest body accepted, in bytes.
+    pub max_manifest_bytes: usize,
+    /// An upload session idle for this long is deleted (e.g. `"30m"`, `"24h"`).
+    #[serde(with = "duration_str")]
+    pub upload_idle_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 5000)),
+            data_dir: PathBuf::from("./berth-data"),
+            max_manifest_bytes: 4 << 20,
+            upload_idle_timeout: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file over the defaults.
+    pub fn from_file(path: &std::path::Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Applies `BERTH_LISTEN`, `BERTH_DATA_DIR`, `BERTH_MAX_MANIFEST_BYTES` and
+    /// `BERTH_UPLOAD_IDLE_TIMEOUT` from `vars`.
+    pub fn apply_env(
+        &mut self,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(), ConfigError> {
+        for (var, value) in vars {
+            let bad = |message: String| ConfigError::Env {
+                var: var.clone(),
+                value: value.clone(),
+                message,
+            };
+            match var.as_str() {
+                "BERTH_LISTEN" => self.listen = value.parse().map_err(|e| bad(format!("{e}")))?,
+                "BERTH_DATA_DIR" => self.data_dir = PathBuf::from(&value),
+                "BERTH_MAX_MANIFEST_BYTES" => {
+                    self.max_manifest_bytes = value.parse().map_err(|e| bad(format!("{e}")))?
+                }
+                "BERTH_UPLOAD_IDLE_TIMEOUT" => {
+                    self.upload_idle_timeout = parse_duration(&value).map_err(bad)?
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parses `90`, `90s`, `15m`, `24h` or `7d`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 90s, 15m, 24h or 7d"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(format!("{s:?} has an unknown unit (use s, m, h or d)")),
+    };
+    Ok(Duration::from_secs(n.saturating_mul(mult)))
+}
+
+mod duration_str {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Secs(s) => Ok(Duration::from_secs(s)),
+            Raw::Text(t) => super::parse_duration(&t).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("berth.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:6000\"\nupload_idle_timeout = \"2h\"\n",
+        )
+        .unwrap();
+        let mut c = Config::from_file(&path).unwrap();
+        assert_eq!(c.listen.port(), 6000);
+        assert_eq!(c.upload_idle_timeout, Duration::from_secs(7200));
+        assert_eq!(c.data_dir, PathBuf::from("./berth-data"));
+        c.apply_env([
+            ("BERTH_DATA_DIR".to_string(), "/tmp/x".to_string()),
+            ("BERTH_UPLOAD_IDLE_TIMEOUT".to_string(), "90".to_string()),
+            ("OTHER".to_string(), "ignored".to_string()),
+        ])
+        .unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.upload_idle_timeout, Duration::from_secs(90));
+        assert!(c
+            .apply_env([("BERTH_LISTEN".to_string(), "nope".to_string())])
+            .is_err());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("berth.toml");
+        std::fs::write(&path, "lisen = \"127.0.0.1:6000\"\n").unwrap();
+        assert!(matches!(
+            Config::from_file(&path),
+            Err(ConfigError::Parse { .. })
+        ));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(
+            parse_duration("7d").unwrap(),
+            Duration::from_secs(7 * 86400)
+        );
+        assert!(parse_duration("1y").is_err());
+        assert!(parse_duration("h").is_err());
+    }
+}

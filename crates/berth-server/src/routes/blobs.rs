@@ -1,0 +1,162 @@
+//! `/v2/<name>/blobs/<digest>`: fetch (whole or ranged), check, delete.
+
+use axum::body::Body;
+use axum::http::{header, Method, StatusCode};
+use axum::response::Response;
+use berth_oci::{Digest, ErrorCode, RepoName};
+
+use super::{empty, set, Req};
+use crate::error::{ApiError, ApiResult};
+use crate::registry::{self, AppState};
+
+/// A parsed `Range: bytes=...` request against a blob of `size` bytes.
+#[derive(Debug, PartialEq, Eq)]
+enum RangeReq {
+    Whole,
+    Part(u64, u64),
+    Unsatisfiable,
+}
+
+/// Parses a single byte range; anything this server does not understand is ignored and
+/// the whole blob is sent, as RFC 9110 allows.
+fn parse_range(value: Option<&str>, size: u64) -> RangeReq {
+    let Some(spec) = value.and_then(|v| v.trim().strip_prefix("bytes=")) else {
+        return RangeReq::Whole;
+    };
+    if spec.contains(',') {
+        return RangeReq::Whole;
+    }
+    let Some((a, b)) = spec.split_once('-') else {
+        return RangeReq::Whole;
+    };
+    let (a, b) = (a.trim(), b.trim());
+    let (start, end) = if a.is_empty() {
+        // Suffix range: the last `b` bytes.
+        let Ok(len) = b.parse::<u64>() else {
+            return RangeReq::Whole;
+        };
+        if len == 0 || size == 0 {
+            return RangeReq::Unsatisfiable;
+        }
+        (size.saturating_sub(len), size - 1)
+    } else {
+        let Ok(start) = a.parse::<u64>() else {
+            return RangeReq::Whole;
+        };
+        let end = if b.is_empty() {
+            size.saturating_sub(1)
+        } else {
+            match b.parse::<u64>() {
+                Ok(e) if e >= start => e.min(size.saturating_sub(1)),
+                _ => return RangeReq::Whole,
+            }
+        };
+        (start, end)
+    };
+    if start >= size {
+        RangeReq::Unsatisfiable
+    } else {
+        RangeReq::Part(start, end)
+    }
+}
+
+pub(super) fn parse_digest(raw: &str) -> ApiResult<Digest> {
+    raw.parse::<Digest>().map_err(ApiError::from)
+}
+
+pub async fn get(state: &AppState, name: &RepoName, raw: &str, req: Req) -> ApiResult {
+    let digest = parse_digest(raw)?;
+    let unknown = || {
+        ApiError::new(
+            ErrorCode::BlobUnknown,
+            format!("blob {digest} is not in repository {name}"),
+        )
+    };
+    let size = state
+        .meta
+        .blob_size(name, &digest)
+        .await?
+        .ok_or_else(unknown)?;
+    let range = parse_range(req.header(header::RANGE), size);
+    let digest_str = digest.to_string();
+    if req.method == Method::HEAD {
+        let mut r = empty(StatusCode::OK);
+        set(&mut r, "content-length", size.to_string());
+        set(&mut r, "content-type", "application/octet-stream");
+        set(&mut r, "docker-content-digest", &digest_str);
+        set(&mut r, "accept-ranges", "bytes");
+        set(&mut r, "etag", format!("\"{digest_str}\""));
+        return Ok(r);
+    }
+    let (status, byte_range) = match range {
+        RangeReq::Whole => (StatusCode::OK, None),
+        RangeReq::Part(s, e) => (StatusCode::PARTIAL_CONTENT, Some(s..e + 1)),
+        RangeReq::Unsatisfiable => {
+            return Err(ApiError::new(
+                ErrorCode::RangeInvalid,
+                format!("range is outside the blob of {size} bytes"),
+            )
+            .header(
+                header::CONTENT_RANGE,
+                axum::http::HeaderValue::from_str(&format!("bytes */{size}"))
+                    .unwrap_or(axum::http::HeaderValue::from_static("bytes */0")),
+            ));
+        }
+    };
+    let body = match state.blobs.get(&digest, byte_range.clone()).await {
+        Ok(b) => b,
+        Err(berth_storage::StorageError::BlobUnknown(_)) => {
+            tracing::warn!(%digest, repo = %name, "blob linked but missing from storage");
+            return Err(unknown());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let len = byte_range
+        .as_ref()
+        .map(|r| r.end - r.start)
+        .unwrap_or(body.total_size);
+    let mut r = Response::new(Body::from_stream(body.stream));
+    *r.status_mut() = status;
+    set(&mut r, "content-length", len.to_string());
+    set(&mut r, "content-type", "application/octet-stream");
+    set(&mut r, "docker-content-digest", &digest_str);
+    set(&mut r, "accept-ranges", "bytes");
+    set(&mut r, "etag", format!("\"{digest_str}\""));
+    set(&mut r, "cache-control", "max-age=31536000");
+    if let Some(br) = byte_range {
+        set(
+            &mut r,
+            "content-range",
+            format!("bytes {}-{}/{}", br.start, br.end - 1, body.total_size),
+        );
+    }
+    Ok(r)
+}
+
+pub async fn delete(state: &AppState, name: &RepoName, raw: &str) -> ApiResult {
+    let digest = parse_digest(raw)?;
+    registry::delete_blob(state, name, &digest).await?;
+    let mut r = empty(StatusCode::ACCEPTED);
+    set(&mut r, "docker-content-digest", digest.to_string());
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range(None, 10), RangeReq::Whole);
+        assert_eq!(parse_range(Some("bytes=0-4"), 10), RangeReq::Part(0, 4));
+        assert_eq!(parse_range(Some("bytes=5-"), 10), RangeReq::Part(5, 9));
+        assert_eq!(parse_range(Some("bytes=-3"), 10), RangeReq::Part(7, 9));
+        assert_eq!(parse_range(Some("bytes=-30"), 10), RangeReq::Part(0, 9));
+        assert_eq!(parse_range(Some("bytes=8-100"), 10), RangeReq::Part(8, 9));
+        assert_eq!(parse_range(Some("bytes=10-"), 10), RangeReq::Unsatisfiable);
+        assert_eq!(parse_range(Some("bytes=-0"), 10), RangeReq::Unsatisfiable);
+        assert_eq!(parse_range(Some("bytes=0-1,3-4"), 10), RangeReq::Whole);
+        assert_eq!(parse_range(Some("items=0-1"), 10), RangeReq::Whole);
+        assert_eq!(parse_range(Some("bytes=5-2"), 10), RangeReq::Whole);
+    }
+}

@@ -1,0 +1,214 @@
+//! HTTP routes: `/v2/` and one dispatcher for every `/v2/<name>/...` resource.
+//!
+//! Handlers are thin: they read the request, call the stores or [`crate::registry`], and
+//! write the response headers the spec requires. One file per OCI resource.
+
+mod base;
+mod blobs;
+mod catalog;
+mod manifests;
+mod referrers;
+mod tags;
+mod uploads;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::Router;
+use berth_oci::ErrorCode;
+use berth_storage::ByteStream;
+use futures_util::TryStreamExt;
+
+use crate::endpoint::Endpoint;
+use crate::error::{ApiError, ApiResult};
+use crate::registry::AppState;
+
+/// Builds the router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v2", get(base::version_check))
+        .route("/v2/", get(base::version_check))
+        .route("/v2/{*rest}", any(dispatch))
+        .fallback(not_found)
+        .with_state(state)
+        .layer(axum::middleware::map_response(add_api_version))
+}
+
+async fn add_api_version(mut resp: Response) -> Response {
+    resp.headers_mut().insert(
+        "docker-distribution-api-version",
+        HeaderValue::from_static("registry/2.0"),
+    );
+    resp
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::new(
+        ErrorCode::Unsupported,
+        format!("no endpoint at {}", req.uri().path()),
+    )
+    .status(StatusCode::NOT_FOUND)
+}
+
+/// Parsed query string; keys may repeat (`?tag=a&tag=b`).
+pub struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn parse(q: Option<&str>) -> Query {
+        Query(
+            form_urlencoded::parse(q.unwrap_or("").as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+        )
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0
+            .iter()
+            .filter(move |(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Everything a handler may need from the request.
+pub struct Req {
+    pub method: Method,
+    pub headers: HeaderMap,
+    pub query: Query,
+    pub body: Body,
+}
+
+impl Req {
+    /// The body as a stream of bytes for the blob store.
+    pub fn body_stream(self) -> ByteStream {
+        Box::pin(self.body.into_data_stream().map_err(std::io::Error::other))
+    }
+
+    pub fn header(&self, name: header::HeaderName) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+fn _assert_send(state: AppState, req: Request) {
+    fn is_send<T: Send>(_: T) {}
+    is_send(dispatch(State(state), req));
+}
+
+async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path();
+    let rest = path.strip_prefix("/v2/").unwrap_or("");
+    let is_head = parts.method == Method::HEAD;
+    let endpoint = match Endpoint::parse(rest) {
+        Ok(e) => e,
+        Err(e) => return error_response(e, is_head),
+    };
+    let req = Req {
+        method: parts.method.clone(),
+        headers: parts.headers,
+        query: Query::parse(parts.uri.query()),
+        body,
+    };
+    let result = handle(&state, endpoint, req).await;
+    match result {
+        Ok(r) => r,
+        Err(e) => error_response(e, is_head),
+    }
+}
+
+async fn handle(state: &AppState, endpoint: Endpoint, req: Req) -> ApiResult {
+    use Endpoint as E;
+    let m = req.method.clone();
+    match (endpoint, m) {
+        (E::Catalog, Method::GET) => catalog::list(state, req).await,
+        (E::Tags { name }, Method::GET) => tags::list(state, &name, req).await,
+        (E::Manifest { name, reference }, Method::GET | Method::HEAD) => {
+            manifests::get(state, &name, &reference, req).await
+        }
+        (E::Manifest { name, reference }, Method::PUT) => {
+            manifests::put(state, &name, &reference, req).await
+        }
+        (E::Manifest { name, reference }, Method::DELETE) => {
+            manifests::delete(state, &name, &reference).await
+        }
+        (E::Blob { name, digest }, Method::GET | Method::HEAD) => {
+            blobs::get(state, &name, &digest, req).await
+        }
+        (E::Blob { name, digest }, Method::DELETE) => blobs::delete(state, &name, &digest).await,
+        (E::UploadStart { name }, Method::POST) => uploads::start(state, &name, req).await,
+        (E::Upload { name, id }, Method::GET) => uploads::status(state, &name, &id).await,
+        (E::Upload { name, id }, Method::PATCH) => uploads::patch(state, &name, &id, req).await,
+        (E::Upload { name, id }, Method::PUT) => uploads::finish(state, &name, &id, req).await,
+        (E::Upload { name, id }, Method::DELETE) => uploads::cancel(state, &name, &id).await,
+        (E::Referrers { name, digest }, Method::GET) => {
+            referrers::list(state, &name, &digest, req).await
+        }
+        (e, m) => Err(ApiError::new(
+            ErrorCode::Unsupported,
+            format!("method {m} is not supported on the {} endpoint", e.route()),
+        )
+        .status(StatusCode::METHOD_NOT_ALLOWED)),
+    }
+}
+
+/// HEAD answers carry the status and headers of the error, without a body.
+fn error_response(e: ApiError, is_head: bool) -> Response {
+    let mut resp = e.into_response();
+    if is_head {
+        resp.headers_mut().remove(header::CONTENT_LENGTH);
+        *resp.body_mut() = Body::empty();
+    }
+    resp
+}
+
+/// A response with no body and an explicit `Content-Length: 0`.
+pub fn empty(status: StatusCode) -> Response {
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    r
+}
+
+/// Sets a header from a string; values built by this crate are always valid.
+pub fn set(resp: &mut Response, name: &'static str, value: impl AsRef<str>) {
+    if let Ok(v) = HeaderValue::from_str(value.as_ref()) {
+        resp.headers_mut().insert(name, v);
+    }
+}
+
+/// Parses `n` and `last` for the paginated lists.
+pub fn page(query: &Query, default_n: Option<usize>) -> ApiResult<berth_meta::Page> {
+    let n = match query.get("n") {
+        Some(v) => Some(v.parse::<usize>().map_err(|_| {
+            ApiError::new(
+                ErrorCode::Unsupported,
+                format!("n={v:?} is not a valid number of results"),
+            )
+            .status(StatusCode::BAD_REQUEST)
+        })?),
+        None => default_n,
+    };
+    Ok(berth_meta::Page {
+        last: query.get("last").map(str::to_owned),
+        n,
+    })
+}
+
+/// The `Link` header for the next page of a list, RFC 5988 style as Distribution does.
+pub fn next_link(path: &str, last: &str, n: usize) -> String {
+    let q: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("last", last)
+        .append_pair("n", &n.to_string())
+        .finish();
+    format!("<{path}?{q}>; rel=\"next\"")
+}
