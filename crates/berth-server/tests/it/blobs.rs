@@ -1,0 +1,176 @@
+//! Blob fetch, ranged fetch, HEAD and DELETE.
+
+use berth_oci::Digest;
+use reqwest::{Method, StatusCode};
+
+use crate::common::{error_code, TestRegistry};
+
+#[tokio::test]
+async fn version_check() {
+    let reg = TestRegistry::start().await;
+    let r = reg.req(Method::GET, "/v2/").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.headers()["docker-distribution-api-version"],
+        "registry/2.0"
+    );
+}
+
+#[tokio::test]
+async fn get_head_and_ranges() {
+    let reg = TestRegistry::start().await;
+    let content = b"0123456789";
+    let d = reg.push_blob("a/b", content).await;
+    let path = format!("/v2/a/b/blobs/{d}");
+
+    let r = reg.req(Method::HEAD, &path).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-length"], "10");
+    assert_eq!(r.headers()["docker-content-digest"], d.to_string().as_str());
+
+    let r = reg.req(Method::GET, &path).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.bytes().await.unwrap().as_ref(), content);
+
+    for (range, want, cr) in [
+        ("bytes=2-4", &b"234"[..], "bytes 2-4/10"),
+        ("bytes=7-", b"789", "bytes 7-9/10"),
+        ("bytes=-2", b"89", "bytes 8-9/10"),
+    ] {
+        let r = reg
+            .req(Method::GET, &path)
+            .header("range", range)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT, "{range}");
+        assert_eq!(r.headers()["content-range"], cr);
+        assert_eq!(r.bytes().await.unwrap().as_ref(), want);
+    }
+    let r = reg
+        .req(Method::GET, &path)
+        .header("range", "bytes=10-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(r.headers()["content-range"], "bytes */10");
+}
+
+#[tokio::test]
+async fn unknown_and_invalid_blobs() {
+    let reg = TestRegistry::start().await;
+    let d = reg.push_blob("a", b"x").await;
+    // Present in another repository only: unknown here.
+    let r = reg
+        .req(Method::GET, &format!("/v2/b/blobs/{d}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(error_code(r).await, "BLOB_UNKNOWN");
+    let r = reg
+        .req(Method::HEAD, &format!("/v2/b/blobs/{d}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    for bad in ["sha256:abc", "md5:abc", "nodigest"] {
+        let r = reg
+            .req(Method::GET, &format!("/v2/a/blobs/{bad}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(error_code(r).await, "DIGEST_INVALID");
+    }
+}
+
+#[tokio::test]
+async fn delete_blob_and_shared_storage() {
+    let reg = TestRegistry::start().await;
+    let d = reg.push_blob("a", b"shared").await;
+    reg.push_blob("b", b"shared").await;
+    let r = reg
+        .req(Method::DELETE, &format!("/v2/a/blobs/{d}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let r = reg
+        .req(Method::GET, &format!("/v2/a/blobs/{d}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    // Still linked in b, so still served there.
+    let r = reg
+        .req(Method::GET, &format!("/v2/b/blobs/{d}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.bytes().await.unwrap().as_ref(), b"shared");
+    let r = reg
+        .req(Method::DELETE, &format!("/v2/a/blobs/{d}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(error_code(r).await, "BLOB_UNKNOWN");
+    // Last link gone: the bytes are gone from disk.
+    reg.req(Method::DELETE, &format!("/v2/b/blobs/{d}"))
+        .send()
+        .await
+        .unwrap();
+    let path = reg
+        .data_dir()
+        .join("blobs/sha256")
+        .join(&d.hex()[..2])
+        .join(d.hex());
+    assert!(!path.exists());
+}
+
+#[tokio::test]
+async fn blob_in_use_is_not_deleted() {
+    let reg = TestRegistry::start().await;
+    let (m, md) = reg.push_image("app", "v1", "s").await;
+    let v: serde_json::Value = serde_json::from_slice(&m).unwrap();
+    let layer = v["layers"][0]["digest"].as_str().unwrap();
+    let r = reg
+        .req(Method::DELETE, &format!("/v2/app/blobs/{layer}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(error_code(r).await, "UNSUPPORTED");
+    reg.req(Method::DELETE, &format!("/v2/app/manifests/{md}"))
+        .send()
+        .await
+        .unwrap();
+    let r = reg
+        .req(Method::DELETE, &format!("/v2/app/blobs/{layer}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+}
+
+#[tokio::test]
+async fn sha512_blobs() {
+    let reg = TestRegistry::start().await;
+    let d = Digest::of(berth_oci::Algorithm::Sha512, b"five twelve");
+    let r = reg
+        .req(Method::POST, &format!("/v2/a/blobs/uploads/?digest={d}"))
+        .body("five twelve")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = reg
+        .req(Method::GET, &format!("/v2/a/blobs/{d}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["docker-content-digest"], d.to_string().as_str());
+    assert_eq!(r.bytes().await.unwrap().as_ref(), b"five twelve");
+}
