@@ -1,0 +1,159 @@
+//! Interoperability with a real client: skopeo copies a multi-layer, multi-platform image
+//! from an OCI layout into Berth and back out, with identical digests.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::{json, Value};
+
+use crate::process::{bytes, digest, ServerProcess};
+
+fn write_blob(layout: &Path, content: &[u8]) -> (String, usize) {
+    let d = digest(content);
+    let path = layout.join("blobs/sha256").join(d.hex());
+    std::fs::write(path, content).unwrap();
+    (d.to_string(), content.len())
+}
+
+/// Writes an OCI layout holding a two-platform index (3 layers per platform) tagged `v1`.
+fn make_layout(layout: &Path) -> String {
+    std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
+    std::fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    let mut children = Vec::new();
+    for (i, arch) in ["amd64", "arm64"].iter().enumerate() {
+        let layers: Vec<Value> = (0..3)
+            .map(|k| {
+                let (d, n) = write_blob(layout, &bytes((i * 10 + k) as u64 + 1, 150_000 + k * 50_000));
+                json!({"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":d,"size":n})
+            })
+            .collect();
+        let config = json!({"architecture":arch,"os":"linux","config":{"Entrypoint":["/app"]},
+            "rootfs":{"type":"layers","diff_ids":[]}});
+        let (cd, cn) = write_blob(layout, config.to_string().as_bytes());
+        let manifest = json!({"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",
+            "config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":cd,"size":cn},
+            "layers":layers});
+        let (md, mn) = write_blob(
+            layout,
+            serde_json::to_vec_pretty(&manifest).unwrap().as_slice(),
+        );
+        children.push(
+            json!({"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":md,"size":mn,
+            "platform":{"architecture":arch,"os":"linux"}}),
+        );
+    }
+    let index = json!({"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":children});
+    let (id, iz) = write_blob(layout, serde_json::to_vec(&index).unwrap().as_slice());
+    let top = json!({"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.index.v1+json",
+        "digest":id,"size":iz,"annotations":{"org.opencontainers.image.ref.name":"v1"}}]});
+    std::fs::write(layout.join("index.json"), top.to_string()).unwrap();
+    id
+}
+
+fn skopeo(args: &[&str]) -> String {
+    let out = Command::new("skopeo")
+        .args(args)
+        .output()
+        .expect("skopeo must be installed (scripts/test-all installs it)");
+    assert!(
+        out.status.success(),
+        "skopeo {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn sorted_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<_> = std::fs::read_dir(dir.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().into_string().unwrap(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn skopeo_copies_a_multi_platform_image_in_and_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let index_digest = make_layout(&src);
+    let server = ServerProcess::start(&tmp.path().join("data"), &[]);
+    let reg = &server.addr;
+
+    skopeo(&[
+        "copy",
+        "--all",
+        "--preserve-digests",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:v1", src.display()),
+        &format!("docker://{reg}/interop/app:v1"),
+    ]);
+    let raw = skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{reg}/interop/app:v1"),
+    ]);
+    assert_eq!(
+        digest(raw.as_bytes()).to_string(),
+        index_digest,
+        "index stored byte for byte"
+    );
+    let tags = skopeo(&[
+        "list-tags",
+        "--tls-verify=false",
+        &format!("docker://{reg}/interop/app"),
+    ]);
+    let tags: Value = serde_json::from_str(&tags).unwrap();
+    assert_eq!(tags["Tags"], json!(["v1"]));
+
+    // Registry to registry within Berth (blobs can be mounted), then back out to a layout.
+    skopeo(&[
+        "copy",
+        "--all",
+        "--preserve-digests",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+        &format!("docker://{reg}/interop/app:v1"),
+        &format!("docker://{reg}/interop/copy:v1"),
+    ]);
+    let out = tmp.path().join("out");
+    skopeo(&[
+        "copy",
+        "--all",
+        "--preserve-digests",
+        "--src-tls-verify=false",
+        &format!("docker://{reg}/interop/copy:v1"),
+        &format!("oci:{}:v1", out.display()),
+    ]);
+    let idx: Value =
+        serde_json::from_slice(&std::fs::read(out.join("index.json")).unwrap()).unwrap();
+    assert_eq!(idx["manifests"][0]["digest"], index_digest.as_str());
+    assert_eq!(
+        sorted_files(&src),
+        sorted_files(&out),
+        "every blob identical after the round trip"
+    );
+
+    // A single platform pulled by an arm64 client.
+    let arm = skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--override-arch",
+        "arm64",
+        &format!("docker://{reg}/interop/app:v1"),
+    ]);
+    let arm: Value = serde_json::from_str(&arm).unwrap();
+    assert_eq!(arm["Architecture"], "arm64");
+    assert_eq!(arm["Layers"].as_array().unwrap().len(), 3);
+}
