@@ -622,13 +622,15 @@ mod tests {
         let blob = Digest::sha256(b"layer");
         let m = manifest("m1", vec![blob.clone()], None);
         let tag = Tag::parse("v1").unwrap();
-        match db.manifest_put(&r, &m, &[tag.clone()]).await {
+        match db.manifest_put(&r, &m, std::slice::from_ref(&tag)).await {
             Err(MetaError::MissingReferences(d)) => assert_eq!(d, vec![blob.clone()]),
             other => panic!("expected missing references, got {other:?}"),
         }
         assert!(db.manifest_by_tag(&r, &tag).await.unwrap().is_none());
         db.blob_link(&r, &blob, 5).await.unwrap();
-        db.manifest_put(&r, &m, &[tag.clone()]).await.unwrap();
+        db.manifest_put(&r, &m, std::slice::from_ref(&tag))
+            .await
+            .unwrap();
         assert_eq!(
             db.manifest_by_tag(&r, &tag).await.unwrap().unwrap().digest,
             m.digest

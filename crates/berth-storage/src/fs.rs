@@ -332,9 +332,8 @@ impl BlobStore for FsBlobStore {
         let mut guard = lock.lock().await;
         let state = match guard.take() {
             Some(s) if expected.algorithm() == Algorithm::Sha256 => s,
-            other => {
+            _ => {
                 // Another algorithm (or a restarted server): hash the file once more.
-                drop(other);
                 let p = path.clone();
                 let alg = expected.algorithm();
                 blocking(move || rehash(&p, alg))

@@ -1,5 +1,7 @@
 //! Integration tests: the real server on an ephemeral loopback port, spoken to over HTTP.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test helpers panic on failure by design.
+
 mod blobs;
 mod common;
 mod lists;

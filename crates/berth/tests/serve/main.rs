@@ -1,6 +1,8 @@
 //! Tests of the `berth serve` process: crash safety under kill -9, graceful shutdown,
 //! configuration, and interoperability with skopeo.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test helpers panic on failure by design.
+
 mod crash;
 mod lifecycle;
 mod process;
