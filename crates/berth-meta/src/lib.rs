@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! - [`MetadataStore`]: the trait the server talks to, one method per question it asks.
+//! - [`AccountStore`]: accounts, grants, public patterns and the audit log.
 //! - [`sqlite::SqliteStore`]: the embedded default backend. SQL specific to SQLite lives
 //!   only there, with its migrations under `migrations/sqlite/`.
 //!
@@ -31,6 +32,9 @@ pub enum MetaError {
     },
     #[error("stored metadata is corrupt: {0}")]
     Corrupt(String),
+    /// The object to create already exists.
+    #[error("{0} already exists")]
+    Conflict(String),
 }
 
 fn join<T: std::fmt::Display>(items: &[T]) -> String {
@@ -104,6 +108,13 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Removes a blob link, refusing while manifests of the repository reference it.
     async fn blob_unlink(&self, repo: &RepoName, digest: &Digest) -> Result<Unlinked, MetaError>;
 
+    /// Repositories that link `digest`, in lexical order, at most `limit` of them.
+    async fn blob_repositories(
+        &self,
+        digest: &Digest,
+        limit: usize,
+    ) -> Result<Vec<String>, MetaError>;
+
     /// True when any repository links `digest` (used before deleting blob bytes).
     async fn blob_linked_anywhere(&self, digest: &Digest) -> Result<bool, MetaError>;
 
@@ -164,4 +175,82 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     /// Ids of every registered upload session.
     async fn upload_ids(&self) -> Result<Vec<String>, MetaError>;
+}
+
+/// Whether an account is a person or a machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountKind {
+    User,
+    Robot,
+}
+
+impl AccountKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountKind::User => "user",
+            AccountKind::Robot => "robot",
+        }
+    }
+}
+
+/// An account as stored. The secret is only ever stored hashed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub name: String,
+    pub kind: AccountKind,
+    pub secret_hash: String,
+    pub disabled: bool,
+    /// Unix seconds after which the account can no longer log in.
+    pub expires_at: Option<i64>,
+    pub created_at: i64,
+}
+
+/// A grant as stored: a repository pattern and its comma-separated actions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredGrant {
+    pub pattern: String,
+    pub actions: String,
+}
+
+/// One audit log entry.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AuditEvent {
+    /// Unix seconds; 0 means "now" when appending.
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub detail: String,
+    pub client: String,
+}
+
+/// Accounts and everything about who may do what. Every method is atomic.
+#[async_trait::async_trait]
+pub trait AccountStore: Send + Sync + 'static {
+    /// Creates an account; [`MetaError::Conflict`] when the name is taken.
+    async fn account_create(&self, account: &Account) -> Result<(), MetaError>;
+    async fn account_get(&self, name: &str) -> Result<Option<Account>, MetaError>;
+    async fn account_list(&self) -> Result<Vec<Account>, MetaError>;
+    async fn account_count(&self) -> Result<u64, MetaError>;
+    /// Replaces the secret hash; `false` when the account does not exist.
+    async fn account_set_secret(&self, name: &str, secret_hash: &str) -> Result<bool, MetaError>;
+    async fn account_set_disabled(&self, name: &str, disabled: bool) -> Result<bool, MetaError>;
+    /// Deletes an account and its grants.
+    async fn account_delete(&self, name: &str) -> Result<bool, MetaError>;
+    /// Sets the actions of `account` on `pattern` (replacing earlier ones); `false` when
+    /// the account does not exist.
+    async fn grant_set(
+        &self,
+        account: &str,
+        pattern: &str,
+        actions: &str,
+    ) -> Result<bool, MetaError>;
+    async fn grant_remove(&self, account: &str, pattern: &str) -> Result<bool, MetaError>;
+    async fn grants(&self, account: &str) -> Result<Vec<StoredGrant>, MetaError>;
+    async fn public_add(&self, pattern: &str) -> Result<(), MetaError>;
+    async fn public_remove(&self, pattern: &str) -> Result<bool, MetaError>;
+    async fn public_patterns(&self) -> Result<Vec<String>, MetaError>;
+    async fn audit_append(&self, event: &AuditEvent) -> Result<(), MetaError>;
+    /// Entries at or after `since` (unix seconds), newest last, at most `limit`.
+    async fn audit_list(&self, since: i64, limit: usize) -> Result<Vec<AuditEvent>, MetaError>;
 }

@@ -39,6 +39,19 @@ pub struct Config {
     /// An upload session idle for this long is deleted (e.g. `"30m"`, `"24h"`).
     #[serde(with = "duration_str")]
     pub upload_idle_timeout: Duration,
+    /// PEM certificate chain; with `tls_key`, the server speaks HTTPS (HTTP/1.1 and HTTP/2).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Allow listening on a non-loopback address while no account exists (anyone could push).
+    pub insecure_open: bool,
+    /// The `service` of issued tokens and of the `WWW-Authenticate` challenge.
+    pub token_service: String,
+    /// The token endpoint URL in challenges; by default `http(s)://<Host>/token`.
+    pub token_realm: Option<String>,
+    /// Lifetime of issued bearer tokens.
+    #[serde(with = "duration_str")]
+    pub token_ttl: Duration,
 }
 
 impl Default for Config {
@@ -48,6 +61,12 @@ impl Default for Config {
             data_dir: PathBuf::from("./berth-data"),
             max_manifest_bytes: 4 << 20,
             upload_idle_timeout: Duration::from_secs(24 * 3600),
+            tls_cert: None,
+            tls_key: None,
+            insecure_open: false,
+            token_service: "berth".to_owned(),
+            token_realm: None,
+            token_ttl: Duration::from_secs(300),
         }
     }
 }
@@ -65,8 +84,9 @@ impl Config {
         })
     }
 
-    /// Applies `BERTH_LISTEN`, `BERTH_DATA_DIR`, `BERTH_MAX_MANIFEST_BYTES` and
-    /// `BERTH_UPLOAD_IDLE_TIMEOUT` from `vars`.
+    /// Applies `BERTH_LISTEN`, `BERTH_DATA_DIR`, `BERTH_MAX_MANIFEST_BYTES`,
+    /// `BERTH_UPLOAD_IDLE_TIMEOUT`, `BERTH_TLS_CERT`, `BERTH_TLS_KEY`, `BERTH_INSECURE_OPEN`,
+    /// `BERTH_TOKEN_SERVICE`, `BERTH_TOKEN_REALM` and `BERTH_TOKEN_TTL` from `vars`.
     pub fn apply_env(
         &mut self,
         vars: impl IntoIterator<Item = (String, String)>,

@@ -9,14 +9,20 @@
 //!   mount, delete a blob) with the locking that keeps them consistent.
 //! - [`error`]: the one [`error::ApiError`] type and the conversions into it.
 //! - [`access_log`]: one structured log line per request.
+//! - [`auth`]: who is calling (open, anonymous, Basic, bearer token) and what they may do;
+//!   [`accounts`]: account administration shared by `berth admin` and the server.
+//! - [`listener`]: the accept loop (plain or TLS, HTTP/1.1 and HTTP/2, graceful drain).
 //!
 //! Layers call one way: routes → registry → stores. Stores never call back up, and the
 //! HTTP types stop at the routes.
 
 pub mod access_log;
+pub mod accounts;
+pub mod auth;
 pub mod config;
 pub mod endpoint;
 pub mod error;
+pub mod listener;
 pub mod registry;
 pub mod routes;
 
@@ -49,7 +55,26 @@ pub enum StartError {
     Meta(#[from] berth_meta::MetaError),
     #[error("server failed: {0}")]
     Serve(#[from] std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] listener::TlsError),
+    #[error("cannot read or create the token signing key {path}: {source}")]
+    Key {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("refusing to listen on {0} with no account: anyone could push and delete. Create one with `berth admin user add`, listen on a loopback address, or pass --insecure-open")]
+    Unsafe(std::net::SocketAddr),
+    #[error("--tls-cert and --tls-key must be given together")]
+    TlsHalf,
+    #[error(transparent)]
+    Api(#[from] ApiStartError),
 }
+
+/// A store error met while starting, reported with its message.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ApiStartError(String);
 
 /// Builds the stores the configuration asks for (the embedded default: files + SQLite).
 pub fn build_state(config: &Config) -> Result<AppState, StartError> {
@@ -58,9 +83,29 @@ pub fn build_state(config: &Config) -> Result<AppState, StartError> {
         source,
     })?;
     let blobs: Arc<dyn BlobStore> = Arc::new(FsBlobStore::open(&config.data_dir)?);
-    let meta: Arc<dyn MetadataStore> =
-        Arc::new(SqliteStore::open(config.data_dir.join("metadata.db"))?);
-    Ok(AppState::new(blobs, meta, config))
+    let sqlite = SqliteStore::open(config.data_dir.join("metadata.db"))?;
+    let meta: Arc<dyn MetadataStore> = Arc::new(sqlite.clone());
+    let accounts: Arc<dyn berth_meta::AccountStore> = Arc::new(sqlite);
+    let key_path = config.data_dir.join("token.key");
+    let key = auth::load_or_create_key(&key_path).map_err(|source| StartError::Key {
+        path: key_path,
+        source,
+    })?;
+    let auth = Arc::new(auth::Auth::new(
+        accounts,
+        key,
+        config.token_service.clone(),
+        config.token_realm.clone(),
+        config.token_ttl,
+        config.tls_cert.is_some(),
+    ));
+    let mut state = AppState::new(blobs, meta, auth, config);
+    state.tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(c), Some(k)) => Some(listener::tls_acceptor(c, k)?),
+        (None, None) => None,
+        _ => return Err(StartError::TlsHalf),
+    };
+    Ok(state)
 }
 
 /// The HTTP application (for in-process tests with `tower::ServiceExt::oneshot`).
@@ -75,16 +120,25 @@ pub async fn run(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
+    let addr = listener.local_addr()?;
+    let accounts_exist = state
+        .auth
+        .accounts_exist()
+        .await
+        .map_err(|e| ApiStartError(e.message))?;
+    if !accounts_exist && !addr.ip().is_loopback() {
+        if !state.insecure_open {
+            return Err(StartError::Unsafe(addr));
+        }
+        tracing::warn!(
+            "no account exists and --insecure-open is set: anyone who can reach {addr} may push and delete"
+        );
+    }
     registry::reconcile_uploads(&state).await?;
     let janitor = tokio::spawn(registry::expire_uploads_forever(state.clone()));
+    let tls = state.tls.clone();
     let app = app(state);
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        // Small responses (manifests, upload acknowledgements) should not wait for Nagle.
-        let _ = tcp.set_nodelay(true);
-    });
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let result = listener::serve(listener, tls, app, shutdown, Duration::from_secs(30)).await;
     janitor.abort();
     result.map_err(StartError::Serve)
 }

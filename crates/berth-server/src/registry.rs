@@ -15,18 +15,22 @@ use berth_oci::{Digest, ErrorCode, RepoName};
 use berth_storage::{BlobStore, ByteStream, StorageError};
 use tokio::sync::Mutex;
 
+use crate::auth::Auth;
 use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
 
 const LOCK_STRIPES: usize = 64;
 
-/// Shared state of the server: the stores and the limits. Cheap to clone.
+/// Shared state of the server: the stores, access control and the limits. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
     pub blobs: Arc<dyn BlobStore>,
     pub meta: Arc<dyn MetadataStore>,
+    pub auth: Arc<Auth>,
     pub max_manifest_bytes: usize,
     pub upload_idle_timeout: Duration,
+    pub insecure_open: bool,
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
     digest_locks: Arc<Vec<Mutex<()>>>,
 }
 
@@ -34,13 +38,17 @@ impl AppState {
     pub fn new(
         blobs: Arc<dyn BlobStore>,
         meta: Arc<dyn MetadataStore>,
+        auth: Arc<Auth>,
         config: &Config,
     ) -> AppState {
         AppState {
             blobs,
             meta,
+            auth,
             max_manifest_bytes: config.max_manifest_bytes,
             upload_idle_timeout: config.upload_idle_timeout,
+            insecure_open: config.insecure_open,
+            tls: None,
             digest_locks: Arc::new((0..LOCK_STRIPES).map(|_| Mutex::new(())).collect()),
         }
     }

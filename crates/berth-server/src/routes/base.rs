@@ -1,15 +1,33 @@
-//! `GET /v2/`: the API version check.
+//! `GET /v2/`: the API version check. With accounts, it also tells a client without
+//! credentials where to get a token (this is how `docker login` probes a registry).
 
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
-pub async fn version_check() -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        "{}",
-    )
-        .into_response()
+use super::client_ip;
+use crate::auth::Principal;
+use crate::registry::AppState;
+
+pub async fn version_check(State(state): State<AppState>, req: Request) -> Response {
+    let (parts, _) = req.into_parts();
+    let client = client_ip(&parts.extensions);
+    match state.auth.authenticate(&parts.headers, client).await {
+        Ok(Principal::Anonymous { .. }) => state
+            .auth
+            .absolutize(
+                state.auth.challenge(None, None, "authentication required"),
+                &parts.headers,
+            )
+            .into_response(),
+        Ok(_) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            "{}",
+        )
+            .into_response(),
+        Err(e) => state.auth.absolutize(e, &parts.headers).into_response(),
+    }
 }

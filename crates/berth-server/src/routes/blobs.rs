@@ -48,7 +48,10 @@ fn parse_range(value: Option<&str>, size: u64) -> RangeReq {
         } else {
             match b.parse::<u64>() {
                 Ok(e) if e >= start => e.min(size.saturating_sub(1)),
-                _ => return RangeReq::Whole,
+                // An end before the start can never be satisfied (RFC 9110 says such a
+                // range is invalid; Distribution and the conformance suite answer 416).
+                Ok(_) => return RangeReq::Unsatisfiable,
+                Err(_) => return RangeReq::Whole,
             }
         };
         (start, end)
@@ -133,9 +136,19 @@ pub async fn get(state: &AppState, name: &RepoName, raw: &str, req: Req) -> ApiR
     Ok(r)
 }
 
-pub async fn delete(state: &AppState, name: &RepoName, raw: &str) -> ApiResult {
+pub async fn delete(state: &AppState, name: &RepoName, raw: &str, req: Req) -> ApiResult {
     let digest = parse_digest(raw)?;
     registry::delete_blob(state, name, &digest).await?;
+    state
+        .auth
+        .audit(
+            req.principal.name(),
+            "blob_delete",
+            name.as_str(),
+            &digest.to_string(),
+            req.client,
+        )
+        .await;
     let mut r = empty(StatusCode::ACCEPTED);
     set(&mut r, "docker-content-digest", digest.to_string());
     Ok(r)
@@ -157,6 +170,10 @@ mod tests {
         assert_eq!(parse_range(Some("bytes=-0"), 10), RangeReq::Unsatisfiable);
         assert_eq!(parse_range(Some("bytes=0-1,3-4"), 10), RangeReq::Whole);
         assert_eq!(parse_range(Some("items=0-1"), 10), RangeReq::Whole);
-        assert_eq!(parse_range(Some("bytes=5-2"), 10), RangeReq::Whole);
+        assert_eq!(parse_range(Some("bytes=5-2"), 10), RangeReq::Unsatisfiable);
+        assert_eq!(
+            parse_range(Some("bytes=500-0"), 2048),
+            RangeReq::Unsatisfiable
+        );
     }
 }

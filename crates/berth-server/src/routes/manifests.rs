@@ -84,7 +84,18 @@ async fn single_platform_fallback(
 }
 
 pub async fn get(state: &AppState, name: &RepoName, raw: &str, req: Req) -> ApiResult {
-    let reference = parse_reference(raw)?;
+    // A reference that cannot name anything is simply not there (as in Distribution,
+    // whose routes do not match it): 404, not 400.
+    let reference = parse_reference(raw).map_err(|e| match e.code {
+        ErrorCode::ManifestInvalid => ApiError::new(
+            ErrorCode::ManifestUnknown,
+            format!(
+                "manifest {raw:?} is not in repository {name}: {}",
+                e.message
+            ),
+        ),
+        _ => e,
+    })?;
     let mut m = lookup(state, name, &reference)
         .await?
         .ok_or_else(|| unknown(name, &reference))?;
@@ -145,6 +156,7 @@ pub async fn put(state: &AppState, name: &RepoName, raw: &str, req: Req) -> ApiR
             tags.push(t);
         }
     }
+    let (principal, client) = (req.principal.clone(), req.client);
     let body = axum::body::to_bytes(req.body, max)
         .await
         .map_err(|_| too_big())?;
@@ -185,7 +197,17 @@ pub async fn put(state: &AppState, name: &RepoName, raw: &str, req: Req) -> ApiR
         annotations_json,
     };
     state.meta.manifest_put(name, &new, &tags).await?;
-    tracing::info!(repo = %name, %digest, tags = tags.len(), "manifest pushed");
+    let tag_list: Vec<&str> = tags.iter().map(Tag::as_str).collect();
+    state
+        .auth
+        .audit(
+            principal.name(),
+            "push",
+            name.as_str(),
+            &format!("{digest} tags={}", tag_list.join(",")),
+            client,
+        )
+        .await;
 
     let mut r = empty(StatusCode::CREATED);
     set(&mut r, "location", format!("/v2/{name}/manifests/{digest}"));
@@ -201,7 +223,7 @@ pub async fn put(state: &AppState, name: &RepoName, raw: &str, req: Req) -> ApiR
     Ok(r)
 }
 
-pub async fn delete(state: &AppState, name: &RepoName, raw: &str) -> ApiResult {
+pub async fn delete(state: &AppState, name: &RepoName, raw: &str, req: Req) -> ApiResult {
     let reference = parse_reference(raw)?;
     let deleted = match &reference {
         Reference::Tag(t) => state.meta.tag_delete(name, t).await?,
@@ -210,6 +232,19 @@ pub async fn delete(state: &AppState, name: &RepoName, raw: &str) -> ApiResult {
     if !deleted {
         return Err(unknown(name, &reference));
     }
-    tracing::info!(repo = %name, %reference, "manifest deleted");
+    let what = match reference {
+        Reference::Tag(_) => "tag_delete",
+        Reference::Digest(_) => "manifest_delete",
+    };
+    state
+        .auth
+        .audit(
+            req.principal.name(),
+            what,
+            name.as_str(),
+            &reference.to_string(),
+            req.client,
+        )
+        .await;
     Ok(empty(StatusCode::ACCEPTED))
 }

@@ -9,6 +9,7 @@ mod catalog;
 mod manifests;
 mod referrers;
 mod tags;
+mod token;
 mod uploads;
 
 use axum::body::Body;
@@ -21,8 +22,14 @@ use berth_oci::ErrorCode;
 use berth_storage::ByteStream;
 use futures_util::TryStreamExt;
 
+use std::net::{IpAddr, Ipv4Addr};
+
+use berth_auth::Action;
+
+use crate::auth::Principal;
 use crate::endpoint::Endpoint;
 use crate::error::{ApiError, ApiResult};
+use crate::listener::ClientAddr;
 use crate::registry::AppState;
 
 /// Builds the router.
@@ -31,6 +38,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v2", get(base::version_check))
         .route("/v2/", get(base::version_check))
         .route("/v2/{*rest}", any(dispatch))
+        .route("/token", get(token::get).post(token::post))
         .fallback(not_found)
         .with_state(state)
         .layer(axum::middleware::map_response(add_api_version))
@@ -85,6 +93,73 @@ pub struct Req {
     pub headers: HeaderMap,
     pub query: Query,
     pub body: Body,
+    /// Who is calling (already authorized for the endpoint's main action).
+    pub principal: Principal,
+    pub client: IpAddr,
+}
+
+/// The client address of a request (unspecified when served without the listener).
+pub fn client_ip(extensions: &axum::http::Extensions) -> IpAddr {
+    extensions
+        .get::<ClientAddr>()
+        .map(|c| c.0.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+}
+
+/// The repository and action an endpoint needs; `None` for the catalog, which filters.
+fn required<'a>(
+    endpoint: &'a Endpoint,
+    method: &Method,
+) -> Option<(&'a berth_oci::RepoName, Action)> {
+    use Endpoint as E;
+    let action = match (endpoint, method) {
+        (E::Catalog, _) => return None,
+        (E::Manifest { .. } | E::Blob { .. }, &Method::DELETE) => Action::Delete,
+        (E::Manifest { .. }, &Method::PUT) => Action::Push,
+        (E::UploadStart { .. } | E::Upload { .. }, _) => Action::Push,
+        _ => Action::Pull,
+    };
+    let name = match endpoint {
+        E::Catalog => return None,
+        E::Manifest { name, .. }
+        | E::Blob { name, .. }
+        | E::UploadStart { name }
+        | E::Upload { name, .. }
+        | E::Tags { name }
+        | E::Referrers { name, .. } => name,
+    };
+    Some((name, action))
+}
+
+/// The refusal for a caller without `action` on `repo`. It is decided before anything
+/// is looked up, so it never tells whether a private repository exists.
+fn deny(
+    state: &AppState,
+    principal: &Principal,
+    repo: &berth_oci::RepoName,
+    action: Action,
+) -> ApiError {
+    let wanted = match action {
+        Action::Push => "pull,push",
+        a => a.as_str(),
+    };
+    let scope = format!("repository:{repo}:{wanted}");
+    match principal {
+        Principal::Account { name, .. } => ApiError::new(
+            ErrorCode::Denied,
+            format!("account {name} may not {action} in repository {repo}"),
+        ),
+        Principal::Token { .. } => state.auth.challenge(
+            Some(&scope),
+            Some("insufficient_scope"),
+            &format!("the token does not allow {action} in repository {repo}"),
+        ),
+        _ => state.auth.challenge(
+            Some(&scope),
+            None,
+            &format!("authentication required to {action} in repository {repo}"),
+        ),
+    }
 }
 
 impl Req {
@@ -112,16 +187,30 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
         Ok(e) => e,
         Err(e) => return error_response(e, is_head),
     };
+    let client = client_ip(&parts.extensions);
+    let principal = match state.auth.authenticate(&parts.headers, client).await {
+        Ok(p) => p,
+        Err(e) => return error_response(state.auth.absolutize(e, &parts.headers), is_head),
+    };
+    if let Some((repo, action)) = required(&endpoint, &parts.method) {
+        if !principal.may(repo.as_str(), action) {
+            let e = deny(&state, &principal, repo, action);
+            return error_response(state.auth.absolutize(e, &parts.headers), is_head);
+        }
+    }
+    let headers = parts.headers;
     let req = Req {
         method: parts.method.clone(),
-        headers: parts.headers,
+        headers: headers.clone(),
         query: Query::parse(parts.uri.query()),
         body,
+        principal,
+        client,
     };
     let result = handle(&state, endpoint, req).await;
     match result {
         Ok(r) => r,
-        Err(e) => error_response(e, is_head),
+        Err(e) => error_response(state.auth.absolutize(e, &headers), is_head),
     }
 }
 
@@ -138,12 +227,14 @@ async fn handle(state: &AppState, endpoint: Endpoint, req: Req) -> ApiResult {
             manifests::put(state, &name, &reference, req).await
         }
         (E::Manifest { name, reference }, Method::DELETE) => {
-            manifests::delete(state, &name, &reference).await
+            manifests::delete(state, &name, &reference, req).await
         }
         (E::Blob { name, digest }, Method::GET | Method::HEAD) => {
             blobs::get(state, &name, &digest, req).await
         }
-        (E::Blob { name, digest }, Method::DELETE) => blobs::delete(state, &name, &digest).await,
+        (E::Blob { name, digest }, Method::DELETE) => {
+            blobs::delete(state, &name, &digest, req).await
+        }
         (E::UploadStart { name }, Method::POST) => uploads::start(state, &name, req).await,
         (E::Upload { name, id }, Method::GET) => uploads::status(state, &name, &id).await,
         (E::Upload { name, id }, Method::PATCH) => uploads::patch(state, &name, &id, req).await,

@@ -3,6 +3,7 @@
 
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
+use berth_auth::Action;
 use berth_oci::{ErrorCode, RepoName};
 use berth_storage::StorageError;
 
@@ -128,13 +129,28 @@ fn map_append_error(e: StorageError, name: &RepoName, id: &str) -> ApiError {
 pub async fn start(state: &AppState, name: &RepoName, req: Req) -> ApiResult {
     if let Some(raw) = req.query.get("mount") {
         let digest = parse_digest(raw)?;
-        if let Some(from) = req.query.get("from") {
-            let from = RepoName::parse(from)?;
-            if registry::mount(state, &from, name, &digest).await? {
+        // Mount from the named repository, or (automatic content discovery) from any
+        // repository holding the blob that the caller may pull. A source the caller
+        // may not read, or an invalid name, falls back to an upload session, which
+        // reveals nothing about other repositories.
+        let sources: Vec<RepoName> = match req.query.get("from") {
+            Some(from) => RepoName::parse(from).into_iter().collect(),
+            None => state
+                .meta
+                .blob_repositories(&digest, 50)
+                .await?
+                .iter()
+                .filter_map(|r| RepoName::parse(r).ok())
+                .collect(),
+        };
+        for from in sources
+            .iter()
+            .filter(|f| req.principal.may(f.as_str(), Action::Pull))
+        {
+            if registry::mount(state, from, name, &digest).await? {
                 return Ok(created(name, &digest));
             }
         }
-        // Not mountable: fall back to a new upload session, as the spec says.
     } else if let Some(raw) = req.query.get("digest") {
         let digest = parse_digest(raw)?;
         registry::put_blob(state, name, &digest, req.body_stream()).await?;

@@ -1,0 +1,102 @@
+//! Secrets: user passwords hashed with argon2id, robot secrets (long random strings,
+//! hashed with SHA-256 since they carry 256 bits of entropy), constant-time checks.
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use base64::Engine as _;
+use sha2::{Digest as _, Sha256};
+use subtle::ConstantTimeEq;
+
+/// Why a secret could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("the system random source failed: {0}")]
+    Random(String),
+    #[error("password hashing failed: {0}")]
+    Hash(String),
+    #[error("password must be at least {MIN_PASSWORD_LEN} characters")]
+    TooShort,
+}
+
+/// Shortest password accepted for a user.
+pub const MIN_PASSWORD_LEN: usize = 8;
+/// Prefix of robot secrets, so they are recognisable in leaked-secret scanners.
+pub const ROBOT_PREFIX: &str = "berth_";
+
+/// `n` bytes from the operating system's random source.
+pub fn random_bytes(n: usize) -> Result<Vec<u8>, SecretError> {
+    let mut buf = vec![0u8; n];
+    getrandom::getrandom(&mut buf).map_err(|e| SecretError::Random(e.to_string()))?;
+    Ok(buf)
+}
+
+/// Hashes a user password with argon2id (PHC string format).
+pub fn hash_password(password: &str) -> Result<String, SecretError> {
+    if password.chars().count() < MIN_PASSWORD_LEN {
+        return Err(SecretError::TooShort);
+    }
+    let salt =
+        SaltString::encode_b64(&random_bytes(16)?).map_err(|e| SecretError::Hash(e.to_string()))?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| SecretError::Hash(e.to_string()))
+}
+
+/// A new robot secret: the prefix and 32 random bytes, base64url.
+pub fn new_robot_secret() -> Result<String, SecretError> {
+    let b = random_bytes(32)?;
+    Ok(format!(
+        "{ROBOT_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+    ))
+}
+
+/// The stored form of a robot secret.
+pub fn hash_robot_secret(secret: &str) -> String {
+    format!("sha256:{}", hex(&Sha256::digest(secret.as_bytes())))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Checks a presented secret against its stored hash, in constant time for robot
+/// secrets and with argon2's own verification for passwords.
+pub fn verify(presented: &str, stored: &str) -> bool {
+    if let Some(_hex) = stored.strip_prefix("sha256:") {
+        let computed = hash_robot_secret(presented);
+        return computed.as_bytes().ct_eq(stored.as_bytes()).into();
+    }
+    match PasswordHash::new(stored) {
+        Ok(parsed) => Argon2::default()
+            .verify_password(presented.as_bytes(), &parsed)
+            .is_ok(),
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords() {
+        let h = hash_password("correct horse").unwrap();
+        assert!(h.starts_with("$argon2id$"));
+        assert!(verify("correct horse", &h));
+        assert!(!verify("wrong horse", &h));
+        assert!(matches!(hash_password("short"), Err(SecretError::TooShort)));
+        assert!(!verify("x", "garbage"));
+    }
+
+    #[test]
+    fn robot_secrets() {
+        let s = new_robot_secret().unwrap();
+        assert!(s.starts_with(ROBOT_PREFIX) && s.len() > 40);
+        let h = hash_robot_secret(&s);
+        assert!(verify(&s, &h));
+        assert!(!verify("berth_nope", &h));
+        assert_ne!(new_robot_secret().unwrap(), s);
+    }
+}

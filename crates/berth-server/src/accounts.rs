@@ -1,0 +1,294 @@
+//! Account administration: users, robots, grants, public patterns and the audit log.
+//!
+//! `berth admin` uses this directly on the data directory (SQLite allows it while the
+//! server runs, and the server re-reads accounts within a second). Every change is
+//! written to the audit log with the acting administrator.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use berth_auth::grant::GrantError;
+use berth_auth::secret::{self, SecretError};
+use berth_auth::{Grant, Pattern};
+use berth_meta::sqlite::SqliteStore;
+use berth_meta::{Account, AccountKind, AccountStore, AuditEvent, MetaError};
+use serde::Serialize;
+
+/// Why an administrative change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error(transparent)]
+    Grant(#[from] GrantError),
+    #[error("account {0:?} does not exist")]
+    NoAccount(String),
+    #[error("account name {0:?} is invalid: use 1-64 characters of a-z, 0-9, '.', '_' and '-', starting with a letter or digit")]
+    BadName(String),
+    #[error("{0}")]
+    NotFound(String),
+}
+
+/// An account as shown to administrators (never with its secret).
+#[derive(Debug, Clone, Serialize)]
+pub struct AccountInfo {
+    pub name: String,
+    pub kind: &'static str,
+    pub disabled: bool,
+    pub expires_at: Option<i64>,
+    pub created_at: i64,
+    pub grants: Vec<String>,
+}
+
+/// Account administration on an [`AccountStore`].
+pub struct Admin {
+    store: Arc<dyn AccountStore>,
+    actor: String,
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn check_name(name: &str) -> Result<(), AdminError> {
+    let b = name.as_bytes();
+    let ok = !b.is_empty()
+        && b.len() <= 64
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"._-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(AdminError::BadName(name.to_owned()))
+    }
+}
+
+impl Admin {
+    /// Administration of the metadata database in `data_dir`, acting as `actor`.
+    pub fn open(data_dir: &std::path::Path, actor: &str) -> Result<Admin, AdminError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| MetaError::Database {
+            context: "creating the data directory",
+            message: e.to_string(),
+        })?;
+        let store = SqliteStore::open(data_dir.join("metadata.db"))?;
+        Ok(Admin::new(Arc::new(store), actor))
+    }
+
+    pub fn new(store: Arc<dyn AccountStore>, actor: &str) -> Admin {
+        Admin {
+            store,
+            actor: actor.to_owned(),
+        }
+    }
+
+    async fn audit(&self, action: &str, target: &str, detail: &str) -> Result<(), AdminError> {
+        tracing::info!(target: "berth::audit", actor = %self.actor, action, target, detail, "audit");
+        self.store
+            .audit_append(&AuditEvent {
+                at: 0,
+                actor: self.actor.clone(),
+                action: action.to_owned(),
+                target: target.to_owned(),
+                detail: detail.to_owned(),
+                client: "cli".to_owned(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn create(
+        &self,
+        name: &str,
+        kind: AccountKind,
+        hash: String,
+        expires_at: Option<i64>,
+        grants: &[Grant],
+    ) -> Result<(), AdminError> {
+        check_name(name)?;
+        self.store
+            .account_create(&Account {
+                name: name.to_owned(),
+                kind,
+                secret_hash: hash,
+                disabled: false,
+                expires_at,
+                created_at: now(),
+            })
+            .await?;
+        self.audit(&format!("{}_add", kind.as_str()), name, "")
+            .await?;
+        for g in grants {
+            self.grant(name, g).await?;
+        }
+        Ok(())
+    }
+
+    /// Creates a user with a password (hashed with argon2id).
+    pub async fn user_add(
+        &self,
+        name: &str,
+        password: &str,
+        grants: &[Grant],
+    ) -> Result<(), AdminError> {
+        let hash = secret::hash_password(password)?;
+        self.create(name, AccountKind::User, hash, None, grants)
+            .await
+    }
+
+    /// Creates a robot account and returns its secret, which is shown only this once.
+    pub async fn robot_create(
+        &self,
+        name: &str,
+        grants: &[Grant],
+        expires_in: Option<Duration>,
+    ) -> Result<String, AdminError> {
+        let secret = secret::new_robot_secret()?;
+        let expires_at =
+            expires_in.map(|d| now().saturating_add(d.as_secs().min(i64::MAX as u64) as i64));
+        self.create(
+            name,
+            AccountKind::Robot,
+            secret::hash_robot_secret(&secret),
+            expires_at,
+            grants,
+        )
+        .await?;
+        Ok(secret)
+    }
+
+    pub async fn passwd(&self, name: &str, password: &str) -> Result<(), AdminError> {
+        let hash = secret::hash_password(password)?;
+        if !self.store.account_set_secret(name, &hash).await? {
+            return Err(AdminError::NoAccount(name.to_owned()));
+        }
+        self.audit("passwd", name, "").await
+    }
+
+    pub async fn set_disabled(&self, name: &str, disabled: bool) -> Result<(), AdminError> {
+        if !self.store.account_set_disabled(name, disabled).await? {
+            return Err(AdminError::NoAccount(name.to_owned()));
+        }
+        self.audit(if disabled { "disable" } else { "enable" }, name, "")
+            .await
+    }
+
+    pub async fn delete(&self, name: &str) -> Result<(), AdminError> {
+        if !self.store.account_delete(name).await? {
+            return Err(AdminError::NoAccount(name.to_owned()));
+        }
+        self.audit("account_delete", name, "").await
+    }
+
+    pub async fn grant(&self, name: &str, grant: &Grant) -> Result<(), AdminError> {
+        if !self
+            .store
+            .grant_set(name, grant.pattern.as_str(), &grant.actions.to_string())
+            .await?
+        {
+            return Err(AdminError::NoAccount(name.to_owned()));
+        }
+        self.audit("grant", name, &grant.to_string()).await
+    }
+
+    pub async fn revoke(&self, name: &str, pattern: &Pattern) -> Result<(), AdminError> {
+        if !self.store.grant_remove(name, pattern.as_str()).await? {
+            return Err(AdminError::NotFound(format!(
+                "account {name:?} has no grant on {pattern}"
+            )));
+        }
+        self.audit("revoke", name, pattern.as_str()).await
+    }
+
+    pub async fn public_add(&self, pattern: &Pattern) -> Result<(), AdminError> {
+        self.store.public_add(pattern.as_str()).await?;
+        self.audit("public_add", pattern.as_str(), "").await
+    }
+
+    pub async fn public_remove(&self, pattern: &Pattern) -> Result<(), AdminError> {
+        if !self.store.public_remove(pattern.as_str()).await? {
+            return Err(AdminError::NotFound(format!("{pattern} is not public")));
+        }
+        self.audit("public_remove", pattern.as_str(), "").await
+    }
+
+    pub async fn public_list(&self) -> Result<Vec<String>, AdminError> {
+        Ok(self.store.public_patterns().await?)
+    }
+
+    pub async fn list(&self) -> Result<Vec<AccountInfo>, AdminError> {
+        let mut out = Vec::new();
+        for a in self.store.account_list().await? {
+            let grants = self
+                .store
+                .grants(&a.name)
+                .await?
+                .into_iter()
+                .map(|g| format!("{}:{}", g.pattern, g.actions))
+                .collect();
+            out.push(AccountInfo {
+                name: a.name,
+                kind: a.kind.as_str(),
+                disabled: a.disabled,
+                expires_at: a.expires_at,
+                created_at: a.created_at,
+                grants,
+            });
+        }
+        Ok(out)
+    }
+
+    pub async fn audit_log(&self, since: i64, limit: usize) -> Result<Vec<AuditEvent>, AdminError> {
+        Ok(self.store.audit_list(since, limit).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn users_robots_grants() {
+        let dir = tempfile::tempdir().unwrap();
+        let admin = Admin::open(dir.path(), "tester").unwrap();
+        let g: Grant = "team/*:pull,push".parse().unwrap();
+        admin
+            .user_add("alice", "a long password", std::slice::from_ref(&g))
+            .await
+            .unwrap();
+        assert!(matches!(
+            admin.user_add("alice", "a long password", &[]).await,
+            Err(AdminError::Meta(MetaError::Conflict(_)))
+        ));
+        assert!(matches!(
+            admin.user_add("Bad Name", "a long password", &[]).await,
+            Err(AdminError::BadName(_))
+        ));
+        assert!(matches!(
+            admin.user_add("bob", "short", &[]).await,
+            Err(AdminError::Secret(SecretError::TooShort))
+        ));
+        let secret = admin
+            .robot_create("ci", &[g], Some(Duration::from_secs(3600)))
+            .await
+            .unwrap();
+        assert!(secret.starts_with("berth_"));
+        let list = admin.list().await.unwrap();
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[0].grants, ["team/*:pull,push"]);
+        assert!(list[1].expires_at.is_some());
+        assert!(matches!(
+            admin.set_disabled("nobody", true).await,
+            Err(AdminError::NoAccount(_))
+        ));
+        let log = admin.audit_log(0, 100).await.unwrap();
+        assert!(log
+            .iter()
+            .any(|e| e.action == "robot_add" && e.target == "ci" && e.actor == "tester"));
+    }
+}

@@ -1,0 +1,535 @@
+//! Who is calling and what they may do.
+//!
+//! With no account in the metadata store the registry is open (and, by the start-up
+//! check, only on a loopback address unless `--insecure-open`). Once an account exists,
+//! every request needs credentials except pulls of public repositories. Credentials are
+//! either a bearer token issued by `/token` (the Docker token flow) or HTTP Basic
+//! (a user password or a robot secret), which is verified once and then cached briefly.
+//!
+//! Layers: routes ask [`Auth`] for a [`Principal`] and its actions on a repository; this
+//! module reads accounts through [`AccountStore`] and decides with `berth_auth`.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use base64::Engine as _;
+use berth_auth::grant::actions_on;
+use berth_auth::ratelimit::FailureLimiter;
+use berth_auth::token::{Access, Claims, TokenKey};
+use berth_auth::{Action, Actions, Grant, Pattern, Scope};
+use berth_meta::{Account, AccountStore, AuditEvent};
+use berth_oci::ErrorCode;
+use sha2::{Digest as _, Sha256};
+
+use crate::error::ApiError;
+
+/// How long the account count and public patterns are cached.
+const SNAPSHOT_TTL: Duration = Duration::from_secs(1);
+/// How long a verified Basic credential is trusted without re-checking the store.
+const BASIC_CACHE_TTL: Duration = Duration::from_secs(5);
+/// Failed logins allowed per account and per client address in [`FAILURE_WINDOW`].
+const MAX_FAILURES: usize = 10;
+const FAILURE_WINDOW: Duration = Duration::from_secs(300);
+
+/// The caller of a request.
+#[derive(Debug, Clone)]
+pub enum Principal {
+    /// No account exists: the registry is open to everyone.
+    Open,
+    /// No credentials: only pulls of public repositories.
+    Anonymous { public: Arc<Vec<Pattern>> },
+    /// HTTP Basic with a valid account.
+    Account {
+        name: String,
+        grants: Arc<Vec<Grant>>,
+        public: Arc<Vec<Pattern>>,
+    },
+    /// A bearer token from `/token`.
+    Token { claims: Arc<Claims> },
+}
+
+impl Principal {
+    /// The actions this caller has on repository `repo`.
+    pub fn actions_on(&self, repo: &str) -> Actions {
+        let public_pull = |public: &[Pattern]| {
+            if public.iter().any(|p| p.matches(repo)) {
+                Actions::NONE.with(Action::Pull)
+            } else {
+                Actions::NONE
+            }
+        };
+        match self {
+            Principal::Open => Actions::NONE.with(Action::Admin),
+            Principal::Anonymous { public } => public_pull(public),
+            Principal::Account { grants, public, .. } => {
+                actions_on(grants.iter(), repo).union(public_pull(public))
+            }
+            Principal::Token { claims } => claims.actions_on(repo),
+        }
+    }
+
+    pub fn may(&self, repo: &str, action: Action) -> bool {
+        self.actions_on(repo).allows(action)
+    }
+
+    /// The name recorded in logs and the audit log.
+    pub fn name(&self) -> &str {
+        match self {
+            Principal::Open => "open",
+            Principal::Anonymous { .. } => "anonymous",
+            Principal::Account { name, .. } => name,
+            Principal::Token { claims } => &claims.sub,
+        }
+    }
+}
+
+/// Why a login failed (never says which part of the credentials was wrong).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginError {
+    Invalid,
+    RateLimited,
+}
+
+/// A verified credential: when, whose, and the account's grants then.
+type CachedLogin = (Instant, String, Arc<Vec<Grant>>);
+
+struct Snapshot {
+    at: Instant,
+    accounts_exist: bool,
+    public: Arc<Vec<Pattern>>,
+}
+
+/// Authentication and authorization state of the server.
+pub struct Auth {
+    accounts: Arc<dyn AccountStore>,
+    key: TokenKey,
+    /// HMAC key for the credential cache, so cache keys reveal nothing.
+    cache_key: [u8; 32],
+    pub service: String,
+    realm: Option<String>,
+    pub token_ttl: Duration,
+    tls: bool,
+    snapshot: Mutex<Option<Snapshot>>,
+    basic_cache: Mutex<HashMap<[u8; 32], CachedLogin>>,
+    by_account: FailureLimiter,
+    by_address: FailureLimiter,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Grants as stored, parsed; malformed rows are logged and skipped.
+fn parse_grants(rows: Vec<berth_meta::StoredGrant>) -> Vec<Grant> {
+    rows.into_iter()
+        .filter_map(
+            |g| match format!("{}:{}", g.pattern, g.actions).parse::<Grant>() {
+                Ok(g) => Some(g),
+                Err(e) => {
+                    tracing::warn!(error = %e, "ignoring a malformed grant");
+                    None
+                }
+            },
+        )
+        .collect()
+}
+
+impl Auth {
+    pub fn new(
+        accounts: Arc<dyn AccountStore>,
+        key: TokenKey,
+        service: String,
+        realm: Option<String>,
+        token_ttl: Duration,
+        tls: bool,
+    ) -> Auth {
+        let mut cache_key = [0u8; 32];
+        if let Ok(b) = berth_auth::secret::random_bytes(32) {
+            cache_key.copy_from_slice(&b);
+        }
+        Auth {
+            accounts,
+            key,
+            cache_key,
+            service,
+            realm,
+            token_ttl,
+            tls,
+            snapshot: Mutex::new(None),
+            basic_cache: Mutex::new(HashMap::new()),
+            by_account: FailureLimiter::new(MAX_FAILURES, FAILURE_WINDOW),
+            by_address: FailureLimiter::new(MAX_FAILURES, FAILURE_WINDOW),
+        }
+    }
+
+    pub fn accounts(&self) -> &Arc<dyn AccountStore> {
+        &self.accounts
+    }
+
+    /// Whether accounts exist, and the public patterns (cached for a second, so that
+    /// `berth admin` changes made while the server runs apply almost at once).
+    async fn snapshot(&self) -> Result<(bool, Arc<Vec<Pattern>>), ApiError> {
+        {
+            let s = self.snapshot.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(s) = s.as_ref().filter(|s| s.at.elapsed() < SNAPSHOT_TTL) {
+                return Ok((s.accounts_exist, s.public.clone()));
+            }
+        }
+        let accounts_exist = self.accounts.account_count().await? > 0;
+        let public: Vec<Pattern> = self
+            .accounts
+            .public_patterns()
+            .await?
+            .iter()
+            .filter_map(|p| Pattern::parse(p).ok())
+            .collect();
+        let public = Arc::new(public);
+        *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = Some(Snapshot {
+            at: Instant::now(),
+            accounts_exist,
+            public: public.clone(),
+        });
+        Ok((accounts_exist, public))
+    }
+
+    /// Whether any account exists (for the start-up safety check).
+    pub async fn accounts_exist(&self) -> Result<bool, ApiError> {
+        Ok(self.snapshot().await?.0)
+    }
+
+    /// Identifies the caller of a registry request.
+    pub async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        client: IpAddr,
+    ) -> Result<Principal, ApiError> {
+        let (accounts_exist, public) = self.snapshot().await?;
+        if !accounts_exist {
+            return Ok(Principal::Open);
+        }
+        let Some(value) = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+        else {
+            return Ok(Principal::Anonymous { public });
+        };
+        if let Some(token) = strip_scheme(value, "bearer") {
+            return match self.key.verify(token.trim(), &self.service, unix_now()) {
+                Ok(claims) => Ok(Principal::Token {
+                    claims: Arc::new(claims),
+                }),
+                Err(e) => {
+                    tracing::debug!(error = %e, "bearer token refused");
+                    Err(self.challenge(
+                        None,
+                        Some("invalid_token"),
+                        &format!("bearer token refused: {e}"),
+                    ))
+                }
+            };
+        }
+        if let Some(encoded) = strip_scheme(value, "basic") {
+            let (name, secret) = decode_basic(encoded)
+                .ok_or_else(|| self.challenge(None, None, "malformed Basic credentials"))?;
+            return match self.login(&name, &secret, client).await? {
+                Ok((name, grants)) => Ok(Principal::Account {
+                    name,
+                    grants,
+                    public,
+                }),
+                Err(LoginError::RateLimited) => Err(rate_limited()),
+                Err(LoginError::Invalid) => {
+                    Err(self.challenge(None, None, "invalid username or password"))
+                }
+            };
+        }
+        Err(self.challenge(None, None, "unsupported Authorization scheme"))
+    }
+
+    /// Checks a name and secret, with rate limiting and a short cache. Records
+    /// failures in the audit log.
+    pub async fn login(
+        &self,
+        name: &str,
+        secret: &str,
+        client: IpAddr,
+    ) -> Result<Result<(String, Arc<Vec<Grant>>), LoginError>, ApiError> {
+        let now = Instant::now();
+        let addr_key = client.to_string();
+        if self.by_account.is_blocked(name, now) || self.by_address.is_blocked(&addr_key, now) {
+            self.audit(name, "login_rate_limited", "", "", client).await;
+            return Ok(Err(LoginError::RateLimited));
+        }
+        let cache_key = self.credential_key(name, secret);
+        {
+            let cache = self.basic_cache.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((at, n, grants)) = cache.get(&cache_key) {
+                if at.elapsed() < BASIC_CACHE_TTL {
+                    return Ok(Ok((n.clone(), grants.clone())));
+                }
+            }
+        }
+        let account = self.accounts.account_get(name).await?;
+        let ok = match &account {
+            Some(a) if usable(a) => {
+                let (presented, stored) = (secret.to_owned(), a.secret_hash.clone());
+                // argon2 is deliberately slow: keep it off the async workers.
+                tokio::task::spawn_blocking(move || berth_auth::secret::verify(&presented, &stored))
+                    .await
+                    .unwrap_or(false)
+            }
+            _ => false,
+        };
+        if !ok {
+            self.by_account.record_failure(name, now);
+            self.by_address.record_failure(&addr_key, now);
+            let why = match &account {
+                None => "unknown account",
+                Some(a) if a.disabled => "account disabled",
+                Some(a) if !usable(a) => "account expired",
+                Some(_) => "wrong secret",
+            };
+            tracing::warn!(account = %name, client = %client, reason = why, "login failed");
+            self.audit(name, "login_failed", "", why, client).await;
+            return Ok(Err(LoginError::Invalid));
+        }
+        self.by_account.clear(name);
+        let grants = Arc::new(parse_grants(self.accounts.grants(name).await?));
+        let mut cache = self.basic_cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() > 10_000 {
+            cache.retain(|_, (at, _, _)| at.elapsed() < BASIC_CACHE_TTL);
+        }
+        cache.insert(cache_key, (Instant::now(), name.to_owned(), grants.clone()));
+        Ok(Ok((name.to_owned(), grants)))
+    }
+
+    fn credential_key(&self, name: &str, secret: &str) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(self.cache_key);
+        h.update(name.as_bytes());
+        h.update([0u8]);
+        h.update(secret.as_bytes());
+        h.finalize().into()
+    }
+
+    /// Issues a token for `subject` with the requested scopes narrowed to what
+    /// `principal` may do.
+    pub fn issue(
+        &self,
+        principal: &Principal,
+        scopes: &[Scope],
+    ) -> Result<(String, Vec<Scope>), ApiError> {
+        let granted: Vec<Scope> = scopes
+            .iter()
+            .filter_map(|s| match s {
+                Scope::Repository { name, actions } => {
+                    let have = principal.actions_on(name).intersect(*actions);
+                    (!have.is_empty()).then(|| Scope::Repository {
+                        name: name.clone(),
+                        actions: have,
+                    })
+                }
+                Scope::Catalog => Some(Scope::Catalog),
+            })
+            .collect();
+        let now = unix_now();
+        let claims = Claims {
+            iss: self.service.clone(),
+            sub: match principal {
+                Principal::Anonymous { .. } | Principal::Open => String::new(),
+                p => p.name().to_owned(),
+            },
+            aud: self.service.clone(),
+            exp: now + self.token_ttl.as_secs(),
+            nbf: now,
+            iat: now,
+            jti: uuid::Uuid::new_v4().simple().to_string(),
+            access: granted.iter().map(Access::from_scope).collect(),
+        };
+        let token = self.key.sign(&claims).map_err(|e| ApiError::internal(&e))?;
+        Ok((token, granted))
+    }
+
+    /// The grants of the account behind a token (for catalog filtering).
+    pub async fn grants_of(&self, name: &str) -> Result<Vec<Grant>, ApiError> {
+        if name.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self.accounts.account_get(name).await? {
+            Some(a) if usable(&a) => Ok(parse_grants(self.accounts.grants(name).await?)),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    pub async fn public(&self) -> Result<Arc<Vec<Pattern>>, ApiError> {
+        Ok(self.snapshot().await?.1)
+    }
+
+    /// A 401 with the `WWW-Authenticate: Bearer` challenge Docker clients follow.
+    pub fn challenge(&self, scope: Option<&str>, error: Option<&str>, message: &str) -> ApiError {
+        let realm = self.realm.clone().unwrap_or_else(|| "/token".to_owned());
+        let mut v = format!("Bearer realm=\"{realm}\",service=\"{}\"", self.service);
+        if let Some(s) = scope {
+            v.push_str(&format!(",scope=\"{s}\""));
+        }
+        if let Some(e) = error {
+            v.push_str(&format!(",error=\"{e}\""));
+        }
+        let mut e = ApiError::new(ErrorCode::Unauthorized, message);
+        if let Ok(hv) = HeaderValue::from_str(&v) {
+            e = e.header(header::WWW_AUTHENTICATE, hv);
+        }
+        e
+    }
+
+    /// Makes a relative realm absolute with the request's Host, as clients require.
+    pub fn absolutize(&self, mut e: ApiError, headers: &HeaderMap) -> ApiError {
+        if self.realm.is_some() {
+            return e;
+        }
+        let host = headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .filter(|h| {
+                h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+            });
+        let Some(host) = host else { return e };
+        let scheme = if self.tls { "https" } else { "http" };
+        for (name, value) in e.headers.iter_mut() {
+            if *name == header::WWW_AUTHENTICATE {
+                if let Ok(s) = value.to_str() {
+                    let fixed = s.replacen(
+                        "realm=\"/token\"",
+                        &format!("realm=\"{scheme}://{host}/token\""),
+                        1,
+                    );
+                    if let Ok(v) = HeaderValue::from_str(&fixed) {
+                        *value = v;
+                    }
+                }
+            }
+        }
+        e
+    }
+
+    /// Appends to the audit log (and the log), never failing the request over it.
+    pub async fn audit(
+        &self,
+        actor: &str,
+        action: &str,
+        target: &str,
+        detail: &str,
+        client: IpAddr,
+    ) {
+        tracing::info!(target: "berth::audit", actor, action, target, detail, %client, "audit");
+        let event = AuditEvent {
+            at: 0,
+            actor: actor.to_owned(),
+            action: action.to_owned(),
+            target: target.to_owned(),
+            detail: detail.to_owned(),
+            client: client.to_string(),
+        };
+        if let Err(e) = self.accounts.audit_append(&event).await {
+            tracing::error!(error = %e, "cannot write the audit log");
+        }
+    }
+}
+
+/// Whether an account may log in now.
+pub fn usable(a: &Account) -> bool {
+    !a.disabled && a.expires_at.is_none_or(|t| (unix_now() as i64) < t)
+}
+
+fn strip_scheme<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
+    let (s, rest) = value.trim().split_once(' ')?;
+    s.eq_ignore_ascii_case(scheme).then_some(rest)
+}
+
+/// Decodes `Basic base64(name:secret)`.
+pub fn decode_basic(encoded: &str) -> Option<(String, String)> {
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let s = String::from_utf8(raw).ok()?;
+    let (n, p) = s.split_once(':')?;
+    Some((n.to_owned(), p.to_owned()))
+}
+
+pub fn rate_limited() -> ApiError {
+    ApiError::new(
+        ErrorCode::TooManyRequests,
+        "too many failed logins; try again in a few minutes",
+    )
+    .header(
+        HeaderName::from_static("retry-after"),
+        HeaderValue::from_static("300"),
+    )
+    .status(StatusCode::TOO_MANY_REQUESTS)
+}
+
+/// Reads the token signing key from `path`, creating it (0600, fsync'd) on first start.
+pub fn load_or_create_key(path: &std::path::Path) -> Result<TokenKey, std::io::Error> {
+    match std::fs::read(path) {
+        Ok(bytes) => TokenKey::from_bytes(bytes)
+            .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let bytes = berth_auth::secret::random_bytes(berth_auth::token::KEY_LEN)
+                .map_err(std::io::Error::other)?;
+            let tmp = path.with_extension("tmp");
+            {
+                use std::io::Write;
+                let mut opts = std::fs::OpenOptions::new();
+                opts.write(true).create(true).truncate(true);
+                #[cfg(unix)]
+                std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+                let mut f = opts.open(&tmp)?;
+                f.write_all(&bytes)?;
+                f.sync_all()?;
+            }
+            std::fs::rename(&tmp, path)?;
+            TokenKey::from_bytes(bytes).map_err(std::io::Error::other)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_decoding() {
+        let enc = base64::engine::general_purpose::STANDARD.encode("alice:pa:ss");
+        assert_eq!(decode_basic(&enc), Some(("alice".into(), "pa:ss".into())));
+        assert_eq!(decode_basic("!!"), None);
+        assert_eq!(strip_scheme("bearer abc", "Bearer"), Some("abc"));
+        assert_eq!(strip_scheme("Basic abc", "Bearer"), None);
+    }
+
+    #[test]
+    fn principals() {
+        let public = Arc::new(vec![Pattern::parse("pub/*").unwrap()]);
+        let anon = Principal::Anonymous {
+            public: public.clone(),
+        };
+        assert!(anon.may("pub/x", Action::Pull));
+        assert!(!anon.may("pub/x", Action::Push));
+        assert!(!anon.may("priv/x", Action::Pull));
+        let acct = Principal::Account {
+            name: "w".into(),
+            grants: Arc::new(vec!["team/*:pull,push".parse().unwrap()]),
+            public,
+        };
+        assert!(acct.may("team/a", Action::Push) && !acct.may("team/a", Action::Delete));
+        assert!(acct.may("pub/x", Action::Pull));
+        assert!(Principal::Open.may("any", Action::Delete));
+    }
+}

@@ -1,0 +1,173 @@
+//! `GET /token` and `POST /token`: the Docker token endpoint.
+//!
+//! `GET` takes HTTP Basic credentials (or none, for public pulls) and `scope`
+//! parameters; `POST` is the OAuth2 password grant some clients use. The answer is a
+//! short-lived signed token whose `access` claim holds only the actions actually granted.
+
+use std::net::IpAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use berth_auth::Scope;
+use berth_oci::ErrorCode;
+
+use super::{client_ip, Query};
+use crate::auth::{decode_basic, rate_limited, LoginError, Principal};
+use crate::error::{ApiError, ApiResult};
+use crate::registry::AppState;
+
+/// RFC 3339 UTC time for `issued_at`.
+fn rfc3339(secs: u64) -> String {
+    let days = secs / 86400;
+    let rem = secs % 86400;
+    // Civil-from-days (Howard Hinnant's algorithm), for the proleptic Gregorian calendar.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+async fn principal_for(
+    state: &AppState,
+    credentials: Option<(String, String)>,
+    client: IpAddr,
+) -> ApiResult<Principal> {
+    let public = state.auth.public().await?;
+    if !state.auth.accounts_exist().await? {
+        return Ok(Principal::Open);
+    }
+    let Some((name, secret)) = credentials else {
+        return Ok(Principal::Anonymous { public });
+    };
+    match state.auth.login(&name, &secret, client).await? {
+        Ok((name, grants)) => {
+            state
+                .auth
+                .audit(&name, "login", "", "token issued", client)
+                .await;
+            Ok(Principal::Account {
+                name,
+                grants,
+                public,
+            })
+        }
+        Err(LoginError::RateLimited) => Err(rate_limited()),
+        Err(LoginError::Invalid) => Err(ApiError::new(
+            ErrorCode::Unauthorized,
+            "invalid username or password",
+        )),
+    }
+}
+
+fn answer(state: &AppState, principal: &Principal, scopes: &[Scope]) -> ApiResult {
+    let (token, granted) = state.auth.issue(principal, scopes)?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let body = serde_json::json!({
+        "token": token,
+        "access_token": token,
+        "expires_in": state.auth.token_ttl.as_secs(),
+        "issued_at": rfc3339(now),
+        "scope": granted.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(" "),
+    });
+    Ok((
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body.to_string(),
+    )
+        .into_response())
+}
+
+fn basic(headers: &HeaderMap) -> ApiResult<Option<(String, String)>> {
+    let Some(v) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Ok(None);
+    };
+    let (scheme, rest) = v.trim().split_once(' ').unwrap_or((v, ""));
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err(ApiError::new(
+            ErrorCode::Unauthorized,
+            "the token endpoint takes Basic credentials",
+        ));
+    }
+    decode_basic(rest)
+        .map(Some)
+        .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "malformed Basic credentials"))
+}
+
+pub async fn get(State(state): State<AppState>, req: Request) -> Response {
+    let (parts, _) = req.into_parts();
+    let client = client_ip(&parts.extensions);
+    let query = Query::parse(parts.uri.query());
+    let result = async {
+        let creds = basic(&parts.headers)?;
+        let principal = principal_for(&state, creds, client).await?;
+        answer(&state, &principal, &Scope::parse_all(query.all("scope")))
+    }
+    .await;
+    result.unwrap_or_else(|e| e.into_response())
+}
+
+pub async fn post(State(state): State<AppState>, req: Request) -> Response {
+    let client = client_ip(req.extensions());
+    let result = async {
+        let body = axum::body::to_bytes(req.into_body(), 64 << 10)
+            .await
+            .map_err(|_| ApiError::new(ErrorCode::Unsupported, "token request body is too large").status(StatusCode::BAD_REQUEST))?;
+        let form = Query::parse(std::str::from_utf8(&body).ok());
+        match form.get("grant_type") {
+            Some("password") => {}
+            other => {
+                return Ok((
+                    StatusCode::BAD_REQUEST,
+                    [(header::CONTENT_TYPE, "application/json")],
+                    serde_json::json!({"error": "unsupported_grant_type",
+                        "error_description": format!("grant_type {:?} is not supported; use password", other.unwrap_or(""))})
+                    .to_string(),
+                )
+                    .into_response())
+            }
+        }
+        let creds = match (form.get("username"), form.get("password")) {
+            (Some(u), Some(p)) => Some((u.to_owned(), p.to_owned())),
+            _ => None,
+        };
+        let principal = principal_for(&state, creds, client).await?;
+        answer(&state, &principal, &Scope::parse_all(form.all("scope")))
+    }
+    .await;
+    result.unwrap_or_else(|e: ApiError| e.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rfc3339;
+
+    #[test]
+    fn times() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_795_000_000), "2026-11-18T11:06:40Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+}
