@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what the interop scripts need when missing, runs them all, prints `N passed, M failed`.
+set -uo pipefail
+DIR="$(cd "$(dirname "$0")" && pwd)"
+SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+need_apt=()
+command -v podman >/dev/null || need_apt+=(podman)
+command -v buildah >/dev/null || need_apt+=(buildah)
+command -v skopeo >/dev/null || need_apt+=(skopeo)
+command -v docker-registry >/dev/null || need_apt+=(docker-registry)
+if ((${#need_apt[@]})); then
+    $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+python3 -c 'import requests' 2>/dev/null || pip install -q requests
+(cd / && python3 -c 'import oras.client') 2>/dev/null || pip install -q oras
+(cd / && python3 -c 'import helm_python') 2>/dev/null || pip install -q helm-python-sdk
+
+scripts=(conformance.sh skopeo.sh podman.sh oras.py helm.py distribution-compare.sh)
+passed=0; failed=0; failures=()
+start=$(date +%s)
+for s in "${scripts[@]}"; do
+    t0=$(date +%s)
+    if [[ $s == *.py ]]; then cmd=(python3 "$DIR/$s"); else cmd=(bash "$DIR/$s"); fi
+    if "${cmd[@]}" >"/tmp/berth-interop-$s.log" 2>&1; then
+        passed=$((passed+1)); echo "PASS $s ($(( $(date +%s) - t0 ))s)"
+    else
+        failed=$((failed+1)); failures+=("$s"); echo "FAIL $s ($(( $(date +%s) - t0 ))s), log: /tmp/berth-interop-$s.log"
+        grep -E '^(FAIL|.*DIFFERS)' "/tmp/berth-interop-$s.log" | sed 's/^/    /' | head -20
+    fi
+done
+echo "total $(( $(date +%s) - start ))s"
+echo "$passed passed, $failed failed"
+[[ $failed -eq 0 ]]
