@@ -30,8 +30,11 @@ use crate::error::ApiError;
 const SNAPSHOT_TTL: Duration = Duration::from_secs(1);
 /// How long a verified Basic credential is trusted without re-checking the store.
 const BASIC_CACHE_TTL: Duration = Duration::from_secs(5);
-/// Failed logins allowed per account and per client address in [`FAILURE_WINDOW`].
-const MAX_FAILURES: usize = 10;
+/// Failed logins allowed per account in [`FAILURE_WINDOW`].
+const MAX_FAILURES_PER_ACCOUNT: usize = 10;
+/// Failed logins allowed per client address: higher, since many users (a CI fleet, an
+/// office) may share one address and one misconfigured client must not lock them out.
+const MAX_FAILURES_PER_ADDRESS: usize = 100;
 const FAILURE_WINDOW: Duration = Duration::from_secs(300);
 
 /// The caller of a request.
@@ -163,8 +166,8 @@ impl Auth {
             tls,
             snapshot: Mutex::new(None),
             basic_cache: Mutex::new(HashMap::new()),
-            by_account: FailureLimiter::new(MAX_FAILURES, FAILURE_WINDOW),
-            by_address: FailureLimiter::new(MAX_FAILURES, FAILURE_WINDOW),
+            by_account: FailureLimiter::new(MAX_FAILURES_PER_ACCOUNT, FAILURE_WINDOW),
+            by_address: FailureLimiter::new(MAX_FAILURES_PER_ADDRESS, FAILURE_WINDOW),
         }
     }
 

@@ -10,14 +10,19 @@ use clap::Args;
 ///
 /// Settings come from defaults, then the --config file, then BERTH_* environment
 /// variables (BERTH_LISTEN, BERTH_DATA_DIR, BERTH_MAX_MANIFEST_BYTES,
-/// BERTH_UPLOAD_IDLE_TIMEOUT), then these flags. Logs go to stderr; BERTH_LOG sets the
+/// BERTH_UPLOAD_IDLE_TIMEOUT, BERTH_TLS_CERT, BERTH_TLS_KEY, BERTH_INSECURE_OPEN,
+/// BERTH_TOKEN_SERVICE, BERTH_TOKEN_REALM, BERTH_TOKEN_TTL), then these flags. Logs go to stderr; BERTH_LOG sets the
 /// filter (e.g. BERTH_LOG=debug) and BERTH_LOG_FORMAT=json prints JSON lines.
 #[derive(Args)]
 #[command(after_help = "Examples:
   berth serve                                   # 127.0.0.1:5000, data in ./berth-data
   berth serve --listen 127.0.0.1:5050 --data-dir /var/lib/berth
   berth serve --config berth.toml
-  BERTH_DATA_DIR=/srv/registry berth serve")]
+  BERTH_DATA_DIR=/srv/registry berth serve
+  berth serve --listen 0.0.0.0:443 --tls-cert cert.pem --tls-key key.pem
+
+With no account the registry is open to anyone who can reach it, so it only listens on
+a loopback address unless --insecure-open; create accounts with `berth admin`.")]
 pub struct ServeArgs {
     /// TOML configuration file.
     #[arg(long, value_name = "FILE")]
@@ -31,6 +36,15 @@ pub struct ServeArgs {
     /// Delete upload sessions idle this long (e.g. 30m, 24h) [default: 24h].
     #[arg(long, value_name = "DURATION", value_parser = berth_server::config::parse_duration)]
     upload_idle_timeout: Option<std::time::Duration>,
+    /// PEM certificate chain: serve HTTPS (HTTP/1.1 and HTTP/2) instead of plain HTTP.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Allow a non-loopback address while no account exists (anyone could push and delete).
+    #[arg(long)]
+    insecure_open: bool,
 }
 
 fn init_logging() {
@@ -63,6 +77,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(t) = args.upload_idle_timeout {
         config.upload_idle_timeout = t;
     }
+    if let Some(c) = args.tls_cert {
+        config.tls_cert = Some(c);
+    }
+    if let Some(k) = args.tls_key {
+        config.tls_key = Some(k);
+    }
+    config.insecure_open |= args.insecure_open;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -73,7 +94,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
-        tracing::info!(data_dir = %config.data_dir.display(), "berth registry listening on http://{addr}");
+        let scheme = if config.tls_cert.is_some() { "https" } else { "http" };
+        tracing::info!(data_dir = %config.data_dir.display(), "berth registry listening on {scheme}://{addr}");
         berth_server::run(listener, state, shutdown_signal()).await?;
         tracing::info!("berth registry stopped");
         Ok(())

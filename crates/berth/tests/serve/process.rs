@@ -17,8 +17,13 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts `berth serve` over `data_dir` and waits (10 s at most) for its address.
     pub fn start(data_dir: &Path, extra: &[&str]) -> ServerProcess {
+        Self::start_on("127.0.0.1:0", data_dir, extra)
+    }
+
+    /// Like [`ServerProcess::start`], on a given listen address.
+    pub fn start_on(listen: &str, data_dir: &Path, extra: &[&str]) -> ServerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["serve", "--listen", listen, "--data-dir"])
             .arg(data_dir)
             .args(extra)
             .env("BERTH_LOG", "info")
@@ -28,16 +33,23 @@ impl ServerProcess {
             .expect("spawn berth serve");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let log2 = log.clone();
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 if !sent {
-                    if let Some(i) = line.find("listening on http://") {
-                        let addr = line[i + "listening on http://".len()..]
+                    log2.lock().unwrap().push_str(&format!("{line}\n"));
+                    if let Some(i) = line.find("listening on ") {
+                        let url = line[i + "listening on ".len()..]
                             .split_whitespace()
                             .next()
-                            .unwrap_or("")
+                            .unwrap_or("");
+                        let addr = url
+                            .split_once("://")
+                            .map(|(_, a)| a)
+                            .unwrap_or(url)
                             .to_owned();
                         let _ = tx.send(addr);
                         sent = true;
@@ -47,7 +59,12 @@ impl ServerProcess {
         });
         let addr = rx
             .recv_timeout(Duration::from_secs(10))
-            .expect("server did not report its address");
+            .unwrap_or_else(|_| {
+                panic!(
+                    "server did not report its address; its log:\n{}",
+                    log.lock().unwrap()
+                )
+            });
         ServerProcess {
             child,
             base: format!("http://{addr}"),

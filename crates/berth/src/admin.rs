@@ -1,0 +1,307 @@
+//! `berth admin`: accounts, robot tokens, grants, public repositories and the audit log,
+//! working directly on the data directory (also while the server runs: the server
+//! re-reads accounts within a second).
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use berth_auth::{Grant, Pattern};
+use berth_server::accounts::Admin;
+use berth_server::Config;
+use clap::{Args, Subcommand};
+
+/// Manage accounts, grants, public repositories; read the audit log.
+///
+/// Works on the registry's data directory (from --data-dir, --config, BERTH_DATA_DIR or
+/// ./berth-data). Once an account exists, the registry requires credentials for
+/// everything except pulls of public repositories.
+#[derive(Args)]
+#[command(after_help = "Examples:
+  printf '%s' \"$PASSWORD\" | berth admin user add alice --password-stdin --grant 'team/*:pull,push'
+  berth admin user list --json
+  berth admin grant alice 'team/app:delete'
+  berth admin revoke alice 'team/*'
+  berth admin robot create ci --grant 'team/*:pull,push' --expires 90d
+  berth admin public 'library/*'
+  berth admin audit --since 1d")]
+pub struct AdminArgs {
+    /// Data directory of the registry [default: ./berth-data].
+    #[arg(long, value_name = "DIR", global = true)]
+    data_dir: Option<PathBuf>,
+    /// Read the data directory from this config file.
+    #[arg(long, value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
+    /// Print machine-readable JSON.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Users: add, list, disable, enable, passwd, delete.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Grant actions on a repository pattern: NAME 'PATTERN:pull,push,delete,admin'.
+    Grant {
+        name: String,
+        #[arg(required = true)]
+        grants: Vec<String>,
+    },
+    /// Remove an account's grant on a pattern.
+    Revoke { name: String, pattern: String },
+    /// Robot accounts for CI (long random secrets, shown once).
+    #[command(subcommand)]
+    Robot(RobotCommand),
+    /// Make repository patterns public (anonymous pull), or list/remove them.
+    Public {
+        patterns: Vec<String>,
+        /// Make the patterns private again.
+        #[arg(long)]
+        remove: bool,
+        /// List public patterns.
+        #[arg(long)]
+        list: bool,
+    },
+    /// Show the audit log: logins, failed logins, pushes, tag moves, deletions, grants.
+    Audit {
+        /// Only events newer than this (e.g. 1h, 7d).
+        #[arg(long, value_parser = berth_server::config::parse_duration)]
+        since: Option<std::time::Duration>,
+        /// At most this many events (the newest).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user; the password is read from standard input.
+    Add {
+        name: String,
+        /// Read the password from standard input (required: never pass it as an argument).
+        #[arg(long)]
+        password_stdin: bool,
+        /// Grants to give at once, e.g. 'team/*:pull,push'.
+        #[arg(long = "grant", value_name = "GRANT")]
+        grants: Vec<String>,
+    },
+    /// List accounts with their grants.
+    List,
+    /// Disable an account (it can no longer log in; issued tokens expire within minutes).
+    Disable { name: String },
+    /// Enable a disabled account.
+    Enable { name: String },
+    /// Change a user's password (read from standard input).
+    Passwd {
+        name: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Delete an account and its grants.
+    Delete { name: String },
+}
+
+#[derive(Subcommand)]
+enum RobotCommand {
+    /// Create a robot account and print its secret once.
+    Create {
+        name: String,
+        #[arg(long = "grant", value_name = "GRANT", required = true)]
+        grants: Vec<String>,
+        /// Expire after this long (e.g. 90d).
+        #[arg(long, value_parser = berth_server::config::parse_duration)]
+        expires: Option<std::time::Duration>,
+    },
+}
+
+fn read_password(flag: bool) -> anyhow::Result<String> {
+    if !flag {
+        bail!("pass --password-stdin and write the password to standard input");
+    }
+    let mut s = String::new();
+    std::io::stdin()
+        .read_to_string(&mut s)
+        .context("reading the password from standard input")?;
+    let p = s.trim_end_matches(['\n', '\r']).to_owned();
+    if p.is_empty() {
+        bail!("the password on standard input is empty");
+    }
+    Ok(p)
+}
+
+fn parse_grants(raw: &[String]) -> anyhow::Result<Vec<Grant>> {
+    raw.iter()
+        .map(|g| g.parse::<Grant>().with_context(|| format!("grant {g:?}")))
+        .collect()
+}
+
+fn data_dir(args: &AdminArgs) -> anyhow::Result<PathBuf> {
+    let mut config = match &args.config {
+        Some(p) => Config::from_file(p)?,
+        None => Config::default(),
+    };
+    config.apply_env(std::env::vars())?;
+    Ok(args.data_dir.clone().unwrap_or(config.data_dir))
+}
+
+fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+pub fn run(args: AdminArgs) -> anyhow::Result<()> {
+    let dir = data_dir(&args)?;
+    let actor = format!(
+        "cli:{}",
+        std::env::var("USER").unwrap_or_else(|_| "admin".into())
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        let admin = Admin::open(&dir, &actor)?;
+        let json = args.json;
+        match args.command {
+            AdminCommand::User(UserCommand::Add {
+                name,
+                password_stdin,
+                grants,
+            }) => {
+                let grants = parse_grants(&grants)?;
+                let password = read_password(password_stdin)?;
+                admin.user_add(&name, &password, &grants).await?;
+                if json {
+                    print_json(&serde_json::json!({"name": name, "kind": "user"}))?;
+                } else {
+                    println!("user {name} created");
+                }
+            }
+            AdminCommand::User(UserCommand::List) => {
+                let list = admin.list().await?;
+                if json {
+                    print_json(&list)?;
+                } else {
+                    println!(
+                        "{:<24} {:<6} {:<9} {:<12} GRANTS",
+                        "NAME", "KIND", "STATE", "EXPIRES"
+                    );
+                    for a in list {
+                        let state = if a.disabled { "disabled" } else { "active" };
+                        let expires = a
+                            .expires_at
+                            .map(|t| t.to_string())
+                            .unwrap_or_else(|| "never".into());
+                        println!(
+                            "{:<24} {:<6} {:<9} {:<12} {}",
+                            a.name,
+                            a.kind,
+                            state,
+                            expires,
+                            a.grants.join(" ")
+                        );
+                    }
+                }
+            }
+            AdminCommand::User(UserCommand::Disable { name }) => {
+                admin.set_disabled(&name, true).await?;
+                println!("account {name} disabled");
+            }
+            AdminCommand::User(UserCommand::Enable { name }) => {
+                admin.set_disabled(&name, false).await?;
+                println!("account {name} enabled");
+            }
+            AdminCommand::User(UserCommand::Passwd {
+                name,
+                password_stdin,
+            }) => {
+                let password = read_password(password_stdin)?;
+                admin.passwd(&name, &password).await?;
+                println!("password of {name} changed");
+            }
+            AdminCommand::User(UserCommand::Delete { name }) => {
+                admin.delete(&name).await?;
+                println!("account {name} deleted");
+            }
+            AdminCommand::Grant { name, grants } => {
+                for g in parse_grants(&grants)? {
+                    admin.grant(&name, &g).await?;
+                    println!("granted {g} to {name}");
+                }
+            }
+            AdminCommand::Revoke { name, pattern } => {
+                let pattern = Pattern::parse(&pattern)?;
+                admin.revoke(&name, &pattern).await?;
+                println!("revoked {pattern} from {name}");
+            }
+            AdminCommand::Robot(RobotCommand::Create {
+                name,
+                grants,
+                expires,
+            }) => {
+                let grants = parse_grants(&grants)?;
+                let secret = admin.robot_create(&name, &grants, expires).await?;
+                if json {
+                    print_json(&serde_json::json!({"name": name, "secret": secret,
+                        "expires_in_secs": expires.map(|d| d.as_secs())}))?;
+                } else {
+                    eprintln!("robot {name} created; its secret is shown only now:");
+                    println!("{secret}");
+                }
+            }
+            AdminCommand::Public {
+                patterns,
+                remove,
+                list,
+            } => {
+                for p in &patterns {
+                    let p = Pattern::parse(p)?;
+                    if remove {
+                        admin.public_remove(&p).await?;
+                        println!("{p} is private");
+                    } else {
+                        admin.public_add(&p).await?;
+                        println!("{p} is public (anonymous pull)");
+                    }
+                }
+                if list || patterns.is_empty() {
+                    let all = admin.public_list().await?;
+                    if json {
+                        print_json(&all)?;
+                    } else {
+                        all.iter().for_each(|p| println!("{p}"));
+                    }
+                }
+            }
+            AdminCommand::Audit { since, limit } => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs() as i64)
+                    .unwrap_or(0);
+                let since = since.map(|d| now - d.as_secs() as i64).unwrap_or(0);
+                let events = admin.audit_log(since, limit).await?;
+                if json {
+                    let v: Vec<_> = events
+                        .iter()
+                        .map(|e| {
+                            serde_json::json!({"at": e.at, "actor": e.actor, "action": e.action,
+                            "target": e.target, "detail": e.detail, "client": e.client})
+                        })
+                        .collect();
+                    print_json(&v)?;
+                } else {
+                    for e in events {
+                        println!(
+                            "{} {:<16} {:<20} {:<30} {} {}",
+                            e.at, e.actor, e.action, e.target, e.detail, e.client
+                        );
+                    }
+                }
+            }
+        }
+        Ok(())
+    })
+}
