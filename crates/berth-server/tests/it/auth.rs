@@ -16,11 +16,17 @@ use crate::common::{image_manifest, TestRegistry, OCI_MANIFEST};
 const PW: &str = "password-123";
 
 fn basic(user: &str, pw: &str) -> String {
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}")))
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}"))
+    )
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 /// A registry with content pushed while open, then the accounts of the matrix.
@@ -31,19 +37,41 @@ async fn setup() -> (TestRegistry, Admin, Digest, Digest, String) {
     reg.push_image("other/x", "v1", "o").await;
     let layer = reg.push_blob("team/app", b"a layer").await;
     // An upload session to address the session endpoints.
-    let r = reg.req(Method::POST, "/v2/team/app/blobs/uploads/").send().await.unwrap();
+    let r = reg
+        .req(Method::POST, "/v2/team/app/blobs/uploads/")
+        .send()
+        .await
+        .unwrap();
     let upload = r.headers()["location"].to_str().unwrap().to_owned();
 
     let admin = Admin::open(reg.data_dir(), "test").unwrap();
     let g = |s: &str| vec![s.parse().unwrap()];
-    admin.user_add("reader", PW, &g("team/*:pull")).await.unwrap();
-    admin.user_add("writer", PW, &g("team/*:pull,push")).await.unwrap();
-    admin.user_add("deleter", PW, &g("team/*:pull,delete")).await.unwrap();
+    admin
+        .user_add("reader", PW, &g("team/*:pull"))
+        .await
+        .unwrap();
+    admin
+        .user_add("writer", PW, &g("team/*:pull,push"))
+        .await
+        .unwrap();
+    admin
+        .user_add("deleter", PW, &g("team/*:pull,delete"))
+        .await
+        .unwrap();
     admin.user_add("boss", PW, &g("*:admin")).await.unwrap();
-    admin.user_add("outsider", PW, &g("other/*:pull,push")).await.unwrap();
-    admin.user_add("gone", PW, &g("team/*:pull,push")).await.unwrap();
+    admin
+        .user_add("outsider", PW, &g("other/*:pull,push"))
+        .await
+        .unwrap();
+    admin
+        .user_add("gone", PW, &g("team/*:pull,push"))
+        .await
+        .unwrap();
     admin.set_disabled("gone", true).await.unwrap();
-    admin.public_add(&berth_auth::Pattern::parse("pub/*").unwrap()).await.unwrap();
+    admin
+        .public_add(&berth_auth::Pattern::parse("pub/*").unwrap())
+        .await
+        .unwrap();
     // Let the server's one-second account snapshot expire.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let _ = pub_manifest;
@@ -71,7 +99,11 @@ fn claims(sub: &str, scope: &str, exp: u64) -> Claims {
 async fn permission_matrix() {
     let (reg, admin, manifest, layer, upload) = setup().await;
     let robot_secret = admin
-        .robot_create("oldbot", &["team/*:pull,push".parse().unwrap()], Some(Duration::from_secs(0)))
+        .robot_create(
+            "oldbot",
+            &["team/*:pull,push".parse().unwrap()],
+            Some(Duration::from_secs(0)),
+        )
         .await
         .unwrap();
     let key = server_key(&reg);
@@ -88,34 +120,108 @@ async fn permission_matrix() {
         ("wrong-password", Some(basic("writer", "not the password"))),
         (
             "forged-token",
-            Some(format!("Bearer {}", forged.sign(&claims("boss", "repository:team/app:pull,push,delete", now() + 300)).unwrap())),
+            Some(format!(
+                "Bearer {}",
+                forged
+                    .sign(&claims(
+                        "boss",
+                        "repository:team/app:pull,push,delete",
+                        now() + 300
+                    ))
+                    .unwrap()
+            )),
         ),
         (
             "other-scope-token",
-            Some(format!("Bearer {}", key.sign(&claims("writer", "repository:other/x:pull,push", now() + 300)).unwrap())),
+            Some(format!(
+                "Bearer {}",
+                key.sign(&claims(
+                    "writer",
+                    "repository:other/x:pull,push",
+                    now() + 300
+                ))
+                .unwrap()
+            )),
         ),
         (
             "expired-token",
-            Some(format!("Bearer {}", key.sign(&claims("writer", "repository:team/app:pull,push", now() - 1)).unwrap())),
+            Some(format!(
+                "Bearer {}",
+                key.sign(&claims(
+                    "writer",
+                    "repository:team/app:pull,push",
+                    now() - 1
+                ))
+                .unwrap()
+            )),
         ),
         (
             "pull-token",
-            Some(format!("Bearer {}", key.sign(&claims("reader", "repository:team/app:pull", now() + 300)).unwrap())),
+            Some(format!(
+                "Bearer {}",
+                key.sign(&claims("reader", "repository:team/app:pull", now() + 300))
+                    .unwrap()
+            )),
         ),
     ];
     // (label, method, path, body, action) on the private repository team/app.
     let cells: Vec<(&str, Method, String, Option<Vec<u8>>)> = vec![
-        ("get-manifest", Method::GET, "/v2/team/app/manifests/v1".into(), None),
-        ("head-manifest", Method::HEAD, format!("/v2/team/app/manifests/{manifest}"), None),
-        ("get-blob", Method::GET, format!("/v2/team/app/blobs/{layer}"), None),
-        ("head-blob", Method::HEAD, format!("/v2/team/app/blobs/{layer}"), None),
+        (
+            "get-manifest",
+            Method::GET,
+            "/v2/team/app/manifests/v1".into(),
+            None,
+        ),
+        (
+            "head-manifest",
+            Method::HEAD,
+            format!("/v2/team/app/manifests/{manifest}"),
+            None,
+        ),
+        (
+            "get-blob",
+            Method::GET,
+            format!("/v2/team/app/blobs/{layer}"),
+            None,
+        ),
+        (
+            "head-blob",
+            Method::HEAD,
+            format!("/v2/team/app/blobs/{layer}"),
+            None,
+        ),
         ("tags", Method::GET, "/v2/team/app/tags/list".into(), None),
-        ("referrers", Method::GET, format!("/v2/team/app/referrers/{manifest}"), None),
-        ("start-upload", Method::POST, "/v2/team/app/blobs/uploads/".into(), None),
+        (
+            "referrers",
+            Method::GET,
+            format!("/v2/team/app/referrers/{manifest}"),
+            None,
+        ),
+        (
+            "start-upload",
+            Method::POST,
+            "/v2/team/app/blobs/uploads/".into(),
+            None,
+        ),
         ("upload-status", Method::GET, upload.clone(), None),
-        ("put-manifest", Method::PUT, "/v2/team/app/manifests/v2".into(), Some(b"{}".to_vec())),
-        ("delete-tag", Method::DELETE, "/v2/team/app/manifests/nonexistent".into(), None),
-        ("delete-blob", Method::DELETE, format!("/v2/team/app/blobs/{}", Digest::sha256(b"none")), None),
+        (
+            "put-manifest",
+            Method::PUT,
+            "/v2/team/app/manifests/v2".into(),
+            Some(b"{}".to_vec()),
+        ),
+        (
+            "delete-tag",
+            Method::DELETE,
+            "/v2/team/app/manifests/nonexistent".into(),
+            None,
+        ),
+        (
+            "delete-blob",
+            Method::DELETE,
+            format!("/v2/team/app/blobs/{}", Digest::sha256(b"none")),
+            None,
+        ),
     ];
     let action = |label: &str| match label {
         "start-upload" | "upload-status" | "put-manifest" => "push",
@@ -127,7 +233,9 @@ async fn permission_matrix() {
     let expect = |who: &str, act: &str| -> char {
         match (who, act) {
             ("admin", _) => 'A',
-            ("reader", "pull") | ("writer", "pull" | "push") | ("deleter", "pull" | "delete") => 'A',
+            ("reader", "pull") | ("writer", "pull" | "push") | ("deleter", "pull" | "delete") => {
+                'A'
+            }
             ("pull-token", "pull") => 'A',
             ("reader" | "writer" | "deleter" | "outsider", _) => 'F',
             _ => 'U',
@@ -151,7 +259,9 @@ async fn permission_matrix() {
             };
             let want = expect(who, action(label));
             if got != want {
-                failures.push(format!("{who:>18} {label:<14} want {want} got {got} ({status})"));
+                failures.push(format!(
+                    "{who:>18} {label:<14} want {want} got {got} ({status})"
+                ));
             }
             // No cell leaks existence: a refusal is the same for a repository that does
             // not exist.
@@ -166,22 +276,41 @@ async fn permission_matrix() {
                 }
                 let s2 = rb.send().await.unwrap().status();
                 if s2 != status {
-                    failures.push(format!("{who:>18} {label:<14} leaks existence: {status} vs {s2}"));
+                    failures.push(format!(
+                        "{who:>18} {label:<14} leaks existence: {status} vs {s2}"
+                    ));
                 }
             }
         }
     }
-    assert!(failures.is_empty(), "permission matrix mismatches:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "permission matrix mismatches:\n{}",
+        failures.join("\n")
+    );
 
     // Public repositories: anonymous pull yes, push no.
-    let r = reg.req(Method::GET, "/v2/pub/lib/manifests/v1").send().await.unwrap();
+    let r = reg
+        .req(Method::GET, "/v2/pub/lib/manifests/v1")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    let r = reg.req(Method::POST, "/v2/pub/lib/blobs/uploads/").send().await.unwrap();
+    let r = reg
+        .req(Method::POST, "/v2/pub/lib/blobs/uploads/")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     // The version check asks anonymous callers to log in, and accepts valid credentials.
     let r = reg.req(Method::GET, "/v2/").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    let r = reg.req(Method::GET, "/v2/").header("authorization", basic("reader", PW)).send().await.unwrap();
+    let r = reg
+        .req(Method::GET, "/v2/")
+        .header("authorization", basic("reader", PW))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
 }
 
@@ -189,7 +318,11 @@ async fn permission_matrix() {
 async fn token_flow_grants_only_what_is_allowed() {
     let (reg, _admin, _, _, _) = setup().await;
     // The challenge names the realm, the service and the scope.
-    let r = reg.req(Method::POST, "/v2/team/app/blobs/uploads/").send().await.unwrap();
+    let r = reg
+        .req(Method::POST, "/v2/team/app/blobs/uploads/")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     let host = reg.base.trim_start_matches("http://");
     assert_eq!(
@@ -213,8 +346,17 @@ async fn token_flow_grants_only_what_is_allowed() {
     assert!(v["issued_at"].as_str().unwrap().ends_with('Z'));
     let claims = server_key(&reg).verify(&token, "berth", now()).unwrap();
     assert_eq!(claims.sub, "writer");
-    assert_eq!(claims.access.len(), 1, "nothing on other/x: {:?}", claims.access);
-    assert_eq!(claims.access[0].actions, ["pull", "push"], "delete was not granted");
+    assert_eq!(
+        claims.access.len(),
+        1,
+        "nothing on other/x: {:?}",
+        claims.access
+    );
+    assert_eq!(
+        claims.access[0].actions,
+        ["pull", "push"],
+        "delete was not granted"
+    );
 
     // The token pushes.
     let bearer = format!("Bearer {token}");
@@ -233,18 +375,26 @@ async fn token_flow_grants_only_what_is_allowed() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    assert!(r.headers()["www-authenticate"].to_str().unwrap().contains("error=\"insufficient_scope\""));
+    assert!(r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .contains("error=\"insufficient_scope\""));
 
     // Anonymous tokens carry public pulls only.
     let v: Value = reg
-        .req(Method::GET, "/token?scope=repository:pub/lib:pull,push&scope=repository:team/app:pull")
+        .req(
+            Method::GET,
+            "/token?scope=repository:pub/lib:pull,push&scope=repository:team/app:pull",
+        )
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    let claims = server_key(&reg).verify(v["token"].as_str().unwrap(), "berth", now()).unwrap();
+    let claims = server_key(&reg)
+        .verify(v["token"].as_str().unwrap(), "berth", now())
+        .unwrap();
     assert_eq!(claims.access.len(), 1);
     assert_eq!(claims.access[0].name, "pub/lib");
     assert_eq!(claims.access[0].actions, ["pull"]);
@@ -261,7 +411,12 @@ async fn token_flow_grants_only_what_is_allowed() {
     let v: Value = r.json().await.unwrap();
     assert!(v["access_token"].as_str().is_some());
     // Wrong credentials: 401 and no secret echoed back.
-    let r = reg.req(Method::GET, "/token").header("authorization", basic("reader", "hunter2-wrong")).send().await.unwrap();
+    let r = reg
+        .req(Method::GET, "/token")
+        .header("authorization", basic("reader", "hunter2-wrong"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     assert!(!r.text().await.unwrap().contains("hunter2"));
 }
@@ -270,24 +425,42 @@ async fn token_flow_grants_only_what_is_allowed() {
 async fn failed_logins_are_rate_limited_and_audited() {
     let (reg, admin, _, _, _) = setup().await;
     for _ in 0..10 {
-        let r = reg.req(Method::GET, "/token").header("authorization", basic("reader", "bad-guess-1")).send().await.unwrap();
+        let r = reg
+            .req(Method::GET, "/token")
+            .header("authorization", basic("reader", "bad-guess-1"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     }
     // Locked out, even with the right password.
-    let r = reg.req(Method::GET, "/token").header("authorization", basic("reader", PW)).send().await.unwrap();
+    let r = reg
+        .req(Method::GET, "/token")
+        .header("authorization", basic("reader", PW))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
-    let r = reg.req(Method::GET, "/v2/team/app/tags/list").header("authorization", basic("reader", PW)).send().await.unwrap();
+    let r = reg
+        .req(Method::GET, "/v2/team/app/tags/list")
+        .header("authorization", basic("reader", PW))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
 
     // A push is audited with who did it.
     let c = Digest::sha256(b"{}");
     let auth = basic("boss", PW);
-    reg.req(Method::POST, &format!("/v2/team/app/blobs/uploads/?digest={c}"))
-        .header("authorization", &auth)
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    reg.req(
+        Method::POST,
+        &format!("/v2/team/app/blobs/uploads/?digest={c}"),
+    )
+    .header("authorization", &auth)
+    .body("{}")
+    .send()
+    .await
+    .unwrap();
     let m = image_manifest(&c, 2, &[], None);
     let r = reg
         .req(Method::PUT, "/v2/team/app/manifests/audited")
@@ -299,10 +472,19 @@ async fn failed_logins_are_rate_limited_and_audited() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
     let log = admin.audit_log(0, 1000).await.unwrap();
-    assert!(log.iter().filter(|e| e.action == "login_failed" && e.actor == "reader").count() >= 10);
+    assert!(
+        log.iter()
+            .filter(|e| e.action == "login_failed" && e.actor == "reader")
+            .count()
+            >= 10
+    );
     assert!(log.iter().any(|e| e.action == "login_rate_limited"));
-    assert!(log.iter().any(|e| e.action == "push" && e.actor == "boss" && e.detail.contains("audited")));
-    assert!(log.iter().all(|e| !e.detail.contains(PW) && !e.detail.contains("bad-guess")));
+    assert!(log
+        .iter()
+        .any(|e| e.action == "push" && e.actor == "boss" && e.detail.contains("audited")));
+    assert!(log
+        .iter()
+        .all(|e| !e.detail.contains(PW) && !e.detail.contains("bad-guess")));
 }
 
 #[tokio::test]
@@ -315,13 +497,27 @@ async fn catalog_shows_only_pullable_repositories() {
         }
         async move {
             let v: Value = rb.send().await.unwrap().json().await.unwrap();
-            v["repositories"].as_array().unwrap().iter().map(|r| r.as_str().unwrap().to_owned()).collect::<Vec<_>>()
+            v["repositories"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r.as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
         }
     };
     assert_eq!(list(None).await, ["pub/lib"]);
-    assert_eq!(list(Some(basic("reader", PW))).await, ["pub/lib", "team/app"]);
-    assert_eq!(list(Some(basic("outsider", PW))).await, ["other/x", "pub/lib"]);
-    assert_eq!(list(Some(basic("boss", PW))).await, ["other/x", "pub/lib", "team/app"]);
+    assert_eq!(
+        list(Some(basic("reader", PW))).await,
+        ["pub/lib", "team/app"]
+    );
+    assert_eq!(
+        list(Some(basic("outsider", PW))).await,
+        ["other/x", "pub/lib"]
+    );
+    assert_eq!(
+        list(Some(basic("boss", PW))).await,
+        ["other/x", "pub/lib", "team/app"]
+    );
     // With a token, the catalog follows the token's account.
     let v: Value = reg
         .req(Method::GET, "/token?scope=registry:catalog:*")
@@ -332,5 +528,8 @@ async fn catalog_shows_only_pullable_repositories() {
         .json()
         .await
         .unwrap();
-    assert_eq!(list(Some(format!("Bearer {}", v["token"].as_str().unwrap()))).await, ["other/x", "pub/lib"]);
+    assert_eq!(
+        list(Some(format!("Bearer {}", v["token"].as_str().unwrap()))).await,
+        ["other/x", "pub/lib"]
+    );
 }

@@ -5,6 +5,7 @@
 mod auth;
 mod blobs;
 mod common;
+mod concurrency;
 mod lists;
 mod manifests;
 mod uploads;
