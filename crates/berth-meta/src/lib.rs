@@ -13,6 +13,8 @@
 
 pub mod sqlite;
 
+use std::sync::Arc;
+
 use berth_oci::{Digest, RepoName, Tag};
 use bytes::Bytes;
 
@@ -32,6 +34,9 @@ pub enum MetaError {
     },
     #[error("stored metadata is corrupt: {0}")]
     Corrupt(String),
+    /// A tag policy refused a tag change; the message says which tag and why.
+    #[error("{0}")]
+    TagRefused(String),
     /// The object to create already exists.
     #[error("{0} already exists")]
     Conflict(String),
@@ -59,6 +64,38 @@ pub struct NewManifest {
     pub artifact_type: Option<String>,
     /// Manifest annotations as a JSON object (empty string for none).
     pub annotations_json: String,
+    /// The `org.opencontainers.image.version` annotation, if any.
+    pub version: Option<String>,
+}
+
+/// What a tag points to, as a tag policy sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagTarget {
+    pub digest: String,
+    /// The manifest's version annotation.
+    pub version: Option<String>,
+    /// Every tag of the repository pointing at this manifest (after the change, for a new
+    /// target).
+    pub tags: Vec<String>,
+}
+
+/// One tag about to move, appear or disappear.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagChange {
+    pub repo: String,
+    pub tag: String,
+    /// Where the tag points now, if it exists.
+    pub current: Option<TagTarget>,
+    /// Where it will point; `None` for a deletion.
+    pub new: Option<TagTarget>,
+}
+
+/// A rule checked inside the transaction that changes tags, so that no concurrent
+/// change can slip between the check and the write. Refusing any change of a request
+/// refuses the whole request.
+pub trait TagGuard: Send + Sync + 'static {
+    /// `Err(message)` refuses the change.
+    fn check(&self, change: &TagChange) -> Result<(), String>;
 }
 
 /// A stored manifest.
@@ -119,12 +156,14 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn blob_linked_anywhere(&self, digest: &Digest) -> Result<bool, MetaError>;
 
     /// Stores a manifest and points `tags` at it, in one transaction, after checking
-    /// that every referenced blob and child manifest is in the repository.
+    /// that every referenced blob and child manifest is in the repository and that
+    /// `guard` accepts every tag change.
     async fn manifest_put(
         &self,
         repo: &RepoName,
         m: &NewManifest,
         tags: &[Tag],
+        guard: Option<Arc<dyn TagGuard>>,
     ) -> Result<(), MetaError>;
 
     /// A manifest by digest.
@@ -141,11 +180,22 @@ pub trait MetadataStore: Send + Sync + 'static {
         tag: &Tag,
     ) -> Result<Option<StoredManifest>, MetaError>;
 
-    /// Deletes a manifest and every tag pointing to it; `false` when absent.
-    async fn manifest_delete(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError>;
+    /// Deletes a manifest and every tag pointing to it (each checked by `guard`);
+    /// `false` when absent.
+    async fn manifest_delete(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        guard: Option<Arc<dyn TagGuard>>,
+    ) -> Result<bool, MetaError>;
 
-    /// Deletes one tag; `false` when absent.
-    async fn tag_delete(&self, repo: &RepoName, tag: &Tag) -> Result<bool, MetaError>;
+    /// Deletes one tag (checked by `guard`); `false` when absent.
+    async fn tag_delete(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        guard: Option<Arc<dyn TagGuard>>,
+    ) -> Result<bool, MetaError>;
 
     /// Tags of a repository in lexical order, or `None` when the repository is unknown.
     async fn tags(&self, repo: &RepoName, page: &Page) -> Result<Option<Vec<String>>, MetaError>;

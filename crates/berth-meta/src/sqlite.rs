@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use berth_oci::{Digest, RepoName, Tag};
@@ -14,12 +15,13 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::{
     Account, AccountKind, AccountStore, AuditEvent, MetaError, MetadataStore, NewManifest, Page,
-    Referrer, StoredGrant, StoredManifest, Unlinked,
+    Referrer, StoredGrant, StoredManifest, TagChange, TagGuard, TagTarget, Unlinked,
 };
 
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     include_str!("../migrations/sqlite/0001_init.sql"),
     include_str!("../migrations/sqlite/0002_accounts.sql"),
+    include_str!("../migrations/sqlite/0003_manifest_version.sql"),
 ];
 /// Reader connections kept open for reuse.
 const MAX_IDLE_READERS: usize = 16;
@@ -171,6 +173,64 @@ fn ensure_repo(tx: &rusqlite::Transaction<'_>, repo: &str) -> Result<i64, MetaEr
     Ok(tx.last_insert_rowid())
 }
 
+/// The manifest `digest` as a tag policy sees it: its version and its tags.
+fn target_of(conn: &Connection, repo_id: i64, digest: &str) -> Result<TagTarget, MetaError> {
+    let version: Option<String> = conn
+        .prepare_cached("SELECT version FROM manifests WHERE repo_id = ?1 AND digest = ?2")
+        .and_then(|mut s| {
+            s.query_row(params![repo_id, digest], |r| r.get(0))
+                .optional()
+        })
+        .map_err(db_err("reading a tag target"))?
+        .flatten();
+    let tags = conn
+        .prepare_cached("SELECT name FROM tags WHERE repo_id = ?1 AND digest = ?2 ORDER BY name")
+        .and_then(|mut s| {
+            s.query_map(params![repo_id, digest], |r| r.get(0))?
+                .collect::<Result<Vec<String>, _>>()
+        })
+        .map_err(db_err("reading a tag target"))?;
+    Ok(TagTarget {
+        digest: digest.to_owned(),
+        version,
+        tags,
+    })
+}
+
+/// Where `tag` points now.
+fn tag_target(conn: &Connection, repo_id: i64, tag: &str) -> Result<Option<TagTarget>, MetaError> {
+    let digest: Option<String> = conn
+        .prepare_cached("SELECT digest FROM tags WHERE repo_id = ?1 AND name = ?2")
+        .and_then(|mut s| s.query_row(params![repo_id, tag], |r| r.get(0)).optional())
+        .map_err(db_err("reading a tag"))?;
+    digest.map(|d| target_of(conn, repo_id, &d)).transpose()
+}
+
+/// Asks `guard` about removing every tag in `tags` of `repo`.
+fn check_deletions(
+    conn: &Connection,
+    guard: &Option<Arc<dyn TagGuard>>,
+    repo: &str,
+    repo_id: i64,
+    tags: &[String],
+) -> Result<(), MetaError> {
+    let Some(g) = guard else { return Ok(()) };
+    for tag in tags {
+        let current = tag_target(conn, repo_id, tag)?;
+        if current.is_none() {
+            continue;
+        }
+        g.check(&TagChange {
+            repo: repo.to_owned(),
+            tag: tag.clone(),
+            current,
+            new: None,
+        })
+        .map_err(MetaError::TagRefused)?;
+    }
+    Ok(())
+}
+
 fn stored(row: (String, String, Vec<u8>)) -> Result<StoredManifest, MetaError> {
     Ok(StoredManifest {
         digest: parse_digest(row.0)?,
@@ -289,6 +349,7 @@ impl MetadataStore for SqliteStore {
         repo: &RepoName,
         m: &NewManifest,
         tags: &[Tag],
+        guard: Option<Arc<dyn TagGuard>>,
     ) -> Result<(), MetaError> {
         let repo = repo.to_string();
         let m = m.clone();
@@ -325,9 +386,32 @@ impl MetadataStore for SqliteStore {
             }
             let digest = m.digest.to_string();
             let t = now();
+            if let Some(g) = &guard {
+                let mut after = target_of(tx, id, &digest)?;
+                after.version = m.version.clone().or(after.version);
+                for name in &tags {
+                    if !after.tags.contains(name) {
+                        after.tags.push(name.clone());
+                    }
+                }
+                after.tags.sort();
+                for name in &tags {
+                    let current = tag_target(tx, id, name)?;
+                    if current.as_ref().is_some_and(|c| c.digest == digest) {
+                        continue;
+                    }
+                    g.check(&TagChange {
+                        repo: repo.clone(),
+                        tag: name.clone(),
+                        current,
+                        new: Some(after.clone()),
+                    })
+                    .map_err(MetaError::TagRefused)?;
+                }
+            }
             tx.prepare_cached(
-                "INSERT INTO manifests (repo_id, digest, media_type, content, subject, artifact_type, annotations, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (repo_id, digest) DO NOTHING",
+                "INSERT INTO manifests (repo_id, digest, media_type, content, subject, artifact_type, annotations, created_at, version)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (repo_id, digest) DO NOTHING",
             )
             .and_then(|mut s| {
                 s.execute(params![
@@ -338,7 +422,8 @@ impl MetadataStore for SqliteStore {
                     m.subject.as_ref().map(|d| d.to_string()),
                     m.artifact_type,
                     m.annotations_json,
-                    t
+                    t,
+                    m.version
                 ])
             })
             .map_err(db_err("storing a manifest"))?;
@@ -418,12 +503,19 @@ impl MetadataStore for SqliteStore {
         .await
     }
 
-    async fn manifest_delete(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError> {
+    async fn manifest_delete(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        guard: Option<Arc<dyn TagGuard>>,
+    ) -> Result<bool, MetaError> {
         let (repo, digest) = (repo.to_string(), digest.to_string());
         self.write(move |tx| {
             let Some(id) = repo_id(tx, &repo)? else {
                 return Ok(false);
             };
+            let tags = target_of(tx, id, &digest)?.tags;
+            check_deletions(tx, &guard, &repo, id, &tags)?;
             let n = tx
                 .execute(
                     "DELETE FROM manifests WHERE repo_id = ?1 AND digest = ?2",
@@ -445,12 +537,18 @@ impl MetadataStore for SqliteStore {
         .await
     }
 
-    async fn tag_delete(&self, repo: &RepoName, tag: &Tag) -> Result<bool, MetaError> {
+    async fn tag_delete(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        guard: Option<Arc<dyn TagGuard>>,
+    ) -> Result<bool, MetaError> {
         let (repo, tag) = (repo.to_string(), tag.to_string());
         self.write(move |tx| {
             let Some(id) = repo_id(tx, &repo)? else {
                 return Ok(false);
             };
+            check_deletions(tx, &guard, &repo, id, std::slice::from_ref(&tag))?;
             let n = tx
                 .execute(
                     "DELETE FROM tags WHERE repo_id = ?1 AND name = ?2",
@@ -887,6 +985,7 @@ mod tests {
             subject,
             artifact_type: Some("application/x".into()),
             annotations_json: String::new(),
+            version: None,
         }
     }
 
@@ -898,13 +997,16 @@ mod tests {
         let blob = Digest::sha256(b"layer");
         let m = manifest("m1", vec![blob.clone()], None);
         let tag = Tag::parse("v1").unwrap();
-        match db.manifest_put(&r, &m, std::slice::from_ref(&tag)).await {
+        match db
+            .manifest_put(&r, &m, std::slice::from_ref(&tag), None)
+            .await
+        {
             Err(MetaError::MissingReferences(d)) => assert_eq!(d, vec![blob.clone()]),
             other => panic!("expected missing references, got {other:?}"),
         }
         assert!(db.manifest_by_tag(&r, &tag).await.unwrap().is_none());
         db.blob_link(&r, &blob, 5).await.unwrap();
-        db.manifest_put(&r, &m, std::slice::from_ref(&tag))
+        db.manifest_put(&r, &m, std::slice::from_ref(&tag), None)
             .await
             .unwrap();
         assert_eq!(
@@ -921,7 +1023,7 @@ mod tests {
             Err(MetaError::BlobInUse(_))
         ));
         assert_eq!(db.blob_size(&r, &blob).await.unwrap(), Some(5));
-        assert!(db.manifest_delete(&r, &m.digest).await.unwrap());
+        assert!(db.manifest_delete(&r, &m.digest, None).await.unwrap());
         assert_eq!(
             db.tags(&r, &Page::default()).await.unwrap().unwrap(),
             Vec::<String>::new()
@@ -942,7 +1044,7 @@ mod tests {
             .iter()
             .map(|t| Tag::parse(t).unwrap())
             .collect();
-        db.manifest_put(&r, &base, &tags).await.unwrap();
+        db.manifest_put(&r, &base, &tags, None).await.unwrap();
         let p = |last: Option<&str>, n| Page {
             last: last.map(str::to_owned),
             n,
@@ -966,7 +1068,7 @@ mod tests {
             .is_none());
 
         let sig = manifest("sig", vec![], Some(base.digest.clone()));
-        db.manifest_put(&r, &sig, &[]).await.unwrap();
+        db.manifest_put(&r, &sig, &[], None).await.unwrap();
         let refs = db.referrers(&r, &base.digest, None).await.unwrap();
         assert_eq!(refs.len(), 1);
         assert_eq!(refs[0].digest, sig.digest);

@@ -52,6 +52,9 @@ pub struct Config {
     /// Lifetime of issued bearer tokens.
     #[serde(with = "duration_str")]
     pub token_ttl: Duration,
+    /// Tag policy rules by repository pattern (`[[tag_policy]]`); without a matching
+    /// rule release tags are immutable and floating tags only move forward.
+    pub tag_policy: Vec<crate::policy::TagPolicyRule>,
 }
 
 impl Default for Config {
@@ -67,6 +70,7 @@ impl Default for Config {
             token_service: "berth".to_owned(),
             token_realm: None,
             token_ttl: Duration::from_secs(300),
+            tag_policy: Vec::new(),
         }
     }
 }

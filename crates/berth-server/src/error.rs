@@ -99,6 +99,7 @@ impl From<MetaError> for ApiError {
                     m.join(", ")
                 ),
             ),
+            MetaError::TagRefused(message) => ApiError::new(ErrorCode::Denied, message).status(StatusCode::CONFLICT),
             e => ApiError::internal(&e),
         }
     }

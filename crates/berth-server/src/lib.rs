@@ -11,6 +11,7 @@
 //! - [`access_log`]: one structured log line per request.
 //! - [`auth`]: who is calling (open, anonymous, Basic, bearer token) and what they may do;
 //!   [`accounts`]: account administration shared by `berth admin` and the server.
+//! - [`policy`]: the tag policy (immutable releases, forward-only floating tags).
 //! - [`listener`]: the accept loop (plain or TLS, HTTP/1.1 and HTTP/2, graceful drain).
 //!
 //! Layers call one way: routes → registry → stores. Stores never call back up, and the
@@ -23,6 +24,7 @@ pub mod config;
 pub mod endpoint;
 pub mod error;
 pub mod listener;
+pub mod policy;
 pub mod registry;
 pub mod routes;
 
@@ -65,6 +67,8 @@ pub enum StartError {
     },
     #[error("refusing to listen on {0} with no account: anyone could push and delete. Create one with `berth admin user add`, listen on a loopback address, or pass --insecure-open")]
     Unsafe(std::net::SocketAddr),
+    #[error(transparent)]
+    Policy(#[from] policy::PolicyError),
     #[error("--tls-cert and --tls-key must be given together")]
     TlsHalf,
     #[error(transparent)]
@@ -100,6 +104,7 @@ pub fn build_state(config: &Config) -> Result<AppState, StartError> {
         config.tls_cert.is_some(),
     ));
     let mut state = AppState::new(blobs, meta, auth, config);
+    state.policy = Arc::new(policy::Policy::new(&config.tag_policy)?);
     state.tls = match (&config.tls_cert, &config.tls_key) {
         (Some(c), Some(k)) => Some(listener::tls_acceptor(c, k)?),
         (None, None) => None,

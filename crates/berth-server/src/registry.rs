@@ -31,6 +31,7 @@ pub struct AppState {
     pub upload_idle_timeout: Duration,
     pub insecure_open: bool,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub policy: Arc<crate::policy::Policy>,
     digest_locks: Arc<Vec<Mutex<()>>>,
 }
 
@@ -49,6 +50,7 @@ impl AppState {
             upload_idle_timeout: config.upload_idle_timeout,
             insecure_open: config.insecure_open,
             tls: None,
+            policy: Arc::new(crate::policy::Policy::default()),
             digest_locks: Arc::new((0..LOCK_STRIPES).map(|_| Mutex::new(())).collect()),
         }
     }

@@ -157,6 +157,7 @@ pub async fn put(state: &AppState, name: &RepoName, raw: &str, req: Req) -> ApiR
         }
     }
     let (principal, client) = (req.principal.clone(), req.client);
+    let query_force = wants_force(&req);
     let body = axum::body::to_bytes(req.body, max)
         .await
         .map_err(|_| too_big())?;
@@ -195,8 +196,28 @@ pub async fn put(state: &AppState, name: &RepoName, raw: &str, req: Req) -> ApiR
         subject: parsed.subject.as_ref().map(|s| s.digest.clone()),
         artifact_type: parsed.effective_artifact_type().map(str::to_owned),
         annotations_json,
+        version: parsed
+            .annotations
+            .get("org.opencontainers.image.version")
+            .cloned(),
     };
-    state.meta.manifest_put(name, &new, &tags).await?;
+    let guard = guard_for(state, name, &principal, &query_force)?;
+    state
+        .meta
+        .manifest_put(name, &new, &tags, Some(guard))
+        .await?;
+    if query_force {
+        state
+            .auth
+            .audit(
+                principal.name(),
+                "tag_force",
+                name.as_str(),
+                &digest.to_string(),
+                client,
+            )
+            .await;
+    }
     let tag_list: Vec<&str> = tags.iter().map(Tag::as_str).collect();
     state
         .auth
@@ -223,11 +244,35 @@ pub async fn put(state: &AppState, name: &RepoName, raw: &str, req: Req) -> ApiR
     Ok(r)
 }
 
+/// `?force=true`: skip the tag policy (administrators only).
+fn wants_force(req: &Req) -> bool {
+    matches!(req.query.get("force"), Some("true" | "1"))
+}
+
+fn guard_for(
+    state: &AppState,
+    name: &RepoName,
+    principal: &crate::auth::Principal,
+    force: &bool,
+) -> ApiResult<std::sync::Arc<dyn berth_meta::TagGuard>> {
+    if *force && !principal.may(name.as_str(), berth_auth::Action::Admin) {
+        return Err(ApiError::new(
+            ErrorCode::Denied,
+            format!("only administrators of {name} may force a tag change"),
+        ));
+    }
+    Ok(std::sync::Arc::new(
+        state.policy.guard(name.as_str(), *force),
+    ))
+}
+
 pub async fn delete(state: &AppState, name: &RepoName, raw: &str, req: Req) -> ApiResult {
     let reference = parse_reference(raw)?;
+    let force = wants_force(&req);
+    let guard = Some(guard_for(state, name, &req.principal, &force)?);
     let deleted = match &reference {
-        Reference::Tag(t) => state.meta.tag_delete(name, t).await?,
-        Reference::Digest(d) => state.meta.manifest_delete(name, d).await?,
+        Reference::Tag(t) => state.meta.tag_delete(name, t, guard).await?,
+        Reference::Digest(d) => state.meta.manifest_delete(name, d, guard).await?,
     };
     if !deleted {
         return Err(unknown(name, &reference));

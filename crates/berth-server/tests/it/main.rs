@@ -8,4 +8,5 @@ mod common;
 mod concurrency;
 mod lists;
 mod manifests;
+mod policy;
 mod uploads;

@@ -1,0 +1,305 @@
+//! Tag policy, enforced by the server on every manifest push and tag deletion, whichever
+//! client sends them: release tags (full semver, `1.2.3`, `v1.2.3-rc.1`) are immutable,
+//! and floating tags (`latest`, `1`, `1.2`, also `v1`, `v1.2`) only move forward, within
+//! their range, by the version of what they point to.
+//!
+//! The version of a manifest is its `org.opencontainers.image.version` annotation, else
+//! the highest release tag pointing at it (including the tags of the same request). When
+//! a version cannot be known the move is allowed: the policy never guesses.
+//!
+//! The check runs inside the metadata transaction (as a [`TagGuard`]), so no concurrent
+//! push can slip between check and write. Administrators can force a change.
+
+use berth_auth::Pattern;
+use berth_meta::{TagChange, TagGuard, TagTarget};
+use semver::Version;
+use serde::Deserialize;
+
+/// One rule of the `[[tag_policy]]` list in the config file; the first rule whose
+/// `repositories` pattern matches applies, and without any, both checks are on.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TagPolicyRule {
+    /// Repository pattern (`*` matches anything, slashes included).
+    pub repositories: String,
+    #[serde(default = "yes")]
+    pub immutable_releases: bool,
+    #[serde(default = "yes")]
+    pub monotonic_floating: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// What kind of tag a name is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TagKind {
+    Release(Version),
+    Latest,
+    Major(u64),
+    Minor(u64, u64),
+    Other,
+}
+
+fn strip_v(s: &str) -> &str {
+    match s.strip_prefix(['v', 'V']) {
+        Some(rest) if rest.starts_with(|c: char| c.is_ascii_digit()) => rest,
+        _ => s,
+    }
+}
+
+/// Classifies a tag name. Tags cannot hold `+`, so build metadata never appears here.
+pub fn classify(tag: &str) -> TagKind {
+    if tag == "latest" {
+        return TagKind::Latest;
+    }
+    let s = strip_v(tag);
+    if let Ok(v) = Version::parse(s) {
+        return TagKind::Release(v);
+    }
+    let parts: Vec<&str> = s.split('.').collect();
+    let num = |p: &str| -> Option<u64> {
+        (!p.is_empty()
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && (p == "0" || !p.starts_with('0')))
+        .then(|| p.parse().ok())
+        .flatten()
+    };
+    match parts.as_slice() {
+        [a] => num(a).map(TagKind::Major).unwrap_or(TagKind::Other),
+        [a, b] => match (num(a), num(b)) {
+            (Some(a), Some(b)) => TagKind::Minor(a, b),
+            _ => TagKind::Other,
+        },
+        _ => TagKind::Other,
+    }
+}
+
+/// The version of a tag target: its annotation, else its highest release tag.
+pub fn version_of(t: &TagTarget) -> Option<Version> {
+    if let Some(v) = t
+        .version
+        .as_deref()
+        .and_then(|v| Version::parse(strip_v(v.trim())).ok())
+    {
+        return Some(v);
+    }
+    t.tags
+        .iter()
+        .filter_map(|tag| match classify(tag) {
+            TagKind::Release(v) => Some(v),
+            _ => None,
+        })
+        .max()
+}
+
+/// The configured rules.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    rules: Vec<(Pattern, TagPolicyRule)>,
+}
+
+/// Why a policy configuration is invalid.
+#[derive(Debug, thiserror::Error)]
+#[error("tag_policy: {0}")]
+pub struct PolicyError(String);
+
+impl Policy {
+    pub fn new(rules: &[TagPolicyRule]) -> Result<Policy, PolicyError> {
+        let rules = rules
+            .iter()
+            .map(|r| {
+                Pattern::parse(&r.repositories)
+                    .map(|p| (p, r.clone()))
+                    .map_err(|e| PolicyError(e.to_string()))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Policy { rules })
+    }
+
+    /// The guard for one repository; `force` skips every check.
+    pub fn guard(&self, repo: &str, force: bool) -> Guard {
+        let (immutable, monotonic) = self
+            .rules
+            .iter()
+            .find(|(p, _)| p.matches(repo))
+            .map(|(_, r)| (r.immutable_releases, r.monotonic_floating))
+            .unwrap_or((true, true));
+        Guard {
+            immutable: immutable && !force,
+            monotonic: monotonic && !force,
+        }
+    }
+}
+
+/// The checks for one repository.
+#[derive(Debug, Clone, Copy)]
+pub struct Guard {
+    immutable: bool,
+    monotonic: bool,
+}
+
+const FORCE_HINT: &str = "an administrator can force it with ?force=true";
+
+impl TagGuard for Guard {
+    fn check(&self, c: &TagChange) -> Result<(), String> {
+        match classify(&c.tag) {
+            TagKind::Release(_) if self.immutable => match (&c.current, &c.new) {
+                (Some(cur), Some(_)) => Err(format!(
+                    "tag {} of {} is a release tag and already holds {}; release tags are immutable ({FORCE_HINT})",
+                    c.tag, c.repo, cur.digest
+                )),
+                (Some(cur), None) => Err(format!(
+                    "tag {} of {} is a release tag holding {}; release tags cannot be deleted ({FORCE_HINT})",
+                    c.tag, c.repo, cur.digest
+                )),
+                _ => Ok(()),
+            },
+            kind @ (TagKind::Latest | TagKind::Major(_) | TagKind::Minor(..)) if self.monotonic => {
+                let Some(new) = &c.new else { return Ok(()) };
+                let Some(nv) = version_of(new) else { return Ok(()) };
+                let in_range = match kind {
+                    TagKind::Major(m) => nv.major == m,
+                    TagKind::Minor(a, b) => nv.major == a && nv.minor == b,
+                    _ => true,
+                };
+                if !in_range {
+                    return Err(format!(
+                        "tag {} of {} can only hold versions of its own range, not {nv}",
+                        c.tag, c.repo
+                    ));
+                }
+                if let Some(cur) = &c.current {
+                    if let Some(cv) = version_of(cur) {
+                        if nv < cv {
+                            return Err(format!(
+                                "tag {} of {} holds version {cv} ({}); moving it to {nv} would roll users back; floating tags only move forward ({FORCE_HINT})",
+                                c.tag, c.repo, cur.digest
+                            ));
+                        }
+                    }
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(digest: &str, version: Option<&str>, tags: &[&str]) -> TagTarget {
+        TagTarget {
+            digest: digest.into(),
+            version: version.map(str::to_owned),
+            tags: tags.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn change(tag: &str, current: Option<TagTarget>, new: Option<TagTarget>) -> TagChange {
+        TagChange {
+            repo: "r".into(),
+            tag: tag.into(),
+            current,
+            new,
+        }
+    }
+
+    #[test]
+    fn classification() {
+        assert_eq!(classify("1.2.3"), TagKind::Release(Version::new(1, 2, 3)));
+        assert!(matches!(classify("v1.3.0-rc.1"), TagKind::Release(_)));
+        assert_eq!(classify("latest"), TagKind::Latest);
+        assert_eq!(classify("1"), TagKind::Major(1));
+        assert_eq!(classify("v1.2"), TagKind::Minor(1, 2));
+        assert_eq!(classify("main"), TagKind::Other);
+        assert_eq!(classify("sha-abc1234"), TagKind::Other);
+        assert_eq!(classify("01"), TagKind::Other);
+        assert_eq!(classify("1.2.3.4"), TagKind::Other);
+    }
+
+    #[test]
+    fn releases_are_immutable() {
+        let g = Policy::default().guard("r", false);
+        let old = target("sha256:a", None, &["1.2.3"]);
+        let new = target("sha256:b", None, &["1.2.3"]);
+        assert!(g.check(&change("1.2.3", None, Some(new.clone()))).is_ok());
+        let e = g
+            .check(&change("1.2.3", Some(old.clone()), Some(new.clone())))
+            .unwrap_err();
+        assert!(e.contains("1.2.3") && e.contains("sha256:a"), "{e}");
+        assert!(g.check(&change("1.2.3", Some(old.clone()), None)).is_err());
+        assert!(Policy::default()
+            .guard("r", true)
+            .check(&change("1.2.3", Some(old), Some(new)))
+            .is_ok());
+    }
+
+    #[test]
+    fn floating_tags_move_forward_within_range() {
+        let g = Policy::default().guard("r", false);
+        let v = |d: &str, ver: &str| target(d, Some(ver), &[]);
+        assert!(g
+            .check(&change("1.2", Some(v("a", "1.2.3")), Some(v("b", "1.2.4"))))
+            .is_ok());
+        assert!(g
+            .check(&change("1.2", Some(v("a", "1.2.3")), Some(v("b", "1.2.2"))))
+            .is_err());
+        assert!(g
+            .check(&change("1.2", None, Some(v("b", "1.3.0"))))
+            .is_err());
+        assert!(g
+            .check(&change("1", Some(v("a", "1.2.3")), Some(v("b", "1.3.0"))))
+            .is_ok());
+        assert!(g
+            .check(&change(
+                "latest",
+                Some(v("a", "2.0.0")),
+                Some(v("b", "1.9.9"))
+            ))
+            .is_err());
+        // The version comes from release tags when there is no annotation.
+        let tagged = |d: &str, t: &str| target(d, None, &[t, "latest"]);
+        assert!(g
+            .check(&change(
+                "latest",
+                Some(tagged("a", "v2.0.0")),
+                Some(tagged("b", "1.5.0"))
+            ))
+            .is_err());
+        // Unknown versions are not judged; deleting a floating tag is fine.
+        assert!(g
+            .check(&change(
+                "latest",
+                Some(target("a", None, &[])),
+                Some(v("b", "0.1.0"))
+            ))
+            .is_ok());
+        assert!(g
+            .check(&change("latest", Some(v("a", "2.0.0")), None))
+            .is_ok());
+    }
+
+    #[test]
+    fn rules_by_repository() {
+        let p = Policy::new(&[TagPolicyRule {
+            repositories: "sandbox/*".into(),
+            immutable_releases: false,
+            monotonic_floating: false,
+        }])
+        .unwrap();
+        let old = target("sha256:a", None, &[]);
+        let new = target("sha256:b", None, &[]);
+        assert!(p
+            .guard("sandbox/x", false)
+            .check(&change("1.0.0", Some(old.clone()), Some(new.clone())))
+            .is_ok());
+        assert!(p
+            .guard("prod/x", false)
+            .check(&change("1.0.0", Some(old), Some(new)))
+            .is_err());
+    }
+}
