@@ -11,6 +11,7 @@
 //! its references and tags, a tag move, a deletion) is one transaction of the backend.
 //! The metadata store never reads or writes blob bytes and knows nothing about HTTP.
 
+pub mod cache;
 pub mod sqlite;
 
 use std::sync::Arc;

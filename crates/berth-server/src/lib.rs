@@ -88,7 +88,13 @@ pub fn build_state(config: &Config) -> Result<AppState, StartError> {
     })?;
     let blobs: Arc<dyn BlobStore> = Arc::new(FsBlobStore::open(&config.data_dir)?);
     let sqlite = SqliteStore::open(config.data_dir.join("metadata.db"))?;
-    let meta: Arc<dyn MetadataStore> = Arc::new(sqlite.clone());
+    // Pulls read manifests and blob links through a bounded cache; every write goes
+    // through it too and invalidates what it changes.
+    let meta: Arc<dyn MetadataStore> = Arc::new(berth_meta::cache::CachingStore::new(
+        Arc::new(sqlite.clone()),
+        64 << 20,
+        Duration::from_secs(10),
+    ));
     let accounts: Arc<dyn berth_meta::AccountStore> = Arc::new(sqlite);
     let key_path = config.data_dir.join("token.key");
     let key = auth::load_or_create_key(&key_path).map_err(|source| StartError::Key {

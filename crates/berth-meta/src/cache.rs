@@ -1,0 +1,335 @@
+//! A read cache in front of any [`MetadataStore`], for the hot paths of a pull: manifest
+//! by tag, manifest by digest, and the blob links checked on every blob fetch.
+//!
+//! Every write that can change a cached answer goes through this wrapper and drops the
+//! repository's entries before returning, so a single server never serves a stale tag.
+//! Entries also expire after a short time, which bounds staleness when several servers
+//! share one database. Memory is bounded in bytes; large manifests are not cached.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use berth_oci::{Digest, RepoName, Tag};
+
+use crate::{
+    MetaError, MetadataStore, NewManifest, Page, Referrer, StoredManifest, TagGuard, Unlinked,
+};
+
+/// Manifests larger than this are always read from the store.
+const MAX_CACHED_MANIFEST: usize = 256 << 10;
+
+#[derive(Clone)]
+enum Entry {
+    Manifest(StoredManifest),
+    BlobSize(u64),
+}
+
+impl Entry {
+    fn cost(&self) -> usize {
+        match self {
+            Entry::Manifest(m) => m.content.len() + m.media_type.len() + 128,
+            Entry::BlobSize(_) => 96,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    /// repository → key (`t:<tag>`, `d:<digest>`, `b:<digest>`) → (entry, inserted at)
+    repos: HashMap<String, HashMap<String, (Entry, Instant)>>,
+    /// Bumped by every invalidation of a repository. A reader notes it before going to
+    /// the store and inserts its answer only if it is unchanged, so an answer read before
+    /// a concurrent write can never be cached after that write.
+    generation: u64,
+    bytes: usize,
+}
+
+/// A [`MetadataStore`] with a bounded, write-invalidated read cache.
+pub struct CachingStore {
+    inner: Arc<dyn MetadataStore>,
+    cache: Mutex<Inner>,
+    max_bytes: usize,
+    ttl: Duration,
+}
+
+impl CachingStore {
+    pub fn new(inner: Arc<dyn MetadataStore>, max_bytes: usize, ttl: Duration) -> CachingStore {
+        CachingStore {
+            inner,
+            cache: Mutex::new(Inner::default()),
+            max_bytes,
+            ttl,
+        }
+    }
+
+    fn get(&self, repo: &str, key: &str) -> Option<Entry> {
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let (entry, at) = cache.repos.get(repo)?.get(key)?;
+        (at.elapsed() < self.ttl).then(|| entry.clone())
+    }
+
+    fn generation(&self) -> u64 {
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .generation
+    }
+
+    fn put(&self, repo: &str, key: String, entry: Entry, seen: u64) {
+        let cost = entry.cost();
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.generation != seen {
+            return;
+        }
+        if cache.bytes + cost > self.max_bytes {
+            // Simple and rare: start over rather than track recency on every hit.
+            cache.repos.clear();
+            cache.bytes = 0;
+        }
+        let old = cache
+            .repos
+            .entry(repo.to_owned())
+            .or_default()
+            .insert(key, (entry, Instant::now()));
+        cache.bytes += cost;
+        if let Some((o, _)) = old {
+            cache.bytes = cache.bytes.saturating_sub(o.cost());
+        }
+    }
+
+    fn invalidate(&self, repo: &str) {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache.generation += 1;
+        if let Some(entries) = cache.repos.remove(repo) {
+            let freed: usize = entries.values().map(|(e, _)| e.cost()).sum();
+            cache.bytes = cache.bytes.saturating_sub(freed);
+        }
+    }
+
+    fn remember_manifest(&self, repo: &str, key: String, m: &Option<StoredManifest>, seen: u64) {
+        if let Some(m) = m {
+            if m.content.len() <= MAX_CACHED_MANIFEST {
+                self.put(repo, key, Entry::Manifest(m.clone()), seen);
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl MetadataStore for CachingStore {
+    async fn blob_link(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<(), MetaError> {
+        self.inner.blob_link(repo, digest, size).await
+    }
+
+    async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>, MetaError> {
+        let key = format!("b:{digest}");
+        if let Some(Entry::BlobSize(n)) = self.get(repo.as_str(), &key) {
+            return Ok(Some(n));
+        }
+        let seen = self.generation();
+        let size = self.inner.blob_size(repo, digest).await?;
+        if let Some(n) = size {
+            self.put(repo.as_str(), key, Entry::BlobSize(n), seen);
+        }
+        Ok(size)
+    }
+
+    async fn blob_unlink(&self, repo: &RepoName, digest: &Digest) -> Result<Unlinked, MetaError> {
+        let r = self.inner.blob_unlink(repo, digest).await;
+        self.invalidate(repo.as_str());
+        r
+    }
+
+    async fn blob_repositories(
+        &self,
+        digest: &Digest,
+        limit: usize,
+    ) -> Result<Vec<String>, MetaError> {
+        self.inner.blob_repositories(digest, limit).await
+    }
+
+    async fn blob_linked_anywhere(&self, digest: &Digest) -> Result<bool, MetaError> {
+        self.inner.blob_linked_anywhere(digest).await
+    }
+
+    async fn manifest_put(
+        &self,
+        repo: &RepoName,
+        m: &NewManifest,
+        tags: &[Tag],
+        guard: Option<Arc<dyn TagGuard>>,
+    ) -> Result<(), MetaError> {
+        let r = self.inner.manifest_put(repo, m, tags, guard).await;
+        self.invalidate(repo.as_str());
+        r
+    }
+
+    async fn manifest_by_digest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<StoredManifest>, MetaError> {
+        let key = format!("d:{digest}");
+        if let Some(Entry::Manifest(m)) = self.get(repo.as_str(), &key) {
+            return Ok(Some(m));
+        }
+        let seen = self.generation();
+        let m = self.inner.manifest_by_digest(repo, digest).await?;
+        self.remember_manifest(repo.as_str(), key, &m, seen);
+        Ok(m)
+    }
+
+    async fn manifest_by_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+    ) -> Result<Option<StoredManifest>, MetaError> {
+        let key = format!("t:{tag}");
+        if let Some(Entry::Manifest(m)) = self.get(repo.as_str(), &key) {
+            return Ok(Some(m));
+        }
+        let seen = self.generation();
+        let m = self.inner.manifest_by_tag(repo, tag).await?;
+        self.remember_manifest(repo.as_str(), key, &m, seen);
+        Ok(m)
+    }
+
+    async fn manifest_delete(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        guard: Option<Arc<dyn TagGuard>>,
+    ) -> Result<bool, MetaError> {
+        let r = self.inner.manifest_delete(repo, digest, guard).await;
+        self.invalidate(repo.as_str());
+        r
+    }
+
+    async fn tag_delete(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        guard: Option<Arc<dyn TagGuard>>,
+    ) -> Result<bool, MetaError> {
+        let r = self.inner.tag_delete(repo, tag, guard).await;
+        self.invalidate(repo.as_str());
+        r
+    }
+
+    async fn tags(&self, repo: &RepoName, page: &Page) -> Result<Option<Vec<String>>, MetaError> {
+        self.inner.tags(repo, page).await
+    }
+
+    async fn repositories(&self, page: &Page) -> Result<Vec<String>, MetaError> {
+        self.inner.repositories(page).await
+    }
+
+    async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Referrer>, MetaError> {
+        self.inner.referrers(repo, subject, artifact_type).await
+    }
+
+    async fn upload_create(&self, id: &str, repo: &RepoName) -> Result<(), MetaError> {
+        self.inner.upload_create(id, repo).await
+    }
+
+    async fn upload_touch(&self, id: &str) -> Result<Option<String>, MetaError> {
+        self.inner.upload_touch(id).await
+    }
+
+    async fn upload_delete(&self, id: &str) -> Result<(), MetaError> {
+        self.inner.upload_delete(id).await
+    }
+
+    async fn uploads_idle(&self, idle_secs: u64) -> Result<Vec<String>, MetaError> {
+        self.inner.uploads_idle(idle_secs).await
+    }
+
+    async fn upload_ids(&self) -> Result<Vec<String>, MetaError> {
+        self.inner.upload_ids().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sqlite::SqliteStore;
+
+    #[tokio::test]
+    async fn writes_invalidate_and_budget_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let db: Arc<dyn MetadataStore> =
+            Arc::new(SqliteStore::open(dir.path().join("m.db")).unwrap());
+        let cache = CachingStore::new(db.clone(), 1 << 20, Duration::from_secs(60));
+        let repo = RepoName::parse("a").unwrap();
+        let tag = Tag::parse("latest").unwrap();
+        let m = |c: &str| NewManifest {
+            digest: Digest::sha256(c.as_bytes()),
+            media_type: berth_oci::media_types::OCI_MANIFEST.into(),
+            content: bytes::Bytes::from(c.to_owned()),
+            blobs: vec![],
+            children: vec![],
+            subject: None,
+            artifact_type: None,
+            annotations_json: String::new(),
+            version: None,
+        };
+        cache
+            .manifest_put(&repo, &m("one"), std::slice::from_ref(&tag), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            cache
+                .manifest_by_tag(&repo, &tag)
+                .await
+                .unwrap()
+                .unwrap()
+                .content,
+            "one"
+        );
+        cache
+            .manifest_put(&repo, &m("two"), std::slice::from_ref(&tag), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            cache
+                .manifest_by_tag(&repo, &tag)
+                .await
+                .unwrap()
+                .unwrap()
+                .content,
+            "two"
+        );
+        cache.tag_delete(&repo, &tag, None).await.unwrap();
+        assert!(cache.manifest_by_tag(&repo, &tag).await.unwrap().is_none());
+        // A tiny budget still answers correctly.
+        let small = CachingStore::new(db, 200, Duration::from_secs(60));
+        for i in 0..20 {
+            let t = Tag::parse(&format!("t{i}")).unwrap();
+            small
+                .manifest_put(&repo, &m(&format!("m{i}")), std::slice::from_ref(&t), None)
+                .await
+                .unwrap();
+            assert_eq!(
+                small
+                    .manifest_by_tag(&repo, &t)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .content,
+                format!("m{i}")
+            );
+        }
+        assert!(small.cache.lock().unwrap().bytes <= 200);
+    }
+}
