@@ -96,33 +96,63 @@ pub async fn commit_upload(
     id: &str,
     digest: &Digest,
 ) -> ApiResult<u64> {
-    let _guard = state.lock_for(digest).lock().await;
+    let size = place_blob(state, repo, id, digest, true).await?;
+    state.meta.upload_delete(id).await?;
+    Ok(size)
+}
+
+/// Commits the bytes of `id` as `digest` and links them into `repo`, under the digest's
+/// lock. `session` says whether `id` is a registered upload session (a monolithic
+/// upload's temporary file is not: it lives for one request, and a crash leaves only a
+/// file that start-up removes).
+async fn place_blob(
+    state: &AppState,
+    repo: &RepoName,
+    id: &str,
+    digest: &Digest,
+    session: bool,
+) -> ApiResult<u64> {
+    let guard = state.lock_for(digest).lock().await;
     let size = match state.blobs.upload_commit(id, digest).await {
         Ok(size) => size,
         Err(e @ StorageError::DigestMismatch { .. }) => {
-            cancel_upload(state, id).await?;
+            drop(guard);
+            if session {
+                cancel_upload(state, id).await?;
+            } else {
+                state.blobs.upload_abort(id).await?;
+            }
             return Err(e.into());
         }
         Err(e) => return Err(e.into()),
     };
     state.meta.blob_link(repo, digest, size).await?;
-    state.meta.upload_delete(id).await?;
+    drop(guard);
     Ok(size)
 }
 
-/// Stores a whole blob from one body (monolithic upload).
+/// Stores a whole blob from one body (monolithic upload). No upload session is
+/// registered: the request is the session.
 pub async fn put_blob(
     state: &AppState,
     repo: &RepoName,
     digest: &Digest,
     body: ByteStream,
 ) -> ApiResult<u64> {
-    let id = start_upload(state, repo).await?;
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    state.blobs.upload_create(&id).await?;
     if let Err(e) = state.blobs.upload_append(&id, 0, body).await {
-        cancel_upload(state, &id).await?;
+        state.blobs.upload_abort(&id).await?;
         return Err(e.into());
     }
-    commit_upload(state, repo, &id, digest).await
+    match place_blob(state, repo, &id, digest, false).await {
+        Ok(size) => Ok(size),
+        Err(e) => {
+            // Whatever failed, leave no temporary file behind.
+            let _ = state.blobs.upload_abort(&id).await;
+            Err(e)
+        }
+    }
 }
 
 /// Links a blob of `from` into `to` when `from` has it. Returns whether it did.
