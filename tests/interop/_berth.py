@@ -8,7 +8,7 @@ import time
 import urllib.request
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-BERTH_BIN = os.environ.get("BERTH_BIN", os.path.join(ROOT, "target", "debug", "berth"))
+BERTH_BIN = os.environ.get("BERTH_BIN", os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "debug", "berth"))
 
 
 class Berth:

@@ -4,7 +4,7 @@
 # Cleanup (kill that Berth, remove WORK) runs on exit.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-BERTH_BIN="${BERTH_BIN:-$ROOT/target/debug/berth}"
+BERTH_BIN="${BERTH_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/debug/berth}"
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
 step() { echo "--- $*"; }
