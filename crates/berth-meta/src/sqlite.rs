@@ -34,8 +34,47 @@ pub struct SqliteStore {
 
 struct Inner {
     path: PathBuf,
-    writer: Mutex<Connection>,
+    /// Write jobs for the writer thread, which owns the one writing connection.
+    jobs: std::sync::mpsc::Sender<Job>,
     readers: Mutex<Vec<Connection>>,
+}
+
+/// Runs after the batch's commit, with its outcome, to answer the caller.
+type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
+/// One caller's write, run inside the batch's transaction (or told why there is none).
+type Job = Box<dyn FnOnce(Result<&mut rusqlite::Transaction<'_>, String>) -> Completion + Send>;
+
+/// Most writes committed together by one transaction.
+const MAX_BATCH: usize = 256;
+
+/// The writer thread: takes every write queued while the previous commit was under way
+/// and commits them in one transaction (group commit), each in its own savepoint so that
+/// one refused write does not undo the others. One fsync then covers the whole batch.
+fn writer_loop(mut conn: Connection, jobs: std::sync::mpsc::Receiver<Job>) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+            Ok(mut tx) => {
+                let done: Vec<Completion> = batch.into_iter().map(|job| job(Ok(&mut tx))).collect();
+                let outcome = tx.commit().map_err(|e| e.to_string());
+                for d in done {
+                    d(outcome.clone());
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                for job in batch {
+                    job(Err(msg.clone()))(Err(msg.clone()));
+                }
+            }
+        }
+    }
 }
 
 fn db_err(context: &'static str) -> impl Fn(rusqlite::Error) -> MetaError {
@@ -78,10 +117,18 @@ impl SqliteStore {
         let path = path.into();
         let mut writer = open_conn(&path)?;
         migrate(&mut writer)?;
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("berth-sqlite-writer".into())
+            .spawn(move || writer_loop(writer, queue))
+            .map_err(|e| MetaError::Database {
+                context: "starting the writer thread",
+                message: e.to_string(),
+            })?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 path,
-                writer: Mutex::new(writer),
+                jobs,
                 readers: Mutex::new(Vec::new()),
             }),
         })
@@ -117,26 +164,52 @@ impl SqliteStore {
         })?
     }
 
+    /// Runs `f` in a transaction on the writer thread and returns once it is committed.
     async fn write<T, F>(&self, f: F) -> Result<T, MetaError>
     where
         T: Send + 'static,
         F: FnOnce(&mut rusqlite::Transaction<'_>) -> Result<T, MetaError> + Send + 'static,
     {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
-            let mut tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(db_err("starting a transaction"))?;
-            let out = f(&mut tx)?;
-            tx.commit().map_err(db_err("committing"))?;
-            Ok(out)
-        })
-        .await
-        .map_err(|e| MetaError::Database {
-            context: "running a transaction",
-            message: e.to_string(),
-        })?
+        let (answer, answered) = tokio::sync::oneshot::channel::<Result<T, MetaError>>();
+        let job: Job = Box::new(move |tx| -> Completion {
+            let staged: Result<T, MetaError> = (|| {
+                let tx = tx.map_err(|message| MetaError::Database {
+                    context: "starting a transaction",
+                    message,
+                })?;
+                tx.execute_batch("SAVEPOINT job")
+                    .map_err(db_err("starting a savepoint"))?;
+                match f(tx) {
+                    Ok(value) => {
+                        tx.execute_batch("RELEASE job")
+                            .map_err(db_err("releasing a savepoint"))?;
+                        Ok(value)
+                    }
+                    Err(e) => {
+                        // Undo only this job; the rest of the batch commits.
+                        let _ = tx.execute_batch("ROLLBACK TO job; RELEASE job");
+                        Err(e)
+                    }
+                }
+            })();
+            Box::new(move |outcome: Result<(), String>| {
+                let result = staged.and_then(|value| {
+                    outcome
+                        .map(|()| value)
+                        .map_err(|message| MetaError::Database {
+                            context: "committing",
+                            message,
+                        })
+                });
+                let _ = answer.send(result);
+            })
+        });
+        let stopped = || MetaError::Database {
+            context: "writing",
+            message: "the database writer thread has stopped".into(),
+        };
+        self.inner.jobs.send(job).map_err(|_| stopped())?;
+        answered.await.map_err(|_| stopped())?
     }
 }
 
@@ -1085,6 +1158,62 @@ mod tests {
         db.upload_delete("u1").await.unwrap();
         assert_eq!(db.upload_touch("u1").await.unwrap(), None);
         assert_eq!(db.repositories(&p(None, None)).await.unwrap(), ["a"]);
+    }
+}
+
+#[cfg(test)]
+mod group_commit_tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_refused_write_does_not_undo_its_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = SqliteStore::open(dir.path().join("meta.db")).unwrap();
+        let repo = RepoName::parse("r").unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..200u32 {
+            let db = db.clone();
+            let repo = repo.clone();
+            tasks.push(tokio::spawn(async move {
+                if i % 10 == 0 {
+                    // Refused: references a blob that is not linked.
+                    let m = NewManifest {
+                        digest: Digest::sha256(format!("m{i}").as_bytes()),
+                        media_type: berth_oci::media_types::OCI_MANIFEST.into(),
+                        content: Bytes::from(format!("m{i}")),
+                        blobs: vec![Digest::sha256(b"absent")],
+                        children: vec![],
+                        subject: None,
+                        artifact_type: None,
+                        annotations_json: String::new(),
+                        version: None,
+                    };
+                    let t = Tag::parse(&format!("t{i}")).unwrap();
+                    assert!(matches!(
+                        db.manifest_put(&repo, &m, &[t], None).await,
+                        Err(MetaError::MissingReferences(_))
+                    ));
+                } else {
+                    db.blob_link(&repo, &Digest::sha256(&i.to_le_bytes()), i as u64)
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        for i in 0..200u32 {
+            let size = db
+                .blob_size(&repo, &Digest::sha256(&i.to_le_bytes()))
+                .await
+                .unwrap();
+            assert_eq!(size, (i % 10 != 0).then_some(i as u64), "{i}");
+        }
+        assert_eq!(
+            db.tags(&repo, &Page::default()).await.unwrap().unwrap(),
+            Vec::<String>::new()
+        );
     }
 }
 
