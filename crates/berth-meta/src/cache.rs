@@ -154,6 +154,10 @@ impl MetadataStore for CachingStore {
         self.inner.blob_repositories(digest, limit).await
     }
 
+    async fn stored_bytes(&self) -> Result<(u64, u64), MetaError> {
+        self.inner.stored_bytes().await
+    }
+
     async fn blob_linked_anywhere(&self, digest: &Digest) -> Result<bool, MetaError> {
         self.inner.blob_linked_anywhere(digest).await
     }

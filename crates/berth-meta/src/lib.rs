@@ -153,6 +153,9 @@ pub trait MetadataStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<String>, MetaError>;
 
+    /// Distinct blobs linked anywhere and their total size in bytes.
+    async fn stored_bytes(&self) -> Result<(u64, u64), MetaError>;
+
     /// True when any repository links `digest` (used before deleting blob bytes).
     async fn blob_linked_anywhere(&self, digest: &Digest) -> Result<bool, MetaError>;
 

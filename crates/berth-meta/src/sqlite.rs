@@ -404,6 +404,18 @@ impl MetadataStore for SqliteStore {
         .await
     }
 
+    async fn stored_bytes(&self) -> Result<(u64, u64), MetaError> {
+        self.read(move |c| {
+            c.query_row(
+                "SELECT count(*), coalesce(sum(size), 0) FROM (SELECT max(size) AS size FROM blobs GROUP BY digest)",
+                [],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+            )
+            .map_err(db_err("summing stored bytes"))
+        })
+        .await
+    }
+
     async fn blob_linked_anywhere(&self, digest: &Digest) -> Result<bool, MetaError> {
         let digest = digest.to_string();
         self.read(move |c| {

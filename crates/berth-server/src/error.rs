@@ -77,6 +77,8 @@ impl IntoResponse for ApiError {
         for (k, v) in self.headers {
             resp.headers_mut().insert(k, v);
         }
+        resp.extensions_mut()
+            .insert(crate::metrics::ErrorLabel(self.code.as_str()));
         resp
     }
 }

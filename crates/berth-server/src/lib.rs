@@ -8,7 +8,8 @@
 //! - [`registry`]: operations that span the blob and metadata stores (commit an upload,
 //!   mount, delete a blob) with the locking that keeps them consistent.
 //! - [`error`]: the one [`error::ApiError`] type and the conversions into it.
-//! - [`access_log`]: one structured log line per request.
+//! - [`access_log`]: one structured log line per request, and its metrics;
+//!   [`metrics`]: the Prometheus counters served at `/metrics`.
 //! - [`auth`]: who is calling (open, anonymous, Basic, bearer token) and what they may do;
 //!   [`accounts`]: account administration shared by `berth admin` and the server.
 //! - [`policy`]: the tag policy (immutable releases, forward-only floating tags).
@@ -24,6 +25,7 @@ pub mod config;
 pub mod endpoint;
 pub mod error;
 pub mod listener;
+pub mod metrics;
 pub mod policy;
 pub mod registry;
 pub mod routes;
@@ -121,7 +123,10 @@ pub fn build_state(config: &Config) -> Result<AppState, StartError> {
 
 /// The HTTP application (for in-process tests with `tower::ServiceExt::oneshot`).
 pub fn app(state: AppState) -> Router {
-    routes::router(state).layer(axum::middleware::from_fn(access_log::log_request))
+    routes::router(state.clone()).layer(axum::middleware::from_fn_with_state(
+        state,
+        access_log::log_request,
+    ))
 }
 
 /// Serves the registry on `listener` until `shutdown` completes, then lets in-flight

@@ -32,6 +32,7 @@ pub struct AppState {
     pub insecure_open: bool,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub policy: Arc<crate::policy::Policy>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     digest_locks: Arc<Vec<Mutex<()>>>,
 }
 
@@ -51,6 +52,7 @@ impl AppState {
             insecure_open: config.insecure_open,
             tls: None,
             policy: Arc::new(crate::policy::Policy::default()),
+            metrics: Arc::new(crate::metrics::Metrics::default()),
             digest_locks: Arc::new((0..LOCK_STRIPES).map(|_| Mutex::new(())).collect()),
         }
     }
@@ -67,6 +69,7 @@ pub async fn start_upload(state: &AppState, repo: &RepoName) -> ApiResult<String
     let id = uuid::Uuid::new_v4().simple().to_string();
     state.blobs.upload_create(&id).await?;
     state.meta.upload_create(&id, repo).await?;
+    state.metrics.upload_started();
     Ok(id)
 }
 
@@ -128,6 +131,7 @@ async fn place_blob(
     };
     state.meta.blob_link(repo, digest, size).await?;
     drop(guard);
+    state.metrics.blob_committed();
     Ok(size)
 }
 

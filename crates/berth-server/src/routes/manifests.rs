@@ -120,6 +120,7 @@ pub async fn get(state: &AppState, name: &RepoName, raw: &str, req: Req) -> ApiR
     let mut r = if req.method == Method::HEAD {
         empty(StatusCode::OK)
     } else {
+        state.metrics.pull(name.as_str());
         Response::new(Body::from(m.content))
     };
     set(&mut r, "content-length", len.to_string());
@@ -206,6 +207,7 @@ pub async fn put(state: &AppState, name: &RepoName, raw: &str, req: Req) -> ApiR
         .meta
         .manifest_put(name, &new, &tags, Some(guard))
         .await?;
+    state.metrics.manifest_pushed();
     if query_force {
         state
             .auth

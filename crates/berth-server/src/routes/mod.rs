@@ -39,6 +39,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/", get(base::version_check))
         .route("/v2/{*rest}", any(dispatch))
         .route("/token", get(token::get).post(token::post))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .with_state(state)
         .layer(axum::middleware::map_response(add_api_version))
@@ -207,11 +208,47 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
         principal,
         client,
     };
+    let route = endpoint.route();
     let result = handle(&state, endpoint, req).await;
-    match result {
+    let mut resp = match result {
         Ok(r) => r,
         Err(e) => error_response(state.auth.absolutize(e, &headers), is_head),
+    };
+    resp.extensions_mut()
+        .insert(crate::metrics::RouteLabel(route));
+    resp
+}
+
+/// `GET /metrics`: Prometheus text format. Open on an open registry and to loopback
+/// clients; otherwise it needs an account with `admin` on `*` (it names repositories).
+async fn metrics(State(state): State<AppState>, req: Request) -> Response {
+    let (parts, _) = req.into_parts();
+    let client = client_ip(&parts.extensions);
+    let allowed = client.is_loopback()
+        || match state.auth.authenticate(&parts.headers, client).await {
+            Ok(Principal::Open) => true,
+            Ok(Principal::Account { grants, .. }) => grants
+                .iter()
+                .any(|g| g.pattern.as_str() == "*" && g.actions.allows(Action::Admin)),
+            Ok(_) => false,
+            Err(e) => return e.into_response(),
+        };
+    if !allowed {
+        return ApiError::new(ErrorCode::Denied, "metrics need an account with admin on *")
+            .into_response();
     }
+    let stored = match state.meta.stored_bytes().await {
+        Ok(s) => s,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(stored),
+    )
+        .into_response()
 }
 
 async fn handle(state: &AppState, endpoint: Endpoint, req: Req) -> ApiResult {

@@ -8,5 +8,6 @@ mod common;
 mod concurrency;
 mod lists;
 mod manifests;
+mod metrics;
 mod policy;
 mod uploads;
