@@ -154,6 +154,10 @@ impl MetadataStore for CachingStore {
         self.inner.blob_repositories(digest, limit).await
     }
 
+    async fn tags_of(&self, repo: &RepoName, digest: &Digest) -> Result<Vec<String>, MetaError> {
+        self.inner.tags_of(repo, digest).await
+    }
+
     async fn stored_bytes(&self) -> Result<(u64, u64), MetaError> {
         self.inner.stored_bytes().await
     }
@@ -287,6 +291,7 @@ mod tests {
             artifact_type: None,
             annotations_json: String::new(),
             version: None,
+            platform: None,
         };
         cache
             .manifest_put(&repo, &m("one"), std::slice::from_ref(&tag), None)

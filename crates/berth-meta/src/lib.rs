@@ -67,6 +67,8 @@ pub struct NewManifest {
     pub annotations_json: String,
     /// The `org.opencontainers.image.version` annotation, if any.
     pub version: Option<String>,
+    /// `os/arch[/variant]` of a single-platform image, from its config.
+    pub platform: Option<String>,
 }
 
 /// What a tag points to, as a tag policy sees it.
@@ -105,6 +107,10 @@ pub struct StoredManifest {
     pub digest: Digest,
     pub media_type: String,
     pub content: Bytes,
+    /// The `org.opencontainers.image.version` annotation, if any.
+    pub version: Option<String>,
+    /// `os/arch[/variant]` of a single-platform image, from its config.
+    pub platform: Option<String>,
 }
 
 /// One entry of the referrers list of a subject.
@@ -152,6 +158,9 @@ pub trait MetadataStore: Send + Sync + 'static {
         digest: &Digest,
         limit: usize,
     ) -> Result<Vec<String>, MetaError>;
+
+    /// Tags of `repo` pointing at `digest`, in lexical order.
+    async fn tags_of(&self, repo: &RepoName, digest: &Digest) -> Result<Vec<String>, MetaError>;
 
     /// Distinct blobs linked anywhere and their total size in bytes.
     async fn stored_bytes(&self) -> Result<(u64, u64), MetaError>;
@@ -307,4 +316,53 @@ pub trait AccountStore: Send + Sync + 'static {
     async fn audit_append(&self, event: &AuditEvent) -> Result<(), MetaError>;
     /// Entries at or after `since` (unix seconds), newest last, at most `limit`.
     async fn audit_list(&self, since: i64, limit: usize) -> Result<Vec<AuditEvent>, MetaError>;
+}
+
+/// One aggregated download counter.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DownloadKey {
+    pub repo: String,
+    pub version: String,
+    pub platform: String,
+    pub client: String,
+    /// Unix seconds / 3600.
+    pub hour: i64,
+}
+
+/// How download counts are grouped in a query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupBy {
+    Version,
+    Platform,
+    Client,
+    Day,
+}
+
+/// Download analytics: counters added in batches, read grouped.
+#[async_trait::async_trait]
+pub trait StatsStore: Send + Sync + 'static {
+    /// Adds counts and served bytes in one transaction.
+    async fn downloads_add(
+        &self,
+        counts: Vec<(DownloadKey, u64)>,
+        bytes: Vec<(String, i64, u64)>,
+    ) -> Result<(), MetaError>;
+
+    /// Downloads of `repo` since `since_hour`, grouped; `(key, count)` sorted by key.
+    async fn downloads(
+        &self,
+        repo: &str,
+        since_hour: i64,
+        by: GroupBy,
+    ) -> Result<Vec<(String, u64)>, MetaError>;
+
+    /// Bytes served for `repo` since `since_hour`.
+    async fn bytes_served(&self, repo: &str, since_hour: i64) -> Result<u64, MetaError>;
+
+    /// Repositories with the most downloads since `since_hour`.
+    async fn top_repositories(
+        &self,
+        since_hour: i64,
+        limit: usize,
+    ) -> Result<Vec<(String, u64)>, MetaError>;
 }

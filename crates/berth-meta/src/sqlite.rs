@@ -14,14 +14,16 @@ use bytes::Bytes;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::{
-    Account, AccountKind, AccountStore, AuditEvent, MetaError, MetadataStore, NewManifest, Page,
-    Referrer, StoredGrant, StoredManifest, TagChange, TagGuard, TagTarget, Unlinked,
+    Account, AccountKind, AccountStore, AuditEvent, DownloadKey, GroupBy, MetaError, MetadataStore,
+    NewManifest, Page, Referrer, StatsStore, StoredGrant, StoredManifest, TagChange, TagGuard,
+    TagTarget, Unlinked,
 };
 
-const MIGRATIONS: [&str; 3] = [
+const MIGRATIONS: [&str; 4] = [
     include_str!("../migrations/sqlite/0001_init.sql"),
     include_str!("../migrations/sqlite/0002_accounts.sql"),
     include_str!("../migrations/sqlite/0003_manifest_version.sql"),
+    include_str!("../migrations/sqlite/0004_downloads.sql"),
 ];
 /// Reader connections kept open for reuse.
 const MAX_IDLE_READERS: usize = 16;
@@ -304,11 +306,19 @@ fn check_deletions(
     Ok(())
 }
 
-fn stored(row: (String, String, Vec<u8>)) -> Result<StoredManifest, MetaError> {
+type ManifestRow = (String, String, Vec<u8>, Option<String>, Option<String>);
+
+fn manifest_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ManifestRow> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+}
+
+fn stored(row: ManifestRow) -> Result<StoredManifest, MetaError> {
     Ok(StoredManifest {
         digest: parse_digest(row.0)?,
         media_type: row.1,
         content: Bytes::from(row.2),
+        version: row.3,
+        platform: row.4,
     })
 }
 
@@ -404,6 +414,15 @@ impl MetadataStore for SqliteStore {
         .await
     }
 
+    async fn tags_of(&self, repo: &RepoName, digest: &Digest) -> Result<Vec<String>, MetaError> {
+        let (repo, digest) = (repo.to_string(), digest.to_string());
+        self.read(move |c| match repo_id(c, &repo)? {
+            Some(id) => Ok(target_of(c, id, &digest)?.tags),
+            None => Ok(Vec::new()),
+        })
+        .await
+    }
+
     async fn stored_bytes(&self) -> Result<(u64, u64), MetaError> {
         self.read(move |c| {
             c.query_row(
@@ -495,8 +514,8 @@ impl MetadataStore for SqliteStore {
                 }
             }
             tx.prepare_cached(
-                "INSERT INTO manifests (repo_id, digest, media_type, content, subject, artifact_type, annotations, created_at, version)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (repo_id, digest) DO NOTHING",
+                "INSERT INTO manifests (repo_id, digest, media_type, content, subject, artifact_type, annotations, created_at, version, platform)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (repo_id, digest) DO NOTHING",
             )
             .and_then(|mut s| {
                 s.execute(params![
@@ -508,7 +527,8 @@ impl MetadataStore for SqliteStore {
                     m.artifact_type,
                     m.annotations_json,
                     t,
-                    m.version
+                    m.version,
+                    m.platform
                 ])
             })
             .map_err(db_err("storing a manifest"))?;
@@ -550,13 +570,10 @@ impl MetadataStore for SqliteStore {
         let (repo, digest) = (repo.to_string(), digest.to_string());
         self.read(move |c| {
             c.prepare_cached(
-                "SELECT m.digest, m.media_type, m.content FROM manifests m
+                "SELECT m.digest, m.media_type, m.content, m.version, m.platform FROM manifests m
                  JOIN repositories r ON r.id = m.repo_id WHERE r.name = ?1 AND m.digest = ?2",
             )
-            .and_then(|mut s| {
-                s.query_row([repo, digest], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                    .optional()
-            })
+            .and_then(|mut s| s.query_row([repo, digest], manifest_row).optional())
             .map_err(db_err("reading a manifest"))?
             .map(stored)
             .transpose()
@@ -572,15 +589,12 @@ impl MetadataStore for SqliteStore {
         let (repo, tag) = (repo.to_string(), tag.to_string());
         self.read(move |c| {
             c.prepare_cached(
-                "SELECT m.digest, m.media_type, m.content FROM tags t
+                "SELECT m.digest, m.media_type, m.content, m.version, m.platform FROM tags t
                  JOIN repositories r ON r.id = t.repo_id
                  JOIN manifests m ON m.repo_id = t.repo_id AND m.digest = t.digest
                  WHERE r.name = ?1 AND t.name = ?2",
             )
-            .and_then(|mut s| {
-                s.query_row([repo, tag], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                    .optional()
-            })
+            .and_then(|mut s| s.query_row([repo, tag], manifest_row).optional())
             .map_err(db_err("reading a manifest"))?
             .map(stored)
             .transpose()
@@ -1071,6 +1085,7 @@ mod tests {
             artifact_type: Some("application/x".into()),
             annotations_json: String::new(),
             version: None,
+            platform: None,
         }
     }
 
@@ -1173,6 +1188,104 @@ mod tests {
     }
 }
 
+#[async_trait::async_trait]
+impl StatsStore for SqliteStore {
+    async fn downloads_add(
+        &self,
+        counts: Vec<(DownloadKey, u64)>,
+        bytes: Vec<(String, i64, u64)>,
+    ) -> Result<(), MetaError> {
+        if counts.is_empty() && bytes.is_empty() {
+            return Ok(());
+        }
+        self.write(move |tx| {
+            let mut add = tx
+                .prepare_cached(
+                    "INSERT INTO downloads (repo, version, platform, client, hour, count) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (repo, hour, version, platform, client) DO UPDATE SET count = count + excluded.count",
+                )
+                .map_err(db_err("recording downloads"))?;
+            for (k, n) in &counts {
+                add.execute(params![k.repo, k.version, k.platform, k.client, k.hour, *n as i64])
+                    .map_err(db_err("recording downloads"))?;
+            }
+            let mut add_bytes = tx
+                .prepare_cached(
+                    "INSERT INTO bytes_served (repo, hour, bytes) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (repo, hour) DO UPDATE SET bytes = bytes + excluded.bytes",
+                )
+                .map_err(db_err("recording bytes served"))?;
+            for (repo, hour, n) in &bytes {
+                add_bytes
+                    .execute(params![repo, hour, *n as i64])
+                    .map_err(db_err("recording bytes served"))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn downloads(
+        &self,
+        repo: &str,
+        since_hour: i64,
+        by: GroupBy,
+    ) -> Result<Vec<(String, u64)>, MetaError> {
+        let repo = repo.to_owned();
+        let key = match by {
+            GroupBy::Version => "version",
+            GroupBy::Platform => "platform",
+            GroupBy::Client => "client",
+            // Days as YYYY-MM-DD (UTC).
+            GroupBy::Day => "strftime('%Y-%m-%d', hour * 3600, 'unixepoch')",
+        };
+        self.read(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {key} AS k, sum(count) FROM downloads WHERE repo = ?1 AND hour >= ?2 GROUP BY k ORDER BY k"
+            ))
+            .and_then(|mut s| {
+                s.query_map(params![repo, since_hour], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(db_err("reading downloads"))
+        })
+        .await
+    }
+
+    async fn bytes_served(&self, repo: &str, since_hour: i64) -> Result<u64, MetaError> {
+        let repo = repo.to_owned();
+        self.read(move |c| {
+            c.query_row(
+                "SELECT coalesce(sum(bytes), 0) FROM bytes_served WHERE repo = ?1 AND hour >= ?2",
+                params![repo, since_hour],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(db_err("reading bytes served"))
+        })
+        .await
+    }
+
+    async fn top_repositories(
+        &self,
+        since_hour: i64,
+        limit: usize,
+    ) -> Result<Vec<(String, u64)>, MetaError> {
+        let limit = limit.min(i64::MAX as usize) as i64;
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT repo, sum(count) AS n FROM downloads WHERE hour >= ?1 GROUP BY repo ORDER BY n DESC, repo LIMIT ?2",
+            )
+            .and_then(|mut s| {
+                s.query_map(params![since_hour, limit], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(db_err("reading top repositories"))
+        })
+        .await
+    }
+}
+
 #[cfg(test)]
 mod group_commit_tests {
     use super::*;
@@ -1199,6 +1312,7 @@ mod group_commit_tests {
                         artifact_type: None,
                         annotations_json: String::new(),
                         version: None,
+                        platform: None,
                     };
                     let t = Tag::parse(&format!("t{i}")).unwrap();
                     assert!(matches!(

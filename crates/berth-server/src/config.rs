@@ -55,6 +55,10 @@ pub struct Config {
     /// Tag policy rules by repository pattern (`[[tag_policy]]`); without a matching
     /// rule release tags are immutable and floating tags only move forward.
     pub tag_policy: Vec<crate::policy::TagPolicyRule>,
+    /// How often download counters are written to the database; a crash loses at most
+    /// this much of them.
+    #[serde(with = "duration_str")]
+    pub analytics_flush_interval: Duration,
 }
 
 impl Default for Config {
@@ -71,6 +75,7 @@ impl Default for Config {
             token_realm: None,
             token_ttl: Duration::from_secs(300),
             tag_policy: Vec::new(),
+            analytics_flush_interval: Duration::from_secs(5),
         }
     }
 }
@@ -90,7 +95,8 @@ impl Config {
 
     /// Applies `BERTH_LISTEN`, `BERTH_DATA_DIR`, `BERTH_MAX_MANIFEST_BYTES`,
     /// `BERTH_UPLOAD_IDLE_TIMEOUT`, `BERTH_TLS_CERT`, `BERTH_TLS_KEY`, `BERTH_INSECURE_OPEN`,
-    /// `BERTH_TOKEN_SERVICE`, `BERTH_TOKEN_REALM` and `BERTH_TOKEN_TTL` from `vars`.
+    /// `BERTH_TOKEN_SERVICE`, `BERTH_TOKEN_REALM`, `BERTH_TOKEN_TTL` and
+    /// `BERTH_ANALYTICS_FLUSH_INTERVAL` from `vars`.
     pub fn apply_env(
         &mut self,
         vars: impl IntoIterator<Item = (String, String)>,
@@ -109,6 +115,21 @@ impl Config {
                 }
                 "BERTH_UPLOAD_IDLE_TIMEOUT" => {
                     self.upload_idle_timeout = parse_duration(&value).map_err(bad)?
+                }
+                "BERTH_TLS_CERT" => self.tls_cert = Some(PathBuf::from(&value)),
+                "BERTH_TLS_KEY" => self.tls_key = Some(PathBuf::from(&value)),
+                "BERTH_INSECURE_OPEN" => {
+                    self.insecure_open = match value.as_str() {
+                        "1" | "true" | "yes" => true,
+                        "0" | "false" | "no" | "" => false,
+                        _ => return Err(bad("use true or false".into())),
+                    }
+                }
+                "BERTH_TOKEN_SERVICE" => self.token_service = value.clone(),
+                "BERTH_TOKEN_REALM" => self.token_realm = Some(value.clone()),
+                "BERTH_TOKEN_TTL" => self.token_ttl = parse_duration(&value).map_err(bad)?,
+                "BERTH_ANALYTICS_FLUSH_INTERVAL" => {
+                    self.analytics_flush_interval = parse_duration(&value).map_err(bad)?
                 }
                 _ => {}
             }
@@ -181,6 +202,23 @@ mod tests {
         assert_eq!(c.upload_idle_timeout, Duration::from_secs(90));
         assert!(c
             .apply_env([("BERTH_LISTEN".to_string(), "nope".to_string())])
+            .is_err());
+        c.apply_env([
+            ("BERTH_INSECURE_OPEN".to_string(), "true".to_string()),
+            ("BERTH_TOKEN_TTL".to_string(), "10m".to_string()),
+            ("BERTH_TLS_CERT".to_string(), "/c.pem".to_string()),
+            (
+                "BERTH_ANALYTICS_FLUSH_INTERVAL".to_string(),
+                "1s".to_string(),
+            ),
+        ])
+        .unwrap();
+        assert!(c.insecure_open);
+        assert_eq!(c.token_ttl, Duration::from_secs(600));
+        assert_eq!(c.tls_cert, Some(PathBuf::from("/c.pem")));
+        assert_eq!(c.analytics_flush_interval, Duration::from_secs(1));
+        assert!(c
+            .apply_env([("BERTH_INSECURE_OPEN".to_string(), "maybe".to_string())])
             .is_err());
     }
 

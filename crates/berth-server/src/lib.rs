@@ -12,6 +12,8 @@
 //!   [`metrics`]: the Prometheus counters served at `/metrics`.
 //! - [`auth`]: who is calling (open, anonymous, Basic, bearer token) and what they may do;
 //!   [`accounts`]: account administration shared by `berth admin` and the server.
+//! - [`analytics`]: download counters by version, platform and client, flushed in batches;
+//!   [`routes`]`/stats` serves them.
 //! - [`policy`]: the tag policy (immutable releases, forward-only floating tags).
 //! - [`listener`]: the accept loop (plain or TLS, HTTP/1.1 and HTTP/2, graceful drain).
 //!
@@ -20,6 +22,7 @@
 
 pub mod access_log;
 pub mod accounts;
+pub mod analytics;
 pub mod auth;
 pub mod config;
 pub mod endpoint;
@@ -97,6 +100,7 @@ pub fn build_state(config: &Config) -> Result<AppState, StartError> {
         64 << 20,
         Duration::from_secs(10),
     ));
+    let stats: Arc<dyn berth_meta::StatsStore> = Arc::new(sqlite.clone());
     let accounts: Arc<dyn berth_meta::AccountStore> = Arc::new(sqlite);
     let key_path = config.data_dir.join("token.key");
     let key = auth::load_or_create_key(&key_path).map_err(|source| StartError::Key {
@@ -111,7 +115,12 @@ pub fn build_state(config: &Config) -> Result<AppState, StartError> {
         config.token_ttl,
         config.tls_cert.is_some(),
     ));
-    let mut state = AppState::new(blobs, meta, auth, config);
+    let analytics = Arc::new(analytics::Analytics::new(
+        stats,
+        meta.clone(),
+        config.analytics_flush_interval,
+    ));
+    let mut state = AppState::new(blobs, meta, auth, analytics, config);
     state.policy = Arc::new(policy::Policy::new(&config.tag_policy)?);
     state.tls = match (&config.tls_cert, &config.tls_key) {
         (Some(c), Some(k)) => Some(listener::tls_acceptor(c, k)?),
@@ -152,10 +161,16 @@ pub async fn run(
     }
     registry::reconcile_uploads(&state).await?;
     let janitor = tokio::spawn(registry::expire_uploads_forever(state.clone()));
+    let flusher = tokio::spawn(state.analytics.clone().flush_forever());
     let tls = state.tls.clone();
+    let analytics = state.analytics.clone();
     let app = app(state);
     let result = listener::serve(listener, tls, app, shutdown, Duration::from_secs(30)).await;
     janitor.abort();
+    flusher.abort();
+    if let Err(e) = analytics.flush(true).await {
+        tracing::error!(error = %e, "could not write the last download counters");
+    }
     result.map_err(StartError::Serve)
 }
 

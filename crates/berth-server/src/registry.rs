@@ -33,6 +33,7 @@ pub struct AppState {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub policy: Arc<crate::policy::Policy>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    pub analytics: Arc<crate::analytics::Analytics>,
     digest_locks: Arc<Vec<Mutex<()>>>,
 }
 
@@ -41,6 +42,7 @@ impl AppState {
         blobs: Arc<dyn BlobStore>,
         meta: Arc<dyn MetadataStore>,
         auth: Arc<Auth>,
+        analytics: Arc<crate::analytics::Analytics>,
         config: &Config,
     ) -> AppState {
         AppState {
@@ -53,6 +55,7 @@ impl AppState {
             tls: None,
             policy: Arc::new(crate::policy::Policy::default()),
             metrics: Arc::new(crate::metrics::Metrics::default()),
+            analytics,
             digest_locks: Arc::new((0..LOCK_STRIPES).map(|_| Mutex::new(())).collect()),
         }
     }

@@ -118,6 +118,7 @@ pub async fn get(state: &AppState, name: &RepoName, raw: &str, req: Req) -> ApiR
         .as_ref()
         .map(|r| r.end - r.start)
         .unwrap_or(body.total_size);
+    state.analytics.bytes_served(name, len);
     let mut r = Response::new(Body::from_stream(body.stream));
     *r.status_mut() = status;
     set(&mut r, "content-length", len.to_string());

@@ -121,6 +121,15 @@ pub async fn get(state: &AppState, name: &RepoName, raw: &str, req: Req) -> ApiR
         empty(StatusCode::OK)
     } else {
         state.metrics.pull(name.as_str());
+        let ua = req.header(header::USER_AGENT).unwrap_or("");
+        let tag = match &reference {
+            Reference::Tag(t) => Some(t.as_str()),
+            Reference::Digest(_) => None,
+        };
+        state
+            .analytics
+            .manifest_served(name, req.client, ua, tag, &m);
+        state.analytics.bytes_served(name, len as u64);
         Response::new(Body::from(m.content))
     };
     set(&mut r, "content-length", len.to_string());
@@ -201,6 +210,7 @@ pub async fn put(state: &AppState, name: &RepoName, raw: &str, req: Req) -> ApiR
             .annotations
             .get("org.opencontainers.image.version")
             .cloned(),
+        platform: config_platform(state, &parsed).await,
     };
     let guard = guard_for(state, name, &principal, &query_force)?;
     state
@@ -244,6 +254,28 @@ pub async fn put(state: &AppState, name: &RepoName, raw: &str, req: Req) -> ApiR
         }
     }
     Ok(r)
+}
+
+/// The platform of a single-platform image, read once from its config at push time.
+async fn config_platform(state: &AppState, parsed: &ParsedManifest) -> Option<String> {
+    let config = parsed.config.as_ref()?;
+    if config.media_type != mt::OCI_CONFIG && config.media_type != mt::DOCKER_CONFIG
+        || config.size > 1 << 20
+    {
+        return None;
+    }
+    let body = state.blobs.get(&config.digest, None).await.ok()?;
+    let mut bytes = Vec::with_capacity(config.size as usize);
+    let mut stream = body.stream;
+    while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+        bytes.extend_from_slice(&chunk.ok()?);
+    }
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let (os, arch) = (v["os"].as_str()?, v["architecture"].as_str()?);
+    Some(match v["variant"].as_str() {
+        Some(var) => format!("{os}/{arch}/{var}"),
+        None => format!("{os}/{arch}"),
+    })
 }
 
 /// `?force=true`: skip the tag policy (administrators only).

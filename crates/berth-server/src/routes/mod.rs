@@ -8,6 +8,7 @@ mod blobs;
 mod catalog;
 mod manifests;
 mod referrers;
+mod stats;
 mod tags;
 mod token;
 mod uploads;
@@ -40,6 +41,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/{*rest}", any(dispatch))
         .route("/token", get(token::get).post(token::post))
         .route("/metrics", get(metrics))
+        .route("/api/v1/stats/top", get(stats::top))
+        .route("/api/v1/stats/repositories/{*name}", get(stats::repository))
         .fallback(not_found)
         .with_state(state)
         .layer(axum::middleware::map_response(add_api_version))

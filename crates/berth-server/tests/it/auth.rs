@@ -192,6 +192,12 @@ async fn permission_matrix() {
         ),
         ("tags", Method::GET, "/v2/team/app/tags/list".into(), None),
         (
+            "stats",
+            Method::GET,
+            "/api/v1/stats/repositories/team/app?by=version".into(),
+            None,
+        ),
+        (
             "referrers",
             Method::GET,
             format!("/v2/team/app/referrers/{manifest}"),
@@ -266,7 +272,7 @@ async fn permission_matrix() {
             // No cell leaks existence: a refusal is the same for a repository that does
             // not exist.
             if want != 'A' {
-                let ghost = path.replace("/team/app/", "/team/ghost/");
+                let ghost = path.replace("team/app", "team/ghost");
                 let mut rb = reg.req(method.clone(), &ghost);
                 if let Some(a) = auth {
                     rb = rb.header("authorization", a);

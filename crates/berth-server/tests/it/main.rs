@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test helpers panic on failure by design.
 
+mod analytics;
 mod auth;
 mod blobs;
 mod common;

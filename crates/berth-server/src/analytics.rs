@@ -1,0 +1,349 @@
+//! Download analytics: who pulls which version on which platform, without a database
+//! write per pull.
+//!
+//! A download is a successful manifest `GET`. It is attributed to the repository, the
+//! version (the manifest's or its index's `org.opencontainers.image.version`, else a
+//! release tag pointing at it), the platform (for a child of an index, the platform the
+//! index gives it; for a single-platform image, the platform of its config, read at push
+//! time) and the client family (from the User-Agent). An index fetched and then one of
+//! its children fetched by the same client within [`INDEX_WINDOW`] is one download of
+//! that platform; an index fetched alone counts as `index-only`.
+//!
+//! Events are counted in memory per (repository, version, platform, client, hour) and
+//! flushed in one transaction every flush interval and at shutdown, so a crash loses at
+//! most one interval of counts.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use berth_meta::{DownloadKey, MetaError, MetadataStore, StatsStore, StoredManifest};
+use berth_oci::{ParsedManifest, RepoName};
+
+/// How long an index fetch waits for a child fetch by the same client.
+pub const INDEX_WINDOW: Duration = Duration::from_secs(60);
+/// Platform of a download that fetched an index and no child.
+pub const INDEX_ONLY: &str = "index-only";
+/// Version placeholder resolved at flush time from the release tags of a digest.
+const UNRESOLVED: char = '@';
+
+/// The client family of a User-Agent.
+pub fn client_family(ua: &str) -> &'static str {
+    let ua = ua.to_ascii_lowercase();
+    if ua.starts_with("berth") {
+        "berth"
+    } else if ua.contains("containerd") {
+        "containerd"
+    } else if ua.starts_with("docker") || ua.contains(" docker/") {
+        "docker"
+    } else if [
+        "podman",
+        "buildah",
+        "skopeo",
+        "libpod",
+        "containers/",
+        "cri-o",
+    ]
+    .iter()
+    .any(|k| ua.contains(k))
+    {
+        "podman"
+    } else if ua.starts_with("helm") {
+        "helm"
+    } else if ua.contains("oras") {
+        "oras"
+    } else {
+        "other"
+    }
+}
+
+fn hour_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| (d.as_secs() / 3600) as i64)
+        .unwrap_or(0)
+}
+
+/// A version from a tag, when the tag is a full release version.
+fn version_from_tag(tag: Option<&str>) -> Option<String> {
+    match crate::policy::classify(tag?) {
+        crate::policy::TagKind::Release(v) => Some(v.to_string()),
+        _ => None,
+    }
+}
+
+struct PendingIndex {
+    at: Instant,
+    hour: i64,
+    repo: String,
+    version: String,
+    client: &'static str,
+    /// child digest → platform
+    children: HashMap<String, String>,
+}
+
+/// The in-memory counters and their flusher.
+pub struct Analytics {
+    counts: Mutex<HashMap<DownloadKey, u64>>,
+    bytes: Mutex<HashMap<(String, i64), u64>>,
+    /// (client address, User-Agent, repository) → the index it fetched last.
+    pending: Mutex<HashMap<(IpAddr, String, String), PendingIndex>>,
+    stats: Arc<dyn StatsStore>,
+    meta: Arc<dyn MetadataStore>,
+    pub flush_interval: Duration,
+}
+
+impl Analytics {
+    pub fn new(
+        stats: Arc<dyn StatsStore>,
+        meta: Arc<dyn MetadataStore>,
+        flush_interval: Duration,
+    ) -> Analytics {
+        Analytics {
+            counts: Mutex::new(HashMap::new()),
+            bytes: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
+            stats,
+            meta,
+            flush_interval,
+        }
+    }
+
+    /// The store the counters are flushed to (for queries).
+    pub fn stats(&self) -> &Arc<dyn StatsStore> {
+        &self.stats
+    }
+
+    fn count(&self, key: DownloadKey) {
+        *self
+            .counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key)
+            .or_default() += 1;
+    }
+
+    /// Records a successful manifest `GET`.
+    pub fn manifest_served(
+        &self,
+        repo: &RepoName,
+        client: IpAddr,
+        user_agent: &str,
+        tag: Option<&str>,
+        m: &StoredManifest,
+    ) {
+        let family = client_family(user_agent);
+        let hour = hour_now();
+        let version = m
+            .version
+            .clone()
+            .or_else(|| version_from_tag(tag))
+            .unwrap_or_else(|| format!("{UNRESOLVED}{}", m.digest));
+        let key = (client, user_agent.to_owned(), repo.to_string());
+        if berth_oci::media_types::is_index(&m.media_type) {
+            let children = ParsedManifest::parse(&m.content, Some(&m.media_type))
+                .map(|p| {
+                    p.manifests
+                        .iter()
+                        .filter_map(|d| {
+                            d.platform
+                                .as_ref()
+                                .map(|pl| (d.digest.to_string(), pl.to_string()))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let replaced = self
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(
+                    key,
+                    PendingIndex {
+                        at: Instant::now(),
+                        hour,
+                        repo: repo.to_string(),
+                        version,
+                        client: family,
+                        children,
+                    },
+                );
+            if let Some(old) = replaced {
+                self.index_only(old);
+            }
+            return;
+        }
+        let digest = m.digest.to_string();
+        let from_index = {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            match pending.get(&key) {
+                Some(p) if p.children.contains_key(&digest) && p.at.elapsed() < INDEX_WINDOW => {
+                    pending.remove(&key)
+                }
+                _ => None,
+            }
+        };
+        match from_index {
+            Some(idx) => {
+                let platform = idx
+                    .children
+                    .get(&digest)
+                    .cloned()
+                    .unwrap_or_else(|| "unknown".into());
+                // The index names the release; the child's own annotation is a fallback.
+                let version = if idx.version.starts_with(UNRESOLVED) && m.version.is_some() {
+                    version
+                } else {
+                    idx.version
+                };
+                self.count(DownloadKey {
+                    repo: idx.repo,
+                    version,
+                    platform,
+                    client: idx.client.to_owned(),
+                    hour: idx.hour,
+                });
+            }
+            None => self.count(DownloadKey {
+                repo: repo.to_string(),
+                version,
+                platform: m.platform.clone().unwrap_or_else(|| "unknown".into()),
+                client: family.to_owned(),
+                hour,
+            }),
+        }
+    }
+
+    fn index_only(&self, p: PendingIndex) {
+        self.count(DownloadKey {
+            repo: p.repo,
+            version: p.version,
+            platform: INDEX_ONLY.to_owned(),
+            client: p.client.to_owned(),
+            hour: p.hour,
+        });
+    }
+
+    /// Counts bytes served for a repository.
+    pub fn bytes_served(&self, repo: &RepoName, n: u64) {
+        *self
+            .bytes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((repo.to_string(), hour_now()))
+            .or_default() += n;
+    }
+
+    /// Turns index fetches older than the window (or all, at shutdown) into
+    /// `index-only` downloads.
+    fn expire_pending(&self, all: bool) {
+        let expired: Vec<PendingIndex> = {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            let keys: Vec<_> = pending
+                .iter()
+                .filter(|(_, p)| all || p.at.elapsed() >= INDEX_WINDOW)
+                .map(|(k, _)| k.clone())
+                .collect();
+            keys.into_iter()
+                .filter_map(|k| pending.remove(&k))
+                .collect()
+        };
+        for p in expired {
+            self.index_only(p);
+        }
+    }
+
+    /// Writes the counters accumulated so far in one transaction. `final_flush` also
+    /// counts every waiting index fetch.
+    pub async fn flush(&self, final_flush: bool) -> Result<(), MetaError> {
+        self.expire_pending(final_flush);
+        let counts: Vec<(DownloadKey, u64)> =
+            std::mem::take(&mut *self.counts.lock().unwrap_or_else(|p| p.into_inner()))
+                .into_iter()
+                .collect();
+        let bytes: Vec<(String, i64, u64)> =
+            std::mem::take(&mut *self.bytes.lock().unwrap_or_else(|p| p.into_inner()))
+                .into_iter()
+                .map(|((r, h), n)| (r, h, n))
+                .collect();
+        if counts.is_empty() && bytes.is_empty() {
+            return Ok(());
+        }
+        // Resolve versions from release tags, once per digest.
+        let mut resolved: HashMap<(String, String), String> = HashMap::new();
+        let mut merged: HashMap<DownloadKey, u64> = HashMap::new();
+        for (mut k, n) in counts {
+            if let Some(digest) = k.version.strip_prefix(UNRESOLVED) {
+                let cache_key = (k.repo.clone(), digest.to_owned());
+                if !resolved.contains_key(&cache_key) {
+                    let v = match (RepoName::parse(&k.repo), digest.parse()) {
+                        (Ok(repo), Ok(d)) => self
+                            .meta
+                            .tags_of(&repo, &d)
+                            .await?
+                            .iter()
+                            .filter_map(|t| version_from_tag(Some(t)))
+                            .filter_map(|v| semver::Version::parse(&v).ok())
+                            .max()
+                            .map(|v| v.to_string())
+                            .unwrap_or_default(),
+                        _ => String::new(),
+                    };
+                    resolved.insert(cache_key.clone(), v);
+                }
+                k.version = resolved.get(&cache_key).cloned().unwrap_or_default();
+            }
+            *merged.entry(k).or_default() += n;
+        }
+        let result = self
+            .stats
+            .downloads_add(merged.clone().into_iter().collect(), bytes.clone())
+            .await;
+        if result.is_err() {
+            // Keep the counts for the next flush rather than lose them.
+            let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+            for (k, n) in merged {
+                *c.entry(k).or_default() += n;
+            }
+            let mut b = self.bytes.lock().unwrap_or_else(|p| p.into_inner());
+            for (r, h, n) in bytes {
+                *b.entry((r, h)).or_default() += n;
+            }
+        }
+        result
+    }
+
+    /// Flushes every interval, forever (a background task).
+    pub async fn flush_forever(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(self.flush_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = self.flush(false).await {
+                tracing::warn!(error = %e, "flushing download counters failed; will retry");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families() {
+        assert_eq!(client_family("docker/27.0.3 go/go1.21 git-commit/abc kernel/6.1 os/linux arch/amd64 UpstreamClient(Docker-Client/27.0.3)"), "docker");
+        assert_eq!(client_family("containerd/v1.7.2"), "containerd");
+        assert_eq!(client_family("skopeo/1.13.3"), "podman");
+        assert_eq!(
+            client_family("containers/5.25.0 (github.com/containers/image)"),
+            "podman"
+        );
+        assert_eq!(client_family("libpod/4.3.1"), "podman");
+        assert_eq!(client_family("Helm/3.14.0"), "helm");
+        assert_eq!(client_family("oras-py"), "oras");
+        assert_eq!(client_family("berth/0.1.0"), "berth");
+        assert_eq!(client_family("curl/8.0"), "other");
+    }
+}

@@ -1,0 +1,129 @@
+//! The stats API (JSON): downloads of a repository grouped by day, version, platform or
+//! client, and the most downloaded repositories. Only repositories the caller may pull.
+//!
+//! - `GET /api/v1/stats/repositories/<name>?by=version|platform|client|day&since=7d`
+//! - `GET /api/v1/stats/top?since=7d&n=10`
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use berth_auth::Action;
+use berth_meta::GroupBy;
+use berth_oci::{ErrorCode, RepoName};
+
+use super::{client_ip, Query};
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiResult};
+use crate::registry::AppState;
+
+fn since_hour(query: &Query) -> ApiResult<i64> {
+    let since = match query.get("since") {
+        Some(s) => crate::config::parse_duration(s).map_err(|m| {
+            ApiError::new(ErrorCode::Unsupported, m).status(StatusCode::BAD_REQUEST)
+        })?,
+        None => std::time::Duration::from_secs(30 * 86400),
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    Ok((now.saturating_sub(since.as_secs()) / 3600) as i64)
+}
+
+async fn principal(state: &AppState, req: &axum::http::request::Parts) -> ApiResult<Principal> {
+    state
+        .auth
+        .authenticate(&req.headers, client_ip(&req.extensions))
+        .await
+}
+
+fn json(v: serde_json::Value) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response()
+}
+
+pub async fn repository(State(state): State<AppState>, req: Request) -> Response {
+    let (req, _) = req.into_parts();
+    let result = async {
+        let name = req
+            .uri
+            .path()
+            .strip_prefix("/api/v1/stats/repositories/")
+            .unwrap_or("")
+            .to_owned();
+        let repo = RepoName::parse(&name)?;
+        let query = Query::parse(req.uri.query());
+        let p = principal(&state, &req).await?;
+        if !p.may(repo.as_str(), Action::Pull) {
+            let e = match p {
+                Principal::Account { .. } => {
+                    ApiError::new(ErrorCode::Denied, format!("you may not pull {repo}, so not see its numbers"))
+                }
+                _ => state.auth.challenge(Some(&format!("repository:{repo}:pull")), None, "authentication required"),
+            };
+            return Err(state.auth.absolutize(e, &req.headers));
+        }
+        let by = match query.get("by").unwrap_or("day") {
+            "version" => GroupBy::Version,
+            "platform" => GroupBy::Platform,
+            "client" => GroupBy::Client,
+            "day" => GroupBy::Day,
+            other => {
+                return Err(ApiError::new(
+                    ErrorCode::Unsupported,
+                    format!("by={other:?}: use version, platform, client or day"),
+                )
+                .status(StatusCode::BAD_REQUEST))
+            }
+        };
+        let since = since_hour(&query)?;
+        // Answer with everything counted so far, not only what the last flush wrote.
+        state.analytics.flush(false).await?;
+        let groups = state.analytics.stats().downloads(repo.as_str(), since, by).await?;
+        let bytes = state.analytics.stats().bytes_served(repo.as_str(), since).await?;
+        let total: u64 = groups.iter().map(|(_, n)| n).sum();
+        Ok(json(serde_json::json!({
+            "repository": repo.as_str(),
+            "by": query.get("by").unwrap_or("day"),
+            "since_hour": since,
+            "total": total,
+            "bytes_served": bytes,
+            "groups": groups.iter().map(|(k, n)| serde_json::json!({"key": k, "downloads": n})).collect::<Vec<_>>(),
+        })))
+    }
+    .await;
+    result.unwrap_or_else(|e: ApiError| e.into_response())
+}
+
+pub async fn top(State(state): State<AppState>, req: Request) -> Response {
+    let (req, _) = req.into_parts();
+    let result = async {
+        let query = Query::parse(req.uri.query());
+        let p = principal(&state, &req).await?;
+        let n: usize = query
+            .get("n")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10)
+            .min(1000);
+        let since = since_hour(&query)?;
+        state.analytics.flush(false).await?;
+        // Ask for more than n, since some may be hidden from this caller.
+        let all = state
+            .analytics
+            .stats()
+            .top_repositories(since, n.saturating_mul(10).max(100))
+            .await?;
+        let visible: Vec<serde_json::Value> = all
+            .into_iter()
+            .filter(|(r, _)| p.may(r, Action::Pull))
+            .take(n)
+            .map(|(r, d)| serde_json::json!({"repository": r, "downloads": d}))
+            .collect();
+        Ok(json(
+            serde_json::json!({ "since_hour": since, "repositories": visible }),
+        ))
+    }
+    .await;
+    result.unwrap_or_else(|e: ApiError| e.into_response())
+}
