@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use berth_oci::{Algorithm, Digest, Hasher};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::io::AsyncSeekExt;
 use tokio::task::spawn_blocking;
@@ -27,7 +27,7 @@ use crate::{BlobBody, BlobStore, ByteStream, StorageError};
 /// Bytes gathered before one write+hash step on the blocking pool.
 const BATCH: usize = 1 << 20;
 /// Read buffer when serving a blob.
-const READ_CHUNK: usize = 256 << 10;
+const READ_CHUNK: usize = 1 << 20;
 
 /// In-memory state of an upload whose bytes are all written and hashed.
 struct UploadState {
@@ -121,16 +121,47 @@ async fn blocking<T: Send + 'static>(
     })?
 }
 
-/// Writes and hashes one batch; returns the file and hasher for the next one.
-fn write_batch(
-    mut file: std::fs::File,
-    mut hasher: Hasher,
-    batch: Bytes,
-) -> Result<(std::fs::File, Hasher), StorageError> {
-    file.write_all(&batch)
-        .map_err(StorageError::io("writing an upload"))?;
-    hasher.update(&batch);
-    Ok((file, hasher))
+/// Bytes written between two `fdatasync`s while an upload streams in, so that the
+/// commit's final sync has little left to flush and the disk works while bytes arrive.
+const SYNC_EVERY: u64 = 64 << 20;
+
+/// The file and hash state of an upload, moved into each blocking write step.
+struct Writer {
+    file: std::fs::File,
+    hasher: Hasher,
+    unsynced: u64,
+}
+
+/// Hashes and writes one batch of received chunks (vectored, without copying them into
+/// one buffer); returns the writer for the next batch.
+fn write_batch(mut w: Writer, batch: Vec<Bytes>) -> Result<Writer, StorageError> {
+    for chunk in &batch {
+        w.hasher.update(chunk);
+    }
+    let mut slices: Vec<std::io::IoSlice<'_>> =
+        batch.iter().map(|b| std::io::IoSlice::new(b)).collect();
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        let n = w
+            .file
+            .write_vectored(rest)
+            .map_err(StorageError::io("writing an upload"))?;
+        if n == 0 {
+            return Err(StorageError::Io {
+                context: "writing an upload",
+                source: std::io::ErrorKind::WriteZero.into(),
+            });
+        }
+        w.unsynced += n as u64;
+        std::io::IoSlice::advance_slices(&mut rest, n);
+    }
+    if w.unsynced >= SYNC_EVERY {
+        w.file
+            .sync_data()
+            .map_err(StorageError::io("syncing an upload"))?;
+        w.unsynced = 0;
+    }
+    Ok(w)
 }
 
 #[async_trait::async_trait]
@@ -252,55 +283,52 @@ impl BlobStore for FsBlobStore {
         .await?;
 
         let mut size = state.size;
-        let mut pending: Option<
-            tokio::task::JoinHandle<Result<(std::fs::File, Hasher), StorageError>>,
-        > = None;
-        let mut tools = Some((file, state.hasher));
-        let mut buf = BytesMut::new();
+        let mut pending: Option<tokio::task::JoinHandle<Result<Writer, StorageError>>> = None;
+        let mut writer = Some(Writer {
+            file,
+            hasher: state.hasher,
+            unsynced: 0,
+        });
+        let mut batch: Vec<Bytes> = Vec::new();
+        let mut batch_len = 0usize;
         let mut body_error = None;
-        // Receives the next batch while the previous one is written and hashed.
-        let flush = |batch: Bytes,
-                     pending: &mut Option<tokio::task::JoinHandle<_>>,
-                     tools: &mut Option<(std::fs::File, Hasher)>| {
-            let (file, hasher) = tools.take().ok_or(StorageError::Io {
-                context: "writing an upload",
-                source: std::io::Error::other("writer state lost"),
-            })?;
-            *pending = Some(spawn_blocking(move || write_batch(file, hasher, batch)));
-            Ok::<(), StorageError>(())
+        let lost = || StorageError::Io {
+            context: "writing an upload",
+            source: std::io::Error::other("writer state lost"),
         };
+        // Receives the next batch while the previous one is hashed and written.
         loop {
-            match data.next().await {
+            let next = data.next().await;
+            let done = match next {
                 Some(Ok(chunk)) => {
                     size += chunk.len() as u64;
-                    buf.extend_from_slice(&chunk);
-                    if buf.len() >= BATCH {
-                        if let Some(h) = pending.take() {
-                            tools = Some(join_write(h).await?);
-                        }
-                        flush(buf.split().freeze(), &mut pending, &mut tools)?;
-                    }
+                    batch_len += chunk.len();
+                    batch.push(chunk);
+                    false
                 }
                 Some(Err(e)) => {
                     body_error = Some(e);
-                    break;
+                    true
                 }
-                None => break,
+                None => true,
+            };
+            if batch_len >= BATCH || (done && !batch.is_empty()) {
+                if let Some(h) = pending.take() {
+                    writer = Some(join_write(h).await?);
+                }
+                let w = writer.take().ok_or_else(lost)?;
+                let b = std::mem::take(&mut batch);
+                batch_len = 0;
+                pending = Some(spawn_blocking(move || write_batch(w, b)));
+            }
+            if done {
+                break;
             }
         }
         if let Some(h) = pending.take() {
-            tools = Some(join_write(h).await?);
+            writer = Some(join_write(h).await?);
         }
-        if !buf.is_empty() {
-            flush(buf.split().freeze(), &mut pending, &mut tools)?;
-            if let Some(h) = pending.take() {
-                tools = Some(join_write(h).await?);
-            }
-        }
-        let (_file, hasher) = tools.ok_or(StorageError::Io {
-            context: "writing an upload",
-            source: std::io::Error::other("writer state lost"),
-        })?;
+        let hasher = writer.ok_or_else(lost)?.hasher;
         *guard = Some(UploadState { size, hasher });
         match body_error {
             Some(e) => Err(StorageError::Body(e)),
@@ -416,8 +444,8 @@ impl BlobStore for FsBlobStore {
 }
 
 async fn join_write(
-    h: tokio::task::JoinHandle<Result<(std::fs::File, Hasher), StorageError>>,
-) -> Result<(std::fs::File, Hasher), StorageError> {
+    h: tokio::task::JoinHandle<Result<Writer, StorageError>>,
+) -> Result<Writer, StorageError> {
     h.await.map_err(|e| StorageError::Io {
         context: "writing an upload",
         source: std::io::Error::other(e.to_string()),
