@@ -329,6 +329,18 @@ pub struct DownloadKey {
     pub hour: i64,
 }
 
+/// One aggregated request counter of a repository.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestKey {
+    pub repo: String,
+    pub hour: i64,
+    pub route: String,
+    /// The status divided by 100.
+    pub class: u16,
+    /// The OCI error code, empty for successes.
+    pub code: String,
+}
+
 /// How download counts are grouped in a query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupBy {
@@ -358,6 +370,16 @@ pub trait StatsStore: Send + Sync + 'static {
 
     /// Bytes served for `repo` since `since_hour`.
     async fn bytes_served(&self, repo: &str, since_hour: i64) -> Result<u64, MetaError>;
+
+    /// Adds request counts: `(repo, hour, route, status class, error code)` → count.
+    async fn requests_add(&self, counts: Vec<(RequestKey, u64)>) -> Result<(), MetaError>;
+
+    /// Requests of `repo` since `since_hour` by route, status class and error code.
+    async fn requests(
+        &self,
+        repo: &str,
+        since_hour: i64,
+    ) -> Result<Vec<(RequestKey, u64)>, MetaError>;
 
     /// Repositories with the most downloads since `since_hour`.
     async fn top_repositories(

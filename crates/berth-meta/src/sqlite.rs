@@ -15,15 +15,16 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::{
     Account, AccountKind, AccountStore, AuditEvent, DownloadKey, GroupBy, MetaError, MetadataStore,
-    NewManifest, Page, Referrer, StatsStore, StoredGrant, StoredManifest, TagChange, TagGuard,
-    TagTarget, Unlinked,
+    NewManifest, Page, Referrer, RequestKey, StatsStore, StoredGrant, StoredManifest, TagChange,
+    TagGuard, TagTarget, Unlinked,
 };
 
-const MIGRATIONS: [&str; 4] = [
+const MIGRATIONS: [&str; 5] = [
     include_str!("../migrations/sqlite/0001_init.sql"),
     include_str!("../migrations/sqlite/0002_accounts.sql"),
     include_str!("../migrations/sqlite/0003_manifest_version.sql"),
     include_str!("../migrations/sqlite/0004_downloads.sql"),
+    include_str!("../migrations/sqlite/0005_requests.sql"),
 ];
 /// Reader connections kept open for reuse.
 const MAX_IDLE_READERS: usize = 16;
@@ -1262,6 +1263,57 @@ impl StatsStore for SqliteStore {
             )
             .map(|n| n as u64)
             .map_err(db_err("reading bytes served"))
+        })
+        .await
+    }
+
+    async fn requests_add(&self, counts: Vec<(RequestKey, u64)>) -> Result<(), MetaError> {
+        if counts.is_empty() {
+            return Ok(());
+        }
+        self.write(move |tx| {
+            let mut add = tx
+                .prepare_cached(
+                    "INSERT INTO requests (repo, hour, route, class, code, count) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (repo, hour, route, class, code) DO UPDATE SET count = count + excluded.count",
+                )
+                .map_err(db_err("recording requests"))?;
+            for (k, n) in &counts {
+                add.execute(params![k.repo, k.hour, k.route, k.class, k.code, *n as i64])
+                    .map_err(db_err("recording requests"))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn requests(
+        &self,
+        repo: &str,
+        since_hour: i64,
+    ) -> Result<Vec<(RequestKey, u64)>, MetaError> {
+        let repo = repo.to_owned();
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT route, class, code, sum(count) FROM requests WHERE repo = ?1 AND hour >= ?2
+                 GROUP BY route, class, code ORDER BY route, class, code",
+            )
+            .and_then(|mut s| {
+                s.query_map(params![repo, since_hour], |r| {
+                    Ok((
+                        RequestKey {
+                            repo: repo.clone(),
+                            hour: since_hour,
+                            route: r.get(0)?,
+                            class: r.get(1)?,
+                            code: r.get(2)?,
+                        },
+                        r.get::<_, i64>(3)? as u64,
+                    ))
+                })?
+                .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(db_err("reading requests"))
         })
         .await
     }

@@ -18,7 +18,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use berth_meta::{DownloadKey, MetaError, MetadataStore, StatsStore, StoredManifest};
+use berth_meta::{DownloadKey, MetaError, MetadataStore, RequestKey, StatsStore, StoredManifest};
 use berth_oci::{ParsedManifest, RepoName};
 
 /// How long an index fetch waits for a child fetch by the same client.
@@ -87,6 +87,7 @@ struct PendingIndex {
 pub struct Analytics {
     counts: Mutex<HashMap<DownloadKey, u64>>,
     bytes: Mutex<HashMap<(String, i64), u64>>,
+    requests: Mutex<HashMap<RequestKey, u64>>,
     /// (client address, User-Agent, repository) → the index it fetched last.
     pending: Mutex<HashMap<(IpAddr, String, String), PendingIndex>>,
     stats: Arc<dyn StatsStore>,
@@ -103,6 +104,7 @@ impl Analytics {
         Analytics {
             counts: Mutex::new(HashMap::new()),
             bytes: Mutex::new(HashMap::new()),
+            requests: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
             stats,
             meta,
@@ -225,6 +227,29 @@ impl Analytics {
         });
     }
 
+    /// Counts one registry request of a repository by route, status class and error code.
+    pub fn request(
+        &self,
+        repo: &RepoName,
+        route: &'static str,
+        status: u16,
+        code: Option<&'static str>,
+    ) {
+        let key = RequestKey {
+            repo: repo.to_string(),
+            hour: hour_now(),
+            route: route.to_owned(),
+            class: status / 100,
+            code: code.unwrap_or("").to_owned(),
+        };
+        *self
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key)
+            .or_default() += 1;
+    }
+
     /// Counts bytes served for a repository.
     pub fn bytes_served(&self, repo: &RepoName, n: u64) {
         *self
@@ -267,6 +292,19 @@ impl Analytics {
                 .into_iter()
                 .map(|((r, h), n)| (r, h, n))
                 .collect();
+        let requests: Vec<(RequestKey, u64)> =
+            std::mem::take(&mut *self.requests.lock().unwrap_or_else(|p| p.into_inner()))
+                .into_iter()
+                .collect();
+        if !requests.is_empty() {
+            if let Err(e) = self.stats.requests_add(requests.clone()).await {
+                let mut r = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+                for (k, n) in requests {
+                    *r.entry(k).or_default() += n;
+                }
+                return Err(e);
+            }
+        }
         if counts.is_empty() && bytes.is_empty() {
             return Ok(());
         }

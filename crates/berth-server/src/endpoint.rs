@@ -86,6 +86,19 @@ impl Endpoint {
         .status(axum::http::StatusCode::NOT_FOUND))
     }
 
+    /// The repository the endpoint addresses, if any.
+    pub fn repository(&self) -> Option<&RepoName> {
+        match self {
+            Endpoint::Catalog => None,
+            Endpoint::Manifest { name, .. }
+            | Endpoint::Blob { name, .. }
+            | Endpoint::UploadStart { name }
+            | Endpoint::Upload { name, .. }
+            | Endpoint::Tags { name }
+            | Endpoint::Referrers { name, .. } => Some(name),
+        }
+    }
+
     /// The route template, for logs and metrics (bounded cardinality).
     pub fn route(&self) -> &'static str {
         match self {

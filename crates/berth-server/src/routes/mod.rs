@@ -123,15 +123,7 @@ fn required<'a>(
         (E::UploadStart { .. } | E::Upload { .. }, _) => Action::Push,
         _ => Action::Pull,
     };
-    let name = match endpoint {
-        E::Catalog => return None,
-        E::Manifest { name, .. }
-        | E::Blob { name, .. }
-        | E::UploadStart { name }
-        | E::Upload { name, .. }
-        | E::Tags { name }
-        | E::Referrers { name, .. } => name,
-    };
+    let name = endpoint.repository()?;
     Some((name, action))
 }
 
@@ -191,6 +183,40 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
         Ok(e) => e,
         Err(e) => return error_response(e, is_head),
     };
+    let route = endpoint.route();
+    let repo = endpoint.repository().cloned();
+    let resp = serve_endpoint(&state, endpoint, parts, body, is_head).await;
+    finish(&state, repo, route, resp)
+}
+
+/// Labels the response for the metrics layer and counts it for its repository.
+fn finish(
+    state: &AppState,
+    repo: Option<berth_oci::RepoName>,
+    route: &'static str,
+    mut resp: Response,
+) -> Response {
+    if let Some(repo) = repo {
+        let code = resp
+            .extensions()
+            .get::<crate::metrics::ErrorLabel>()
+            .map(|c| c.0);
+        state
+            .analytics
+            .request(&repo, route, resp.status().as_u16(), code);
+    }
+    resp.extensions_mut()
+        .insert(crate::metrics::RouteLabel(route));
+    resp
+}
+
+async fn serve_endpoint(
+    state: &AppState,
+    endpoint: Endpoint,
+    parts: axum::http::request::Parts,
+    body: Body,
+    is_head: bool,
+) -> Response {
     let client = client_ip(&parts.extensions);
     let principal = match state.auth.authenticate(&parts.headers, client).await {
         Ok(p) => p,
@@ -198,7 +224,7 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
     };
     if let Some((repo, action)) = required(&endpoint, &parts.method) {
         if !principal.may(repo.as_str(), action) {
-            let e = deny(&state, &principal, repo, action);
+            let e = deny(state, &principal, repo, action);
             return error_response(state.auth.absolutize(e, &parts.headers), is_head);
         }
     }
@@ -211,15 +237,10 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
         principal,
         client,
     };
-    let route = endpoint.route();
-    let result = handle(&state, endpoint, req).await;
-    let mut resp = match result {
+    match handle(state, endpoint, req).await {
         Ok(r) => r,
         Err(e) => error_response(state.auth.absolutize(e, &headers), is_head),
-    };
-    resp.extensions_mut()
-        .insert(crate::metrics::RouteLabel(route));
-    resp
+    }
 }
 
 /// `GET /metrics`: Prometheus text format. Open on an open registry and to loopback

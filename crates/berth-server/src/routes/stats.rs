@@ -83,6 +83,18 @@ pub async fn repository(State(state): State<AppState>, req: Request) -> Response
         let groups = state.analytics.stats().downloads(repo.as_str(), since, by).await?;
         let bytes = state.analytics.stats().bytes_served(repo.as_str(), since).await?;
         let total: u64 = groups.iter().map(|(_, n)| n).sum();
+        let requests = state.analytics.stats().requests(repo.as_str(), since).await?;
+        let all: u64 = requests.iter().map(|(_, n)| n).sum();
+        let errors: u64 = requests.iter().filter(|(k, _)| k.class >= 4).map(|(_, n)| n).sum();
+        let mut by_code = serde_json::Map::new();
+        for (k, n) in requests.iter().filter(|(k, _)| !k.code.is_empty()) {
+            let e = by_code.entry(k.code.clone()).or_insert(serde_json::json!(0));
+            *e = serde_json::json!(e.as_u64().unwrap_or(0) + n);
+        }
+        let by_route: Vec<serde_json::Value> = requests
+            .iter()
+            .map(|(k, n)| serde_json::json!({"route": k.route, "status_class": format!("{}xx", k.class), "code": k.code, "requests": n}))
+            .collect();
         Ok(json(serde_json::json!({
             "repository": repo.as_str(),
             "by": query.get("by").unwrap_or("day"),
@@ -90,6 +102,13 @@ pub async fn repository(State(state): State<AppState>, req: Request) -> Response
             "total": total,
             "bytes_served": bytes,
             "groups": groups.iter().map(|(k, n)| serde_json::json!({"key": k, "downloads": n})).collect::<Vec<_>>(),
+            "requests": {
+                "total": all,
+                "errors": errors,
+                "error_rate": if all == 0 { 0.0 } else { errors as f64 / all as f64 },
+                "errors_by_code": by_code,
+                "by_route": by_route,
+            },
         })))
     }
     .await;

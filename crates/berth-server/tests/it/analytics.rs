@@ -117,6 +117,18 @@ async fn downloads_by_version_platform_and_client() {
         .send()
         .await
         .unwrap();
+    // Two failed requests, for the error rate.
+    reg.req(Method::GET, "/v2/team/app/manifests/9.9.9")
+        .send()
+        .await
+        .unwrap();
+    reg.req(
+        Method::GET,
+        &format!("/v2/team/app/blobs/{}", Digest::sha256(b"no")),
+    )
+    .send()
+    .await
+    .unwrap();
 
     // Before the one-minute window closes, a lone index is still waiting for a child.
     let v = stats(&reg, "platform").await;
@@ -130,6 +142,12 @@ async fn downloads_by_version_platform_and_client() {
     );
     assert_eq!(v["total"], 6);
     assert!(v["bytes_served"].as_u64().unwrap() > 0);
+    let req = &v["requests"];
+    assert_eq!(req["errors"], 2, "{req}");
+    assert_eq!(req["errors_by_code"]["MANIFEST_UNKNOWN"], 1);
+    assert_eq!(req["errors_by_code"]["BLOB_UNKNOWN"], 1);
+    assert!(req["total"].as_u64().unwrap() >= 14);
+    assert!(req["error_rate"].as_f64().unwrap() > 0.0);
     let v = stats(&reg, "version").await;
     assert_eq!(
         groups(&v),
