@@ -154,6 +154,14 @@ impl MetadataStore for CachingStore {
         self.inner.blob_repositories(digest, limit).await
     }
 
+    async fn repository_summaries(&self) -> Result<Vec<crate::RepositorySummary>, MetaError> {
+        self.inner.repository_summaries().await
+    }
+
+    async fn tag_details(&self, repo: &RepoName) -> Result<Vec<crate::TagDetail>, MetaError> {
+        self.inner.tag_details(repo).await
+    }
+
     async fn tags_of(&self, repo: &RepoName, digest: &Digest) -> Result<Vec<String>, MetaError> {
         self.inner.tags_of(repo, digest).await
     }

@@ -132,6 +132,26 @@ pub enum Unlinked {
     Removed { orphaned: bool },
 }
 
+/// A repository as the dashboard lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepositorySummary {
+    pub name: String,
+    pub tags: u64,
+    /// Bytes of the blobs linked in the repository.
+    pub size: u64,
+    /// Unix seconds of the newest manifest, if any.
+    pub last_push: Option<i64>,
+}
+
+/// A tag with what it points to, for the dashboard.
+#[derive(Debug, Clone)]
+pub struct TagDetail {
+    pub tag: String,
+    pub manifest: StoredManifest,
+    /// Unix seconds of the tag's last move.
+    pub updated_at: i64,
+}
+
 /// A page request: entries strictly after `last`, at most `n` of them.
 #[derive(Debug, Clone, Default)]
 pub struct Page {
@@ -158,6 +178,12 @@ pub trait MetadataStore: Send + Sync + 'static {
         digest: &Digest,
         limit: usize,
     ) -> Result<Vec<String>, MetaError>;
+
+    /// Every repository with its tag count, size and last push, in lexical order.
+    async fn repository_summaries(&self) -> Result<Vec<RepositorySummary>, MetaError>;
+
+    /// Every tag of `repo` with its manifest, in lexical order.
+    async fn tag_details(&self, repo: &RepoName) -> Result<Vec<TagDetail>, MetaError>;
 
     /// Tags of `repo` pointing at `digest`, in lexical order.
     async fn tags_of(&self, repo: &RepoName, digest: &Digest) -> Result<Vec<String>, MetaError>;

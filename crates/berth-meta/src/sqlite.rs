@@ -15,8 +15,8 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::{
     Account, AccountKind, AccountStore, AuditEvent, DownloadKey, GroupBy, MetaError, MetadataStore,
-    NewManifest, Page, Referrer, RequestKey, StatsStore, StoredGrant, StoredManifest, TagChange,
-    TagGuard, TagTarget, Unlinked,
+    NewManifest, Page, Referrer, RepositorySummary, RequestKey, StatsStore, StoredGrant,
+    StoredManifest, TagChange, TagDetail, TagGuard, TagTarget, Unlinked,
 };
 
 const MIGRATIONS: [&str; 5] = [
@@ -411,6 +411,59 @@ impl MetadataStore for SqliteStore {
                     .collect::<Result<Vec<String>, _>>()
             })
             .map_err(db_err("finding repositories of a blob"))
+        })
+        .await
+    }
+
+    async fn repository_summaries(&self) -> Result<Vec<RepositorySummary>, MetaError> {
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT r.name,
+                        (SELECT count(*) FROM tags t WHERE t.repo_id = r.id),
+                        (SELECT coalesce(sum(b.size), 0) FROM blobs b WHERE b.repo_id = r.id),
+                        (SELECT max(m.created_at) FROM manifests m WHERE m.repo_id = r.id)
+                 FROM repositories r ORDER BY r.name",
+            )
+            .and_then(|mut s| {
+                s.query_map([], |r| {
+                    Ok(RepositorySummary {
+                        name: r.get(0)?,
+                        tags: r.get::<_, i64>(1)? as u64,
+                        size: r.get::<_, i64>(2)? as u64,
+                        last_push: r.get(3)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(db_err("summarising repositories"))
+        })
+        .await
+    }
+
+    async fn tag_details(&self, repo: &RepoName) -> Result<Vec<TagDetail>, MetaError> {
+        let repo = repo.to_string();
+        self.read(move |c| {
+            let rows = c
+                .prepare_cached(
+                    "SELECT m.digest, m.media_type, m.content, m.version, m.platform, t.name, t.updated_at
+                     FROM tags t JOIN repositories r ON r.id = t.repo_id
+                     JOIN manifests m ON m.repo_id = t.repo_id AND m.digest = t.digest
+                     WHERE r.name = ?1 ORDER BY t.name",
+                )
+                .and_then(|mut s| {
+                    s.query_map([repo], |r| Ok((manifest_row(r)?, r.get::<_, String>(5)?, r.get::<_, i64>(6)?)))?
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .map_err(db_err("reading tags"))?;
+            rows.into_iter()
+                .map(|(m, tag, updated_at)| {
+                    Ok(TagDetail {
+                        tag,
+                        manifest: stored(m)?,
+                        updated_at,
+                    })
+                })
+                .collect()
         })
         .await
     }

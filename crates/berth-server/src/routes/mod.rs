@@ -11,6 +11,7 @@ mod referrers;
 mod stats;
 mod tags;
 mod token;
+mod ui;
 mod uploads;
 
 use axum::body::Body;
@@ -42,6 +43,13 @@ pub fn router(state: AppState) -> Router {
         .route("/token", get(token::get).post(token::post))
         .route("/metrics", get(metrics))
         .route("/api/v1/stats/top", get(stats::top))
+        .route(
+            "/ui",
+            get(|| async { axum::response::Redirect::permanent("/ui/") }),
+        )
+        .route("/ui/", get(ui::index))
+        .route("/ui/login", get(ui::login))
+        .route("/ui/r/{*name}", get(ui::repository))
         .route("/api/v1/stats/repositories/{*name}", get(stats::repository))
         .fallback(not_found)
         .with_state(state)

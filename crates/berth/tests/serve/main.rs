@@ -5,6 +5,7 @@
 
 mod auth;
 mod crash;
+mod dashboard;
 mod lifecycle;
 mod process;
 mod skopeo;
