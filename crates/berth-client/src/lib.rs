@@ -1,0 +1,45 @@
+//! The Berth client: copy, push, pull and inspect images between any OCI registry, OCI
+//! image layout directories and `docker save`/OCI tarballs.
+//!
+//! # Layout
+//! - [`reference`]: Docker-style image references (`host[:port]/path[:tag][@digest]`).
+//! - [`location`]: a registry reference or a local transport (`oci:`, `oci-archive:`,
+//!   `docker-archive:`).
+//! - [`auth`]: the Docker config file, `WWW-Authenticate` challenges, token fetches.
+//! - [`registry`]: the HTTP client for one registry (manifests, blobs, uploads, tags,
+//!   catalog) with auth, retries and resumable transfers.
+//! - [`image`]: manifests as exact bytes, blob streams, digest verification, platforms.
+//! - [`layout`] and [`archive`]: OCI layout directories and tarballs, read and written.
+//! - [`transport`]: registries as sources and destinations; opening any location.
+//! - [`copy`]: the copy engine over the [`copy::ImageSource`]/[`copy::ImageDestination`]
+//!   pair, with parallel blob transfer, skip, mount and retry.
+//! - [`inspect`]: what an image is made of (platforms, config, layers, sizes).
+//! - [`index`]: assembling and editing multi-platform indexes.
+//! - [`progress`]: progress bars, plain event lines, or nothing.
+//! - [`error`]: [`ClientError`] and its exit codes.
+//!
+//! Layers call one way: commands → copy/inspect/index → transports → registry/layout/
+//! archive → image/reference. Nothing here prints except the progress renderers, and
+//! nothing knows about the command line.
+
+pub mod archive;
+pub mod auth;
+pub mod copy;
+pub mod error;
+pub mod image;
+pub mod index;
+pub mod inspect;
+pub mod layout;
+pub mod location;
+pub mod progress;
+pub mod reference;
+pub mod registry;
+pub mod transport;
+
+pub use copy::{copy_image, CopyOptions, CopyReport, ImageDestination, ImageSource};
+pub use error::{ClientError, Result};
+pub use image::{Manifest, PlatformFilter};
+pub use location::Location;
+pub use reference::ImageRef;
+pub use registry::{ClientOptions, Clients, Registry};
+pub use transport::{open_destination, open_source};

@@ -1,0 +1,53 @@
+//! `berth inspect`: manifest or index, platforms, config, layers and sizes.
+
+use std::io::Write;
+
+use berth_client::{Location, PlatformFilter};
+use clap::Args;
+
+use super::{block_on, print_json, Common};
+
+/// Show what an image is: manifest or index, platforms, config (entrypoint, env, labels,
+/// created), layer sizes and total compressed size.
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  berth inspect localhost:5000/app:1.0
+  berth inspect localhost:5000/app:1.0 --platform linux/arm64
+  berth inspect --raw localhost:5000/app:1.0 | jq .      # the exact manifest bytes
+  berth inspect --json oci:./layout:1.0
+  berth inspect docker-archive:app.tar")]
+pub struct InspectArgs {
+    /// Image (registry reference, oci:, oci-archive: or docker-archive:).
+    reference: String,
+    /// Print the exact manifest or index bytes.
+    #[arg(long, conflicts_with = "json")]
+    raw: bool,
+    /// Print a JSON summary.
+    #[arg(long)]
+    json: bool,
+    /// For an index, also show this platform's image.
+    #[arg(long, value_name = "PLATFORM")]
+    platform: Option<PlatformFilter>,
+    #[command(flatten)]
+    common: Common,
+}
+
+pub fn run(args: InspectArgs) -> anyhow::Result<()> {
+    block_on(async move {
+        let clients = args.common.clients()?;
+        let loc = Location::parse(&args.reference)?;
+        let src = berth_client::open_source(&clients, &loc).await?;
+        if args.raw {
+            let m = src.root().await?;
+            std::io::stdout().write_all(&m.bytes)?;
+            return Ok(());
+        }
+        let info = berth_client::inspect::inspect(src.as_ref(), args.platform.as_ref()).await?;
+        if args.json {
+            print_json(&info)
+        } else {
+            print!("{}", info.to_text());
+            Ok(())
+        }
+    })
+}
