@@ -164,4 +164,37 @@ async fn dashboard_shows_downloads_and_renders_charts() {
         "screenshot looks empty"
     );
     println!("dashboard screenshot: {}", shot.display());
+
+    // The same numbers through `berth stats`, as JSON and as a table.
+    let stats = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["stats", &format!("{}/{repo}", server.addr)])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let v: serde_json::Value =
+        serde_json::from_str(&stats(&["--by", "platform", "--json"])).unwrap();
+    assert_eq!(v["total"], 5);
+    assert_eq!(
+        v["groups"],
+        json!([{"key": "linux/amd64", "downloads": 2}, {"key": "linux/arm64", "downloads": 3}])
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&stats(&["--by", "client", "--since", "1d", "--json"])).unwrap();
+    assert_eq!(
+        v["groups"],
+        json!([{"key": "containerd", "downloads": 2}, {"key": "podman", "downloads": 3}])
+    );
+    let table = stats(&["--by", "version"]);
+    assert!(
+        table.contains("1.4.0") && table.contains("100.0%"),
+        "{table}"
+    );
 }
