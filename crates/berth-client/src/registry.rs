@@ -39,6 +39,9 @@ pub struct ClientOptions {
     pub retry_base: Duration,
     /// The Docker config file to read credentials from (`None`: the default path).
     pub docker_config: Option<std::path::PathBuf>,
+    /// PEM CA certificates to trust besides the system's. When given, loopback registries
+    /// are spoken to over HTTPS too (unless `insecure`).
+    pub ca_certs: Vec<std::path::PathBuf>,
 }
 
 impl Default for ClientOptions {
@@ -50,6 +53,7 @@ impl Default for ClientOptions {
             max_retries: 4,
             retry_base: Duration::from_millis(250),
             docker_config: None,
+            ca_certs: Vec::new(),
         }
     }
 }
@@ -71,11 +75,35 @@ pub struct Clients {
 
 impl Clients {
     pub fn new(opts: ClientOptions) -> Result<Clients> {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(30))
             .read_timeout(Duration::from_secs(120))
-            .pool_max_idle_per_host(32)
+            .pool_max_idle_per_host(32);
+        for path in &opts.ca_certs {
+            let pem = std::fs::read(path).map_err(|e| {
+                ClientError::Usage(format!(
+                    "cannot read CA certificate {}: {e}",
+                    path.display()
+                ))
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                ClientError::Usage(format!(
+                    "{} holds no usable PEM certificate: {e}",
+                    path.display()
+                ))
+            })?;
+            if certs.is_empty() {
+                return Err(ClientError::Usage(format!(
+                    "{} holds no PEM certificate",
+                    path.display()
+                )));
+            }
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        let http = builder
             .build()
             .map_err(|e| ClientError::Usage(format!("cannot build the HTTP client: {e}")))?;
         Ok(Clients {
@@ -212,7 +240,7 @@ impl Registry {
         creds: Option<Credentials>,
     ) -> Registry {
         let api = api_host(host);
-        let scheme = if opts.insecure || is_local_host(api) {
+        let scheme = if opts.insecure || (is_local_host(api) && opts.ca_certs.is_empty()) {
             "http"
         } else {
             "https"

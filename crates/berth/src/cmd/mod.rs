@@ -31,6 +31,10 @@ pub struct Common {
     /// ~/.docker/config.json].
     #[arg(long, value_name = "FILE", env = "BERTH_DOCKER_CONFIG")]
     pub docker_config: Option<std::path::PathBuf>,
+    /// Trust this PEM CA certificate (bundle) for HTTPS registries; with it, loopback
+    /// registries are spoken to over HTTPS too.
+    #[arg(long, value_name = "FILE", env = "BERTH_CA_CERT")]
+    pub ca_cert: Option<std::path::PathBuf>,
 }
 
 impl Common {
@@ -38,6 +42,7 @@ impl Common {
         let opts = ClientOptions {
             insecure: self.insecure,
             docker_config: self.docker_config.clone(),
+            ca_certs: self.ca_cert.iter().cloned().collect(),
             ..ClientOptions::default()
         };
         Ok(Clients::new(opts)?)

@@ -36,6 +36,25 @@ fn admin(data: &std::path::Path, args: &[&str], stdin: Option<&str>) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Runs a `berth` client command with its own Docker config directory.
+fn berth(docker_config: &std::path::Path, args: &[&str], stdin: &str) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(args)
+        .env("DOCKER_CONFIG", docker_config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
 fn skopeo(args: &[&str]) -> std::process::Output {
     Command::new("skopeo")
         .args(args)
@@ -150,6 +169,74 @@ fn skopeo_through_the_token_flow() {
         &format!("docker://{reg}/team/robot:v1"),
     ]);
     assert!(!out.status.success(), "a pull-only robot must not push");
+
+    // The berth client logs in (token flow) and copies; credentials land in the Docker
+    // config, and a pull-only robot is refused a push with the auth exit code.
+    let cfg = tmp.path().join("docker");
+    let out = berth(
+        &cfg,
+        &["login", &reg, "-u", "alice", "--password-stdin"],
+        "alice-password\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(std::fs::read_to_string(cfg.join("config.json"))
+        .unwrap()
+        .contains(&reg));
+    let out = berth(
+        &cfg,
+        &["copy", "--quiet", &src_ref, &format!("{reg}/team/berth:v1")],
+        "",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = berth(&cfg, &["tags", &format!("{reg}/team/berth")], "");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "v1");
+    let bad = berth(
+        &cfg,
+        &["login", &reg, "-u", "alice", "--password-stdin"],
+        "wrong-password\n",
+    );
+    assert!(!bad.status.success());
+    let robot_cfg = tmp.path().join("robot");
+    let out = berth(
+        &robot_cfg,
+        &["login", &reg, "-u", "ci", "--password-stdin"],
+        secret,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = berth(
+        &robot_cfg,
+        &[
+            "copy",
+            "--quiet",
+            &src_ref,
+            &format!("{reg}/team/robot2:v1"),
+        ],
+        "",
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = berth(&robot_cfg, &["digest", &format!("{reg}/team/berth:v1")], "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // The audit log has the pushes, logins and grants.
     let log = admin(&data, &["audit", "--json"], None);
@@ -314,6 +401,44 @@ async fn tls_with_http2() {
         };
         assert_eq!(r.version(), want);
     }
+    // The berth client pushes and lists over HTTPS when told to trust the CA.
+    let src = tmp.path().join("img");
+    oci_layout(&src);
+    let cfg = tmp.path().join("docker");
+    let ca_arg = ca_pem.to_str().unwrap();
+    let dest = format!("127.0.0.1:{port}/team/tls:v1");
+    let out = berth(
+        &cfg,
+        &[
+            "copy",
+            "--quiet",
+            "--ca-cert",
+            ca_arg,
+            &format!("oci:{}:v1", src.display()),
+            &dest,
+        ],
+        "",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = berth(
+        &cfg,
+        &[
+            "tags",
+            "--ca-cert",
+            ca_arg,
+            &format!("127.0.0.1:{port}/team/tls"),
+        ],
+        "",
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "v1");
+    // Without the CA the client speaks plain HTTP to loopback, which a TLS port refuses.
+    let out = berth(&cfg, &["tags", &format!("127.0.0.1:{port}/team/tls")], "");
+    assert!(!out.status.success());
+
     // An untrusted client refuses the self-signed certificate.
     assert!(reqwest::get(format!("https://localhost:{port}/v2/"))
         .await
