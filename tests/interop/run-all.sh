@@ -14,8 +14,9 @@ fi
 python3 -c 'import requests' 2>/dev/null || pip install -q requests
 (cd / && python3 -c 'import oras.client') 2>/dev/null || pip install -q oras
 (cd / && python3 -c 'import helm_python') 2>/dev/null || pip install -q helm-python-sdk
+(cd / && python3 -c 'import prometheus_client') 2>/dev/null || pip install -q prometheus-client
 
-scripts=(conformance.sh skopeo.sh podman.sh oras.py helm.py distribution-compare.sh)
+scripts=(conformance.sh skopeo.sh podman.sh oras.py helm.py metrics.py distribution-compare.sh)
 passed=0; failed=0; failures=()
 start=$(date +%s)
 for s in "${scripts[@]}"; do

@@ -93,6 +93,8 @@ pub struct Analytics {
     stats: Arc<dyn StatsStore>,
     meta: Arc<dyn MetadataStore>,
     pub flush_interval: Duration,
+    /// When false, downloads are not attributed (requests and bytes are still counted).
+    pub enabled: bool,
 }
 
 impl Analytics {
@@ -109,6 +111,7 @@ impl Analytics {
             stats,
             meta,
             flush_interval,
+            enabled: true,
         }
     }
 
@@ -135,6 +138,9 @@ impl Analytics {
         tag: Option<&str>,
         m: &StoredManifest,
     ) {
+        if !self.enabled {
+            return;
+        }
         let family = client_family(user_agent);
         let hour = hour_now();
         let version = m

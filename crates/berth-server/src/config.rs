@@ -59,6 +59,8 @@ pub struct Config {
     /// this much of them.
     #[serde(with = "duration_str")]
     pub analytics_flush_interval: Duration,
+    /// Count downloads by version, platform and client (on by default).
+    pub analytics: bool,
 }
 
 impl Default for Config {
@@ -76,6 +78,7 @@ impl Default for Config {
             token_ttl: Duration::from_secs(300),
             tag_policy: Vec::new(),
             analytics_flush_interval: Duration::from_secs(5),
+            analytics: true,
         }
     }
 }
@@ -128,6 +131,13 @@ impl Config {
                 "BERTH_TOKEN_SERVICE" => self.token_service = value.clone(),
                 "BERTH_TOKEN_REALM" => self.token_realm = Some(value.clone()),
                 "BERTH_TOKEN_TTL" => self.token_ttl = parse_duration(&value).map_err(bad)?,
+                "BERTH_ANALYTICS" => {
+                    self.analytics = match value.as_str() {
+                        "1" | "true" | "yes" | "on" => true,
+                        "0" | "false" | "no" | "off" => false,
+                        _ => return Err(bad("use true or false".into())),
+                    }
+                }
                 "BERTH_ANALYTICS_FLUSH_INTERVAL" => {
                     self.analytics_flush_interval = parse_duration(&value).map_err(bad)?
                 }

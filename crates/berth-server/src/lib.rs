@@ -115,11 +115,10 @@ pub fn build_state(config: &Config) -> Result<AppState, StartError> {
         config.token_ttl,
         config.tls_cert.is_some(),
     ));
-    let analytics = Arc::new(analytics::Analytics::new(
-        stats,
-        meta.clone(),
-        config.analytics_flush_interval,
-    ));
+    let mut analytics =
+        analytics::Analytics::new(stats, meta.clone(), config.analytics_flush_interval);
+    analytics.enabled = config.analytics;
+    let analytics = Arc::new(analytics);
     let mut state = AppState::new(blobs, meta, auth, analytics, config);
     state.policy = Arc::new(policy::Policy::new(&config.tag_policy)?);
     state.tls = match (&config.tls_cert, &config.tls_key) {

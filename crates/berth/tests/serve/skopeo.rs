@@ -157,3 +157,103 @@ fn skopeo_copies_a_multi_platform_image_in_and_out() {
     assert_eq!(arm["Architecture"], "arm64");
     assert_eq!(arm["Layers"].as_array().unwrap().len(), 3);
 }
+
+/// Downloads counted from real clients: skopeo pulling two platforms, the berth client,
+/// by version, platform and client family; a restart keeps the flushed counts.
+#[test]
+fn downloads_of_real_clients_are_counted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    make_layout(&src);
+    let data = tmp.path().join("data");
+    let mut server = ServerProcess::start(&data, &[]);
+    let reg = server.addr.clone();
+    skopeo(&[
+        "copy",
+        "--all",
+        "--preserve-digests",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:v1", src.display()),
+        &format!("docker://{reg}/stats/app:1.4.0"),
+    ]);
+    for (arch, n) in [("arm64", 3), ("amd64", 2)] {
+        for _ in 0..n {
+            skopeo(&[
+                "inspect",
+                "--tls-verify=false",
+                "--override-arch",
+                arch,
+                &format!("docker://{reg}/stats/app:1.4.0"),
+            ]);
+        }
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args([
+            "inspect",
+            "--platform",
+            "linux/amd64",
+            &format!("{reg}/stats/app:1.4.0"),
+        ])
+        .env("DOCKER_CONFIG", tmp.path().join("docker"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let stats = |by: &str| -> Value {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["stats", &format!("{reg}/stats/app"), "--by", by, "--json"])
+            .env("DOCKER_CONFIG", tmp.path().join("docker"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let count = |v: &Value, key: &str| -> u64 {
+        v["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["key"] == key)
+            .map(|g| g["downloads"].as_u64().unwrap())
+            .unwrap_or(0)
+    };
+    let by_platform = stats("platform");
+    assert_eq!(count(&by_platform, "linux/arm64"), 3, "{by_platform}");
+    assert_eq!(count(&by_platform, "linux/amd64"), 3, "{by_platform}");
+    let by_client = stats("client");
+    assert_eq!(count(&by_client, "podman"), 5, "{by_client}");
+    assert_eq!(count(&by_client, "berth"), 1, "{by_client}");
+    let by_version = stats("version");
+    assert_eq!(
+        count(&by_version, "1.4.0"),
+        6,
+        "version from the release tag: {by_version}"
+    );
+
+    // SIGTERM flushes; a new process reads the same numbers.
+    assert!(server.terminate().success());
+    let server = ServerProcess::start(&data, &[]);
+    assert!(!server.addr.is_empty());
+    let reg2 = server.addr.clone();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args([
+            "stats",
+            &format!("{reg2}/stats/app"),
+            "--by",
+            "platform",
+            "--json",
+        ])
+        .env("DOCKER_CONFIG", tmp.path().join("docker"))
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["total"], 6, "{v}");
+}
