@@ -30,7 +30,13 @@ const UNRESOLVED: char = '@';
 
 /// The client family of a User-Agent.
 pub fn client_family(ua: &str) -> &'static str {
-    let ua = ua.to_ascii_lowercase();
+    let lowered;
+    let ua = if ua.bytes().any(|b| b.is_ascii_uppercase()) {
+        lowered = ua.to_ascii_lowercase();
+        lowered.as_str()
+    } else {
+        ua
+    };
     if ua.starts_with("berth") {
         "berth"
     } else if ua.contains("containerd") {
@@ -148,8 +154,8 @@ impl Analytics {
             .clone()
             .or_else(|| version_from_tag(tag))
             .unwrap_or_else(|| format!("{UNRESOLVED}{}", m.digest));
-        let key = (client, user_agent.to_owned(), repo.to_string());
         if berth_oci::media_types::is_index(&m.media_type) {
+            let key = (client, user_agent.to_owned(), repo.to_string());
             let children = ParsedManifest::parse(&m.content, Some(&m.media_type))
                 .map(|p| {
                     p.manifests
@@ -185,11 +191,19 @@ impl Analytics {
         let digest = m.digest.to_string();
         let from_index = {
             let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            match pending.get(&key) {
-                Some(p) if p.children.contains_key(&digest) && p.at.elapsed() < INDEX_WINDOW => {
-                    pending.remove(&key)
+            // The common case (no index waiting anywhere) builds no key at all.
+            if pending.is_empty() {
+                None
+            } else {
+                let key = (client, user_agent.to_owned(), repo.to_string());
+                match pending.get(&key) {
+                    Some(p)
+                        if p.children.contains_key(&digest) && p.at.elapsed() < INDEX_WINDOW =>
+                    {
+                        pending.remove(&key)
+                    }
+                    _ => None,
                 }
-                _ => None,
             }
         };
         match from_index {
