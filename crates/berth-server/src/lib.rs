@@ -92,7 +92,17 @@ pub fn build_state(config: &Config) -> Result<AppState, StartError> {
         source,
     })?;
     let blobs: Arc<dyn BlobStore> = Arc::new(FsBlobStore::open(&config.data_dir)?);
-    let sqlite = SqliteStore::open(config.data_dir.join("metadata.db"))?;
+    let db_path = config.data_dir.join("metadata.db");
+    let sqlite = SqliteStore::open(&db_path)?;
+    // The database holds password hashes and the audit log: owner only.
+    #[cfg(unix)]
+    for file in ["metadata.db", "metadata.db-wal", "metadata.db-shm"] {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(
+            config.data_dir.join(file),
+            std::fs::Permissions::from_mode(0o600),
+        );
+    }
     // Pulls read manifests and blob links through a bounded cache; every write goes
     // through it too and invalidates what it changes.
     let meta: Arc<dyn MetadataStore> = Arc::new(berth_meta::cache::CachingStore::new(
