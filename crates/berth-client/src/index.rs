@@ -48,7 +48,7 @@ pub async fn entries_of(src: &dyn ImageSource) -> Result<(Manifest, Vec<Descript
 }
 
 /// Copies a source into the destination repository by digest unless it is already there.
-async fn bring_into(
+pub async fn bring_into(
     clients: &Clients,
     dst: &ImageRef,
     src_loc: &Location,
@@ -110,7 +110,7 @@ fn merge(entries: &mut Vec<Descriptor>, new: Vec<Descriptor>) {
 }
 
 /// Gathers entries from `sources`, copying them into `dst`'s repository as needed.
-async fn collect(
+pub async fn collect(
     clients: &Clients,
     dst: &ImageRef,
     sources: &[Location],

@@ -3,6 +3,7 @@
 
 mod admin;
 mod cmd;
+mod publish;
 mod serve;
 mod stats;
 
@@ -21,6 +22,7 @@ enum Command {
     Serve(serve::ServeArgs),
     Admin(admin::AdminArgs),
     Stats(stats::StatsArgs),
+    Publish(publish::PublishArgs),
     Copy(cmd::copy::CopyArgs),
     Push(cmd::copy::PushArgs),
     Pull(cmd::copy::PullArgs),
@@ -49,6 +51,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Admin(args) => admin::run(args),
         Command::Stats(args) => stats::run(args),
+        Command::Publish(args) => publish::run(args),
         Command::Copy(args) => cmd::copy::run_copy(args),
         Command::Push(args) => cmd::copy::run_push(args),
         Command::Pull(args) => cmd::copy::run_pull(args),

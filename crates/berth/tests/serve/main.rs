@@ -8,4 +8,5 @@ mod crash;
 mod dashboard;
 mod lifecycle;
 mod process;
+mod publish;
 mod skopeo;

@@ -1,0 +1,289 @@
+//! `berth publish` end to end: a two-platform release to Berth (atomic multi-tag push,
+//! annotations, idempotence, floating tags that only move forward, an immutable-tag
+//! conflict, dry runs), and the ordered fallback against CNCF Distribution.
+
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::process::{bytes, client, digest, ServerProcess};
+
+const SHA: &str = "860c1904a1ce19322e91ac35af1ab07466440c37";
+
+/// Writes a one-layer image for `arch` as an OCI layout tagged `latest`.
+fn image_layout(dir: &Path, arch: &str) {
+    std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let put = |b: &[u8]| {
+        let d = digest(b);
+        std::fs::write(dir.join("blobs/sha256").join(d.hex()), b).unwrap();
+        (d.to_string(), b.len())
+    };
+    let (ld, ln) = put(&bytes(arch.len() as u64 * 7, 20_000));
+    let cfg =
+        json!({"architecture": arch, "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}})
+            .to_string();
+    let (cd, cn) = put(cfg.as_bytes());
+    let m = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cn},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": ld, "size": ln}]});
+    let (md, mn) = put(serde_json::to_vec(&m).unwrap().as_slice());
+    let idx = json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": md, "size": mn, "annotations": {"org.opencontainers.image.ref.name": "latest"}}]});
+    std::fs::write(dir.join("index.json"), idx.to_string()).unwrap();
+}
+
+fn publish(cfg: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_berth"))
+        .arg("publish")
+        .args(args)
+        .env("DOCKER_CONFIG", cfg)
+        // No CI here: the context comes from the flags only.
+        .env_remove("GITHUB_ACTIONS")
+        .env_remove("GITHUB_REF")
+        .env_remove("GITLAB_CI")
+        .env_remove("CI_COMMIT_SHA")
+        .output()
+        .unwrap()
+}
+
+fn ok_json(out: std::process::Output) -> Value {
+    assert!(
+        out.status.success(),
+        "publish failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+async fn tag_digest(base: &str, repo: &str, tag: &str) -> Option<String> {
+    let r = client()
+        .head(format!("{base}/v2/{repo}/manifests/{tag}"))
+        .header(
+            "accept",
+            "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json",
+        )
+        .send()
+        .await
+        .unwrap();
+    r.status().is_success().then(|| {
+        r.headers()["docker-content-digest"]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    })
+}
+
+#[tokio::test]
+async fn release_to_berth() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (amd, arm) = (tmp.path().join("amd64"), tmp.path().join("arm64"));
+    image_layout(&amd, "amd64");
+    image_layout(&arm, "arm64");
+    let cfg = tmp.path().join("docker");
+    let server = ServerProcess::start(&tmp.path().join("data"), &[]);
+    let repo = format!("{}/team/app", server.addr);
+    let srcs = [
+        format!("oci:{}", amd.display()),
+        format!("oci:{}", arm.display()),
+    ];
+    let release = |version: &str, sha: &str, extra: &[&str]| {
+        let mut a: Vec<String> = srcs.to_vec();
+        a.extend(
+            [
+                "--repo",
+                &repo,
+                "--version",
+                version,
+                "--sha",
+                sha,
+                "--created",
+                "2026-01-01T00:00:00Z",
+                "--json",
+                "--quiet",
+            ]
+            .map(str::to_owned),
+        );
+        a.extend(extra.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+        publish(&cfg, &refs)
+    };
+
+    // A dry run plans and pushes nothing.
+    let v = ok_json(release("v1.2.3", SHA, &["--dry-run"]));
+    assert_eq!(v["plan"]["tags"].as_array().unwrap().len(), 4);
+    assert_eq!(tag_digest(&server.base, "team/app", "1.2.3").await, None);
+
+    let v = ok_json(release("v1.2.3", SHA, &[]));
+    assert_eq!(v["tags"], json!(["1.2.3", "1.2", "1", "latest"]));
+    assert_eq!(v["atomic"], true);
+    assert_eq!(v["platforms"], json!(["linux/amd64", "linux/arm64"]));
+    let d123 = v["digest"].as_str().unwrap().to_owned();
+    for t in ["1.2.3", "1.2", "1", "latest"] {
+        assert_eq!(
+            tag_digest(&server.base, "team/app", t).await.as_deref(),
+            Some(d123.as_str()),
+            "{t}"
+        );
+    }
+    let index: Value = client()
+        .get(format!("{}/v2/team/app/manifests/1.2.3", server.base))
+        .header("accept", "application/vnd.oci.image.index.v1+json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let a = &index["annotations"];
+    assert_eq!(a["org.opencontainers.image.version"], "1.2.3");
+    assert_eq!(a["org.opencontainers.image.revision"], SHA);
+    assert_eq!(
+        a["org.opencontainers.image.created"],
+        "2026-01-01T00:00:00Z"
+    );
+    assert_eq!(a["org.opencontainers.image.title"], "app");
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 2);
+
+    // Idempotent: the same inputs give the same digest.
+    let v = ok_json(release("v1.2.3", SHA, &[]));
+    assert_eq!(v["digest"], d123.as_str());
+
+    // 2.0.0 takes latest; a 1.2 patch then moves 1.2 and 1 but never latest.
+    let d200 = ok_json(release("2.0.0", SHA, &[]))["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let v = ok_json(release("1.2.4", SHA, &[]));
+    assert_eq!(v["tags"], json!(["1.2.4", "1.2", "1"]));
+    assert!(v["plan"]["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["tag"] == "latest" && s["reason"].as_str().unwrap().contains("2.0.0")));
+    assert_eq!(
+        tag_digest(&server.base, "team/app", "latest")
+            .await
+            .as_deref(),
+        Some(d200.as_str())
+    );
+    let d124 = v["digest"].as_str().unwrap().to_owned();
+    assert_eq!(
+        tag_digest(&server.base, "team/app", "1").await.as_deref(),
+        Some(d124.as_str())
+    );
+
+    // Re-running the old release job moves nothing back.
+    let v = ok_json(release("v1.2.3", SHA, &[]));
+    assert_eq!(v["tags"], json!(["1.2.3"]));
+    assert_eq!(
+        tag_digest(&server.base, "team/app", "1.2").await.as_deref(),
+        Some(d124.as_str())
+    );
+
+    // A different build under an existing release tag is refused by the server.
+    let out = release("v1.2.3", "0000000000000000000000000000000000000000", &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("1.2.3") && err.contains("immutable"), "{err}");
+
+    // Without a version: branch and sha tags.
+    let mut a: Vec<String> = srcs.to_vec();
+    a.extend(
+        [
+            "--repo",
+            &repo,
+            "--branch",
+            "feature/Login",
+            "--sha",
+            SHA,
+            "--json",
+            "--quiet",
+        ]
+        .map(str::to_owned),
+    );
+    let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+    let v = ok_json(publish(&cfg, &refs));
+    assert_eq!(v["tags"], json!(["sha-860c190", "feature-Login"]));
+}
+
+struct Distribution(Child);
+
+impl Drop for Distribution {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_distribution(dir: &Path) -> (Distribution, String) {
+    // Distribution cannot report an ephemeral port, so ask the kernel for a free one.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = dir.join("distribution.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "version: 0.1\nlog: {{level: error}}\nstorage:\n  filesystem: {{rootdirectory: {}}}\n  delete: {{enabled: true}}\nhttp: {{addr: 127.0.0.1:{port}}}\n",
+            dir.join("dist-data").display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(&cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("docker-registry is installed by scripts/test-all");
+    let addr = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(Instant::now() < deadline, "distribution did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (Distribution(child), addr)
+}
+
+#[tokio::test]
+async fn ordered_fallback_on_distribution() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = tmp.path().join("img");
+    image_layout(&img, "amd64");
+    let (_dist, addr) = start_distribution(tmp.path());
+    let cfg = tmp.path().join("docker");
+    let src = format!("oci:{}", img.display());
+    let repo = format!("{addr}/team/app");
+    let v = ok_json(publish(
+        &cfg,
+        &[
+            &src,
+            "--repo",
+            &repo,
+            "--version",
+            "1.0.0",
+            "--sha",
+            SHA,
+            "--created",
+            "2026-01-01T00:00:00Z",
+            "--json",
+            "--quiet",
+        ],
+    ));
+    assert_eq!(v["atomic"], false, "Distribution 2.8 ignores ?tag=");
+    let d = v["digest"].as_str().unwrap().to_owned();
+    for t in ["1.0.0", "1.0", "1", "latest"] {
+        assert_eq!(
+            tag_digest(&format!("http://{addr}"), "team/app", t)
+                .await
+                .as_deref(),
+            Some(d.as_str()),
+            "{t}"
+        );
+    }
+}
