@@ -287,3 +287,64 @@ async fn ordered_fallback_on_distribution() {
         );
     }
 }
+
+/// A reader polling during releases never sees a floating tag ahead of `latest`: with
+/// one atomic multi-tag push, `1.0` read before `latest` is never newer than it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_never_see_a_mixed_release() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = tmp.path().join("img");
+    image_layout(&img, "amd64");
+    let cfg = tmp.path().join("docker");
+    let server = ServerProcess::start(&tmp.path().join("data"), &[]);
+    let repo = format!("{}/team/app", server.addr);
+    let src = format!("oci:{}", img.display());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let base = server.base.clone();
+    let stop2 = stop.clone();
+    let reader = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            let minor = tag_digest(&base, "team/app", "1.0").await;
+            let latest = tag_digest(&base, "team/app", "latest").await;
+            seen.push((minor, latest));
+        }
+        seen
+    });
+    let mut digests = Vec::new();
+    for patch in 0..8 {
+        let version = format!("1.0.{patch}");
+        let v = ok_json(publish(
+            &cfg,
+            &[
+                &src,
+                "--repo",
+                &repo,
+                "--version",
+                &version,
+                "--sha",
+                SHA,
+                "--created",
+                "2026-01-01T00:00:00Z",
+                "--json",
+                "--quiet",
+            ],
+        ));
+        assert_eq!(v["atomic"], true);
+        digests.push(v["digest"].as_str().unwrap().to_owned());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen = reader.await.unwrap();
+    let rank = |d: &Option<String>| d.as_ref().and_then(|d| digests.iter().position(|x| x == d));
+    let mut checked = 0;
+    for (minor, latest) in &seen {
+        if let (Some(m), Some(l)) = (rank(minor), rank(latest)) {
+            assert!(
+                l >= m,
+                "1.0 was at release {m} but latest, read after it, at {l}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "the reader observed no release");
+}
