@@ -16,8 +16,9 @@ use crate::context::{Context, RefKind};
 /// Choices beyond the context.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlanOptions {
-    /// Replace the default release tags: `{{version}}`, `{{major}}`, `{{minor}}`,
-    /// `{{patch}}`, `{{sha}}`, `{{branch}}` are substituted; other text is literal.
+    /// Replace the default release tags: `{{version}}`, `{{raw}}` (the version as given,
+    /// e.g. `v1.2.3`), `{{major}}`, `{{minor}}`, `{{patch}}`, `{{sha}}`, `{{branch}}` are
+    /// substituted; other text is literal.
     pub templates: Vec<String>,
     /// Never plan `latest`.
     pub no_latest: bool,
@@ -117,6 +118,9 @@ fn higher_in<'a>(
 fn render(t: &str, v: Option<&Version>, ctx: &Context, opts: &PlanOptions) -> Option<String> {
     let mut out = t.to_owned();
     let needs = |k: &str| t.contains(k);
+    if needs("{{raw}}") {
+        out = out.replace("{{raw}}", ctx.version.as_deref()?);
+    }
     if let Some(v) = v {
         let exact = format!(
             "{}.{}.{}{}",
@@ -212,7 +216,8 @@ pub fn plan(ctx: &Context, existing: &[Version], opts: &PlanOptions) -> Result<P
             for t in &opts.templates {
                 // Exact templates name one release; the rest (`{{major}}.{{minor}}`,
                 // `stable`) float and are not for pre-releases.
-                let exact = t.contains("{{version}}") || t.contains("{{patch}}");
+                let exact =
+                    t.contains("{{version}}") || t.contains("{{patch}}") || t.contains("{{raw}}");
                 if prerelease && !exact {
                     skipped.push(Skipped {
                         tag: t.clone(),
@@ -429,6 +434,36 @@ mod tests {
         ));
         assert_eq!(sanitize("refs/.hidden"), "refs-.hidden");
         assert_eq!(sanitize("..x/y"), "x-y");
+    }
+
+    #[test]
+    fn metadata_action_semver_patterns() {
+        // The patterns of docker/metadata-action's `type=semver` documentation.
+        let cases = [
+            ("v1.2.3", "{{raw}}", Some("v1.2.3")),
+            ("v1.2.3", "{{version}}", Some("1.2.3")),
+            ("v1.2.3", "{{major}}.{{minor}}", Some("1.2")),
+            ("v1.2.3", "v{{major}}", Some("v1")),
+            ("v1.2.3", "{{minor}}", Some("2")),
+            ("v1.2.3", "{{patch}}", Some("3")),
+            ("v1.2.3", "{{major}}.{{minor}}.{{patch}}", Some("1.2.3")),
+            ("v2.0.8-beta.67", "{{raw}}", Some("v2.0.8-beta.67")),
+            ("v2.0.8-beta.67", "{{version}}", Some("2.0.8-beta.67")),
+            ("v2.0.8-beta.67", "{{major}}.{{minor}}", None),
+        ];
+        for (version, template, want) in cases {
+            let opts = PlanOptions {
+                templates: vec![template.into()],
+                no_latest: true,
+                ..PlanOptions::default()
+            };
+            let p = plan(&release(version), &[], &opts).unwrap_or(Plan {
+                version: None,
+                tags: vec![],
+                skipped: vec![],
+            });
+            assert_eq!(names(&p).first().copied(), want, "{version} {template}");
+        }
     }
 
     #[test]
