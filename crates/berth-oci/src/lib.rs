@@ -8,6 +8,7 @@
 //! - [`manifest`]: tolerant parsing of manifests and indexes into what a registry
 //!   needs to know (references, subject, platform, annotations).
 //! - [`error`]: the one table of OCI Distribution error codes and HTTP statuses.
+//! - [`time`]: RFC 3339 timestamps and dates of unix times.
 //!
 //! **Invariant:** this crate does no I/O. It knows nothing about HTTP servers, storage
 //! or databases, so both the server and the client can depend on it.
@@ -18,6 +19,7 @@ pub mod manifest;
 pub mod media_types;
 pub mod name;
 pub mod reference;
+pub mod time;
 
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use error::ErrorCode;

@@ -128,26 +128,6 @@ fn context(args: &PublishArgs) -> Context {
     ctx
 }
 
-/// RFC 3339 UTC from unix seconds.
-fn rfc3339(secs: i64) -> String {
-    let z = secs.div_euclid(86400) + 719_468;
-    let rem = secs.rem_euclid(86400);
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 fn annotations(
     args: &PublishArgs,
     ctx: &Context,
@@ -167,7 +147,7 @@ fn annotations(
     let created = args.created.clone().or_else(|| {
         env("SOURCE_DATE_EPOCH")
             .and_then(|s| s.parse::<i64>().ok())
-            .map(rfc3339)
+            .map(berth_oci::time::rfc3339)
             .or_else(|| git(&["log", "-1", "--format=%cI"]))
     });
     put("created", created);

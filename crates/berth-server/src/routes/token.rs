@@ -18,29 +18,6 @@ use crate::auth::{decode_basic, rate_limited, LoginError, Principal};
 use crate::error::{ApiError, ApiResult};
 use crate::registry::AppState;
 
-/// RFC 3339 UTC time for `issued_at`.
-fn rfc3339(secs: u64) -> String {
-    let days = secs / 86400;
-    let rem = secs % 86400;
-    // Civil-from-days (Howard Hinnant's algorithm), for the proleptic Gregorian calendar.
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 async fn principal_for(
     state: &AppState,
     credentials: Option<(String, String)>,
@@ -83,7 +60,7 @@ fn answer(state: &AppState, principal: &Principal, scopes: &[Scope]) -> ApiResul
         "token": token,
         "access_token": token,
         "expires_in": state.auth.token_ttl.as_secs(),
-        "issued_at": rfc3339(now),
+        "issued_at": berth_oci::time::rfc3339(now as i64),
         "scope": granted.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(" "),
     });
     Ok((
@@ -158,16 +135,4 @@ pub async fn post(State(state): State<AppState>, req: Request) -> Response {
     }
     .await;
     result.unwrap_or_else(|e: ApiError| e.into_response())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::rfc3339;
-
-    #[test]
-    fn times() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(1_795_000_000), "2026-11-18T11:06:40Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-    }
 }
