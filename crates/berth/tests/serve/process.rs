@@ -57,14 +57,18 @@ impl ServerProcess {
                 }
             }
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(10))
-            .unwrap_or_else(|_| {
+        let addr = match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(a) => a,
+            Err(_) => {
+                // Never leave the process behind when a test fails here.
+                let _ = child.kill();
+                let _ = child.wait();
                 panic!(
                     "server did not report its address; its log:\n{}",
                     log.lock().unwrap()
-                )
-            });
+                );
+            }
+        };
         ServerProcess {
             child,
             base: format!("http://{addr}"),
