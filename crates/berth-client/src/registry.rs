@@ -597,13 +597,24 @@ impl Registry {
 
     /// Deletes a manifest by digest.
     pub async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
-        let url = self.url(&format!("/v2/{repo}/manifests/{digest}"));
-        let resp = self
-            .send(
-                &[format!("repository:{repo}:delete"), repo_scope(repo, true)],
-                |c| c.delete(&url),
-            )
-            .await?;
+        self.delete_manifest_with(repo, digest, false).await
+    }
+
+    /// Deletes a manifest; `force` asks a Berth registry to override its tag policy
+    /// (release tags are otherwise protected), which needs the `admin` action.
+    pub async fn delete_manifest_with(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        force: bool,
+    ) -> Result<()> {
+        let mut url = self.url(&format!("/v2/{repo}/manifests/{digest}"));
+        let mut scopes = vec![format!("repository:{repo}:delete"), repo_scope(repo, true)];
+        if force {
+            url.push_str("?force=true");
+            scopes.insert(0, format!("repository:{repo}:*"));
+        }
+        let resp = self.send(&scopes, |c| c.delete(&url)).await?;
         self.check(
             resp,
             "DELETE manifest",

@@ -64,7 +64,20 @@ fn writer_loop(mut conn: Connection, jobs: std::sync::mpsc::Receiver<Job>) {
         }
         match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
             Ok(mut tx) => {
-                let done: Vec<Completion> = batch.into_iter().map(|job| job(Ok(&mut tx))).collect();
+                let mut done: Vec<Completion> = Vec::with_capacity(batch.len());
+                for job in batch {
+                    // A panicking write must not take the writer (and every later write)
+                    // down: undo its savepoint; its caller sees the write fail.
+                    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        job(Ok(&mut tx))
+                    })) {
+                        Ok(d) => done.push(d),
+                        Err(_) => {
+                            tracing::error!("a metadata write panicked; it was rolled back");
+                            let _ = tx.execute_batch("ROLLBACK TO job; RELEASE job");
+                        }
+                    }
+                }
                 let outcome = tx.commit().map_err(|e| e.to_string());
                 for d in done {
                     d(outcome.clone());

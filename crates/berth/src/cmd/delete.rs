@@ -9,10 +9,14 @@ use super::{block_on, registry_ref, Common};
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
   berth delete localhost:5000/app:old
-  berth delete localhost:5000/app@sha256:4f1c...")]
+  berth delete localhost:5000/app@sha256:4f1c...
+  berth delete --force localhost:5000/app:1.2.3   # a release tag Berth's policy protects")]
 pub struct DeleteArgs {
     /// Image to delete.
     reference: String,
+    /// Override a Berth registry's tag policy (release tags are immutable); needs admin.
+    #[arg(long)]
+    force: bool,
     #[command(flatten)]
     common: Common,
 }
@@ -24,7 +28,7 @@ pub fn run(args: DeleteArgs) -> anyhow::Result<()> {
         let digest = berth_client::index::resolve(&clients, &r).await?;
         clients
             .registry(&r.registry)?
-            .delete_manifest(&r.repository, &digest)
+            .delete_manifest_with(&r.repository, &digest, args.force)
             .await?;
         if !args.common.quiet {
             eprintln!("deleted {}@{digest}", r.name());

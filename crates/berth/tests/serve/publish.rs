@@ -189,6 +189,31 @@ async fn release_to_berth() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("1.2.3") && err.contains("immutable"), "{err}");
 
+    // Release tags cannot be deleted without --force (an administrator's override).
+    let del = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_berth"))
+            .arg("delete")
+            .args(extra)
+            .arg(format!("{repo}:1.2.4"))
+            .env("DOCKER_CONFIG", &cfg)
+            .output()
+            .unwrap()
+    };
+    let out = del(&[]);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = del(&["--force"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(tag_digest(&server.base, "team/app", "1.2.4").await, None);
+
     // Without a version: branch and sha tags.
     let mut a: Vec<String> = srcs.to_vec();
     a.extend(
