@@ -107,6 +107,22 @@ impl CachingStore {
         }
     }
 
+    /// A manifest from the cache, else from `fetch` (not polled on a hit), remembered.
+    async fn cached_manifest(
+        &self,
+        repo: &RepoName,
+        key: String,
+        fetch: impl std::future::Future<Output = Result<Option<StoredManifest>, MetaError>>,
+    ) -> Result<Option<StoredManifest>, MetaError> {
+        if let Some(Entry::Manifest(m)) = self.get(repo.as_str(), &key) {
+            return Ok(Some(m));
+        }
+        let seen = self.generation();
+        let m = fetch.await?;
+        self.remember_manifest(repo.as_str(), key, &m, seen);
+        Ok(m)
+    }
+
     fn remember_manifest(&self, repo: &str, key: String, m: &Option<StoredManifest>, seen: u64) {
         if let Some(m) = m {
             if m.content.len() <= MAX_CACHED_MANIFEST {
@@ -191,14 +207,12 @@ impl MetadataStore for CachingStore {
         repo: &RepoName,
         digest: &Digest,
     ) -> Result<Option<StoredManifest>, MetaError> {
-        let key = format!("d:{digest}");
-        if let Some(Entry::Manifest(m)) = self.get(repo.as_str(), &key) {
-            return Ok(Some(m));
-        }
-        let seen = self.generation();
-        let m = self.inner.manifest_by_digest(repo, digest).await?;
-        self.remember_manifest(repo.as_str(), key, &m, seen);
-        Ok(m)
+        self.cached_manifest(
+            repo,
+            format!("d:{digest}"),
+            self.inner.manifest_by_digest(repo, digest),
+        )
+        .await
     }
 
     async fn manifest_by_tag(
@@ -206,14 +220,12 @@ impl MetadataStore for CachingStore {
         repo: &RepoName,
         tag: &Tag,
     ) -> Result<Option<StoredManifest>, MetaError> {
-        let key = format!("t:{tag}");
-        if let Some(Entry::Manifest(m)) = self.get(repo.as_str(), &key) {
-            return Ok(Some(m));
-        }
-        let seen = self.generation();
-        let m = self.inner.manifest_by_tag(repo, tag).await?;
-        self.remember_manifest(repo.as_str(), key, &m, seen);
-        Ok(m)
+        self.cached_manifest(
+            repo,
+            format!("t:{tag}"),
+            self.inner.manifest_by_tag(repo, tag),
+        )
+        .await
     }
 
     async fn manifest_delete(
