@@ -89,11 +89,32 @@ struct PendingIndex {
     children: HashMap<String, String>,
 }
 
+/// (hour, route, status class, OCI error code or "") of a request counter.
+type RequestSlot = (i64, &'static str, u16, &'static str);
+
+/// Adds `n` to `map[repo][slot]`, allocating the repository's name only the first time.
+fn bump<K: std::hash::Hash + Eq>(
+    map: &mut HashMap<String, HashMap<K, u64>>,
+    repo: &str,
+    slot: K,
+    n: u64,
+) {
+    match map.get_mut(repo) {
+        Some(inner) => *inner.entry(slot).or_default() += n,
+        None => {
+            map.entry(repo.to_owned()).or_default().insert(slot, n);
+        }
+    }
+}
+
 /// The in-memory counters and their flusher.
 pub struct Analytics {
     counts: Mutex<HashMap<DownloadKey, u64>>,
-    bytes: Mutex<HashMap<(String, i64), u64>>,
-    requests: Mutex<HashMap<RequestKey, u64>>,
+    /// repository → hour → bytes served. Keyed by repository first so that counting
+    /// an existing repository allocates nothing.
+    bytes: Mutex<HashMap<String, HashMap<i64, u64>>>,
+    /// repository → (hour, route, status class, error code) → requests.
+    requests: Mutex<HashMap<String, HashMap<RequestSlot, u64>>>,
     /// (client address, User-Agent, repository) → the index it fetched last.
     pending: Mutex<HashMap<(IpAddr, String, String), PendingIndex>>,
     stats: Arc<dyn StatsStore>,
@@ -255,29 +276,23 @@ impl Analytics {
         status: u16,
         code: Option<&'static str>,
     ) {
-        let key = RequestKey {
-            repo: repo.to_string(),
-            hour: hour_now(),
-            route: route.to_owned(),
-            class: status / 100,
-            code: code.unwrap_or("").to_owned(),
-        };
-        *self
-            .requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(key)
-            .or_default() += 1;
+        let slot = (hour_now(), route, status / 100, code.unwrap_or(""));
+        bump(
+            &mut self.requests.lock().unwrap_or_else(|p| p.into_inner()),
+            repo.as_str(),
+            slot,
+            1,
+        );
     }
 
     /// Counts bytes served for a repository.
     pub fn bytes_served(&self, repo: &RepoName, n: u64) {
-        *self
-            .bytes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry((repo.to_string(), hour_now()))
-            .or_default() += n;
+        bump(
+            &mut self.bytes.lock().unwrap_or_else(|p| p.into_inner()),
+            repo.as_str(),
+            hour_now(),
+            n,
+        );
     }
 
     /// Turns index fetches older than the window (or all, at shutdown) into
@@ -299,36 +314,59 @@ impl Analytics {
         }
     }
 
-    /// Writes the counters accumulated so far in one transaction. `final_flush` also
-    /// counts every waiting index fetch.
+    /// Writes the counters accumulated so far. `final_flush` also counts every waiting
+    /// index fetch. Whatever cannot be written is kept for the next flush, never dropped.
     pub async fn flush(&self, final_flush: bool) -> Result<(), MetaError> {
         self.expire_pending(final_flush);
-        let counts: Vec<(DownloadKey, u64)> =
-            std::mem::take(&mut *self.counts.lock().unwrap_or_else(|p| p.into_inner()))
-                .into_iter()
-                .collect();
-        let bytes: Vec<(String, i64, u64)> =
-            std::mem::take(&mut *self.bytes.lock().unwrap_or_else(|p| p.into_inner()))
-                .into_iter()
-                .map(|((r, h), n)| (r, h, n))
-                .collect();
-        let requests: Vec<(RequestKey, u64)> =
-            std::mem::take(&mut *self.requests.lock().unwrap_or_else(|p| p.into_inner()))
-                .into_iter()
-                .collect();
-        if !requests.is_empty() {
-            if let Err(e) = self.stats.requests_add(requests.clone()).await {
-                let mut r = self.requests.lock().unwrap_or_else(|p| p.into_inner());
-                for (k, n) in requests {
-                    *r.entry(k).or_default() += n;
-                }
-                return Err(e);
-            }
-        }
-        if counts.is_empty() && bytes.is_empty() {
+        let counts = std::mem::take(&mut *self.counts.lock().unwrap_or_else(|p| p.into_inner()));
+        let bytes = std::mem::take(&mut *self.bytes.lock().unwrap_or_else(|p| p.into_inner()));
+        let requests =
+            std::mem::take(&mut *self.requests.lock().unwrap_or_else(|p| p.into_inner()));
+        let written_requests = self.write_requests(requests).await;
+        let written_downloads = self.write_downloads(counts, bytes).await;
+        written_requests.and(written_downloads)
+    }
+
+    async fn write_requests(
+        &self,
+        requests: HashMap<String, HashMap<RequestSlot, u64>>,
+    ) -> Result<(), MetaError> {
+        if requests.is_empty() {
             return Ok(());
         }
-        // Resolve versions from release tags, once per digest.
+        let rows: Vec<(RequestKey, u64)> = requests
+            .iter()
+            .flat_map(|(repo, slots)| {
+                slots.iter().map(move |((hour, route, class, code), n)| {
+                    let key = RequestKey {
+                        repo: repo.clone(),
+                        hour: *hour,
+                        route: (*route).to_owned(),
+                        class: *class,
+                        code: (*code).to_owned(),
+                    };
+                    (key, *n)
+                })
+            })
+            .collect();
+        let result = self.stats.requests_add(rows).await;
+        if result.is_err() {
+            let mut r = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+            for (repo, slots) in requests {
+                for (slot, n) in slots {
+                    bump(&mut r, &repo, slot, n);
+                }
+            }
+        }
+        result
+    }
+
+    /// Resolves versions left for flush time from the release tags of each digest, once
+    /// per digest.
+    async fn resolve_versions(
+        &self,
+        counts: HashMap<DownloadKey, u64>,
+    ) -> Result<HashMap<DownloadKey, u64>, MetaError> {
         let mut resolved: HashMap<(String, String), String> = HashMap::new();
         let mut merged: HashMap<DownloadKey, u64> = HashMap::new();
         for (mut k, n) in counts {
@@ -354,19 +392,42 @@ impl Analytics {
             }
             *merged.entry(k).or_default() += n;
         }
-        let result = self
-            .stats
-            .downloads_add(merged.clone().into_iter().collect(), bytes.clone())
-            .await;
+        Ok(merged)
+    }
+
+    async fn write_downloads(
+        &self,
+        counts: HashMap<DownloadKey, u64>,
+        bytes: HashMap<String, HashMap<i64, u64>>,
+    ) -> Result<(), MetaError> {
+        if counts.is_empty() && bytes.is_empty() {
+            return Ok(());
+        }
+        let result = match self.resolve_versions(counts.clone()).await {
+            Ok(merged) => {
+                let rows: Vec<(String, i64, u64)> = bytes
+                    .iter()
+                    .flat_map(|(repo, hours)| {
+                        hours.iter().map(move |(h, n)| (repo.clone(), *h, *n))
+                    })
+                    .collect();
+                self.stats
+                    .downloads_add(merged.into_iter().collect(), rows)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         if result.is_err() {
             // Keep the counts for the next flush rather than lose them.
             let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-            for (k, n) in merged {
+            for (k, n) in counts {
                 *c.entry(k).or_default() += n;
             }
             let mut b = self.bytes.lock().unwrap_or_else(|p| p.into_inner());
-            for (r, h, n) in bytes {
-                *b.entry((r, h)).or_default() += n;
+            for (repo, hours) in bytes {
+                for (h, n) in hours {
+                    bump(&mut b, &repo, h, n);
+                }
             }
         }
         result
@@ -403,5 +464,95 @@ mod tests {
         assert_eq!(client_family("oras-py"), "oras");
         assert_eq!(client_family("berth/0.1.0"), "berth");
         assert_eq!(client_family("curl/8.0"), "other");
+    }
+
+    /// A stats store whose writes fail until told otherwise.
+    struct Flaky {
+        fail: std::sync::atomic::AtomicBool,
+        inner: berth_meta::sqlite::SqliteStore,
+    }
+
+    #[async_trait::async_trait]
+    impl StatsStore for Flaky {
+        async fn downloads_add(
+            &self,
+            c: Vec<(DownloadKey, u64)>,
+            b: Vec<(String, i64, u64)>,
+        ) -> Result<(), MetaError> {
+            if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(MetaError::Corrupt("disk on fire".into()));
+            }
+            self.inner.downloads_add(c, b).await
+        }
+        async fn downloads(
+            &self,
+            r: &str,
+            s: i64,
+            by: berth_meta::GroupBy,
+        ) -> Result<Vec<(String, u64)>, MetaError> {
+            self.inner.downloads(r, s, by).await
+        }
+        async fn bytes_served(&self, r: &str, s: i64) -> Result<u64, MetaError> {
+            self.inner.bytes_served(r, s).await
+        }
+        async fn requests_add(&self, c: Vec<(RequestKey, u64)>) -> Result<(), MetaError> {
+            if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(MetaError::Corrupt("disk on fire".into()));
+            }
+            self.inner.requests_add(c).await
+        }
+        async fn requests(&self, r: &str, s: i64) -> Result<Vec<(RequestKey, u64)>, MetaError> {
+            self.inner.requests(r, s).await
+        }
+        async fn top_repositories(
+            &self,
+            s: i64,
+            l: usize,
+        ) -> Result<Vec<(String, u64)>, MetaError> {
+            self.inner.top_repositories(s, l).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_flush_keeps_every_counter() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = berth_meta::sqlite::SqliteStore::open(dir.path().join("m.db")).unwrap();
+        let stats = Arc::new(Flaky {
+            fail: true.into(),
+            inner: db.clone(),
+        });
+        let a = Analytics::new(stats.clone(), Arc::new(db.clone()), Duration::from_secs(60));
+        let repo = RepoName::parse("r").unwrap();
+        let m = StoredManifest {
+            digest: berth_oci::Digest::sha256(b"m"),
+            media_type: berth_oci::media_types::OCI_MANIFEST.into(),
+            content: bytes::Bytes::from_static(b"{}"),
+            version: Some("1.0.0".into()),
+            platform: Some("linux/amd64".into()),
+        };
+        for _ in 0..3 {
+            a.manifest_served(
+                &repo,
+                IpAddr::from([127, 0, 0, 1]),
+                "skopeo/1",
+                Some("1.0.0"),
+                &m,
+            );
+            a.bytes_served(&repo, 100);
+            a.request(&repo, "manifest", 200, None);
+        }
+        assert!(a.flush(false).await.is_err());
+        assert!(a.flush(false).await.is_err());
+        stats.fail.store(false, std::sync::atomic::Ordering::SeqCst);
+        a.flush(false).await.unwrap();
+        let since = 0;
+        assert_eq!(
+            db.downloads("r", since, berth_meta::GroupBy::Version)
+                .await
+                .unwrap(),
+            vec![("1.0.0".to_owned(), 3)]
+        );
+        assert_eq!(db.bytes_served("r", since).await.unwrap(), 300);
+        assert_eq!(db.requests("r", since).await.unwrap()[0].1, 3);
     }
 }
