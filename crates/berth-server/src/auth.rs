@@ -392,17 +392,19 @@ impl Auth {
     }
 
     /// Makes a relative realm absolute with the request's Host, as clients require.
-    pub fn absolutize(&self, mut e: ApiError, headers: &HeaderMap) -> ApiError {
+    pub fn absolutize(&self, e: ApiError, headers: &HeaderMap) -> ApiError {
+        self.absolutize_host(e, headers.get(header::HOST))
+    }
+
+    /// [`Auth::absolutize`] given only the request's `Host` header.
+    pub fn absolutize_host(&self, mut e: ApiError, host: Option<&HeaderValue>) -> ApiError {
         if self.realm.is_some() {
             return e;
         }
-        let host = headers
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .filter(|h| {
-                h.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
-            });
+        let host = host.and_then(|v| v.to_str().ok()).filter(|h| {
+            h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+        });
         let Some(host) = host else { return e };
         let scheme = if self.tls { "https" } else { "http" };
         for (name, value) in e.headers.iter_mut() {

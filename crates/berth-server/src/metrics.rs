@@ -37,7 +37,7 @@ struct Histogram {
 /// All metrics of one server.
 #[derive(Default)]
 pub struct Metrics {
-    requests: Mutex<HashMap<(&'static str, String, u16), u64>>,
+    requests: Mutex<HashMap<(&'static str, &'static str, u16), u64>>,
     latency: Mutex<HashMap<&'static str, Histogram>>,
     errors: Mutex<HashMap<&'static str, u64>>,
     pulls: Mutex<HashMap<String, u64>>,
@@ -65,7 +65,7 @@ impl Metrics {
             .requests
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .entry((route, method.to_owned(), status))
+            .entry((route, method_label(method), status))
             .or_default() += 1;
         let secs = elapsed.as_secs_f64();
         let mut lat = self.latency.lock().unwrap_or_else(|p| p.into_inner());
@@ -126,7 +126,7 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .map(|((r, m, s), n)| (*r, m.clone(), *s, *n))
+            .map(|((r, m, s), n)| (*r, *m, *s, *n))
             .collect();
         reqs.sort();
         for (r, m, s, n) in reqs {
@@ -250,6 +250,20 @@ impl Metrics {
             let _ = writeln!(w, "{name} {v}");
         }
         out
+    }
+}
+
+/// A bounded label for an HTTP method (no allocation per request).
+fn method_label(method: &str) -> &'static str {
+    match method {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "PUT" => "PUT",
+        "POST" => "POST",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
     }
 }
 

@@ -236,10 +236,11 @@ async fn serve_endpoint(
             return error_response(state.auth.absolutize(e, &parts.headers), is_head);
         }
     }
-    let headers = parts.headers;
+    // Only the Host is needed after the handler (for a challenge's realm).
+    let host = parts.headers.get(header::HOST).cloned();
     let req = Req {
         method: parts.method.clone(),
-        headers: headers.clone(),
+        headers: parts.headers,
         query: Query::parse(parts.uri.query()),
         body,
         principal,
@@ -247,7 +248,7 @@ async fn serve_endpoint(
     };
     match handle(state, endpoint, req).await {
         Ok(r) => r,
-        Err(e) => error_response(state.auth.absolutize(e, &headers), is_head),
+        Err(e) => error_response(state.auth.absolutize_host(e, host.as_ref()), is_head),
     }
 }
 
