@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod policy;
 pub mod registry;
 pub mod routes;
+pub mod zerocopy;
 
 use std::future::Future;
 use std::sync::Arc;

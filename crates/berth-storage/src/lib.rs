@@ -60,6 +60,15 @@ pub struct BlobBody {
     pub stream: ByteStream,
 }
 
+/// A committed blob opened as a local file.
+#[derive(Debug)]
+pub struct LocalBlob {
+    /// The open file, read-only. Committed blobs are immutable: its length never changes.
+    pub file: std::fs::File,
+    /// Size of the blob in bytes.
+    pub size: u64,
+}
+
 /// Content-addressed blob storage with resumable, verified uploads.
 ///
 /// Upload ids are chosen by the caller (unique, URL-safe). A committed blob is immutable;
@@ -68,6 +77,14 @@ pub struct BlobBody {
 pub trait BlobStore: Send + Sync + 'static {
     /// Size of a committed blob, or `None` when absent.
     async fn stat(&self, digest: &Digest) -> Result<Option<u64>, StorageError>;
+
+    /// The committed blob as a local file, for zero-copy serving (`sendfile`), or `None`
+    /// when this store keeps no local files. The default says `None`; callers then use
+    /// [`BlobStore::get`]. `BlobUnknown` when the blob is absent.
+    async fn open_local(&self, digest: &Digest) -> Result<Option<LocalBlob>, StorageError> {
+        let _ = digest;
+        Ok(None)
+    }
 
     /// Opens a committed blob, whole or the half-open byte `range`.
     async fn get(

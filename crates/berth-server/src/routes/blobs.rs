@@ -8,6 +8,7 @@ use berth_oci::{Digest, ErrorCode, RepoName};
 use super::{empty, set, Req};
 use crate::error::{ApiError, ApiResult};
 use crate::registry::{self, AppState};
+use crate::zerocopy::MIN_ZERO_COPY;
 
 /// A parsed `Range: bytes=...` request against a blob of `size` bytes.
 #[derive(Debug, PartialEq, Eq)]
@@ -106,6 +107,34 @@ pub async fn get(state: &AppState, name: &RepoName, raw: &str, req: Req) -> ApiR
             ));
         }
     };
+    let len = byte_range.as_ref().map(|r| r.end - r.start).unwrap_or(size);
+    if let Some(zc) = req.zero_copy.as_ref().filter(|_| len >= MIN_ZERO_COPY) {
+        match state.blobs.open_local(&digest).await {
+            Ok(Some(local)) => {
+                let range = byte_range.clone().unwrap_or(0..size);
+                if range.end <= local.size {
+                    state.analytics.bytes_served(name, len);
+                    let body = Body::new(zc.body(local.file, range.start, len));
+                    return Ok(blob_response(
+                        status,
+                        body,
+                        len,
+                        &digest_str,
+                        byte_range,
+                        local.size,
+                    ));
+                }
+                tracing::warn!(%digest, size = local.size, "blob file shorter than recorded");
+                return Err(unknown());
+            }
+            Ok(None) => {}
+            Err(berth_storage::StorageError::BlobUnknown(_)) => {
+                tracing::warn!(%digest, repo = %name, "blob linked but missing from storage");
+                return Err(unknown());
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
     let body = match state.blobs.get(&digest, byte_range.clone()).await {
         Ok(b) => b,
         Err(berth_storage::StorageError::BlobUnknown(_)) => {
@@ -114,27 +143,42 @@ pub async fn get(state: &AppState, name: &RepoName, raw: &str, req: Req) -> ApiR
         }
         Err(e) => return Err(e.into()),
     };
-    let len = byte_range
-        .as_ref()
-        .map(|r| r.end - r.start)
-        .unwrap_or(body.total_size);
     state.analytics.bytes_served(name, len);
-    let mut r = Response::new(Body::from_stream(body.stream));
+    let total = body.total_size;
+    Ok(blob_response(
+        status,
+        Body::from_stream(body.stream),
+        len,
+        &digest_str,
+        byte_range,
+        total,
+    ))
+}
+
+fn blob_response(
+    status: StatusCode,
+    body: Body,
+    len: u64,
+    digest: &str,
+    range: Option<std::ops::Range<u64>>,
+    total: u64,
+) -> Response {
+    let mut r = Response::new(body);
     *r.status_mut() = status;
     set(&mut r, "content-length", len.to_string());
     set(&mut r, "content-type", "application/octet-stream");
-    set(&mut r, "docker-content-digest", &digest_str);
+    set(&mut r, "docker-content-digest", digest);
     set(&mut r, "accept-ranges", "bytes");
-    set(&mut r, "etag", format!("\"{digest_str}\""));
+    set(&mut r, "etag", format!("\"{digest}\""));
     set(&mut r, "cache-control", "max-age=31536000");
-    if let Some(br) = byte_range {
+    if let Some(br) = range {
         set(
             &mut r,
             "content-range",
-            format!("bytes {}-{}/{}", br.start, br.end - 1, body.total_size),
+            format!("bytes {}-{}/{}", br.start, br.end - 1, total),
         );
     }
-    Ok(r)
+    r
 }
 
 pub async fn delete(state: &AppState, name: &RepoName, raw: &str, req: Req) -> ApiResult {

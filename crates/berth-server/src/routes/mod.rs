@@ -108,6 +108,8 @@ pub struct Req {
     /// Who is calling (already authorized for the endpoint's main action).
     pub principal: Principal,
     pub client: IpAddr,
+    /// The connection's zero-copy queue: plain-TCP HTTP/1.x requests only.
+    pub zero_copy: Option<crate::zerocopy::ZeroCopy>,
 }
 
 /// The client address of a request (unspecified when served without the listener).
@@ -238,7 +240,13 @@ async fn serve_endpoint(
     }
     // Only the Host is needed after the handler (for a challenge's realm).
     let host = parts.headers.get(header::HOST).cloned();
+    let zero_copy = if parts.version <= axum::http::Version::HTTP_11 {
+        parts.extensions.get::<crate::zerocopy::ZeroCopy>().cloned()
+    } else {
+        None
+    };
     let req = Req {
+        zero_copy,
         method: parts.method.clone(),
         headers: parts.headers,
         query: Query::parse(parts.uri.query()),

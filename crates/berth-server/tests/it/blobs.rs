@@ -174,3 +174,112 @@ async fn sha512_blobs() {
     assert_eq!(r.headers()["docker-content-digest"], d.to_string().as_str());
     assert_eq!(r.bytes().await.unwrap().as_ref(), b"five twelve");
 }
+
+/// Blobs large enough to be sent with `sendfile` on plain HTTP/1.1, several on one
+/// keep-alive connection, whole and ranged, and the same over HTTP/2 (never zero-copy).
+#[tokio::test]
+async fn large_blobs_whole_and_ranged_over_http1_and_h2c() {
+    let reg = TestRegistry::start().await;
+    // Not a multiple of the 1 MiB frame, and no two MiB alike.
+    let content: Vec<u8> = (0..(3 << 20) + 4321u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let d = reg.push_blob("big/one", &content).await;
+    let small = reg.push_blob("big/one", b"small blob").await;
+    let path = format!("/v2/big/one/blobs/{d}");
+    let len = content.len();
+    let h1 = reqwest::Client::builder().http1_only().build().unwrap();
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    for (proto, client) in [("http/1.1", &h1), ("h2c", &h2)] {
+        for round in 0..2 {
+            let r = client.get(reg.url(&path)).send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::OK, "{proto}");
+            assert_eq!(r.headers()["content-length"], len.to_string().as_str());
+            let body = r.bytes().await.unwrap();
+            assert!(
+                body.as_ref() == &content[..],
+                "{proto} round {round}: whole blob differs"
+            );
+            for (range, start, end) in [
+                ("bytes=1000-2500000".to_string(), 1000, 2_500_001),
+                (format!("bytes={}-", len - 70_000), len - 70_000, len),
+                ("bytes=-100000".to_string(), len - 100_000, len),
+                ("bytes=0-65535".to_string(), 0, 65_536),
+                ("bytes=5-9".to_string(), 5, 10),
+            ] {
+                let r = client
+                    .get(reg.url(&path))
+                    .header("range", &range)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT, "{proto} {range}");
+                assert_eq!(
+                    r.headers()["content-range"],
+                    format!("bytes {}-{}/{len}", start, end - 1).as_str()
+                );
+                let body = r.bytes().await.unwrap();
+                assert!(
+                    body.as_ref() == &content[start..end],
+                    "{proto} {range} differs"
+                );
+            }
+            let r = client
+                .get(reg.url(&format!("/v2/big/one/blobs/{small}")))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.bytes().await.unwrap().as_ref(), b"small blob");
+        }
+    }
+    // Several whole-blob GETs at once on separate connections.
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let url = reg.url(&path);
+        tasks.push(tokio::spawn(async move {
+            reqwest::get(url).await.unwrap().bytes().await.unwrap()
+        }));
+    }
+    for t in tasks {
+        assert!(t.await.unwrap().as_ref() == &content[..]);
+    }
+}
+
+/// A blob file shorter than its recorded size is refused, never padded or cut short.
+#[tokio::test]
+async fn a_damaged_blob_file_is_not_served() {
+    let reg = TestRegistry::start().await;
+    let content = vec![7u8; 1 << 20];
+    let d = reg.push_blob("big/two", &content).await;
+    let file = find_file(&reg.data_dir().join("blobs"), d.hex()).expect("blob file");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(1000)
+        .unwrap();
+    let r = reg
+        .req(Method::GET, &format!("/v2/big/two/blobs/{d}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(error_code(r).await, "BLOB_UNKNOWN");
+}
+
+fn find_file(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
+    for entry in std::fs::read_dir(dir).ok()? {
+        let p = entry.ok()?.path();
+        if p.is_dir() {
+            if let Some(f) = find_file(&p, name) {
+                return Some(f);
+            }
+        } else if p.file_name().and_then(|n| n.to_str()) == Some(name) {
+            return Some(p);
+        }
+    }
+    None
+}

@@ -1,0 +1,324 @@
+//! Zero-copy blob responses (`sendfile`) on plain-TCP HTTP/1.x connections.
+//!
+//! hyper owns the socket writes and takes a response body as a stream of byte buffers,
+//! so a file cannot be handed to it directly. Instead a blob body yields *placeholder*
+//! frames: slices of one process-wide, never-written buffer ([`placeholder`]) that stand
+//! for "the next N bytes of the file at the front of this connection's queue". The
+//! connection's stream ([`SendfileStream`]) recognises a placeholder slice by its address
+//! when hyper writes it and calls `sendfile(2)` for that many bytes instead, so the blob
+//! goes from the page cache to the socket without passing through user space.
+//!
+//! Invariants that keep this safe:
+//! - Placeholders are produced only for requests that carry this connection's
+//!   [`ZeroCopy`] extension, which the listener attaches only to plain-TCP connections,
+//!   and only for HTTP/1.x requests (an h2c request's bytes would be framed, not
+//!   written as they are). TLS connections never get it.
+//! - hyper is set to queue body buffers (`writev`), never to copy them into its own
+//!   buffer, so every placeholder byte reaches [`SendfileStream`] unchanged.
+//! - Bodies are written in order on one connection, so a FIFO of (file, offset,
+//!   remaining) is enough to map placeholder bytes to file bytes; a body registers its
+//!   file when hyper first polls it, which is after its head is queued.
+//! - A placeholder write with no file queued, or a file shorter than promised, is an
+//!   I/O error: the connection is closed and no placeholder byte is ever sent.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Size of the placeholder buffer, hence of one body frame.
+const FRAME: usize = 1 << 20;
+
+/// Blobs smaller than this are served by reading them (a `sendfile` saves nothing there).
+pub const MIN_ZERO_COPY: u64 = 64 << 10;
+
+/// The placeholder buffer: a unique heap range of zeros that nothing ever reads.
+/// (`calloc`-backed, so its pages are never touched and cost no memory.)
+fn placeholder() -> &'static [u8] {
+    static BUF: OnceLock<&'static [u8]> = OnceLock::new();
+    BUF.get_or_init(|| Box::leak(vec![0u8; FRAME].into_boxed_slice()))
+}
+
+fn is_placeholder(buf: &[u8]) -> bool {
+    let base = placeholder().as_ptr() as usize;
+    let p = buf.as_ptr() as usize;
+    !buf.is_empty() && p >= base && p + buf.len() <= base + FRAME
+}
+
+/// A file whose bytes are still to be sent on a connection.
+struct Pending {
+    file: std::fs::File,
+    offset: u64,
+    remaining: u64,
+}
+
+/// The zero-copy queue of one plain-TCP connection; a request extension.
+#[derive(Clone, Default)]
+pub struct ZeroCopy(Arc<Mutex<VecDeque<Pending>>>);
+
+impl ZeroCopy {
+    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Pending>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A response body sending `len` bytes of `file` from `offset` by `sendfile`.
+    /// `len` must be at least 1 and the file must hold `offset + len` bytes.
+    pub fn body(&self, file: std::fs::File, offset: u64, len: u64) -> ZeroCopyBody {
+        ZeroCopyBody {
+            conn: self.clone(),
+            file: Some(Pending {
+                file,
+                offset,
+                remaining: len,
+            }),
+            left: len,
+        }
+    }
+}
+
+/// A body of placeholder frames standing for a file's bytes.
+pub struct ZeroCopyBody {
+    conn: ZeroCopy,
+    /// The file, until the first poll queues it on the connection.
+    file: Option<Pending>,
+    left: u64,
+}
+
+impl http_body::Body for ZeroCopyBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        if let Some(p) = this.file.take() {
+            this.conn.queue().push_back(p);
+        }
+        if this.left == 0 {
+            return Poll::Ready(None);
+        }
+        let n = this.left.min(FRAME as u64) as usize;
+        this.left -= n as u64;
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
+            &placeholder()[..n],
+        )))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0 && self.file.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.left)
+    }
+}
+
+/// A plain TCP stream that turns placeholder writes into `sendfile`.
+pub struct SendfileStream {
+    inner: TcpStream,
+    conn: ZeroCopy,
+}
+
+impl SendfileStream {
+    pub fn new(inner: TcpStream, conn: ZeroCopy) -> SendfileStream {
+        SendfileStream { inner, conn }
+    }
+
+    /// Sends up to `want` bytes of the file at the front of the queue.
+    fn poll_sendfile(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.inner.poll_write_ready(cx))?;
+            let mut queue = self.conn.queue();
+            let Some(front) = queue.front_mut() else {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "zero-copy body bytes without a queued file",
+                )));
+            };
+            let count = (want as u64).min(front.remaining) as usize;
+            let inner = &self.inner;
+            let result = inner.try_io(Interest::WRITABLE, || {
+                let mut offset = front.offset;
+                let n = rustix::fs::sendfile(inner, &front.file, Some(&mut offset), count)?;
+                Ok(n)
+            });
+            match result {
+                Ok(0) => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "blob file is shorter than its recorded size",
+                    )))
+                }
+                Ok(n) => {
+                    front.offset += n as u64;
+                    front.remaining -= n as u64;
+                    if front.remaining == 0 {
+                        queue.pop_front();
+                    }
+                    return Poll::Ready(Ok(n));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl AsyncRead for SendfileStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for SendfileStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if is_placeholder(buf) {
+            this.poll_sendfile(cx, buf.len())
+        } else {
+            Pin::new(&mut this.inner).poll_write(cx, buf)
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        // Real bytes up to the first placeholder go out in one writev; a placeholder at
+        // the front goes out by sendfile. Either way the caller advances by what was sent.
+        let first = bufs
+            .iter()
+            .position(|b| !b.is_empty())
+            .unwrap_or(bufs.len());
+        let bufs = &bufs[first..];
+        match bufs.iter().position(|b| is_placeholder(b)) {
+            Some(0) => this.poll_sendfile(cx, bufs[0].len()),
+            Some(k) => Pin::new(&mut this.inner).poll_write_vectored(cx, &bufs[..k]),
+            None => Pin::new(&mut this.inner).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn placeholders_are_recognised_by_address_only() {
+        let p = placeholder();
+        assert!(is_placeholder(&p[..10]));
+        assert!(is_placeholder(&p[FRAME - 1..]));
+        assert!(!is_placeholder(&p[..0]));
+        let zeros = vec![0u8; 10];
+        assert!(!is_placeholder(&zeros));
+    }
+
+    #[tokio::test]
+    async fn placeholder_bytes_become_file_bytes_and_real_bytes_pass_through() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let reader = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        let content: Vec<u8> = (0..3 * FRAME + 123).map(|i| (i % 251) as u8).collect();
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(&content).unwrap();
+        let conn = ZeroCopy::default();
+        let mut s = SendfileStream::new(TcpStream::connect(addr).await.unwrap(), conn.clone());
+        // Head, then a body of bytes 5.. of the file, then another body (the whole file)
+        // queued behind it, as two pipelined responses would be.
+        let len = content.len() as u64 - 5;
+        let mut body = std::pin::pin!(conn.body(f.try_clone().unwrap(), 5, len));
+        let mut second = std::pin::pin!(conn.body(f, 0, content.len() as u64));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut frames = Vec::new();
+        for b in [&mut body, &mut second] {
+            while let Poll::Ready(Some(Ok(frame))) =
+                http_body::Body::poll_frame(b.as_mut(), &mut cx)
+            {
+                frames.push(frame.into_data().unwrap());
+            }
+        }
+        // Real bytes before a placeholder go out alone, as hyper's writev would see them.
+        let head = b"HEAD";
+        let n = futures_util::future::poll_fn(|cx| {
+            Pin::new(&mut s)
+                .poll_write_vectored(cx, &[IoSlice::new(head), IoSlice::new(&frames[0])])
+        })
+        .await
+        .unwrap();
+        assert_eq!(n, head.len());
+        for frame in &frames {
+            let mut sent = 0;
+            while sent < frame.len() {
+                let rest = &frame[sent..];
+                let n = futures_util::future::poll_fn(|cx| {
+                    Pin::new(&mut s)
+                        .poll_write_vectored(cx, &[IoSlice::new(b""), IoSlice::new(rest)])
+                })
+                .await
+                .unwrap();
+                assert!(n > 0);
+                sent += n;
+            }
+        }
+        s.write_all(b"TAIL").await.unwrap();
+        s.shutdown().await.unwrap();
+        drop(s);
+        let got = reader.await.unwrap();
+        let mut want = b"HEAD".to_vec();
+        want.extend_from_slice(&content[5..]);
+        want.extend_from_slice(&content);
+        want.extend_from_slice(b"TAIL");
+        assert_eq!(got.len(), want.len());
+        assert!(got == want, "bytes differ");
+        assert!(conn.queue().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_placeholder_without_a_file_is_an_error_not_zeros() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _accept = tokio::spawn(async move { listener.accept().await });
+        let mut s =
+            SendfileStream::new(TcpStream::connect(addr).await.unwrap(), ZeroCopy::default());
+        let err = s.write(&placeholder()[..100]).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    }
+}
