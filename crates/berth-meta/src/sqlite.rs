@@ -45,7 +45,17 @@ struct Inner {
 /// Runs after the batch's commit, with its outcome, to answer the caller.
 type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
 /// One caller's write, run inside the batch's transaction (or told why there is none).
-type Job = Box<dyn FnOnce(Result<&mut rusqlite::Transaction<'_>, String>) -> Completion + Send>;
+type JobFn = Box<dyn FnOnce(Result<&mut rusqlite::Transaction<'_>, String>) -> Completion + Send>;
+
+/// A queued write and whether its caller needs it on disk before the answer.
+struct Job {
+    run: JobFn,
+    /// `false` for upload-session bookkeeping: such a write is committed without an
+    /// fsync (WAL, `synchronous=NORMAL`) and becomes durable with the next durable
+    /// commit. A crash may lose it, which only loses an upload session (the client
+    /// starts again; start-up removes what is left on either side).
+    durable: bool,
+}
 
 /// Most writes committed together by one transaction.
 const MAX_BATCH: usize = 256;
@@ -53,7 +63,12 @@ const MAX_BATCH: usize = 256;
 /// The writer thread: takes every write queued while the previous commit was under way
 /// and commits them in one transaction (group commit), each in its own savepoint so that
 /// one refused write does not undo the others. One fsync then covers the whole batch.
+///
+/// A batch of only non-durable jobs commits at `synchronous=NORMAL` (no fsync); any
+/// durable job makes the whole batch commit at `synchronous=FULL`, which also makes
+/// every earlier non-durable commit durable (the WAL is append-only).
 fn writer_loop(mut conn: Connection, jobs: std::sync::mpsc::Receiver<Job>) {
+    let mut synced = true;
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -62,6 +77,28 @@ fn writer_loop(mut conn: Connection, jobs: std::sync::mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
+        let durable = batch.iter().any(|j| j.durable);
+        if durable != synced {
+            let pragma = if durable {
+                "PRAGMA synchronous=FULL"
+            } else {
+                "PRAGMA synchronous=NORMAL"
+            };
+            match conn.execute_batch(pragma) {
+                Ok(()) => synced = durable,
+                Err(e) => tracing::warn!(error = %e, "changing the commit durability failed"),
+            }
+        }
+        if durable && !synced {
+            // Could not switch back to fsynced commits: refuse rather than acknowledge
+            // a durable write that is not on disk.
+            let msg = "the database cannot commit durably".to_string();
+            for job in batch {
+                (job.run)(Err(msg.clone()))(Err(msg.clone()));
+            }
+            continue;
+        }
+        let batch: Vec<JobFn> = batch.into_iter().map(|j| j.run).collect();
         match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
             Ok(mut tx) => {
                 let mut done: Vec<Completion> = Vec::with_capacity(batch.len());
@@ -186,8 +223,25 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&mut rusqlite::Transaction<'_>) -> Result<T, MetaError> + Send + 'static,
     {
+        self.write_with(true, f).await
+    }
+
+    /// A write that need not be on disk when answered (see [`Job::durable`]).
+    async fn write_lazy<T, F>(&self, f: F) -> Result<T, MetaError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut rusqlite::Transaction<'_>) -> Result<T, MetaError> + Send + 'static,
+    {
+        self.write_with(false, f).await
+    }
+
+    async fn write_with<T, F>(&self, durable: bool, f: F) -> Result<T, MetaError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut rusqlite::Transaction<'_>) -> Result<T, MetaError> + Send + 'static,
+    {
         let (answer, answered) = tokio::sync::oneshot::channel::<Result<T, MetaError>>();
-        let job: Job = Box::new(move |tx| -> Completion {
+        let run: JobFn = Box::new(move |tx| -> Completion {
             let staged: Result<T, MetaError> = (|| {
                 let tx = tx.map_err(|message| MetaError::Database {
                     context: "starting a transaction",
@@ -224,7 +278,10 @@ impl SqliteStore {
             context: "writing",
             message: "the database writer thread has stopped".into(),
         };
-        self.inner.jobs.send(job).map_err(|_| stopped())?;
+        self.inner
+            .jobs
+            .send(Job { run, durable })
+            .map_err(|_| stopped())?;
         answered.await.map_err(|_| stopped())?
     }
 }
@@ -807,7 +864,7 @@ impl MetadataStore for SqliteStore {
 
     async fn upload_create(&self, id: &str, repo: &RepoName) -> Result<(), MetaError> {
         let (id, repo) = (id.to_owned(), repo.to_string());
-        self.write(move |tx| {
+        self.write_lazy(move |tx| {
             let t = now();
             tx.execute(
                 "INSERT INTO uploads (id, repo, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)",
@@ -835,7 +892,7 @@ impl MetadataStore for SqliteStore {
             return Ok(None);
         };
         if now() - updated >= 1 {
-            self.write(move |tx| {
+            self.write_lazy(move |tx| {
                 tx.execute(
                     "UPDATE uploads SET updated_at = ?2 WHERE id = ?1",
                     params![id, now()],
@@ -850,7 +907,7 @@ impl MetadataStore for SqliteStore {
 
     async fn upload_delete(&self, id: &str) -> Result<(), MetaError> {
         let id = id.to_owned();
-        self.write(move |tx| {
+        self.write_lazy(move |tx| {
             tx.execute("DELETE FROM uploads WHERE id = ?1", [id])
                 .map_err(db_err("deleting an upload"))?;
             Ok(())
@@ -1458,6 +1515,67 @@ mod group_commit_tests {
             db.tags(&repo, &Page::default()).await.unwrap().unwrap(),
             Vec::<String>::new()
         );
+    }
+
+    /// Session bookkeeping (lazy commits) and durable writes interleaved from many tasks:
+    /// every write lands, the connection ends in fsynced mode, and all of it is there
+    /// after reopening.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn lazy_and_durable_writes_interleave() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.db");
+        let db = SqliteStore::open(&path).unwrap();
+        let repo = RepoName::parse("r").unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..100u32 {
+            let (db, repo) = (db.clone(), repo.clone());
+            tasks.push(tokio::spawn(async move {
+                let id = format!("u{i}");
+                db.upload_create(&id, &repo).await.unwrap();
+                db.blob_link(&repo, &Digest::sha256(&i.to_le_bytes()), 1)
+                    .await
+                    .unwrap();
+                if i % 2 == 0 {
+                    db.upload_delete(&id).await.unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        // A last lazy write, then a durable one: the durable commit runs at FULL.
+        db.upload_create("last", &repo).await.unwrap();
+        db.blob_link(&repo, &Digest::sha256(b"last"), 1)
+            .await
+            .unwrap();
+        let sync: i64 = db
+            .write(|tx| {
+                tx.query_row("PRAGMA synchronous", [], |r| r.get(0))
+                    .map_err(db_err("reading a pragma"))
+            })
+            .await
+            .unwrap();
+        assert_eq!(sync, 2, "durable writes commit at synchronous=FULL");
+        drop(db);
+        let db = SqliteStore::open(&path).unwrap();
+        let mut open = db.uploads_idle(0).await.unwrap();
+        open.sort();
+        let mut want: Vec<String> = (0..100)
+            .filter(|i| i % 2 == 1)
+            .map(|i| format!("u{i}"))
+            .collect();
+        want.push("last".into());
+        want.sort();
+        // uploads_idle(0) lists every session whose last touch is not in the future.
+        assert_eq!(open, want);
+        for i in 0..100u32 {
+            assert_eq!(
+                db.blob_size(&repo, &Digest::sha256(&i.to_le_bytes()))
+                    .await
+                    .unwrap(),
+                Some(1)
+            );
+        }
     }
 }
 

@@ -1,12 +1,16 @@
 //! The filesystem blob store: the embedded default.
 //!
 //! Layout under the root directory:
-//! - `blobs/<algorithm>/<first two hex>/<hex>`: committed, verified, immutable blobs;
+//! - `blobs/<algorithm>/<hex>`: committed, verified, immutable blobs (flat, as in an OCI
+//!   image layout; a data directory of the older `blobs/<algorithm>/<xx>/<hex>` layout is
+//!   moved over when opened);
 //! - `uploads/<id>`: the bytes of an upload session so far.
 //!
 //! Writes are hashed as they arrive, in 1 MiB batches on the blocking pool, so memory
-//! stays flat whatever the blob size. A commit fsyncs the upload file, renames it into
+//! stays flat whatever the blob size. A commit fdatasyncs the upload file, renames it into
 //! place and fsyncs the directory: a blob path exists only with its full, verified bytes.
+//! Concurrent commits share directory fsyncs ([`DirSync`]): one fsync that starts after a
+//! rename makes it durable, so eight parallel pushers pay for far fewer than eight.
 //! The hash state of an upload lives in memory; after a restart it is rebuilt by reading
 //! the upload file once.
 
@@ -35,9 +39,112 @@ struct UploadState {
     hasher: Hasher,
 }
 
+/// Group fsync of one directory: callers whose rename finished before an fsync started
+/// are all covered by it, so concurrent commits wait for one shared fsync instead of
+/// issuing one each. A commit announces itself ([`DirSync::begin`]) before its own file
+/// sync; the caller that starts a directory fsync first waits (at most [`GATHER`]) for
+/// the commits announced so far to finish their renames, so that one fsync covers them.
+/// A lone commit never waits.
+#[derive(Default)]
+struct DirSync {
+    state: Mutex<DirSyncState>,
+    changed: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct DirSyncState {
+    /// Commits announced but not yet renamed.
+    pending: u64,
+    /// Renames registered so far (a ticket number each).
+    requested: u64,
+    /// Every ticket up to this one is covered by a finished fsync.
+    synced: u64,
+    running: bool,
+}
+
+/// Longest wait for announced commits before a directory fsync starts.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// A commit announced to a [`DirSync`]; withdrawn when dropped unsynced.
+struct Announced<'a> {
+    dir_sync: &'a DirSync,
+    done: bool,
+}
+
+impl DirSync {
+    fn lock(&self) -> std::sync::MutexGuard<'_, DirSyncState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Announces a commit that will rename a file into the directory soon.
+    fn begin(&self) -> Announced<'_> {
+        self.lock().pending += 1;
+        Announced {
+            dir_sync: self,
+            done: false,
+        }
+    }
+}
+
+impl Announced<'_> {
+    /// Makes this commit's rename (done before the call) durable. Blocking.
+    fn sync(mut self, dir: &Path) -> Result<(), StorageError> {
+        self.done = true;
+        let ds = self.dir_sync;
+        let mut st = ds.lock();
+        st.pending -= 1;
+        st.requested += 1;
+        let ticket = st.requested;
+        ds.changed.notify_all();
+        loop {
+            if st.synced >= ticket {
+                return Ok(());
+            }
+            if !st.running {
+                st.running = true;
+                let deadline = std::time::Instant::now() + GATHER;
+                while st.pending > 0 {
+                    let now = std::time::Instant::now();
+                    if now >= deadline {
+                        break;
+                    }
+                    st = ds
+                        .changed
+                        .wait_timeout(st, deadline - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+                let target = st.requested;
+                drop(st);
+                let result = std::fs::File::open(dir).and_then(|d| d.sync_all());
+                st = ds.lock();
+                st.running = false;
+                if result.is_ok() {
+                    st.synced = st.synced.max(target);
+                }
+                ds.changed.notify_all();
+                // On failure the waiters try again themselves; this caller reports it.
+                return result.map_err(StorageError::io("syncing a blob directory"));
+            }
+            st = ds.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+impl Drop for Announced<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.dir_sync.lock().pending -= 1;
+            self.dir_sync.changed.notify_all();
+        }
+    }
+}
+
 /// Blobs as files under one directory.
 pub struct FsBlobStore {
     root: PathBuf,
+    /// One group fsync per algorithm directory.
+    dir_sync: [Arc<DirSync>; 2],
     /// One async lock per active upload, holding its hash state once known.
     uploads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<UploadState>>>>>,
 }
@@ -50,8 +157,12 @@ impl FsBlobStore {
             std::fs::create_dir_all(root.join(sub))
                 .map_err(StorageError::io("creating the data directory"))?;
         }
+        for alg in ["sha256", "sha512"] {
+            flatten_shards(&root.join("blobs").join(alg))?;
+        }
         Ok(FsBlobStore {
             root,
+            dir_sync: Default::default(),
             uploads: Mutex::new(HashMap::new()),
         })
     }
@@ -60,8 +171,14 @@ impl FsBlobStore {
         self.root
             .join("blobs")
             .join(d.algorithm().as_str())
-            .join(&d.hex()[..2])
             .join(d.hex())
+    }
+
+    fn dir_sync(&self, alg: Algorithm) -> Arc<DirSync> {
+        match alg {
+            Algorithm::Sha256 => self.dir_sync[0].clone(),
+            Algorithm::Sha512 => self.dir_sync[1].clone(),
+        }
     }
 
     fn upload_path(&self, id: &str) -> Result<PathBuf, StorageError> {
@@ -85,6 +202,37 @@ impl FsBlobStore {
         let mut map = self.uploads.lock().unwrap_or_else(|p| p.into_inner());
         map.remove(id);
     }
+}
+
+/// Moves blobs of the older sharded layout (`<alg>/<xx>/<hex>`) to `<alg>/<hex>`.
+/// Idempotent, so a crash in the middle is finished by the next start.
+fn flatten_shards(alg_dir: &Path) -> Result<(), StorageError> {
+    let err = |e| StorageError::io("moving blobs to the flat layout")(e);
+    let mut moved = 0u64;
+    for entry in std::fs::read_dir(alg_dir).map_err(err)? {
+        let entry = entry.map_err(err)?;
+        let name = entry.file_name();
+        let is_shard = name.len() == 2
+            && name
+                .to_str()
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_hexdigit()));
+        if !is_shard || !entry.file_type().map_err(err)?.is_dir() {
+            continue;
+        }
+        for blob in std::fs::read_dir(entry.path()).map_err(err)? {
+            let blob = blob.map_err(err)?;
+            std::fs::rename(blob.path(), alg_dir.join(blob.file_name())).map_err(err)?;
+            moved += 1;
+        }
+        std::fs::File::open(alg_dir)
+            .and_then(|d| d.sync_all())
+            .map_err(err)?;
+        std::fs::remove_dir(entry.path()).map_err(err)?;
+    }
+    if moved > 0 {
+        tracing::info!(moved, dir = %alg_dir.display(), "moved blobs to the flat layout");
+    }
+    Ok(())
 }
 
 /// Rebuilds the hash state of an upload by reading its file.
@@ -409,26 +557,25 @@ impl BlobStore for FsBlobStore {
             });
         }
         let dest = self.blob_path(expected);
+        let dir_sync = self.dir_sync(expected.algorithm());
         blocking(move || {
+            let announced = dir_sync.begin();
             let f = std::fs::OpenOptions::new()
                 .write(true)
                 .open(&path)
                 .map_err(StorageError::io("opening an upload"))?;
             f.set_len(size)
                 .map_err(StorageError::io("truncating an upload"))?;
-            f.sync_all()
+            // fdatasync also writes the size: what reading the data back needs.
+            f.sync_data()
                 .map_err(StorageError::io("syncing an upload"))?;
             drop(f);
             let dir = dest.parent().ok_or(StorageError::Io {
                 context: "placing a blob",
                 source: std::io::Error::other("blob path has no parent"),
             })?;
-            std::fs::create_dir_all(dir).map_err(StorageError::io("creating a blob directory"))?;
             std::fs::rename(&path, &dest).map_err(StorageError::io("moving a blob into place"))?;
-            std::fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(StorageError::io("syncing a blob directory"))?;
-            Ok(())
+            announced.sync(dir)
         })
         .await?;
         drop(guard);
@@ -505,6 +652,52 @@ mod tests {
         let d = Digest::sha256(b"hello world");
         assert_eq!(store.upload_commit("u1", &d).await.unwrap(), 11);
         assert_eq!(store.upload_list().await.unwrap(), Vec::<String>::new());
+    }
+
+    #[tokio::test]
+    async fn the_sharded_layout_is_moved_to_the_flat_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Digest::sha256(b"old layout");
+        let shard = dir.path().join("blobs/sha256").join(&d.hex()[..2]);
+        std::fs::create_dir_all(&shard).unwrap();
+        std::fs::write(shard.join(d.hex()), b"old layout").unwrap();
+        let store = FsBlobStore::open(dir.path()).unwrap();
+        assert_eq!(store.stat(&d).await.unwrap(), Some(10));
+        assert!(!shard.exists());
+        // Opening again is harmless.
+        drop(store);
+        let store = FsBlobStore::open(dir.path()).unwrap();
+        assert_eq!(store.stat(&d).await.unwrap(), Some(10));
+    }
+
+    #[test]
+    fn concurrent_directory_syncs_share_fsyncs_and_all_return() {
+        let dir = tempfile::tempdir().unwrap();
+        let sync = Arc::new(DirSync::default());
+        let threads: Vec<_> = (0..16)
+            .map(|_| {
+                let (sync, path) = (sync.clone(), dir.path().to_owned());
+                std::thread::spawn(move || {
+                    for i in 0..20 {
+                        let announced = sync.begin();
+                        if i % 7 == 3 {
+                            // A commit that fails before its rename withdraws.
+                            drop(announced);
+                            continue;
+                        }
+                        announced.sync(&path).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let st = sync.state.lock().unwrap();
+        assert_eq!(st.requested, 16 * 17);
+        assert_eq!(st.synced, 16 * 17);
+        assert_eq!(st.pending, 0);
+        assert!(!st.running);
     }
 
     #[tokio::test]

@@ -118,15 +118,12 @@ async fn delete_blob_and_shared_storage() {
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert_eq!(error_code(r).await, "BLOB_UNKNOWN");
     // Last link gone: the bytes are gone from disk.
+    let path = reg.data_dir().join("blobs/sha256").join(d.hex());
+    assert!(path.exists());
     reg.req(Method::DELETE, &format!("/v2/b/blobs/{d}"))
         .send()
         .await
         .unwrap();
-    let path = reg
-        .data_dir()
-        .join("blobs/sha256")
-        .join(&d.hex()[..2])
-        .join(d.hex());
     assert!(!path.exists());
 }
 
