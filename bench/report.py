@@ -191,6 +191,25 @@ def main():
         for name, xa, xb, rr in extra:
             p(f"| {name} | {xa} | {xb} | {fmt(rr, 2) + '×' if rr is not None else '–'} |")
 
+    mem = [r for r in recs if r["kind"] == "memory"]
+    if mem:
+        sizes = sorted({r["blob_mib"] for r in mem})
+        p("")
+        p("Memory as blob size grows: one fresh server per size; a monolithic push, a chunked "
+          "push (16 MiB chunks) and a whole pull of one blob; peak RSS (`VmHWM`) in MiB.")
+        p("")
+        p("| Server | " + " | ".join(f"{m:,} MiB blob" for m in sizes)
+          + f" | largest ÷ smallest |")
+        p("|---|" + "---:|" * len(sizes) + "---:|")
+        for t in [A, B] + sorted({r["target"] for r in mem} - {A, B}):
+            row = {r["blob_mib"]: r["peak_rss_kib"] / 1024 for r in mem if r["target"] == t}
+            if not row:
+                continue
+            cells = [fmt(row.get(m)) for m in sizes]
+            lo, hi = row.get(sizes[0]), row.get(sizes[-1])
+            growth = f"{hi / lo:.2f}" if lo and hi else "–"
+            p(f"| {t} | " + " | ".join(cells) + f" | {growth} |")
+
     if lim:
         p("")
         p("| Machine limit (same run) | Median | Spread |")

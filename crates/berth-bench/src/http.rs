@@ -134,6 +134,41 @@ impl Conn {
         self.exchange(&head, body, method == "HEAD", sink).await
     }
 
+    /// Sends a request whose `len`-byte body is produced piece by piece by `fill` (4 MiB
+    /// at a time), so that a body larger than memory can be sent; reads the response.
+    pub async fn send_generated(
+        &mut self,
+        method: &str,
+        path: &str,
+        extra: &[(&str, &str)],
+        len: u64,
+        mut fill: impl FnMut(&mut [u8]),
+        sink: Sink<'_>,
+    ) -> Result<Response> {
+        let head = self.head(method, path, extra, Some(len));
+        if self.stream.is_none() {
+            self.connect().await?;
+        }
+        let s = self.stream.as_mut().context("not connected")?;
+        s.write_all(&head).await?;
+        let mut buf = vec![0u8; 4 << 20];
+        let mut left = len;
+        while left > 0 {
+            let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+            fill(&mut buf[..n]);
+            s.write_all(&buf[..n]).await?;
+            left -= n as u64;
+        }
+        match self.read_head().await {
+            Ok(Some(r)) => self.finish(r, false, sink).await,
+            Ok(None) => bail!("server closed the connection without answering"),
+            Err(e) => {
+                self.stream = None;
+                Err(e)
+            }
+        }
+    }
+
     /// Writes a prepared request head and body, and reads the response. A request on a
     /// reused connection that the server had already closed is retried once when it is
     /// safe to (no body).

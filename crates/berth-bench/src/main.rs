@@ -7,6 +7,7 @@
 //!   Distribution API, so any registry can be measured.
 //! - [`http`]: a deliberately minimal HTTP/1.1 client, so that the load generator takes
 //!   as little of a 2-core machine as possible from the servers it measures.
+//! - [`memory`]: peak server memory as blob size grows (one fresh server per size).
 //! - [`limits`]: the machine's ceilings (one-core SHA-256, write+fdatasync, loopback).
 //! - [`procstat`], [`data`]: `/proc` readings; random blobs and digests.
 //!
@@ -16,6 +17,7 @@
 mod data;
 mod http;
 mod limits;
+mod memory;
 mod procstat;
 mod suite;
 mod workloads;
@@ -40,6 +42,8 @@ struct Cli {
 enum Command {
     /// Run every workload against every target for several rounds.
     Suite(Box<suite::SuiteArgs>),
+    /// Peak memory of one fresh server over a push, chunked push and pull of one blob.
+    Memory(memory::MemoryArgs),
     /// Measure only this machine's limits and print them as JSON.
     Limits {
         /// Directory on the disk to probe.
@@ -59,6 +63,11 @@ fn main() -> Result<()> {
             .enable_all()
             .build()?
             .block_on(suite::run(*args)),
+        Command::Memory(args) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cli.threads.max(1))
+            .enable_all()
+            .build()?
+            .block_on(memory::run(args)),
         Command::Limits { dir, mib } => {
             let data = data::random_bytes(9, mib.max(1) << 20);
             let out = serde_json::json!({

@@ -13,12 +13,12 @@ use sha2::Digest as _;
 use crate::data;
 use crate::http::{path_of, with_query, Conn, Response, Sink};
 
-const OCTETS: (&str, &str) = ("Content-Type", "application/octet-stream");
+pub(crate) const OCTETS: (&str, &str) = ("Content-Type", "application/octet-stream");
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 /// What real clients (containerd, skopeo) send when fetching a manifest.
 const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
 
-fn check(r: &Response, want: u16, what: &str, body: &[u8]) -> Result<()> {
+pub(crate) fn check(r: &Response, want: u16, what: &str, body: &[u8]) -> Result<()> {
     if r.status != want {
         let text = String::from_utf8_lossy(&body[..body.len().min(300)]);
         bail!("{what}: HTTP {} (wanted {want}): {text}", r.status);
@@ -26,7 +26,7 @@ fn check(r: &Response, want: u16, what: &str, body: &[u8]) -> Result<()> {
     Ok(())
 }
 
-fn location(r: &Response, what: &str) -> Result<String> {
+pub(crate) fn location(r: &Response, what: &str) -> Result<String> {
     Ok(path_of(
         r.header("location")
             .with_context(|| format!("{what}: no Location header"))?,
@@ -35,7 +35,7 @@ fn location(r: &Response, what: &str) -> Result<String> {
 }
 
 /// `POST /v2/<repo>/blobs/uploads/`: opens a session; returns its location path.
-async fn upload_start(c: &mut Conn, repo: &str, body: &mut Vec<u8>) -> Result<String> {
+pub(crate) async fn upload_start(c: &mut Conn, repo: &str, body: &mut Vec<u8>) -> Result<String> {
     body.clear();
     let r = c
         .send(
