@@ -37,6 +37,9 @@ const READ_CHUNK: usize = 1 << 20;
 struct UploadState {
     size: u64,
     hasher: Hasher,
+    /// Bytes written since the last `fdatasync` (carried across chunks, so a chunked
+    /// upload is flushed while it streams just like a monolithic one).
+    unsynced: u64,
 }
 
 /// Group fsync of one directory: callers whose rename finished before an fsync started
@@ -257,7 +260,11 @@ fn rehash(path: &Path, algorithm: Algorithm) -> Result<UploadState, StorageError
         hasher.update(&buf[..n]);
         size += n as u64;
     }
-    Ok(UploadState { size, hasher })
+    Ok(UploadState {
+        size,
+        hasher,
+        unsynced: size,
+    })
 }
 
 async fn blocking<T: Send + 'static>(
@@ -406,6 +413,7 @@ impl BlobStore for FsBlobStore {
         *state = Some(UploadState {
             size: 0,
             hasher: Hasher::new(Algorithm::Sha256),
+            unsynced: 0,
         });
         Ok(())
     }
@@ -444,9 +452,16 @@ impl BlobStore for FsBlobStore {
                 .write(true)
                 .open(&p)
                 .map_err(StorageError::io("opening an upload"))?;
-            // Truncate anything a failed earlier write may have left past the hashed size.
-            f.set_len(at)
-                .map_err(StorageError::io("truncating an upload"))?;
+            // Truncate anything a failed earlier write may have left past the hashed size
+            // (only then: a truncate to the same size still costs ext4 real work).
+            let len = f
+                .metadata()
+                .map_err(StorageError::io("reading upload metadata"))?
+                .len();
+            if len != at {
+                f.set_len(at)
+                    .map_err(StorageError::io("truncating an upload"))?;
+            }
             f.seek(SeekFrom::Start(at))
                 .map_err(StorageError::io("seeking in an upload"))?;
             Ok(f)
@@ -458,7 +473,7 @@ impl BlobStore for FsBlobStore {
         let mut writer = Some(Writer {
             file,
             hasher: state.hasher,
-            unsynced: 0,
+            unsynced: state.unsynced,
         });
         let mut batch: Vec<Bytes> = Vec::new();
         let mut batch_len = 0usize;
@@ -499,8 +514,12 @@ impl BlobStore for FsBlobStore {
         if let Some(h) = pending.take() {
             writer = Some(join_write(h).await?);
         }
-        let hasher = writer.ok_or_else(lost)?.hasher;
-        *guard = Some(UploadState { size, hasher });
+        let w = writer.ok_or_else(lost)?;
+        *guard = Some(UploadState {
+            size,
+            hasher: w.hasher,
+            unsynced: w.unsynced,
+        });
         match body_error {
             Some(e) => Err(StorageError::Body(e)),
             None => Ok(size),
