@@ -4,12 +4,11 @@
 //! general-purpose client (hyper with its pool, or reqwest) costs several times more CPU
 //! per request, and on a 2-core machine every microsecond the load generator spends is
 //! taken from the server under test. Responses are parsed with `httparse`; bodies are
-//! discarded, collected or hashed straight from the read buffer.
+//! discarded or collected straight from the read buffer.
 
 use std::net::SocketAddr;
 
 use anyhow::{bail, Context, Result};
-use sha2::Digest as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -19,8 +18,6 @@ pub enum Sink<'a> {
     Discard,
     /// Appended to the vector.
     Collect(&'a mut Vec<u8>),
-    /// Fed to a SHA-256 hasher.
-    Hash(&'a mut sha2::Sha256),
 }
 
 impl Sink<'_> {
@@ -28,7 +25,6 @@ impl Sink<'_> {
         match self {
             Sink::Discard => {}
             Sink::Collect(v) => v.extend_from_slice(bytes),
-            Sink::Hash(h) => h.update(bytes),
         }
     }
 }

@@ -118,6 +118,10 @@ pub async fn push_chunked(
 
 /// Pulls a blob of `size` bytes whole (`range` `None`) or as consecutive ranged `GET`s of
 /// `range` bytes on one connection. With `verify`, the bytes are hashed (costs client CPU).
+///
+/// Pulls use a blocking socket on their own thread, reading 1 MiB at a time exactly like
+/// the loopback probe ([`crate::limits::loopback_tcp`]) they are compared with, so that
+/// "share of loopback" measures the server and not the load generator's event loop.
 pub async fn pull(
     addr: SocketAddr,
     repo: &str,
@@ -126,40 +130,46 @@ pub async fn pull(
     range: Option<u64>,
     verify: bool,
 ) -> Result<u64> {
-    let mut c = Conn::new(addr, 1 << 20);
     let path = format!("/v2/{repo}/blobs/{digest}");
+    let digest = digest.to_owned();
+    tokio::task::spawn_blocking(move || pull_blocking(addr, &path, &digest, size, range, verify))
+        .await
+        .context("pull thread")?
+}
+
+fn pull_blocking(
+    addr: SocketAddr,
+    path: &str,
+    digest: &str,
+    size: u64,
+    range: Option<u64>,
+    verify: bool,
+) -> Result<u64> {
+    let mut c = BlockingConn::connect(addr)?;
     let mut hasher = sha2::Sha256::new();
+    let mut sink = |b: &[u8]| {
+        if verify {
+            hasher.update(b);
+        }
+    };
     let mut got = 0u64;
     match range {
         None => {
-            let sink = if verify {
-                Sink::Hash(&mut hasher)
-            } else {
-                Sink::Discard
-            };
-            let r = c.send("GET", &path, &[], b"", sink).await?;
-            check(&r, 200, "blob GET", b"")?;
-            got = r.body_len;
+            let (status, n) = c.get(path, None, &mut sink)?;
+            ensure!(status == 200, "blob GET: HTTP {status} (wanted 200)");
+            got = n;
         }
         Some(step) => {
             while got < size {
                 let end = (got + step.max(1)).min(size) - 1;
                 let range = format!("bytes={got}-{end}");
-                let sink = if verify {
-                    Sink::Hash(&mut hasher)
-                } else {
-                    Sink::Discard
-                };
-                let r = c
-                    .send("GET", &path, &[("Range", &range)], b"", sink)
-                    .await?;
-                check(&r, 206, "ranged blob GET", b"")?;
+                let (status, n) = c.get(path, Some(&range), &mut sink)?;
+                ensure!(status == 206, "ranged blob GET: HTTP {status} (wanted 206)");
                 ensure!(
-                    r.body_len == end - got + 1,
-                    "ranged GET returned {} bytes for {range}",
-                    r.body_len
+                    n == end - got + 1,
+                    "ranged GET returned {n} bytes for {range}"
                 );
-                got += r.body_len;
+                got += n;
             }
         }
     }
@@ -169,6 +179,97 @@ pub async fn pull(
         ensure!(d == digest, "pulled bytes hash to {d}, not {digest}");
     }
     Ok(got)
+}
+
+/// A blocking HTTP/1.1 keep-alive connection for `GET`s with a `Content-Length` body.
+struct BlockingConn {
+    stream: std::net::TcpStream,
+    host: String,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl BlockingConn {
+    fn connect(addr: SocketAddr) -> Result<BlockingConn> {
+        let stream =
+            std::net::TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
+        stream.set_nodelay(true)?;
+        Ok(BlockingConn {
+            stream,
+            host: addr.to_string(),
+            buf: vec![0; 1 << 20],
+            start: 0,
+            end: 0,
+        })
+    }
+
+    /// `GET path` (with an optional `Range`); the body goes to `sink`. Returns the status
+    /// and the body length.
+    fn get(
+        &mut self,
+        path: &str,
+        range: Option<&str>,
+        sink: &mut dyn FnMut(&[u8]),
+    ) -> Result<(u16, u64)> {
+        use std::io::{Read, Write};
+        let mut req = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: berth-bench\r\n",
+            self.host
+        );
+        if let Some(r) = range {
+            req.push_str(&format!("Range: {r}\r\n"));
+        }
+        req.push_str("\r\n");
+        self.stream.write_all(req.as_bytes())?;
+        // Head.
+        let (status, len) = loop {
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut resp = httparse::Response::new(&mut headers);
+            if let httparse::Status::Complete(n) = resp.parse(&self.buf[self.start..self.end])? {
+                let status = resp.code.context("response without a status")?;
+                let len = resp
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                    .and_then(|h| std::str::from_utf8(h.value).ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .context("response without a Content-Length")?;
+                self.start += n;
+                break (status, len);
+            }
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            ensure!(self.end < self.buf.len(), "response head too large");
+            let n = self.stream.read(&mut self.buf[self.end..])?;
+            ensure!(n > 0, "server closed the connection without answering");
+            self.end += n;
+        };
+        // Body: what is buffered, then 1 MiB reads straight from the socket.
+        let mut left = len;
+        let buffered = ((self.end - self.start) as u64).min(left) as usize;
+        sink(&self.buf[self.start..self.start + buffered]);
+        self.start += buffered;
+        left -= buffered as u64;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        while left > 0 {
+            let want = left.min(self.buf.len() as u64) as usize;
+            let n = self.stream.read(&mut self.buf[..want])?;
+            ensure!(
+                n > 0,
+                "connection closed {left} bytes before the end of the body"
+            );
+            sink(&self.buf[..n]);
+            left -= n as u64;
+        }
+        Ok((status, len))
+    }
 }
 
 /// `DELETE` of a blob (cleanup between rounds, not measured).

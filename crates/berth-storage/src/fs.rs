@@ -32,6 +32,8 @@ use crate::{BlobBody, BlobStore, ByteStream, LocalBlob, StorageError};
 const BATCH: usize = 1 << 20;
 /// Read buffer when serving a blob.
 const READ_CHUNK: usize = 1 << 20;
+/// Bytes of a blob about to be served that are read ahead when it is opened.
+const READ_AHEAD: u64 = 32 << 20;
 
 /// In-memory state of an upload whose bytes are all written and hashed.
 struct UploadState {
@@ -332,7 +334,11 @@ impl BlobStore for FsBlobStore {
         }
     }
 
-    async fn open_local(&self, digest: &Digest) -> Result<Option<LocalBlob>, StorageError> {
+    async fn open_local(
+        &self,
+        digest: &Digest,
+        range: Option<Range<u64>>,
+    ) -> Result<Option<LocalBlob>, StorageError> {
         let path = self.blob_path(digest);
         let d = digest.clone();
         blocking(move || {
@@ -347,9 +353,17 @@ impl BlobStore for FsBlobStore {
                 .metadata()
                 .map_err(StorageError::io("reading blob metadata"))?
                 .len();
-            // Start reading ahead now, so that serving it from the page cache seldom waits
-            // for the disk. Advice only: a failure changes nothing but speed.
-            let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::WillNeed);
+            // Start reading the first part ahead now, so that serving it seldom waits for
+            // the disk; the kernel's own read-ahead follows the sequential reads after
+            // that. Only the requested part: advice over a whole large file costs a
+            // page-cache walk per request even when every page is cached. Advice only: a
+            // failure changes nothing but speed.
+            let r = range.unwrap_or(0..size);
+            let ahead = r.end.saturating_sub(r.start).min(READ_AHEAD);
+            if let Some(len) = std::num::NonZeroU64::new(ahead) {
+                let _ =
+                    rustix::fs::fadvise(&file, r.start, Some(len), rustix::fs::Advice::WillNeed);
+            }
             Ok(Some(LocalBlob { file, size }))
         })
         .await

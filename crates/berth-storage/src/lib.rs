@@ -79,10 +79,15 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn stat(&self, digest: &Digest) -> Result<Option<u64>, StorageError>;
 
     /// The committed blob as a local file, for zero-copy serving (`sendfile`), or `None`
-    /// when this store keeps no local files. The default says `None`; callers then use
-    /// [`BlobStore::get`]. `BlobUnknown` when the blob is absent.
-    async fn open_local(&self, digest: &Digest) -> Result<Option<LocalBlob>, StorageError> {
-        let _ = digest;
+    /// when this store keeps no local files. `range` is the part about to be read (a
+    /// read-ahead hint; `None` for the whole blob). The default says `None`; callers then
+    /// use [`BlobStore::get`]. `BlobUnknown` when the blob is absent.
+    async fn open_local(
+        &self,
+        digest: &Digest,
+        range: Option<Range<u64>>,
+    ) -> Result<Option<LocalBlob>, StorageError> {
+        let _ = (digest, range);
         Ok(None)
     }
 

@@ -109,7 +109,7 @@ pub async fn get(state: &AppState, name: &RepoName, raw: &str, req: Req) -> ApiR
     };
     let len = byte_range.as_ref().map(|r| r.end - r.start).unwrap_or(size);
     if let Some(zc) = req.zero_copy.as_ref().filter(|_| len >= MIN_ZERO_COPY) {
-        match state.blobs.open_local(&digest).await {
+        match state.blobs.open_local(&digest, byte_range.clone()).await {
             Ok(Some(local)) => {
                 let range = byte_range.clone().unwrap_or(0..size);
                 if range.end <= local.size {
