@@ -182,7 +182,12 @@ struct Mark {
     client: f64,
 }
 
+/// Starts a measurement. First flushes every dirty page on the machine (`sync`, not
+/// measured), so that no step pays for the writeback of an earlier one: Distribution
+/// never fsyncs, and without this the server measured next would find up to 1 GiB of
+/// its data still being written back.
 fn mark(t: &Target, clk: f64) -> Result<Mark> {
+    rustix::fs::sync();
     Ok(Mark {
         at: Instant::now(),
         server: t.pid.map(|p| procstat::cpu_seconds(p, clk)).transpose()?,
