@@ -95,20 +95,20 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         // Plain TCP connections can send blobs with sendfile; TLS ones cannot.
-        let zero_copy = tls.is_none().then(ZeroCopy::default);
-        let conn_zero_copy = zero_copy.clone();
+        let zero_copy = ZeroCopy::default();
+        let request_zero_copy = tls.is_none().then(|| zero_copy.clone());
         let service =
             hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(ClientAddr(peer));
-                if let Some(z) = &conn_zero_copy {
+                if let Some(z) = &request_zero_copy {
                     req.extensions_mut().insert(z.clone());
                 }
                 app.clone().oneshot(req.map(axum::body::Body::new))
             });
         let builder = builder.clone();
-        match (&tls, zero_copy) {
-            (None, zero_copy) => {
-                let stream = SendfileStream::new(stream, zero_copy.unwrap_or_default());
+        match &tls {
+            None => {
+                let stream = SendfileStream::new(stream, zero_copy);
                 let conn = builder
                     .serve_connection_with_upgrades(TokioIo::new(stream), service)
                     .into_owned();
@@ -119,7 +119,7 @@ pub async fn serve(
                     }
                 });
             }
-            (Some(acceptor), _) => {
+            Some(acceptor) => {
                 let acceptor = acceptor.clone();
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {

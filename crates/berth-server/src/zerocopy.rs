@@ -68,12 +68,12 @@ impl ZeroCopy {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A response body sending `len` bytes of `file` from `offset` by `sendfile`.
-    /// `len` must be at least 1 and the file must hold `offset + len` bytes.
+    /// A response body sending `len` bytes of `file` from `offset` by `sendfile`; the
+    /// file must hold `offset + len` bytes. An empty body queues nothing.
     pub fn body(&self, file: std::fs::File, offset: u64, len: u64) -> ZeroCopyBody {
         ZeroCopyBody {
             conn: self.clone(),
-            file: Some(Pending {
+            file: (len > 0).then_some(Pending {
                 file,
                 offset,
                 remaining: len,
@@ -308,6 +308,19 @@ mod tests {
         want.extend_from_slice(b"TAIL");
         assert_eq!(got.len(), want.len());
         assert!(got == want, "bytes differ");
+        assert!(conn.queue().is_empty());
+    }
+
+    #[test]
+    fn an_empty_body_queues_nothing() {
+        let conn = ZeroCopy::default();
+        let mut body = std::pin::pin!(conn.body(tempfile::tempfile().unwrap(), 0, 0));
+        assert!(http_body::Body::is_end_stream(&*body));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(matches!(
+            http_body::Body::poll_frame(body.as_mut(), &mut cx),
+            Poll::Ready(None)
+        ));
         assert!(conn.queue().is_empty());
     }
 

@@ -76,6 +76,10 @@ pub async fn get(state: &AppState, name: &RepoName, raw: &str, req: Req) -> ApiR
             format!("blob {digest} is not in repository {name}"),
         )
     };
+    let missing = || {
+        tracing::warn!(%digest, repo = %name, "blob linked but missing or short in storage");
+        unknown()
+    };
     let size = state
         .meta
         .blob_size(name, &digest)
@@ -124,23 +128,16 @@ pub async fn get(state: &AppState, name: &RepoName, raw: &str, req: Req) -> ApiR
                         local.size,
                     ));
                 }
-                tracing::warn!(%digest, size = local.size, "blob file shorter than recorded");
-                return Err(unknown());
+                return Err(missing());
             }
             Ok(None) => {}
-            Err(berth_storage::StorageError::BlobUnknown(_)) => {
-                tracing::warn!(%digest, repo = %name, "blob linked but missing from storage");
-                return Err(unknown());
-            }
+            Err(berth_storage::StorageError::BlobUnknown(_)) => return Err(missing()),
             Err(e) => return Err(e.into()),
         }
     }
     let body = match state.blobs.get(&digest, byte_range.clone()).await {
         Ok(b) => b,
-        Err(berth_storage::StorageError::BlobUnknown(_)) => {
-            tracing::warn!(%digest, repo = %name, "blob linked but missing from storage");
-            return Err(unknown());
-        }
+        Err(berth_storage::StorageError::BlobUnknown(_)) => return Err(missing()),
         Err(e) => return Err(e.into()),
     };
     state.analytics.bytes_served(name, len);
