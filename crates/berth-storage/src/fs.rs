@@ -7,7 +7,8 @@
 //! - `uploads/<id>`: the bytes of an upload session so far.
 //!
 //! Writes are hashed as they arrive, in 1 MiB batches on the blocking pool, so memory
-//! stays flat whatever the blob size. A commit fdatasyncs the upload file, renames it into
+//! stays flat whatever the blob size; every 64 MiB an `fdatasync` starts in the background
+//! ([`BackgroundSync`]). A commit fdatasyncs the upload file, renames it into
 //! place and fsyncs the directory: a blob path exists only with its full, verified bytes.
 //! Concurrent commits share directory fsyncs ([`DirSync`]): one fsync that starts after a
 //! rename makes it durable, so eight parallel pushers pay for far fewer than eight.
@@ -39,9 +40,52 @@ const READ_AHEAD: u64 = 32 << 20;
 struct UploadState {
     size: u64,
     hasher: Hasher,
-    /// Bytes written since the last `fdatasync` (carried across chunks, so a chunked
-    /// upload is flushed while it streams just like a monolithic one).
+    /// Bytes written since the last `fdatasync` started (carried across chunks, so a
+    /// chunked upload is flushed while it streams just like a monolithic one).
     unsynced: u64,
+    /// The `fdatasync` running in the background, if any.
+    flushing: Option<BackgroundSync>,
+}
+
+/// An `fdatasync` of an upload file running on another thread while the upload goes on
+/// writing, so that the disk works while the next bytes are received and hashed instead
+/// of the whole pipeline stopping for each flush.
+///
+/// It only paces the writes (at most two [`SYNC_EVERY`] steps of an upload are dirty at a
+/// time, and the commit's own `fdatasync` finds little left to write); durability still
+/// comes from the commit, which waits for it and then syncs the file once more.
+struct BackgroundSync(std::sync::mpsc::Receiver<std::io::Result<()>>);
+
+impl BackgroundSync {
+    /// Starts syncing `file` (through a duplicate of its descriptor).
+    fn start(file: &std::fs::File) -> Result<BackgroundSync, StorageError> {
+        let dup = file
+            .try_clone()
+            .map_err(StorageError::io("syncing an upload"))?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let job = move || {
+            // The receiver is gone only when the upload was dropped: nothing to report.
+            let _ = tx.send(dup.sync_data());
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn_blocking(job);
+            }
+            Err(_) => job(),
+        }
+        Ok(BackgroundSync(rx))
+    }
+
+    /// Blocks until the sync has finished; its error, if any.
+    fn wait(self) -> Result<(), StorageError> {
+        match self.0.recv() {
+            Ok(result) => result.map_err(StorageError::io("syncing an upload")),
+            Err(_) => Err(StorageError::Io {
+                context: "syncing an upload",
+                source: std::io::Error::other("the background sync stopped without a result"),
+            }),
+        }
+    }
 }
 
 /// Group fsync of one directory: callers whose rename finished before an fsync started
@@ -152,6 +196,8 @@ pub struct FsBlobStore {
     dir_sync: [Arc<DirSync>; 2],
     /// One async lock per active upload, holding its hash state once known.
     uploads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<UploadState>>>>>,
+    /// Bytes of an upload written between two background syncs ([`SYNC_EVERY`]).
+    sync_every: u64,
 }
 
 impl FsBlobStore {
@@ -169,7 +215,15 @@ impl FsBlobStore {
             root,
             dir_sync: Default::default(),
             uploads: Mutex::new(HashMap::new()),
+            sync_every: SYNC_EVERY,
         })
+    }
+
+    /// The same store syncing uploads every `bytes` (tests: many syncs from small uploads).
+    #[cfg(test)]
+    fn with_sync_every(mut self, bytes: u64) -> FsBlobStore {
+        self.sync_every = bytes;
+        self
     }
 
     fn blob_path(&self, d: &Digest) -> PathBuf {
@@ -266,6 +320,7 @@ fn rehash(path: &Path, algorithm: Algorithm) -> Result<UploadState, StorageError
         size,
         hasher,
         unsynced: size,
+        flushing: None,
     })
 }
 
@@ -278,8 +333,9 @@ async fn blocking<T: Send + 'static>(
     })?
 }
 
-/// Bytes written between two `fdatasync`s while an upload streams in, so that the
-/// commit's final sync has little left to flush and the disk works while bytes arrive.
+/// Bytes written between two background `fdatasync`s while an upload streams in, so
+/// that the commit's final sync has little left to flush, the disk works while bytes
+/// arrive, and an upload never has more than twice this much unwritten in the page cache.
 const SYNC_EVERY: u64 = 64 << 20;
 
 /// The file and hash state of an upload, moved into each blocking write step.
@@ -287,6 +343,8 @@ struct Writer {
     file: std::fs::File,
     hasher: Hasher,
     unsynced: u64,
+    flushing: Option<BackgroundSync>,
+    sync_every: u64,
 }
 
 /// Hashes and writes one batch of received chunks (vectored, without copying them into
@@ -312,10 +370,13 @@ fn write_batch(mut w: Writer, batch: Vec<Bytes>) -> Result<Writer, StorageError>
         w.unsynced += n as u64;
         std::io::IoSlice::advance_slices(&mut rest, n);
     }
-    if w.unsynced >= SYNC_EVERY {
-        w.file
-            .sync_data()
-            .map_err(StorageError::io("syncing an upload"))?;
+    if w.unsynced >= w.sync_every {
+        // The previous flush has had a whole step to finish; waiting for it here is what
+        // holds a writer faster than the disk back.
+        if let Some(previous) = w.flushing.take() {
+            previous.wait()?;
+        }
+        w.flushing = Some(BackgroundSync::start(&w.file)?);
         w.unsynced = 0;
     }
     Ok(w)
@@ -428,6 +489,7 @@ impl BlobStore for FsBlobStore {
             size: 0,
             hasher: Hasher::new(Algorithm::Sha256),
             unsynced: 0,
+            flushing: None,
         });
         Ok(())
     }
@@ -488,6 +550,8 @@ impl BlobStore for FsBlobStore {
             file,
             hasher: state.hasher,
             unsynced: state.unsynced,
+            flushing: state.flushing,
+            sync_every: self.sync_every,
         });
         let mut batch: Vec<Bytes> = Vec::new();
         let mut batch_len = 0usize;
@@ -500,6 +564,9 @@ impl BlobStore for FsBlobStore {
         loop {
             let next = data.next().await;
             let done = match next {
+                // An empty chunk adds nothing (and would make a vectored write of it
+                // look like a failed one).
+                Some(Ok(chunk)) if chunk.is_empty() => false,
                 Some(Ok(chunk)) => {
                     size += chunk.len() as u64;
                     batch_len += chunk.len();
@@ -533,6 +600,7 @@ impl BlobStore for FsBlobStore {
             size,
             hasher: w.hasher,
             unsynced: w.unsynced,
+            flushing: w.flushing,
         });
         match body_error {
             Some(e) => Err(StorageError::Body(e)),
@@ -591,7 +659,11 @@ impl BlobStore for FsBlobStore {
         }
         let dest = self.blob_path(expected);
         let dir_sync = self.dir_sync(expected.algorithm());
+        let flushing = state.flushing;
         blocking(move || {
+            if let Some(f) = flushing {
+                f.wait()?;
+            }
             let announced = dir_sync.begin();
             let f = std::fs::OpenOptions::new()
                 .write(true)
@@ -664,6 +736,71 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = FsBlobStore::open(dir.path()).unwrap();
         crate::testsuite::run(&store).await;
+    }
+
+    fn stream_of(parts: Vec<Vec<u8>>) -> ByteStream {
+        Box::pin(futures_util::stream::iter(
+            parts.into_iter().map(|p| Ok(Bytes::from(p))),
+        ))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn uploads_flushed_in_the_background_keep_every_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        // A sync every 64 KiB: a background sync is running during most batches and is
+        // carried from one append to the next.
+        let store = FsBlobStore::open(dir.path())
+            .unwrap()
+            .with_sync_every(64 << 10);
+        let data: Vec<u8> = (0..(5u32 << 20) + 12_345)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        store.upload_create("u").await.unwrap();
+        let mut at = 0usize;
+        for len in [1, (1 << 20) + 7, 300_000, 3 << 20, 0, 1_000_000] {
+            let end = (at + len).min(data.len());
+            // Pieces of 100 KiB, as a socket would deliver them.
+            let parts = data[at..end].chunks(100_000).map(<[u8]>::to_vec).collect();
+            let size = store
+                .upload_append("u", at as u64, stream_of(parts))
+                .await
+                .unwrap();
+            assert_eq!(size, end as u64);
+            at = end;
+        }
+        let rest = stream_of(vec![data[at..].to_vec()]);
+        store.upload_append("u", at as u64, rest).await.unwrap();
+        let d = Digest::sha256(&data);
+        assert_eq!(
+            store.upload_commit("u", &d).await.unwrap(),
+            data.len() as u64
+        );
+        let mut got = Vec::new();
+        let mut body = store.get(&d, None).await.unwrap();
+        while let Some(chunk) = body.stream.next().await {
+            got.extend_from_slice(&chunk.unwrap());
+        }
+        assert!(got == data, "committed bytes differ from the uploaded ones");
+
+        // An upload dropped while its sync runs leaves nothing behind.
+        store.upload_create("v").await.unwrap();
+        let parts = vec![data[..3 << 20].to_vec()];
+        store.upload_append("v", 0, stream_of(parts)).await.unwrap();
+        store.upload_abort("v").await.unwrap();
+        assert_eq!(store.upload_list().await.unwrap(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_background_sync_reports_its_result_with_or_without_a_runtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = std::fs::File::create(dir.path().join("f")).unwrap();
+        BackgroundSync::start(&f).unwrap().wait().unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let s = BackgroundSync::start(&f).unwrap();
+            tokio::task::spawn_blocking(move || s.wait()).await.unwrap()
+        })
+        .unwrap();
     }
 
     #[tokio::test]
