@@ -61,6 +61,50 @@ pub struct Config {
     pub analytics_flush_interval: Duration,
     /// Count downloads by version, platform and client (on by default).
     pub analytics: bool,
+    /// How blob bodies go out on plain-HTTP/1.x connections.
+    pub blob_transfer: BlobTransfer,
+}
+
+/// How blob bodies of 64 KiB or more are sent on plain-HTTP/1.x connections (TLS and
+/// HTTP/2 connections always stream them through user space).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BlobTransfer {
+    /// `copy` for clients on a loopback address, `sendfile` for everyone else.
+    #[default]
+    Auto,
+    /// `sendfile(2)` from the page cache to the socket: no copy through user space.
+    Sendfile,
+    /// Read into a reused buffer, then write. Faster on loopback, where the receiving
+    /// side of the same kernel pays more for `sendfile`'s page-sized fragments than the
+    /// sender saves (measured in docs/benchmarks.md).
+    Copy,
+}
+
+impl BlobTransfer {
+    /// The transfer for a connection from `peer`.
+    pub fn for_peer(self, peer: std::net::IpAddr) -> crate::zerocopy::Transfer {
+        use crate::zerocopy::Transfer;
+        match self {
+            BlobTransfer::Sendfile => Transfer::Sendfile,
+            BlobTransfer::Copy => Transfer::Copy,
+            BlobTransfer::Auto if peer.to_canonical().is_loopback() => Transfer::Copy,
+            BlobTransfer::Auto => Transfer::Sendfile,
+        }
+    }
+}
+
+impl std::str::FromStr for BlobTransfer {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<BlobTransfer, String> {
+        match s {
+            "auto" => Ok(BlobTransfer::Auto),
+            "sendfile" => Ok(BlobTransfer::Sendfile),
+            "copy" => Ok(BlobTransfer::Copy),
+            _ => Err("use auto, sendfile or copy".into()),
+        }
+    }
 }
 
 impl Default for Config {
@@ -79,6 +123,7 @@ impl Default for Config {
             tag_policy: Vec::new(),
             analytics_flush_interval: Duration::from_secs(5),
             analytics: true,
+            blob_transfer: BlobTransfer::Auto,
         }
     }
 }
@@ -98,8 +143,8 @@ impl Config {
 
     /// Applies `BERTH_LISTEN`, `BERTH_DATA_DIR`, `BERTH_MAX_MANIFEST_BYTES`,
     /// `BERTH_UPLOAD_IDLE_TIMEOUT`, `BERTH_TLS_CERT`, `BERTH_TLS_KEY`, `BERTH_INSECURE_OPEN`,
-    /// `BERTH_TOKEN_SERVICE`, `BERTH_TOKEN_REALM`, `BERTH_TOKEN_TTL` and
-    /// `BERTH_ANALYTICS_FLUSH_INTERVAL` from `vars`.
+    /// `BERTH_TOKEN_SERVICE`, `BERTH_TOKEN_REALM`, `BERTH_TOKEN_TTL`, `BERTH_ANALYTICS`,
+    /// `BERTH_ANALYTICS_FLUSH_INTERVAL` and `BERTH_BLOB_TRANSFER` from `vars`.
     pub fn apply_env(
         &mut self,
         vars: impl IntoIterator<Item = (String, String)>,
@@ -141,6 +186,7 @@ impl Config {
                 "BERTH_ANALYTICS_FLUSH_INTERVAL" => {
                     self.analytics_flush_interval = parse_duration(&value).map_err(bad)?
                 }
+                "BERTH_BLOB_TRANSFER" => self.blob_transfer = value.parse().map_err(bad)?,
                 _ => {}
             }
         }
@@ -230,6 +276,43 @@ mod tests {
         assert!(c
             .apply_env([("BERTH_INSECURE_OPEN".to_string(), "maybe".to_string())])
             .is_err());
+    }
+
+    #[test]
+    fn blob_transfer_from_file_env_and_peer() {
+        use crate::zerocopy::Transfer;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("berth.toml");
+        std::fs::write(&path, "blob_transfer = \"sendfile\"\n").unwrap();
+        let mut c = Config::from_file(&path).unwrap();
+        assert_eq!(c.blob_transfer, BlobTransfer::Sendfile);
+        c.apply_env([("BERTH_BLOB_TRANSFER".to_string(), "copy".to_string())])
+            .unwrap();
+        assert_eq!(c.blob_transfer, BlobTransfer::Copy);
+        let err = c
+            .apply_env([("BERTH_BLOB_TRANSFER".to_string(), "splice".to_string())])
+            .unwrap_err();
+        assert!(err.to_string().contains("auto, sendfile or copy"), "{err}");
+        std::fs::write(&path, "blob_transfer = \"fast\"\n").unwrap();
+        assert!(Config::from_file(&path).is_err());
+
+        let auto = Config::default().blob_transfer;
+        for (ip, want) in [
+            ("127.0.0.1", Transfer::Copy),
+            ("127.8.9.10", Transfer::Copy),
+            ("::1", Transfer::Copy),
+            ("::ffff:127.0.0.1", Transfer::Copy),
+            ("10.0.0.7", Transfer::Sendfile),
+            ("2001:db8::1", Transfer::Sendfile),
+        ] {
+            assert_eq!(auto.for_peer(ip.parse().unwrap()), want, "{ip}");
+        }
+        let lo = "127.0.0.1".parse().unwrap();
+        assert_eq!(BlobTransfer::Sendfile.for_peer(lo), Transfer::Sendfile);
+        assert_eq!(
+            BlobTransfer::Copy.for_peer("10.0.0.7".parse().unwrap()),
+            Transfer::Copy
+        );
     }
 
     #[test]

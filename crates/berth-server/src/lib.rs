@@ -174,8 +174,17 @@ pub async fn run(
     let flusher = tokio::spawn(state.analytics.clone().flush_forever());
     let tls = state.tls.clone();
     let analytics = state.analytics.clone();
+    let transfer = state.blob_transfer;
     let app = app(state);
-    let result = listener::serve(listener, tls, app, shutdown, Duration::from_secs(30)).await;
+    let result = listener::serve(
+        listener,
+        tls,
+        transfer,
+        app,
+        shutdown,
+        Duration::from_secs(30),
+    )
+    .await;
     janitor.abort();
     flusher.abort();
     if let Err(e) = analytics.flush(true).await {

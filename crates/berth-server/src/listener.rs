@@ -69,6 +69,7 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
 pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
+    transfer: crate::config::BlobTransfer,
     app: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     drain: Duration,
@@ -108,7 +109,7 @@ pub async fn serve(
         let builder = builder.clone();
         match &tls {
             None => {
-                let stream = SendfileStream::new(stream, zero_copy);
+                let stream = SendfileStream::new(stream, zero_copy, transfer.for_peer(peer.ip()));
                 let conn = builder
                     .serve_connection_with_upgrades(TokioIo::new(stream), service)
                     .into_owned();

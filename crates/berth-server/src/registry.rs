@@ -34,6 +34,7 @@ pub struct AppState {
     pub policy: Arc<crate::policy::Policy>,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub analytics: Arc<crate::analytics::Analytics>,
+    pub blob_transfer: crate::config::BlobTransfer,
     digest_locks: Arc<Vec<Mutex<()>>>,
 }
 
@@ -56,6 +57,7 @@ impl AppState {
             policy: Arc::new(crate::policy::Policy::default()),
             metrics: Arc::new(crate::metrics::Metrics::default()),
             analytics,
+            blob_transfer: config.blob_transfer,
             digest_locks: Arc::new((0..LOCK_STRIPES).map(|_| Mutex::new(())).collect()),
         }
     }

@@ -8,6 +8,12 @@
 //! when hyper writes it and calls `sendfile(2)` for that many bytes instead, so the blob
 //! goes from the page cache to the socket without passing through user space.
 //!
+//! A connection can instead copy ([`Transfer::Copy`], chosen for loopback clients by
+//! `blob_transfer = "auto"`): the same placeholders are served by `pread` into one reused
+//! buffer per connection and a `write`. On loopback the receiver's half of the TCP path
+//! runs in the sender's kernel, and `sendfile`'s page-sized fragments make that half cost
+//! more than the copy saves: copying was both faster and cheaper there (docs/benchmarks.md).
+//!
 //! Invariants that keep this safe:
 //! - Placeholders are produced only for requests that carry this connection's
 //!   [`ZeroCopy`] extension, which the listener attaches only to plain-TCP connections,
@@ -122,19 +128,52 @@ impl http_body::Body for ZeroCopyBody {
     }
 }
 
-/// A plain TCP stream that turns placeholder writes into `sendfile`.
+/// How a connection sends the file bytes that placeholders stand for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transfer {
+    /// `sendfile(2)`: no copy through user space.
+    Sendfile,
+    /// `pread` into one reused buffer per connection, then `write`.
+    Copy,
+}
+
+/// File bytes read for a [`Transfer::Copy`] connection but not yet sent.
+struct Staged {
+    /// At most one frame (1 MiB); freed when a body's last bytes are sent, so that idle
+    /// keep-alive connections hold no buffer.
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// The staged bytes are the last of their body.
+    last: bool,
+}
+
+/// A plain TCP stream that turns placeholder writes into `sendfile` (or copies).
 pub struct SendfileStream {
     inner: TcpStream,
     conn: ZeroCopy,
+    staged: Option<Staged>,
 }
 
 impl SendfileStream {
-    pub fn new(inner: TcpStream, conn: ZeroCopy) -> SendfileStream {
-        SendfileStream { inner, conn }
+    pub fn new(inner: TcpStream, conn: ZeroCopy, transfer: Transfer) -> SendfileStream {
+        SendfileStream {
+            inner,
+            conn,
+            staged: (transfer == Transfer::Copy).then(|| Staged {
+                buf: Vec::new(),
+                start: 0,
+                end: 0,
+                last: false,
+            }),
+        }
     }
 
     /// Sends up to `want` bytes of the file at the front of the queue.
     fn poll_sendfile(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
+        if self.staged.is_some() {
+            return self.poll_copy(cx, want);
+        }
         loop {
             ready!(self.inner.poll_write_ready(cx))?;
             let mut queue = self.conn.queue();
@@ -163,6 +202,61 @@ impl SendfileStream {
                     front.remaining -= n as u64;
                     if front.remaining == 0 {
                         queue.pop_front();
+                    }
+                    return Poll::Ready(Ok(n));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl SendfileStream {
+    /// [`Transfer::Copy`]: sends up to `want` bytes of the file at the front of the queue,
+    /// read into the connection's buffer first. Bytes read but not yet sent stay staged
+    /// and go out first on the next call (hyper offers the unsent rest of the same
+    /// placeholder again, so there are never more staged bytes than it offers).
+    fn poll_copy(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.inner.poll_write_ready(cx))?;
+            let Some(st) = self.staged.as_mut() else {
+                return Poll::Ready(Err(io::Error::other("copy transfer without a buffer")));
+            };
+            if st.start == st.end {
+                let mut queue = self.conn.queue();
+                let Some(front) = queue.front_mut() else {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "zero-copy body bytes without a queued file",
+                    )));
+                };
+                let count = (want as u64).min(front.remaining).min(FRAME as u64) as usize;
+                if st.buf.len() < count {
+                    st.buf.resize(count, 0);
+                }
+                let n = rustix::io::pread(&front.file, &mut st.buf[..count], front.offset)?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "blob file is shorter than its recorded size",
+                    )));
+                }
+                front.offset += n as u64;
+                front.remaining -= n as u64;
+                st.last = front.remaining == 0;
+                if st.last {
+                    queue.pop_front();
+                }
+                st.start = 0;
+                st.end = n;
+            }
+            let len = (st.end - st.start).min(want);
+            match self.inner.try_write(&st.buf[st.start..st.start + len]) {
+                Ok(n) => {
+                    st.start += n;
+                    if st.last && st.start == st.end {
+                        st.buf = Vec::new();
                     }
                     return Poll::Ready(Ok(n));
                 }
@@ -248,19 +342,42 @@ mod tests {
 
     #[tokio::test]
     async fn placeholder_bytes_become_file_bytes_and_real_bytes_pass_through() {
+        for transfer in [Transfer::Sendfile, Transfer::Copy] {
+            for slow_reader in [false, true] {
+                placeholders_become_file_bytes(transfer, slow_reader).await;
+            }
+        }
+    }
+
+    /// With `slow_reader`, the socket buffer fills up and writes are partial, so the copy
+    /// path has to carry read-but-unsent bytes from one call to the next.
+    async fn placeholders_become_file_bytes(transfer: Transfer, slow_reader: bool) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let reader = tokio::spawn(async move {
             let (mut s, _) = listener.accept().await.unwrap();
             let mut got = Vec::new();
-            s.read_to_end(&mut got).await.unwrap();
-            got
+            let mut buf = vec![0u8; 50_000];
+            loop {
+                let n = s.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break got;
+                }
+                got.extend_from_slice(&buf[..n]);
+                if slow_reader {
+                    tokio::time::sleep(std::time::Duration::from_micros(200)).await;
+                }
+            }
         });
         let content: Vec<u8> = (0..3 * FRAME + 123).map(|i| (i % 251) as u8).collect();
         let mut f = tempfile::tempfile().unwrap();
         f.write_all(&content).unwrap();
         let conn = ZeroCopy::default();
-        let mut s = SendfileStream::new(TcpStream::connect(addr).await.unwrap(), conn.clone());
+        let mut s = SendfileStream::new(
+            TcpStream::connect(addr).await.unwrap(),
+            conn.clone(),
+            transfer,
+        );
         // Head, then a body of bytes 5.. of the file, then another body (the whole file)
         // queued behind it, as two pipelined responses would be.
         let len = content.len() as u64 - 5;
@@ -298,6 +415,9 @@ mod tests {
                 sent += n;
             }
         }
+        if let Some(st) = &s.staged {
+            assert_eq!(st.buf.capacity(), 0, "the copy buffer outlived its bodies");
+        }
         s.write_all(b"TAIL").await.unwrap();
         s.shutdown().await.unwrap();
         drop(s);
@@ -306,8 +426,8 @@ mod tests {
         want.extend_from_slice(&content[5..]);
         want.extend_from_slice(&content);
         want.extend_from_slice(b"TAIL");
-        assert_eq!(got.len(), want.len());
-        assert!(got == want, "bytes differ");
+        assert_eq!(got.len(), want.len(), "{transfer:?}");
+        assert!(got == want, "{transfer:?}: bytes differ");
         assert!(conn.queue().is_empty());
     }
 
@@ -328,10 +448,20 @@ mod tests {
     async fn a_placeholder_without_a_file_is_an_error_not_zeros() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let _accept = tokio::spawn(async move { listener.accept().await });
-        let mut s =
-            SendfileStream::new(TcpStream::connect(addr).await.unwrap(), ZeroCopy::default());
-        let err = s.write(&placeholder()[..100]).await.unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        let _accept = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                open.push(s);
+            }
+        });
+        for transfer in [Transfer::Sendfile, Transfer::Copy] {
+            let mut s = SendfileStream::new(
+                TcpStream::connect(addr).await.unwrap(),
+                ZeroCopy::default(),
+                transfer,
+            );
+            let err = s.write(&placeholder()[..100]).await.unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        }
     }
 }

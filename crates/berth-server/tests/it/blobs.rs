@@ -3,7 +3,23 @@
 use berth_oci::Digest;
 use reqwest::{Method, StatusCode};
 
+use berth_server::config::BlobTransfer;
+
 use crate::common::{error_code, TestRegistry};
+
+/// Servers sending large blobs each way a plain-HTTP/1.1 connection can (`Auto` is
+/// `Copy` here, the client being on loopback).
+async fn each_transfer() -> Vec<(BlobTransfer, TestRegistry)> {
+    let mut regs = Vec::new();
+    for t in [BlobTransfer::Sendfile, BlobTransfer::Copy] {
+        let config = berth_server::Config {
+            blob_transfer: t,
+            ..Default::default()
+        };
+        regs.push((t, TestRegistry::start_with(config).await));
+    }
+    regs
+}
 
 #[tokio::test]
 async fn version_check() {
@@ -172,11 +188,18 @@ async fn sha512_blobs() {
     assert_eq!(r.bytes().await.unwrap().as_ref(), b"five twelve");
 }
 
-/// Blobs large enough to be sent with `sendfile` on plain HTTP/1.1, several on one
-/// keep-alive connection, whole and ranged, and the same over HTTP/2 (never zero-copy).
+/// Blobs large enough to be sent with `sendfile` (or the copy path) on plain HTTP/1.1,
+/// several on one keep-alive connection, whole and ranged, and the same over HTTP/2
+/// (always streamed).
 #[tokio::test]
 async fn large_blobs_whole_and_ranged_over_http1_and_h2c() {
-    let reg = TestRegistry::start().await;
+    for (transfer, reg) in each_transfer().await {
+        eprintln!("transfer {transfer:?}");
+        large_blobs(reg).await;
+    }
+}
+
+async fn large_blobs(reg: TestRegistry) {
     // Not a multiple of the 1 MiB frame, and no two MiB alike.
     let content: Vec<u8> = (0..(3 << 20) + 4321u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
@@ -248,23 +271,24 @@ async fn large_blobs_whole_and_ranged_over_http1_and_h2c() {
 /// A blob file shorter than its recorded size is refused, never padded or cut short.
 #[tokio::test]
 async fn a_damaged_blob_file_is_not_served() {
-    let reg = TestRegistry::start().await;
-    let content = vec![7u8; 1 << 20];
-    let d = reg.push_blob("big/two", &content).await;
-    let file = find_file(&reg.data_dir().join("blobs"), d.hex()).expect("blob file");
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&file)
-        .unwrap()
-        .set_len(1000)
-        .unwrap();
-    let r = reg
-        .req(Method::GET, &format!("/v2/big/two/blobs/{d}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    assert_eq!(error_code(r).await, "BLOB_UNKNOWN");
+    for (transfer, reg) in each_transfer().await {
+        let content = vec![7u8; 1 << 20];
+        let d = reg.push_blob("big/two", &content).await;
+        let file = find_file(&reg.data_dir().join("blobs"), d.hex()).expect("blob file");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_len(1000)
+            .unwrap();
+        let r = reg
+            .req(Method::GET, &format!("/v2/big/two/blobs/{d}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{transfer:?}");
+        assert_eq!(error_code(r).await, "BLOB_UNKNOWN");
+    }
 }
 
 fn find_file(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
@@ -281,12 +305,18 @@ fn find_file(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
     None
 }
 
-/// HTTP/1.1 pipelining: three blob GETs (two sent with sendfile, one small) written in one
-/// go on one connection come back in order, each with its own bytes.
+/// HTTP/1.1 pipelining: four blob GETs (three sent with sendfile or the copy path, one
+/// small) written in one go on one connection come back in order, each with its own bytes.
 #[tokio::test]
 async fn pipelined_blob_gets_come_back_in_order() {
+    for (transfer, reg) in each_transfer().await {
+        eprintln!("transfer {transfer:?}");
+        pipelined(reg).await;
+    }
+}
+
+async fn pipelined(reg: TestRegistry) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let reg = TestRegistry::start().await;
     let a: Vec<u8> = (0..(2 << 20) + 17u32).map(|i| (i % 253) as u8).collect();
     let b: Vec<u8> = (0..(1 << 20) + 5u32).map(|i| (i % 241) as u8).collect();
     let da = reg.push_blob("pipe/line", &a).await;

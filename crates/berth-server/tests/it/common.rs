@@ -25,6 +25,15 @@ impl TestRegistry {
         reg
     }
 
+    /// Starts a server with `config` (its data directory replaced by a fresh one).
+    pub async fn start_with(config: berth_server::Config) -> TestRegistry {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().to_owned();
+        let mut reg = TestRegistry::start_in(&data_dir, config).await;
+        reg.dir = Some(dir);
+        reg
+    }
+
     /// Starts a server over an existing data directory (to test restarts).
     pub async fn start_in(data_dir: &Path, mut config: berth_server::Config) -> TestRegistry {
         config.data_dir = data_dir.to_owned();
