@@ -22,7 +22,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use berth_oci::{Algorithm, Digest, Hasher};
-use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::io::AsyncSeekExt;
 use tokio::task::spawn_blocking;
@@ -347,29 +346,14 @@ struct Writer {
     sync_every: u64,
 }
 
-/// Hashes and writes one batch of received chunks (vectored, without copying them into
-/// one buffer); returns the writer for the next batch.
-fn write_batch(mut w: Writer, batch: Vec<Bytes>) -> Result<Writer, StorageError> {
-    for chunk in &batch {
-        w.hasher.update(chunk);
-    }
-    let mut slices: Vec<std::io::IoSlice<'_>> =
-        batch.iter().map(|b| std::io::IoSlice::new(b)).collect();
-    let mut rest = &mut slices[..];
-    while !rest.is_empty() {
-        let n = w
-            .file
-            .write_vectored(rest)
-            .map_err(StorageError::io("writing an upload"))?;
-        if n == 0 {
-            return Err(StorageError::Io {
-                context: "writing an upload",
-                source: std::io::ErrorKind::WriteZero.into(),
-            });
-        }
-        w.unsynced += n as u64;
-        std::io::IoSlice::advance_slices(&mut rest, n);
-    }
+/// Hashes and writes one batch; returns the writer and the emptied buffer for reuse.
+fn write_batch(mut w: Writer, mut batch: Vec<u8>) -> Result<(Writer, Vec<u8>), StorageError> {
+    w.hasher.update(&batch);
+    w.file
+        .write_all(&batch)
+        .map_err(StorageError::io("writing an upload"))?;
+    w.unsynced += batch.len() as u64;
+    batch.clear();
     if w.unsynced >= w.sync_every {
         // The previous flush has had a whole step to finish; waiting for it here is what
         // holds a writer faster than the disk back.
@@ -379,7 +363,7 @@ fn write_batch(mut w: Writer, batch: Vec<Bytes>) -> Result<Writer, StorageError>
         w.flushing = Some(BackgroundSync::start(&w.file)?);
         w.unsynced = 0;
     }
-    Ok(w)
+    Ok((w, batch))
 }
 
 #[async_trait::async_trait]
@@ -545,7 +529,7 @@ impl BlobStore for FsBlobStore {
         .await?;
 
         let mut size = state.size;
-        let mut pending: Option<tokio::task::JoinHandle<Result<Writer, StorageError>>> = None;
+        let mut pending: Option<WriteTask> = None;
         let mut writer = Some(Writer {
             file,
             hasher: state.hasher,
@@ -553,8 +537,12 @@ impl BlobStore for FsBlobStore {
             flushing: state.flushing,
             sync_every: self.sync_every,
         });
-        let mut batch: Vec<Bytes> = Vec::new();
-        let mut batch_len = 0usize;
+        // Received bytes are copied into one of two reused buffers (one filling while the
+        // other is written) and each chunk is dropped at once: the HTTP server can then
+        // reuse its read buffer instead of allocating fresh (page-faulting) memory for
+        // every read while a batch is being written.
+        let mut batch: Vec<u8> = Vec::new();
+        let mut spare: Option<Vec<u8>> = None;
         let mut body_error = None;
         let lost = || StorageError::Io {
             context: "writing an upload",
@@ -564,13 +552,25 @@ impl BlobStore for FsBlobStore {
         loop {
             let next = data.next().await;
             let done = match next {
-                // An empty chunk adds nothing (and would make a vectored write of it
-                // look like a failed one).
-                Some(Ok(chunk)) if chunk.is_empty() => false,
                 Some(Ok(chunk)) => {
                     size += chunk.len() as u64;
-                    batch_len += chunk.len();
-                    batch.push(chunk);
+                    let mut rest = &chunk[..];
+                    while !rest.is_empty() {
+                        let take = (BATCH - batch.len()).min(rest.len());
+                        batch.extend_from_slice(&rest[..take]);
+                        rest = &rest[take..];
+                        if batch.len() == BATCH {
+                            if let Some(h) = pending.take() {
+                                let (w, buf) = join_write(h).await?;
+                                writer = Some(w);
+                                spare = Some(buf);
+                            }
+                            let w = writer.take().ok_or_else(lost)?;
+                            let full =
+                                std::mem::replace(&mut batch, spare.take().unwrap_or_default());
+                            pending = Some(spawn_blocking(move || write_batch(w, full)));
+                        }
+                    }
                     false
                 }
                 Some(Err(e)) => {
@@ -579,21 +579,16 @@ impl BlobStore for FsBlobStore {
                 }
                 None => true,
             };
-            if batch_len >= BATCH || (done && !batch.is_empty()) {
-                if let Some(h) = pending.take() {
-                    writer = Some(join_write(h).await?);
-                }
-                let w = writer.take().ok_or_else(lost)?;
-                let b = std::mem::take(&mut batch);
-                batch_len = 0;
-                pending = Some(spawn_blocking(move || write_batch(w, b)));
-            }
             if done {
                 break;
             }
         }
         if let Some(h) = pending.take() {
-            writer = Some(join_write(h).await?);
+            writer = Some(join_write(h).await?.0);
+        }
+        if !batch.is_empty() {
+            let w = writer.take().ok_or_else(lost)?;
+            writer = Some(blocking(move || write_batch(w, batch)).await?.0);
         }
         let w = writer.ok_or_else(lost)?;
         *guard = Some(UploadState {
@@ -718,9 +713,10 @@ impl BlobStore for FsBlobStore {
     }
 }
 
-async fn join_write(
-    h: tokio::task::JoinHandle<Result<Writer, StorageError>>,
-) -> Result<Writer, StorageError> {
+/// A batch being hashed and written on the blocking pool.
+type WriteTask = tokio::task::JoinHandle<Result<(Writer, Vec<u8>), StorageError>>;
+
+async fn join_write(h: WriteTask) -> Result<(Writer, Vec<u8>), StorageError> {
     h.await.map_err(|e| StorageError::Io {
         context: "writing an upload",
         source: std::io::Error::other(e.to_string()),
@@ -730,6 +726,7 @@ async fn join_write(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     #[tokio::test]
     async fn passes_the_conformance_suite() {
