@@ -30,6 +30,9 @@ use crate::{BlobBody, BlobStore, ByteStream, LocalBlob, StorageError};
 
 /// Bytes gathered before one write+hash step on the blocking pool.
 const BATCH: usize = 1 << 20;
+/// Uploads up to this size gather their bytes in a buffer that grows as they arrive;
+/// larger ones get [`BATCH`]-sized buffers at once.
+const SMALL: usize = 64 << 10;
 /// Read buffer when serving a blob.
 const READ_CHUNK: usize = 1 << 20;
 /// Bytes of a blob about to be served that are read ahead when it is opened.
@@ -197,6 +200,38 @@ pub struct FsBlobStore {
     uploads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<UploadState>>>>>,
     /// Bytes of an upload written between two background syncs ([`SYNC_EVERY`]).
     sync_every: u64,
+    /// Batch buffers of finished appends, for the next ones.
+    batches: BatchPool,
+}
+
+/// A few [`BATCH`]-sized buffers kept between appends, so that a chunked upload (one
+/// append per `PATCH`) or a series of pushes reuses the same memory instead of
+/// allocating, faulting in and freeing two buffers per request.
+#[derive(Default)]
+struct BatchPool(Mutex<Vec<Vec<u8>>>);
+
+/// Buffers a [`BatchPool`] keeps: two per upload appending at the same time.
+const POOLED_BATCHES: usize = 4;
+
+impl BatchPool {
+    fn take(&self) -> Vec<u8> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .unwrap_or_default()
+    }
+
+    fn give_back(&self, mut buf: Vec<u8>) {
+        if buf.capacity() < BATCH {
+            return;
+        }
+        buf.clear();
+        let mut pool = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < POOLED_BATCHES {
+            pool.push(buf);
+        }
+    }
 }
 
 impl FsBlobStore {
@@ -215,6 +250,7 @@ impl FsBlobStore {
             dir_sync: Default::default(),
             uploads: Mutex::new(HashMap::new()),
             sync_every: SYNC_EVERY,
+            batches: BatchPool::default(),
         })
     }
 
@@ -541,7 +577,7 @@ impl BlobStore for FsBlobStore {
         // other is written) and each chunk is dropped at once: the HTTP server can then
         // reuse its read buffer instead of allocating fresh (page-faulting) memory for
         // every read while a batch is being written.
-        let mut batch: Vec<u8> = Vec::new();
+        let mut batch: Vec<u8> = self.batches.take();
         let mut spare: Option<Vec<u8>> = None;
         let mut body_error = None;
         let lost = || StorageError::Io {
@@ -555,6 +591,11 @@ impl BlobStore for FsBlobStore {
                 Some(Ok(chunk)) => {
                     size += chunk.len() as u64;
                     let mut rest = &chunk[..];
+                    if batch.capacity() < BATCH && batch.len() + rest.len() > SMALL {
+                        // A large upload: one allocation of the final size, not a series of
+                        // doublings that leave freed chunks of every size in the allocator.
+                        batch.reserve_exact(BATCH - batch.len());
+                    }
                     while !rest.is_empty() {
                         let take = (BATCH - batch.len()).min(rest.len());
                         batch.extend_from_slice(&rest[..take]);
@@ -566,8 +607,10 @@ impl BlobStore for FsBlobStore {
                                 spare = Some(buf);
                             }
                             let w = writer.take().ok_or_else(lost)?;
-                            let full =
-                                std::mem::replace(&mut batch, spare.take().unwrap_or_default());
+                            let full = std::mem::replace(
+                                &mut batch,
+                                spare.take().unwrap_or_else(|| self.batches.take()),
+                            );
                             pending = Some(spawn_blocking(move || write_batch(w, full)));
                         }
                     }
@@ -584,11 +627,19 @@ impl BlobStore for FsBlobStore {
             }
         }
         if let Some(h) = pending.take() {
-            writer = Some(join_write(h).await?.0);
+            let (w, buf) = join_write(h).await?;
+            writer = Some(w);
+            self.batches.give_back(buf);
         }
         if !batch.is_empty() {
             let w = writer.take().ok_or_else(lost)?;
-            writer = Some(blocking(move || write_batch(w, batch)).await?.0);
+            let (w, buf) = blocking(move || write_batch(w, batch)).await?;
+            writer = Some(w);
+            batch = buf;
+        }
+        self.batches.give_back(batch);
+        if let Some(buf) = spare {
+            self.batches.give_back(buf);
         }
         let w = writer.ok_or_else(lost)?;
         *guard = Some(UploadState {
