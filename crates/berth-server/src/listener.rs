@@ -18,7 +18,7 @@ use tokio_rustls::rustls;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
-use crate::zerocopy::{SendfileStream, ZeroCopy};
+use crate::zerocopy::{CopyBudget, SendfileStream, ZeroCopy, COPY_BUDGET};
 
 /// The peer address of a request, inserted as a request extension.
 #[derive(Debug, Clone, Copy)]
@@ -79,6 +79,7 @@ pub async fn serve(
     // Queue body buffers instead of copying them into one: needed by zero-copy bodies
     // (see `zerocopy`), and one copy fewer for every response.
     builder.http1().writev(true);
+    let copy_budget = CopyBudget::new(COPY_BUDGET);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -109,7 +110,12 @@ pub async fn serve(
         let builder = builder.clone();
         match &tls {
             None => {
-                let stream = SendfileStream::new(stream, zero_copy, transfer.for_peer(peer.ip()));
+                let stream = SendfileStream::new(
+                    stream,
+                    zero_copy,
+                    transfer.for_peer(peer.ip()),
+                    &copy_budget,
+                );
                 let conn = builder
                     .serve_connection_with_upgrades(TokioIo::new(stream), service)
                     .into_owned();

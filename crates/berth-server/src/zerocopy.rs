@@ -137,15 +137,68 @@ pub enum Transfer {
     Copy,
 }
 
+/// Memory that the copy buffers of all [`Transfer::Copy`] connections of one server may
+/// hold at once (one [`COPY_BUF`] per connection sending a blob). A connection that finds the
+/// budget spent sends with `sendfile` until its current body ends, so memory stays
+/// bounded however many clients pull at once.
+#[derive(Clone)]
+pub struct CopyBudget(Arc<std::sync::atomic::AtomicUsize>);
+
+/// Size of one connection's copy buffer: large enough that a `write` per buffer costs
+/// little, small enough that many connections can copy at once.
+const COPY_BUF: usize = 256 << 10;
+
+/// Copy buffers held at once by default: 64 connections copying, 16 MiB in all.
+pub const COPY_BUDGET: usize = 64 * COPY_BUF;
+
+impl CopyBudget {
+    pub fn new(bytes: usize) -> CopyBudget {
+        CopyBudget(Arc::new(std::sync::atomic::AtomicUsize::new(bytes)))
+    }
+
+    /// A copy buffer, if the budget has room for one.
+    fn take(&self) -> Option<CopyBuf> {
+        use std::sync::atomic::Ordering;
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+                left.checked_sub(COPY_BUF)
+            })
+            .ok()?;
+        Some(CopyBuf {
+            // Zeroed by the allocator (untouched pages until read into).
+            bytes: vec![0; COPY_BUF],
+            budget: self.clone(),
+        })
+    }
+}
+
+/// A copy buffer counted against a [`CopyBudget`] until dropped.
+struct CopyBuf {
+    bytes: Vec<u8>,
+    budget: CopyBudget,
+}
+
+impl Drop for CopyBuf {
+    fn drop(&mut self) {
+        self.budget
+            .0
+            .fetch_add(COPY_BUF, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// File bytes read for a [`Transfer::Copy`] connection but not yet sent.
 struct Staged {
-    /// At most one frame (1 MiB); freed when a body's last bytes are sent, so that idle
-    /// keep-alive connections hold no buffer.
-    buf: Vec<u8>,
+    budget: CopyBudget,
+    /// Taken from the budget for one body and given back when its last bytes are sent,
+    /// so that idle keep-alive connections hold no buffer. `None` while a body goes out by
+    /// `sendfile` because the budget was spent.
+    buf: Option<CopyBuf>,
     start: usize,
     end: usize,
     /// The staged bytes are the last of their body.
     last: bool,
+    /// The current body goes out by `sendfile` (no buffer was free when it started).
+    fallback: bool,
 }
 
 /// A plain TCP stream that turns placeholder writes into `sendfile` (or copies).
@@ -156,24 +209,43 @@ pub struct SendfileStream {
 }
 
 impl SendfileStream {
-    pub fn new(inner: TcpStream, conn: ZeroCopy, transfer: Transfer) -> SendfileStream {
+    /// `budget` bounds the copy buffers of [`Transfer::Copy`] connections.
+    pub fn new(
+        inner: TcpStream,
+        conn: ZeroCopy,
+        transfer: Transfer,
+        budget: &CopyBudget,
+    ) -> SendfileStream {
         SendfileStream {
             inner,
             conn,
             staged: (transfer == Transfer::Copy).then(|| Staged {
-                buf: Vec::new(),
+                budget: budget.clone(),
+                buf: None,
                 start: 0,
                 end: 0,
                 last: false,
+                fallback: false,
             }),
         }
     }
 
     /// Sends up to `want` bytes of the file at the front of the queue.
-    fn poll_sendfile(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
+    fn poll_placeholder(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
         if self.staged.is_some() {
-            return self.poll_copy(cx, want);
+            self.poll_copy(cx, want)
+        } else {
+            self.poll_sendfile(cx, want).map(|r| r.map(|(n, _)| n))
         }
+    }
+
+    /// Sends up to `want` bytes of the file at the front of the queue with `sendfile`;
+    /// the count, and whether that was the file's last byte.
+    fn poll_sendfile(
+        &mut self,
+        cx: &mut Context<'_>,
+        want: usize,
+    ) -> Poll<io::Result<(usize, bool)>> {
         loop {
             ready!(self.inner.poll_write_ready(cx))?;
             let mut queue = self.conn.queue();
@@ -200,10 +272,11 @@ impl SendfileStream {
                 Ok(n) => {
                     front.offset += n as u64;
                     front.remaining -= n as u64;
-                    if front.remaining == 0 {
+                    let last = front.remaining == 0;
+                    if last {
                         queue.pop_front();
                     }
-                    return Poll::Ready(Ok(n));
+                    return Poll::Ready(Ok((n, last)));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Poll::Ready(Err(e)),
@@ -223,6 +296,21 @@ impl SendfileStream {
             let Some(st) = self.staged.as_mut() else {
                 return Poll::Ready(Err(io::Error::other("copy transfer without a buffer")));
             };
+            if st.start == st.end && st.buf.is_none() && !st.fallback {
+                // A new body: a buffer if the budget allows, else sendfile for all of it.
+                st.buf = st.budget.take();
+                st.fallback = st.buf.is_none();
+            }
+            if st.fallback {
+                let (n, last) = ready!(self.poll_sendfile(cx, want))?;
+                if let (true, Some(st)) = (last, self.staged.as_mut()) {
+                    st.fallback = false;
+                }
+                return Poll::Ready(Ok(n));
+            }
+            let Some(buf) = st.buf.as_mut() else {
+                return Poll::Ready(Err(io::Error::other("copy transfer without a buffer")));
+            };
             if st.start == st.end {
                 let mut queue = self.conn.queue();
                 let Some(front) = queue.front_mut() else {
@@ -231,11 +319,8 @@ impl SendfileStream {
                         "zero-copy body bytes without a queued file",
                     )));
                 };
-                let count = (want as u64).min(front.remaining).min(FRAME as u64) as usize;
-                if st.buf.len() < count {
-                    st.buf.resize(count, 0);
-                }
-                let n = rustix::io::pread(&front.file, &mut st.buf[..count], front.offset)?;
+                let count = (want as u64).min(front.remaining).min(COPY_BUF as u64) as usize;
+                let n = rustix::io::pread(&front.file, &mut buf.bytes[..count], front.offset)?;
                 if n == 0 {
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
@@ -252,11 +337,11 @@ impl SendfileStream {
                 st.end = n;
             }
             let len = (st.end - st.start).min(want);
-            match self.inner.try_write(&st.buf[st.start..st.start + len]) {
+            match self.inner.try_write(&buf.bytes[st.start..st.start + len]) {
                 Ok(n) => {
                     st.start += n;
                     if st.last && st.start == st.end {
-                        st.buf = Vec::new();
+                        st.buf = None;
                     }
                     return Poll::Ready(Ok(n));
                 }
@@ -285,7 +370,7 @@ impl AsyncWrite for SendfileStream {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         if is_placeholder(buf) {
-            this.poll_sendfile(cx, buf.len())
+            this.poll_placeholder(cx, buf.len())
         } else {
             Pin::new(&mut this.inner).poll_write(cx, buf)
         }
@@ -305,7 +390,7 @@ impl AsyncWrite for SendfileStream {
             .unwrap_or(bufs.len());
         let bufs = &bufs[first..];
         match bufs.iter().position(|b| is_placeholder(b)) {
-            Some(0) => this.poll_sendfile(cx, bufs[0].len()),
+            Some(0) => this.poll_placeholder(cx, bufs[0].len()),
             Some(k) => Pin::new(&mut this.inner).poll_write_vectored(cx, &bufs[..k]),
             None => Pin::new(&mut this.inner).poll_write_vectored(cx, bufs),
         }
@@ -342,16 +427,32 @@ mod tests {
 
     #[tokio::test]
     async fn placeholder_bytes_become_file_bytes_and_real_bytes_pass_through() {
-        for transfer in [Transfer::Sendfile, Transfer::Copy] {
+        // Copy with a spent budget sends by sendfile; with one frame of budget, by copy.
+        for (transfer, budget) in [
+            (Transfer::Sendfile, COPY_BUDGET),
+            (Transfer::Copy, COPY_BUDGET),
+            (Transfer::Copy, COPY_BUF),
+            (Transfer::Copy, 0),
+        ] {
             for slow_reader in [false, true] {
-                placeholders_become_file_bytes(transfer, slow_reader).await;
+                placeholders_become_file_bytes(transfer, &CopyBudget::new(budget), slow_reader)
+                    .await;
             }
         }
     }
 
+    fn budget_left(b: &CopyBudget) -> usize {
+        b.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// With `slow_reader`, the socket buffer fills up and writes are partial, so the copy
     /// path has to carry read-but-unsent bytes from one call to the next.
-    async fn placeholders_become_file_bytes(transfer: Transfer, slow_reader: bool) {
+    async fn placeholders_become_file_bytes(
+        transfer: Transfer,
+        budget: &CopyBudget,
+        slow_reader: bool,
+    ) {
+        let before = budget_left(budget);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let reader = tokio::spawn(async move {
@@ -377,6 +478,7 @@ mod tests {
             TcpStream::connect(addr).await.unwrap(),
             conn.clone(),
             transfer,
+            budget,
         );
         // Head, then a body of bytes 5.. of the file, then another body (the whole file)
         // queued behind it, as two pipelined responses would be.
@@ -416,8 +518,10 @@ mod tests {
             }
         }
         if let Some(st) = &s.staged {
-            assert_eq!(st.buf.capacity(), 0, "the copy buffer outlived its bodies");
+            assert!(st.buf.is_none(), "the copy buffer outlived its bodies");
+            assert!(!st.fallback);
         }
+        assert_eq!(budget_left(budget), before, "budget not given back");
         s.write_all(b"TAIL").await.unwrap();
         s.shutdown().await.unwrap();
         drop(s);
@@ -429,6 +533,20 @@ mod tests {
         assert_eq!(got.len(), want.len(), "{transfer:?}");
         assert!(got == want, "{transfer:?}: bytes differ");
         assert!(conn.queue().is_empty());
+    }
+
+    #[test]
+    fn the_copy_budget_counts_buffers_until_dropped() {
+        let budget = CopyBudget::new(2 * COPY_BUF);
+        let a = budget.take().unwrap();
+        let b = budget.take().unwrap();
+        assert!(budget.take().is_none());
+        assert_eq!(a.bytes.len(), COPY_BUF);
+        drop(a);
+        let c = budget.take().unwrap();
+        assert!(budget.take().is_none());
+        drop((b, c));
+        assert_eq!(budget_left(&budget), 2 * COPY_BUF);
     }
 
     #[test]
@@ -459,6 +577,7 @@ mod tests {
                 TcpStream::connect(addr).await.unwrap(),
                 ZeroCopy::default(),
                 transfer,
+                &CopyBudget::new(COPY_BUDGET),
             );
             let err = s.write(&placeholder()[..100]).await.unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::InvalidData);

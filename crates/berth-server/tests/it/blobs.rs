@@ -268,6 +268,30 @@ async fn large_blobs(reg: TestRegistry) {
     }
 }
 
+/// Many clients pulling at once, more than the 64 copy buffers a server lends (those
+/// beyond the budget are sent with sendfile): every client gets its own bytes.
+#[tokio::test]
+async fn more_concurrent_pulls_than_copy_buffers() {
+    let reg = TestRegistry::start().await;
+    let content: Vec<u8> = (0..(2 << 20) + 99u32).map(|i| (i % 239) as u8).collect();
+    let d = reg.push_blob("many/pulls", &content).await;
+    let url = reg.url(&format!("/v2/many/pulls/blobs/{d}"));
+    let content = std::sync::Arc::new(content);
+    let mut tasks = Vec::new();
+    for _ in 0..80 {
+        let (url, content) = (url.clone(), content.clone());
+        tasks.push(tokio::spawn(async move {
+            // A client of its own: one connection each.
+            let client = reqwest::Client::builder().http1_only().build().unwrap();
+            let body = client.get(url).send().await.unwrap().bytes().await.unwrap();
+            assert!(body.as_ref() == &content[..], "bytes differ");
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
 /// A blob file shorter than its recorded size is refused, never padded or cut short.
 #[tokio::test]
 async fn a_damaged_blob_file_is_not_served() {
