@@ -144,12 +144,12 @@ pub enum Transfer {
 #[derive(Clone)]
 pub struct CopyBudget(Arc<std::sync::atomic::AtomicUsize>);
 
-/// Size of one connection's copy buffer: large enough that a `write` per buffer costs
-/// little, small enough that many connections can copy at once.
-const COPY_BUF: usize = 256 << 10;
+/// Size of one connection's copy buffer: one placeholder frame, so that one `pread` and
+/// (socket buffer permitting) one `write` move a whole frame.
+const COPY_BUF: usize = FRAME;
 
-/// Copy buffers held at once by default: 64 connections copying, 16 MiB in all.
-pub const COPY_BUDGET: usize = 64 * COPY_BUF;
+/// Copy buffers held at once by default: 16 connections copying, 16 MiB in all.
+pub const COPY_BUDGET: usize = 16 * COPY_BUF;
 
 impl CopyBudget {
     pub fn new(bytes: usize) -> CopyBudget {

@@ -268,7 +268,7 @@ async fn large_blobs(reg: TestRegistry) {
     }
 }
 
-/// Many clients pulling at once, more than the 64 copy buffers a server lends (those
+/// Many clients pulling at once, more than the 16 copy buffers a server lends (those
 /// beyond the budget are sent with sendfile): every client gets its own bytes.
 #[tokio::test]
 async fn more_concurrent_pulls_than_copy_buffers() {
