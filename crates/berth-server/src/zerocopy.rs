@@ -9,8 +9,8 @@
 //! goes from the page cache to the socket without passing through user space.
 //!
 //! A connection can instead copy ([`Transfer::Copy`], chosen for loopback clients by
-//! `blob_transfer = "auto"`): the same placeholders are served by `pread` into one reused
-//! buffer per connection and a `write`. On loopback the receiver's half of the TCP path
+//! `blob_transfer = "auto"`): the same placeholders are served by `pread` into a buffer
+//! lent for the body from the server's [`CopyBudget`] and a `write`. On loopback the receiver's half of the TCP path
 //! runs in the sender's kernel, and `sendfile`'s page-sized fragments make that half cost
 //! more than the copy saves: copying was both faster and cheaper there (docs/benchmarks.md).
 //!
@@ -133,7 +133,8 @@ impl http_body::Body for ZeroCopyBody {
 pub enum Transfer {
     /// `sendfile(2)`: no copy through user space.
     Sendfile,
-    /// `pread` into one reused buffer per connection, then `write`.
+    /// `pread` into a buffer lent from a [`CopyBudget`], then `write`; `sendfile` for a
+    /// body that starts while the budget is spent.
     Copy,
 }
 
@@ -186,19 +187,26 @@ impl Drop for CopyBuf {
     }
 }
 
-/// File bytes read for a [`Transfer::Copy`] connection but not yet sent.
+/// How the body being sent on a [`Transfer::Copy`] connection goes out.
+enum CopyBody {
+    /// No body in progress: no buffer held (idle keep-alive connections cost nothing).
+    Idle,
+    /// Copying through a buffer taken from the budget for this body, given back when its
+    /// last bytes are sent.
+    Copying(CopyBuf),
+    /// By `sendfile`: the budget was spent when the body started.
+    Sendfile,
+}
+
+/// The state of a [`Transfer::Copy`] connection: its body, and the bytes of it read into
+/// the buffer but not yet sent (`start..end`).
 struct Staged {
     budget: CopyBudget,
-    /// Taken from the budget for one body and given back when its last bytes are sent,
-    /// so that idle keep-alive connections hold no buffer. `None` while a body goes out by
-    /// `sendfile` because the budget was spent.
-    buf: Option<CopyBuf>,
+    body: CopyBody,
     start: usize,
     end: usize,
     /// The staged bytes are the last of their body.
     last: bool,
-    /// The current body goes out by `sendfile` (no buffer was free when it started).
-    fallback: bool,
 }
 
 /// A plain TCP stream that turns placeholder writes into `sendfile` (or copies).
@@ -221,11 +229,10 @@ impl SendfileStream {
             conn,
             staged: (transfer == Transfer::Copy).then(|| Staged {
                 budget: budget.clone(),
-                buf: None,
+                body: CopyBody::Idle,
                 start: 0,
                 end: 0,
                 last: false,
-                fallback: false,
             }),
         }
     }
@@ -283,9 +290,7 @@ impl SendfileStream {
             }
         }
     }
-}
 
-impl SendfileStream {
     /// [`Transfer::Copy`]: sends up to `want` bytes of the file at the front of the queue,
     /// read into the connection's buffer first. Bytes read but not yet sent stay staged
     /// and go out first on the next call (hyper offers the unsent rest of the same
@@ -296,20 +301,22 @@ impl SendfileStream {
             let Some(st) = self.staged.as_mut() else {
                 return Poll::Ready(Err(io::Error::other("copy transfer without a buffer")));
             };
-            if st.start == st.end && st.buf.is_none() && !st.fallback {
+            if let CopyBody::Idle = st.body {
                 // A new body: a buffer if the budget allows, else sendfile for all of it.
-                st.buf = st.budget.take();
-                st.fallback = st.buf.is_none();
+                st.body = match st.budget.take() {
+                    Some(buf) => CopyBody::Copying(buf),
+                    None => CopyBody::Sendfile,
+                };
             }
-            if st.fallback {
-                let (n, last) = ready!(self.poll_sendfile(cx, want))?;
-                if let (true, Some(st)) = (last, self.staged.as_mut()) {
-                    st.fallback = false;
+            let buf = match &mut st.body {
+                CopyBody::Copying(buf) => buf,
+                CopyBody::Idle | CopyBody::Sendfile => {
+                    let (n, last) = ready!(self.poll_sendfile(cx, want))?;
+                    if let (true, Some(st)) = (last, self.staged.as_mut()) {
+                        st.body = CopyBody::Idle;
+                    }
+                    return Poll::Ready(Ok(n));
                 }
-                return Poll::Ready(Ok(n));
-            }
-            let Some(buf) = st.buf.as_mut() else {
-                return Poll::Ready(Err(io::Error::other("copy transfer without a buffer")));
             };
             if st.start == st.end {
                 let mut queue = self.conn.queue();
@@ -341,7 +348,7 @@ impl SendfileStream {
                 Ok(n) => {
                     st.start += n;
                     if st.last && st.start == st.end {
-                        st.buf = None;
+                        st.body = CopyBody::Idle;
                     }
                     return Poll::Ready(Ok(n));
                 }
@@ -518,8 +525,10 @@ mod tests {
             }
         }
         if let Some(st) = &s.staged {
-            assert!(st.buf.is_none(), "the copy buffer outlived its bodies");
-            assert!(!st.fallback);
+            assert!(
+                matches!(st.body, CopyBody::Idle),
+                "the copy buffer or the sendfile fallback outlived its bodies"
+            );
         }
         assert_eq!(budget_left(budget), before, "budget not given back");
         s.write_all(b"TAIL").await.unwrap();
