@@ -99,6 +99,15 @@ pub struct TagChange {
 pub trait TagGuard: Send + Sync + 'static {
     /// `Err(message)` refuses the change.
     fn check(&self, change: &TagChange) -> Result<(), String>;
+
+    /// Whether a change of `tag` can be refused at all. Stores skip [`TagGuard::check`]
+    /// (and reading the targets it would need) for tags that are of no concern: a
+    /// manifest may carry thousands of tags, and listing them for every tag pushed would
+    /// make pushing n tags O(n²).
+    fn concerns(&self, tag: &str) -> bool {
+        let _ = tag;
+        true
+    }
 }
 
 /// A stored manifest.

@@ -4,6 +4,7 @@
 //! of reader connections; every call runs on tokio's blocking pool. Migrations are the
 //! files of `migrations/sqlite/`, applied in order and tracked by `PRAGMA user_version`.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -343,13 +344,27 @@ fn target_of(conn: &Connection, repo_id: i64, digest: &str) -> Result<TagTarget,
     })
 }
 
-/// Where `tag` points now.
-fn tag_target(conn: &Connection, repo_id: i64, tag: &str) -> Result<Option<TagTarget>, MetaError> {
+/// Where `tag` points now. `seen` keeps the targets read so far in one transaction: the
+/// tags being changed often share a target, and reading one lists all of its tags.
+fn tag_target(
+    conn: &Connection,
+    repo_id: i64,
+    tag: &str,
+    seen: &mut HashMap<String, TagTarget>,
+) -> Result<Option<TagTarget>, MetaError> {
     let digest: Option<String> = conn
         .prepare_cached("SELECT digest FROM tags WHERE repo_id = ?1 AND name = ?2")
         .and_then(|mut s| s.query_row(params![repo_id, tag], |r| r.get(0)).optional())
         .map_err(db_err("reading a tag"))?;
-    digest.map(|d| target_of(conn, repo_id, &d)).transpose()
+    let Some(digest) = digest else {
+        return Ok(None);
+    };
+    if let Some(t) = seen.get(&digest) {
+        return Ok(Some(t.clone()));
+    }
+    let target = target_of(conn, repo_id, &digest)?;
+    seen.insert(digest, target.clone());
+    Ok(Some(target))
 }
 
 /// Asks `guard` about removing every tag in `tags` of `repo`.
@@ -361,8 +376,9 @@ fn check_deletions(
     tags: &[String],
 ) -> Result<(), MetaError> {
     let Some(g) = guard else { return Ok(()) };
-    for tag in tags {
-        let current = tag_target(conn, repo_id, tag)?;
+    let mut seen = HashMap::new();
+    for tag in tags.iter().filter(|t| g.concerns(t)) {
+        let current = tag_target(conn, repo_id, tag, &mut seen)?;
         if current.is_none() {
             continue;
         }
@@ -614,7 +630,7 @@ impl MetadataStore for SqliteStore {
             }
             let digest = m.digest.to_string();
             let t = now();
-            if let Some(g) = &guard {
+            if let Some(g) = guard.as_ref().filter(|g| tags.iter().any(|t| g.concerns(t))) {
                 let mut after = target_of(tx, id, &digest)?;
                 after.version = m.version.clone().or(after.version);
                 for name in &tags {
@@ -623,8 +639,9 @@ impl MetadataStore for SqliteStore {
                     }
                 }
                 after.tags.sort();
-                for name in &tags {
-                    let current = tag_target(tx, id, name)?;
+                let mut seen = HashMap::new();
+                for name in tags.iter().filter(|t| g.concerns(t)) {
+                    let current = tag_target(tx, id, name, &mut seen)?;
                     if current.as_ref().is_some_and(|c| c.digest == digest) {
                         continue;
                     }
@@ -1256,6 +1273,86 @@ mod tests {
             db.blob_unlink(&r, &blob).await.unwrap(),
             Unlinked::Removed { orphaned: true }
         );
+    }
+
+    /// Refuses every change of the tags it is concerned with (names starting with `r`),
+    /// recording what it was asked.
+    struct Recording(Mutex<Vec<TagChange>>);
+
+    impl TagGuard for Recording {
+        fn concerns(&self, tag: &str) -> bool {
+            tag.starts_with('r')
+        }
+
+        fn check(&self, change: &TagChange) -> Result<(), String> {
+            self.0.lock().unwrap().push(change.clone());
+            if change.tag == "r-refused" {
+                return Err("refused".into());
+            }
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn guards_see_only_the_tags_they_concern() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = SqliteStore::open(dir.path().join("meta.db")).unwrap();
+        let r = repo("a");
+        let guard = Arc::new(Recording(Mutex::new(Vec::new())));
+        let dyn_guard = || Some(guard.clone() as Arc<dyn TagGuard>);
+        let tags =
+            |names: &[&str]| -> Vec<Tag> { names.iter().map(|t| Tag::parse(t).unwrap()).collect() };
+        let m = manifest("m", vec![], None);
+        // Unconcerned tags only: the guard is not asked at all.
+        db.manifest_put(&r, &m, &tags(&["x1", "x2"]), dyn_guard())
+            .await
+            .unwrap();
+        assert!(guard.0.lock().unwrap().is_empty());
+        // One concerned tag among others: asked once, with every tag of the target.
+        db.manifest_put(&r, &m, &tags(&["x3", "r1"]), dyn_guard())
+            .await
+            .unwrap();
+        {
+            let asked = guard.0.lock().unwrap();
+            assert_eq!(asked.len(), 1);
+            assert_eq!(asked[0].tag, "r1");
+            assert!(asked[0].current.is_none());
+            let new = asked[0].new.as_ref().unwrap();
+            assert_eq!(new.tags, ["r1", "x1", "x2", "x3"]);
+        }
+        // A refusal still refuses the whole request.
+        let e = db
+            .manifest_put(&r, &m, &tags(&["x4", "r-refused"]), dyn_guard())
+            .await
+            .unwrap_err();
+        assert!(matches!(e, MetaError::TagRefused(_)));
+        assert_eq!(
+            db.tags(&r, &Page::default()).await.unwrap().unwrap().len(),
+            4
+        );
+        guard.0.lock().unwrap().clear();
+        // Deletions: unconcerned tags go without asking; a manifest's concerned tags are
+        // each asked about, with the target read once.
+        assert!(db
+            .tag_delete(&r, &Tag::parse("x1").unwrap(), dyn_guard())
+            .await
+            .unwrap());
+        assert!(guard.0.lock().unwrap().is_empty());
+        db.manifest_put(&r, &m, &tags(&["r2"]), dyn_guard())
+            .await
+            .unwrap();
+        guard.0.lock().unwrap().clear();
+        assert!(db
+            .manifest_delete(&r, &m.digest, dyn_guard())
+            .await
+            .unwrap());
+        let asked = guard.0.lock().unwrap();
+        let names: Vec<&str> = asked.iter().map(|c| c.tag.as_str()).collect();
+        assert_eq!(names, ["r1", "r2"]);
+        for c in asked.iter() {
+            assert!(c.new.is_none());
+            assert_eq!(c.current.as_ref().unwrap().tags, ["r1", "r2", "x2", "x3"]);
+        }
     }
 
     #[tokio::test]

@@ -143,6 +143,14 @@ pub struct Guard {
 const FORCE_HINT: &str = "an administrator can force it with ?force=true";
 
 impl TagGuard for Guard {
+    fn concerns(&self, tag: &str) -> bool {
+        match classify(tag) {
+            TagKind::Release(_) => self.immutable,
+            TagKind::Latest | TagKind::Major(_) | TagKind::Minor(..) => self.monotonic,
+            TagKind::Other => false,
+        }
+    }
+
     fn check(&self, c: &TagChange) -> Result<(), String> {
         match classify(&c.tag) {
             TagKind::Release(_) if self.immutable => match (&c.current, &c.new) {
@@ -219,6 +227,41 @@ mod tests {
         assert_eq!(classify("sha-abc1234"), TagKind::Other);
         assert_eq!(classify("01"), TagKind::Other);
         assert_eq!(classify("1.2.3.4"), TagKind::Other);
+    }
+
+    #[test]
+    fn a_guard_concerns_exactly_the_tags_it_can_refuse() {
+        let other = target("sha256:o", Some("9.9.9"), &["9.9.9"]);
+        let low = target("sha256:l", Some("0.0.1"), &["0.0.1"]);
+        for (immutable, monotonic) in [(true, true), (true, false), (false, true), (false, false)] {
+            let g = Guard {
+                immutable,
+                monotonic,
+            };
+            for tag in [
+                "1.2.3",
+                "v2.0.0-rc.1",
+                "latest",
+                "1",
+                "v1.2",
+                "main",
+                "sha-1",
+                "01",
+            ] {
+                let changes = [
+                    change(tag, Some(other.clone()), Some(low.clone())),
+                    change(tag, Some(other.clone()), None),
+                    change(tag, None, Some(low.clone())),
+                ];
+                let refusable = changes.iter().any(|c| g.check(c).is_err());
+                if !g.concerns(tag) {
+                    assert!(!refusable, "{tag} is refusable but not of concern");
+                }
+            }
+            assert_eq!(g.concerns("1.2.3"), immutable);
+            assert_eq!(g.concerns("latest"), monotonic);
+            assert!(!g.concerns("main"));
+        }
     }
 
     #[test]

@@ -210,7 +210,7 @@ pub async fn put(state: &AppState, name: &RepoName, raw: &str, req: Req) -> ApiR
             .annotations
             .get("org.opencontainers.image.version")
             .cloned(),
-        platform: config_platform(state, &parsed).await,
+        platform: platform_of(state, name, &digest, &parsed).await,
     };
     let guard = guard_for(state, name, &principal, &query_force)?;
     state
@@ -254,6 +254,22 @@ pub async fn put(state: &AppState, name: &RepoName, raw: &str, req: Req) -> ApiR
         }
     }
     Ok(r)
+}
+
+/// The platform of a single-platform image: the stored one when the manifest is already
+/// in the repository (pushing it again under another tag is common, and the store keeps
+/// the first row anyway), else read from its config.
+async fn platform_of(
+    state: &AppState,
+    name: &RepoName,
+    digest: &Digest,
+    parsed: &ParsedManifest,
+) -> Option<String> {
+    parsed.config.as_ref()?;
+    if let Ok(Some(stored)) = state.meta.manifest_by_digest(name, digest).await {
+        return stored.platform;
+    }
+    config_platform(state, parsed).await
 }
 
 /// The platform of a single-platform image, read once from its config at push time.
