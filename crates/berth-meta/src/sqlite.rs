@@ -1275,8 +1275,8 @@ mod tests {
         );
     }
 
-    /// Refuses every change of the tags it is concerned with (names starting with `r`),
-    /// recording what it was asked.
+    /// Concerned with tags whose names start with `r`; records every change it is asked
+    /// about and refuses those of `r-refused`.
     struct Recording(Mutex<Vec<TagChange>>);
 
     impl TagGuard for Recording {
