@@ -58,16 +58,40 @@ struct UploadState {
 /// comes from the commit, which waits for it and then syncs the file once more.
 struct BackgroundSync(std::sync::mpsc::Receiver<std::io::Result<()>>);
 
+/// How upload files are made durable: [`std::fs::File::sync_data`], except in tests that
+/// make it fail.
+type SyncFn = fn(&std::fs::File) -> std::io::Result<()>;
+
+fn sync_data(file: &std::fs::File) -> std::io::Result<()> {
+    file.sync_data()
+}
+
+/// The context of every error of an upload's `fdatasync` (see [`discard_unsynced`]).
+const SYNCING: &str = "syncing an upload";
+
+/// After a failed `fdatasync` the page cache may still hold bytes that the disk lost, and
+/// the kernel has marked them clean: a later sync would report success without writing
+/// them. An upload whose sync failed can therefore not be trusted: its file is deleted
+/// (the client starts the upload over) instead of being resumed or committed.
+fn discard_unsynced(path: &Path, e: StorageError) -> StorageError {
+    if matches!(&e, StorageError::Io { context, .. } if *context == SYNCING) {
+        if let Err(rm) = std::fs::remove_file(path) {
+            if rm.kind() != std::io::ErrorKind::NotFound {
+                tracing::error!(path = %path.display(), error = %rm, "cannot delete an upload whose sync failed");
+            }
+        }
+    }
+    e
+}
+
 impl BackgroundSync {
-    /// Starts syncing `file` (through a duplicate of its descriptor).
-    fn start(file: &std::fs::File) -> Result<BackgroundSync, StorageError> {
-        let dup = file
-            .try_clone()
-            .map_err(StorageError::io("syncing an upload"))?;
+    /// Starts syncing `file` (through a duplicate of its descriptor) with `sync`.
+    fn start(file: &std::fs::File, sync: SyncFn) -> Result<BackgroundSync, StorageError> {
+        let dup = file.try_clone().map_err(StorageError::io(SYNCING))?;
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let job = move || {
             // The receiver is gone only when the upload was dropped: nothing to report.
-            let _ = tx.send(dup.sync_data());
+            let _ = tx.send(sync(&dup));
         };
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
@@ -81,9 +105,9 @@ impl BackgroundSync {
     /// Blocks until the sync has finished; its error, if any.
     fn wait(self) -> Result<(), StorageError> {
         match self.0.recv() {
-            Ok(result) => result.map_err(StorageError::io("syncing an upload")),
+            Ok(result) => result.map_err(StorageError::io(SYNCING)),
             Err(_) => Err(StorageError::Io {
-                context: "syncing an upload",
+                context: SYNCING,
                 source: std::io::Error::other("the background sync stopped without a result"),
             }),
         }
@@ -200,6 +224,8 @@ pub struct FsBlobStore {
     uploads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<UploadState>>>>>,
     /// Bytes of an upload written between two background syncs ([`SYNC_EVERY`]).
     sync_every: u64,
+    /// `fdatasync` of upload files.
+    sync: SyncFn,
     /// Batch buffers of finished appends, for the next ones.
     batches: BatchPool,
 }
@@ -250,6 +276,7 @@ impl FsBlobStore {
             dir_sync: Default::default(),
             uploads: Mutex::new(HashMap::new()),
             sync_every: SYNC_EVERY,
+            sync: sync_data,
             batches: BatchPool::default(),
         })
     }
@@ -258,6 +285,13 @@ impl FsBlobStore {
     #[cfg(test)]
     fn with_sync_every(mut self, bytes: u64) -> FsBlobStore {
         self.sync_every = bytes;
+        self
+    }
+
+    /// The same store syncing upload files with `sync` (tests: failing syncs).
+    #[cfg(test)]
+    fn with_sync(mut self, sync: SyncFn) -> FsBlobStore {
+        self.sync = sync;
         self
     }
 
@@ -380,6 +414,7 @@ struct Writer {
     unsynced: u64,
     flushing: Option<BackgroundSync>,
     sync_every: u64,
+    sync: SyncFn,
 }
 
 /// Hashes and writes one batch; returns the writer and the emptied buffer for reuse.
@@ -396,7 +431,7 @@ fn write_batch(mut w: Writer, mut batch: Vec<u8>) -> Result<(Writer, Vec<u8>), S
         if let Some(previous) = w.flushing.take() {
             previous.wait()?;
         }
-        w.flushing = Some(BackgroundSync::start(&w.file)?);
+        w.flushing = Some(BackgroundSync::start(&w.file, w.sync)?);
         w.unsynced = 0;
     }
     Ok((w, batch))
@@ -572,6 +607,7 @@ impl BlobStore for FsBlobStore {
             unsynced: state.unsynced,
             flushing: state.flushing,
             sync_every: self.sync_every,
+            sync: self.sync,
         });
         // Received bytes are copied into one of two reused buffers (one filling while the
         // other is written) and each chunk is dropped at once: the HTTP server can then
@@ -602,7 +638,9 @@ impl BlobStore for FsBlobStore {
                         rest = &rest[take..];
                         if batch.len() == BATCH {
                             if let Some(h) = pending.take() {
-                                let (w, buf) = join_write(h).await?;
+                                let (w, buf) = join_write(h)
+                                    .await
+                                    .map_err(|e| discard_unsynced(&path, e))?;
                                 writer = Some(w);
                                 spare = Some(buf);
                             }
@@ -627,13 +665,17 @@ impl BlobStore for FsBlobStore {
             }
         }
         if let Some(h) = pending.take() {
-            let (w, buf) = join_write(h).await?;
+            let (w, buf) = join_write(h)
+                .await
+                .map_err(|e| discard_unsynced(&path, e))?;
             writer = Some(w);
             self.batches.give_back(buf);
         }
         if !batch.is_empty() {
             let w = writer.take().ok_or_else(lost)?;
-            let (w, buf) = blocking(move || write_batch(w, batch)).await?;
+            let (w, buf) = blocking(move || write_batch(w, batch))
+                .await
+                .map_err(|e| discard_unsynced(&path, e))?;
             writer = Some(w);
             batch = buf;
         }
@@ -706,9 +748,10 @@ impl BlobStore for FsBlobStore {
         let dest = self.blob_path(expected);
         let dir_sync = self.dir_sync(expected.algorithm());
         let flushing = state.flushing;
+        let sync = self.sync;
         blocking(move || {
             if let Some(f) = flushing {
-                f.wait()?;
+                f.wait().map_err(|e| discard_unsynced(&path, e))?;
             }
             let announced = dir_sync.begin();
             let f = std::fs::OpenOptions::new()
@@ -718,8 +761,9 @@ impl BlobStore for FsBlobStore {
             f.set_len(size)
                 .map_err(StorageError::io("truncating an upload"))?;
             // fdatasync also writes the size: what reading the data back needs.
-            f.sync_data()
-                .map_err(StorageError::io("syncing an upload"))?;
+            sync(&f)
+                .map_err(StorageError::io(SYNCING))
+                .map_err(|e| discard_unsynced(&path, e))?;
             drop(f);
             let dir = dest.parent().ok_or(StorageError::Io {
                 context: "placing a blob",
@@ -842,13 +886,105 @@ mod tests {
     fn a_background_sync_reports_its_result_with_or_without_a_runtime() {
         let dir = tempfile::tempdir().unwrap();
         let f = std::fs::File::create(dir.path().join("f")).unwrap();
-        BackgroundSync::start(&f).unwrap().wait().unwrap();
+        BackgroundSync::start(&f, sync_data)
+            .unwrap()
+            .wait()
+            .unwrap();
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
-            let s = BackgroundSync::start(&f).unwrap();
+            let s = BackgroundSync::start(&f, sync_data).unwrap();
             tokio::task::spawn_blocking(move || s.wait()).await.unwrap()
         })
         .unwrap();
+        let failed = BackgroundSync::start(&f, failing_sync).unwrap().wait();
+        assert!(matches!(
+            failed,
+            Err(StorageError::Io {
+                context: SYNCING,
+                ..
+            })
+        ));
+    }
+
+    fn failing_sync(_: &std::fs::File) -> std::io::Result<()> {
+        Err(std::io::Error::other("injected fdatasync failure"))
+    }
+
+    fn assert_gone(dir: &Path, id: &str) {
+        assert!(!dir.join("uploads").join(id).exists(), "upload file kept");
+    }
+
+    #[tokio::test]
+    async fn an_upload_whose_background_sync_failed_is_discarded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path())
+            .unwrap()
+            .with_sync_every(64 << 10)
+            .with_sync(failing_sync);
+        store.upload_create("u").await.unwrap();
+        let chunk = vec![7u8; 100 << 10];
+        // The first append starts a background sync (which fails); the second one waits
+        // for it before starting the next.
+        let n = store
+            .upload_append("u", 0, stream_of(vec![chunk.clone()]))
+            .await
+            .unwrap();
+        let e = store
+            .upload_append("u", n, stream_of(vec![chunk.clone()]))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                StorageError::Io {
+                    context: SYNCING,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert_gone(dir.path(), "u");
+        // Nothing to resume or commit: the client has to start over.
+        assert_eq!(store.upload_size("u").await.unwrap(), None);
+        let e = store
+            .upload_append("u", n, stream_of(vec![chunk.clone()]))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StorageError::UploadUnknown(_)), "{e}");
+        let e = store
+            .upload_commit("u", &Digest::sha256(&chunk))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StorageError::UploadUnknown(_)), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_commit_whose_sync_failed_places_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path())
+            .unwrap()
+            .with_sync(failing_sync);
+        store.upload_create("c").await.unwrap();
+        let data = b"not durable".to_vec();
+        let digest = Digest::sha256(&data);
+        store
+            .upload_append("c", 0, stream_of(vec![data]))
+            .await
+            .unwrap();
+        let e = store.upload_commit("c", &digest).await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                StorageError::Io {
+                    context: SYNCING,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert_gone(dir.path(), "c");
+        assert_eq!(store.stat(&digest).await.unwrap(), None);
+        assert_eq!(store.upload_size("c").await.unwrap(), None);
     }
 
     #[tokio::test]
