@@ -209,11 +209,21 @@ struct Staged {
     last: bool,
 }
 
+/// Blob bytes a connection sends before it lets the other tasks of its worker run.
+/// Without it a fast reader keeps the socket writable, and the connection's task goes on
+/// for tokio's whole budget (128 socket polls: up to 128 MiB, tens of milliseconds) while
+/// requests on other connections of that worker wait.
+const FAIR_SHARE: usize = 4 << 20;
+
 /// A plain TCP stream that turns placeholder writes into `sendfile` (or copies).
 pub struct SendfileStream {
     inner: TcpStream,
     conn: ZeroCopy,
     staged: Option<Staged>,
+    /// Blob bytes sent since this connection last yielded to the scheduler.
+    since_yield: usize,
+    /// The yield under way once [`FAIR_SHARE`] bytes went out.
+    yielding: Option<Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
 }
 
 impl SendfileStream {
@@ -227,6 +237,8 @@ impl SendfileStream {
         SendfileStream {
             inner,
             conn,
+            since_yield: 0,
+            yielding: None,
             staged: (transfer == Transfer::Copy).then(|| Staged {
                 budget: budget.clone(),
                 body: CopyBody::Idle,
@@ -239,11 +251,23 @@ impl SendfileStream {
 
     /// Sends up to `want` bytes of the file at the front of the queue.
     fn poll_placeholder(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
-        if self.staged.is_some() {
-            self.poll_copy(cx, want)
-        } else {
-            self.poll_sendfile(cx, want).map(|r| r.map(|(n, _)| n))
+        if self.since_yield >= FAIR_SHARE {
+            let yielding = self
+                .yielding
+                .get_or_insert_with(|| Box::pin(tokio::task::yield_now()));
+            ready!(yielding.as_mut().poll(cx));
+            self.yielding = None;
+            self.since_yield = 0;
         }
+        let sent = if self.staged.is_some() {
+            ready!(self.poll_copy(cx, want))
+        } else {
+            ready!(self.poll_sendfile(cx, want)).map(|(n, _)| n)
+        };
+        if let Ok(n) = sent {
+            self.since_yield += n;
+        }
+        Poll::Ready(sent)
     }
 
     /// Sends up to `want` bytes of the file at the front of the queue with `sendfile`;
@@ -542,6 +566,63 @@ mod tests {
         assert_eq!(got.len(), want.len(), "{transfer:?}");
         assert!(got == want, "{transfer:?}: bytes differ");
         assert!(conn.queue().is_empty());
+    }
+
+    /// A fast reader never fills the socket, so only the fair share makes a long body
+    /// give the worker back: at most [`FAIR_SHARE`] bytes (plus the frame under way) go
+    /// out between two yields, and every byte still arrives.
+    #[tokio::test]
+    async fn a_long_body_yields_after_each_fair_share() {
+        for transfer in [Transfer::Sendfile, Transfer::Copy] {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let reader = std::thread::spawn(move || {
+                let (mut s, _) = listener.accept().unwrap();
+                let mut got = Vec::new();
+                std::io::Read::read_to_end(&mut s, &mut got).unwrap();
+                got
+            });
+            let content: Vec<u8> = (0..3 * FAIR_SHARE + 7).map(|i| (i % 253) as u8).collect();
+            let mut f = tempfile::tempfile().unwrap();
+            f.write_all(&content).unwrap();
+            let conn = ZeroCopy::default();
+            let mut s = SendfileStream::new(
+                TcpStream::connect(addr).await.unwrap(),
+                conn.clone(),
+                transfer,
+                &CopyBudget::new(COPY_BUDGET),
+            );
+            let mut body = std::pin::pin!(conn.body(f, 0, content.len() as u64));
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            let mut yields = 0;
+            while let Poll::Ready(Some(Ok(frame))) =
+                http_body::Body::poll_frame(body.as_mut(), &mut cx)
+            {
+                let frame = frame.into_data().unwrap();
+                let mut sent = 0;
+                while sent < frame.len() {
+                    let rest = &frame[sent..];
+                    let before = s.since_yield;
+                    let n = futures_util::future::poll_fn(|cx| {
+                        Pin::new(&mut s).poll_write_vectored(cx, &[IoSlice::new(rest)])
+                    })
+                    .await
+                    .unwrap();
+                    if s.since_yield < before {
+                        yields += 1;
+                    }
+                    assert!(s.since_yield <= FAIR_SHARE + FRAME, "{transfer:?}");
+                    sent += n;
+                }
+            }
+            assert!(yields >= 2, "{transfer:?}: {yields} yields");
+            s.shutdown().await.unwrap();
+            drop(s);
+            assert!(
+                reader.join().unwrap() == content,
+                "{transfer:?}: bytes differ"
+            );
+        }
     }
 
     #[test]
