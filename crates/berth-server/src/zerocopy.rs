@@ -194,6 +194,10 @@ enum CopyBody {
     /// Copying through a buffer taken from the budget for this body, given back when its
     /// last bytes are sent.
     Copying(CopyBuf),
+    /// The buffer is away on the blocking pool, being filled from the disk: the bytes were
+    /// not in the page cache, and waiting for the disk on this worker would stall every
+    /// other connection it serves.
+    Reading(tokio::task::JoinHandle<(CopyBuf, io::Result<usize>)>),
     /// By `sendfile`: the budget was spent when the body started.
     Sendfile,
 }
@@ -214,6 +218,26 @@ struct Staged {
 /// for tokio's whole budget (128 socket polls: up to 128 MiB, tens of milliseconds) while
 /// requests on other connections of that worker wait.
 const FAIR_SHARE: usize = 4 << 20;
+
+/// Reads from the page cache only: `None` when the bytes are not all there yet and the
+/// read would wait for the disk (`RWF_NOWAIT`; a short count when only the first part is
+/// cached). Filesystems without `RWF_NOWAIT` get a plain `pread`.
+fn read_cached(file: &std::fs::File, buf: &mut [u8], offset: u64) -> io::Result<Option<usize>> {
+    let nowait = rustix::io::ReadWriteFlags::NOWAIT;
+    match rustix::io::preadv2(file, &mut [io::IoSliceMut::new(buf)], offset, nowait) {
+        Ok(n) => Ok(Some(n)),
+        Err(rustix::io::Errno::AGAIN) => Ok(None),
+        Err(rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::INVAL) => {
+            Ok(Some(rustix::io::pread(file, buf, offset)?))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The error for a state [`SendfileStream::poll_copy`] leaves before it can be seen.
+fn buffer_away() -> io::Error {
+    io::Error::other("copy buffer still away on a read")
+}
 
 /// A plain TCP stream that turns placeholder writes into `sendfile` (or copies).
 pub struct SendfileStream {
@@ -332,8 +356,16 @@ impl SendfileStream {
                     None => CopyBody::Sendfile,
                 };
             }
+            let mut from_disk = None;
+            if let CopyBody::Reading(read) = &mut st.body {
+                let (buf, n) = ready!(std::future::Future::poll(Pin::new(read), cx))
+                    .map_err(io::Error::other)?;
+                st.body = CopyBody::Copying(buf);
+                from_disk = Some(n?);
+            }
             let buf = match &mut st.body {
                 CopyBody::Copying(buf) => buf,
+                CopyBody::Reading(_) => return Poll::Ready(Err(buffer_away())),
                 CopyBody::Idle | CopyBody::Sendfile => {
                     let (n, last) = ready!(self.poll_sendfile(cx, want))?;
                     if let (true, Some(st)) = (last, self.staged.as_mut()) {
@@ -351,7 +383,36 @@ impl SendfileStream {
                     )));
                 };
                 let count = (want as u64).min(front.remaining).min(COPY_BUF as u64) as usize;
-                let n = rustix::io::pread(&front.file, &mut buf.bytes[..count], front.offset)?;
+                let n = match from_disk {
+                    Some(n) => n,
+                    None => {
+                        match read_cached(&front.file, &mut buf.bytes[..count], front.offset)? {
+                            Some(n) => n,
+                            None => {
+                                // Not cached: read on the blocking pool, then come back here.
+                                let file = front.file.try_clone()?;
+                                let offset = front.offset;
+                                drop(queue);
+                                let CopyBody::Copying(mut buf) =
+                                    std::mem::replace(&mut st.body, CopyBody::Idle)
+                                else {
+                                    return Poll::Ready(Err(buffer_away()));
+                                };
+                                st.body =
+                                    CopyBody::Reading(tokio::task::spawn_blocking(move || {
+                                        let n = rustix::io::pread(
+                                            &file,
+                                            &mut buf.bytes[..count],
+                                            offset,
+                                        )
+                                        .map_err(io::Error::from);
+                                        (buf, n)
+                                    }));
+                                continue;
+                            }
+                        }
+                    }
+                };
                 if n == 0 {
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
@@ -466,8 +527,15 @@ mod tests {
             (Transfer::Copy, 0),
         ] {
             for slow_reader in [false, true] {
-                placeholders_become_file_bytes(transfer, &CopyBudget::new(budget), slow_reader)
+                for cold in [false, true] {
+                    placeholders_become_file_bytes(
+                        transfer,
+                        &CopyBudget::new(budget),
+                        slow_reader,
+                        cold,
+                    )
                     .await;
+                }
             }
         }
     }
@@ -477,11 +545,14 @@ mod tests {
     }
 
     /// With `slow_reader`, the socket buffer fills up and writes are partial, so the copy
-    /// path has to carry read-but-unsent bytes from one call to the next.
+    /// path has to carry read-but-unsent bytes from one call to the next. With `cold`, the
+    /// file is evicted from the page cache first, so the copy path reads it on the blocking
+    /// pool.
     async fn placeholders_become_file_bytes(
         transfer: Transfer,
         budget: &CopyBudget,
         slow_reader: bool,
+        cold: bool,
     ) {
         let before = budget_left(budget);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -504,6 +575,26 @@ mod tests {
         let content: Vec<u8> = (0..3 * FRAME + 123).map(|i| (i % 251) as u8).collect();
         let mut f = tempfile::tempfile().unwrap();
         f.write_all(&content).unwrap();
+        if cold {
+            f.sync_all().unwrap();
+            // Eviction can lag while the freshly written pages are still being handed
+            // around the kernel's per-CPU lists: ask again until they are gone.
+            let mut probe = [0u8; 4096];
+            let evicted = (0..100).any(|_| {
+                rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+                let gone = read_cached(&f, &mut probe, 2 * FRAME as u64)
+                    .unwrap()
+                    .is_none();
+                if !gone {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                gone
+            });
+            assert!(
+                evicted,
+                "the file stays cached: the cold path would not run"
+            );
+        }
         let conn = ZeroCopy::default();
         let mut s = SendfileStream::new(
             TcpStream::connect(addr).await.unwrap(),
