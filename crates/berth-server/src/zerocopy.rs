@@ -239,6 +239,22 @@ fn buffer_away() -> io::Error {
     io::Error::other("copy buffer still away on a read")
 }
 
+impl Staged {
+    /// Sends the copy buffer to the blocking pool to be filled with `count` bytes of `file`
+    /// at `offset`; [`SendfileStream::poll_copy`] picks it up when the read is done.
+    fn read_from_disk(&mut self, file: std::fs::File, offset: u64, count: usize) -> io::Result<()> {
+        let CopyBody::Copying(mut buf) = std::mem::replace(&mut self.body, CopyBody::Idle) else {
+            return Err(buffer_away());
+        };
+        self.body = CopyBody::Reading(tokio::task::spawn_blocking(move || {
+            let n =
+                rustix::io::pread(&file, &mut buf.bytes[..count], offset).map_err(io::Error::from);
+            (buf, n)
+        }));
+        Ok(())
+    }
+}
+
 /// A plain TCP stream that turns placeholder writes into `sendfile` (or copies).
 pub struct SendfileStream {
     inner: TcpStream,
@@ -393,21 +409,7 @@ impl SendfileStream {
                                 let file = front.file.try_clone()?;
                                 let offset = front.offset;
                                 drop(queue);
-                                let CopyBody::Copying(mut buf) =
-                                    std::mem::replace(&mut st.body, CopyBody::Idle)
-                                else {
-                                    return Poll::Ready(Err(buffer_away()));
-                                };
-                                st.body =
-                                    CopyBody::Reading(tokio::task::spawn_blocking(move || {
-                                        let n = rustix::io::pread(
-                                            &file,
-                                            &mut buf.bytes[..count],
-                                            offset,
-                                        )
-                                        .map_err(io::Error::from);
-                                        (buf, n)
-                                    }));
+                                st.read_from_disk(file, offset, count)?;
                                 continue;
                             }
                         }
