@@ -87,7 +87,10 @@ fn discard_unsynced(path: &Path, e: StorageError) -> StorageError {
 impl BackgroundSync {
     /// Starts syncing `file` (through a duplicate of its descriptor) with `sync`.
     fn start(file: &std::fs::File, sync: SyncFn) -> Result<BackgroundSync, StorageError> {
-        let dup = file.try_clone().map_err(StorageError::io(SYNCING))?;
+        // Not a failed sync (nothing was lost): out of descriptors, say.
+        let dup = file
+            .try_clone()
+            .map_err(StorageError::io("starting an upload sync"))?;
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let job = move || {
             // The receiver is gone only when the upload was dropped: nothing to report.
