@@ -8,8 +8,9 @@ use axum::http::header;
 use axum::middleware::Next;
 use axum::response::Response;
 
-use crate::metrics::{ErrorLabel, RouteLabel};
-use crate::registry::AppState;
+use crate::error::ErrorLabel;
+use crate::metrics::RouteLabel;
+use crate::AppState;
 
 /// Middleware that logs and counts every request once it has a response.
 pub async fn log_request(State(state): State<AppState>, req: Request, next: Next) -> Response {

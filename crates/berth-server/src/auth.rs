@@ -7,29 +7,71 @@
 //! (a user password or a robot secret), which is verified once and then cached briefly.
 //!
 //! Layers: routes ask [`Auth`] for a [`Principal`] and its actions on a repository; this
-//! module reads accounts through [`AccountStore`] and decides with `berth_auth`.
+//! module reads accounts through [`AccountStore`] and decides with `berth_auth`. It
+//! returns [`AuthError`]s, which `crate::error` maps to answers, and reports failed
+//! logins as events (the audit log subscribes).
+//!
+//! Revocation: a token is checked against the account it names on every use (the
+//! account's state and grants are cached for [`ACCOUNT_TTL`]), so disabling or deleting
+//! an account, or removing a grant, stops its tokens within a second; a token still
+//! grants no more than its `access` claim says.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue};
 use base64::Engine as _;
 use berth_auth::grant::actions_on;
 use berth_auth::ratelimit::FailureLimiter;
 use berth_auth::token::{Access, Claims, TokenKey};
 use berth_auth::{Action, Actions, Grant, Pattern, Scope};
-use berth_meta::{Account, AccountStore, AuditEvent};
-use berth_oci::ErrorCode;
+use berth_meta::{Account, AccountStore, MetaError};
 use sha2::{Digest as _, Sha256};
 
-use crate::error::ApiError;
+use crate::events::{Event, Events};
+
+/// A `WWW-Authenticate: Bearer` challenge: the scope the client should ask a token for,
+/// and the OAuth error (`invalid_token`, `insufficient_scope`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Challenge {
+    pub scope: Option<String>,
+    pub error: Option<&'static str>,
+}
+
+/// Why a caller was not let in.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// No or unusable credentials: answered 401 with a Bearer challenge.
+    #[error("{message}")]
+    Challenge {
+        challenge: Challenge,
+        message: String,
+    },
+    /// Bad credentials where no challenge applies (the token endpoint itself).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// Valid credentials without the permission.
+    #[error("{0}")]
+    Denied(String),
+    #[error("too many failed logins; try again in a few minutes")]
+    RateLimited,
+    #[error("{0}")]
+    BadRequest(String),
+    /// The account store failed; logged, never shown.
+    #[error(transparent)]
+    Internal(#[from] MetaError),
+}
 
 /// How long the account count and public patterns are cached.
 const SNAPSHOT_TTL: Duration = Duration::from_secs(1);
-/// How long a verified Basic credential is trusted without re-checking the store.
+/// How long a verified Basic credential (the argon2 check of its secret) is trusted.
+/// The account's state and grants are re-read after [`ACCOUNT_TTL`] regardless.
 const BASIC_CACHE_TTL: Duration = Duration::from_secs(5);
+/// How long an account's state and grants are cached: the bound on how long a disabled
+/// account, a deleted one or a removed grant keeps working, for Basic and tokens alike.
+pub const ACCOUNT_TTL: Duration = Duration::from_secs(1);
 /// Failed logins allowed per account in [`FAILURE_WINDOW`].
 const MAX_FAILURES_PER_ACCOUNT: usize = 10;
 /// Failed logins allowed per client address: higher, since many users (a CI fleet, an
@@ -50,8 +92,13 @@ pub enum Principal {
         grants: Arc<Vec<Grant>>,
         public: Arc<Vec<Pattern>>,
     },
-    /// A bearer token from `/token`.
-    Token { claims: Arc<Claims> },
+    /// A bearer token from `/token`, limited to what its account may still do.
+    Token {
+        claims: Arc<Claims>,
+        /// The account's grants now (empty for an anonymous token).
+        grants: Arc<Vec<Grant>>,
+        public: Arc<Vec<Pattern>>,
+    },
 }
 
 impl Principal {
@@ -70,7 +117,14 @@ impl Principal {
             Principal::Account { grants, public, .. } => {
                 actions_on(grants.iter(), repo).union(public_pull(public))
             }
-            Principal::Token { claims } => claims.actions_on(repo),
+            // A token grants what it says, and no more than its account may do now.
+            Principal::Token {
+                claims,
+                grants,
+                public,
+            } => claims
+                .actions_on(repo)
+                .intersect(actions_on(grants.iter(), repo).union(public_pull(public))),
         }
     }
 
@@ -84,7 +138,7 @@ impl Principal {
             Principal::Open => "open",
             Principal::Anonymous { .. } => "anonymous",
             Principal::Account { name, .. } => name,
-            Principal::Token { claims } => &claims.sub,
+            Principal::Token { claims, .. } => &claims.sub,
         }
     }
 }
@@ -96,8 +150,11 @@ pub enum LoginError {
     RateLimited,
 }
 
-/// A verified credential: when, whose, and the account's grants then.
-type CachedLogin = (Instant, String, Arc<Vec<Grant>>);
+/// A verified credential: when, and whose.
+type CachedLogin = (Instant, String);
+
+/// An account's state as last read: when, and its grants if it may log in.
+type CachedAccount = (Instant, Option<Arc<Vec<Grant>>>);
 
 struct Snapshot {
     at: Instant,
@@ -117,6 +174,8 @@ pub struct Auth {
     tls: bool,
     snapshot: Mutex<Option<Snapshot>>,
     basic_cache: Mutex<HashMap<[u8; 32], CachedLogin>>,
+    account_cache: Mutex<HashMap<String, CachedAccount>>,
+    events: Events,
     by_account: FailureLimiter,
     by_address: FailureLimiter,
 }
@@ -151,6 +210,7 @@ impl Auth {
         realm: Option<String>,
         token_ttl: Duration,
         tls: bool,
+        events: Events,
     ) -> Auth {
         let mut cache_key = [0u8; 32];
         if let Ok(b) = berth_auth::secret::random_bytes(32) {
@@ -166,6 +226,8 @@ impl Auth {
             tls,
             snapshot: Mutex::new(None),
             basic_cache: Mutex::new(HashMap::new()),
+            account_cache: Mutex::new(HashMap::new()),
+            events,
             by_account: FailureLimiter::new(MAX_FAILURES_PER_ACCOUNT, FAILURE_WINDOW),
             by_address: FailureLimiter::new(MAX_FAILURES_PER_ADDRESS, FAILURE_WINDOW),
         }
@@ -177,7 +239,7 @@ impl Auth {
 
     /// Whether accounts exist, and the public patterns (cached for a second, so that
     /// `berth admin` changes made while the server runs apply almost at once).
-    async fn snapshot(&self) -> Result<(bool, Arc<Vec<Pattern>>), ApiError> {
+    async fn snapshot(&self) -> Result<(bool, Arc<Vec<Pattern>>), AuthError> {
         {
             let s = self.snapshot.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(s) = s.as_ref().filter(|s| s.at.elapsed() < SNAPSHOT_TTL) {
@@ -202,7 +264,7 @@ impl Auth {
     }
 
     /// Whether any account exists (for the start-up safety check).
-    pub async fn accounts_exist(&self) -> Result<bool, ApiError> {
+    pub async fn accounts_exist(&self) -> Result<bool, AuthError> {
         Ok(self.snapshot().await?.0)
     }
 
@@ -211,7 +273,7 @@ impl Auth {
         &self,
         headers: &HeaderMap,
         client: IpAddr,
-    ) -> Result<Principal, ApiError> {
+    ) -> Result<Principal, AuthError> {
         let (accounts_exist, public) = self.snapshot().await?;
         if !accounts_exist {
             return Ok(Principal::Open);
@@ -224,9 +286,25 @@ impl Auth {
         };
         if let Some(token) = strip_scheme(value, "bearer") {
             return match self.key.verify(token.trim(), &self.service, unix_now()) {
-                Ok(claims) => Ok(Principal::Token {
-                    claims: Arc::new(claims),
-                }),
+                Ok(claims) => {
+                    let grants = if claims.sub.is_empty() {
+                        Arc::new(Vec::new())
+                    } else {
+                        match self.account(&claims.sub).await? {
+                            Some(grants) => grants,
+                            None => return Err(self.challenge(
+                                None,
+                                Some("invalid_token"),
+                                "bearer token refused: its account is disabled, expired or deleted",
+                            )),
+                        }
+                    };
+                    Ok(Principal::Token {
+                        claims: Arc::new(claims),
+                        grants,
+                        public,
+                    })
+                }
                 Err(e) => {
                     tracing::debug!(error = %e, "bearer token refused");
                     Err(self.challenge(
@@ -246,7 +324,7 @@ impl Auth {
                     grants,
                     public,
                 }),
-                Err(LoginError::RateLimited) => Err(rate_limited()),
+                Err(LoginError::RateLimited) => Err(AuthError::RateLimited),
                 Err(LoginError::Invalid) => {
                     Err(self.challenge(None, None, "invalid username or password"))
                 }
@@ -262,20 +340,30 @@ impl Auth {
         name: &str,
         secret: &str,
         client: IpAddr,
-    ) -> Result<Result<(String, Arc<Vec<Grant>>), LoginError>, ApiError> {
+    ) -> Result<Result<(String, Arc<Vec<Grant>>), LoginError>, AuthError> {
         let now = Instant::now();
         let addr_key = client.to_string();
         if self.by_account.is_blocked(name, now) || self.by_address.is_blocked(&addr_key, now) {
-            self.audit(name, "login_rate_limited", "", "", client).await;
+            self.events
+                .emit(Event::LoginRateLimited {
+                    account: name.to_owned(),
+                    client,
+                })
+                .await;
             return Ok(Err(LoginError::RateLimited));
         }
         let cache_key = self.credential_key(name, secret);
-        {
+        let verified = {
             let cache = self.basic_cache.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((at, n, grants)) = cache.get(&cache_key) {
-                if at.elapsed() < BASIC_CACHE_TTL {
-                    return Ok(Ok((n.clone(), grants.clone())));
-                }
+            cache
+                .get(&cache_key)
+                .filter(|(at, _)| at.elapsed() < BASIC_CACHE_TTL)
+                .map(|(_, n)| n.clone())
+        };
+        if let Some(n) = verified {
+            // The secret was verified moments ago; the account's state is re-read.
+            if let Some(grants) = self.account(&n).await? {
+                return Ok(Ok((n, grants)));
             }
         }
         let account = self.accounts.account_get(name).await?;
@@ -299,17 +387,67 @@ impl Auth {
                 Some(_) => "wrong secret",
             };
             tracing::warn!(account = %name, client = %client, reason = why, "login failed");
-            self.audit(name, "login_failed", "", why, client).await;
+            self.events
+                .emit(Event::LoginFailed {
+                    account: name.to_owned(),
+                    reason: why,
+                    client,
+                })
+                .await;
             return Ok(Err(LoginError::Invalid));
         }
         self.by_account.clear(name);
         let grants = Arc::new(parse_grants(self.accounts.grants(name).await?));
+        self.remember_account(name, Some(grants.clone()));
         let mut cache = self.basic_cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() > 10_000 {
-            cache.retain(|_, (at, _, _)| at.elapsed() < BASIC_CACHE_TTL);
+            cache.retain(|_, (at, _)| at.elapsed() < BASIC_CACHE_TTL);
         }
-        cache.insert(cache_key, (Instant::now(), name.to_owned(), grants.clone()));
+        cache.insert(cache_key, (Instant::now(), name.to_owned()));
         Ok(Ok((name.to_owned(), grants)))
+    }
+
+    /// The grants of account `name` if it may log in now (not disabled, expired or
+    /// deleted), cached for [`ACCOUNT_TTL`].
+    async fn account(&self, name: &str) -> Result<Option<Arc<Vec<Grant>>>, AuthError> {
+        {
+            let cache = self.account_cache.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((at, grants)) = cache.get(name) {
+                if at.elapsed() < ACCOUNT_TTL {
+                    return Ok(grants.clone());
+                }
+            }
+        }
+        let grants = match self.accounts.account_get(name).await? {
+            Some(a) if usable(&a) => {
+                Some(Arc::new(parse_grants(self.accounts.grants(name).await?)))
+            }
+            _ => None,
+        };
+        self.remember_account(name, grants.clone());
+        Ok(grants)
+    }
+
+    fn remember_account(&self, name: &str, grants: Option<Arc<Vec<Grant>>>) {
+        let mut cache = self.account_cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() > 10_000 {
+            cache.retain(|_, (at, _)| at.elapsed() < ACCOUNT_TTL);
+        }
+        cache.insert(name.to_owned(), (Instant::now(), grants));
+    }
+
+    /// Forgets every cached credential and account state, so that a change made through
+    /// this process applies to the next request.
+    pub fn invalidate(&self) {
+        self.basic_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        self.account_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     fn credential_key(&self, name: &str, secret: &str) -> [u8; 32] {
@@ -327,7 +465,7 @@ impl Auth {
         &self,
         principal: &Principal,
         scopes: &[Scope],
-    ) -> Result<(String, Vec<Scope>), ApiError> {
+    ) -> Result<(String, Vec<Scope>), AuthError> {
         let granted: Vec<Scope> = scopes
             .iter()
             .filter_map(|s| match s {
@@ -355,96 +493,61 @@ impl Auth {
             jti: uuid::Uuid::new_v4().simple().to_string(),
             access: granted.iter().map(Access::from_scope).collect(),
         };
-        let token = self.key.sign(&claims).map_err(|e| ApiError::internal(&e))?;
+        let token = self.key.sign(&claims).map_err(|e| {
+            AuthError::Internal(MetaError::Corrupt(format!("cannot sign a token: {e}")))
+        })?;
         Ok((token, granted))
     }
 
-    /// The grants of the account behind a token (for catalog filtering).
-    pub async fn grants_of(&self, name: &str) -> Result<Vec<Grant>, ApiError> {
-        if name.is_empty() {
-            return Ok(Vec::new());
-        }
-        match self.accounts.account_get(name).await? {
-            Some(a) if usable(&a) => Ok(parse_grants(self.accounts.grants(name).await?)),
-            _ => Ok(Vec::new()),
-        }
-    }
-
-    pub async fn public(&self) -> Result<Arc<Vec<Pattern>>, ApiError> {
+    pub async fn public(&self) -> Result<Arc<Vec<Pattern>>, AuthError> {
         Ok(self.snapshot().await?.1)
     }
 
     /// A 401 with the `WWW-Authenticate: Bearer` challenge Docker clients follow.
-    pub fn challenge(&self, scope: Option<&str>, error: Option<&str>, message: &str) -> ApiError {
-        let realm = self.realm.clone().unwrap_or_else(|| "/token".to_owned());
-        let mut v = format!("Bearer realm=\"{realm}\",service=\"{}\"", self.service);
-        if let Some(s) = scope {
-            v.push_str(&format!(",scope=\"{s}\""));
+    pub fn challenge(
+        &self,
+        scope: Option<&str>,
+        error: Option<&'static str>,
+        message: &str,
+    ) -> AuthError {
+        AuthError::Challenge {
+            challenge: Challenge {
+                scope: scope.map(str::to_owned),
+                error,
+            },
+            message: message.to_owned(),
         }
-        if let Some(e) = error {
-            v.push_str(&format!(",error=\"{e}\""));
-        }
-        let mut e = ApiError::new(ErrorCode::Unauthorized, message);
-        if let Ok(hv) = HeaderValue::from_str(&v) {
-            e = e.header(header::WWW_AUTHENTICATE, hv);
-        }
-        e
     }
 
-    /// Makes a relative realm absolute with the request's Host, as clients require.
-    pub fn absolutize(&self, e: ApiError, headers: &HeaderMap) -> ApiError {
-        self.absolutize_host(e, headers.get(header::HOST))
-    }
-
-    /// [`Auth::absolutize`] given only the request's `Host` header.
-    pub fn absolutize_host(&self, mut e: ApiError, host: Option<&HeaderValue>) -> ApiError {
-        if self.realm.is_some() {
-            return e;
-        }
-        let host = host.and_then(|v| v.to_str().ok()).filter(|h| {
-            h.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
-        });
-        let Some(host) = host else { return e };
-        let scheme = if self.tls { "https" } else { "http" };
-        for (name, value) in e.headers.iter_mut() {
-            if *name == header::WWW_AUTHENTICATE {
-                if let Ok(s) = value.to_str() {
-                    let fixed = s.replacen(
-                        "realm=\"/token\"",
-                        &format!("realm=\"{scheme}://{host}/token\""),
-                        1,
-                    );
-                    if let Ok(v) = HeaderValue::from_str(&fixed) {
-                        *value = v;
-                    }
+    /// The `WWW-Authenticate` value of `challenge`. A configured realm is used as it is;
+    /// otherwise the realm is this server's `/token`, made absolute with the request's
+    /// `Host`, as clients require.
+    pub fn www_authenticate(
+        &self,
+        challenge: &Challenge,
+        host: Option<&HeaderValue>,
+    ) -> Option<HeaderValue> {
+        let realm = match &self.realm {
+            Some(r) => r.clone(),
+            None => {
+                let host = host.and_then(|v| v.to_str().ok()).filter(|h| {
+                    h.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+                });
+                match host {
+                    Some(h) => format!("{}://{h}/token", if self.tls { "https" } else { "http" }),
+                    None => "/token".to_owned(),
                 }
             }
-        }
-        e
-    }
-
-    /// Appends to the audit log (and the log), never failing the request over it.
-    pub async fn audit(
-        &self,
-        actor: &str,
-        action: &str,
-        target: &str,
-        detail: &str,
-        client: IpAddr,
-    ) {
-        tracing::info!(target: "berth::audit", actor, action, target, detail, %client, "audit");
-        let event = AuditEvent {
-            at: 0,
-            actor: actor.to_owned(),
-            action: action.to_owned(),
-            target: target.to_owned(),
-            detail: detail.to_owned(),
-            client: client.to_string(),
         };
-        if let Err(e) = self.accounts.audit_append(&event).await {
-            tracing::error!(error = %e, "cannot write the audit log");
+        let mut v = format!("Bearer realm=\"{realm}\",service=\"{}\"", self.service);
+        if let Some(s) = &challenge.scope {
+            v.push_str(&format!(",scope=\"{s}\""));
         }
+        if let Some(e) = challenge.error {
+            v.push_str(&format!(",error=\"{e}\""));
+        }
+        HeaderValue::from_str(&v).ok()
     }
 }
 
@@ -466,18 +569,6 @@ pub fn decode_basic(encoded: &str) -> Option<(String, String)> {
     let s = String::from_utf8(raw).ok()?;
     let (n, p) = s.split_once(':')?;
     Some((n.to_owned(), p.to_owned()))
-}
-
-pub fn rate_limited() -> ApiError {
-    ApiError::new(
-        ErrorCode::TooManyRequests,
-        "too many failed logins; try again in a few minutes",
-    )
-    .header(
-        HeaderName::from_static("retry-after"),
-        HeaderValue::from_static("300"),
-    )
-    .status(StatusCode::TOO_MANY_REQUESTS)
 }
 
 /// Reads the token signing key from `path`, creating it (0600, fsync'd) on first start.

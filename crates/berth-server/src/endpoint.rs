@@ -5,9 +5,22 @@
 //! `tags/list` or `referrers/<digest>` decides the resource and everything before it is
 //! the name. A name that looks like a resource (`a/blobs/b`) is thus still reachable.
 
-use berth_oci::{ErrorCode, RepoName};
+use berth_oci::{NameError, RepoName};
 
-use crate::error::ApiError;
+/// Why a path or method addresses no registry resource.
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error("repository name is empty")]
+    EmptyName,
+    #[error("no registry endpoint at /v2/{0}")]
+    Unknown(String),
+    #[error("no endpoint at {0}")]
+    NoRoute(String),
+    #[error("method {method} is not supported on the {route} endpoint")]
+    Method { method: String, route: &'static str },
+}
 
 /// A registry resource addressed by a `/v2/...` path. Names are validated; references
 /// and digests are kept raw so each handler reports them with the right error code.
@@ -24,18 +37,15 @@ pub enum Endpoint {
 
 impl Endpoint {
     /// Parses `rest`, the path after `/v2/` (no leading slash).
-    pub fn parse(rest: &str) -> Result<Endpoint, ApiError> {
+    pub fn parse(rest: &str) -> Result<Endpoint, EndpointError> {
         if rest == "_catalog" {
             return Ok(Endpoint::Catalog);
         }
         let parts: Vec<&str> = rest.split('/').collect();
         let n = parts.len();
-        let name = |upto: usize| -> Result<RepoName, ApiError> {
+        let name = |upto: usize| -> Result<RepoName, EndpointError> {
             if upto == 0 {
-                return Err(ApiError::new(
-                    ErrorCode::NameInvalid,
-                    "repository name is empty",
-                ));
+                return Err(EndpointError::EmptyName);
             }
             Ok(RepoName::parse(&parts[..upto].join("/"))?)
         };
@@ -79,11 +89,7 @@ impl Endpoint {
                 _ => {}
             }
         }
-        Err(ApiError::new(
-            ErrorCode::Unsupported,
-            format!("no registry endpoint at /v2/{rest}"),
-        )
-        .status(axum::http::StatusCode::NOT_FOUND))
+        Err(EndpointError::Unknown(rest.to_owned()))
     }
 
     /// The repository the endpoint addresses, if any.
@@ -190,11 +196,14 @@ mod tests {
             "..//tags/list",
         ] {
             let e = Endpoint::parse(bad).unwrap_err();
-            assert_eq!(e.code, ErrorCode::NameInvalid, "{bad}");
+            assert!(
+                matches!(e, EndpointError::Name(_) | EndpointError::EmptyName),
+                "{bad}: {e:?}"
+            );
         }
         for unknown in ["", "a", "a/manifests/", "a/unknown/x"] {
             let e = Endpoint::parse(unknown).unwrap_err();
-            assert_eq!(e.status, axum::http::StatusCode::NOT_FOUND, "{unknown}");
+            assert!(matches!(e, EndpointError::Unknown(_)), "{unknown}: {e:?}");
         }
     }
 }

@@ -1,49 +1,57 @@
-//! The one error type of the HTTP layer.
+//! The one error type of the HTTP layer, and the one place domain errors become answers.
 //!
-//! Lower layers return their own `thiserror` enums; they are converted here, in one
-//! place, into an [`ApiError`] that carries an OCI [`ErrorCode`], a message safe to show
-//! to a client, and the status. Internal causes are logged, never sent.
+//! The service, the endpoint parser and authentication return their own `thiserror`
+//! enums ([`RegistryError`], [`EndpointError`], [`AuthError`]); each is converted here,
+//! variant by variant, into an [`ApiError`]: a row of the OCI error table
+//! ([`ErrorCode`], which fixes the HTTP status), a message safe to show to a client, and
+//! the headers a client needs to recover (`Range` to resume an upload, a Bearer
+//! challenge). Internal causes are logged, never sent.
 
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use berth_meta::MetaError;
-use berth_oci::{DigestError, ErrorCode, NameError};
-use berth_storage::StorageError;
+use berth_oci::{ErrorCode, NameError};
 
-/// An error answered with `{"errors":[{"code","message","detail"}]}`.
+use crate::auth::{AuthError, Challenge};
+use crate::endpoint::EndpointError;
+use crate::service::RegistryError;
+
+/// The OCI error code of an error answer, put on the response for the metrics layer.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorLabel(pub &'static str);
+
+/// An error answered with `{"errors":[{"code","message","detail"}]}` and the status of
+/// its row in the error table.
 #[derive(Debug)]
 pub struct ApiError {
     pub code: ErrorCode,
-    pub status: StatusCode,
     pub message: String,
     pub detail: serde_json::Value,
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// A `WWW-Authenticate: Bearer` challenge to add; its realm depends on the request's
+    /// host, so the router renders it (`routes::error_response`).
+    pub challenge: Option<Box<Challenge>>,
 }
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
         ApiError {
             code,
-            status: StatusCode::from_u16(code.status())
-                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             message: message.into(),
             detail: serde_json::Value::Null,
             headers: Vec::new(),
+            challenge: None,
         }
     }
 
-    pub fn status(mut self, status: StatusCode) -> ApiError {
-        self.status = status;
-        self
-    }
-
-    pub fn detail(mut self, detail: serde_json::Value) -> ApiError {
+    fn detail(mut self, detail: serde_json::Value) -> ApiError {
         self.detail = detail;
         self
     }
 
-    pub fn header(mut self, name: HeaderName, value: HeaderValue) -> ApiError {
-        self.headers.push((name, value));
+    fn header(mut self, name: &'static str, value: &str) -> ApiError {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            self.headers.push((HeaderName::from_static(name), v));
+        }
         self
     }
 
@@ -51,22 +59,27 @@ impl ApiError {
     pub fn internal(cause: &dyn std::error::Error) -> ApiError {
         tracing::error!(error = %cause, "internal error");
         ApiError::new(
-            ErrorCode::Unavailable,
+            ErrorCode::Internal,
             "internal server error, see the server log",
         )
-        .status(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    /// The HTTP status: always the one of the code's row.
+    pub fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let status = self.status();
         let mut err = serde_json::json!({ "code": self.code.as_str(), "message": self.message });
         if !self.detail.is_null() {
             err["detail"] = self.detail;
         }
         let body = serde_json::json!({ "errors": [err] }).to_string();
         let mut resp = (
-            self.status,
+            status,
             [(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
@@ -77,62 +90,62 @@ impl IntoResponse for ApiError {
         for (k, v) in self.headers {
             resp.headers_mut().insert(k, v);
         }
-        resp.extensions_mut()
-            .insert(crate::metrics::ErrorLabel(self.code.as_str()));
+        resp.extensions_mut().insert(ErrorLabel(self.code.as_str()));
         resp
     }
 }
 
-impl From<MetaError> for ApiError {
-    fn from(e: MetaError) -> ApiError {
-        match e {
-            MetaError::MissingReferences(d) => {
-                let list: Vec<String> = d.iter().map(|d| d.to_string()).collect();
-                ApiError::new(
-                    ErrorCode::ManifestBlobUnknown,
-                    format!("manifest references content the repository does not have: {}", list.join(", ")),
-                )
-                .detail(serde_json::json!({ "digests": list }))
-            }
-            MetaError::BlobInUse(m) => ApiError::new(
-                ErrorCode::Unsupported,
-                format!(
-                    "blob is still referenced by manifest(s) {} of this repository; delete them first",
-                    m.join(", ")
-                ),
-            ),
-            MetaError::TagRefused(message) => ApiError::new(ErrorCode::Denied, message).status(StatusCode::CONFLICT),
-            e => ApiError::internal(&e),
-        }
-    }
+/// The `Range` header value for an upload of `size` bytes (Distribution writes `0-0`
+/// for an empty upload, and clients expect that).
+pub fn upload_range(size: u64) -> String {
+    format!("0-{}", size.saturating_sub(1))
 }
 
-impl From<StorageError> for ApiError {
-    fn from(e: StorageError) -> ApiError {
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> ApiError {
+        use ErrorCode as C;
+        use RegistryError as E;
+        let message = e.to_string();
         match e {
-            StorageError::BlobUnknown(d) => ApiError::new(
-                ErrorCode::BlobUnknown,
-                format!("blob {d} is not in the store"),
-            ),
-            StorageError::UploadUnknown(_) => {
-                ApiError::new(ErrorCode::BlobUploadUnknown, "upload session is not known")
+            E::Name(n) => n.into(),
+            E::Digest(_) | E::DigestMismatch { .. } | E::DigestMissing => {
+                ApiError::new(C::DigestInvalid, message)
             }
-            StorageError::DigestMismatch { expected, actual } => ApiError::new(
-                ErrorCode::DigestInvalid,
-                format!("the uploaded content has digest {actual}, not {expected}"),
+            E::ManifestDigestMismatch { .. } => ApiError::new(C::DigestInvalid, message),
+            E::BlobUnknown { .. } => ApiError::new(C::BlobUnknown, message),
+            // The client sees an unknown blob, so that it pushes it again.
+            E::BlobMissing { repo, digest } => ApiError::new(
+                C::BlobUnknown,
+                format!("blob {digest} is not in repository {repo}"),
             ),
-            StorageError::OffsetMismatch { expected, got } => ApiError::new(
-                ErrorCode::RangeInvalid,
-                format!("chunk starts at byte {got} but the upload has {expected} bytes"),
-            ),
-            StorageError::Body(e) => {
-                tracing::debug!(error = %e, "request body failed");
-                ApiError::new(
-                    ErrorCode::BlobUploadInvalid,
-                    "the request body ended with an error",
-                )
+            E::UploadUnknown { .. } => ApiError::new(C::BlobUploadUnknown, message),
+            E::UploadRange { repo, id, size, .. } => ApiError::new(C::RangeInvalid, message)
+                .header("location", &format!("/v2/{repo}/blobs/uploads/{id}"))
+                .header("range", &upload_range(size))
+                .header("docker-upload-uuid", &id),
+            E::BodyFailed(cause) => {
+                tracing::debug!(error = %cause, "request body failed");
+                ApiError::new(C::BlobUploadInvalid, message)
             }
-            e @ StorageError::Io { .. } => ApiError::internal(&e),
+            E::RangeUnsatisfiable { size } => ApiError::new(C::RangeInvalid, message)
+                .header("content-range", &format!("bytes */{size}")),
+            E::ManifestUnknown { .. } | E::ManifestNotAcceptable { .. } => {
+                ApiError::new(C::ManifestUnknown, message)
+            }
+            E::ManifestInvalid(_) => ApiError::new(C::ManifestInvalid, message),
+            E::ManifestTooLarge(_) => ApiError::new(C::ManifestTooLarge, message),
+            E::MissingReferences(d) => {
+                let list: Vec<String> = d.iter().map(|d| d.to_string()).collect();
+                ApiError::new(C::ManifestBlobUnknown, message)
+                    .detail(serde_json::json!({ "digests": list }))
+            }
+            E::BlobInUse(_) => ApiError::new(C::BlobInUse, message),
+            E::TagRefused(_) => ApiError::new(C::TagConflict, message),
+            E::ForceDenied(_) => ApiError::new(C::Denied, message),
+            E::NameUnknown(_) => ApiError::new(C::NameUnknown, message),
+            E::ParameterInvalid(_) => ApiError::new(C::ParameterInvalid, message),
+            E::Storage(e) => ApiError::internal(&e),
+            E::Meta(e) => ApiError::internal(&e),
         }
     }
 }
@@ -140,17 +153,88 @@ impl From<StorageError> for ApiError {
 impl From<NameError> for ApiError {
     fn from(e: NameError) -> ApiError {
         match e {
-            NameError::InvalidTag(_) => ApiError::new(ErrorCode::ManifestInvalid, e.to_string())
-                .status(StatusCode::BAD_REQUEST),
+            NameError::InvalidTag(_) => ApiError::new(ErrorCode::ManifestInvalid, e.to_string()),
             _ => ApiError::new(ErrorCode::NameInvalid, e.to_string()),
         }
     }
 }
 
-impl From<DigestError> for ApiError {
-    fn from(e: DigestError) -> ApiError {
-        ApiError::new(ErrorCode::DigestInvalid, e.to_string())
+impl From<EndpointError> for ApiError {
+    fn from(e: EndpointError) -> ApiError {
+        match e {
+            EndpointError::Name(n) => n.into(),
+            EndpointError::EmptyName => ApiError::new(ErrorCode::NameInvalid, e.to_string()),
+            EndpointError::Unknown(_) | EndpointError::NoRoute(_) => {
+                ApiError::new(ErrorCode::EndpointUnknown, e.to_string())
+            }
+            EndpointError::Method { .. } => ApiError::new(ErrorCode::Unsupported, e.to_string()),
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> ApiError {
+        let message = e.to_string();
+        match e {
+            AuthError::Challenge { challenge, .. } => {
+                let mut api = ApiError::new(ErrorCode::Unauthorized, message);
+                api.challenge = Some(Box::new(challenge));
+                api
+            }
+            AuthError::Denied(_) => ApiError::new(ErrorCode::Denied, message),
+            AuthError::Unauthenticated(_) => ApiError::new(ErrorCode::Unauthorized, message),
+            AuthError::RateLimited => {
+                ApiError::new(ErrorCode::TooManyRequests, message).header("retry-after", "300")
+            }
+            AuthError::BadRequest(_) => ApiError::new(ErrorCode::ParameterInvalid, message),
+            AuthError::Internal(e) => ApiError::internal(&e),
+        }
+    }
+}
+
+impl From<berth_meta::MetaError> for ApiError {
+    fn from(e: berth_meta::MetaError) -> ApiError {
+        RegistryError::from(e).into()
     }
 }
 
 pub type ApiResult<T = Response> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_oci::{Digest, RepoName};
+
+    #[test]
+    fn statuses_come_from_the_table() {
+        let repo = RepoName::parse("a/b").unwrap();
+        let e: ApiError = RegistryError::TagRefused("no".into()).into();
+        assert_eq!((e.status().as_u16(), e.code.as_str()), (409, "DENIED"));
+        let e: ApiError = RegistryError::ManifestTooLarge(4).into();
+        assert_eq!(
+            (e.status().as_u16(), e.code.as_str()),
+            (413, "MANIFEST_INVALID")
+        );
+        let e: ApiError = RegistryError::UploadRange {
+            repo: repo.clone(),
+            id: "u1".into(),
+            size: 10,
+            message: "off".into(),
+        }
+        .into();
+        assert_eq!(e.status().as_u16(), 416);
+        assert!(e.headers.iter().any(|(k, v)| k == "range" && v == "0-9"));
+        let e: ApiError = RegistryError::BlobMissing {
+            repo,
+            digest: Digest::sha256(b"x"),
+        }
+        .into();
+        assert_eq!(
+            (e.status().as_u16(), e.code.as_str()),
+            (404, "BLOB_UNKNOWN")
+        );
+        let e: ApiError = RegistryError::Meta(berth_meta::MetaError::Corrupt("x".into())).into();
+        assert_eq!(e.status().as_u16(), 500);
+        assert!(!e.message.contains('x'));
+    }
+}

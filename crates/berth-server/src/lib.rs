@@ -1,66 +1,61 @@
 //! The Berth registry server: the OCI Distribution Spec v1.1 over HTTP.
 //!
 //! # Layout
-//! - [`config`]: typed configuration (file, environment) and [`build_state`], the one
-//!   place that builds storage backends from it.
+//! - [`config`]: typed configuration (file, environment); [`backends`] builds the
+//!   stores it names (the one place that knows which backends exist); [`build_state`]
+//!   wires them into an [`AppState`].
 //! - [`endpoint`]: parses every `/v2/...` path once into an [`endpoint::Endpoint`].
-//! - [`routes`]: thin handlers, one file per OCI resource.
-//! - [`registry`]: operations that span the blob and metadata stores (commit an upload,
-//!   mount, delete a blob) with the locking that keeps them consistent.
-//! - [`error`]: the one [`error::ApiError`] type and the conversions into it.
-//! - [`access_log`]: one structured log line per request, and its metrics;
-//!   [`metrics`]: the Prometheus counters served at `/metrics`.
+//! - [`routes`]: thin handlers, one file per OCI resource: they read the request, call
+//!   the [`service`], and write the response headers the spec requires.
+//! - [`service`]: every registry operation (uploads, blobs, manifests, tags) over the
+//!   blob and metadata stores; returns a domain [`service::RegistryError`].
+//! - [`error`]: the one [`error::ApiError`] type and the one mapping of domain errors
+//!   to the OCI error table.
+//! - [`events`]: what happened ([`events::Event`]), delivered to [`subscribers`]:
+//!   [`metrics`] (Prometheus counters at `/metrics`), [`analytics`] (download counters,
+//!   flushed in batches) and the audit log.
+//! - [`access_log`]: one structured log line per request, and the request metrics.
 //! - [`auth`]: who is calling (open, anonymous, Basic, bearer token) and what they may do;
 //!   [`accounts`]: account administration shared by `berth admin` and the server.
-//! - [`analytics`]: download counters by version, platform and client, flushed in batches;
-//!   [`routes`]`/stats` serves them.
 //! - [`policy`]: the tag policy (immutable releases, forward-only floating tags).
-//! - [`listener`]: the accept loop (plain or TLS, HTTP/1.1 and HTTP/2, graceful drain).
+//! - [`listener`]: the accept loop (plain or TLS, HTTP/1.1 and HTTP/2, graceful drain);
+//!   [`zerocopy`]: `sendfile`/copy for blob GETs on plain HTTP/1.x.
 //!
-//! Layers call one way: routes → registry → stores. Stores never call back up, and the
-//! HTTP types stop at the routes.
+//! Layers call one way: routes → service → stores. Stores never call back up, the
+//! service knows no HTTP type, and side effects hang off events.
 
 pub mod access_log;
 pub mod accounts;
 pub mod analytics;
 pub mod auth;
+pub mod backends;
 pub mod config;
 pub mod endpoint;
 pub mod error;
+pub mod events;
 pub mod listener;
 pub mod metrics;
 pub mod policy;
-pub mod registry;
 pub mod routes;
+pub mod service;
+mod state;
+pub mod subscribers;
 pub mod zerocopy;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use berth_meta::sqlite::SqliteStore;
-use berth_meta::MetadataStore;
-use berth_storage::fs::FsBlobStore;
-use berth_storage::BlobStore;
 use tokio::net::TcpListener;
 
 pub use config::Config;
-pub use registry::AppState;
+pub use state::AppState;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot create data directory {path}: {source}")]
-    DataDir {
-        path: std::path::PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
     #[error(transparent)]
-    Storage(#[from] berth_storage::StorageError),
-    #[error(transparent)]
-    Meta(#[from] berth_meta::MetaError),
+    Backend(#[from] backends::BackendError),
     #[error("server failed: {0}")]
     Serve(#[from] std::io::Error),
     #[error(transparent)]
@@ -77,71 +72,76 @@ pub enum StartError {
     Policy(#[from] policy::PolicyError),
     #[error("--tls-cert and --tls-key must be given together")]
     TlsHalf,
-    #[error(transparent)]
-    Api(#[from] ApiStartError),
+    #[error("cannot read the accounts: {0}")]
+    Auth(#[from] auth::AuthError),
+    #[error("cannot reconcile upload sessions: {0}")]
+    Registry(#[from] service::RegistryError),
 }
 
-/// A store error met while starting, reported with its message.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ApiStartError(String);
-
-/// Builds the stores the configuration asks for (the embedded default: files + SQLite).
+/// Builds the server's state from the configuration: the backends it names (through
+/// [`backends`]), the registry service, access control, and the event subscribers.
 pub fn build_state(config: &Config) -> Result<AppState, StartError> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
-        path: config.data_dir.clone(),
-        source,
-    })?;
-    let blobs: Arc<dyn BlobStore> = Arc::new(FsBlobStore::open(&config.data_dir)?);
-    let db_path = config.data_dir.join("metadata.db");
-    let sqlite = SqliteStore::open(&db_path)?;
-    // The database holds password hashes and the audit log: owner only.
-    #[cfg(unix)]
-    for file in ["metadata.db", "metadata.db-wal", "metadata.db-shm"] {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(
-            config.data_dir.join(file),
-            std::fs::Permissions::from_mode(0o600),
-        );
-    }
+    let blobs = backends::open_blobs(config)?;
+    let stores = backends::open_meta(config, backends::Create::Yes)?;
     // Pulls read manifests and blob links through a bounded cache; every write goes
     // through it too and invalidates what it changes.
-    let meta: Arc<dyn MetadataStore> = Arc::new(berth_meta::cache::CachingStore::new(
-        Arc::new(sqlite.clone()),
+    let meta: Arc<dyn berth_meta::MetadataStore> = Arc::new(berth_meta::cache::CachingStore::new(
+        stores.meta,
         64 << 20,
         Duration::from_secs(10),
     ));
-    let stats: Arc<dyn berth_meta::StatsStore> = Arc::new(sqlite.clone());
-    let accounts: Arc<dyn berth_meta::AccountStore> = Arc::new(sqlite);
     let key_path = config.data_dir.join("token.key");
     let key = auth::load_or_create_key(&key_path).map_err(|source| StartError::Key {
         path: key_path,
         source,
     })?;
+    let metrics = Arc::new(metrics::Metrics::default());
+    let mut analytics =
+        analytics::Analytics::new(stores.stats, meta.clone(), config.analytics_flush_interval);
+    analytics.enabled = config.analytics;
+    let analytics = Arc::new(analytics);
+    let events = events::Events::new(vec![
+        Arc::new(subscribers::MetricsSubscriber(metrics.clone())),
+        Arc::new(subscribers::AnalyticsSubscriber(analytics.clone())),
+        Arc::new(subscribers::AuditSubscriber(stores.accounts.clone())),
+    ]);
     let auth = Arc::new(auth::Auth::new(
-        accounts,
+        stores.accounts,
         key,
         config.token_service.clone(),
         config.token_realm.clone(),
         config.token_ttl,
         config.tls_cert.is_some(),
+        events.clone(),
     ));
-    let mut analytics =
-        analytics::Analytics::new(stats, meta.clone(), config.analytics_flush_interval);
-    analytics.enabled = config.analytics;
-    let analytics = Arc::new(analytics);
-    let mut state = AppState::new(blobs, meta, auth, analytics, config);
-    state.policy = Arc::new(policy::Policy::new(&config.tag_policy)?);
-    state.tls = match (&config.tls_cert, &config.tls_key) {
+    let registry = Arc::new(service::Registry::new(service::RegistryParts {
+        blobs,
+        meta: meta.clone(),
+        policy: Arc::new(policy::Policy::new(&config.tag_policy)?),
+        events: events.clone(),
+        max_manifest_bytes: config.max_manifest_bytes,
+        upload_idle_timeout: config.upload_idle_timeout,
+    }));
+    let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(c), Some(k)) => Some(listener::tls_acceptor(c, k)?),
         (None, None) => None,
         _ => return Err(StartError::TlsHalf),
     };
-    Ok(state)
+    Ok(AppState {
+        registry,
+        auth,
+        events,
+        metrics,
+        analytics,
+        meta,
+        insecure_open: config.insecure_open,
+        tls,
+        blob_transfer: config.blob_transfer,
+    })
 }
 
-/// The HTTP application (for in-process tests with `tower::ServiceExt::oneshot`).
-pub fn app(state: AppState) -> Router {
+/// The HTTP application: the router with the access-log layer.
+fn app(state: AppState) -> axum::Router {
     routes::router(state.clone()).layer(axum::middleware::from_fn_with_state(
         state,
         access_log::log_request,
@@ -156,11 +156,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     let addr = listener.local_addr()?;
-    let accounts_exist = state
-        .auth
-        .accounts_exist()
-        .await
-        .map_err(|e| ApiStartError(e.message))?;
+    let accounts_exist = state.auth.accounts_exist().await?;
     if !accounts_exist && !addr.ip().is_loopback() {
         if !state.insecure_open {
             return Err(StartError::Unsafe(addr));
@@ -169,8 +165,8 @@ pub async fn run(
             "no account exists and --insecure-open is set: anyone who can reach {addr} may push and delete"
         );
     }
-    registry::reconcile_uploads(&state).await?;
-    let janitor = tokio::spawn(registry::expire_uploads_forever(state.clone()));
+    state.registry.reconcile_uploads().await?;
+    let janitor = tokio::spawn(state.registry.clone().expire_uploads_forever());
     let flusher = tokio::spawn(state.analytics.clone().flush_forever());
     let tls = state.tls.clone();
     let analytics = state.analytics.clone();
@@ -191,9 +187,4 @@ pub async fn run(
         tracing::error!(error = %e, "could not write the last download counters");
     }
     result.map_err(StartError::Serve)
-}
-
-/// How often expired upload sessions are looked for, given the idle timeout.
-pub(crate) fn janitor_period(idle: Duration) -> Duration {
-    (idle / 10).clamp(Duration::from_secs(1), Duration::from_secs(300))
 }

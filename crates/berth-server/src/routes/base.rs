@@ -5,21 +5,24 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
-use super::client_ip;
+use super::{client_ip, error_response};
 use crate::auth::Principal;
-use crate::registry::AppState;
+use crate::AppState;
 
 pub async fn version_check(State(state): State<AppState>, req: Request) -> Response {
     let (parts, _) = req.into_parts();
     let client = client_ip(&parts.extensions);
+    let host = parts.headers.get(header::HOST);
     match state.auth.authenticate(&parts.headers, client).await {
-        Ok(Principal::Anonymous { .. }) => state
-            .auth
-            .absolutize(
-                state.auth.challenge(None, None, "authentication required"),
-                &parts.headers,
-            )
-            .into_response(),
+        Ok(Principal::Anonymous { .. }) => error_response(
+            &state,
+            state
+                .auth
+                .challenge(None, None, "authentication required")
+                .into(),
+            host,
+            false,
+        ),
         Ok(_) => (
             [(
                 header::CONTENT_TYPE,
@@ -28,6 +31,6 @@ pub async fn version_check(State(state): State<AppState>, req: Request) -> Respo
             "{}",
         )
             .into_response(),
-        Err(e) => state.auth.absolutize(e, &parts.headers).into_response(),
+        Err(e) => error_response(&state, e.into(), host, false),
     }
 }

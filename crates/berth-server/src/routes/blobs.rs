@@ -3,12 +3,13 @@
 use axum::body::Body;
 use axum::http::{header, Method, StatusCode};
 use axum::response::Response;
-use berth_oci::{Digest, ErrorCode, RepoName};
+use berth_oci::RepoName;
 
 use super::{empty, set, Req};
 use crate::error::{ApiError, ApiResult};
-use crate::registry::{self, AppState};
+use crate::service::{parse_digest, BlobContent, RegistryError};
 use crate::zerocopy::MIN_ZERO_COPY;
+use crate::AppState;
 
 /// A parsed `Range: bytes=...` request against a blob of `size` bytes.
 #[derive(Debug, PartialEq, Eq)]
@@ -64,28 +65,9 @@ fn parse_range(value: Option<&str>, size: u64) -> RangeReq {
     }
 }
 
-pub(super) fn parse_digest(raw: &str) -> ApiResult<Digest> {
-    raw.parse::<Digest>().map_err(ApiError::from)
-}
-
 pub async fn get(state: &AppState, name: &RepoName, raw: &str, req: Req) -> ApiResult {
     let digest = parse_digest(raw)?;
-    let unknown = || {
-        ApiError::new(
-            ErrorCode::BlobUnknown,
-            format!("blob {digest} is not in repository {name}"),
-        )
-    };
-    let missing = || {
-        tracing::warn!(%digest, repo = %name, "blob linked but missing or short in storage");
-        unknown()
-    };
-    let size = state
-        .meta
-        .blob_size(name, &digest)
-        .await?
-        .ok_or_else(unknown)?;
-    let range = parse_range(req.header(header::RANGE), size);
+    let size = state.registry.blob_size(name, &digest).await?;
     let digest_str = digest.to_string();
     if req.method == Method::HEAD {
         let mut r = empty(StatusCode::OK);
@@ -96,59 +78,36 @@ pub async fn get(state: &AppState, name: &RepoName, raw: &str, req: Req) -> ApiR
         set(&mut r, "etag", format!("\"{digest_str}\""));
         return Ok(r);
     }
-    let (status, byte_range) = match range {
+    let (status, byte_range) = match parse_range(req.header(header::RANGE), size) {
         RangeReq::Whole => (StatusCode::OK, None),
         RangeReq::Part(s, e) => (StatusCode::PARTIAL_CONTENT, Some(s..e + 1)),
-        RangeReq::Unsatisfiable => {
-            return Err(ApiError::new(
-                ErrorCode::RangeInvalid,
-                format!("range is outside the blob of {size} bytes"),
-            )
-            .header(
-                header::CONTENT_RANGE,
-                axum::http::HeaderValue::from_str(&format!("bytes */{size}"))
-                    .unwrap_or(axum::http::HeaderValue::from_static("bytes */0")),
-            ));
-        }
+        RangeReq::Unsatisfiable => return Err(RegistryError::RangeUnsatisfiable { size }.into()),
     };
     let len = byte_range.as_ref().map(|r| r.end - r.start).unwrap_or(size);
-    if let Some(zc) = req.zero_copy.as_ref().filter(|_| len >= MIN_ZERO_COPY) {
-        match state.blobs.open_local(&digest, byte_range.clone()).await {
-            Ok(Some(local)) => {
-                let range = byte_range.clone().unwrap_or(0..size);
-                if range.end <= local.size {
-                    state.analytics.bytes_served(name, len);
-                    let body = Body::new(zc.body(local.file, range.start, len));
-                    return Ok(blob_response(
-                        status,
-                        body,
-                        len,
-                        &digest_str,
-                        byte_range,
-                        local.size,
-                    ));
-                }
-                return Err(missing());
-            }
-            Ok(None) => {}
-            Err(berth_storage::StorageError::BlobUnknown(_)) => return Err(missing()),
-            Err(e) => return Err(e.into()),
+    let zero_copy = req.zero_copy.as_ref().filter(|_| len >= MIN_ZERO_COPY);
+    let content = state
+        .registry
+        .blob_open(name, &digest, size, byte_range.clone(), zero_copy.is_some())
+        .await?;
+    let body = match (content, zero_copy) {
+        (BlobContent::Local { file, range }, Some(zc)) => {
+            Body::new(zc.body(file.file, range.start, range.end - range.start))
         }
-    }
-    let body = match state.blobs.get(&digest, byte_range.clone()).await {
-        Ok(b) => b,
-        Err(berth_storage::StorageError::BlobUnknown(_)) => return Err(missing()),
-        Err(e) => return Err(e.into()),
+        (BlobContent::Stream(stream), _) => Body::from_stream(stream),
+        // `blob_open` returns a local file only when asked for one.
+        (BlobContent::Local { .. }, None) => {
+            return Err(ApiError::internal(&std::io::Error::other(
+                "a local blob file without a zero-copy connection",
+            )))
+        }
     };
-    state.analytics.bytes_served(name, len);
-    let total = body.total_size;
     Ok(blob_response(
         status,
-        Body::from_stream(body.stream),
+        body,
         len,
         &digest_str,
         byte_range,
-        total,
+        size,
     ))
 }
 
@@ -180,17 +139,10 @@ fn blob_response(
 
 pub async fn delete(state: &AppState, name: &RepoName, raw: &str, req: Req) -> ApiResult {
     let digest = parse_digest(raw)?;
-    registry::delete_blob(state, name, &digest).await?;
     state
-        .auth
-        .audit(
-            req.principal.name(),
-            "blob_delete",
-            name.as_str(),
-            &digest.to_string(),
-            req.client,
-        )
-        .await;
+        .registry
+        .delete_blob(name, &digest, req.actor())
+        .await?;
     let mut r = empty(StatusCode::ACCEPTED);
     set(&mut r, "docker-content-digest", digest.to_string());
     Ok(r)

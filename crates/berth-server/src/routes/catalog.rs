@@ -1,54 +1,18 @@
 //! `/v2/_catalog`: repository names in lexical order, paginated like tags.
+//!
+//! The catalog lists only what the caller may pull. A bearer token must carry the
+//! `registry:catalog:*` scope (as Distribution requires), and then lists what both the
+//! token and its account allow.
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use berth_auth::{Action, Grant, Pattern};
+use berth_auth::Action;
 
 use super::{next_link, page, set, Req};
 use crate::auth::Principal;
 use crate::error::ApiResult;
-use crate::registry::AppState;
-
-/// What the caller of the catalog may see.
-enum Visibility {
-    All,
-    Some {
-        grants: Vec<Grant>,
-        public: std::sync::Arc<Vec<Pattern>>,
-    },
-}
-
-impl Visibility {
-    async fn of(state: &AppState, principal: &Principal) -> ApiResult<Visibility> {
-        Ok(match principal {
-            Principal::Open => Visibility::All,
-            Principal::Anonymous { public } => Visibility::Some {
-                grants: Vec::new(),
-                public: public.clone(),
-            },
-            Principal::Account { grants, public, .. } => Visibility::Some {
-                grants: grants.as_ref().clone(),
-                public: public.clone(),
-            },
-            // A token names its account; the catalog shows what that account may pull.
-            Principal::Token { claims } => Visibility::Some {
-                grants: state.auth.grants_of(&claims.sub).await?,
-                public: state.auth.public().await?,
-            },
-        })
-    }
-
-    fn may_pull(&self, repo: &str) -> bool {
-        match self {
-            Visibility::All => true,
-            Visibility::Some { grants, public } => {
-                public.iter().any(|p| p.matches(repo))
-                    || berth_auth::grant::actions_on(grants.iter(), repo).allows(Action::Pull)
-            }
-        }
-    }
-}
+use crate::AppState;
 
 /// Page size when the client does not ask for one (Distribution's default too).
 const DEFAULT_PAGE: usize = 1000;
@@ -56,15 +20,34 @@ const DEFAULT_PAGE: usize = 1000;
 /// Lists only what the caller may pull: every page is filled from as many store pages
 /// as it takes, so filtering never shortens a page that has a successor.
 pub async fn list(state: &AppState, req: Req) -> ApiResult {
+    if let Principal::Token { claims, .. } = &req.principal {
+        if !claims.allows_catalog() {
+            return Err(state
+                .auth
+                .challenge(
+                    Some("registry:catalog:*"),
+                    Some("insufficient_scope"),
+                    "the token does not allow listing the catalog",
+                )
+                .into());
+        }
+    }
+    // A catalog token lists what its account may pull now; everyone else what they may.
+    let visible = |repo: &str| match &req.principal {
+        Principal::Token { grants, public, .. } => {
+            public.iter().any(|p| p.matches(repo))
+                || berth_auth::grant::actions_on(grants.iter(), repo).allows(Action::Pull)
+        }
+        p => p.may(repo, Action::Pull),
+    };
     let p = page(&req.query, Some(DEFAULT_PAGE))?;
     let want = p.n.unwrap_or(DEFAULT_PAGE);
-    let visible = Visibility::of(state, &req.principal).await?;
     let mut repos: Vec<String> = Vec::new();
     let mut last = p.last.clone();
     let batch = want.saturating_add(1).max(100);
     loop {
         let chunk = state
-            .meta
+            .registry
             .repositories(&berth_meta::Page {
                 last: last.clone(),
                 n: Some(batch),
@@ -72,7 +55,7 @@ pub async fn list(state: &AppState, req: Req) -> ApiResult {
             .await?;
         let exhausted = chunk.len() < batch;
         last = chunk.last().cloned();
-        repos.extend(chunk.into_iter().filter(|r| visible.may_pull(r)));
+        repos.extend(chunk.into_iter().filter(|r| visible(r)));
         if repos.len() > want || exhausted {
             break;
         }

@@ -1,7 +1,13 @@
 //! HTTP routes: `/v2/` and one dispatcher for every `/v2/<name>/...` resource.
 //!
-//! Handlers are thin: they read the request, call the stores or [`crate::registry`], and
-//! write the response headers the spec requires. One file per OCI resource.
+//! Handlers are thin: they read the request, call [`crate::service`], and write the
+//! response headers the spec requires. One file per OCI resource.
+//!
+//! Every `/v2/<name>/...` request goes through [`dispatch`]: the path is parsed into an
+//! [`Endpoint`], the caller authenticated, and the action the endpoint needs checked
+//! before anything is looked up. The other routes (`/v2/`, `/token`, `/metrics`, the
+//! stats API and the dashboard) each authenticate with the same [`crate::auth::Auth`]
+//! and decide what their resource needs.
 
 mod base;
 mod blobs;
@@ -20,7 +26,6 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Router;
-use berth_oci::ErrorCode;
 use berth_storage::ByteStream;
 use futures_util::TryStreamExt;
 
@@ -28,11 +33,13 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use berth_auth::Action;
 
-use crate::auth::Principal;
-use crate::endpoint::Endpoint;
+use crate::auth::{AuthError, Principal};
+use crate::endpoint::{Endpoint, EndpointError};
 use crate::error::{ApiError, ApiResult};
+use crate::events::{Actor, Event};
 use crate::listener::ClientAddr;
-use crate::registry::AppState;
+use crate::service::RegistryError;
+use crate::AppState;
 
 /// Builds the router.
 pub fn router(state: AppState) -> Router {
@@ -65,11 +72,7 @@ async fn add_api_version(mut resp: Response) -> Response {
 }
 
 async fn not_found(req: Request) -> ApiError {
-    ApiError::new(
-        ErrorCode::Unsupported,
-        format!("no endpoint at {}", req.uri().path()),
-    )
-    .status(StatusCode::NOT_FOUND)
+    EndpointError::NoRoute(req.uri().path().to_owned()).into()
 }
 
 /// Parsed query string; keys may repeat (`?tag=a&tag=b`).
@@ -144,17 +147,16 @@ fn deny(
     principal: &Principal,
     repo: &berth_oci::RepoName,
     action: Action,
-) -> ApiError {
+) -> AuthError {
     let wanted = match action {
         Action::Push => "pull,push",
         a => a.as_str(),
     };
     let scope = format!("repository:{repo}:{wanted}");
     match principal {
-        Principal::Account { name, .. } => ApiError::new(
-            ErrorCode::Denied,
-            format!("account {name} may not {action} in repository {repo}"),
-        ),
+        Principal::Account { name, .. } => AuthError::Denied(format!(
+            "account {name} may not {action} in repository {repo}"
+        )),
         Principal::Token { .. } => state.auth.challenge(
             Some(&scope),
             Some("insufficient_scope"),
@@ -177,6 +179,19 @@ impl Req {
     pub fn header(&self, name: header::HeaderName) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
+
+    /// Who is making the request, for events and the audit log.
+    pub fn actor(&self) -> Actor {
+        Actor {
+            name: self.principal.name().to_owned(),
+            client: self.client,
+        }
+    }
+
+    /// `?force=true`: skip the tag policy (administrators only).
+    pub fn wants_force(&self) -> bool {
+        matches!(self.query.get("force"), Some("true" | "1"))
+    }
 }
 
 fn _assert_send(state: AppState, req: Request) {
@@ -191,16 +206,18 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
     let is_head = parts.method == Method::HEAD;
     let endpoint = match Endpoint::parse(rest) {
         Ok(e) => e,
-        Err(e) => return error_response(e, is_head),
+        Err(e) => {
+            return error_response(&state, e.into(), parts.headers.get(header::HOST), is_head)
+        }
     };
     let route = endpoint.route();
     let repo = endpoint.repository().cloned();
     let resp = serve_endpoint(&state, endpoint, parts, body, is_head).await;
-    finish(&state, repo, route, resp)
+    finish(&state, repo, route, resp).await
 }
 
-/// Labels the response for the metrics layer and counts it for its repository.
-fn finish(
+/// Labels the response for the metrics layer and reports it for its repository.
+async fn finish(
     state: &AppState,
     repo: Option<berth_oci::RepoName>,
     route: &'static str,
@@ -209,11 +226,17 @@ fn finish(
     if let Some(repo) = repo {
         let code = resp
             .extensions()
-            .get::<crate::metrics::ErrorLabel>()
+            .get::<crate::error::ErrorLabel>()
             .map(|c| c.0);
         state
-            .analytics
-            .request(&repo, route, resp.status().as_u16(), code);
+            .events
+            .emit(Event::RepositoryRequest {
+                repo,
+                route,
+                status: resp.status().as_u16(),
+                code,
+            })
+            .await;
     }
     resp.extensions_mut()
         .insert(crate::metrics::RouteLabel(route));
@@ -228,18 +251,17 @@ async fn serve_endpoint(
     is_head: bool,
 ) -> Response {
     let client = client_ip(&parts.extensions);
+    let host = parts.headers.get(header::HOST).cloned();
     let principal = match state.auth.authenticate(&parts.headers, client).await {
         Ok(p) => p,
-        Err(e) => return error_response(state.auth.absolutize(e, &parts.headers), is_head),
+        Err(e) => return error_response(state, e.into(), host.as_ref(), is_head),
     };
     if let Some((repo, action)) = required(&endpoint, &parts.method) {
         if !principal.may(repo.as_str(), action) {
             let e = deny(state, &principal, repo, action);
-            return error_response(state.auth.absolutize(e, &parts.headers), is_head);
+            return error_response(state, e.into(), host.as_ref(), is_head);
         }
     }
-    // Only the Host is needed after the handler (for a challenge's realm).
-    let host = parts.headers.get(header::HOST).cloned();
     let zero_copy = if parts.version <= axum::http::Version::HTTP_11 {
         parts.extensions.get::<crate::zerocopy::ZeroCopy>().cloned()
     } else {
@@ -256,7 +278,7 @@ async fn serve_endpoint(
     };
     match handle(state, endpoint, req).await {
         Ok(r) => r,
-        Err(e) => error_response(state.auth.absolutize_host(e, host.as_ref()), is_head),
+        Err(e) => error_response(state, e, host.as_ref(), is_head),
     }
 }
 
@@ -265,6 +287,7 @@ async fn serve_endpoint(
 async fn metrics(State(state): State<AppState>, req: Request) -> Response {
     let (parts, _) = req.into_parts();
     let client = client_ip(&parts.extensions);
+    let host = parts.headers.get(header::HOST);
     let allowed = client.is_loopback()
         || match state.auth.authenticate(&parts.headers, client).await {
             Ok(Principal::Open) => true,
@@ -272,15 +295,15 @@ async fn metrics(State(state): State<AppState>, req: Request) -> Response {
                 .iter()
                 .any(|g| g.pattern.as_str() == "*" && g.actions.allows(Action::Admin)),
             Ok(_) => false,
-            Err(e) => return e.into_response(),
+            Err(e) => return error_response(&state, e.into(), host, false),
         };
     if !allowed {
-        return ApiError::new(ErrorCode::Denied, "metrics need an account with admin on *")
-            .into_response();
+        let e = AuthError::Denied("metrics need an account with admin on *".into());
+        return error_response(&state, e.into(), host, false);
     }
-    let stored = match state.meta.stored_bytes().await {
+    let stored = match state.registry.stored_bytes().await {
         Ok(s) => s,
-        Err(e) => return ApiError::from(e).into_response(),
+        Err(e) => return error_response(&state, e.into(), host, false),
     };
     (
         [(
@@ -321,16 +344,28 @@ async fn handle(state: &AppState, endpoint: Endpoint, req: Req) -> ApiResult {
         (E::Referrers { name, digest }, Method::GET) => {
             referrers::list(state, &name, &digest, req).await
         }
-        (e, m) => Err(ApiError::new(
-            ErrorCode::Unsupported,
-            format!("method {m} is not supported on the {} endpoint", e.route()),
-        )
-        .status(StatusCode::METHOD_NOT_ALLOWED)),
+        (e, m) => Err(EndpointError::Method {
+            method: m.to_string(),
+            route: e.route(),
+        }
+        .into()),
     }
 }
 
-/// HEAD answers carry the status and headers of the error, without a body.
-fn error_response(e: ApiError, is_head: bool) -> Response {
+/// Renders an error answer: a Bearer challenge gets its `WWW-Authenticate` header (whose
+/// realm depends on the request's `Host`), and HEAD answers carry the status and headers
+/// of the error without a body.
+pub fn error_response(
+    state: &AppState,
+    mut e: ApiError,
+    host: Option<&HeaderValue>,
+    is_head: bool,
+) -> Response {
+    if let Some(challenge) = e.challenge.take() {
+        if let Some(v) = state.auth.www_authenticate(&challenge, host) {
+            e.headers.push((header::WWW_AUTHENTICATE, v));
+        }
+    }
     let mut resp = e.into_response();
     if is_head {
         resp.headers_mut().remove(header::CONTENT_LENGTH);
@@ -359,11 +394,7 @@ pub fn set(resp: &mut Response, name: &'static str, value: impl AsRef<str>) {
 pub fn page(query: &Query, default_n: Option<usize>) -> ApiResult<berth_meta::Page> {
     let n = match query.get("n") {
         Some(v) => Some(v.parse::<usize>().map_err(|_| {
-            ApiError::new(
-                ErrorCode::Unsupported,
-                format!("n={v:?} is not a valid number of results"),
-            )
-            .status(StatusCode::BAD_REQUEST)
+            RegistryError::ParameterInvalid(format!("n={v:?} is not a valid number of results"))
         })?),
         None => default_n,
     };

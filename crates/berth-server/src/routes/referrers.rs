@@ -6,15 +6,15 @@ use axum::response::{IntoResponse, Response};
 use berth_oci::media_types as mt;
 use berth_oci::RepoName;
 
-use super::blobs::parse_digest;
 use super::{set, Req};
 use crate::error::ApiResult;
-use crate::registry::AppState;
+use crate::service::parse_digest;
+use crate::AppState;
 
 pub async fn list(state: &AppState, name: &RepoName, raw: &str, req: Req) -> ApiResult {
     let subject = parse_digest(raw)?;
     let filter = req.query.get("artifactType").filter(|s| !s.is_empty());
-    let referrers = state.meta.referrers(name, &subject, filter).await?;
+    let referrers = state.registry.referrers(name, &subject, filter).await?;
     let manifests: Vec<serde_json::Value> = referrers
         .into_iter()
         .map(|r| {

@@ -7,22 +7,22 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use berth_auth::Action;
 use berth_meta::GroupBy;
-use berth_oci::{ErrorCode, RepoName};
+use berth_oci::RepoName;
 
-use super::{client_ip, Query};
+use super::{client_ip, error_response, Query};
+use crate::auth::AuthError;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
-use crate::registry::AppState;
+use crate::service::RegistryError;
+use crate::AppState;
 
 fn since_hour(query: &Query) -> ApiResult<i64> {
     let since = match query.get("since") {
-        Some(s) => crate::config::parse_duration(s).map_err(|m| {
-            ApiError::new(ErrorCode::Unsupported, m).status(StatusCode::BAD_REQUEST)
-        })?,
+        Some(s) => crate::config::parse_duration(s).map_err(RegistryError::ParameterInvalid)?,
         None => std::time::Duration::from_secs(30 * 86400),
     };
     let now = SystemTime::now()
@@ -33,10 +33,10 @@ fn since_hour(query: &Query) -> ApiResult<i64> {
 }
 
 async fn principal(state: &AppState, req: &axum::http::request::Parts) -> ApiResult<Principal> {
-    state
+    Ok(state
         .auth
         .authenticate(&req.headers, client_ip(&req.extensions))
-        .await
+        .await?)
 }
 
 fn json(v: serde_json::Value) -> Response {
@@ -58,11 +58,11 @@ pub async fn repository(State(state): State<AppState>, req: Request) -> Response
         if !p.may(repo.as_str(), Action::Pull) {
             let e = match p {
                 Principal::Account { .. } => {
-                    ApiError::new(ErrorCode::Denied, format!("you may not pull {repo}, so not see its numbers"))
+                    AuthError::Denied(format!("you may not pull {repo}, so not see its numbers"))
                 }
                 _ => state.auth.challenge(Some(&format!("repository:{repo}:pull")), None, "authentication required"),
             };
-            return Err(state.auth.absolutize(e, &req.headers));
+            return Err(e.into());
         }
         let by = match query.get("by").unwrap_or("day") {
             "version" => GroupBy::Version,
@@ -70,11 +70,10 @@ pub async fn repository(State(state): State<AppState>, req: Request) -> Response
             "client" => GroupBy::Client,
             "day" => GroupBy::Day,
             other => {
-                return Err(ApiError::new(
-                    ErrorCode::Unsupported,
-                    format!("by={other:?}: use version, platform, client or day"),
-                )
-                .status(StatusCode::BAD_REQUEST))
+                return Err(RegistryError::ParameterInvalid(format!(
+                    "by={other:?}: use version, platform, client or day"
+                ))
+                .into())
             }
         };
         let since = since_hour(&query)?;
@@ -112,7 +111,9 @@ pub async fn repository(State(state): State<AppState>, req: Request) -> Response
         })))
     }
     .await;
-    result.unwrap_or_else(|e: ApiError| e.into_response())
+    result.unwrap_or_else(|e: ApiError| {
+        error_response(&state, e, req.headers.get(header::HOST), false)
+    })
 }
 
 pub async fn top(State(state): State<AppState>, req: Request) -> Response {
@@ -144,5 +145,7 @@ pub async fn top(State(state): State<AppState>, req: Request) -> Response {
         ))
     }
     .await;
-    result.unwrap_or_else(|e: ApiError| e.into_response())
+    result.unwrap_or_else(|e: ApiError| {
+        error_response(&state, e, req.headers.get(header::HOST), false)
+    })
 }

@@ -2,23 +2,18 @@
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use berth_oci::{ErrorCode, RepoName};
+use berth_oci::RepoName;
 
 use super::{next_link, page, set, Req};
-use crate::error::{ApiError, ApiResult};
-use crate::registry::AppState;
+use crate::error::ApiResult;
+use crate::AppState;
 
 pub async fn list(state: &AppState, name: &RepoName, req: Req) -> ApiResult {
     let mut p = page(&req.query, None)?;
     let want = p.n;
     // Ask for one more than requested to know whether a next page exists.
     p.n = want.map(|n| n.saturating_add(1));
-    let mut tags = state.meta.tags(name, &p).await?.ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::NameUnknown,
-            format!("repository {name} is not known"),
-        )
-    })?;
+    let mut tags = state.registry.tags(name, &p).await?;
     let more = want.is_some_and(|n| tags.len() > n);
     if let Some(n) = want {
         tags.truncate(n);

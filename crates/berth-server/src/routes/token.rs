@@ -11,12 +11,12 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use berth_auth::Scope;
-use berth_oci::ErrorCode;
 
-use super::{client_ip, Query};
-use crate::auth::{decode_basic, rate_limited, LoginError, Principal};
+use super::{client_ip, error_response, Query};
+use crate::auth::{decode_basic, AuthError, LoginError, Principal};
 use crate::error::{ApiError, ApiResult};
-use crate::registry::AppState;
+use crate::events::Event;
+use crate::AppState;
 
 async fn principal_for(
     state: &AppState,
@@ -33,8 +33,11 @@ async fn principal_for(
     match state.auth.login(&name, &secret, client).await? {
         Ok((name, grants)) => {
             state
-                .auth
-                .audit(&name, "login", "", "token issued", client)
+                .events
+                .emit(Event::TokenIssued {
+                    account: name.clone(),
+                    client,
+                })
                 .await;
             Ok(Principal::Account {
                 name,
@@ -42,11 +45,10 @@ async fn principal_for(
                 public,
             })
         }
-        Err(LoginError::RateLimited) => Err(rate_limited()),
-        Err(LoginError::Invalid) => Err(ApiError::new(
-            ErrorCode::Unauthorized,
-            "invalid username or password",
-        )),
+        Err(LoginError::RateLimited) => Err(AuthError::RateLimited.into()),
+        Err(LoginError::Invalid) => {
+            Err(AuthError::Unauthenticated("invalid username or password".into()).into())
+        }
     }
 }
 
@@ -83,14 +85,14 @@ fn basic(headers: &HeaderMap) -> ApiResult<Option<(String, String)>> {
     };
     let (scheme, rest) = v.trim().split_once(' ').unwrap_or((v, ""));
     if !scheme.eq_ignore_ascii_case("basic") {
-        return Err(ApiError::new(
-            ErrorCode::Unauthorized,
-            "the token endpoint takes Basic credentials",
-        ));
+        return Err(AuthError::Unauthenticated(
+            "the token endpoint takes Basic credentials".into(),
+        )
+        .into());
     }
     decode_basic(rest)
         .map(Some)
-        .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "malformed Basic credentials"))
+        .ok_or_else(|| AuthError::Unauthenticated("malformed Basic credentials".into()).into())
 }
 
 pub async fn get(State(state): State<AppState>, req: Request) -> Response {
@@ -103,7 +105,7 @@ pub async fn get(State(state): State<AppState>, req: Request) -> Response {
         answer(&state, &principal, &Scope::parse_all(query.all("scope")))
     }
     .await;
-    result.unwrap_or_else(|e| e.into_response())
+    result.unwrap_or_else(|e| error_response(&state, e, None, false))
 }
 
 pub async fn post(State(state): State<AppState>, req: Request) -> Response {
@@ -111,7 +113,7 @@ pub async fn post(State(state): State<AppState>, req: Request) -> Response {
     let result = async {
         let body = axum::body::to_bytes(req.into_body(), 64 << 10)
             .await
-            .map_err(|_| ApiError::new(ErrorCode::Unsupported, "token request body is too large").status(StatusCode::BAD_REQUEST))?;
+            .map_err(|_| AuthError::BadRequest("token request body is too large".into()))?;
         let form = Query::parse(std::str::from_utf8(&body).ok());
         match form.get("grant_type") {
             Some("password") => {}
@@ -134,5 +136,5 @@ pub async fn post(State(state): State<AppState>, req: Request) -> Response {
         answer(&state, &principal, &Scope::parse_all(form.all("scope")))
     }
     .await;
-    result.unwrap_or_else(|e: ApiError| e.into_response())
+    result.unwrap_or_else(|e: ApiError| error_response(&state, e, None, false))
 }

@@ -18,7 +18,7 @@ use berth_oci::time::date;
 use super::client_ip;
 use crate::auth::Principal;
 use crate::error::ApiError;
-use crate::registry::AppState;
+use crate::AppState;
 
 const STYLE: &str = "body{font:14px/1.45 system-ui,sans-serif;margin:0;color:#1d2433;background:#f6f7f9}
 header{background:#1d2433;color:#fff;padding:12px 24px}header a{color:#fff;text-decoration:none;font-weight:600}

@@ -1,0 +1,170 @@
+//! Domain events: what happened in the registry, for everything that is a side effect.
+//!
+//! Routes and the [`crate::service`] layer emit an [`Event`] when something happens (a
+//! blob committed, a manifest pushed or served, a tag deleted, a login refused); they do
+//! not know who listens. Subscribers (request metrics, download analytics, the audit log,
+//! and next webhooks, replication and the signature gate) register once, when the server
+//! is built, and each sees every event in the order it was emitted.
+//!
+//! Delivery is in-process and awaited: [`Events::emit`] returns after every subscriber
+//! has handled the event, so an audit row is written before the request that caused it
+//! is answered, as it was before events existed. Subscribers must therefore be quick
+//! (counters in memory) or do the one write they exist for; nothing on the pull path
+//! writes to the database.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use berth_meta::StoredManifest;
+use berth_oci::{Digest, RepoName, Tag};
+
+/// Who caused an event: the name recorded in the audit log and the client address.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub name: String,
+    pub client: IpAddr,
+}
+
+/// Something that happened in the registry.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// An upload session was started.
+    UploadStarted { repo: RepoName },
+    /// Verified bytes were committed and linked into `repo` (an upload or a monolithic push).
+    BlobCommitted {
+        repo: RepoName,
+        digest: Digest,
+        size: u64,
+    },
+    /// A blob of another repository was linked into `repo` without moving bytes.
+    BlobMounted {
+        from: RepoName,
+        repo: RepoName,
+        digest: Digest,
+    },
+    /// A blob was unlinked from `repo` (and its bytes deleted if no repository holds it).
+    BlobDeleted {
+        repo: RepoName,
+        digest: Digest,
+        actor: Actor,
+    },
+    /// A manifest was stored, with the tags that now point to it.
+    ManifestPushed {
+        repo: RepoName,
+        digest: Digest,
+        tags: Vec<Tag>,
+        /// The tag policy was skipped by an administrator (`?force=true`).
+        forced: bool,
+        actor: Actor,
+    },
+    /// A tag was set to a manifest (one event per tag of a push).
+    TagMoved {
+        repo: RepoName,
+        tag: Tag,
+        digest: Digest,
+    },
+    /// A tag was removed; the manifest stays.
+    TagDeleted {
+        repo: RepoName,
+        tag: Tag,
+        actor: Actor,
+    },
+    /// A manifest and the tags on it were deleted.
+    ManifestDeleted {
+        repo: RepoName,
+        digest: Digest,
+        actor: Actor,
+    },
+    /// A manifest's bytes were sent to a client (GET, not HEAD).
+    ManifestServed {
+        repo: RepoName,
+        /// The tag it was asked by, if it was.
+        tag: Option<Tag>,
+        manifest: Arc<StoredManifest>,
+        client: IpAddr,
+        user_agent: String,
+    },
+    /// Blob bytes are being sent to a client.
+    BlobServed { repo: RepoName, bytes: u64 },
+    /// A registry request about `repo` was answered (for per-repository request counts).
+    RepositoryRequest {
+        repo: RepoName,
+        route: &'static str,
+        status: u16,
+        /// The OCI error code of an error answer.
+        code: Option<&'static str>,
+    },
+    /// A login failed; `reason` is for the audit log only, never sent to the client.
+    LoginFailed {
+        account: String,
+        reason: &'static str,
+        client: IpAddr,
+    },
+    /// A login was refused without checking because of too many recent failures.
+    LoginRateLimited { account: String, client: IpAddr },
+    /// `/token` issued a token to an account that logged in.
+    TokenIssued { account: String, client: IpAddr },
+}
+
+/// A side effect that reacts to events.
+#[async_trait::async_trait]
+pub trait Subscriber: Send + Sync + 'static {
+    /// Handles one event. Errors are the subscriber's to log: an event is never refused.
+    async fn on(&self, event: &Event);
+}
+
+/// The registered subscribers. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Events {
+    subscribers: Arc<Vec<Arc<dyn Subscriber>>>,
+}
+
+impl Events {
+    /// Events delivered to `subscribers`, in this order.
+    pub fn new(subscribers: Vec<Arc<dyn Subscriber>>) -> Events {
+        Events {
+            subscribers: Arc::new(subscribers),
+        }
+    }
+
+    /// Delivers `event` to every subscriber, in registration order.
+    pub async fn emit(&self, event: Event) {
+        for s in self.subscribers.iter() {
+            s.on(&event).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    struct Record(&'static str, Arc<Mutex<Vec<String>>>);
+
+    #[async_trait::async_trait]
+    impl Subscriber for Record {
+        async fn on(&self, event: &Event) {
+            if let Event::UploadStarted { repo } = event {
+                self.1.lock().unwrap().push(format!("{}:{repo}", self.0));
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn every_subscriber_sees_every_event_in_order() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let events = Events::new(vec![
+            Arc::new(Record("a", seen.clone())),
+            Arc::new(Record("b", seen.clone())),
+        ]);
+        for r in ["x", "y"] {
+            events
+                .emit(Event::UploadStarted {
+                    repo: RepoName::parse(r).unwrap(),
+                })
+                .await;
+        }
+        assert_eq!(*seen.lock().unwrap(), ["a:x", "b:x", "a:y", "b:y"]);
+    }
+}

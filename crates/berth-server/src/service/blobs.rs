@@ -1,0 +1,400 @@
+//! Blobs and upload sessions: start, append, commit, cancel, mount, read, delete, and the
+//! housekeeping of sessions (start-up reconciliation, idle expiry).
+
+use std::collections::HashSet;
+use std::ops::Range;
+
+use berth_meta::Unlinked;
+use berth_oci::{Digest, RepoName};
+use berth_storage::{ByteStream, LocalBlob, StorageError};
+
+use super::{Registry, RegistryError, Result};
+use crate::events::{Actor, Event};
+
+/// The bytes of a blob (or of a range of it) ready to be sent.
+pub enum BlobContent {
+    /// A local file to send from (zero-copy or copy): `range` of `file`.
+    Local { file: LocalBlob, range: Range<u64> },
+    /// A stream of the requested bytes.
+    Stream(ByteStream),
+}
+
+impl Registry {
+    /// Starts an upload session for `repo`; returns its id.
+    pub async fn start_upload(&self, repo: &RepoName) -> Result<String> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        self.blobs.upload_create(&id).await?;
+        if let Err(e) = self.meta.upload_create(&id, repo).await {
+            // A refused session leaves no file behind.
+            let _ = self.blobs.upload_abort(&id).await;
+            return Err(e.into());
+        }
+        self.emit(Event::UploadStarted { repo: repo.clone() }).await;
+        Ok(id)
+    }
+
+    /// Checks that upload `id` exists and belongs to `repo`, refreshing its idle timer,
+    /// and returns its size so far.
+    pub async fn upload_status(&self, repo: &RepoName, id: &str) -> Result<u64> {
+        let unknown = || RegistryError::UploadUnknown {
+            repo: repo.clone(),
+            id: id.to_owned(),
+        };
+        match self.meta.upload_touch(id).await? {
+            Some(r) if r == repo.as_str() => {}
+            _ => return Err(unknown()),
+        }
+        self.blobs.upload_size(id).await?.ok_or_else(unknown)
+    }
+
+    /// Appends `body` to upload `id`. `chunk` is the client's `Content-Range` (start and
+    /// end, inclusive) with the declared length, when it sent one: the chunk must start
+    /// where the upload stands. Returns the new size.
+    pub async fn upload_append(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        chunk: Option<Chunk>,
+        body: ByteStream,
+    ) -> Result<u64> {
+        let size = self.upload_status(repo, id).await?;
+        self.append_at(repo, id, size, chunk, body).await
+    }
+
+    async fn append_at(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        size: u64,
+        chunk: Option<Chunk>,
+        body: ByteStream,
+    ) -> Result<u64> {
+        let range_error = |size: u64, message: String| RegistryError::UploadRange {
+            repo: repo.clone(),
+            id: id.to_owned(),
+            size,
+            message,
+        };
+        if let Some(chunk) = chunk {
+            let (start, end) = chunk.range.ok_or_else(|| {
+                range_error(
+                    size,
+                    format!(
+                        "Content-Range {:?} is not of the form <start>-<end>",
+                        chunk.raw
+                    ),
+                )
+            })?;
+            if start != size {
+                return Err(range_error(
+                    size,
+                    format!("chunk starts at byte {start} but the upload has {size} bytes; resume from byte {size}"),
+                ));
+            }
+            // `end >= start` holds after parsing; `end - start + 1` overflows only for
+            // `0-18446744073709551615`, which no body can match anyway.
+            let expected = (end - start).checked_add(1);
+            if chunk.declared_len.is_some_and(|len| Some(len) != expected) {
+                return Err(range_error(
+                    size,
+                    format!(
+                        "Content-Range {:?} does not match Content-Length",
+                        chunk.raw
+                    ),
+                ));
+            }
+        }
+        match self.blobs.upload_append(id, size, body).await {
+            Ok(size) => Ok(size),
+            Err(StorageError::OffsetMismatch { expected, got }) => Err(range_error(
+                expected,
+                format!("chunk starts at byte {got} but the upload has {expected} bytes"),
+            )),
+            Err(StorageError::UploadUnknown(_)) => Err(RegistryError::UploadUnknown {
+                repo: repo.clone(),
+                id: id.to_owned(),
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Appends an optional last chunk to upload `id`, verifies it against `digest` (as
+    /// given in the query: the session is checked first, so a request for an ended
+    /// session is always `UploadUnknown`), makes the blob visible in `repo` and ends the
+    /// session. On a digest mismatch the session is cancelled and nothing is stored.
+    pub async fn upload_finish(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        digest: Option<&str>,
+        last: Option<(Option<Chunk>, ByteStream)>,
+    ) -> Result<Digest> {
+        let size = self.upload_status(repo, id).await?;
+        let digest: Digest = digest.ok_or(RegistryError::DigestMissing)?.parse()?;
+        let digest = &digest;
+        if let Some((chunk, body)) = last {
+            self.append_at(repo, id, size, chunk, body).await?;
+        }
+        self.place_blob(repo, id, digest, true).await?;
+        self.meta.upload_delete(id).await?;
+        Ok(digest.clone())
+    }
+
+    /// Cancels upload `id` of `repo`: its bytes and its session are dropped.
+    pub async fn upload_cancel(&self, repo: &RepoName, id: &str) -> Result<()> {
+        self.upload_status(repo, id).await?;
+        self.drop_upload(id).await
+    }
+
+    async fn drop_upload(&self, id: &str) -> Result<()> {
+        self.blobs.upload_abort(id).await?;
+        self.meta.upload_delete(id).await?;
+        Ok(())
+    }
+
+    /// Stores a whole blob from one body (monolithic upload). No upload session is
+    /// registered: the request is the session.
+    pub async fn put_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        body: ByteStream,
+    ) -> Result<u64> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        self.blobs.upload_create(&id).await?;
+        if let Err(e) = self.blobs.upload_append(&id, 0, body).await {
+            self.blobs.upload_abort(&id).await?;
+            return Err(e.into());
+        }
+        match self.place_blob(repo, &id, digest, false).await {
+            Ok(size) => Ok(size),
+            Err(e) => {
+                // Whatever failed, leave no temporary file behind.
+                let _ = self.blobs.upload_abort(&id).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Commits the bytes of `id` as `digest` and links them into `repo`, under the
+    /// digest's lock, so that no concurrent deletion removes the bytes between their
+    /// commit and the link. `session` says whether `id` is a registered upload session
+    /// (a monolithic upload's temporary file is not: it lives for one request, and a
+    /// crash leaves only a file that start-up removes).
+    async fn place_blob(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        digest: &Digest,
+        session: bool,
+    ) -> Result<u64> {
+        let guard = self.lock_for(digest).lock().await;
+        let size = match self.blobs.upload_commit(id, digest).await {
+            Ok(size) => size,
+            Err(e) => {
+                drop(guard);
+                if matches!(e, StorageError::DigestMismatch { .. }) {
+                    if session {
+                        self.drop_upload(id).await?;
+                    } else {
+                        self.blobs.upload_abort(id).await?;
+                    }
+                }
+                return Err(e.into());
+            }
+        };
+        self.meta.blob_link(repo, digest, size).await?;
+        drop(guard);
+        self.emit(Event::BlobCommitted {
+            repo: repo.clone(),
+            digest: digest.clone(),
+            size,
+        })
+        .await;
+        Ok(size)
+    }
+
+    /// Links a blob of `from` into `to` when `from` has it and its bytes are present.
+    /// Returns whether it did.
+    pub async fn mount(&self, from: &RepoName, to: &RepoName, digest: &Digest) -> Result<bool> {
+        {
+            let _guard = self.lock_for(digest).lock().await;
+            let Some(size) = self.meta.blob_size(from, digest).await? else {
+                return Ok(false);
+            };
+            if self.blobs.stat(digest).await?.is_none() {
+                tracing::warn!(%digest, repo = %from, "blob linked but missing from storage");
+                return Ok(false);
+            }
+            self.meta.blob_link(to, digest, size).await?;
+        }
+        self.emit(Event::BlobMounted {
+            from: from.clone(),
+            repo: to.clone(),
+            digest: digest.clone(),
+        })
+        .await;
+        Ok(true)
+    }
+
+    /// Repositories that hold `digest`, for automatic content discovery of a mount.
+    pub async fn blob_repositories(&self, digest: &Digest, limit: usize) -> Result<Vec<RepoName>> {
+        Ok(self
+            .meta
+            .blob_repositories(digest, limit)
+            .await?
+            .iter()
+            .filter_map(|r| RepoName::parse(r).ok())
+            .collect())
+    }
+
+    /// The size of a blob of `repo`, or `BlobUnknown`.
+    pub async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
+        self.meta
+            .blob_size(repo, digest)
+            .await?
+            .ok_or_else(|| RegistryError::BlobUnknown {
+                repo: repo.clone(),
+                digest: digest.clone(),
+            })
+    }
+
+    /// Opens `range` (or all) of a blob of `repo` whose size is `size` (from
+    /// [`Registry::blob_size`]). With `local`, a file that can be sent from directly is
+    /// preferred. A blob whose bytes are missing or shorter than recorded is
+    /// `BlobMissing`, so that the client re-pushes it.
+    pub async fn blob_open(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+        range: Option<Range<u64>>,
+        local: bool,
+    ) -> Result<BlobContent> {
+        let missing = || {
+            tracing::warn!(%digest, %repo, "blob linked but missing or short in storage");
+            RegistryError::BlobMissing {
+                repo: repo.clone(),
+                digest: digest.clone(),
+            }
+        };
+        let want = range.clone().unwrap_or(0..size);
+        let len = want.end - want.start;
+        if local {
+            match self.blobs.open_local(digest, range.clone()).await {
+                Ok(Some(file)) if want.end <= file.size => {
+                    self.served(repo, len).await;
+                    return Ok(BlobContent::Local { file, range: want });
+                }
+                Ok(Some(_)) | Err(StorageError::BlobUnknown(_)) => return Err(missing()),
+                Ok(None) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        match self.blobs.get(digest, range).await {
+            Ok(body) if want.end <= body.total_size => {
+                self.served(repo, len).await;
+                Ok(BlobContent::Stream(body.stream))
+            }
+            Ok(_) | Err(StorageError::BlobUnknown(_)) => Err(missing()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn served(&self, repo: &RepoName, bytes: u64) {
+        self.emit(Event::BlobServed {
+            repo: repo.clone(),
+            bytes,
+        })
+        .await;
+    }
+
+    /// Unlinks a blob from `repo` and deletes its bytes once no repository links it and
+    /// no commit of it is in flight (the store decides, in one transaction).
+    pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest, actor: Actor) -> Result<()> {
+        {
+            let _guard = self.lock_for(digest).lock().await;
+            match self.meta.blob_unlink(repo, digest).await? {
+                Unlinked::NotLinked => {
+                    return Err(RegistryError::BlobUnknown {
+                        repo: repo.clone(),
+                        digest: digest.clone(),
+                    })
+                }
+                Unlinked::Removed { orphaned } => {
+                    if orphaned {
+                        self.blobs.delete(digest).await?;
+                    }
+                }
+            }
+        }
+        self.emit(Event::BlobDeleted {
+            repo: repo.clone(),
+            digest: digest.clone(),
+            actor,
+        })
+        .await;
+        Ok(())
+    }
+
+    /// At start-up, drops upload files without a session record and records without
+    /// files (a crash between the two steps of creating or ending a session leaves one).
+    pub async fn reconcile_uploads(&self) -> Result<()> {
+        let stored: HashSet<String> = self.blobs.upload_list().await?.into_iter().collect();
+        let known: HashSet<String> = self.meta.upload_ids().await?.into_iter().collect();
+        for id in stored.difference(&known) {
+            tracing::info!(upload = %id, "removing upload bytes without a session");
+            self.blobs.upload_abort(id).await?;
+        }
+        for id in known.difference(&stored) {
+            tracing::info!(upload = %id, "removing upload session without bytes");
+            self.meta.upload_delete(id).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes upload sessions idle for longer than the configured timeout. A session
+    /// that cannot be dropped is logged and skipped: one failure does not stop the rest.
+    pub async fn expire_uploads(&self) -> Result<usize> {
+        let ids = self
+            .meta
+            .uploads_idle(self.upload_idle_timeout.as_secs())
+            .await?;
+        let mut expired = 0;
+        for id in &ids {
+            tracing::info!(upload = %id, "expiring idle upload session");
+            match self.drop_upload(id).await {
+                Ok(()) => expired += 1,
+                Err(e) => tracing::warn!(upload = %id, error = %e, "cannot expire upload session"),
+            }
+        }
+        Ok(expired)
+    }
+
+    /// Runs [`Registry::expire_uploads`] forever (a background task).
+    pub async fn expire_uploads_forever(self: std::sync::Arc<Self>) {
+        let period = (self.upload_idle_timeout / 10).clamp(
+            std::time::Duration::from_secs(1),
+            std::time::Duration::from_secs(300),
+        );
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = self.expire_uploads().await {
+                tracing::warn!(error = %e, "upload expiry failed");
+            }
+        }
+    }
+}
+
+/// A client's `Content-Range` for an upload chunk.
+#[derive(Debug, Clone)]
+pub struct Chunk {
+    /// The header as sent, for messages.
+    pub raw: String,
+    /// `(start, end)` inclusive, or `None` when the header could not be parsed.
+    pub range: Option<(u64, u64)>,
+    /// The request's `Content-Length`, if it declared one.
+    pub declared_len: Option<u64>,
+}

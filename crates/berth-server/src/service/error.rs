@@ -1,0 +1,101 @@
+//! The service's domain error. It says what went wrong in registry terms; `crate::error`
+//! maps each variant to a row of the OCI error table.
+
+use berth_meta::MetaError;
+use berth_oci::{Digest, DigestError, NameError, RepoName};
+use berth_storage::StorageError;
+
+/// Why a registry operation did not happen. Nothing was stored when one is returned.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error(transparent)]
+    Digest(#[from] DigestError),
+    #[error("blob {digest} is not in repository {repo}")]
+    BlobUnknown { repo: RepoName, digest: Digest },
+    #[error("blob {digest} of repository {repo} is linked but missing or short in storage")]
+    BlobMissing { repo: RepoName, digest: Digest },
+    #[error("upload {id} is not known in repository {repo}")]
+    UploadUnknown { repo: RepoName, id: String },
+    /// A chunk that does not continue the upload; `size` is where it must resume.
+    #[error("{message}")]
+    UploadRange {
+        repo: RepoName,
+        id: String,
+        size: u64,
+        message: String,
+    },
+    #[error("the uploaded content has digest {actual}, not {expected}")]
+    DigestMismatch { expected: Digest, actual: Digest },
+    #[error("the digest query parameter is required to complete an upload")]
+    DigestMissing,
+    #[error("the request body ended with an error")]
+    BodyFailed(#[source] std::io::Error),
+    #[error("range is outside the blob of {size} bytes")]
+    RangeUnsatisfiable { size: u64 },
+    #[error("manifest {reference} is not in repository {repo}")]
+    ManifestUnknown { repo: RepoName, reference: String },
+    #[error(
+        "manifest {reference} is a {media_type}, which the request's Accept header does not allow"
+    )]
+    ManifestNotAcceptable {
+        reference: String,
+        media_type: String,
+    },
+    #[error("{0}")]
+    ManifestInvalid(String),
+    #[error("manifest is larger than the limit of {0} bytes")]
+    ManifestTooLarge(usize),
+    #[error("manifest digest is {actual}, not {expected} as in the URL")]
+    ManifestDigestMismatch { expected: Digest, actual: Digest },
+    #[error("manifest references content the repository does not have: {}", list(.0))]
+    MissingReferences(Vec<Digest>),
+    #[error("blob is still referenced by manifest(s) {} of this repository; delete them first", .0.join(", "))]
+    BlobInUse(Vec<String>),
+    #[error("{0}")]
+    TagRefused(String),
+    #[error("only administrators of {0} may force a tag change")]
+    ForceDenied(RepoName),
+    #[error("repository {0} is not known")]
+    NameUnknown(RepoName),
+    #[error("{0}")]
+    ParameterInvalid(String),
+    /// A storage failure; logged, never shown to a client.
+    #[error(transparent)]
+    Storage(StorageError),
+    /// A metadata store failure; logged, never shown to a client.
+    #[error(transparent)]
+    Meta(MetaError),
+}
+
+fn list(digests: &[Digest]) -> String {
+    digests
+        .iter()
+        .map(Digest::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl From<MetaError> for RegistryError {
+    fn from(e: MetaError) -> RegistryError {
+        match e {
+            MetaError::MissingReferences(d) => RegistryError::MissingReferences(d),
+            MetaError::BlobInUse(m) => RegistryError::BlobInUse(m),
+            MetaError::TagRefused(m) => RegistryError::TagRefused(m),
+            e => RegistryError::Meta(e),
+        }
+    }
+}
+
+impl From<StorageError> for RegistryError {
+    fn from(e: StorageError) -> RegistryError {
+        match e {
+            StorageError::DigestMismatch { expected, actual } => {
+                RegistryError::DigestMismatch { expected, actual }
+            }
+            StorageError::Body(e) => RegistryError::BodyFailed(e),
+            e => RegistryError::Storage(e),
+        }
+    }
+}

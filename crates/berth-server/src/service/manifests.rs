@@ -1,0 +1,319 @@
+//! Manifests and tags: fetch (with the `Accept` fallback for clients that cannot read an
+//! index), push (verify, parse, check the tag policy, store atomically) and delete.
+//!
+//! The stored bytes are the pushed bytes; the digest is computed over them and is the
+//! manifest's identity. Parsing only extracts what the registry must check or index.
+
+use std::sync::Arc;
+
+use berth_meta::{NewManifest, StoredManifest, TagGuard};
+use berth_oci::manifest::essence;
+use berth_oci::media_types as mt;
+use berth_oci::reference::ReferenceError;
+use berth_oci::{Digest, ParsedManifest, Reference, RepoName, Tag};
+use bytes::Bytes;
+
+use super::{Registry, RegistryError, Result};
+use crate::events::{Actor, Event};
+
+/// The largest image config read to learn an image's platform.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// A manifest push, as received.
+pub struct ManifestPush {
+    /// The reference in the URL: a tag or a digest.
+    pub reference: String,
+    /// More tags (`?tag=`), in the order given.
+    pub tags: Vec<String>,
+    /// The request's `Content-Type`.
+    pub content_type: Option<String>,
+    /// The exact bytes, already capped at [`Registry::max_manifest_bytes`].
+    pub body: Bytes,
+    /// Skip the tag policy (`?force=true`); needs `may_force`.
+    pub force: bool,
+    /// Whether the caller administers the repository.
+    pub may_force: bool,
+    pub actor: Actor,
+}
+
+/// What a push stored.
+pub struct PushedManifest {
+    pub digest: Digest,
+    pub subject: Option<Digest>,
+    pub tags: Vec<Tag>,
+}
+
+/// Parses a manifest reference from a URL.
+pub fn parse_reference(raw: &str) -> Result<Reference> {
+    Reference::parse(raw).map_err(|e| match e {
+        ReferenceError::Digest(d) => RegistryError::Digest(d),
+        ReferenceError::Tag(t) => RegistryError::ManifestInvalid(t.to_string()),
+    })
+}
+
+fn accepts(accept: &[String], media_type: &str) -> bool {
+    accept.is_empty()
+        || accept.iter().any(|a| {
+            a == media_type || a == "*/*" || a == "application/*" || a == "application/json"
+        })
+}
+
+/// The media types an `Accept` header value lists, without parameters.
+pub fn accepted<'a>(values: impl Iterator<Item = &'a str>) -> Vec<String> {
+    values
+        .flat_map(|v| v.split(','))
+        .map(|t| essence(t).to_owned())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+impl Registry {
+    async fn lookup(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<Option<StoredManifest>> {
+        Ok(match reference {
+            Reference::Tag(t) => self.meta.manifest_by_tag(repo, t).await?,
+            Reference::Digest(d) => self.meta.manifest_by_digest(repo, d).await?,
+        })
+    }
+
+    /// The manifest `raw` names in `repo`, in a media type the client accepts (`accept`
+    /// empty means anything). For a client that cannot read an index, its `linux/amd64`
+    /// image, as Distribution does for old Docker clients.
+    pub async fn manifest(
+        &self,
+        repo: &RepoName,
+        raw: &str,
+        accept: &[String],
+    ) -> Result<(Reference, StoredManifest)> {
+        // A reference that cannot name anything is simply not there (as in Distribution,
+        // whose routes do not match it): unknown, not invalid.
+        let reference = parse_reference(raw).map_err(|e| match e {
+            RegistryError::ManifestInvalid(m) => RegistryError::ManifestUnknown {
+                repo: repo.clone(),
+                reference: format!("{raw:?} ({m})"),
+            },
+            e => e,
+        })?;
+        let m =
+            self.lookup(repo, &reference)
+                .await?
+                .ok_or_else(|| RegistryError::ManifestUnknown {
+                    repo: repo.clone(),
+                    reference: reference.to_string(),
+                })?;
+        if accepts(accept, &m.media_type) {
+            return Ok((reference, m));
+        }
+        let fallback = if mt::is_index(&m.media_type) {
+            self.single_platform_fallback(repo, &m, accept).await?
+        } else {
+            None
+        };
+        match fallback {
+            Some(child) => Ok((reference, child)),
+            None => Err(RegistryError::ManifestNotAcceptable {
+                reference: reference.to_string(),
+                media_type: m.media_type,
+            }),
+        }
+    }
+
+    async fn single_platform_fallback(
+        &self,
+        repo: &RepoName,
+        index: &StoredManifest,
+        accept: &[String],
+    ) -> Result<Option<StoredManifest>> {
+        let Ok(parsed) = ParsedManifest::parse(&index.content, Some(&index.media_type)) else {
+            return Ok(None);
+        };
+        let child = parsed.manifests.iter().find(|d| {
+            d.platform
+                .as_ref()
+                .is_some_and(|p| p.os == "linux" && p.architecture == "amd64")
+                && accepts(accept, &d.media_type)
+        });
+        match child {
+            Some(d) => Ok(self.meta.manifest_by_digest(repo, &d.digest).await?),
+            None => Ok(None),
+        }
+    }
+
+    /// Stores a manifest and its tags in one transaction, after checking its digest,
+    /// that everything it references is in the repository, and the tag policy.
+    pub async fn push_manifest(
+        &self,
+        repo: &RepoName,
+        push: ManifestPush,
+    ) -> Result<PushedManifest> {
+        let reference = parse_reference(&push.reference)?;
+        let mut tags: Vec<Tag> = Vec::new();
+        for t in &push.tags {
+            let t = Tag::parse(t).map_err(|e| RegistryError::ManifestInvalid(e.to_string()))?;
+            if !tags.contains(&t) {
+                tags.push(t);
+            }
+        }
+        let body = push.body;
+        let digest = match &reference {
+            Reference::Digest(d) => {
+                let actual = Digest::of(d.algorithm(), &body);
+                if &actual != d {
+                    return Err(RegistryError::ManifestDigestMismatch {
+                        expected: d.clone(),
+                        actual,
+                    });
+                }
+                actual
+            }
+            Reference::Tag(t) => {
+                if !tags.contains(t) {
+                    tags.insert(0, t.clone());
+                }
+                Digest::sha256(&body)
+            }
+        };
+        let guard = self.guard(repo, push.force, push.may_force)?;
+        let parsed = ParsedManifest::parse(&body, push.content_type.as_deref())
+            .map_err(|e| RegistryError::ManifestInvalid(e.to_string()))?;
+        let annotations_json = if parsed.annotations.is_empty() {
+            String::new()
+        } else {
+            serde_json::to_string(&parsed.annotations).unwrap_or_default()
+        };
+        let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
+        let new = NewManifest {
+            digest: digest.clone(),
+            media_type: parsed.kind.media_type().to_owned(),
+            content: body,
+            blobs: parsed.required_blobs().map(|d| d.digest.clone()).collect(),
+            children: parsed.manifests.iter().map(|d| d.digest.clone()).collect(),
+            subject: subject.clone(),
+            artifact_type: parsed.effective_artifact_type().map(str::to_owned),
+            annotations_json,
+            version: parsed
+                .annotations
+                .get("org.opencontainers.image.version")
+                .cloned(),
+            platform: self.platform_of(repo, &digest, &parsed).await,
+        };
+        self.meta
+            .manifest_put(repo, &new, &tags, Some(guard))
+            .await?;
+        self.emit(Event::ManifestPushed {
+            repo: repo.clone(),
+            digest: digest.clone(),
+            tags: tags.clone(),
+            forced: push.force,
+            actor: push.actor,
+        })
+        .await;
+        for tag in &tags {
+            self.emit(Event::TagMoved {
+                repo: repo.clone(),
+                tag: tag.clone(),
+                digest: digest.clone(),
+            })
+            .await;
+        }
+        Ok(PushedManifest {
+            digest,
+            subject,
+            tags,
+        })
+    }
+
+    /// Deletes a tag (the manifest stays) or a manifest with every tag on it. Returns
+    /// `ManifestUnknown` when there is nothing to delete.
+    pub async fn delete_manifest(
+        &self,
+        repo: &RepoName,
+        raw: &str,
+        force: bool,
+        may_force: bool,
+        actor: Actor,
+    ) -> Result<()> {
+        let reference = parse_reference(raw)?;
+        let guard = Some(self.guard(repo, force, may_force)?);
+        let deleted = match &reference {
+            Reference::Tag(t) => self.meta.tag_delete(repo, t, guard).await?,
+            Reference::Digest(d) => self.meta.manifest_delete(repo, d, guard).await?,
+        };
+        if !deleted {
+            return Err(RegistryError::ManifestUnknown {
+                repo: repo.clone(),
+                reference: reference.to_string(),
+            });
+        }
+        let event = match reference {
+            Reference::Tag(tag) => Event::TagDeleted {
+                repo: repo.clone(),
+                tag,
+                actor,
+            },
+            Reference::Digest(digest) => Event::ManifestDeleted {
+                repo: repo.clone(),
+                digest,
+                actor,
+            },
+        };
+        self.emit(event).await;
+        Ok(())
+    }
+
+    /// The tag policy's guard for a change in `repo`; forcing needs `may_force`.
+    fn guard(&self, repo: &RepoName, force: bool, may_force: bool) -> Result<Arc<dyn TagGuard>> {
+        if force && !may_force {
+            return Err(RegistryError::ForceDenied(repo.clone()));
+        }
+        Ok(Arc::new(self.policy.guard(repo.as_str(), force)))
+    }
+
+    /// The platform of a single-platform image: the stored one when the manifest is
+    /// already in the repository (pushing it again under another tag is common, and the
+    /// store keeps the first row anyway), else read from its config.
+    async fn platform_of(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        parsed: &ParsedManifest,
+    ) -> Option<String> {
+        parsed.config.as_ref()?;
+        if let Ok(Some(stored)) = self.meta.manifest_by_digest(repo, digest).await {
+            return stored.platform;
+        }
+        self.config_platform(repo, parsed).await
+    }
+
+    /// The platform of a single-platform image, read once from its config at push time:
+    /// only a config the repository holds (so a pusher cannot make the server read
+    /// another repository's blob) and of at most [`MAX_CONFIG_BYTES`].
+    async fn config_platform(&self, repo: &RepoName, parsed: &ParsedManifest) -> Option<String> {
+        let config = parsed.config.as_ref()?;
+        if config.media_type != mt::OCI_CONFIG && config.media_type != mt::DOCKER_CONFIG {
+            return None;
+        }
+        let size = self.meta.blob_size(repo, &config.digest).await.ok()??;
+        if size > MAX_CONFIG_BYTES || size != config.size {
+            return None;
+        }
+        let body = self.blobs.get(&config.digest, None).await.ok()?;
+        let mut bytes = Vec::with_capacity(size as usize);
+        let mut stream = body.stream;
+        while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+            bytes.extend_from_slice(&chunk.ok()?);
+            if bytes.len() as u64 > MAX_CONFIG_BYTES {
+                return None;
+            }
+        }
+        let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+        let (os, arch) = (v["os"].as_str()?, v["architecture"].as_str()?);
+        Some(match v["variant"].as_str() {
+            Some(var) => format!("{os}/{arch}/{var}"),
+            None => format!("{os}/{arch}"),
+        })
+    }
+}

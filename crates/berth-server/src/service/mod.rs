@@ -1,0 +1,127 @@
+//! The registry service: every operation on repositories, blobs, uploads, manifests and
+//! tags, over the blob store and the metadata store.
+//!
+//! Layers call one way: routes → this service → stores. The service knows nothing about
+//! HTTP: it takes parsed values and byte streams, returns domain values or a
+//! [`RegistryError`], and emits [`Event`]s for side effects. `crate::error` alone turns a
+//! [`RegistryError`] into an OCI error answer.
+//!
+//! A blob is stored once per digest and made visible to a repository by a link in the
+//! metadata store. Committing then linking, and unlinking then deleting bytes, follow the
+//! claim protocol of [`MetadataStore::blob_claim`], which the store enforces in its
+//! transactions, so two processes sharing the stores cannot link bytes a third deletes.
+
+mod blobs;
+mod error;
+mod manifests;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_meta::{MetadataStore, Page};
+use berth_oci::{Digest, RepoName};
+use berth_storage::BlobStore;
+
+pub use blobs::{BlobContent, Chunk};
+pub use error::RegistryError;
+pub use manifests::{accepted, ManifestPush, PushedManifest};
+
+use crate::events::{Event, Events};
+use crate::policy::Policy;
+
+/// The result of a service operation.
+pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
+
+/// The registry service. Cheap to share (`Arc`).
+pub struct Registry {
+    blobs: Arc<dyn BlobStore>,
+    meta: Arc<dyn MetadataStore>,
+    policy: Arc<Policy>,
+    events: Events,
+    max_manifest_bytes: usize,
+    upload_idle_timeout: Duration,
+    digest_locks: Vec<tokio::sync::Mutex<()>>,
+}
+
+const LOCK_STRIPES: usize = 64;
+
+/// How the service is built: its stores, its policy and its limits.
+pub struct RegistryParts {
+    pub blobs: Arc<dyn BlobStore>,
+    pub meta: Arc<dyn MetadataStore>,
+    pub policy: Arc<Policy>,
+    pub events: Events,
+    pub max_manifest_bytes: usize,
+    pub upload_idle_timeout: Duration,
+}
+
+impl Registry {
+    pub fn new(parts: RegistryParts) -> Registry {
+        Registry {
+            blobs: parts.blobs,
+            meta: parts.meta,
+            policy: parts.policy,
+            events: parts.events,
+            max_manifest_bytes: parts.max_manifest_bytes,
+            upload_idle_timeout: parts.upload_idle_timeout,
+            digest_locks: (0..LOCK_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+        }
+    }
+
+    fn lock_for(&self, digest: &Digest) -> &tokio::sync::Mutex<()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        digest.hash(&mut h);
+        &self.digest_locks[(h.finish() as usize) % LOCK_STRIPES]
+    }
+
+    /// The largest manifest accepted, in bytes.
+    pub fn max_manifest_bytes(&self) -> usize {
+        self.max_manifest_bytes
+    }
+
+    /// How long an idle upload session lives.
+    pub fn upload_idle_timeout(&self) -> Duration {
+        self.upload_idle_timeout
+    }
+
+    /// A page of `repo`'s tags in lexical order; `NameUnknown` for a repository that
+    /// does not exist.
+    pub async fn tags(&self, repo: &RepoName, page: &Page) -> Result<Vec<String>> {
+        self.meta
+            .tags(repo, page)
+            .await?
+            .ok_or_else(|| RegistryError::NameUnknown(repo.clone()))
+    }
+
+    /// A page of repository names in lexical order.
+    pub async fn repositories(&self, page: &Page) -> Result<Vec<String>> {
+        Ok(self.meta.repositories(page).await?)
+    }
+
+    /// The manifests of `repo` whose subject is `subject`, optionally of one artifact type.
+    pub async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<berth_meta::Referrer>> {
+        Ok(self.meta.referrers(repo, subject, artifact_type).await?)
+    }
+
+    /// Distinct blobs and their bytes, for the metrics.
+    pub async fn stored_bytes(&self) -> Result<(u64, u64)> {
+        Ok(self.meta.stored_bytes().await?)
+    }
+
+    async fn emit(&self, event: Event) {
+        self.events.emit(event).await;
+    }
+}
+
+/// Parses a digest given in a path or query.
+pub fn parse_digest(raw: &str) -> Result<Digest> {
+    Ok(raw.parse::<Digest>()?)
+}

@@ -1,0 +1,29 @@
+//! The server's shared state: the registry service, access control, the event bus and
+//! the observers, and the listener settings. Cheap to clone (every field is shared).
+
+use std::sync::Arc;
+
+use berth_meta::MetadataStore;
+
+use crate::analytics::Analytics;
+use crate::auth::Auth;
+use crate::config::BlobTransfer;
+use crate::events::Events;
+use crate::metrics::Metrics;
+use crate::service::Registry;
+
+/// Shared state of the server, handed to every route.
+#[derive(Clone)]
+pub struct AppState {
+    /// Every registry operation (routes call nothing below it).
+    pub registry: Arc<Registry>,
+    pub auth: Arc<Auth>,
+    pub events: Events,
+    pub metrics: Arc<Metrics>,
+    pub analytics: Arc<Analytics>,
+    /// The metadata store, for the dashboard's read-only summaries.
+    pub meta: Arc<dyn MetadataStore>,
+    pub insecure_open: bool,
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub blob_transfer: BlobTransfer,
+}
