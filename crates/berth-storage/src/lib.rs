@@ -60,6 +60,30 @@ pub struct BlobBody {
     pub stream: ByteStream,
 }
 
+/// A committed blob, as listed by [`BlobStore::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobInfo {
+    pub digest: Digest,
+    /// Size in bytes.
+    pub size: u64,
+    /// When the blob's bytes were last written: no later than the commit that made it
+    /// visible, and possibly as early as the start of that upload (an object store dates
+    /// a multipart object by the start of its upload). Committing the same digest again
+    /// may refresh it. A garbage collector's grace period must therefore cover the
+    /// longest upload, not only the time since a commit.
+    pub modified: std::time::SystemTime,
+}
+
+/// One page of [`BlobStore::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobPage {
+    /// Committed blobs in ascending order of their digest string.
+    pub blobs: Vec<BlobInfo>,
+    /// The cursor for the following page (the last digest considered for this one);
+    /// `None` when no blob follows.
+    pub next: Option<Digest>,
+}
+
 /// A committed blob opened as a local file.
 #[derive(Debug)]
 pub struct LocalBlob {
@@ -100,6 +124,17 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Deletes a committed blob; `false` when it was absent.
     async fn delete(&self, digest: &Digest) -> Result<bool, StorageError>;
+
+    /// Committed blobs whose digest string sorts strictly after `after` (from the first
+    /// when `None`), at most `limit` of them (a `limit` of 0 is taken as 1, so that every
+    /// call makes progress), in ascending order of the digest string. Upload sessions are
+    /// not listed.
+    ///
+    /// A blob committed or deleted during a listing may or may not appear in it; every
+    /// blob present from the first call to the last appears exactly once. A page may
+    /// hold fewer than `limit` blobs while `next` is still `Some` (blobs deleted while
+    /// it was read); only `next == None` means the end.
+    async fn list(&self, after: Option<&Digest>, limit: usize) -> Result<BlobPage, StorageError>;
 
     /// Starts an empty upload session.
     async fn upload_create(&self, id: &str) -> Result<(), StorageError>;
