@@ -905,11 +905,15 @@ mod tests {
     use super::*;
     use bytes::Bytes;
 
-    #[tokio::test]
-    async fn passes_the_conformance_suite() {
+    /// An empty store in a temporary directory, for the conformance suite.
+    async fn fresh_store() -> (tempfile::TempDir, FsBlobStore) {
         let dir = tempfile::tempdir().unwrap();
         let store = FsBlobStore::open(dir.path()).unwrap();
-        crate::testsuite::run(&store).await;
+        (dir, store)
+    }
+
+    mod conformance {
+        crate::blob_store_conformance!(super::fresh_store);
     }
 
     fn stream_of(parts: Vec<Vec<u8>>) -> ByteStream {
