@@ -8,9 +8,9 @@
 //!
 //! Writes are hashed as they arrive, in 1 MiB batches on the blocking pool, so memory
 //! stays flat whatever the blob size; every 64 MiB an `fdatasync` starts in the background
-//! ([`BackgroundSync`]). A commit fdatasyncs the upload file, renames it into
+//! (`BackgroundSync`). A commit fdatasyncs the upload file, renames it into
 //! place and fsyncs the directory: a blob path exists only with its full, verified bytes.
-//! Concurrent commits share directory fsyncs ([`DirSync`]): one fsync that starts after a
+//! Concurrent commits share directory fsyncs (`DirSync`): one fsync that starts after a
 //! rename makes it durable, so eight parallel pushers pay for far fewer than eight.
 //! The hash state of an upload lives in memory; after a restart it is rebuilt by reading
 //! the upload file once.

@@ -95,8 +95,41 @@ pub struct LocalBlob {
 
 /// Content-addressed blob storage with resumable, verified uploads.
 ///
-/// Upload ids are chosen by the caller (unique, URL-safe). A committed blob is immutable;
-/// committing the same content twice is harmless.
+/// A committed blob is immutable and lives under its digest; committing the same content
+/// twice is harmless.
+///
+/// # Uploads
+///
+/// An upload session is an append-only byte sequence under an id chosen by the caller
+/// (unique; ASCII letters, digits, `-` and `_`). The contract is shaped so that an object
+/// store's multipart upload can implement it as well as a file can:
+///
+/// - **Size.** The size of an upload is the number of bytes it holds, in the order they
+///   were received: what [`upload_append`](BlobStore::upload_append) returns and
+///   [`upload_size`](BlobStore::upload_size) reports, and the only offset the next append
+///   may start at. It counts only bytes a restart of the process would find (after a
+///   machine crash an upload may be shorter or gone: only commits are durable).
+/// - **Appends only at the current size.** There are no writes at other offsets and no
+///   overwrites: an append at any other offset fails with
+///   [`StorageError::OffsetMismatch`] and changes nothing. An append that succeeds keeps
+///   every byte of its body, so it returns `at` plus the body's length. Appends of any
+///   length, including empty ones, are accepted: a backend with a minimum part size (5 MiB
+///   for S3 multipart) stores the short tail on its own before returning and carries it
+///   over to the next part. The store serializes the operations on one upload, so two
+///   appends at the same offset never both succeed.
+/// - **Failed bodies.** When the body fails midway the append returns
+///   [`StorageError::Body`] and the upload keeps a prefix of the bytes received (all of
+///   them, or only those the backend had made safe); the client asks for the size and
+///   resumes from there.
+/// - **Hash state.** The running hash is the backend's own concern and survives a
+///   restart (rebuilt from the bytes, or stored beside them when, as with multipart
+///   parts, they cannot be read back before completion). Uploads are hashed with SHA-256
+///   as they arrive; a commit against another algorithm may cost a second pass over the
+///   bytes.
+/// - **Commit.** [`upload_commit`](BlobStore::upload_commit) verifies the digest over
+///   every byte before anything becomes visible: only then, and once the bytes are
+///   durable, does the blob appear under its digest, and the session is gone. On a
+///   mismatch nothing becomes visible and the session is left as it was.
 #[async_trait::async_trait]
 pub trait BlobStore: Send + Sync + 'static {
     /// Size of a committed blob, or `None` when absent.
@@ -116,13 +149,18 @@ pub trait BlobStore: Send + Sync + 'static {
     }
 
     /// Opens a committed blob, whole or the half-open byte `range`.
+    ///
+    /// A range is cut at the end of the blob: one reaching past it yields the bytes up to
+    /// the end, and one that is empty or starts at or past the end yields no bytes. The
+    /// caller checks a client's range against [`BlobBody::total_size`] (or
+    /// [`BlobStore::stat`]) beforehand. `BlobUnknown` when the blob is absent.
     async fn get(
         &self,
         digest: &Digest,
         range: Option<Range<u64>>,
     ) -> Result<BlobBody, StorageError>;
 
-    /// Deletes a committed blob; `false` when it was absent.
+    /// Deletes a committed blob; `false` when it was absent. Uploads are not affected.
     async fn delete(&self, digest: &Digest) -> Result<bool, StorageError>;
 
     /// Committed blobs whose digest string sorts strictly after `after` (from the first
@@ -136,25 +174,34 @@ pub trait BlobStore: Send + Sync + 'static {
     /// it was read); only `next == None` means the end.
     async fn list(&self, after: Option<&Digest>, limit: usize) -> Result<BlobPage, StorageError>;
 
-    /// Starts an empty upload session.
+    /// Starts an empty upload session under `id`, which must not be in use.
     async fn upload_create(&self, id: &str) -> Result<(), StorageError>;
 
-    /// Appends `data` at offset `at`, which must equal the current size.
-    /// Returns the new size. Bytes received before a body error are kept, so a client
-    /// can resume from the size reported afterwards.
+    /// Appends every byte of `data` at offset `at`, which must equal the current size
+    /// (`OffsetMismatch` otherwise, with nothing changed). Returns the new size.
+    ///
+    /// `Body` when `data` fails: a prefix of the received bytes is kept, and
+    /// [`upload_size`](BlobStore::upload_size) says how long it is. `UploadUnknown` for an
+    /// id that was never created, or was committed or aborted.
     async fn upload_append(&self, id: &str, at: u64, data: ByteStream)
         -> Result<u64, StorageError>;
 
-    /// Current size of an upload, or `None` when unknown.
+    /// Current size of an upload (see the trait docs for what it counts), or `None` when
+    /// the session does not exist.
     async fn upload_size(&self, id: &str) -> Result<Option<u64>, StorageError>;
 
-    /// Verifies the upload against `expected` and makes it the blob of that digest.
-    /// Returns the blob size. On a mismatch nothing becomes visible and the upload stays.
+    /// Verifies the upload against `expected` and makes it the blob of that digest;
+    /// returns the blob size. The digest is checked over every byte before anything
+    /// becomes visible, and the blob is durable when this returns; the session is then
+    /// gone. `DigestMismatch` when the bytes have another digest: nothing becomes visible
+    /// and the session stays as it was. Committing content already stored (even by two
+    /// uploads at the same time) succeeds and leaves one blob.
     async fn upload_commit(&self, id: &str, expected: &Digest) -> Result<u64, StorageError>;
 
     /// Drops an upload session and its bytes. Unknown ids are not an error.
     async fn upload_abort(&self, id: &str) -> Result<(), StorageError>;
 
-    /// Ids of every upload session present (for expiry and crash recovery).
+    /// Ids of every upload session present, including those from before a restart (for
+    /// expiry and crash recovery).
     async fn upload_list(&self) -> Result<Vec<String>, StorageError>;
 }
