@@ -2,16 +2,19 @@
 //!
 //! # Layout
 //! - [`BlobStore`]: the narrow, object-store-shaped trait every backend implements:
-//!   stat, ranged get, delete of committed blobs, and resumable upload sessions that
-//!   are verified against their digest when committed.
+//!   stat, ranged get, delete and paged listing of committed blobs, and resumable upload
+//!   sessions that are verified against their digest when committed.
 //! - [`fs::FsBlobStore`]: the embedded default, blobs as files under a data directory.
-//! - `testsuite` (feature `testsuite`): the conformance suite every backend must pass.
+//! - [`lock::DirLock`]: the exclusive lock that keeps a second process off a data directory.
+//! - `testsuite` (feature `testsuite`): the conformance suite every backend must pass,
+//!   one named check per behaviour, run by a backend with `blob_store_conformance!`.
 //!
 //! **Architecture Invariant:** storage knows nothing about HTTP, repositories, tags or
 //! accounts. It stores bytes under their digest and never makes a blob visible before
 //! its digest was verified over every byte and the bytes were made durable.
 
 pub mod fs;
+pub mod lock;
 #[cfg(any(test, feature = "testsuite"))]
 pub mod testsuite;
 
@@ -38,12 +41,28 @@ pub enum StorageError {
     DigestMismatch { expected: Digest, actual: Digest },
     #[error("reading the request body failed: {0}")]
     Body(std::io::Error),
+    /// Another process holds the data directory `path` (see [`lock::DirLock`]); `pid` is
+    /// its process id when its lock file tells it.
+    #[error(
+        "data directory {} is in use by another berth process{}; stop it first",
+        .path.display(),
+        pid_note(.pid)
+    )]
+    Locked {
+        path: std::path::PathBuf,
+        pid: Option<u32>,
+    },
     #[error("storage I/O failed while {context}: {source}")]
     Io {
         context: &'static str,
         #[source]
         source: std::io::Error,
     },
+}
+
+/// The ` (pid N)` of a [`StorageError::Locked`] message, when the pid is known.
+fn pid_note(pid: &Option<u32>) -> String {
+    pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
 }
 
 impl StorageError {
