@@ -8,12 +8,18 @@
 //!
 //! Writes are hashed as they arrive, in 1 MiB batches on the blocking pool, so memory
 //! stays flat whatever the blob size; every 64 MiB an `fdatasync` starts in the background
-//! ([`BackgroundSync`]). A commit fdatasyncs the upload file, renames it into
+//! (`BackgroundSync`). A commit fdatasyncs the upload file, renames it into
 //! place and fsyncs the directory: a blob path exists only with its full, verified bytes.
-//! Concurrent commits share directory fsyncs ([`DirSync`]): one fsync that starts after a
+//! Concurrent commits share directory fsyncs (`DirSync`): one fsync that starts after a
 //! rename makes it durable, so eight parallel pushers pay for far fewer than eight.
 //! The hash state of an upload lives in memory; after a restart it is rebuilt by reading
 //! the upload file once.
+//!
+//! Listing ([`BlobStore::list`]) reads the whole algorithm directory for every page, since
+//! a directory has no order to resume from: it keeps only the `limit + 1` smallest names in
+//! memory and stats only the blobs it returns, but a full walk of `n` blobs in pages of
+//! `limit` reads `n * n / limit` directory entries. Walkers such as a garbage collector
+//! should ask for pages of thousands.
 
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -26,7 +32,7 @@ use futures_util::StreamExt;
 use tokio::io::AsyncSeekExt;
 use tokio::task::spawn_blocking;
 
-use crate::{BlobBody, BlobStore, ByteStream, LocalBlob, StorageError};
+use crate::{BlobBody, BlobInfo, BlobPage, BlobStore, ByteStream, LocalBlob, StorageError};
 
 /// Bytes gathered before one write+hash step on the blocking pool.
 const BATCH: usize = 1 << 20;
@@ -366,6 +372,73 @@ fn flatten_shards(alg_dir: &Path) -> Result<(), StorageError> {
     Ok(())
 }
 
+/// The page of [`BlobStore::list`] from the blob directories under `blobs`.
+fn list_page(blobs: &Path, after: Option<&Digest>, limit: usize) -> Result<BlobPage, StorageError> {
+    let err = |e| StorageError::io("listing blobs")(e);
+    // One more than asked for: whether it exists says if a following page does.
+    let keep = limit.max(1).saturating_add(1);
+    // The `keep` smallest digests seen so far, the largest on top. `Digest` orders by
+    // algorithm then hex, which is the order of the digest strings (`sha256` < `sha512`,
+    // and hex of one algorithm has one length).
+    let mut smallest: std::collections::BinaryHeap<Digest> = std::collections::BinaryHeap::new();
+    for alg in [Algorithm::Sha256, Algorithm::Sha512] {
+        if after.is_some_and(|a| a.algorithm() > alg) || smallest.len() == keep {
+            // Every blob of this algorithm sorts before the cursor, or after the
+            // blobs already kept.
+            continue;
+        }
+        for entry in std::fs::read_dir(blobs.join(alg.as_str())).map_err(err)? {
+            let name = entry.map_err(err)?.file_name();
+            // Temporary files, shard directories of the old layout and anything else
+            // that is not a blob are skipped here by their name.
+            let Some(hex) = name.to_str().filter(|n| n.len() == alg.hex_len()) else {
+                continue;
+            };
+            let Ok(digest) = format!("{}:{hex}", alg.as_str()).parse::<Digest>() else {
+                continue;
+            };
+            if after.is_some_and(|a| &digest <= a) {
+                continue;
+            }
+            if smallest.len() < keep {
+                smallest.push(digest);
+            } else if smallest.peek().is_some_and(|top| &digest < top) {
+                smallest.pop();
+                smallest.push(digest);
+            }
+        }
+    }
+    let mut digests = smallest.into_sorted_vec();
+    let next = if digests.len() == keep {
+        digests.pop();
+        digests.last().cloned()
+    } else {
+        None
+    };
+    let mut blobs_out = Vec::with_capacity(digests.len());
+    for digest in digests {
+        let path = blobs.join(digest.algorithm().as_str()).join(digest.hex());
+        let meta = match std::fs::metadata(&path) {
+            Ok(m) => m,
+            // Deleted since the directory was read.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(err(e)),
+        };
+        if !meta.is_file() {
+            continue;
+        }
+        blobs_out.push(BlobInfo {
+            digest,
+            size: meta.len(),
+            modified: meta.modified().map_err(err)?,
+        });
+    }
+    Ok(BlobPage {
+        blobs: blobs_out,
+        next,
+    })
+}
+
 /// Rebuilds the hash state of an upload by reading its file.
 fn rehash(path: &Path, algorithm: Algorithm) -> Result<UploadState, StorageError> {
     let mut f = std::fs::File::open(path).map_err(|e| match e.kind() {
@@ -528,6 +601,12 @@ impl BlobStore for FsBlobStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(StorageError::io("deleting a blob")(e)),
         }
+    }
+
+    async fn list(&self, after: Option<&Digest>, limit: usize) -> Result<BlobPage, StorageError> {
+        let blobs = self.root.join("blobs");
+        let after = after.cloned();
+        blocking(move || list_page(&blobs, after.as_ref(), limit)).await
     }
 
     async fn upload_create(&self, id: &str) -> Result<(), StorageError> {
@@ -826,11 +905,15 @@ mod tests {
     use super::*;
     use bytes::Bytes;
 
-    #[tokio::test]
-    async fn passes_the_conformance_suite() {
+    /// An empty store in a temporary directory, for the conformance suite.
+    async fn fresh_store() -> (tempfile::TempDir, FsBlobStore) {
         let dir = tempfile::tempdir().unwrap();
         let store = FsBlobStore::open(dir.path()).unwrap();
-        crate::testsuite::run(&store).await;
+        (dir, store)
+    }
+
+    mod conformance {
+        crate::blob_store_conformance!(super::fresh_store);
     }
 
     fn stream_of(parts: Vec<Vec<u8>>) -> ByteStream {
@@ -1055,6 +1138,31 @@ mod tests {
         assert_eq!(st.synced, 16 * 17);
         assert_eq!(st.pending, 0);
         assert!(!st.running);
+    }
+
+    #[tokio::test]
+    async fn listing_skips_what_is_not_a_blob() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path()).unwrap();
+        let d = Digest::sha256(b"listed");
+        store.upload_create("u").await.unwrap();
+        let body: ByteStream = Box::pin(futures_util::stream::iter([Ok(Bytes::from_static(
+            b"listed",
+        ))]));
+        store.upload_append("u", 0, body).await.unwrap();
+        store.upload_commit("u", &d).await.unwrap();
+        // An upload in progress, a temporary file, a name of the wrong length, upper-case
+        // hex, and a directory with a blob's name.
+        store.upload_create("pending").await.unwrap();
+        let sha256 = dir.path().join("blobs/sha256");
+        std::fs::write(sha256.join(".tmp-123"), b"x").unwrap();
+        std::fs::write(sha256.join(&d.hex()[..10]), b"x").unwrap();
+        std::fs::write(sha256.join(d.hex().to_uppercase()), b"x").unwrap();
+        std::fs::create_dir(sha256.join(Digest::sha256(b"dir").hex())).unwrap();
+        let page = store.list(None, 10).await.unwrap();
+        let listed: Vec<_> = page.blobs.iter().map(|b| (&b.digest, b.size)).collect();
+        assert_eq!(listed, vec![(&d, 6)]);
+        assert_eq!(page.next, None);
     }
 
     #[tokio::test]

@@ -2,16 +2,19 @@
 //!
 //! # Layout
 //! - [`BlobStore`]: the narrow, object-store-shaped trait every backend implements:
-//!   stat, ranged get, delete of committed blobs, and resumable upload sessions that
-//!   are verified against their digest when committed.
+//!   stat, ranged get, delete and paged listing of committed blobs, and resumable upload
+//!   sessions that are verified against their digest when committed.
 //! - [`fs::FsBlobStore`]: the embedded default, blobs as files under a data directory.
-//! - `testsuite` (feature `testsuite`): the conformance suite every backend must pass.
+//! - [`lock::DirLock`]: the exclusive lock that keeps a second process off a data directory.
+//! - `testsuite` (feature `testsuite`): the conformance suite every backend must pass,
+//!   one named check per behaviour, run by a backend with `blob_store_conformance!`.
 //!
 //! **Architecture Invariant:** storage knows nothing about HTTP, repositories, tags or
 //! accounts. It stores bytes under their digest and never makes a blob visible before
 //! its digest was verified over every byte and the bytes were made durable.
 
 pub mod fs;
+pub mod lock;
 #[cfg(any(test, feature = "testsuite"))]
 pub mod testsuite;
 
@@ -38,12 +41,28 @@ pub enum StorageError {
     DigestMismatch { expected: Digest, actual: Digest },
     #[error("reading the request body failed: {0}")]
     Body(std::io::Error),
+    /// Another process holds the data directory `path` (see [`lock::DirLock`]); `pid` is
+    /// its process id when its lock file tells it.
+    #[error(
+        "data directory {} is in use by another berth process{}; stop it first",
+        .path.display(),
+        pid_note(.pid)
+    )]
+    Locked {
+        path: std::path::PathBuf,
+        pid: Option<u32>,
+    },
     #[error("storage I/O failed while {context}: {source}")]
     Io {
         context: &'static str,
         #[source]
         source: std::io::Error,
     },
+}
+
+/// The ` (pid N)` of a [`StorageError::Locked`] message, when the pid is known.
+fn pid_note(pid: &Option<u32>) -> String {
+    pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
 }
 
 impl StorageError {
@@ -60,6 +79,30 @@ pub struct BlobBody {
     pub stream: ByteStream,
 }
 
+/// A committed blob, as listed by [`BlobStore::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobInfo {
+    pub digest: Digest,
+    /// Size in bytes.
+    pub size: u64,
+    /// When the blob's bytes were last written: no later than the commit that made it
+    /// visible, and possibly as early as the start of that upload (an object store dates
+    /// a multipart object by the start of its upload). Committing the same digest again
+    /// may refresh it. A garbage collector's grace period must therefore cover the
+    /// longest upload, not only the time since a commit.
+    pub modified: std::time::SystemTime,
+}
+
+/// One page of [`BlobStore::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobPage {
+    /// Committed blobs in ascending order of their digest string.
+    pub blobs: Vec<BlobInfo>,
+    /// The cursor for the following page (the last digest considered for this one);
+    /// `None` when no blob follows.
+    pub next: Option<Digest>,
+}
+
 /// A committed blob opened as a local file.
 #[derive(Debug)]
 pub struct LocalBlob {
@@ -71,8 +114,41 @@ pub struct LocalBlob {
 
 /// Content-addressed blob storage with resumable, verified uploads.
 ///
-/// Upload ids are chosen by the caller (unique, URL-safe). A committed blob is immutable;
-/// committing the same content twice is harmless.
+/// A committed blob is immutable and lives under its digest; committing the same content
+/// twice is harmless.
+///
+/// # Uploads
+///
+/// An upload session is an append-only byte sequence under an id chosen by the caller
+/// (unique; ASCII letters, digits, `-` and `_`). The contract is shaped so that an object
+/// store's multipart upload can implement it as well as a file can:
+///
+/// - **Size.** The size of an upload is the number of bytes it holds, in the order they
+///   were received: what [`upload_append`](BlobStore::upload_append) returns and
+///   [`upload_size`](BlobStore::upload_size) reports, and the only offset the next append
+///   may start at. It counts only bytes a restart of the process would find (after a
+///   machine crash an upload may be shorter or gone: only commits are durable).
+/// - **Appends only at the current size.** There are no writes at other offsets and no
+///   overwrites: an append at any other offset fails with
+///   [`StorageError::OffsetMismatch`] and changes nothing. An append that succeeds keeps
+///   every byte of its body, so it returns `at` plus the body's length. Appends of any
+///   length, including empty ones, are accepted: a backend with a minimum part size (5 MiB
+///   for S3 multipart) stores the short tail on its own before returning and carries it
+///   over to the next part. The store serializes the operations on one upload, so two
+///   appends at the same offset never both succeed.
+/// - **Failed bodies.** When the body fails midway the append returns
+///   [`StorageError::Body`] and the upload keeps a prefix of the bytes received (all of
+///   them, or only those the backend had made safe); the client asks for the size and
+///   resumes from there.
+/// - **Hash state.** The running hash is the backend's own concern and survives a
+///   restart (rebuilt from the bytes, or stored beside them when, as with multipart
+///   parts, they cannot be read back before completion). Uploads are hashed with SHA-256
+///   as they arrive; a commit against another algorithm may cost a second pass over the
+///   bytes.
+/// - **Commit.** [`upload_commit`](BlobStore::upload_commit) verifies the digest over
+///   every byte before anything becomes visible: only then, and once the bytes are
+///   durable, does the blob appear under its digest, and the session is gone. On a
+///   mismatch nothing becomes visible and the session is left as it was.
 #[async_trait::async_trait]
 pub trait BlobStore: Send + Sync + 'static {
     /// Size of a committed blob, or `None` when absent.
@@ -92,34 +168,59 @@ pub trait BlobStore: Send + Sync + 'static {
     }
 
     /// Opens a committed blob, whole or the half-open byte `range`.
+    ///
+    /// A range is cut at the end of the blob: one reaching past it yields the bytes up to
+    /// the end, and one that is empty or starts at or past the end yields no bytes. The
+    /// caller checks a client's range against [`BlobBody::total_size`] (or
+    /// [`BlobStore::stat`]) beforehand. `BlobUnknown` when the blob is absent.
     async fn get(
         &self,
         digest: &Digest,
         range: Option<Range<u64>>,
     ) -> Result<BlobBody, StorageError>;
 
-    /// Deletes a committed blob; `false` when it was absent.
+    /// Deletes a committed blob; `false` when it was absent. Uploads are not affected.
     async fn delete(&self, digest: &Digest) -> Result<bool, StorageError>;
 
-    /// Starts an empty upload session.
+    /// Committed blobs whose digest string sorts strictly after `after` (from the first
+    /// when `None`), at most `limit` of them (a `limit` of 0 is taken as 1, so that every
+    /// call makes progress), in ascending order of the digest string. Upload sessions are
+    /// not listed.
+    ///
+    /// A blob committed or deleted during a listing may or may not appear in it; every
+    /// blob present from the first call to the last appears exactly once. A page may
+    /// hold fewer than `limit` blobs while `next` is still `Some` (blobs deleted while
+    /// it was read); only `next == None` means the end.
+    async fn list(&self, after: Option<&Digest>, limit: usize) -> Result<BlobPage, StorageError>;
+
+    /// Starts an empty upload session under `id`, which must not be in use.
     async fn upload_create(&self, id: &str) -> Result<(), StorageError>;
 
-    /// Appends `data` at offset `at`, which must equal the current size.
-    /// Returns the new size. Bytes received before a body error are kept, so a client
-    /// can resume from the size reported afterwards.
+    /// Appends every byte of `data` at offset `at`, which must equal the current size
+    /// (`OffsetMismatch` otherwise, with nothing changed). Returns the new size.
+    ///
+    /// `Body` when `data` fails: a prefix of the received bytes is kept, and
+    /// [`upload_size`](BlobStore::upload_size) says how long it is. `UploadUnknown` for an
+    /// id that was never created, or was committed or aborted.
     async fn upload_append(&self, id: &str, at: u64, data: ByteStream)
         -> Result<u64, StorageError>;
 
-    /// Current size of an upload, or `None` when unknown.
+    /// Current size of an upload (see the trait docs for what it counts), or `None` when
+    /// the session does not exist.
     async fn upload_size(&self, id: &str) -> Result<Option<u64>, StorageError>;
 
-    /// Verifies the upload against `expected` and makes it the blob of that digest.
-    /// Returns the blob size. On a mismatch nothing becomes visible and the upload stays.
+    /// Verifies the upload against `expected` and makes it the blob of that digest;
+    /// returns the blob size. The digest is checked over every byte before anything
+    /// becomes visible, and the blob is durable when this returns; the session is then
+    /// gone. `DigestMismatch` when the bytes have another digest: nothing becomes visible
+    /// and the session stays as it was. Committing content already stored (even by two
+    /// uploads at the same time) succeeds and leaves one blob.
     async fn upload_commit(&self, id: &str, expected: &Digest) -> Result<u64, StorageError>;
 
     /// Drops an upload session and its bytes. Unknown ids are not an error.
     async fn upload_abort(&self, id: &str) -> Result<(), StorageError>;
 
-    /// Ids of every upload session present (for expiry and crash recovery).
+    /// Ids of every upload session present, including those from before a restart (for
+    /// expiry and crash recovery).
     async fn upload_list(&self) -> Result<Vec<String>, StorageError>;
 }
