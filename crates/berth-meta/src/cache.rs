@@ -186,10 +186,6 @@ impl MetadataStore for CachingStore {
         self.inner.stored_bytes().await
     }
 
-    async fn blob_linked_anywhere(&self, digest: &Digest) -> Result<bool, MetaError> {
-        self.inner.blob_linked_anywhere(digest).await
-    }
-
     async fn manifest_put(
         &self,
         repo: &RepoName,

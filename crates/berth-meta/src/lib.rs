@@ -200,9 +200,6 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Distinct blobs linked anywhere and their total size in bytes.
     async fn stored_bytes(&self) -> Result<(u64, u64), MetaError>;
 
-    /// True when any repository links `digest` (used before deleting blob bytes).
-    async fn blob_linked_anywhere(&self, digest: &Digest) -> Result<bool, MetaError>;
-
     /// Stores a manifest and points `tags` at it, in one transaction, after checking
     /// that every referenced blob and child manifest is in the repository and that
     /// `guard` accepts every tag change.

@@ -287,19 +287,6 @@ impl MetadataStore for SqliteStore {
         .await
     }
 
-    async fn blob_linked_anywhere(&self, digest: &Digest) -> Result<bool, MetaError> {
-        let digest = digest.to_string();
-        self.read(move |c| {
-            c.query_row(
-                "SELECT EXISTS (SELECT 1 FROM blobs WHERE digest = ?1)",
-                [digest],
-                |r| r.get(0),
-            )
-            .map_err(db_err("checking blob links"))
-        })
-        .await
-    }
-
     async fn manifest_put(
         &self,
         repo: &RepoName,
