@@ -10,7 +10,9 @@
 //! - `writer`: the writer thread, which commits queued writes in groups;
 //! - `migrate`: the schema migrations;
 //! - `registry`, `accounts`, `stats`: the [`MetadataStore`], [`AccountStore`] and
-//!   [`StatsStore`] implementations, one per trait.
+//!   [`StatsStore`] implementations, one per trait;
+//! - `blobs`: blob links with the claims and tombstones that order placing bytes against
+//!   deleting them, as transaction bodies for `registry`.
 //!
 //! The trait implementations call only the helpers of this module; they never touch the
 //! writer thread or the reader pool directly.
@@ -20,6 +22,7 @@
 //! [`StatsStore`]: crate::StatsStore
 
 mod accounts;
+mod blobs;
 mod migrate;
 mod registry;
 mod stats;

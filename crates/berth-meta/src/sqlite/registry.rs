@@ -8,19 +8,19 @@ use berth_oci::{Digest, RepoName, Tag};
 use bytes::Bytes;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{db_err, limit, now, parse_digest, SqliteStore};
+use super::{blobs, db_err, limit, now, parse_digest, SqliteStore};
 use crate::{
-    MetaError, MetadataStore, NewManifest, Page, Referrer, RepositorySummary, StoredManifest,
-    TagChange, TagDetail, TagGuard, TagTarget, Unlinked,
+    BlobClaim, MetaError, MetadataStore, NewManifest, Page, Referrer, RepositorySummary,
+    StoredManifest, TagChange, TagDetail, TagGuard, TagTarget, Unlinked,
 };
 
-fn repo_id(conn: &Connection, repo: &str) -> Result<Option<i64>, MetaError> {
+pub(super) fn repo_id(conn: &Connection, repo: &str) -> Result<Option<i64>, MetaError> {
     conn.prepare_cached("SELECT id FROM repositories WHERE name = ?1")
         .and_then(|mut s| s.query_row([repo], |r| r.get(0)).optional())
         .map_err(db_err("looking up a repository"))
 }
 
-fn ensure_repo(tx: &rusqlite::Transaction<'_>, repo: &str) -> Result<i64, MetaError> {
+pub(super) fn ensure_repo(tx: &rusqlite::Transaction<'_>, repo: &str) -> Result<i64, MetaError> {
     if let Some(id) = repo_id(tx, repo)? {
         return Ok(id);
     }
@@ -129,18 +129,51 @@ impl MetadataStore for SqliteStore {
         digest: &Digest,
         size: u64,
     ) -> Result<(), MetaError> {
-        let (repo, digest) = (repo.to_string(), digest.to_string());
-        self.write(move |tx| {
-            let id = ensure_repo(tx, &repo)?;
-            tx.prepare_cached(
-                "INSERT INTO blobs (repo_id, digest, size, created_at) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (repo_id, digest) DO NOTHING",
-            )
-            .and_then(|mut s| s.execute(params![id, digest, size as i64, now()]))
-            .map_err(db_err("linking a blob"))?;
-            Ok(())
-        })
-        .await
+        let (repo, digest) = (repo.clone(), digest.clone());
+        self.write(move |tx| blobs::link(tx, &repo, &digest, size))
+            .await
+    }
+
+    async fn blob_claim(&self, digest: &Digest) -> Result<BlobClaim, MetaError> {
+        let digest = digest.clone();
+        // Lazy: a claim that a power loss undoes protected only processes of this host,
+        // which that power loss stopped too (SQLite is never shared across hosts).
+        self.write_lazy(move |tx| blobs::claim(tx, &digest)).await
+    }
+
+    async fn blob_link_claimed(
+        &self,
+        claim: &BlobClaim,
+        repo: &RepoName,
+        size: u64,
+    ) -> Result<(), MetaError> {
+        let (claim, repo) = (claim.clone(), repo.clone());
+        self.write(move |tx| blobs::link_claimed(tx, &claim, &repo, size))
+            .await
+    }
+
+    async fn blob_claim_release(&self, claim: &BlobClaim) -> Result<(), MetaError> {
+        let claim = claim.clone();
+        // Lazy: a release lost to a power loss leaves a claim that goes stale.
+        self.write_lazy(move |tx| blobs::release(tx, &claim)).await
+    }
+
+    async fn blob_deletion_done(&self, digest: &Digest) -> Result<(), MetaError> {
+        let digest = digest.clone();
+        // Lazy: a tombstone left by a power loss goes stale and is then ignored.
+        self.write_lazy(move |tx| blobs::deletion_done(tx, &digest))
+            .await
+    }
+
+    async fn blob_mount(
+        &self,
+        from: &RepoName,
+        to: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<u64>, MetaError> {
+        let (from, to, digest) = (from.clone(), to.clone(), digest.clone());
+        self.write(move |tx| blobs::mount(tx, &from, &to, &digest))
+            .await
     }
 
     async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>, MetaError> {
@@ -161,35 +194,9 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn blob_unlink(&self, repo: &RepoName, digest: &Digest) -> Result<Unlinked, MetaError> {
-        let (repo, digest) = (repo.to_string(), digest.to_string());
-        self.write(move |tx| {
-            let Some(id) = repo_id(tx, &repo)? else {
-                return Ok(Unlinked::NotLinked);
-            };
-            let users: Vec<String> = tx
-                .prepare_cached(
-                    "SELECT manifest FROM manifest_refs WHERE repo_id = ?1 AND target = ?2 AND kind = 0 LIMIT 5",
-                )
-                .and_then(|mut s| {
-                    s.query_map(params![id, digest], |r| r.get(0))?
-                        .collect::<Result<Vec<String>, _>>()
-                })
-                .map_err(db_err("checking blob references"))?;
-            let removed = tx
-                .execute("DELETE FROM blobs WHERE repo_id = ?1 AND digest = ?2", params![id, digest])
-                .map_err(db_err("unlinking a blob"))?;
-            if removed == 0 {
-                return Ok(Unlinked::NotLinked);
-            }
-            if !users.is_empty() {
-                return Err(MetaError::BlobInUse(users));
-            }
-            let still: bool = tx
-                .query_row("SELECT EXISTS (SELECT 1 FROM blobs WHERE digest = ?1)", [&digest], |r| r.get(0))
-                .map_err(db_err("checking blob links"))?;
-            Ok(Unlinked::Removed { orphaned: !still })
-        })
-        .await
+        let (repo, digest) = (repo.clone(), digest.clone());
+        self.write(move |tx| blobs::unlink(tx, &repo, &digest))
+            .await
     }
 
     async fn blob_repositories(
