@@ -4,6 +4,9 @@
 //! # Layout
 //! - [`MetadataStore`]: the trait the server talks to, one method per question it asks.
 //! - [`AccountStore`]: accounts, grants, public patterns and the audit log.
+//! - [`StatsStore`]: download and request counters.
+//! - [`cache::CachingStore`]: a read cache in front of any [`MetadataStore`].
+//! - `testsuite` (feature `testsuite`): the conformance suite every backend must pass.
 //! - [`sqlite::SqliteStore`]: the embedded default backend. SQL specific to SQLite lives
 //!   only there, with its migrations under `migrations/sqlite/`.
 //!
@@ -45,6 +48,8 @@
 
 pub mod cache;
 pub mod sqlite;
+#[cfg(any(test, feature = "testsuite"))]
+pub mod testsuite;
 
 use std::sync::Arc;
 
