@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use berth_oci::{Digest, RepoName, Tag};
 
 use crate::{
-    MetaError, MetadataStore, NewManifest, Page, Referrer, StoredManifest, TagGuard, Unlinked,
+    BlobClaim, MetaError, MetadataStore, NewManifest, Page, Referrer, StoredManifest, TagGuard,
+    Unlinked,
 };
 
 /// Manifests larger than this are always read from the store.
@@ -143,6 +144,39 @@ impl MetadataStore for CachingStore {
         self.inner.blob_link(repo, digest, size).await
     }
 
+    // Links, claims, mounts and tombstones need no invalidation: only blob sizes that
+    // exist are cached, and these only add links (or change rows that are not cached).
+
+    async fn blob_claim(&self, digest: &Digest) -> Result<BlobClaim, MetaError> {
+        self.inner.blob_claim(digest).await
+    }
+
+    async fn blob_link_claimed(
+        &self,
+        claim: &BlobClaim,
+        repo: &RepoName,
+        size: u64,
+    ) -> Result<(), MetaError> {
+        self.inner.blob_link_claimed(claim, repo, size).await
+    }
+
+    async fn blob_claim_release(&self, claim: &BlobClaim) -> Result<(), MetaError> {
+        self.inner.blob_claim_release(claim).await
+    }
+
+    async fn blob_deletion_done(&self, digest: &Digest) -> Result<(), MetaError> {
+        self.inner.blob_deletion_done(digest).await
+    }
+
+    async fn blob_mount(
+        &self,
+        from: &RepoName,
+        to: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<u64>, MetaError> {
+        self.inner.blob_mount(from, to, digest).await
+    }
+
     async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>, MetaError> {
         let key = format!("b:{digest}");
         if let Some(Entry::BlobSize(n)) = self.get(repo.as_str(), &key) {
@@ -184,10 +218,6 @@ impl MetadataStore for CachingStore {
 
     async fn stored_bytes(&self) -> Result<(u64, u64), MetaError> {
         self.inner.stored_bytes().await
-    }
-
-    async fn blob_linked_anywhere(&self, digest: &Digest) -> Result<bool, MetaError> {
-        self.inner.blob_linked_anywhere(digest).await
     }
 
     async fn manifest_put(

@@ -4,15 +4,52 @@
 //! # Layout
 //! - [`MetadataStore`]: the trait the server talks to, one method per question it asks.
 //! - [`AccountStore`]: accounts, grants, public patterns and the audit log.
+//! - [`StatsStore`]: download and request counters.
+//! - [`cache::CachingStore`]: a read cache in front of any [`MetadataStore`].
+//! - `testsuite` (feature `testsuite`): the conformance suite every backend must pass.
 //! - [`sqlite::SqliteStore`]: the embedded default backend. SQL specific to SQLite lives
 //!   only there, with its migrations under `migrations/sqlite/`.
 //!
 //! **Architecture Invariant:** every change that must be all-or-nothing (a manifest with
 //! its references and tags, a tag move, a deletion) is one transaction of the backend.
 //! The metadata store never reads or writes blob bytes and knows nothing about HTTP.
+//!
+//! # Blob lifecycle across processes
+//!
+//! Blob bytes are stored once per digest and shared by every repository that links
+//! them, possibly by several processes over one storage. Placing bytes and deleting them
+//! must never interleave so that a delete removes bytes a concurrent push just linked.
+//! The metadata store orders the two with *claims* and *tombstones*:
+//!
+//! - **Placing** bytes of `D` (committing an upload, or relying on bytes already stored):
+//!   [`MetadataStore::blob_claim`], then place (or find) the bytes, then
+//!   [`MetadataStore::blob_link_claimed`]; if placing fails,
+//!   [`MetadataStore::blob_claim_release`]. [`MetaError::BlobBusy`] from the claim means
+//!   a deletion of `D` is under way: retry shortly.
+//! - **Deleting**: [`MetadataStore::blob_unlink`]; only when it answers
+//!   `Removed { orphaned: true }` delete the bytes, then call
+//!   [`MetadataStore::blob_deletion_done`].
+//! - **Mounting** `D` from another repository: [`MetadataStore::blob_mount`], one
+//!   transaction, never a size lookup followed by a link.
+//!
+//! Why this is safe: an unlink answers `orphaned: true` only from a transaction that saw
+//! no link and no live claim of `D`, and that same transaction records a tombstone.
+//! While the tombstone stands no claim can be taken and no plain link made, and a mount
+//! needs an existing link, of which there is none; so no link of `D` can appear until the
+//! deleter is done. A placer that claimed before the unlink makes it answer
+//! `orphaned: false`; a placer that comes after is refused until the bytes are gone, and
+//! only then writes its own. Both decisions are made inside transactions of the one
+//! shared database, so they hold across processes, not just within one.
+//!
+//! A process can die holding either: a tombstone older than [`TOMBSTONE_STALE_SECS`] is
+//! taken to be abandoned (deleting one file takes far less), and a claim older than
+//! [`CLAIM_STALE_SECS`] no longer protects its bytes nor can be linked
+//! ([`MetaError::ClaimLost`]).
 
 pub mod cache;
 pub mod sqlite;
+#[cfg(any(test, feature = "testsuite"))]
+pub mod testsuite;
 
 use std::sync::Arc;
 
@@ -41,7 +78,24 @@ pub enum MetaError {
     /// The object to create already exists.
     #[error("{0} already exists")]
     Conflict(String),
+    /// The blob's bytes are being deleted (a fresh deletion tombstone exists): it can be
+    /// neither claimed nor linked until the deletion is done. Retry shortly.
+    #[error("blob {0} is being deleted; try again shortly")]
+    BlobBusy(Digest),
+    /// The claim (by id) was released or outlived [`CLAIM_STALE_SECS`], so its bytes may
+    /// have been deleted since: it cannot be linked. Release it, then place the bytes again
+    /// under a new claim.
+    #[error("blob claim {0} is no longer valid")]
+    ClaimLost(String),
 }
+
+/// Age in seconds after which a deletion tombstone is taken to be abandoned by a
+/// deleter that died, and is ignored (and removed) by claims and links.
+pub const TOMBSTONE_STALE_SECS: u64 = 5 * 60;
+
+/// Age in seconds after which a claim no longer protects its bytes from deletion and can
+/// no longer be linked: its holder is taken to have died.
+pub const CLAIM_STALE_SECS: u64 = 24 * 3600;
 
 fn join<T: std::fmt::Display>(items: &[T]) -> String {
     items
@@ -132,12 +186,23 @@ pub struct Referrer {
     pub annotations_json: String,
 }
 
+/// A claim on a digest: "bytes of this digest are being placed; do not delete them".
+/// Ended by [`MetadataStore::blob_link_claimed`] or [`MetadataStore::blob_claim_release`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobClaim {
+    /// Unique among claims, chosen by the store.
+    pub id: String,
+    pub digest: Digest,
+}
+
 /// What a blob unlink did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unlinked {
     /// The repository had no such blob.
     NotLinked,
-    /// The link is gone; `orphaned` when no repository links the digest any more.
+    /// The link is gone. `orphaned` when no repository links the digest any more and no
+    /// live claim protects it: the caller must then delete the bytes and call
+    /// [`MetadataStore::blob_deletion_done`].
     Removed { orphaned: bool },
 }
 
@@ -171,14 +236,57 @@ pub struct Page {
 /// The registry's metadata. Every method is atomic.
 #[async_trait::async_trait]
 pub trait MetadataStore: Send + Sync + 'static {
-    /// Records that `repo` holds the verified blob `digest` (creating the repository).
+    /// Records that `repo` holds the verified blob `digest` (creating the repository),
+    /// for callers that know the bytes are stored and need no claim. Refused with
+    /// [`MetaError::BlobBusy`] while a deletion of the digest is under way; prefer the
+    /// claim protocol (see the crate docs) whenever bytes are being placed.
     async fn blob_link(&self, repo: &RepoName, digest: &Digest, size: u64)
         -> Result<(), MetaError>;
+
+    /// Claims `digest` before placing its bytes, in one transaction: refused with
+    /// [`MetaError::BlobBusy`] while a deletion tombstone younger than
+    /// [`TOMBSTONE_STALE_SECS`] exists (an older one is removed: its deleter died).
+    /// While the claim lives, [`MetadataStore::blob_unlink`] never orphans the digest.
+    /// The claim must be ended by [`MetadataStore::blob_link_claimed`] or
+    /// [`MetadataStore::blob_claim_release`].
+    async fn blob_claim(&self, digest: &Digest) -> Result<BlobClaim, MetaError>;
+
+    /// Links the claimed blob into `repo` (creating the repository) and ends the claim,
+    /// in one durable transaction. [`MetaError::ClaimLost`] when the claim was released
+    /// or is older than [`CLAIM_STALE_SECS`].
+    async fn blob_link_claimed(
+        &self,
+        claim: &BlobClaim,
+        repo: &RepoName,
+        size: u64,
+    ) -> Result<(), MetaError>;
+
+    /// Ends a claim without linking (placing the bytes failed). Releasing a claim that no
+    /// longer exists does nothing.
+    async fn blob_claim_release(&self, claim: &BlobClaim) -> Result<(), MetaError>;
+
+    /// Records that the bytes of `digest`, orphaned by [`MetadataStore::blob_unlink`],
+    /// are deleted: removes the deletion tombstone so the digest can be claimed again.
+    async fn blob_deletion_done(&self, digest: &Digest) -> Result<(), MetaError>;
+
+    /// Cross-repository mount, in one transaction: if `from` links `digest`, links it into
+    /// `to` too (creating the repository) and returns its size; `None` otherwise. No
+    /// deletion can be under way while `from` links the digest, so no claim is needed.
+    async fn blob_mount(
+        &self,
+        from: &RepoName,
+        to: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<u64>, MetaError>;
 
     /// Size of a blob linked in `repo`, or `None`.
     async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>, MetaError>;
 
     /// Removes a blob link, refusing while manifests of the repository reference it.
+    /// Answers `Removed { orphaned: true }` only when no link of the digest remains and no
+    /// claim younger than [`CLAIM_STALE_SECS`] exists; the same transaction then records a
+    /// deletion tombstone, and the caller must delete the bytes and call
+    /// [`MetadataStore::blob_deletion_done`].
     async fn blob_unlink(&self, repo: &RepoName, digest: &Digest) -> Result<Unlinked, MetaError>;
 
     /// Repositories that link `digest`, in lexical order, at most `limit` of them.
@@ -199,9 +307,6 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     /// Distinct blobs linked anywhere and their total size in bytes.
     async fn stored_bytes(&self) -> Result<(u64, u64), MetaError>;
-
-    /// True when any repository links `digest` (used before deleting blob bytes).
-    async fn blob_linked_anywhere(&self, digest: &Digest) -> Result<bool, MetaError>;
 
     /// Stores a manifest and points `tags` at it, in one transaction, after checking
     /// that every referenced blob and child manifest is in the repository and that

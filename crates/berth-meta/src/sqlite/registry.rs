@@ -1,0 +1,665 @@
+//! [`MetadataStore`] on SQLite: repositories, blob links, manifests, tags, referrers and
+//! upload sessions.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use berth_oci::{Digest, RepoName, Tag};
+use bytes::Bytes;
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::{blobs, db_err, limit, now, parse_digest, SqliteStore};
+use crate::{
+    BlobClaim, MetaError, MetadataStore, NewManifest, Page, Referrer, RepositorySummary,
+    StoredManifest, TagChange, TagDetail, TagGuard, TagTarget, Unlinked,
+};
+
+pub(super) fn repo_id(conn: &Connection, repo: &str) -> Result<Option<i64>, MetaError> {
+    conn.prepare_cached("SELECT id FROM repositories WHERE name = ?1")
+        .and_then(|mut s| s.query_row([repo], |r| r.get(0)).optional())
+        .map_err(db_err("looking up a repository"))
+}
+
+pub(super) fn ensure_repo(tx: &rusqlite::Transaction<'_>, repo: &str) -> Result<i64, MetaError> {
+    if let Some(id) = repo_id(tx, repo)? {
+        return Ok(id);
+    }
+    tx.execute(
+        "INSERT INTO repositories (name, created_at) VALUES (?1, ?2)",
+        params![repo, now()],
+    )
+    .map_err(db_err("creating a repository"))?;
+    Ok(tx.last_insert_rowid())
+}
+
+/// The manifest `digest` as a tag policy sees it: its version and its tags.
+fn target_of(conn: &Connection, repo_id: i64, digest: &str) -> Result<TagTarget, MetaError> {
+    let version: Option<String> = conn
+        .prepare_cached("SELECT version FROM manifests WHERE repo_id = ?1 AND digest = ?2")
+        .and_then(|mut s| {
+            s.query_row(params![repo_id, digest], |r| r.get(0))
+                .optional()
+        })
+        .map_err(db_err("reading a tag target"))?
+        .flatten();
+    let tags = conn
+        .prepare_cached("SELECT name FROM tags WHERE repo_id = ?1 AND digest = ?2 ORDER BY name")
+        .and_then(|mut s| {
+            s.query_map(params![repo_id, digest], |r| r.get(0))?
+                .collect::<Result<Vec<String>, _>>()
+        })
+        .map_err(db_err("reading a tag target"))?;
+    Ok(TagTarget {
+        digest: digest.to_owned(),
+        version,
+        tags,
+    })
+}
+
+/// Where `tag` points now. `seen` keeps the targets read so far in one transaction: the
+/// tags being changed often share a target, and reading one lists all of its tags.
+fn tag_target(
+    conn: &Connection,
+    repo_id: i64,
+    tag: &str,
+    seen: &mut HashMap<String, TagTarget>,
+) -> Result<Option<TagTarget>, MetaError> {
+    let digest: Option<String> = conn
+        .prepare_cached("SELECT digest FROM tags WHERE repo_id = ?1 AND name = ?2")
+        .and_then(|mut s| s.query_row(params![repo_id, tag], |r| r.get(0)).optional())
+        .map_err(db_err("reading a tag"))?;
+    let Some(digest) = digest else {
+        return Ok(None);
+    };
+    if let Some(t) = seen.get(&digest) {
+        return Ok(Some(t.clone()));
+    }
+    let target = target_of(conn, repo_id, &digest)?;
+    seen.insert(digest, target.clone());
+    Ok(Some(target))
+}
+
+/// Asks `guard` about removing every tag in `tags` of `repo`.
+fn check_deletions(
+    conn: &Connection,
+    guard: &Option<Arc<dyn TagGuard>>,
+    repo: &str,
+    repo_id: i64,
+    tags: &[String],
+) -> Result<(), MetaError> {
+    let Some(g) = guard else { return Ok(()) };
+    let mut seen = HashMap::new();
+    for tag in tags.iter().filter(|t| g.concerns(t)) {
+        let current = tag_target(conn, repo_id, tag, &mut seen)?;
+        if current.is_none() {
+            continue;
+        }
+        g.check(&TagChange {
+            repo: repo.to_owned(),
+            tag: tag.clone(),
+            current,
+            new: None,
+        })
+        .map_err(MetaError::TagRefused)?;
+    }
+    Ok(())
+}
+
+type ManifestRow = (String, String, Vec<u8>, Option<String>, Option<String>);
+
+fn manifest_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ManifestRow> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+}
+
+fn stored(row: ManifestRow) -> Result<StoredManifest, MetaError> {
+    Ok(StoredManifest {
+        digest: parse_digest(row.0)?,
+        media_type: row.1,
+        content: Bytes::from(row.2),
+        version: row.3,
+        platform: row.4,
+    })
+}
+
+#[async_trait::async_trait]
+impl MetadataStore for SqliteStore {
+    async fn blob_link(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<(), MetaError> {
+        let (repo, digest) = (repo.clone(), digest.clone());
+        self.write(move |tx| blobs::link(tx, &repo, &digest, size))
+            .await
+    }
+
+    async fn blob_claim(&self, digest: &Digest) -> Result<BlobClaim, MetaError> {
+        let digest = digest.clone();
+        // Lazy: a claim that a power loss undoes protected only processes of this host,
+        // which that power loss stopped too (SQLite is never shared across hosts).
+        self.write_lazy(move |tx| blobs::claim(tx, &digest)).await
+    }
+
+    async fn blob_link_claimed(
+        &self,
+        claim: &BlobClaim,
+        repo: &RepoName,
+        size: u64,
+    ) -> Result<(), MetaError> {
+        let (claim, repo) = (claim.clone(), repo.clone());
+        self.write(move |tx| blobs::link_claimed(tx, &claim, &repo, size))
+            .await
+    }
+
+    async fn blob_claim_release(&self, claim: &BlobClaim) -> Result<(), MetaError> {
+        let claim = claim.clone();
+        // Lazy: a release lost to a power loss leaves a claim that goes stale.
+        self.write_lazy(move |tx| blobs::release(tx, &claim)).await
+    }
+
+    async fn blob_deletion_done(&self, digest: &Digest) -> Result<(), MetaError> {
+        let digest = digest.clone();
+        // Lazy: a tombstone left by a power loss goes stale and is then ignored.
+        self.write_lazy(move |tx| blobs::deletion_done(tx, &digest))
+            .await
+    }
+
+    async fn blob_mount(
+        &self,
+        from: &RepoName,
+        to: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<u64>, MetaError> {
+        let (from, to, digest) = (from.clone(), to.clone(), digest.clone());
+        self.write(move |tx| blobs::mount(tx, &from, &to, &digest))
+            .await
+    }
+
+    async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>, MetaError> {
+        let (repo, digest) = (repo.to_string(), digest.to_string());
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT b.size FROM blobs b JOIN repositories r ON r.id = b.repo_id
+                 WHERE r.name = ?1 AND b.digest = ?2",
+            )
+            .and_then(|mut s| {
+                s.query_row([repo, digest], |r| r.get::<_, i64>(0))
+                    .optional()
+            })
+            .map(|o| o.map(|v| v as u64))
+            .map_err(db_err("looking up a blob"))
+        })
+        .await
+    }
+
+    async fn blob_unlink(&self, repo: &RepoName, digest: &Digest) -> Result<Unlinked, MetaError> {
+        let (repo, digest) = (repo.clone(), digest.clone());
+        self.write(move |tx| blobs::unlink(tx, &repo, &digest))
+            .await
+    }
+
+    async fn blob_repositories(
+        &self,
+        digest: &Digest,
+        limit: usize,
+    ) -> Result<Vec<String>, MetaError> {
+        let digest = digest.to_string();
+        let limit = limit.min(i64::MAX as usize) as i64;
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT r.name FROM blobs b JOIN repositories r ON r.id = b.repo_id
+                 WHERE b.digest = ?1 ORDER BY r.name LIMIT ?2",
+            )
+            .and_then(|mut s| {
+                s.query_map(params![digest, limit], |r| r.get(0))?
+                    .collect::<Result<Vec<String>, _>>()
+            })
+            .map_err(db_err("finding repositories of a blob"))
+        })
+        .await
+    }
+
+    async fn repository_summaries(&self) -> Result<Vec<RepositorySummary>, MetaError> {
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT r.name,
+                        (SELECT count(*) FROM tags t WHERE t.repo_id = r.id),
+                        (SELECT coalesce(sum(b.size), 0) FROM blobs b WHERE b.repo_id = r.id),
+                        (SELECT max(m.created_at) FROM manifests m WHERE m.repo_id = r.id)
+                 FROM repositories r ORDER BY r.name",
+            )
+            .and_then(|mut s| {
+                s.query_map([], |r| {
+                    Ok(RepositorySummary {
+                        name: r.get(0)?,
+                        tags: r.get::<_, i64>(1)? as u64,
+                        size: r.get::<_, i64>(2)? as u64,
+                        last_push: r.get(3)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(db_err("summarising repositories"))
+        })
+        .await
+    }
+
+    async fn tag_details(&self, repo: &RepoName) -> Result<Vec<TagDetail>, MetaError> {
+        let repo = repo.to_string();
+        self.read(move |c| {
+            let rows = c
+                .prepare_cached(
+                    "SELECT m.digest, m.media_type, m.content, m.version, m.platform, t.name, t.updated_at
+                     FROM tags t JOIN repositories r ON r.id = t.repo_id
+                     JOIN manifests m ON m.repo_id = t.repo_id AND m.digest = t.digest
+                     WHERE r.name = ?1 ORDER BY t.name",
+                )
+                .and_then(|mut s| {
+                    s.query_map([repo], |r| Ok((manifest_row(r)?, r.get::<_, String>(5)?, r.get::<_, i64>(6)?)))?
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .map_err(db_err("reading tags"))?;
+            rows.into_iter()
+                .map(|(m, tag, updated_at)| {
+                    Ok(TagDetail {
+                        tag,
+                        manifest: stored(m)?,
+                        updated_at,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn tags_of(&self, repo: &RepoName, digest: &Digest) -> Result<Vec<String>, MetaError> {
+        let (repo, digest) = (repo.to_string(), digest.to_string());
+        self.read(move |c| match repo_id(c, &repo)? {
+            Some(id) => Ok(target_of(c, id, &digest)?.tags),
+            None => Ok(Vec::new()),
+        })
+        .await
+    }
+
+    async fn stored_bytes(&self) -> Result<(u64, u64), MetaError> {
+        self.read(move |c| {
+            c.query_row(
+                "SELECT count(*), coalesce(sum(size), 0) FROM (SELECT max(size) AS size FROM blobs GROUP BY digest)",
+                [],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+            )
+            .map_err(db_err("summing stored bytes"))
+        })
+        .await
+    }
+
+    async fn manifest_put(
+        &self,
+        repo: &RepoName,
+        m: &NewManifest,
+        tags: &[Tag],
+        guard: Option<Arc<dyn TagGuard>>,
+    ) -> Result<(), MetaError> {
+        let repo = repo.to_string();
+        let m = m.clone();
+        let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
+        self.write(move |tx| {
+            let id = ensure_repo(tx, &repo)?;
+            let mut missing = Vec::new();
+            {
+                let mut has_blob = tx
+                    .prepare_cached("SELECT EXISTS (SELECT 1 FROM blobs WHERE repo_id = ?1 AND digest = ?2)")
+                    .map_err(db_err("checking references"))?;
+                for b in &m.blobs {
+                    let ok: bool = has_blob
+                        .query_row(params![id, b.to_string()], |r| r.get(0))
+                        .map_err(db_err("checking references"))?;
+                    if !ok {
+                        missing.push(b.clone());
+                    }
+                }
+                let mut has_manifest = tx
+                    .prepare_cached("SELECT EXISTS (SELECT 1 FROM manifests WHERE repo_id = ?1 AND digest = ?2)")
+                    .map_err(db_err("checking references"))?;
+                for c in &m.children {
+                    let ok: bool = has_manifest
+                        .query_row(params![id, c.to_string()], |r| r.get(0))
+                        .map_err(db_err("checking references"))?;
+                    if !ok {
+                        missing.push(c.clone());
+                    }
+                }
+            }
+            if !missing.is_empty() {
+                return Err(MetaError::MissingReferences(missing));
+            }
+            let digest = m.digest.to_string();
+            let t = now();
+            if let Some(g) = guard.as_ref().filter(|g| tags.iter().any(|t| g.concerns(t))) {
+                let mut after = target_of(tx, id, &digest)?;
+                after.version = m.version.clone().or(after.version);
+                for name in &tags {
+                    if !after.tags.contains(name) {
+                        after.tags.push(name.clone());
+                    }
+                }
+                after.tags.sort();
+                let mut seen = HashMap::new();
+                for name in tags.iter().filter(|t| g.concerns(t)) {
+                    let current = tag_target(tx, id, name, &mut seen)?;
+                    if current.as_ref().is_some_and(|c| c.digest == digest) {
+                        continue;
+                    }
+                    g.check(&TagChange {
+                        repo: repo.clone(),
+                        tag: name.clone(),
+                        current,
+                        new: Some(after.clone()),
+                    })
+                    .map_err(MetaError::TagRefused)?;
+                }
+            }
+            tx.prepare_cached(
+                "INSERT INTO manifests (repo_id, digest, media_type, content, subject, artifact_type, annotations, created_at, version, platform)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (repo_id, digest) DO NOTHING",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    id,
+                    digest,
+                    m.media_type,
+                    &m.content[..],
+                    m.subject.as_ref().map(|d| d.to_string()),
+                    m.artifact_type,
+                    m.annotations_json,
+                    t,
+                    m.version,
+                    m.platform
+                ])
+            })
+            .map_err(db_err("storing a manifest"))?;
+            {
+                let mut r = tx
+                    .prepare_cached(
+                        "INSERT INTO manifest_refs (repo_id, manifest, target, kind) VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT DO NOTHING",
+                    )
+                    .map_err(db_err("storing manifest references"))?;
+                for b in &m.blobs {
+                    r.execute(params![id, digest, b.to_string(), 0])
+                        .map_err(db_err("storing manifest references"))?;
+                }
+                for c in &m.children {
+                    r.execute(params![id, digest, c.to_string(), 1])
+                        .map_err(db_err("storing manifest references"))?;
+                }
+                let mut tag = tx
+                    .prepare_cached(
+                        "INSERT INTO tags (repo_id, name, digest, updated_at) VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (repo_id, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
+                    )
+                    .map_err(db_err("tagging"))?;
+                for name in &tags {
+                    tag.execute(params![id, name, digest, t]).map_err(db_err("tagging"))?;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn manifest_by_digest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<StoredManifest>, MetaError> {
+        let (repo, digest) = (repo.to_string(), digest.to_string());
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT m.digest, m.media_type, m.content, m.version, m.platform FROM manifests m
+                 JOIN repositories r ON r.id = m.repo_id WHERE r.name = ?1 AND m.digest = ?2",
+            )
+            .and_then(|mut s| s.query_row([repo, digest], manifest_row).optional())
+            .map_err(db_err("reading a manifest"))?
+            .map(stored)
+            .transpose()
+        })
+        .await
+    }
+
+    async fn manifest_by_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+    ) -> Result<Option<StoredManifest>, MetaError> {
+        let (repo, tag) = (repo.to_string(), tag.to_string());
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT m.digest, m.media_type, m.content, m.version, m.platform FROM tags t
+                 JOIN repositories r ON r.id = t.repo_id
+                 JOIN manifests m ON m.repo_id = t.repo_id AND m.digest = t.digest
+                 WHERE r.name = ?1 AND t.name = ?2",
+            )
+            .and_then(|mut s| s.query_row([repo, tag], manifest_row).optional())
+            .map_err(db_err("reading a manifest"))?
+            .map(stored)
+            .transpose()
+        })
+        .await
+    }
+
+    async fn manifest_delete(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        guard: Option<Arc<dyn TagGuard>>,
+    ) -> Result<bool, MetaError> {
+        let (repo, digest) = (repo.to_string(), digest.to_string());
+        self.write(move |tx| {
+            let Some(id) = repo_id(tx, &repo)? else {
+                return Ok(false);
+            };
+            let tags = target_of(tx, id, &digest)?.tags;
+            check_deletions(tx, &guard, &repo, id, &tags)?;
+            let n = tx
+                .execute(
+                    "DELETE FROM manifests WHERE repo_id = ?1 AND digest = ?2",
+                    params![id, digest],
+                )
+                .map_err(db_err("deleting a manifest"))?;
+            tx.execute(
+                "DELETE FROM manifest_refs WHERE repo_id = ?1 AND manifest = ?2",
+                params![id, digest],
+            )
+            .map_err(db_err("deleting a manifest"))?;
+            tx.execute(
+                "DELETE FROM tags WHERE repo_id = ?1 AND digest = ?2",
+                params![id, digest],
+            )
+            .map_err(db_err("deleting a manifest"))?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn tag_delete(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        guard: Option<Arc<dyn TagGuard>>,
+    ) -> Result<bool, MetaError> {
+        let (repo, tag) = (repo.to_string(), tag.to_string());
+        self.write(move |tx| {
+            let Some(id) = repo_id(tx, &repo)? else {
+                return Ok(false);
+            };
+            check_deletions(tx, &guard, &repo, id, std::slice::from_ref(&tag))?;
+            let n = tx
+                .execute(
+                    "DELETE FROM tags WHERE repo_id = ?1 AND name = ?2",
+                    params![id, tag],
+                )
+                .map_err(db_err("deleting a tag"))?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn tags(&self, repo: &RepoName, page: &Page) -> Result<Option<Vec<String>>, MetaError> {
+        let repo = repo.to_string();
+        let page = page.clone();
+        self.read(move |c| {
+            let Some(id) = repo_id(c, &repo)? else {
+                return Ok(None);
+            };
+            let last = page.last.clone().unwrap_or_default();
+            c.prepare_cached(
+                "SELECT name FROM tags WHERE repo_id = ?1 AND name > ?2 ORDER BY name LIMIT ?3",
+            )
+            .and_then(|mut s| {
+                s.query_map(params![id, last, limit(&page)], |r| r.get(0))?
+                    .collect::<Result<Vec<String>, _>>()
+            })
+            .map(Some)
+            .map_err(db_err("listing tags"))
+        })
+        .await
+    }
+
+    async fn repositories(&self, page: &Page) -> Result<Vec<String>, MetaError> {
+        let page = page.clone();
+        self.read(move |c| {
+            let last = page.last.clone().unwrap_or_default();
+            c.prepare_cached("SELECT name FROM repositories WHERE name > ?1 ORDER BY name LIMIT ?2")
+                .and_then(|mut s| {
+                    s.query_map(params![last, limit(&page)], |r| r.get(0))?
+                        .collect::<Result<Vec<String>, _>>()
+                })
+                .map_err(db_err("listing repositories"))
+        })
+        .await
+    }
+
+    async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Referrer>, MetaError> {
+        let (repo, subject) = (repo.to_string(), subject.to_string());
+        let artifact_type = artifact_type.map(str::to_owned);
+        self.read(move |c| {
+            let rows = c
+                .prepare_cached(
+                    "SELECT m.digest, m.media_type, length(m.content), m.artifact_type, m.annotations
+                     FROM manifests m JOIN repositories r ON r.id = m.repo_id
+                     WHERE r.name = ?1 AND m.subject = ?2 AND (?3 IS NULL OR m.artifact_type = ?3)
+                     ORDER BY m.created_at, m.digest",
+                )
+                .and_then(|mut s| {
+                    s.query_map(params![repo, subject, artifact_type], |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, i64>(2)?,
+                            r.get::<_, Option<String>>(3)?,
+                            r.get::<_, Option<String>>(4)?,
+                        ))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()
+                })
+                .map_err(db_err("listing referrers"))?;
+            rows.into_iter()
+                .map(|(d, media_type, size, artifact_type, ann)| {
+                    Ok(Referrer {
+                        digest: parse_digest(d)?,
+                        media_type,
+                        size: size as u64,
+                        artifact_type,
+                        annotations_json: ann.unwrap_or_default(),
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn upload_create(&self, id: &str, repo: &RepoName) -> Result<(), MetaError> {
+        let (id, repo) = (id.to_owned(), repo.to_string());
+        self.write_lazy(move |tx| {
+            let t = now();
+            tx.execute(
+                "INSERT INTO uploads (id, repo, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)",
+                params![id, repo, t],
+            )
+            .map_err(db_err("registering an upload"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn upload_touch(&self, id: &str) -> Result<Option<String>, MetaError> {
+        let id = id.to_owned();
+        // A read first: the common case needs no write when touched within the last second.
+        let row: Option<(String, i64)> = {
+            let id = id.clone();
+            self.read(move |c| {
+                c.prepare_cached("SELECT repo, updated_at FROM uploads WHERE id = ?1")
+                    .and_then(|mut s| s.query_row([id], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+                    .map_err(db_err("reading an upload"))
+            })
+            .await?
+        };
+        let Some((repo, updated)) = row else {
+            return Ok(None);
+        };
+        if now() - updated >= 1 {
+            self.write_lazy(move |tx| {
+                tx.execute(
+                    "UPDATE uploads SET updated_at = ?2 WHERE id = ?1",
+                    params![id, now()],
+                )
+                .map_err(db_err("touching an upload"))?;
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(Some(repo))
+    }
+
+    async fn upload_delete(&self, id: &str) -> Result<(), MetaError> {
+        let id = id.to_owned();
+        self.write_lazy(move |tx| {
+            tx.execute("DELETE FROM uploads WHERE id = ?1", [id])
+                .map_err(db_err("deleting an upload"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn uploads_idle(&self, idle_secs: u64) -> Result<Vec<String>, MetaError> {
+        let cutoff = now() - idle_secs.min(i64::MAX as u64) as i64;
+        self.read(move |c| {
+            c.prepare_cached("SELECT id FROM uploads WHERE updated_at <= ?1")
+                .and_then(|mut s| {
+                    s.query_map([cutoff], |r| r.get(0))?
+                        .collect::<Result<Vec<String>, _>>()
+                })
+                .map_err(db_err("listing idle uploads"))
+        })
+        .await
+    }
+
+    async fn upload_ids(&self) -> Result<Vec<String>, MetaError> {
+        self.read(move |c| {
+            c.prepare_cached("SELECT id FROM uploads")
+                .and_then(|mut s| {
+                    s.query_map([], |r| r.get(0))?
+                        .collect::<Result<Vec<String>, _>>()
+                })
+                .map_err(db_err("listing uploads"))
+        })
+        .await
+    }
+}

@@ -1,0 +1,156 @@
+//! [`StatsStore`] on SQLite: download, bytes-served and request counters, aggregated per
+//! hour.
+
+use rusqlite::params;
+
+use super::{db_err, SqliteStore};
+use crate::{DownloadKey, GroupBy, MetaError, RequestKey, StatsStore};
+
+#[async_trait::async_trait]
+impl StatsStore for SqliteStore {
+    async fn downloads_add(
+        &self,
+        counts: Vec<(DownloadKey, u64)>,
+        bytes: Vec<(String, i64, u64)>,
+    ) -> Result<(), MetaError> {
+        if counts.is_empty() && bytes.is_empty() {
+            return Ok(());
+        }
+        self.write(move |tx| {
+            let mut add = tx
+                .prepare_cached(
+                    "INSERT INTO downloads (repo, version, platform, client, hour, count) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (repo, hour, version, platform, client) DO UPDATE SET count = count + excluded.count",
+                )
+                .map_err(db_err("recording downloads"))?;
+            for (k, n) in &counts {
+                add.execute(params![k.repo, k.version, k.platform, k.client, k.hour, *n as i64])
+                    .map_err(db_err("recording downloads"))?;
+            }
+            let mut add_bytes = tx
+                .prepare_cached(
+                    "INSERT INTO bytes_served (repo, hour, bytes) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (repo, hour) DO UPDATE SET bytes = bytes + excluded.bytes",
+                )
+                .map_err(db_err("recording bytes served"))?;
+            for (repo, hour, n) in &bytes {
+                add_bytes
+                    .execute(params![repo, hour, *n as i64])
+                    .map_err(db_err("recording bytes served"))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn downloads(
+        &self,
+        repo: &str,
+        since_hour: i64,
+        by: GroupBy,
+    ) -> Result<Vec<(String, u64)>, MetaError> {
+        let repo = repo.to_owned();
+        let key = match by {
+            GroupBy::Version => "version",
+            GroupBy::Platform => "platform",
+            GroupBy::Client => "client",
+            // Days as YYYY-MM-DD (UTC).
+            GroupBy::Day => "strftime('%Y-%m-%d', hour * 3600, 'unixepoch')",
+        };
+        self.read(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {key} AS k, sum(count) FROM downloads WHERE repo = ?1 AND hour >= ?2 GROUP BY k ORDER BY k"
+            ))
+            .and_then(|mut s| {
+                s.query_map(params![repo, since_hour], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(db_err("reading downloads"))
+        })
+        .await
+    }
+
+    async fn bytes_served(&self, repo: &str, since_hour: i64) -> Result<u64, MetaError> {
+        let repo = repo.to_owned();
+        self.read(move |c| {
+            c.query_row(
+                "SELECT coalesce(sum(bytes), 0) FROM bytes_served WHERE repo = ?1 AND hour >= ?2",
+                params![repo, since_hour],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(db_err("reading bytes served"))
+        })
+        .await
+    }
+
+    async fn requests_add(&self, counts: Vec<(RequestKey, u64)>) -> Result<(), MetaError> {
+        if counts.is_empty() {
+            return Ok(());
+        }
+        self.write(move |tx| {
+            let mut add = tx
+                .prepare_cached(
+                    "INSERT INTO requests (repo, hour, route, class, code, count) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (repo, hour, route, class, code) DO UPDATE SET count = count + excluded.count",
+                )
+                .map_err(db_err("recording requests"))?;
+            for (k, n) in &counts {
+                add.execute(params![k.repo, k.hour, k.route, k.class, k.code, *n as i64])
+                    .map_err(db_err("recording requests"))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn requests(
+        &self,
+        repo: &str,
+        since_hour: i64,
+    ) -> Result<Vec<(RequestKey, u64)>, MetaError> {
+        let repo = repo.to_owned();
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT route, class, code, sum(count) FROM requests WHERE repo = ?1 AND hour >= ?2
+                 GROUP BY route, class, code ORDER BY route, class, code",
+            )
+            .and_then(|mut s| {
+                s.query_map(params![repo, since_hour], |r| {
+                    Ok((
+                        RequestKey {
+                            repo: repo.clone(),
+                            hour: since_hour,
+                            route: r.get(0)?,
+                            class: r.get(1)?,
+                            code: r.get(2)?,
+                        },
+                        r.get::<_, i64>(3)? as u64,
+                    ))
+                })?
+                .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(db_err("reading requests"))
+        })
+        .await
+    }
+
+    async fn top_repositories(
+        &self,
+        since_hour: i64,
+        limit: usize,
+    ) -> Result<Vec<(String, u64)>, MetaError> {
+        let limit = limit.min(i64::MAX as usize) as i64;
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT repo, sum(count) AS n FROM downloads WHERE hour >= ?1 GROUP BY repo ORDER BY n DESC, repo LIMIT ?2",
+            )
+            .and_then(|mut s| {
+                s.query_map(params![since_hour, limit], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(db_err("reading top repositories"))
+        })
+        .await
+    }
+}

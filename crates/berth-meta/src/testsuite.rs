@@ -1,0 +1,855 @@
+//! The conformance suite every metadata backend must pass: one `pub async fn` per
+//! behaviour, each given fresh, empty stores.
+//!
+//! A backend runs all of them with one `#[tokio::test]` each through
+//! [`metadata_store_suite!`](crate::metadata_store_suite),
+//! [`account_store_suite!`](crate::account_store_suite) and
+//! [`stats_store_suite!`](crate::stats_store_suite), so that a function added here is run
+//! by every backend. Nothing here may depend on one backend: stores are used only through
+//! their traits.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::{Arc, Mutex};
+
+use berth_oci::{Digest, RepoName, Tag};
+use bytes::Bytes;
+
+use crate::{
+    Account, AccountKind, AccountStore, AuditEvent, DownloadKey, GroupBy, MetaError, MetadataStore,
+    NewManifest, Page, RequestKey, StatsStore, StoredGrant, TagChange, TagGuard, Unlinked,
+};
+
+fn repo(s: &str) -> RepoName {
+    RepoName::parse(s).unwrap()
+}
+
+fn tags(names: &[&str]) -> Vec<Tag> {
+    names.iter().map(|t| Tag::parse(t).unwrap()).collect()
+}
+
+fn manifest(content: &str, blobs: Vec<Digest>, subject: Option<Digest>) -> NewManifest {
+    NewManifest {
+        digest: Digest::sha256(content.as_bytes()),
+        media_type: berth_oci::media_types::OCI_MANIFEST.into(),
+        content: Bytes::from(content.to_owned()),
+        blobs,
+        children: vec![],
+        subject,
+        artifact_type: Some("application/x".into()),
+        annotations_json: String::new(),
+        version: None,
+        platform: None,
+    }
+}
+
+fn page(last: Option<&str>, n: Option<usize>) -> Page {
+    Page {
+        last: last.map(str::to_owned),
+        n,
+    }
+}
+
+/// A manifest with several tags is stored with all of them or none: a missing blob
+/// refuses the whole put and writes nothing.
+pub async fn manifest_put_is_atomic(meta: Arc<dyn MetadataStore>) {
+    let r = repo("team/app");
+    let blob = Digest::sha256(b"layer");
+    let m = manifest("m1", vec![blob.clone()], None);
+    let both = tags(&["v1", "latest"]);
+    match meta.manifest_put(&r, &m, &both, None).await {
+        Err(MetaError::MissingReferences(d)) => assert_eq!(d, vec![blob.clone()]),
+        other => panic!("expected missing references, got {other:?}"),
+    }
+    for t in &both {
+        assert!(meta.manifest_by_tag(&r, t).await.unwrap().is_none());
+    }
+    assert!(meta
+        .manifest_by_digest(&r, &m.digest)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(meta.tags_of(&r, &m.digest).await.unwrap().is_empty());
+
+    // A missing child manifest refuses the put too.
+    let mut index = manifest("index", vec![], None);
+    index.children = vec![m.digest.clone()];
+    assert!(matches!(
+        meta.manifest_put(&r, &index, &tags(&["multi"]), None).await,
+        Err(MetaError::MissingReferences(d)) if d == vec![m.digest.clone()]
+    ));
+
+    meta.blob_link(&r, &blob, 5).await.unwrap();
+    meta.manifest_put(&r, &m, &both, None).await.unwrap();
+    for t in &both {
+        let got = meta.manifest_by_tag(&r, t).await.unwrap().unwrap();
+        assert_eq!(got.digest, m.digest);
+        assert_eq!(got.content, m.content);
+    }
+    assert_eq!(
+        meta.tags(&r, &Page::default()).await.unwrap().unwrap(),
+        ["latest", "v1"]
+    );
+    meta.manifest_put(&r, &index, &tags(&["multi"]), None)
+        .await
+        .unwrap();
+    // Deleting a manifest deletes its tags with it.
+    assert!(meta.manifest_delete(&r, &index.digest, None).await.unwrap());
+    assert!(!meta.manifest_delete(&r, &index.digest, None).await.unwrap());
+    assert_eq!(
+        meta.tags(&r, &Page::default()).await.unwrap().unwrap(),
+        ["latest", "v1"]
+    );
+}
+
+/// Concerned with tags whose names start with `r`; records every change it is asked
+/// about and refuses those of `r-refused`.
+struct Recording(Mutex<Vec<TagChange>>);
+
+impl TagGuard for Recording {
+    fn concerns(&self, tag: &str) -> bool {
+        tag.starts_with('r')
+    }
+
+    fn check(&self, change: &TagChange) -> Result<(), String> {
+        self.0.lock().unwrap().push(change.clone());
+        if change.tag == "r-refused" {
+            return Err("refused".into());
+        }
+        Ok(())
+    }
+}
+
+/// A guard is asked only about the tags it concerns, sees every tag of the target, and
+/// one refusal refuses the whole put (and a whole deletion).
+pub async fn guard_refusals_refuse_the_whole_request(meta: Arc<dyn MetadataStore>) {
+    let r = repo("a");
+    let guard = Arc::new(Recording(Mutex::new(Vec::new())));
+    let dyn_guard = || Some(guard.clone() as Arc<dyn TagGuard>);
+    let m = manifest("m", vec![], None);
+    // Unconcerned tags only: the guard is not asked at all.
+    meta.manifest_put(&r, &m, &tags(&["x1", "x2"]), dyn_guard())
+        .await
+        .unwrap();
+    assert!(guard.0.lock().unwrap().is_empty());
+    // One concerned tag among others: asked once, with every tag of the target.
+    meta.manifest_put(&r, &m, &tags(&["x3", "r1"]), dyn_guard())
+        .await
+        .unwrap();
+    {
+        let asked = guard.0.lock().unwrap();
+        assert_eq!(asked.len(), 1);
+        assert_eq!(asked[0].tag, "r1");
+        assert!(asked[0].current.is_none());
+        let new = asked[0].new.as_ref().unwrap();
+        assert_eq!(new.tags, ["r1", "x1", "x2", "x3"]);
+    }
+    // A refusal refuses the whole request: the unconcerned tag beside it is not written.
+    let e = meta
+        .manifest_put(&r, &m, &tags(&["x4", "r-refused"]), dyn_guard())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, MetaError::TagRefused(_)));
+    assert_eq!(
+        meta.tags(&r, &Page::default()).await.unwrap().unwrap(),
+        ["r1", "x1", "x2", "x3"]
+    );
+    guard.0.lock().unwrap().clear();
+    // Deletions: unconcerned tags go without asking; a manifest's concerned tags are each
+    // asked about.
+    assert!(meta
+        .tag_delete(&r, &Tag::parse("x1").unwrap(), dyn_guard())
+        .await
+        .unwrap());
+    assert!(guard.0.lock().unwrap().is_empty());
+    meta.manifest_put(&r, &m, &tags(&["r2"]), dyn_guard())
+        .await
+        .unwrap();
+    guard.0.lock().unwrap().clear();
+    assert!(meta
+        .manifest_delete(&r, &m.digest, dyn_guard())
+        .await
+        .unwrap());
+    {
+        let asked = guard.0.lock().unwrap();
+        let names: Vec<&str> = asked.iter().map(|c| c.tag.as_str()).collect();
+        assert_eq!(names, ["r1", "r2"]);
+        for c in asked.iter() {
+            assert!(c.new.is_none());
+            assert_eq!(c.current.as_ref().unwrap().tags, ["r1", "r2", "x2", "x3"]);
+        }
+    }
+    // A refused tag deletion keeps the tag.
+    let refused = manifest("refused", vec![], None);
+    meta.manifest_put(&r, &refused, &tags(&["r-refused"]), None)
+        .await
+        .unwrap();
+    assert!(matches!(
+        meta.tag_delete(&r, &Tag::parse("r-refused").unwrap(), dyn_guard())
+            .await,
+        Err(MetaError::TagRefused(_))
+    ));
+    assert!(matches!(
+        meta.manifest_delete(&r, &refused.digest, dyn_guard()).await,
+        Err(MetaError::TagRefused(_))
+    ));
+    assert_eq!(
+        meta.tags(&r, &Page::default()).await.unwrap().unwrap(),
+        ["r-refused"]
+    );
+}
+
+/// A blob referenced by a manifest of the repository cannot be unlinked; once the
+/// manifest is gone it can, and the last link orphans it.
+pub async fn unlink_refuses_a_blob_in_use(meta: Arc<dyn MetadataStore>) {
+    let r = repo("a");
+    let blob = Digest::sha256(b"layer");
+    let m = manifest("m", vec![blob.clone()], None);
+    assert_eq!(
+        meta.blob_unlink(&r, &blob).await.unwrap(),
+        Unlinked::NotLinked
+    );
+    meta.blob_link(&r, &blob, 5).await.unwrap();
+    meta.manifest_put(&r, &m, &tags(&["v1"]), None)
+        .await
+        .unwrap();
+    match meta.blob_unlink(&r, &blob).await {
+        Err(MetaError::BlobInUse(users)) => assert_eq!(users, [m.digest.to_string()]),
+        other => panic!("expected blob in use, got {other:?}"),
+    }
+    // Nothing changed.
+    assert_eq!(meta.blob_size(&r, &blob).await.unwrap(), Some(5));
+    assert!(meta.manifest_delete(&r, &m.digest, None).await.unwrap());
+    assert_eq!(
+        meta.blob_unlink(&r, &blob).await.unwrap(),
+        Unlinked::Removed { orphaned: true }
+    );
+    meta.blob_deletion_done(&blob).await.unwrap();
+    assert_eq!(meta.blob_size(&r, &blob).await.unwrap(), None);
+    assert_eq!(
+        meta.blob_unlink(&r, &blob).await.unwrap(),
+        Unlinked::NotLinked
+    );
+}
+
+/// Tags come in lexical (byte) order, strictly after `last`, at most `n`; an unknown
+/// repository has no tag list at all.
+pub async fn tags_paginate(meta: Arc<dyn MetadataStore>) {
+    let r = repo("a");
+    let base = manifest("base", vec![], None);
+    meta.manifest_put(&r, &base, &tags(&["b", "a", "c", "B"]), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        meta.tags(&r, &page(None, None)).await.unwrap().unwrap(),
+        ["B", "a", "b", "c"]
+    );
+    assert_eq!(
+        meta.tags(&r, &page(None, Some(2))).await.unwrap().unwrap(),
+        ["B", "a"]
+    );
+    assert_eq!(
+        meta.tags(&r, &page(Some("a"), Some(1)))
+            .await
+            .unwrap()
+            .unwrap(),
+        ["b"]
+    );
+    assert_eq!(
+        meta.tags(&r, &page(Some("a"), None))
+            .await
+            .unwrap()
+            .unwrap(),
+        ["b", "c"]
+    );
+    assert!(meta
+        .tags(&r, &page(Some("c"), None))
+        .await
+        .unwrap()
+        .unwrap()
+        .is_empty());
+    assert!(meta
+        .tags(&r, &page(None, Some(0)))
+        .await
+        .unwrap()
+        .unwrap()
+        .is_empty());
+    assert!(meta
+        .tags(&repo("nope"), &page(None, None))
+        .await
+        .unwrap()
+        .is_none());
+}
+
+/// Repository names come in lexical order, strictly after `last`, at most `n`.
+pub async fn repositories_paginate(meta: Arc<dyn MetadataStore>) {
+    assert!(meta
+        .repositories(&page(None, None))
+        .await
+        .unwrap()
+        .is_empty());
+    for name in ["team/b", "a", "team/a", "c"] {
+        meta.blob_link(&repo(name), &Digest::sha256(name.as_bytes()), 1)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        meta.repositories(&page(None, None)).await.unwrap(),
+        ["a", "c", "team/a", "team/b"]
+    );
+    assert_eq!(
+        meta.repositories(&page(Some("c"), Some(1))).await.unwrap(),
+        ["team/a"]
+    );
+    assert_eq!(
+        meta.repositories(&page(Some("b"), None)).await.unwrap(),
+        ["c", "team/a", "team/b"]
+    );
+    assert!(meta
+        .repositories(&page(None, Some(0)))
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+/// Upload sessions: created, touched (answering their repository), listed as idle or
+/// not, listed, and forgotten.
+pub async fn upload_sessions(meta: Arc<dyn MetadataStore>) {
+    let (a, b) = (repo("a"), repo("team/b"));
+    assert_eq!(meta.upload_touch("u1").await.unwrap(), None);
+    meta.upload_create("u1", &a).await.unwrap();
+    meta.upload_create("u2", &b).await.unwrap();
+    assert_eq!(meta.upload_touch("u1").await.unwrap().as_deref(), Some("a"));
+    assert_eq!(
+        meta.upload_touch("u2").await.unwrap().as_deref(),
+        Some("team/b")
+    );
+    let mut idle = meta.uploads_idle(0).await.unwrap();
+    idle.sort();
+    assert_eq!(idle, ["u1", "u2"]);
+    assert!(meta.uploads_idle(3600).await.unwrap().is_empty());
+    let mut ids = meta.upload_ids().await.unwrap();
+    ids.sort();
+    assert_eq!(ids, ["u1", "u2"]);
+    meta.upload_delete("u1").await.unwrap();
+    // Forgetting an unknown session is not an error.
+    meta.upload_delete("u1").await.unwrap();
+    assert_eq!(meta.upload_touch("u1").await.unwrap(), None);
+    assert_eq!(meta.upload_ids().await.unwrap(), ["u2"]);
+}
+
+/// Referrers of a subject, all of them or of one artifact type, with their size and
+/// annotations; other repositories' referrers are not listed.
+pub async fn referrers_filter_by_artifact_type(meta: Arc<dyn MetadataStore>) {
+    let r = repo("a");
+    let base = manifest("base", vec![], None);
+    meta.manifest_put(&r, &base, &tags(&["v1"]), None)
+        .await
+        .unwrap();
+    let sig = manifest("sig", vec![], Some(base.digest.clone()));
+    let mut sbom = manifest("sbom", vec![], Some(base.digest.clone()));
+    sbom.artifact_type = Some("application/spdx+json".into());
+    sbom.annotations_json = r#"{"k":"v"}"#.into();
+    meta.manifest_put(&r, &sig, &[], None).await.unwrap();
+    meta.manifest_put(&r, &sbom, &[], None).await.unwrap();
+    // The same referrer in another repository belongs to that repository only.
+    let other = manifest("other", vec![], Some(base.digest.clone()));
+    meta.manifest_put(&repo("b"), &other, &[], None)
+        .await
+        .unwrap();
+
+    let mut all: Vec<Digest> = meta
+        .referrers(&r, &base.digest, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|x| x.digest)
+        .collect();
+    all.sort_by_key(|d| d.to_string());
+    let mut want = vec![sig.digest.clone(), sbom.digest.clone()];
+    want.sort_by_key(|d| d.to_string());
+    assert_eq!(all, want);
+
+    let spdx = meta
+        .referrers(&r, &base.digest, Some("application/spdx+json"))
+        .await
+        .unwrap();
+    assert_eq!(spdx.len(), 1);
+    assert_eq!(spdx[0].digest, sbom.digest);
+    assert_eq!(spdx[0].size, sbom.content.len() as u64);
+    assert_eq!(spdx[0].media_type, sbom.media_type);
+    assert_eq!(
+        spdx[0].artifact_type.as_deref(),
+        Some("application/spdx+json")
+    );
+    assert_eq!(spdx[0].annotations_json, r#"{"k":"v"}"#);
+    assert!(meta
+        .referrers(&r, &base.digest, Some("other"))
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(meta
+        .referrers(&r, &sig.digest, None)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+/// A claim taken before the last link goes keeps the bytes from being orphaned; the
+/// tombstone of an orphaning unlink refuses claims and plain links until the deletion
+/// is done.
+pub async fn claims_block_orphaning_and_tombstones_block_claims(meta: Arc<dyn MetadataStore>) {
+    let (a, b) = (repo("a"), repo("b"));
+    let d = Digest::sha256(b"layer");
+    meta.blob_link(&a, &d, 5).await.unwrap();
+    let claim = meta.blob_claim(&d).await.unwrap();
+    assert_eq!(claim.digest, d);
+    // The last link goes while a push is placing the bytes: they are not orphaned.
+    assert_eq!(
+        meta.blob_unlink(&a, &d).await.unwrap(),
+        Unlinked::Removed { orphaned: false }
+    );
+    meta.blob_link_claimed(&claim, &b, 5).await.unwrap();
+    assert_eq!(meta.blob_size(&b, &d).await.unwrap(), Some(5));
+    // The claim ended with the link: unlinking the last link now orphans the bytes.
+    assert_eq!(
+        meta.blob_unlink(&b, &d).await.unwrap(),
+        Unlinked::Removed { orphaned: true }
+    );
+    // While the bytes are being deleted, nothing may claim or link the digest.
+    assert!(matches!(meta.blob_claim(&d).await, Err(MetaError::BlobBusy(x)) if x == d));
+    assert!(matches!(
+        meta.blob_link(&a, &d, 5).await,
+        Err(MetaError::BlobBusy(_))
+    ));
+    assert_eq!(meta.blob_size(&a, &d).await.unwrap(), None);
+    // Other digests are not affected.
+    let other = Digest::sha256(b"other");
+    let c = meta.blob_claim(&other).await.unwrap();
+    meta.blob_link_claimed(&c, &a, 1).await.unwrap();
+    meta.blob_deletion_done(&d).await.unwrap();
+    let again = meta.blob_claim(&d).await.unwrap();
+    assert_ne!(again.id, claim.id);
+    meta.blob_link_claimed(&again, &a, 5).await.unwrap();
+    assert_eq!(meta.blob_size(&a, &d).await.unwrap(), Some(5));
+}
+
+/// Two live claims of one digest each protect the bytes until both have ended.
+pub async fn every_live_claim_protects(meta: Arc<dyn MetadataStore>) {
+    let a = repo("a");
+    let d = Digest::sha256(b"layer");
+    meta.blob_link(&a, &d, 5).await.unwrap();
+    let first = meta.blob_claim(&d).await.unwrap();
+    let second = meta.blob_claim(&d).await.unwrap();
+    assert_ne!(first.id, second.id);
+    meta.blob_claim_release(&first).await.unwrap();
+    assert_eq!(
+        meta.blob_unlink(&a, &d).await.unwrap(),
+        Unlinked::Removed { orphaned: false }
+    );
+    meta.blob_claim_release(&second).await.unwrap();
+    meta.blob_link(&a, &d, 5).await.unwrap();
+    assert_eq!(
+        meta.blob_unlink(&a, &d).await.unwrap(),
+        Unlinked::Removed { orphaned: true }
+    );
+}
+
+/// A released claim no longer protects its bytes, and cannot be linked.
+pub async fn released_claims_neither_protect_nor_link(meta: Arc<dyn MetadataStore>) {
+    let a = repo("a");
+    let d = Digest::sha256(b"layer");
+    meta.blob_link(&a, &d, 5).await.unwrap();
+    let claim = meta.blob_claim(&d).await.unwrap();
+    meta.blob_claim_release(&claim).await.unwrap();
+    // Releasing twice is harmless.
+    meta.blob_claim_release(&claim).await.unwrap();
+    assert_eq!(
+        meta.blob_unlink(&a, &d).await.unwrap(),
+        Unlinked::Removed { orphaned: true }
+    );
+    meta.blob_deletion_done(&d).await.unwrap();
+    assert!(matches!(
+        meta.blob_link_claimed(&claim, &a, 5).await,
+        Err(MetaError::ClaimLost(id)) if id == claim.id
+    ));
+    assert_eq!(meta.blob_size(&a, &d).await.unwrap(), None);
+}
+
+/// A mount links only what its source links, creating nothing otherwise.
+pub async fn mount_links_only_what_the_source_links(meta: Arc<dyn MetadataStore>) {
+    let (a, b) = (repo("a"), repo("b"));
+    let d = Digest::sha256(b"layer");
+    assert_eq!(meta.blob_mount(&a, &b, &d).await.unwrap(), None);
+    // A refused mount creates no repository.
+    assert!(meta
+        .repositories(&Page::default())
+        .await
+        .unwrap()
+        .is_empty());
+    meta.blob_link(&a, &d, 7).await.unwrap();
+    assert_eq!(meta.blob_mount(&a, &b, &d).await.unwrap(), Some(7));
+    assert_eq!(meta.blob_size(&b, &d).await.unwrap(), Some(7));
+    assert_eq!(
+        meta.blob_unlink(&a, &d).await.unwrap(),
+        Unlinked::Removed { orphaned: false }
+    );
+    assert_eq!(meta.blob_mount(&a, &b, &d).await.unwrap(), None);
+    assert_eq!(
+        meta.blob_unlink(&b, &d).await.unwrap(),
+        Unlinked::Removed { orphaned: true }
+    );
+}
+
+/// A mount racing the unlink of its source's last link: either the mount wins (and the
+/// bytes are not orphaned) or the unlink does (and nothing was mounted).
+pub async fn mount_and_unlink_race_consistently(meta: Arc<dyn MetadataStore>) {
+    for i in 0..40u32 {
+        let (a, b) = (repo("a"), repo("b"));
+        let d = Digest::sha256(&i.to_le_bytes());
+        meta.blob_link(&a, &d, 1).await.unwrap();
+        let mount = {
+            let (meta, a, b, d) = (meta.clone(), a.clone(), b.clone(), d.clone());
+            tokio::spawn(async move { meta.blob_mount(&a, &b, &d).await.unwrap() })
+        };
+        let unlink = {
+            let (meta, a, d) = (meta.clone(), a.clone(), d.clone());
+            tokio::spawn(async move { meta.blob_unlink(&a, &d).await.unwrap() })
+        };
+        match (mount.await.unwrap(), unlink.await.unwrap()) {
+            (Some(1), Unlinked::Removed { orphaned: false }) => {
+                assert_eq!(meta.blob_size(&b, &d).await.unwrap(), Some(1));
+            }
+            (None, Unlinked::Removed { orphaned: true }) => {
+                assert_eq!(meta.blob_size(&b, &d).await.unwrap(), None);
+                meta.blob_deletion_done(&d).await.unwrap();
+            }
+            other => panic!("inconsistent mount and unlink: {other:?}"),
+        }
+    }
+}
+
+/// A claim racing the unlink of the last link: either the claim comes first (and the
+/// bytes are not orphaned) or the unlink does (and the claim is refused).
+pub async fn claim_and_unlink_race_consistently(meta: Arc<dyn MetadataStore>) {
+    for i in 0..40u32 {
+        let a = repo("a");
+        let d = Digest::sha256(&i.to_le_bytes());
+        meta.blob_link(&a, &d, 1).await.unwrap();
+        let claim = {
+            let (meta, d) = (meta.clone(), d.clone());
+            tokio::spawn(async move { meta.blob_claim(&d).await })
+        };
+        let unlink = {
+            let (meta, a, d) = (meta.clone(), a.clone(), d.clone());
+            tokio::spawn(async move { meta.blob_unlink(&a, &d).await.unwrap() })
+        };
+        match (claim.await.unwrap(), unlink.await.unwrap()) {
+            (Ok(c), Unlinked::Removed { orphaned: false }) => {
+                meta.blob_link_claimed(&c, &a, 1).await.unwrap();
+                assert_eq!(meta.blob_size(&a, &d).await.unwrap(), Some(1));
+            }
+            (Err(MetaError::BlobBusy(_)), Unlinked::Removed { orphaned: true }) => {
+                meta.blob_deletion_done(&d).await.unwrap();
+            }
+            other => panic!("inconsistent claim and unlink: {other:?}"),
+        }
+    }
+}
+
+fn download(repo: &str, version: &str, platform: &str, client: &str, hour: i64) -> DownloadKey {
+    DownloadKey {
+        repo: repo.into(),
+        version: version.into(),
+        platform: platform.into(),
+        client: client.into(),
+        hour,
+    }
+}
+
+/// Download counters and served bytes add up across batches and are read grouped, from
+/// a given hour on.
+pub async fn downloads_add_and_query(stats: &dyn StatsStore) {
+    let day2 = 24; // The first hour of 1970-01-02.
+    stats
+        .downloads_add(
+            vec![
+                (download("a", "1.0", "linux/amd64", "docker", day2), 2),
+                (download("a", "1.0", "linux/arm64", "podman", day2 + 1), 1),
+                (download("a", "2.0", "linux/amd64", "docker", day2 + 24), 4),
+                (download("a", "0.9", "linux/amd64", "docker", day2 - 1), 100),
+                (download("b", "1.0", "linux/amd64", "docker", day2), 1),
+            ],
+            vec![("a".into(), day2, 1000), ("a".into(), day2 - 1, 5)],
+        )
+        .await
+        .unwrap();
+    // A second batch adds to the same counters.
+    stats
+        .downloads_add(
+            vec![(download("a", "1.0", "linux/amd64", "docker", day2), 3)],
+            vec![("a".into(), day2, 24)],
+        )
+        .await
+        .unwrap();
+    stats.downloads_add(vec![], vec![]).await.unwrap();
+    let s = |v: &[(&str, u64)]| -> Vec<(String, u64)> {
+        v.iter().map(|(k, n)| ((*k).to_owned(), *n)).collect()
+    };
+    assert_eq!(
+        stats.downloads("a", day2, GroupBy::Version).await.unwrap(),
+        s(&[("1.0", 6), ("2.0", 4)])
+    );
+    assert_eq!(
+        stats.downloads("a", day2, GroupBy::Platform).await.unwrap(),
+        s(&[("linux/amd64", 9), ("linux/arm64", 1)])
+    );
+    assert_eq!(
+        stats.downloads("a", day2, GroupBy::Client).await.unwrap(),
+        s(&[("docker", 9), ("podman", 1)])
+    );
+    assert_eq!(
+        stats.downloads("a", day2, GroupBy::Day).await.unwrap(),
+        s(&[("1970-01-02", 6), ("1970-01-03", 4)])
+    );
+    assert!(stats
+        .downloads("nope", 0, GroupBy::Version)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(stats.bytes_served("a", day2).await.unwrap(), 1024);
+    assert_eq!(stats.bytes_served("a", 0).await.unwrap(), 1029);
+    assert_eq!(stats.bytes_served("nope", 0).await.unwrap(), 0);
+    assert_eq!(
+        stats.top_repositories(day2, 10).await.unwrap(),
+        s(&[("a", 10), ("b", 1)])
+    );
+    assert_eq!(
+        stats.top_repositories(0, 1).await.unwrap(),
+        s(&[("a", 110)])
+    );
+}
+
+/// Request counters add up across batches and are read by route, status class and
+/// error code, from a given hour on.
+pub async fn request_counters(stats: &dyn StatsStore) {
+    let key = |repo: &str, hour: i64, route: &str, class: u16, code: &str| RequestKey {
+        repo: repo.into(),
+        hour,
+        route: route.into(),
+        class,
+        code: code.into(),
+    };
+    stats
+        .requests_add(vec![
+            (key("a", 10, "manifest_get", 2, ""), 5),
+            (key("a", 11, "manifest_get", 2, ""), 1),
+            (key("a", 11, "manifest_get", 4, "MANIFEST_UNKNOWN"), 2),
+            (key("a", 11, "blob_get", 2, ""), 7),
+            (key("a", 9, "blob_get", 5, ""), 1),
+            (key("b", 11, "blob_get", 2, ""), 3),
+        ])
+        .await
+        .unwrap();
+    stats
+        .requests_add(vec![(key("a", 11, "blob_get", 2, ""), 1)])
+        .await
+        .unwrap();
+    stats.requests_add(vec![]).await.unwrap();
+    let got: Vec<(String, u16, String, u64)> = stats
+        .requests("a", 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, n)| {
+            assert_eq!(k.repo, "a");
+            (k.route, k.class, k.code, n)
+        })
+        .collect();
+    let want: Vec<(String, u16, String, u64)> = [
+        ("blob_get", 2, "", 8),
+        ("manifest_get", 2, "", 6),
+        ("manifest_get", 4, "MANIFEST_UNKNOWN", 2),
+    ]
+    .iter()
+    .map(|(r, c, e, n)| ((*r).to_owned(), *c, (*e).to_owned(), *n))
+    .collect();
+    assert_eq!(got, want);
+    assert!(stats.requests("nope", 0).await.unwrap().is_empty());
+}
+
+fn account(name: &str, kind: AccountKind) -> Account {
+    Account {
+        name: name.into(),
+        kind,
+        secret_hash: "h".into(),
+        disabled: false,
+        expires_at: None,
+        created_at: 0,
+    }
+}
+
+/// Accounts, their grants, public patterns and the audit log.
+pub async fn accounts_grants_public_audit(accounts: &dyn AccountStore) {
+    let db = accounts;
+    assert_eq!(db.account_count().await.unwrap(), 0);
+    db.account_create(&account("alice", AccountKind::User))
+        .await
+        .unwrap();
+    let mut robot = account("ci", AccountKind::Robot);
+    robot.expires_at = Some(4_000_000_000);
+    db.account_create(&robot).await.unwrap();
+    assert!(matches!(
+        db.account_create(&account("alice", AccountKind::User))
+            .await,
+        Err(MetaError::Conflict(_))
+    ));
+    assert_eq!(db.account_count().await.unwrap(), 2);
+    let ci = db.account_get("ci").await.unwrap().unwrap();
+    assert_eq!(ci.kind, AccountKind::Robot);
+    assert_eq!(ci.expires_at, Some(4_000_000_000));
+    assert!(db.account_get("nobody").await.unwrap().is_none());
+    assert_eq!(
+        db.account_list()
+            .await
+            .unwrap()
+            .iter()
+            .map(|a| a.name.as_str())
+            .collect::<Vec<_>>(),
+        ["alice", "ci"]
+    );
+    assert!(db.account_set_disabled("alice", true).await.unwrap());
+    assert!(db.account_get("alice").await.unwrap().unwrap().disabled);
+    assert!(!db.account_set_disabled("nobody", true).await.unwrap());
+    assert!(db.account_set_secret("alice", "h2").await.unwrap());
+    assert_eq!(
+        db.account_get("alice").await.unwrap().unwrap().secret_hash,
+        "h2"
+    );
+    assert!(!db.account_set_secret("nobody", "x").await.unwrap());
+    assert!(db.grant_set("alice", "team/*", "pull,push").await.unwrap());
+    assert!(db.grant_set("alice", "team/*", "pull").await.unwrap());
+    assert!(db.grant_set("alice", "other", "pull").await.unwrap());
+    assert!(!db.grant_set("nobody", "x", "pull").await.unwrap());
+    assert_eq!(
+        db.grants("alice").await.unwrap(),
+        vec![
+            StoredGrant {
+                pattern: "other".into(),
+                actions: "pull".into()
+            },
+            StoredGrant {
+                pattern: "team/*".into(),
+                actions: "pull".into()
+            }
+        ]
+    );
+    assert!(db.grant_remove("alice", "other").await.unwrap());
+    assert!(!db.grant_remove("alice", "other").await.unwrap());
+    db.public_add("pub/*").await.unwrap();
+    db.public_add("pub/*").await.unwrap();
+    db.public_add("a/*").await.unwrap();
+    assert_eq!(db.public_patterns().await.unwrap(), ["a/*", "pub/*"]);
+    assert!(db.public_remove("a/*").await.unwrap());
+    assert!(!db.public_remove("a/*").await.unwrap());
+    assert_eq!(db.public_patterns().await.unwrap(), ["pub/*"]);
+    assert!(db.account_delete("alice").await.unwrap());
+    assert!(!db.account_delete("alice").await.unwrap());
+    assert!(db.grants("alice").await.unwrap().is_empty());
+    assert_eq!(db.account_count().await.unwrap(), 1);
+    for i in 0..3 {
+        db.audit_append(&AuditEvent {
+            actor: "a".into(),
+            action: format!("e{i}"),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    db.audit_append(&AuditEvent {
+        at: 1,
+        actor: "old".into(),
+        action: "ancient".into(),
+        target: "t".into(),
+        detail: "d".into(),
+        client: "c".into(),
+    })
+    .await
+    .unwrap();
+    // The newest entries, newest last; `at` 0 means now.
+    let log = db.audit_list(0, 2).await.unwrap();
+    assert_eq!(
+        log.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(),
+        ["e2", "ancient"]
+    );
+    assert_eq!(log[1].client, "c");
+    let recent = db.audit_list(1_000_000, 10).await.unwrap();
+    assert_eq!(
+        recent.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(),
+        ["e0", "e1", "e2"]
+    );
+    assert!(recent.iter().all(|e| e.at >= 1_000_000));
+}
+
+/// Runs every [`MetadataStore`] function of the suite, one `#[tokio::test]` each.
+/// `$fresh` is an async function returning `(keep, Arc<dyn MetadataStore>)`, a fresh
+/// empty store and whatever must live as long as it (a temporary directory...).
+#[macro_export]
+macro_rules! metadata_store_suite {
+    ($fresh:path) => {
+        $crate::metadata_store_suite!(@each $fresh;
+            manifest_put_is_atomic,
+            guard_refusals_refuse_the_whole_request,
+            unlink_refuses_a_blob_in_use,
+            tags_paginate,
+            repositories_paginate,
+            upload_sessions,
+            referrers_filter_by_artifact_type,
+            claims_block_orphaning_and_tombstones_block_claims,
+            every_live_claim_protects,
+            released_claims_neither_protect_nor_link,
+            mount_links_only_what_the_source_links,
+            mount_and_unlink_race_consistently,
+            claim_and_unlink_race_consistently,
+        );
+    };
+    (@each $fresh:path; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                let (_keep, store) = $fresh().await;
+                $crate::testsuite::$name(store).await;
+            }
+        )*
+    };
+}
+
+/// Runs every [`AccountStore`] function of the suite; `$fresh` returns
+/// `(keep, store)` where `&store` derefs to a `dyn AccountStore` implementor.
+#[macro_export]
+macro_rules! account_store_suite {
+    ($fresh:path) => {
+        #[tokio::test]
+        async fn accounts_grants_public_audit() {
+            let (_keep, store) = $fresh().await;
+            $crate::testsuite::accounts_grants_public_audit(&store).await;
+        }
+    };
+}
+
+/// Runs every [`StatsStore`] function of the suite; `$fresh` returns `(keep, store)`.
+#[macro_export]
+macro_rules! stats_store_suite {
+    ($fresh:path) => {
+        $crate::stats_store_suite!(@each $fresh; downloads_add_and_query, request_counters);
+    };
+    (@each $fresh:path; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                let (_keep, store) = $fresh().await;
+                $crate::testsuite::$name(&store).await;
+            }
+        )*
+    };
+}
