@@ -82,6 +82,18 @@ pub fn open_meta(config: &Config, create: Create) -> Result<MetaStores, BackendE
     })
 }
 
+/// Takes the data directory's exclusive lock for this process (`berth serve`), before
+/// anything in it is read or changed: a second server on the same directory would
+/// delete the first one's uploads as orphans and disagree with its caches. Released when
+/// the returned lock is dropped or the process ends.
+pub fn lock_data_dir(config: &Config) -> Result<berth_storage::lock::DirLock, BackendError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| BackendError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    Ok(berth_storage::lock::DirLock::acquire(&config.data_dir)?)
+}
+
 /// Opens the blob store the configuration names.
 pub fn open_blobs(config: &Config) -> Result<Arc<dyn BlobStore>, BackendError> {
     std::fs::create_dir_all(&config.data_dir).map_err(|source| BackendError::DataDir {

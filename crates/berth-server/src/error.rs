@@ -143,6 +143,7 @@ impl From<RegistryError> for ApiError {
             E::TagRefused(_) => ApiError::new(C::TagConflict, message),
             E::ForceDenied(_) => ApiError::new(C::Denied, message),
             E::NameUnknown(_) => ApiError::new(C::NameUnknown, message),
+            E::BlobBusy(_) => ApiError::new(C::Unavailable, message).header("retry-after", "1"),
             E::ParameterInvalid(_) => ApiError::new(C::ParameterInvalid, message),
             E::Storage(e) => ApiError::internal(&e),
             E::Meta(e) => ApiError::internal(&e),

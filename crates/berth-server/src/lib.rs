@@ -81,6 +81,7 @@ pub enum StartError {
 /// Builds the server's state from the configuration: the backends it names (through
 /// [`backends`]), the registry service, access control, and the event subscribers.
 pub fn build_state(config: &Config) -> Result<AppState, StartError> {
+    let data_lock = Arc::new(backends::lock_data_dir(config)?);
     let blobs = backends::open_blobs(config)?;
     let stores = backends::open_meta(config, backends::Create::Yes)?;
     // Pulls read manifests and blob links through a bounded cache; every write goes
@@ -137,6 +138,7 @@ pub fn build_state(config: &Config) -> Result<AppState, StartError> {
         insecure_open: config.insecure_open,
         tls,
         blob_transfer: config.blob_transfer,
+        data_lock,
     })
 }
 

@@ -26,4 +26,6 @@ pub struct AppState {
     pub insecure_open: bool,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub blob_transfer: BlobTransfer,
+    /// The data directory's lock, held while any clone of the state lives.
+    pub data_lock: Arc<berth_storage::lock::DirLock>,
 }

@@ -11,6 +11,11 @@ use berth_storage::{ByteStream, LocalBlob, StorageError};
 use super::{Registry, RegistryError, Result};
 use crate::events::{Actor, Event};
 
+/// How many times a commit waits for a concurrent deletion of the same digest (in this
+/// process or another) to finish, and how long each wait is; then it answers busy.
+const BUSY_RETRIES: u32 = 50;
+const BUSY_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// The bytes of a blob (or of a range of it) ready to be sent.
 pub enum BlobContent {
     /// A local file to send from (zero-copy or copy): `range` of `file`.
@@ -176,11 +181,12 @@ impl Registry {
         }
     }
 
-    /// Commits the bytes of `id` as `digest` and links them into `repo`, under the
-    /// digest's lock, so that no concurrent deletion removes the bytes between their
-    /// commit and the link. `session` says whether `id` is a registered upload session
-    /// (a monolithic upload's temporary file is not: it lives for one request, and a
-    /// crash leaves only a file that start-up removes).
+    /// Commits the bytes of `id` as `digest` and links them into `repo`, following the
+    /// store's claim protocol: the claim keeps any concurrent deletion of the digest (in
+    /// this process or another) from removing the bytes between their commit and the
+    /// link. `session` says whether `id` is a registered upload session (a monolithic
+    /// upload's temporary file is not: it lives for one request, and a crash leaves only
+    /// a file that start-up removes).
     async fn place_blob(
         &self,
         repo: &RepoName,
@@ -188,11 +194,11 @@ impl Registry {
         digest: &Digest,
         session: bool,
     ) -> Result<u64> {
-        let guard = self.lock_for(digest).lock().await;
+        let claim = self.claim(digest).await?;
         let size = match self.blobs.upload_commit(id, digest).await {
             Ok(size) => size,
             Err(e) => {
-                drop(guard);
+                self.meta.blob_claim_release(&claim).await?;
                 if matches!(e, StorageError::DigestMismatch { .. }) {
                     if session {
                         self.drop_upload(id).await?;
@@ -203,8 +209,10 @@ impl Registry {
                 return Err(e.into());
             }
         };
-        self.meta.blob_link(repo, digest, size).await?;
-        drop(guard);
+        if let Err(e) = self.meta.blob_link_claimed(&claim, repo, size).await {
+            let _ = self.meta.blob_claim_release(&claim).await;
+            return Err(e.into());
+        }
         self.emit(Event::BlobCommitted {
             repo: repo.clone(),
             digest: digest.clone(),
@@ -214,19 +222,31 @@ impl Registry {
         Ok(size)
     }
 
+    /// Claims `digest` for placing its bytes, waiting while a deletion of it finishes.
+    async fn claim(&self, digest: &Digest) -> Result<berth_meta::BlobClaim> {
+        let mut tries = 0;
+        loop {
+            match self.meta.blob_claim(digest).await {
+                Err(berth_meta::MetaError::BlobBusy(_)) if tries < BUSY_RETRIES => {
+                    tries += 1;
+                    tokio::time::sleep(BUSY_WAIT).await;
+                }
+                r => return Ok(r?),
+            }
+        }
+    }
+
     /// Links a blob of `from` into `to` when `from` has it and its bytes are present.
     /// Returns whether it did.
     pub async fn mount(&self, from: &RepoName, to: &RepoName, digest: &Digest) -> Result<bool> {
-        {
-            let _guard = self.lock_for(digest).lock().await;
-            let Some(size) = self.meta.blob_size(from, digest).await? else {
-                return Ok(false);
-            };
-            if self.blobs.stat(digest).await?.is_none() {
+        if self.blobs.stat(digest).await?.is_none() {
+            if self.meta.blob_size(from, digest).await?.is_some() {
                 tracing::warn!(%digest, repo = %from, "blob linked but missing from storage");
-                return Ok(false);
             }
-            self.meta.blob_link(to, digest, size).await?;
+            return Ok(false);
+        }
+        if self.meta.blob_mount(from, to, digest).await?.is_none() {
+            return Ok(false);
         }
         self.emit(Event::BlobMounted {
             from: from.clone(),
@@ -312,21 +332,21 @@ impl Registry {
     /// Unlinks a blob from `repo` and deletes its bytes once no repository links it and
     /// no commit of it is in flight (the store decides, in one transaction).
     pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest, actor: Actor) -> Result<()> {
-        {
-            let _guard = self.lock_for(digest).lock().await;
-            match self.meta.blob_unlink(repo, digest).await? {
-                Unlinked::NotLinked => {
-                    return Err(RegistryError::BlobUnknown {
-                        repo: repo.clone(),
-                        digest: digest.clone(),
-                    })
-                }
-                Unlinked::Removed { orphaned } => {
-                    if orphaned {
-                        self.blobs.delete(digest).await?;
-                    }
-                }
+        match self.meta.blob_unlink(repo, digest).await? {
+            Unlinked::NotLinked => {
+                return Err(RegistryError::BlobUnknown {
+                    repo: repo.clone(),
+                    digest: digest.clone(),
+                })
             }
+            // The store left a tombstone: no commit of the digest can start until the
+            // bytes are gone and the tombstone removed (or it goes stale after a crash,
+            // leaving at most an orphan file for the collector).
+            Unlinked::Removed { orphaned: true } => {
+                self.blobs.delete(digest).await?;
+                self.meta.blob_deletion_done(digest).await?;
+            }
+            Unlinked::Removed { orphaned: false } => {}
         }
         self.emit(Event::BlobDeleted {
             repo: repo.clone(),

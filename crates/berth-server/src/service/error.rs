@@ -59,6 +59,9 @@ pub enum RegistryError {
     ForceDenied(RepoName),
     #[error("repository {0} is not known")]
     NameUnknown(RepoName),
+    /// A deletion of the blob is under way (here or in another process); try again.
+    #[error("blob {0} is being deleted; try again in a moment")]
+    BlobBusy(Digest),
     #[error("{0}")]
     ParameterInvalid(String),
     /// A storage failure; logged, never shown to a client.
@@ -83,6 +86,7 @@ impl From<MetaError> for RegistryError {
             MetaError::MissingReferences(d) => RegistryError::MissingReferences(d),
             MetaError::BlobInUse(m) => RegistryError::BlobInUse(m),
             MetaError::TagRefused(m) => RegistryError::TagRefused(m),
+            MetaError::BlobBusy(d) => RegistryError::BlobBusy(d),
             e => RegistryError::Meta(e),
         }
     }

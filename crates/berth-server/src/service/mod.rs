@@ -40,10 +40,7 @@ pub struct Registry {
     events: Events,
     max_manifest_bytes: usize,
     upload_idle_timeout: Duration,
-    digest_locks: Vec<tokio::sync::Mutex<()>>,
 }
-
-const LOCK_STRIPES: usize = 64;
 
 /// How the service is built: its stores, its policy and its limits.
 pub struct RegistryParts {
@@ -64,17 +61,7 @@ impl Registry {
             events: parts.events,
             max_manifest_bytes: parts.max_manifest_bytes,
             upload_idle_timeout: parts.upload_idle_timeout,
-            digest_locks: (0..LOCK_STRIPES)
-                .map(|_| tokio::sync::Mutex::new(()))
-                .collect(),
         }
-    }
-
-    fn lock_for(&self, digest: &Digest) -> &tokio::sync::Mutex<()> {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        digest.hash(&mut h);
-        &self.digest_locks[(h.finish() as usize) % LOCK_STRIPES]
     }
 
     /// The largest manifest accepted, in bytes.

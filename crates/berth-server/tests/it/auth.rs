@@ -72,8 +72,8 @@ async fn setup() -> (TestRegistry, Admin, Digest, Digest, String) {
         .public_add(&berth_auth::Pattern::parse("pub/*").unwrap())
         .await
         .unwrap();
-    // Let the server's one-second account snapshot expire.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // The accounts were changed beside the server: drop what it cached.
+    reg.state.auth.invalidate();
     let _ = pub_manifest;
     (reg, admin, manifest, layer, upload)
 }
@@ -537,5 +537,132 @@ async fn catalog_shows_only_pullable_repositories() {
     assert_eq!(
         list(Some(format!("Bearer {}", v["token"].as_str().unwrap()))).await,
         ["other/x", "pub/lib"]
+    );
+}
+
+/// Polls `probe` until it answers `want`, for at most `limit`; returns how long it took.
+async fn until_status(
+    limit: Duration,
+    want: StatusCode,
+    probe: impl Fn() -> reqwest::RequestBuilder,
+) -> Duration {
+    let start = std::time::Instant::now();
+    loop {
+        let status = probe().send().await.unwrap().status();
+        if status == want {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "still {status} after {limit:?}, wanted {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn token_for(reg: &TestRegistry, user: &str, scope: &str) -> String {
+    let v: Value = reg
+        .req(Method::GET, &format!("/token?scope={scope}"))
+        .header("authorization", basic(user, PW))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    format!("Bearer {}", v["token"].as_str().unwrap())
+}
+
+#[tokio::test]
+async fn revoked_accounts_and_grants_stop_their_tokens_within_a_second() {
+    let (reg, admin, _, _, _) = setup().await;
+    let writer = token_for(&reg, "writer", "repository:team/app:pull,push").await;
+    let reader = token_for(&reg, "reader", "repository:team/app:pull").await;
+    let push = |bearer: &str| {
+        reg.req(Method::POST, "/v2/team/app/blobs/uploads/")
+            .header("authorization", bearer.to_owned())
+    };
+    let pull = |bearer: &str| {
+        reg.req(Method::GET, "/v2/team/app/tags/list")
+            .header("authorization", bearer.to_owned())
+    };
+    assert_eq!(
+        push(&writer).send().await.unwrap().status(),
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(pull(&reader).send().await.unwrap().status(), StatusCode::OK);
+
+    // A disabled account's live token stops working within the account cache's bound.
+    admin.set_disabled("writer", true).await.unwrap();
+    let took = until_status(Duration::from_secs(3), StatusCode::UNAUTHORIZED, || {
+        push(&writer)
+    })
+    .await;
+    assert!(
+        took <= berth_server::auth::ACCOUNT_TTL + Duration::from_millis(500),
+        "{took:?}"
+    );
+    let r = push(&writer).send().await.unwrap();
+    assert!(r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .contains("invalid_token"));
+
+    // A removed grant stops a token that still carries it.
+    admin
+        .revoke("reader", &berth_auth::Pattern::parse("team/*").unwrap())
+        .await
+        .unwrap();
+    let took = until_status(Duration::from_secs(3), StatusCode::UNAUTHORIZED, || {
+        pull(&reader)
+    })
+    .await;
+    assert!(
+        took <= berth_server::auth::ACCOUNT_TTL + Duration::from_millis(500),
+        "{took:?}"
+    );
+
+    // Basic credentials follow the same bound.
+    admin.set_disabled("boss", true).await.unwrap();
+    until_status(Duration::from_secs(3), StatusCode::UNAUTHORIZED, || {
+        reg.req(Method::GET, "/v2/team/app/tags/list")
+            .header("authorization", basic("boss", PW))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_token_lists_the_catalog_only_with_the_catalog_scope() {
+    let (reg, _admin, _, _, _) = setup().await;
+    let repo_only = token_for(&reg, "boss", "repository:team/app:pull").await;
+    let r = reg
+        .req(Method::GET, "/v2/_catalog")
+        .header("authorization", repo_only)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
+    assert!(
+        challenge.contains("scope=\"registry:catalog:*\""),
+        "{challenge}"
+    );
+    assert!(
+        challenge.contains("error=\"insufficient_scope\""),
+        "{challenge}"
+    );
+    let catalog = token_for(&reg, "reader", "registry:catalog:*").await;
+    let v: Value = reg
+        .req(Method::GET, "/v2/_catalog")
+        .header("authorization", catalog)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        v["repositories"],
+        serde_json::json!(["pub/lib", "team/app"])
     );
 }

@@ -14,6 +14,8 @@ pub struct TestRegistry {
     task: Option<tokio::task::JoinHandle<()>>,
     dir: Option<tempfile::TempDir>,
     data_dir: PathBuf,
+    /// The server's state, for explicit cache invalidation in tests.
+    pub state: berth_server::AppState,
 }
 
 impl TestRegistry {
@@ -38,6 +40,7 @@ impl TestRegistry {
     pub async fn start_in(data_dir: &Path, mut config: berth_server::Config) -> TestRegistry {
         config.data_dir = data_dir.to_owned();
         let state = berth_server::build_state(&config).unwrap();
+        let kept = state.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -58,6 +61,7 @@ impl TestRegistry {
             task: Some(task),
             dir: None,
             data_dir: data_dir.to_owned(),
+            state: kept,
         }
     }
 

@@ -11,4 +11,5 @@ mod lists;
 mod manifests;
 mod metrics;
 mod policy;
+mod startup;
 mod uploads;
