@@ -1033,20 +1033,6 @@ impl Registry {
         Ok(())
     }
 
-    /// Reads a small blob (a config) into memory, verified.
-    pub async fn get_blob_bytes(&self, repo: &RepoName, desc: &Descriptor) -> Result<Bytes> {
-        if desc.size > MAX_MANIFEST_BYTES * 4 {
-            return Err(ClientError::Unsupported(format!(
-                "blob {} is too large to read into memory",
-                desc.digest
-            )));
-        }
-        let stream = self.get_blob(repo, desc).await?;
-        let stream = crate::image::verify_stream(stream, desc, Box::new(|_| {}));
-        let parts: Vec<Bytes> = stream.try_collect().await?;
-        Ok(Bytes::from(parts.concat()))
-    }
-
     /// Lists a paginated endpoint, following `Link` headers.
     async fn paginate(
         &self,
