@@ -45,6 +45,15 @@ pub trait ImageSource: Send + Sync {
     fn image_name(&self) -> Option<String> {
         None
     }
+    /// The referrers of the manifest `digest` (only those of `artifact_type` when given),
+    /// or `None` when the source cannot list referrers (layouts and archives).
+    async fn referrers(
+        &self,
+        _digest: &Digest,
+        _artifact_type: Option<&str>,
+    ) -> Result<Option<Vec<Descriptor>>> {
+        Ok(None)
+    }
 }
 
 /// Where images are written. Implemented for registries, layouts and tarballs.

@@ -1,5 +1,7 @@
-//! What an image is made of: kind, platforms of an index, and for an image its config
-//! (platform, entrypoint, env, labels, created) and layers with sizes.
+//! What an image is made of: kind, artifact type, annotations and subject, platforms of
+//! an index, for an image its config (platform, entrypoint, env, labels, created) and
+//! layers with sizes, and the manifests that refer to it (signatures, SBOMs) when the
+//! source is a registry.
 //!
 //! [`inspect`] gathers an [`Inspection`] from any source; [`Inspection::to_text`] renders
 //! it for people and serde renders it for scripts. Nothing here prints.
@@ -81,6 +83,30 @@ pub struct IndexEntry {
     pub platform: Option<String>,
 }
 
+/// One manifest whose `subject` is the inspected one (a signature, an SBOM...).
+#[derive(Debug, Clone, Serialize)]
+pub struct Referrer {
+    pub digest: Digest,
+    pub media_type: String,
+    /// The referrer's `artifactType`, else its config's media type.
+    pub artifact_type: Option<String>,
+    pub size: u64,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl From<Descriptor> for Referrer {
+    fn from(d: Descriptor) -> Referrer {
+        Referrer {
+            digest: d.digest,
+            media_type: d.media_type,
+            artifact_type: d.artifact_type,
+            size: d.size,
+            annotations: d.annotations,
+        }
+    }
+}
+
 /// One layer of an image.
 #[derive(Debug, Clone, Serialize)]
 pub struct Layer {
@@ -108,12 +134,32 @@ pub struct Inspection {
     pub digest: Digest,
     pub media_type: String,
     pub size: u64,
+    /// The `artifactType` of an index or manifest, else the config media type of a
+    /// manifest that is not an image (an artifact such as a Helm chart or a signature).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    /// The manifest this one refers to, when it is a referrer itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<Digest>,
+    /// The annotations of the index or manifest.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
     /// The entries when the reference names an index.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub manifests: Vec<IndexEntry>,
     /// The image (the selected platform's, for an index inspected with a platform).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image: Option<ImageSummary>,
+    /// The manifests referring to this one; absent when the source cannot list referrers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub referrers: Option<Vec<Referrer>>,
+}
+
+/// True for the config media types of runnable images; other configs belong to artifacts
+/// and are not read (they need not be JSON, let alone an image config).
+fn is_image_config(media_type: &str) -> bool {
+    media_type == berth_oci::media_types::OCI_CONFIG
+        || media_type == berth_oci::media_types::DOCKER_CONFIG
 }
 
 /// Reads and verifies a config blob.
@@ -137,10 +183,10 @@ async fn summarize(src: &dyn ImageSource, m: &Manifest) -> Result<ImageSummary> 
     let config_desc = parsed
         .config
         .ok_or_else(|| ClientError::invalid(src.describe(), "image manifest without config"))?;
-    let config = if config_desc.media_type == berth_oci::media_types::OCI_EMPTY {
-        ImageConfig::default()
-    } else {
+    let config = if parsed.artifact_type.is_none() && is_image_config(&config_desc.media_type) {
         read_config(src, &config_desc).await?.1
+    } else {
+        ImageConfig::default()
     };
     let layers: Vec<Layer> = parsed
         .layers
@@ -154,7 +200,11 @@ async fn summarize(src: &dyn ImageSource, m: &Manifest) -> Result<ImageSummary> 
     Ok(ImageSummary {
         digest: m.digest.clone(),
         config_digest: config_desc.digest.clone(),
-        platform: config.platform().to_string(),
+        platform: if config.os.is_empty() && config.architecture.is_empty() {
+            String::new()
+        } else {
+            config.platform().to_string()
+        },
         total_size: config_desc.size + layers.iter().map(|l| l.size).sum::<u64>(),
         config,
         layers,
@@ -167,16 +217,31 @@ pub async fn inspect(
     platform: Option<&PlatformFilter>,
 ) -> Result<Inspection> {
     let root = src.root().await?;
+    let parsed = root.parse()?;
+    let artifact_type = parsed.artifact_type.clone().or_else(|| {
+        parsed
+            .config
+            .as_ref()
+            .map(|c| c.media_type.clone())
+            .filter(|t| !is_image_config(t))
+    });
+    let referrers = src
+        .referrers(&root.digest, None)
+        .await?
+        .map(|r| r.into_iter().map(Referrer::from).collect());
     let mut out = Inspection {
         name: src.describe(),
         digest: root.digest.clone(),
         media_type: root.media_type.clone(),
         size: root.bytes.len() as u64,
+        artifact_type,
+        subject: parsed.subject.as_ref().map(|d| d.digest.clone()),
+        annotations: parsed.annotations.clone(),
         manifests: Vec::new(),
         image: None,
+        referrers,
     };
     if root.is_index() {
-        let parsed = root.parse()?;
         out.manifests = parsed
             .manifests
             .iter()
@@ -211,6 +276,18 @@ impl Inspection {
         let _ = writeln!(s, "Name:       {}", self.name);
         let _ = writeln!(s, "Digest:     {}", self.digest);
         let _ = writeln!(s, "MediaType:  {}", self.media_type);
+        if let Some(t) = &self.artifact_type {
+            let _ = writeln!(s, "ArtifactType: {t}");
+        }
+        if let Some(d) = &self.subject {
+            let _ = writeln!(s, "Subject:    {d}");
+        }
+        if !self.annotations.is_empty() {
+            let _ = writeln!(s, "Annotations:");
+            for (k, v) in &self.annotations {
+                let _ = writeln!(s, "  {k}={v}");
+            }
+        }
         if !self.manifests.is_empty() {
             let _ = writeln!(s, "Manifests:");
             for m in &self.manifests {
@@ -228,7 +305,9 @@ impl Inspection {
             if img.digest != self.digest {
                 let _ = writeln!(s, "Image:      {}", img.digest);
             }
-            let _ = writeln!(s, "Platform:   {}", img.platform);
+            if !img.platform.is_empty() {
+                let _ = writeln!(s, "Platform:   {}", img.platform);
+            }
             let _ = writeln!(s, "Config:     {}", img.config_digest);
             if let Some(created) = &c.created {
                 let _ = writeln!(s, "Created:    {created}");
@@ -274,6 +353,114 @@ impl Inspection {
                 img.total_size
             );
         }
+        match &self.referrers {
+            Some(refs) if refs.is_empty() => {
+                let _ = writeln!(s, "Referrers:  none");
+            }
+            Some(refs) => {
+                let _ = writeln!(s, "Referrers:");
+                for r in refs {
+                    let _ = writeln!(
+                        s,
+                        "  {}  {:>10}  {}",
+                        r.digest,
+                        human_bytes(r.size),
+                        r.artifact_type.as_deref().unwrap_or(&r.media_type)
+                    );
+                    for (k, v) in &r.annotations {
+                        let _ = writeln!(s, "      {k}={v}");
+                    }
+                }
+            }
+            None => {}
+        }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digest(n: u8) -> Digest {
+        Digest::sha256(&[n])
+    }
+
+    #[test]
+    fn text_shows_artifact_annotations_and_referrers() {
+        let mut annotations = BTreeMap::new();
+        annotations.insert(
+            "org.opencontainers.image.created".to_owned(),
+            "2024-05-06T07:08:09Z".to_owned(),
+        );
+        let info = Inspection {
+            name: "h/app:1".into(),
+            digest: digest(1),
+            media_type: berth_oci::media_types::OCI_INDEX.into(),
+            size: 100,
+            artifact_type: Some("application/vnd.example.bundle".into()),
+            subject: Some(digest(2)),
+            annotations: annotations.clone(),
+            manifests: Vec::new(),
+            image: None,
+            referrers: Some(vec![Referrer {
+                digest: digest(3),
+                media_type: berth_oci::media_types::OCI_MANIFEST.into(),
+                artifact_type: Some("application/vnd.example.sig".into()),
+                size: 2048,
+                annotations,
+            }]),
+        };
+        let text = info.to_text();
+        assert!(
+            text.contains("ArtifactType: application/vnd.example.bundle\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("Subject:    {}\n", digest(2))),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "Annotations:\n  org.opencontainers.image.created=2024-05-06T07:08:09Z\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "Referrers:\n  {}     2.0 KiB  application/vnd.example.sig\n      org.opencontainers.image.created=2024-05-06T07:08:09Z\n",
+                digest(3)
+            )),
+            "{text}"
+        );
+        let json = serde_json::to_value(&info).unwrap();
+        assert_eq!(
+            json["referrers"][0]["artifact_type"],
+            "application/vnd.example.sig"
+        );
+        assert_eq!(json["referrers"][0]["size"], 2048);
+
+        let none = Inspection {
+            referrers: Some(Vec::new()),
+            artifact_type: None,
+            subject: None,
+            annotations: BTreeMap::new(),
+            ..info.clone()
+        };
+        let text = none.to_text();
+        assert!(text.ends_with("Referrers:  none\n"), "{text}");
+        assert!(
+            !text.contains("ArtifactType") && !text.contains("Annotations"),
+            "{text}"
+        );
+        let local = Inspection {
+            referrers: None,
+            ..none
+        };
+        assert!(!local.to_text().contains("Referrers"));
+        assert!(serde_json::to_value(&local)
+            .unwrap()
+            .get("referrers")
+            .is_none());
     }
 }

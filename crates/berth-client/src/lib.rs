@@ -8,6 +8,8 @@
 //! - [`auth`]: the Docker config file, `WWW-Authenticate` challenges, token fetches.
 //! - [`registry`]: the HTTP client for one registry (manifests, blobs, uploads, tags,
 //!   catalog) with auth, retries and resumable transfers.
+//! - [`referrers`]: the OCI 1.1 referrers API, with the referrers tag schema as the
+//!   fallback for listing and kept up to date when pushing or deleting referrers.
 //! - [`image`]: manifests as exact bytes, blob streams, digest verification, platforms.
 //! - [`layout`] and [`archive`]: OCI layout directories and tarballs, read and written.
 //! - [`transport`]: registries as sources and destinations; opening any location.
@@ -19,7 +21,7 @@
 //! - [`error`]: [`ClientError`] and its exit codes.
 //!
 //! Layers call one way: commands → copy/inspect/index → transports → registry/layout/
-//! archive → image/reference. Nothing here prints except the progress renderers, and
+//! archive → image/reference (the referrers module extends the registry client). Nothing here prints except the progress renderers, and
 //! nothing knows about the command line.
 
 pub mod archive;
@@ -33,6 +35,7 @@ pub mod layout;
 pub mod location;
 pub mod progress;
 pub mod reference;
+pub mod referrers;
 pub mod registry;
 pub mod transport;
 

@@ -1,4 +1,5 @@
-//! An HTTP client for one OCI registry: manifests, blobs, uploads, tags and catalog.
+//! An HTTP client for one OCI registry: manifests, blobs, uploads, tags and catalog (the
+//! referrers operations are in [`crate::referrers`]).
 //!
 //! Every request goes through [`Registry::send`], which adds credentials, answers a 401
 //! challenge once (Basic, or a Bearer token fetched for the request's scopes and cached
@@ -23,6 +24,7 @@ use crate::auth::{self, Challenge, Credentials};
 use crate::error::{from_response, ClientError, Result};
 use crate::image::{BlobStream, Manifest, MAX_MANIFEST_BYTES};
 use crate::reference::{api_host, is_local_host};
+use crate::referrers;
 
 /// Tuning knobs shared by every registry client.
 #[derive(Debug, Clone)]
@@ -230,7 +232,7 @@ pub fn next_link(headers: &HeaderMap) -> Option<String> {
         })
 }
 
-const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
+pub(crate) const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
 
 impl Registry {
     fn new(
@@ -278,7 +280,7 @@ impl Registry {
         }
     }
 
-    fn network(&self, e: &reqwest::Error) -> ClientError {
+    pub(crate) fn network(&self, e: &reqwest::Error) -> ClientError {
         ClientError::Network {
             host: self.inner.host.clone(),
             detail: error_chain(e),
@@ -559,7 +561,10 @@ impl Registry {
         }))
     }
 
-    /// Pushes the exact bytes of a manifest under a tag or its digest.
+    /// Pushes the exact bytes of a manifest under a tag or its digest. When the manifest
+    /// has a `subject` and the registry's answer lacks `OCI-Subject` (it did not process
+    /// the subject), the manifest is also listed in the referrers tag schema's index, as
+    /// the OCI Distribution Spec 1.1 asks of clients (see [`crate::referrers`]).
     pub async fn put_manifest(
         &self,
         repo: &RepoName,
@@ -590,6 +595,11 @@ impl Registry {
                     expected: m.digest.clone(),
                     actual: d,
                 });
+            }
+        }
+        if !resp.headers().contains_key(referrers::SUBJECT_HEADER) {
+            if let Some((subject, desc)) = referrers::referrer_entry(m) {
+                self.add_tag_referrer(repo, &subject, &desc).await?;
             }
         }
         Ok(())
@@ -1031,20 +1041,6 @@ impl Registry {
         self.check(resp, "PUT blob", &format!("blob {}", desc.digest))
             .await?;
         Ok(())
-    }
-
-    /// Reads a small blob (a config) into memory, verified.
-    pub async fn get_blob_bytes(&self, repo: &RepoName, desc: &Descriptor) -> Result<Bytes> {
-        if desc.size > MAX_MANIFEST_BYTES * 4 {
-            return Err(ClientError::Unsupported(format!(
-                "blob {} is too large to read into memory",
-                desc.digest
-            )));
-        }
-        let stream = self.get_blob(repo, desc).await?;
-        let stream = crate::image::verify_stream(stream, desc, Box::new(|_| {}));
-        let parts: Vec<Bytes> = stream.try_collect().await?;
-        Ok(Bytes::from(parts.concat()))
     }
 
     /// Lists a paginated endpoint, following `Link` headers.

@@ -65,6 +65,16 @@ impl ImageSource for RegistrySource {
         let tag = self.image.tag_or_default()?;
         Some(familiar_name(&format!("{}:{tag}", self.image.name())))
     }
+    async fn referrers(
+        &self,
+        digest: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Option<Vec<Descriptor>>> {
+        self.reg
+            .referrers(&self.image.repository, digest, artifact_type)
+            .await
+            .map(Some)
+    }
 }
 
 /// Writes images into a registry repository.

@@ -7,6 +7,7 @@ mod auth;
 mod fixtures;
 mod index_tag;
 mod local;
+mod referrers;
 mod registry_copy;
 mod resume;
 mod skopeo;

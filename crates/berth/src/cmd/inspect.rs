@@ -1,4 +1,5 @@
-//! `berth inspect`: manifest or index, platforms, config, layers and sizes.
+//! `berth inspect`: manifest or index, artifact type, annotations, platforms, config,
+//! layers and sizes, and the referrers of a registry image.
 
 use std::io::Write;
 
@@ -7,8 +8,9 @@ use clap::Args;
 
 use super::{block_on, print_json, Common};
 
-/// Show what an image is: manifest or index, platforms, config (entrypoint, env, labels,
-/// created), layer sizes and total compressed size.
+/// Show what an image is: manifest or index, artifact type, annotations, platforms, config
+/// (entrypoint, env, labels, created), layer sizes and total compressed size, and for a
+/// registry image its referrers (signatures, SBOMs: the manifests whose subject it is).
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
   berth inspect localhost:5000/app:1.0
@@ -22,7 +24,7 @@ pub struct InspectArgs {
     /// Print the exact manifest or index bytes.
     #[arg(long, conflicts_with = "json")]
     raw: bool,
-    /// Print a JSON summary.
+    /// Print a JSON summary (with a `referrers` array for a registry image).
     #[arg(long)]
     json: bool,
     /// For an index, also show this platform's image.
