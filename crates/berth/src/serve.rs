@@ -95,7 +95,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
         let scheme = if config.tls_cert.is_some() { "https" } else { "http" };
-        tracing::info!(data_dir = %config.data_dir.display(), "berth registry listening on {scheme}://{addr}");
+        let url = format!("{scheme}://{addr}");
+        // `url` is the machine-readable field (BERTH_LOG_FORMAT=json) that tests and
+        // scripts wait for; the message says the same for people.
+        tracing::info!(url = %url, data_dir = %config.data_dir.display(), "berth registry listening on {url}");
         berth_server::run(listener, state, shutdown_signal()).await?;
         tracing::info!("berth registry stopped");
         Ok(())

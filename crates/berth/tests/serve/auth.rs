@@ -119,7 +119,9 @@ fn skopeo_through_the_token_flow() {
         None,
     );
     let secret = secret.trim();
-    std::thread::sleep(std::time::Duration::from_millis(1200));
+    // The server sees the first account within its one-second cache: wait for the
+    // challenge on `/v2/` instead of sleeping a fixed time.
+    crate::process::wait_for_status(&reg, "/v2/", 401);
 
     let dest = format!("docker://{reg}/team/app:v1");
     let src_ref = format!("oci:{}:v1", src.display());

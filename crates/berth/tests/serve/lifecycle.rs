@@ -84,3 +84,20 @@ fn config_file_and_environment() {
         );
     });
 }
+
+#[test]
+fn a_second_server_on_one_data_directory_exits_naming_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = ServerProcess::start(dir.path(), &[]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use by another berth process"), "{err}");
+    assert!(err.contains(&format!("pid {}", first.child.id())), "{err}");
+    // The first server still serves.
+    assert_eq!(crate::process::status_of(&first.addr, "/v2/"), 200);
+}

@@ -27,6 +27,7 @@ impl ServerProcess {
             .arg(data_dir)
             .args(extra)
             .env("BERTH_LOG", "info")
+            .env("BERTH_LOG_FORMAT", "json")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -41,15 +42,15 @@ impl ServerProcess {
                 let Ok(line) = line else { break };
                 if !sent {
                     log2.lock().unwrap().push_str(&format!("{line}\n"));
-                    if let Some(i) = line.find("listening on ") {
-                        let url = line[i + "listening on ".len()..]
-                            .split_whitespace()
-                            .next()
-                            .unwrap_or("");
+                    // The machine-readable line: a JSON log event with a `url` field.
+                    let url = serde_json::from_str::<serde_json::Value>(&line)
+                        .ok()
+                        .and_then(|v| v["fields"]["url"].as_str().map(str::to_owned));
+                    if let Some(url) = url {
                         let addr = url
                             .split_once("://")
                             .map(|(_, a)| a)
-                            .unwrap_or(url)
+                            .unwrap_or(&url)
                             .to_owned();
                         let _ = tx.send(addr);
                         sent = true;
@@ -128,4 +129,32 @@ pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
 
 pub fn digest(b: &[u8]) -> Digest {
     Digest::sha256(b)
+}
+
+/// Status of a plain `GET path` on `addr` (HTTP/1.0, no client library, so sync tests can
+/// poll too).
+pub fn status_of(addr: &str, path: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).unwrap();
+    std::str::from_utf8(&head[9..12]).unwrap().parse().unwrap()
+}
+
+/// Waits (10 s at most) until `GET path` on `addr` answers `status`.
+pub fn wait_for_status(addr: &str, path: &str, status: u16) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = status_of(addr, path);
+        if got == status {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "GET {path} still answers {got}, not {status}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
