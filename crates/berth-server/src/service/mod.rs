@@ -98,6 +98,16 @@ impl Registry {
         Ok(self.meta.referrers(repo, subject, artifact_type).await?)
     }
 
+    /// Every repository with its tag count, size and last push (for the dashboard).
+    pub async fn repository_summaries(&self) -> Result<Vec<berth_meta::RepositorySummary>> {
+        Ok(self.meta.repository_summaries().await?)
+    }
+
+    /// Every tag of `repo` with its manifest's details (for the dashboard).
+    pub async fn tag_details(&self, repo: &RepoName) -> Result<Vec<berth_meta::TagDetail>> {
+        Ok(self.meta.tag_details(repo).await?)
+    }
+
     /// Distinct blobs and their bytes, for the metrics.
     pub async fn stored_bytes(&self) -> Result<(u64, u64)> {
         Ok(self.meta.stored_bytes().await?)
