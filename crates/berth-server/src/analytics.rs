@@ -12,6 +12,13 @@
 //! Events are counted in memory per (repository, version, platform, client, hour) and
 //! flushed in one transaction every flush interval and at shutdown, so a crash loses at
 //! most one interval of counts.
+//!
+//! Memory and the database stay bounded whatever callers send: an index waiting for its
+//! child is keyed by the client address, the client family and a 64-bit hash of the
+//! User-Agent (never the agent itself), and at most [`MAX_PENDING`] wait at once; request
+//! counters are kept per repository only for repositories that exist (checked at flush)
+//! and for at most [`MAX_REQUEST_REPOS`] of them per interval. Everything else, and every
+//! request refused by access control, is counted under [`OTHER`].
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -27,6 +34,26 @@ pub const INDEX_WINDOW: Duration = Duration::from_secs(60);
 pub const INDEX_ONLY: &str = "index-only";
 /// Version placeholder resolved at flush time from the release tags of a digest.
 const UNRESOLVED: char = '@';
+/// Index fetches waiting for a child fetch at once; beyond it an index counts as
+/// `index-only` at once.
+pub const MAX_PENDING: usize = 10_000;
+/// Distinct repositories with request counters per flush interval.
+pub const MAX_REQUEST_REPOS: usize = 1_000;
+/// The request-counter bucket for refused requests, repositories that do not exist, and
+/// repositories beyond [`MAX_REQUEST_REPOS`]. Not a valid repository name, so it
+/// collides with none.
+pub const OTHER: &str = "_other";
+
+/// Who fetched an index: client address, client family, a hash of the full User-Agent
+/// (so two tools of one family on one host stay apart) and the repository.
+type PendingKey = (IpAddr, &'static str, u64, String);
+
+fn agent_hash(user_agent: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    user_agent.hash(&mut h);
+    h.finish()
+}
 
 /// The client family of a User-Agent.
 pub fn client_family(ua: &str) -> &'static str {
@@ -116,7 +143,7 @@ pub struct Analytics {
     /// repository → (hour, route, status class, error code) → requests.
     requests: Mutex<HashMap<String, HashMap<RequestSlot, u64>>>,
     /// (client address, User-Agent, repository) → the index it fetched last.
-    pending: Mutex<HashMap<(IpAddr, String, String), PendingIndex>>,
+    pending: Mutex<HashMap<PendingKey, PendingIndex>>,
     stats: Arc<dyn StatsStore>,
     meta: Arc<dyn MetadataStore>,
     pub flush_interval: Duration,
@@ -176,7 +203,7 @@ impl Analytics {
             .or_else(|| version_from_tag(tag))
             .unwrap_or_else(|| format!("{UNRESOLVED}{}", m.digest));
         if berth_oci::media_types::is_index(&m.media_type) {
-            let key = (client, user_agent.to_owned(), repo.to_string());
+            let key = (client, family, agent_hash(user_agent), repo.to_string());
             let children = ParsedManifest::parse(&m.content, Some(&m.media_type))
                 .map(|p| {
                     p.manifests
@@ -189,23 +216,30 @@ impl Analytics {
                         .collect()
                 })
                 .unwrap_or_default();
-            let replaced = self
-                .pending
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(
-                    key,
-                    PendingIndex {
-                        at: Instant::now(),
-                        hour,
-                        repo: repo.to_string(),
-                        version,
-                        client: family,
-                        children,
-                    },
-                );
+            let index = PendingIndex {
+                at: Instant::now(),
+                hour,
+                repo: repo.to_string(),
+                version,
+                client: family,
+                children,
+            };
+            let (replaced, full) = {
+                let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+                if pending.len() >= MAX_PENDING && !pending.contains_key(&key) {
+                    (None, Some(index))
+                } else {
+                    (pending.insert(key, index), None)
+                }
+            };
             if let Some(old) = replaced {
                 self.index_only(old);
+            }
+            if let Some(index) = full {
+                // Too many clients mid-pull: expire what is old, and count this one as
+                // an index-only download rather than grow without bound.
+                self.expire_pending(false);
+                self.index_only(index);
             }
             return;
         }
@@ -216,7 +250,7 @@ impl Analytics {
             if pending.is_empty() {
                 None
             } else {
-                let key = (client, user_agent.to_owned(), repo.to_string());
+                let key = (client, family, agent_hash(user_agent), repo.to_string());
                 match pending.get(&key) {
                     Some(p)
                         if p.children.contains_key(&digest) && p.at.elapsed() < INDEX_WINDOW =>
@@ -268,21 +302,26 @@ impl Analytics {
         });
     }
 
-    /// Counts one registry request of a repository by route, status class and error code.
+    /// Counts one registry request by route, status class and error code: under its
+    /// repository (`None` for a request refused by access control, counted under
+    /// [`OTHER`]), or under [`OTHER`] once [`MAX_REQUEST_REPOS`] repositories are counted
+    /// in this interval.
     pub fn request(
         &self,
-        repo: &RepoName,
+        repo: Option<&RepoName>,
         route: &'static str,
         status: u16,
         code: Option<&'static str>,
     ) {
         let slot = (hour_now(), route, status / 100, code.unwrap_or(""));
-        bump(
-            &mut self.requests.lock().unwrap_or_else(|p| p.into_inner()),
-            repo.as_str(),
-            slot,
-            1,
-        );
+        let mut requests = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+        let name = match repo {
+            Some(r) if requests.contains_key(r.as_str()) || requests.len() < MAX_REQUEST_REPOS => {
+                r.as_str()
+            }
+            _ => OTHER,
+        };
+        bump(&mut requests, name, slot, 1);
     }
 
     /// Counts bytes served for a repository.
@@ -334,6 +373,18 @@ impl Analytics {
         if requests.is_empty() {
             return Ok(());
         }
+        let requests = match self.only_existing(requests).await {
+            Ok(r) => r,
+            Err((e, requests)) => {
+                let mut r = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+                for (repo, slots) in requests {
+                    for (slot, n) in slots {
+                        bump(&mut r, &repo, slot, n);
+                    }
+                }
+                return Err(e);
+            }
+        };
         let rows: Vec<(RequestKey, u64)> = requests
             .iter()
             .flat_map(|(repo, slots)| {
@@ -359,6 +410,48 @@ impl Analytics {
             }
         }
         result
+    }
+
+    /// Moves the counters of repositories that do not exist into [`OTHER`], so requests
+    /// for made-up names write no rows of their own.
+    #[allow(clippy::type_complexity)]
+    async fn only_existing(
+        &self,
+        requests: HashMap<String, HashMap<RequestSlot, u64>>,
+    ) -> Result<
+        HashMap<String, HashMap<RequestSlot, u64>>,
+        (MetaError, HashMap<String, HashMap<RequestSlot, u64>>),
+    > {
+        let mut exists: HashMap<String, bool> = HashMap::new();
+        for repo in requests.keys() {
+            let found = match RepoName::parse(repo) {
+                Ok(r) => {
+                    let probe = berth_meta::Page {
+                        last: None,
+                        n: Some(1),
+                    };
+                    match self.meta.tags(&r, &probe).await {
+                        Ok(tags) => tags.is_some(),
+                        Err(e) => return Err((e, requests)),
+                    }
+                }
+                Err(_) => repo == OTHER,
+            };
+            exists.insert(repo.clone(), found);
+        }
+        let mut kept: HashMap<String, HashMap<RequestSlot, u64>> = HashMap::new();
+        for (repo, slots) in requests {
+            let name = if exists.get(&repo).copied().unwrap_or(false) {
+                repo
+            } else {
+                OTHER.to_owned()
+            };
+            let into = kept.entry(name).or_default();
+            for (slot, n) in slots {
+                *into.entry(slot).or_default() += n;
+            }
+        }
+        Ok(kept)
     }
 
     /// Resolves versions left for flush time from the release tags of each digest, once
@@ -523,6 +616,10 @@ mod tests {
         });
         let a = Analytics::new(stats.clone(), Arc::new(db.clone()), Duration::from_secs(60));
         let repo = RepoName::parse("r").unwrap();
+        // The repository exists (request counters are kept only for those).
+        db.blob_link(&repo, &berth_oci::Digest::sha256(b"b"), 1)
+            .await
+            .unwrap();
         let m = StoredManifest {
             digest: berth_oci::Digest::sha256(b"m"),
             media_type: berth_oci::media_types::OCI_MANIFEST.into(),
@@ -539,7 +636,7 @@ mod tests {
                 &m,
             );
             a.bytes_served(&repo, 100);
-            a.request(&repo, "manifest", 200, None);
+            a.request(Some(&repo), "manifest", 200, None);
         }
         assert!(a.flush(false).await.is_err());
         assert!(a.flush(false).await.is_err());
@@ -554,5 +651,87 @@ mod tests {
         );
         assert_eq!(db.bytes_served("r", since).await.unwrap(), 300);
         assert_eq!(db.requests("r", since).await.unwrap()[0].1, 3);
+    }
+
+    fn index_of(children: usize) -> StoredManifest {
+        let manifests: Vec<serde_json::Value> = (0..children)
+            .map(|i| {
+                serde_json::json!({
+                    "mediaType": berth_oci::media_types::OCI_MANIFEST,
+                    "digest": berth_oci::Digest::sha256(format!("c{i}").as_bytes()).to_string(),
+                    "size": 2,
+                    "platform": {"os": "linux", "architecture": "amd64"}
+                })
+            })
+            .collect();
+        let body = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": berth_oci::media_types::OCI_INDEX,
+            "manifests": manifests,
+        })
+        .to_string();
+        StoredManifest {
+            digest: berth_oci::Digest::sha256(body.as_bytes()),
+            media_type: berth_oci::media_types::OCI_INDEX.into(),
+            content: bytes::Bytes::from(body),
+            version: Some("1.0.0".into()),
+            platform: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn waiting_indexes_are_bounded_and_never_keep_the_agent() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = berth_meta::sqlite::SqliteStore::open(dir.path().join("m.db")).unwrap();
+        let a = Analytics::new(Arc::new(db.clone()), Arc::new(db), Duration::from_secs(60));
+        let repo = RepoName::parse("r").unwrap();
+        let index = index_of(2);
+        let long = "x".repeat(4 << 10);
+        for i in 0..(MAX_PENDING + 500) {
+            let ua = format!("{long}{i}");
+            a.manifest_served(&repo, IpAddr::from([127, 0, 0, 1]), &ua, None, &index);
+        }
+        let pending = a.pending.lock().unwrap();
+        assert_eq!(pending.len(), MAX_PENDING);
+        // Keys hold the family and a hash, never the agent itself.
+        assert!(pending.keys().all(|(_, family, _, _)| *family == "other"));
+        drop(pending);
+        // Every index fetch is still counted: the ones beyond the bound as index-only.
+        let counted: u64 = a.counts.lock().unwrap().values().sum();
+        assert_eq!(counted, 500);
+    }
+
+    #[tokio::test]
+    async fn request_counters_only_for_existing_repositories_and_allowed_callers() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = berth_meta::sqlite::SqliteStore::open(dir.path().join("m.db")).unwrap();
+        let a = Analytics::new(
+            Arc::new(db.clone()),
+            Arc::new(db.clone()),
+            Duration::from_secs(60),
+        );
+        let real = RepoName::parse("real").unwrap();
+        db.blob_link(&real, &berth_oci::Digest::sha256(b"b"), 1)
+            .await
+            .unwrap();
+        a.request(Some(&real), "tags", 200, None);
+        for i in 0..(MAX_REQUEST_REPOS + 50) {
+            let fake = RepoName::parse(&format!("x{i}/made/up")).unwrap();
+            a.request(Some(&fake), "tags", 404, Some("NAME_UNKNOWN"));
+        }
+        // A refused request names no repository.
+        a.request(None, "tags", 401, Some("UNAUTHORIZED"));
+        assert!(a.requests.lock().unwrap().len() <= MAX_REQUEST_REPOS + 1);
+        a.flush(false).await.unwrap();
+        assert_eq!(db.requests("real", 0).await.unwrap()[0].1, 1);
+        assert!(db.requests("x1/made/up", 0).await.unwrap().is_empty());
+        let other: u64 = db
+            .requests(OTHER, 0)
+            .await
+            .unwrap()
+            .iter()
+            .map(|(_, n)| n)
+            .sum();
+        assert_eq!(other, MAX_REQUEST_REPOS as u64 + 50 + 1);
     }
 }

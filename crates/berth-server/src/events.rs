@@ -86,9 +86,11 @@ pub enum Event {
     },
     /// Blob bytes are being sent to a client.
     BlobServed { repo: RepoName, bytes: u64 },
-    /// A registry request about `repo` was answered (for per-repository request counts).
+    /// A registry request about a repository was answered (for per-repository request
+    /// counts). `repo` is `None` when access control refused the request: a refused
+    /// caller learns nothing and leaves no per-repository trace.
     RepositoryRequest {
-        repo: RepoName,
+        repo: Option<RepoName>,
         route: &'static str,
         status: u16,
         /// The OCI error code of an error answer.

@@ -56,7 +56,7 @@ impl Subscriber for AnalyticsSubscriber {
                 route,
                 status,
                 code,
-            } => self.0.request(repo, route, *status, *code),
+            } => self.0.request(repo.as_ref(), route, *status, *code),
             _ => {}
         }
     }

@@ -212,18 +212,22 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
     };
     let route = endpoint.route();
     let repo = endpoint.repository().cloned();
-    let resp = serve_endpoint(&state, endpoint, parts, body, is_head).await;
-    finish(&state, repo, route, resp).await
+    let (resp, authorized) = serve_endpoint(&state, endpoint, parts, body, is_head).await;
+    // Requests about a repository are counted under it only once access control let
+    // them through; refused ones share one bucket.
+    let counted = repo.map(|r| authorized.then_some(r));
+    finish(&state, counted, route, resp).await
 }
 
-/// Labels the response for the metrics layer and reports it for its repository.
+/// Labels the response for the metrics layer and, for an endpoint of a repository,
+/// reports it (`Some(None)`: refused by access control).
 async fn finish(
     state: &AppState,
-    repo: Option<berth_oci::RepoName>,
+    counted: Option<Option<berth_oci::RepoName>>,
     route: &'static str,
     mut resp: Response,
 ) -> Response {
-    if let Some(repo) = repo {
+    if let Some(repo) = counted {
         let code = resp
             .extensions()
             .get::<crate::error::ErrorLabel>()
@@ -243,23 +247,33 @@ async fn finish(
     resp
 }
 
+/// Authenticates, authorizes and handles one request; also says whether access control
+/// let it through.
 async fn serve_endpoint(
     state: &AppState,
     endpoint: Endpoint,
     parts: axum::http::request::Parts,
     body: Body,
     is_head: bool,
-) -> Response {
+) -> (Response, bool) {
     let client = client_ip(&parts.extensions);
     let host = parts.headers.get(header::HOST).cloned();
     let principal = match state.auth.authenticate(&parts.headers, client).await {
         Ok(p) => p,
-        Err(e) => return error_response(state, e.into(), host.as_ref(), is_head),
+        Err(e) => {
+            return (
+                error_response(state, e.into(), host.as_ref(), is_head),
+                false,
+            )
+        }
     };
     if let Some((repo, action)) = required(&endpoint, &parts.method) {
         if !principal.may(repo.as_str(), action) {
             let e = deny(state, &principal, repo, action);
-            return error_response(state, e.into(), host.as_ref(), is_head);
+            return (
+                error_response(state, e.into(), host.as_ref(), is_head),
+                false,
+            );
         }
     }
     let zero_copy = if parts.version <= axum::http::Version::HTTP_11 {
@@ -276,10 +290,11 @@ async fn serve_endpoint(
         principal,
         client,
     };
-    match handle(state, endpoint, req).await {
+    let resp = match handle(state, endpoint, req).await {
         Ok(r) => r,
         Err(e) => error_response(state, e, host.as_ref(), is_head),
-    }
+    };
+    (resp, true)
 }
 
 /// `GET /metrics`: Prometheus text format. Open on an open registry and to loopback
