@@ -67,9 +67,9 @@ fn parse_range(value: Option<&str>, size: u64) -> RangeReq {
 
 pub async fn get(state: &AppState, name: &RepoName, raw: &str, req: Req) -> ApiResult {
     let digest = parse_digest(raw)?;
-    let size = state.registry.blob_size(name, &digest).await?;
     let digest_str = digest.to_string();
     if req.method == Method::HEAD {
+        let size = state.registry.blob_check(name, &digest).await?;
         let mut r = empty(StatusCode::OK);
         set(&mut r, "content-length", size.to_string());
         set(&mut r, "content-type", "application/octet-stream");
@@ -78,6 +78,7 @@ pub async fn get(state: &AppState, name: &RepoName, raw: &str, req: Req) -> ApiR
         set(&mut r, "etag", format!("\"{digest_str}\""));
         return Ok(r);
     }
+    let size = state.registry.blob_size(name, &digest).await?;
     let (status, byte_range) = match parse_range(req.header(header::RANGE), size) {
         RangeReq::Whole => (StatusCode::OK, None),
         RangeReq::Part(s, e) => (StatusCode::PARTIAL_CONTENT, Some(s..e + 1)),

@@ -279,9 +279,28 @@ impl Registry {
             })
     }
 
+    /// The size of a blob of `repo` whose bytes are in storage at their recorded size
+    /// (for `HEAD`): a missing or truncated file is `BlobMissing`, so that a client that
+    /// checks before pushing pushes it again.
+    pub async fn blob_check(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
+        let size = self.blob_size(repo, digest).await?;
+        match self.blobs.stat(digest).await? {
+            Some(stored) if stored == size => Ok(size),
+            _ => Err(self.missing(repo, digest)),
+        }
+    }
+
+    fn missing(&self, repo: &RepoName, digest: &Digest) -> RegistryError {
+        tracing::warn!(%digest, %repo, "blob linked but missing or of the wrong size in storage");
+        RegistryError::BlobMissing {
+            repo: repo.clone(),
+            digest: digest.clone(),
+        }
+    }
+
     /// Opens `range` (or all) of a blob of `repo` whose size is `size` (from
     /// [`Registry::blob_size`]). With `local`, a file that can be sent from directly is
-    /// preferred. A blob whose bytes are missing or shorter than recorded is
+    /// preferred. A blob whose bytes are missing or not of the recorded size is
     /// `BlobMissing`, so that the client re-pushes it.
     pub async fn blob_open(
         &self,
@@ -291,18 +310,12 @@ impl Registry {
         range: Option<Range<u64>>,
         local: bool,
     ) -> Result<BlobContent> {
-        let missing = || {
-            tracing::warn!(%digest, %repo, "blob linked but missing or short in storage");
-            RegistryError::BlobMissing {
-                repo: repo.clone(),
-                digest: digest.clone(),
-            }
-        };
+        let missing = || self.missing(repo, digest);
         let want = range.clone().unwrap_or(0..size);
         let len = want.end - want.start;
         if local {
             match self.blobs.open_local(digest, range.clone()).await {
-                Ok(Some(file)) if want.end <= file.size => {
+                Ok(Some(file)) if file.size == size => {
                     self.served(repo, len).await;
                     return Ok(BlobContent::Local { file, range: want });
                 }
@@ -312,7 +325,7 @@ impl Registry {
             }
         }
         match self.blobs.get(digest, range).await {
-            Ok(body) if want.end <= body.total_size => {
+            Ok(body) if body.total_size == size => {
                 self.served(repo, len).await;
                 Ok(BlobContent::Stream(body.stream))
             }

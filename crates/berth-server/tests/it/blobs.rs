@@ -315,6 +315,50 @@ async fn a_damaged_blob_file_is_not_served() {
     }
 }
 
+/// A small blob file truncated or deleted under the registry answers `BLOB_UNKNOWN` to
+/// `HEAD` and `GET` alike, so a client that checks before pushing pushes it again.
+#[tokio::test]
+async fn heads_and_small_gets_check_the_stored_file() {
+    let reg = TestRegistry::start().await;
+    let d = reg
+        .push_blob("a/b", b"a small blob of forty bytes, more or less")
+        .await;
+    let file = find_file(&reg.data_dir().join("blobs"), d.hex()).expect("blob file");
+    let url = format!("/v2/a/b/blobs/{d}");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(10)
+        .unwrap();
+    for method in [Method::HEAD, Method::GET] {
+        let r = reg.req(method.clone(), &url).send().await.unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::NOT_FOUND,
+            "{method} of a short file"
+        );
+    }
+    std::fs::remove_file(&file).unwrap();
+    for method in [Method::HEAD, Method::GET] {
+        let r = reg.req(method.clone(), &url).send().await.unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::NOT_FOUND,
+            "{method} of a missing file"
+        );
+    }
+    let r = reg.req(Method::GET, &url).send().await.unwrap();
+    assert_eq!(error_code(r).await, "BLOB_UNKNOWN");
+    // Pushing it again heals it.
+    let again = reg
+        .push_blob("a/b", b"a small blob of forty bytes, more or less")
+        .await;
+    assert_eq!(again, d);
+    let r = reg.req(Method::HEAD, &url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
 fn find_file(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
     for entry in std::fs::read_dir(dir).ok()? {
         let p = entry.ok()?.path();
