@@ -26,7 +26,7 @@ pub const ROBOT_PREFIX: &str = "berth_";
 /// `n` bytes from the operating system's random source.
 pub fn random_bytes(n: usize) -> Result<Vec<u8>, SecretError> {
     let mut buf = vec![0u8; n];
-    getrandom::getrandom(&mut buf).map_err(|e| SecretError::Random(e.to_string()))?;
+    getrandom::fill(&mut buf).map_err(|e| SecretError::Random(e.to_string()))?;
     Ok(buf)
 }
 
@@ -54,11 +54,7 @@ pub fn new_robot_secret() -> Result<String, SecretError> {
 
 /// The stored form of a robot secret.
 pub fn hash_robot_secret(secret: &str) -> String {
-    format!("sha256:{}", hex(&Sha256::digest(secret.as_bytes())))
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    format!("sha256:{}", hex::encode(Sha256::digest(secret.as_bytes())))
 }
 
 /// Checks a presented secret against its stored hash, in constant time for robot

@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use berth_oci::config::platform_of_config;
 use berth_oci::{media_types as mt, Descriptor, Digest, Reference};
 use bytes::Bytes;
 
@@ -35,14 +36,14 @@ pub async fn entries_of(src: &dyn ImageSource) -> Result<(Manifest, Vec<Descript
         .ok_or_else(|| ClientError::invalid(src.describe(), "image manifest without config"))?;
     let mut desc = root.descriptor();
     if config.media_type != mt::OCI_EMPTY {
-        let (_, cfg) = read_config(src, &config).await?;
-        if cfg.os.is_empty() || cfg.architecture.is_empty() {
-            return Err(ClientError::invalid(
+        let (bytes, _) = read_config(src, &config).await?;
+        let platform = platform_of_config(&bytes).ok_or_else(|| {
+            ClientError::invalid(
                 src.describe(),
                 "the image config declares no os/architecture",
-            ));
-        }
-        desc.platform = Some(cfg.platform());
+            )
+        })?;
+        desc.platform = Some(platform);
     }
     Ok((root, vec![desc]))
 }

@@ -50,20 +50,10 @@ fn short(d: &Digest) -> String {
     )
 }
 
-/// Human-readable size.
+/// Human-readable size in binary units (`10 B`, `1.5 KiB`, `5.0 GiB`), as the dashboard
+/// writes it too.
 pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
+    bytesize::ByteSize(n).display().iec().to_string()
 }
 
 /// One plain line per event on stderr.

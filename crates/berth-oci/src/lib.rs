@@ -7,12 +7,15 @@
 //! - [`media_types`]: the media type constants of OCI and Docker.
 //! - [`manifest`]: tolerant parsing of manifests and indexes into what a registry
 //!   needs to know (references, subject, platform, annotations).
+//! - [`config`]: the platform an image config declares.
+//! - [`version`]: release and floating tags, and the versions they name.
 //! - [`error`]: the one table of OCI Distribution error codes and HTTP statuses.
-//! - [`time`]: RFC 3339 timestamps and dates of unix times.
+//! - [`time`]: the current unix time, RFC 3339 timestamps and dates of unix times.
 //!
 //! **Invariant:** this crate does no I/O. It knows nothing about HTTP servers, storage
 //! or databases, so both the server and the client can depend on it.
 
+pub mod config;
 pub mod digest;
 pub mod error;
 pub mod manifest;
@@ -20,6 +23,7 @@ pub mod media_types;
 pub mod name;
 pub mod reference;
 pub mod time;
+pub mod version;
 
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use error::ErrorCode;

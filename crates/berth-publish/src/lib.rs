@@ -15,4 +15,4 @@ pub mod context;
 pub mod plan;
 
 pub use context::{Context, RefKind};
-pub use plan::{plan, Plan, PlanOptions, PlannedTag, Skipped};
+pub use plan::{plan, released_versions, Plan, PlanOptions, PlannedTag, Skipped};

@@ -9,6 +9,7 @@
 //! Exact tags come first and floating tags last, the order a registry without atomic
 //! multi-tag pushes must apply them in.
 
+use berth_oci::version::{parse_version, release_of};
 use semver::Version;
 
 use crate::context::{Context, RefKind};
@@ -75,13 +76,6 @@ pub enum PlanError {
     Empty,
 }
 
-fn strip_v(s: &str) -> &str {
-    match s.strip_prefix(['v', 'V']) {
-        Some(rest) if rest.starts_with(|c: char| c.is_ascii_digit()) => rest,
-        _ => s,
-    }
-}
-
 /// Makes any string a valid tag: invalid characters become `-`, a leading `.` or `-`
 /// is dropped, at most 128 characters.
 pub fn sanitize(s: &str) -> String {
@@ -101,6 +95,12 @@ pub fn sanitize(s: &str) -> String {
 
 fn short_sha(sha: &str, n: usize) -> String {
     sha.chars().take(n).collect::<String>().to_ascii_lowercase()
+}
+
+/// The release versions among a repository's tags (`1.2.3`, `v1.2.3-rc.1`, `V2.0.0`), read
+/// as the server's tag policy reads them; floating and other tags are left out.
+pub fn released_versions<'a>(tags: impl IntoIterator<Item = &'a str>) -> Vec<Version> {
+    tags.into_iter().filter_map(release_of).collect()
 }
 
 /// What the newest stable release of a range is, among `existing`.
@@ -166,8 +166,7 @@ pub fn plan(ctx: &Context, existing: &[Version], opts: &PlanOptions) -> Result<P
     };
     let version = match &ctx.version {
         Some(raw) => {
-            let v = Version::parse(strip_v(raw.trim()))
-                .map_err(|_| PlanError::InvalidVersion(raw.clone()))?;
+            let v = parse_version(raw).ok_or_else(|| PlanError::InvalidVersion(raw.clone()))?;
             Some(v)
         }
         None => None,
@@ -320,6 +319,23 @@ mod tests {
 
     fn vs(list: &[&str]) -> Vec<Version> {
         list.iter().map(|s| Version::parse(s).unwrap()).collect()
+    }
+
+    #[test]
+    fn released_versions_are_the_release_tags() {
+        let tags = [
+            "1.2.3",
+            "v1.3.0",
+            "V2.0.0-rc.1",
+            "1.2",
+            "latest",
+            "main",
+            "vnext",
+        ];
+        assert_eq!(
+            released_versions(tags),
+            vs(&["1.2.3", "1.3.0", "2.0.0-rc.1"])
+        );
     }
 
     #[test]

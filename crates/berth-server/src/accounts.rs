@@ -5,13 +5,14 @@
 //! written to the audit log with the acting administrator.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use berth_auth::grant::GrantError;
 use berth_auth::secret::{self, SecretError};
 use berth_auth::{Grant, Pattern};
 use berth_meta::sqlite::SqliteStore;
 use berth_meta::{Account, AccountKind, AccountStore, AuditEvent, MetaError};
+use berth_oci::time::now;
 use serde::Serialize;
 
 /// Why an administrative change was refused.
@@ -46,13 +47,6 @@ pub struct AccountInfo {
 pub struct Admin {
     store: Arc<dyn AccountStore>,
     actor: String,
-}
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 fn check_name(name: &str) -> Result<(), AdminError> {

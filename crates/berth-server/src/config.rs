@@ -1,10 +1,20 @@
 //! Typed server configuration: defaults, then the TOML file, then `BERTH_*` variables,
-//! then command-line flags (applied by the binary), each overriding the one before.
+//! then command-line flags, each overriding the one before.
+//!
+//! Every setting is defined once, as a field of [`Settings`]: its name is the TOML key,
+//! its `#[arg]` gives the `berth serve` flag and the `BERTH_*` variable (clap's `env`),
+//! and its type gives the one parser all three share (booleans take
+//! `true/false/yes/no/on/off/1/0` wherever they come from). [`Config`] is the result of
+//! layering settings over the defaults. The binary flattens [`Settings`] into
+//! `berth serve`, so clap merges variables and flags (flags win); [`Settings::from_env`]
+//! reads variables through the same definitions for commands without those flags.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use clap::{Args, CommandFactory as _, FromArgMatches as _};
 use serde::Deserialize;
 
 /// Why a configuration could not be loaded.
@@ -24,11 +34,187 @@ pub enum ConfigError {
         value: String,
         message: String,
     },
+    #[error(
+        "unknown environment variable {var}: no setting has that name (see `berth serve --help`)"
+    )]
+    UnknownEnv { var: String },
+    #[error("database_url: {0}")]
+    DatabaseUrl(String),
 }
 
-/// The whole server configuration (`berth.toml`).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
+/// One layer of settings: the TOML file, or the variables and flags of `berth serve`.
+/// A field left `None` leaves the layer below it in force.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Args)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Address to listen on [default: 127.0.0.1:5000].
+    #[arg(long, env = "BERTH_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Directory for blobs and metadata [default: ./berth-data].
+    #[arg(long, env = "BERTH_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Largest manifest body accepted, in bytes [default: 4194304].
+    #[arg(long, env = "BERTH_MAX_MANIFEST_BYTES", value_name = "BYTES")]
+    pub max_manifest_bytes: Option<usize>,
+    /// Delete upload sessions idle this long (e.g. 30m, 24h) [default: 24h].
+    #[arg(long, env = "BERTH_UPLOAD_IDLE_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "duration_str::option")]
+    pub upload_idle_timeout: Option<Duration>,
+    /// PEM certificate chain: serve HTTPS (HTTP/1.1 and HTTP/2) instead of plain HTTP.
+    #[arg(long, env = "BERTH_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "BERTH_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Allow a non-loopback address while no account exists (anyone could push and delete).
+    #[arg(long, env = "BERTH_INSECURE_OPEN", value_name = "BOOL", num_args = 0..=1,
+          require_equals = true, default_missing_value = "true", value_parser = boolish())]
+    pub insecure_open: Option<bool>,
+    /// The `service` of issued tokens and of the WWW-Authenticate challenge [default: berth].
+    #[arg(long, env = "BERTH_TOKEN_SERVICE", value_name = "NAME")]
+    pub token_service: Option<String>,
+    /// The token endpoint URL in challenges [default: http(s)://<Host>/token].
+    #[arg(long, env = "BERTH_TOKEN_REALM", value_name = "URL")]
+    pub token_realm: Option<String>,
+    /// Lifetime of issued bearer tokens [default: 5m].
+    #[arg(long, env = "BERTH_TOKEN_TTL", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "duration_str::option")]
+    pub token_ttl: Option<Duration>,
+    /// Tag policy rules (`[[tag_policy]]`, in the file only).
+    #[arg(skip)]
+    pub tag_policy: Option<Vec<crate::policy::TagPolicyRule>>,
+    /// How often download counters are written to the database [default: 5s].
+    #[arg(long, env = "BERTH_ANALYTICS_FLUSH_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "duration_str::option")]
+    pub analytics_flush_interval: Option<Duration>,
+    /// Count downloads by version, platform and client [default: true].
+    #[arg(long, env = "BERTH_ANALYTICS", value_name = "BOOL", num_args = 0..=1,
+          require_equals = true, default_missing_value = "true", value_parser = boolish())]
+    pub analytics: Option<bool>,
+    /// How blob bodies go out on plain HTTP/1.x: auto, sendfile or copy [default: auto].
+    #[arg(long, env = "BERTH_BLOB_TRANSFER", value_name = "HOW")]
+    pub blob_transfer: Option<BlobTransfer>,
+    /// Where blobs are stored: fs (files under the data directory) [default: fs].
+    #[arg(long, env = "BERTH_STORAGE", value_name = "BACKEND")]
+    pub storage: Option<Storage>,
+    /// Metadata database: sqlite:///abs/path, sqlite://relative/path or postgres://...
+    /// [default: SQLite at <data_dir>/metadata.db].
+    #[arg(long, env = "BERTH_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
+}
+
+/// The one boolean parser of flags and variables.
+fn boolish() -> clap::builder::BoolishValueParser {
+    clap::builder::BoolishValueParser::new()
+}
+
+impl Settings {
+    /// Reads a TOML file.
+    pub fn from_file(path: &Path) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// The `BERTH_*` variables of every setting, with the flag each one stands for.
+    pub fn env_vars() -> Vec<(String, String)> {
+        Settings::augment_args(clap::Command::new("berth"))
+            .get_arguments()
+            .filter_map(|a| {
+                let var = a.get_env()?.to_str()?.to_owned();
+                Some((var, a.get_long()?.to_owned()))
+            })
+            .collect()
+    }
+
+    /// The settings given by `vars` (e.g. `std::env::vars_os()`), parsed by the same
+    /// definitions as the flags; variables of no setting are ignored (see
+    /// [`check_env`]) and empty ones count as unset, as clap counts them.
+    pub fn from_env(
+        vars: impl IntoIterator<Item = (OsString, OsString)>,
+    ) -> Result<Settings, ConfigError> {
+        let known = Settings::env_vars();
+        let mut args: Vec<OsString> = vec!["berth".into()];
+        for (var, value) in vars {
+            let Some((var, long)) = known.iter().find(|(v, _)| var == v.as_str()) else {
+                continue;
+            };
+            if value.is_empty() {
+                continue;
+            }
+            let mut arg = OsString::from(format!("--{long}="));
+            arg.push(&value);
+            // Parsed one at a time so that an error names its variable.
+            Settings::parse_args([OsString::from("berth"), arg.clone()]).map_err(|message| {
+                ConfigError::Env {
+                    var: var.clone(),
+                    value: value.to_string_lossy().into_owned(),
+                    message,
+                }
+            })?;
+            args.push(arg);
+        }
+        Settings::parse_args(args).map_err(|message| ConfigError::Env {
+            var: "BERTH_*".into(),
+            value: String::new(),
+            message,
+        })
+    }
+
+    fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Settings, String> {
+        // The command is only this struct's arguments, with the process environment
+        // ignored: these are the arguments the caller built.
+        #[derive(clap::Parser)]
+        struct Only {
+            #[command(flatten)]
+            settings: Settings,
+        }
+        let mut cmd = Only::command();
+        let cmd_args: Vec<_> = cmd.get_arguments().map(|a| a.get_id().clone()).collect();
+        for id in cmd_args {
+            cmd = cmd.mut_arg(id, |a| a.env(None::<&str>));
+        }
+        cmd.try_get_matches_from(args)
+            .and_then(|m| Settings::from_arg_matches(&m))
+            .map_err(|e| {
+                let text = e.render().to_string();
+                let first = text.lines().next().unwrap_or_default();
+                first.trim_start_matches("error: ").to_owned()
+            })
+    }
+}
+
+/// Refuses a `BERTH_*` variable in `vars` that is neither a setting's nor in `others`
+/// (the variables the rest of the program reads: logging, the client), so that a
+/// misspelt `BERTH_LISTN` fails at start instead of being ignored.
+pub fn check_env<'a>(
+    vars: impl IntoIterator<Item = (OsString, OsString)>,
+    others: impl IntoIterator<Item = &'a str> + Clone,
+) -> Result<(), ConfigError> {
+    let known = Settings::env_vars();
+    for (var, _) in vars {
+        let var = var.to_string_lossy();
+        if var.starts_with("BERTH_")
+            && !known.iter().any(|(k, _)| *k == var)
+            && !others.clone().into_iter().any(|o| o == var)
+        {
+            return Err(ConfigError::UnknownEnv {
+                var: var.into_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The whole server configuration, every setting resolved. It also reads from TOML
+/// directly (as one [`Settings`] layer over the defaults).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(from = "Settings")]
 pub struct Config {
     /// Address to listen on.
     pub listen: SocketAddr,
@@ -37,7 +223,6 @@ pub struct Config {
     /// Largest manifest body accepted, in bytes.
     pub max_manifest_bytes: usize,
     /// An upload session idle for this long is deleted (e.g. `"30m"`, `"24h"`).
-    #[serde(with = "duration_str")]
     pub upload_idle_timeout: Duration,
     /// PEM certificate chain; with `tls_key`, the server speaks HTTPS (HTTP/1.1 and HTTP/2).
     pub tls_cert: Option<PathBuf>,
@@ -50,19 +235,60 @@ pub struct Config {
     /// The token endpoint URL in challenges; by default `http(s)://<Host>/token`.
     pub token_realm: Option<String>,
     /// Lifetime of issued bearer tokens.
-    #[serde(with = "duration_str")]
     pub token_ttl: Duration,
     /// Tag policy rules by repository pattern (`[[tag_policy]]`); without a matching
     /// rule release tags are immutable and floating tags only move forward.
     pub tag_policy: Vec<crate::policy::TagPolicyRule>,
     /// How often download counters are written to the database; a crash loses at most
     /// this much of them.
-    #[serde(with = "duration_str")]
     pub analytics_flush_interval: Duration,
     /// Count downloads by version, platform and client (on by default).
     pub analytics: bool,
     /// How blob bodies go out on plain-HTTP/1.x connections.
     pub blob_transfer: BlobTransfer,
+    /// The blob storage backend.
+    pub storage: Storage,
+    /// The metadata database as a URL; `None` is SQLite at `<data_dir>/metadata.db`.
+    /// Read it through [`Config::metadata_backend`].
+    pub database_url: Option<String>,
+}
+
+/// Where blobs are stored (`storage = "fs"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Storage {
+    /// Files under `<data_dir>/blobs` and `<data_dir>/uploads`.
+    #[default]
+    Fs,
+}
+
+impl std::str::FromStr for Storage {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Storage, String> {
+        match s {
+            "fs" => Ok(Storage::Fs),
+            _ => Err(format!(
+                "unknown storage backend {s:?}: this build stores blobs in files only (fs)"
+            )),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Storage {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Storage, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// The metadata database [`Config::metadata_backend`] names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetadataBackend {
+    /// An SQLite database file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL connection URL (`postgres://` or `postgresql://`), as given.
+    Postgres(String),
 }
 
 /// How blob bodies of 64 KiB or more are sent on plain-HTTP/1.x connections (TLS and
@@ -124,92 +350,121 @@ impl Default for Config {
             analytics_flush_interval: Duration::from_secs(5),
             analytics: true,
             blob_transfer: BlobTransfer::Auto,
+            storage: Storage::Fs,
+            database_url: None,
         }
+    }
+}
+
+impl From<Settings> for Config {
+    fn from(layer: Settings) -> Config {
+        let mut config = Config::default();
+        config.apply(layer);
+        config
     }
 }
 
 impl Config {
-    /// Reads a TOML file over the defaults.
-    pub fn from_file(path: &std::path::Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })
+    /// The defaults, then the TOML file at `file` if any, then `over` (the variables and
+    /// flags, already merged by clap).
+    pub fn load(file: Option<&Path>, over: Settings) -> Result<Config, ConfigError> {
+        let mut config = Config::default();
+        if let Some(path) = file {
+            config.apply(Settings::from_file(path)?);
+        }
+        config.apply(over);
+        config.metadata_backend()?;
+        Ok(config)
     }
 
-    /// Applies `BERTH_LISTEN`, `BERTH_DATA_DIR`, `BERTH_MAX_MANIFEST_BYTES`,
-    /// `BERTH_UPLOAD_IDLE_TIMEOUT`, `BERTH_TLS_CERT`, `BERTH_TLS_KEY`, `BERTH_INSECURE_OPEN`,
-    /// `BERTH_TOKEN_SERVICE`, `BERTH_TOKEN_REALM`, `BERTH_TOKEN_TTL`, `BERTH_ANALYTICS`,
-    /// `BERTH_ANALYTICS_FLUSH_INTERVAL` and `BERTH_BLOB_TRANSFER` from `vars`.
-    pub fn apply_env(
-        &mut self,
-        vars: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<(), ConfigError> {
-        for (var, value) in vars {
-            let bad = |message: String| ConfigError::Env {
-                var: var.clone(),
-                value: value.clone(),
-                message,
-            };
-            match var.as_str() {
-                "BERTH_LISTEN" => self.listen = value.parse().map_err(|e| bad(format!("{e}")))?,
-                "BERTH_DATA_DIR" => self.data_dir = PathBuf::from(&value),
-                "BERTH_MAX_MANIFEST_BYTES" => {
-                    self.max_manifest_bytes = value.parse().map_err(|e| bad(format!("{e}")))?
-                }
-                "BERTH_UPLOAD_IDLE_TIMEOUT" => {
-                    self.upload_idle_timeout = parse_duration(&value).map_err(bad)?
-                }
-                "BERTH_TLS_CERT" => self.tls_cert = Some(PathBuf::from(&value)),
-                "BERTH_TLS_KEY" => self.tls_key = Some(PathBuf::from(&value)),
-                "BERTH_INSECURE_OPEN" => {
-                    self.insecure_open = match value.as_str() {
-                        "1" | "true" | "yes" => true,
-                        "0" | "false" | "no" | "" => false,
-                        _ => return Err(bad("use true or false".into())),
-                    }
-                }
-                "BERTH_TOKEN_SERVICE" => self.token_service = value.clone(),
-                "BERTH_TOKEN_REALM" => self.token_realm = Some(value.clone()),
-                "BERTH_TOKEN_TTL" => self.token_ttl = parse_duration(&value).map_err(bad)?,
-                "BERTH_ANALYTICS" => {
-                    self.analytics = match value.as_str() {
-                        "1" | "true" | "yes" | "on" => true,
-                        "0" | "false" | "no" | "off" => false,
-                        _ => return Err(bad("use true or false".into())),
-                    }
-                }
-                "BERTH_ANALYTICS_FLUSH_INTERVAL" => {
-                    self.analytics_flush_interval = parse_duration(&value).map_err(bad)?
-                }
-                "BERTH_BLOB_TRANSFER" => self.blob_transfer = value.parse().map_err(bad)?,
-                _ => {}
+    /// Reads a TOML file over the defaults.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        Config::load(Some(path), Settings::default())
+    }
+
+    /// Overrides every setting `layer` gives.
+    pub fn apply(&mut self, layer: Settings) {
+        // Destructured so that a new setting cannot be forgotten here.
+        let Settings {
+            listen,
+            data_dir,
+            max_manifest_bytes,
+            upload_idle_timeout,
+            tls_cert,
+            tls_key,
+            insecure_open,
+            token_service,
+            token_realm,
+            token_ttl,
+            tag_policy,
+            analytics_flush_interval,
+            analytics,
+            blob_transfer,
+            storage,
+            database_url,
+        } = layer;
+        fn set<T>(to: &mut T, v: Option<T>) {
+            if let Some(v) = v {
+                *to = v;
             }
         }
-        Ok(())
+        set(&mut self.listen, listen);
+        set(&mut self.data_dir, data_dir);
+        set(&mut self.max_manifest_bytes, max_manifest_bytes);
+        set(&mut self.upload_idle_timeout, upload_idle_timeout);
+        set(&mut self.tls_cert, tls_cert.map(Some));
+        set(&mut self.tls_key, tls_key.map(Some));
+        set(&mut self.insecure_open, insecure_open);
+        set(&mut self.token_service, token_service);
+        set(&mut self.token_realm, token_realm.map(Some));
+        set(&mut self.token_ttl, token_ttl);
+        set(&mut self.tag_policy, tag_policy);
+        set(&mut self.analytics_flush_interval, analytics_flush_interval);
+        set(&mut self.analytics, analytics);
+        set(&mut self.blob_transfer, blob_transfer);
+        set(&mut self.storage, storage);
+        set(&mut self.database_url, database_url.map(Some));
+    }
+
+    /// The metadata database to open: SQLite at `<data_dir>/metadata.db` without a
+    /// `database_url`, else the database the URL names (`sqlite:///abs/path`,
+    /// `sqlite://relative/path`, `postgres://...` or `postgresql://...`). Whether a
+    /// backend is compiled in is for the code that builds it to say.
+    pub fn metadata_backend(&self) -> Result<MetadataBackend, ConfigError> {
+        let Some(url) = self.database_url.as_deref() else {
+            return Ok(MetadataBackend::Sqlite(self.data_dir.join("metadata.db")));
+        };
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err(ConfigError::DatabaseUrl(
+                    "sqlite:// needs a path, e.g. sqlite:///var/lib/berth/metadata.db".into(),
+                ));
+            }
+            return Ok(MetadataBackend::Sqlite(PathBuf::from(path)));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(MetadataBackend::Postgres(url.to_owned()));
+        }
+        // Only the scheme is repeated: the rest of a URL may hold a password.
+        let scheme = url.split_once("://").map_or("", |(s, _)| s);
+        Err(ConfigError::DatabaseUrl(format!(
+            "unsupported scheme {scheme:?}: use sqlite://<path> or postgres://..."
+        )))
     }
 }
 
-/// Parses `90`, `90s`, `15m`, `24h` or `7d`.
+/// Parses a duration: a bare number of seconds (`90`), or `humantime`'s form (`90s`,
+/// `15m`, `24h`, `7d`, `1h 30m`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 90s, 15m, 24h or 7d"))?;
-    let mult = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        _ => return Err(format!("{s:?} has an unknown unit (use s, m, h or d)")),
-    };
-    Ok(Duration::from_secs(n.saturating_mul(mult)))
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s
+            .parse()
+            .map(Duration::from_secs)
+            .map_err(|_| format!("{s:?} is too many seconds"));
+    }
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration like 90s, 15m, 24h or 7d: {e}"))
 }
 
 mod duration_str {
@@ -217,7 +472,8 @@ mod duration_str {
 
     use serde::{Deserialize, Deserializer};
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    /// A duration as seconds (`90`) or text (`"90s"`, `"24h"`).
+    pub fn option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         #[derive(Deserialize)]
         #[serde(untagged)]
         enum Raw {
@@ -225,8 +481,10 @@ mod duration_str {
             Text(String),
         }
         match Raw::deserialize(d)? {
-            Raw::Secs(s) => Ok(Duration::from_secs(s)),
-            Raw::Text(t) => super::parse_duration(&t).map_err(serde::de::Error::custom),
+            Raw::Secs(s) => Ok(Some(Duration::from_secs(s))),
+            Raw::Text(t) => super::parse_duration(&t)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
         }
     }
 }
@@ -235,47 +493,146 @@ mod duration_str {
 mod tests {
     use super::*;
 
+    fn env(pairs: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+            .collect()
+    }
+
+    fn from_env(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        Settings::from_env(env(pairs))
+    }
+
     #[test]
     fn file_then_env() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("berth.toml");
         std::fs::write(
             &path,
-            "listen = \"127.0.0.1:6000\"\nupload_idle_timeout = \"2h\"\n",
+            "listen = \"127.0.0.1:6000\"\nupload_idle_timeout = \"2h\"\ninsecure_open = true\n",
         )
         .unwrap();
-        let mut c = Config::from_file(&path).unwrap();
+        let c = Config::from_file(&path).unwrap();
         assert_eq!(c.listen.port(), 6000);
         assert_eq!(c.upload_idle_timeout, Duration::from_secs(7200));
         assert_eq!(c.data_dir, PathBuf::from("./berth-data"));
-        c.apply_env([
-            ("BERTH_DATA_DIR".to_string(), "/tmp/x".to_string()),
-            ("BERTH_UPLOAD_IDLE_TIMEOUT".to_string(), "90".to_string()),
-            ("OTHER".to_string(), "ignored".to_string()),
+        assert!(c.insecure_open);
+
+        let over = from_env(&[
+            ("BERTH_DATA_DIR", "/tmp/x"),
+            ("BERTH_UPLOAD_IDLE_TIMEOUT", "90"),
+            ("BERTH_INSECURE_OPEN", "off"),
+            ("BERTH_TOKEN_TTL", "10m"),
+            ("BERTH_TLS_CERT", "/c.pem"),
+            ("BERTH_ANALYTICS_FLUSH_INTERVAL", "1s"),
+            ("OTHER", "ignored"),
         ])
         .unwrap();
+        let c = Config::load(Some(&path), over).unwrap();
+        assert_eq!(
+            c.listen.port(),
+            6000,
+            "the file's value stays where env is silent"
+        );
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(c.upload_idle_timeout, Duration::from_secs(90));
-        assert!(c
-            .apply_env([("BERTH_LISTEN".to_string(), "nope".to_string())])
-            .is_err());
-        c.apply_env([
-            ("BERTH_INSECURE_OPEN".to_string(), "true".to_string()),
-            ("BERTH_TOKEN_TTL".to_string(), "10m".to_string()),
-            ("BERTH_TLS_CERT".to_string(), "/c.pem".to_string()),
-            (
-                "BERTH_ANALYTICS_FLUSH_INTERVAL".to_string(),
-                "1s".to_string(),
-            ),
-        ])
-        .unwrap();
-        assert!(c.insecure_open);
+        assert!(!c.insecure_open, "env overrides the file, also to false");
         assert_eq!(c.token_ttl, Duration::from_secs(600));
         assert_eq!(c.tls_cert, Some(PathBuf::from("/c.pem")));
         assert_eq!(c.analytics_flush_interval, Duration::from_secs(1));
-        assert!(c
-            .apply_env([("BERTH_INSECURE_OPEN".to_string(), "maybe".to_string())])
-            .is_err());
+    }
+
+    #[test]
+    fn booleans_parse_alike_for_every_setting() {
+        for (text, want) in [
+            ("true", true),
+            ("on", true),
+            ("yes", true),
+            ("1", true),
+            ("false", false),
+            ("off", false),
+            ("no", false),
+            ("0", false),
+        ] {
+            for var in ["BERTH_INSECURE_OPEN", "BERTH_ANALYTICS"] {
+                let s = from_env(&[(var, text)]).unwrap();
+                let got = s.insecure_open.or(s.analytics);
+                assert_eq!(got, Some(want), "{var}={text}");
+            }
+        }
+        // An empty variable is unset, as clap treats one given to `berth serve`.
+        assert_eq!(
+            from_env(&[("BERTH_ANALYTICS", "")]).unwrap(),
+            Settings::default()
+        );
+    }
+
+    #[test]
+    fn a_bad_variable_is_named() {
+        for (var, value) in [
+            ("BERTH_LISTEN", "nope"),
+            ("BERTH_INSECURE_OPEN", "maybe"),
+            ("BERTH_TOKEN_TTL", "soon"),
+            ("BERTH_BLOB_TRANSFER", "splice"),
+            ("BERTH_STORAGE", "s3"),
+        ] {
+            match from_env(&[(var, value)]) {
+                Err(ConfigError::Env {
+                    var: v,
+                    value: x,
+                    message,
+                }) => {
+                    assert_eq!((v.as_str(), x.as_str()), (var, value));
+                    assert!(!message.is_empty());
+                }
+                other => panic!("{var}={value}: {other:?}"),
+            }
+        }
+        let err = from_env(&[("BERTH_BLOB_TRANSFER", "splice")]).unwrap_err();
+        assert!(err.to_string().contains("auto, sendfile or copy"), "{err}");
+        let err = from_env(&[("BERTH_STORAGE", "s3")]).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown storage backend \"s3\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_berth_variables_are_refused() {
+        let others = ["BERTH_LOG", "BERTH_DOCKER_CONFIG"];
+        check_env(
+            env(&[
+                ("BERTH_LISTEN", "x"),
+                ("BERTH_LOG", "debug"),
+                ("BERTH_DOCKER_CONFIG", "/c"),
+                ("HOME", "/root"),
+            ]),
+            others,
+        )
+        .unwrap();
+        match check_env(env(&[("BERTH_LISTN", "127.0.0.1:1")]), others) {
+            Err(e @ ConfigError::UnknownEnv { .. }) => {
+                assert!(e.to_string().contains("BERTH_LISTN"), "{e}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_setting_has_a_key_a_variable_and_a_flag() {
+        let vars = Settings::env_vars();
+        // All but `tag_policy`, a list of tables, which only the file can hold.
+        assert_eq!(vars.len(), 15);
+        for (var, long) in &vars {
+            let key = long.replace('-', "_");
+            assert_eq!(*var, format!("BERTH_{}", key.to_uppercase()));
+            // A value of the wrong type: the key is known, so the error is about the value.
+            let err = toml::from_str::<Settings>(&format!("{key} = []"))
+                .unwrap_err()
+                .to_string();
+            assert!(!err.contains("unknown field"), "{key}: {err}");
+        }
     }
 
     #[test]
@@ -284,15 +641,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("berth.toml");
         std::fs::write(&path, "blob_transfer = \"sendfile\"\n").unwrap();
-        let mut c = Config::from_file(&path).unwrap();
+        let c = Config::from_file(&path).unwrap();
         assert_eq!(c.blob_transfer, BlobTransfer::Sendfile);
-        c.apply_env([("BERTH_BLOB_TRANSFER".to_string(), "copy".to_string())])
-            .unwrap();
+        let c = Config::load(
+            Some(&path),
+            from_env(&[("BERTH_BLOB_TRANSFER", "copy")]).unwrap(),
+        )
+        .unwrap();
         assert_eq!(c.blob_transfer, BlobTransfer::Copy);
-        let err = c
-            .apply_env([("BERTH_BLOB_TRANSFER".to_string(), "splice".to_string())])
-            .unwrap_err();
-        assert!(err.to_string().contains("auto, sendfile or copy"), "{err}");
         std::fs::write(&path, "blob_transfer = \"fast\"\n").unwrap();
         assert!(Config::from_file(&path).is_err());
 
@@ -327,12 +683,82 @@ mod tests {
     }
 
     #[test]
+    fn storage_from_file_and_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("berth.toml");
+        std::fs::write(&path, "storage = \"fs\"\n").unwrap();
+        assert_eq!(Config::from_file(&path).unwrap().storage, Storage::Fs);
+        std::fs::write(&path, "storage = \"s3\"\n").unwrap();
+        let err = Config::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains("unknown storage backend \"s3\""), "{err}");
+        assert_eq!(
+            from_env(&[("BERTH_STORAGE", "fs")]).unwrap().storage,
+            Some(Storage::Fs)
+        );
+    }
+
+    #[test]
+    fn metadata_backends() {
+        let backend = |url: Option<&str>| {
+            let c = Config {
+                data_dir: PathBuf::from("/srv/berth"),
+                database_url: url.map(str::to_owned),
+                ..Config::default()
+            };
+            c.metadata_backend()
+        };
+        assert_eq!(
+            backend(None).unwrap(),
+            MetadataBackend::Sqlite(PathBuf::from("/srv/berth/metadata.db"))
+        );
+        assert_eq!(
+            backend(Some("sqlite:///var/lib/berth/meta.db")).unwrap(),
+            MetadataBackend::Sqlite(PathBuf::from("/var/lib/berth/meta.db"))
+        );
+        assert_eq!(
+            backend(Some("sqlite://data/meta.db")).unwrap(),
+            MetadataBackend::Sqlite(PathBuf::from("data/meta.db"))
+        );
+        for url in ["postgres://u:p@db/berth", "postgresql://db/berth"] {
+            assert_eq!(
+                backend(Some(url)).unwrap(),
+                MetadataBackend::Postgres(url.to_owned())
+            );
+        }
+        assert!(backend(Some("sqlite://")).is_err());
+        let err = backend(Some("mysql://root:hunter2@db/berth"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("\"mysql\"") && !err.contains("hunter2"),
+            "{err}"
+        );
+
+        // A bad URL stops the server at start, from the file or the environment.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("berth.toml");
+        std::fs::write(&path, "database_url = \"redis://x\"\n").unwrap();
+        assert!(matches!(
+            Config::from_file(&path),
+            Err(ConfigError::DatabaseUrl(_))
+        ));
+        let over = from_env(&[("BERTH_DATABASE_URL", "sqlite:///tmp/m.db")]).unwrap();
+        assert_eq!(
+            Config::load(None, over).unwrap().database_url.as_deref(),
+            Some("sqlite:///tmp/m.db")
+        );
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(
             parse_duration("7d").unwrap(),
             Duration::from_secs(7 * 86400)
         );
-        assert!(parse_duration("1y").is_err());
+        assert_eq!(parse_duration(" 90 ").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
+        assert!(parse_duration("3 fortnights").is_err());
         assert!(parse_duration("h").is_err());
+        assert!(parse_duration("").is_err());
     }
 }

@@ -1,18 +1,27 @@
-//! Prometheus metrics, rendered in the text exposition format at `/metrics`.
+//! Prometheus metrics, rendered at `/metrics` by the `prometheus-client` crate in the
+//! OpenMetrics text format (which Prometheus also reads as its classic text format).
 //!
-//! Counters are updated on the request path with atomics and short-held locks; labels
-//! are bounded: route (a fixed set), method, status, OCI error code, and repository for
-//! pulls, capped at [`MAX_REPO_LABELS`] distinct names (the rest count as `_other`).
-//! No digest or client address is ever a label.
+//! Counters are atomics inside label families; labels are bounded: route (a fixed set),
+//! method, status, OCI error code, and repository for pulls, capped at
+//! [`MAX_REPO_LABELS`] distinct names (the rest count as `_other`). No digest or client
+//! address is ever a label.
 
-use std::collections::HashMap;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashSet;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
 /// Distinct repository label values before the rest are pooled as `_other`.
 pub const MAX_REPO_LABELS: usize = 1000;
+
+/// The `Content-Type` of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Upper bounds (seconds) of the request latency histogram.
 const BUCKETS: [f64; 11] = [
@@ -27,28 +36,140 @@ pub struct RouteLabel(pub &'static str);
 #[derive(Debug, Clone, Copy)]
 pub struct ErrorLabel(pub &'static str);
 
-#[derive(Default)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: &'static str,
+    method: &'static str,
+    status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabels {
+    code: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RepositoryLabels {
+    repository: String,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(BUCKETS)
 }
 
 /// All metrics of one server.
-#[derive(Default)]
 pub struct Metrics {
-    requests: Mutex<HashMap<(&'static str, &'static str, u16), u64>>,
-    latency: Mutex<HashMap<&'static str, Histogram>>,
-    errors: Mutex<HashMap<&'static str, u64>>,
-    pulls: Mutex<HashMap<String, u64>>,
-    bytes_in: AtomicU64,
-    bytes_out: AtomicU64,
-    uploads_started: AtomicU64,
-    blobs_committed: AtomicU64,
-    manifests_pushed: AtomicU64,
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    errors: Family<CodeLabels, Counter>,
+    pulls: Family<RepositoryLabels, Counter>,
+    /// Repositories that have their own `pulls` label; the rest count as `_other`.
+    pull_repos: Mutex<HashSet<String>>,
+    bytes_in: Counter,
+    bytes_out: Counter,
+    uploads_started: Counter,
+    blobs_committed: Counter,
+    manifests_pushed: Counter,
+    storage_blobs: Gauge,
+    storage_bytes: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        let m = Metrics {
+            registry: Registry::default(),
+            requests: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram),
+            errors: Family::default(),
+            pulls: Family::default(),
+            pull_repos: Mutex::new(HashSet::new()),
+            bytes_in: Counter::default(),
+            bytes_out: Counter::default(),
+            uploads_started: Counter::default(),
+            blobs_committed: Counter::default(),
+            manifests_pushed: Counter::default(),
+            storage_blobs: Gauge::default(),
+            storage_bytes: Gauge::default(),
+        };
+        m.registered()
+    }
 }
 
 impl Metrics {
+    /// Registers every metric under its exposition name (counters get `_total`, the
+    /// histogram `_seconds` from its unit). The registry keeps clones: each clone shares
+    /// its atomics with the field it was made from.
+    fn registered(mut self) -> Metrics {
+        let r = &mut self.registry;
+        r.register(
+            "berth_http_requests",
+            "HTTP requests by route, method and status",
+            self.requests.clone(),
+        );
+        r.register_with_unit(
+            "berth_http_request_duration",
+            "Request latency by route",
+            Unit::Seconds,
+            self.latency.clone(),
+        );
+        r.register(
+            "berth_errors",
+            "Error responses by OCI error code",
+            self.errors.clone(),
+        );
+        r.register(
+            "berth_pulls",
+            "Manifest downloads (GET) by repository",
+            self.pulls.clone(),
+        );
+        for (name, help, counter) in [
+            (
+                "berth_http_request_bytes",
+                "Request body bytes received",
+                &self.bytes_in,
+            ),
+            (
+                "berth_http_response_bytes",
+                "Response body bytes sent",
+                &self.bytes_out,
+            ),
+            (
+                "berth_uploads_started",
+                "Blob upload sessions started",
+                &self.uploads_started,
+            ),
+            (
+                "berth_blobs_committed",
+                "Blobs verified and committed",
+                &self.blobs_committed,
+            ),
+            (
+                "berth_manifests_pushed",
+                "Manifests pushed",
+                &self.manifests_pushed,
+            ),
+        ] {
+            r.register(name, help, counter.clone());
+        }
+        r.register(
+            "berth_storage_blobs",
+            "Distinct blobs stored",
+            self.storage_blobs.clone(),
+        );
+        r.register(
+            "berth_storage_bytes",
+            "Bytes of distinct blobs stored",
+            self.storage_bytes.clone(),
+        );
+        self
+    }
+
     /// Records one finished request.
     pub fn request(
         &self,
@@ -59,195 +180,63 @@ impl Metrics {
         bytes_in: u64,
         bytes_out: u64,
     ) {
-        self.bytes_in.fetch_add(bytes_in, Ordering::Relaxed);
-        self.bytes_out.fetch_add(bytes_out, Ordering::Relaxed);
-        *self
-            .requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry((route, method_label(method), status))
-            .or_default() += 1;
-        let secs = elapsed.as_secs_f64();
-        let mut lat = self.latency.lock().unwrap_or_else(|p| p.into_inner());
-        let h = lat.entry(route).or_default();
-        for (i, b) in BUCKETS.iter().enumerate() {
-            if secs <= *b {
-                h.counts[i] += 1;
-            }
-        }
-        h.count += 1;
-        h.sum += secs;
+        self.bytes_in.inc_by(bytes_in);
+        self.bytes_out.inc_by(bytes_out);
+        self.requests
+            .get_or_create(&RequestLabels {
+                route,
+                method: method_label(method),
+                status,
+            })
+            .inc();
+        self.latency
+            .get_or_create(&RouteLabels { route })
+            .observe(elapsed.as_secs_f64());
     }
 
+    /// Counts one error response with OCI error `code`.
     pub fn error(&self, code: &'static str) {
-        *self
-            .errors
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(code)
-            .or_default() += 1;
+        self.errors.get_or_create(&CodeLabels { code }).inc();
     }
 
     /// Counts a manifest download of `repo`.
     pub fn pull(&self, repo: &str) {
-        let mut pulls = self.pulls.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = pulls.get_mut(repo) {
-            *n += 1;
-        } else if pulls.len() < MAX_REPO_LABELS {
-            pulls.insert(repo.to_owned(), 1);
-        } else {
-            *pulls.entry("_other".to_owned()).or_default() += 1;
-        }
+        let labelled = {
+            let mut seen = self.pull_repos.lock().unwrap_or_else(|p| p.into_inner());
+            seen.contains(repo) || (seen.len() < MAX_REPO_LABELS && seen.insert(repo.to_owned()))
+        };
+        let repository = if labelled { repo } else { "_other" };
+        self.pulls
+            .get_or_create(&RepositoryLabels {
+                repository: repository.to_owned(),
+            })
+            .inc();
     }
 
     pub fn upload_started(&self) {
-        self.uploads_started.fetch_add(1, Ordering::Relaxed);
+        self.uploads_started.inc();
     }
 
     pub fn blob_committed(&self) {
-        self.blobs_committed.fetch_add(1, Ordering::Relaxed);
+        self.blobs_committed.inc();
     }
 
     pub fn manifest_pushed(&self) {
-        self.manifests_pushed.fetch_add(1, Ordering::Relaxed);
+        self.manifests_pushed.inc();
     }
 
-    /// The text exposition format; `stored` is (distinct blobs, bytes) from the store.
+    /// The exposition text (see [`CONTENT_TYPE`]); `stored` is (distinct blobs, bytes)
+    /// from the store.
     pub fn render(&self, stored: (u64, u64)) -> String {
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.storage_blobs.set(gauge(stored.0));
+        self.storage_bytes.set(gauge(stored.1));
         let mut out = String::with_capacity(4096);
-        let w = &mut out;
-        let _ = writeln!(
-            w,
-            "# HELP berth_http_requests_total HTTP requests by route, method and status."
-        );
-        let _ = writeln!(w, "# TYPE berth_http_requests_total counter");
-        let mut reqs: Vec<_> = self
-            .requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|((r, m, s), n)| (*r, *m, *s, *n))
-            .collect();
-        reqs.sort();
-        for (r, m, s, n) in reqs {
-            let _ = writeln!(
-                w,
-                "berth_http_requests_total{{route=\"{r}\",method=\"{m}\",status=\"{s}\"}} {n}"
-            );
-        }
-        let _ = writeln!(
-            w,
-            "# HELP berth_http_request_duration_seconds Request latency by route."
-        );
-        let _ = writeln!(w, "# TYPE berth_http_request_duration_seconds histogram");
-        let lat = self.latency.lock().unwrap_or_else(|p| p.into_inner());
-        let mut routes: Vec<_> = lat.keys().copied().collect();
-        routes.sort();
-        for r in routes {
-            let Some(h) = lat.get(r) else { continue };
-            for (i, b) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(
-                    w,
-                    "berth_http_request_duration_seconds_bucket{{route=\"{r}\",le=\"{b}\"}} {}",
-                    h.counts[i]
-                );
-            }
-            let _ = writeln!(
-                w,
-                "berth_http_request_duration_seconds_bucket{{route=\"{r}\",le=\"+Inf\"}} {}",
-                h.count
-            );
-            let _ = writeln!(
-                w,
-                "berth_http_request_duration_seconds_sum{{route=\"{r}\"}} {}",
-                h.sum
-            );
-            let _ = writeln!(
-                w,
-                "berth_http_request_duration_seconds_count{{route=\"{r}\"}} {}",
-                h.count
-            );
-        }
-        drop(lat);
-        let _ = writeln!(
-            w,
-            "# HELP berth_errors_total Error responses by OCI error code."
-        );
-        let _ = writeln!(w, "# TYPE berth_errors_total counter");
-        let mut errs: Vec<_> = self
-            .errors
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|(k, v)| (*k, *v))
-            .collect();
-        errs.sort();
-        for (c, n) in errs {
-            let _ = writeln!(w, "berth_errors_total{{code=\"{c}\"}} {n}");
-        }
-        let _ = writeln!(
-            w,
-            "# HELP berth_pulls_total Manifest downloads (GET) by repository."
-        );
-        let _ = writeln!(w, "# TYPE berth_pulls_total counter");
-        let mut pulls: Vec<_> = self
-            .pulls
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|(k, v)| (k.clone(), *v))
-            .collect();
-        pulls.sort();
-        for (r, n) in pulls {
-            let _ = writeln!(w, "berth_pulls_total{{repository=\"{}\"}} {n}", escape(&r));
-        }
-        for (name, help, kind, v) in [
-            (
-                "berth_http_request_bytes_total",
-                "Request body bytes received.",
-                "counter",
-                self.bytes_in.load(Ordering::Relaxed),
-            ),
-            (
-                "berth_http_response_bytes_total",
-                "Response body bytes sent.",
-                "counter",
-                self.bytes_out.load(Ordering::Relaxed),
-            ),
-            (
-                "berth_uploads_started_total",
-                "Blob upload sessions started.",
-                "counter",
-                self.uploads_started.load(Ordering::Relaxed),
-            ),
-            (
-                "berth_blobs_committed_total",
-                "Blobs verified and committed.",
-                "counter",
-                self.blobs_committed.load(Ordering::Relaxed),
-            ),
-            (
-                "berth_manifests_pushed_total",
-                "Manifests pushed.",
-                "counter",
-                self.manifests_pushed.load(Ordering::Relaxed),
-            ),
-            (
-                "berth_storage_blobs",
-                "Distinct blobs stored.",
-                "gauge",
-                stored.0,
-            ),
-            (
-                "berth_storage_bytes",
-                "Bytes of distinct blobs stored.",
-                "gauge",
-                stored.1,
-            ),
-        ] {
-            let _ = writeln!(w, "# HELP {name} {help}");
-            let _ = writeln!(w, "# TYPE {name} {kind}");
-            let _ = writeln!(w, "{name} {v}");
+        // Writing into a `String` cannot fail, and every label value is text or a
+        // number, so an error here would be a bug in the encoder; it is logged rather
+        // than answered with a half-written page.
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "encoding metrics failed");
         }
         out
     }
@@ -267,13 +256,6 @@ fn method_label(method: &str) -> &'static str {
     }
 }
 
-/// Escapes a label value (repository names cannot hold these, but be safe).
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,23 +265,39 @@ mod tests {
         let m = Metrics::default();
         m.request("manifest", "GET", 200, Duration::from_micros(700), 0, 512);
         m.request("manifest", "GET", 200, Duration::from_millis(30), 0, 512);
+        m.request("blob", "BREW", 405, Duration::from_millis(1), 7, 0);
         m.error("MANIFEST_UNKNOWN");
         for i in 0..(MAX_REPO_LABELS + 5) {
             m.pull(&format!("r{i}"));
         }
+        m.pull("r0");
         let text = m.render((3, 1000));
         assert!(text.contains(
             "berth_http_requests_total{route=\"manifest\",method=\"GET\",status=\"200\"} 2"
         ));
         assert!(text.contains(
-            "berth_http_request_duration_seconds_bucket{route=\"manifest\",le=\"0.001\"} 1"
+            "berth_http_requests_total{route=\"blob\",method=\"other\",status=\"405\"} 1"
+        ));
+        // The encoder writes `le` before the family's labels; the order means nothing.
+        assert!(text.contains(
+            "berth_http_request_duration_seconds_bucket{le=\"0.001\",route=\"manifest\"} 1"
         ));
         assert!(text.contains(
-            "berth_http_request_duration_seconds_bucket{route=\"manifest\",le=\"+Inf\"} 2"
+            "berth_http_request_duration_seconds_bucket{le=\"+Inf\",route=\"manifest\"} 2"
         ));
+        assert!(text.contains("berth_http_request_duration_seconds_count{route=\"manifest\"} 2"));
         assert!(text.contains("berth_pulls_total{repository=\"_other\"} 5"));
+        assert!(text.contains("berth_pulls_total{repository=\"r0\"} 2"));
+        assert_eq!(
+            text.matches("berth_pulls_total{").count(),
+            MAX_REPO_LABELS + 1
+        );
         assert!(text.contains("berth_errors_total{code=\"MANIFEST_UNKNOWN\"} 1"));
+        assert!(text.contains("berth_storage_blobs 3"));
         assert!(text.contains("berth_storage_bytes 1000"));
         assert!(text.contains("berth_http_response_bytes_total 1024"));
+        assert!(text.contains("berth_http_request_bytes_total 7"));
+        assert!(text.contains("# TYPE berth_http_requests counter"));
+        assert!(text.ends_with("# EOF\n"));
     }
 }

@@ -12,6 +12,9 @@
 
 use berth_auth::Pattern;
 use berth_meta::{TagChange, TagGuard, TagTarget};
+// Re-exported so the rest of the server names tag kinds through the policy that uses them.
+pub use berth_oci::version::{classify, TagKind};
+use berth_oci::version::{parse_version, release_of};
 use semver::Version;
 use serde::Deserialize;
 
@@ -32,66 +35,12 @@ fn yes() -> bool {
     true
 }
 
-/// What kind of tag a name is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TagKind {
-    Release(Version),
-    Latest,
-    Major(u64),
-    Minor(u64, u64),
-    Other,
-}
-
-fn strip_v(s: &str) -> &str {
-    match s.strip_prefix(['v', 'V']) {
-        Some(rest) if rest.starts_with(|c: char| c.is_ascii_digit()) => rest,
-        _ => s,
-    }
-}
-
-/// Classifies a tag name. Tags cannot hold `+`, so build metadata never appears here.
-pub fn classify(tag: &str) -> TagKind {
-    if tag == "latest" {
-        return TagKind::Latest;
-    }
-    let s = strip_v(tag);
-    if let Ok(v) = Version::parse(s) {
-        return TagKind::Release(v);
-    }
-    let parts: Vec<&str> = s.split('.').collect();
-    let num = |p: &str| -> Option<u64> {
-        (!p.is_empty()
-            && p.bytes().all(|b| b.is_ascii_digit())
-            && (p == "0" || !p.starts_with('0')))
-        .then(|| p.parse().ok())
-        .flatten()
-    };
-    match parts.as_slice() {
-        [a] => num(a).map(TagKind::Major).unwrap_or(TagKind::Other),
-        [a, b] => match (num(a), num(b)) {
-            (Some(a), Some(b)) => TagKind::Minor(a, b),
-            _ => TagKind::Other,
-        },
-        _ => TagKind::Other,
-    }
-}
-
 /// The version of a tag target: its annotation, else its highest release tag.
 pub fn version_of(t: &TagTarget) -> Option<Version> {
-    if let Some(v) = t
-        .version
-        .as_deref()
-        .and_then(|v| Version::parse(strip_v(v.trim())).ok())
-    {
+    if let Some(v) = t.version.as_deref().and_then(parse_version) {
         return Some(v);
     }
-    t.tags
-        .iter()
-        .filter_map(|tag| match classify(tag) {
-            TagKind::Release(v) => Some(v),
-            _ => None,
-        })
-        .max()
+    t.tags.iter().filter_map(|tag| release_of(tag)).max()
 }
 
 /// The configured rules.
@@ -214,19 +163,6 @@ mod tests {
             current,
             new,
         }
-    }
-
-    #[test]
-    fn classification() {
-        assert_eq!(classify("1.2.3"), TagKind::Release(Version::new(1, 2, 3)));
-        assert!(matches!(classify("v1.3.0-rc.1"), TagKind::Release(_)));
-        assert_eq!(classify("latest"), TagKind::Latest);
-        assert_eq!(classify("1"), TagKind::Major(1));
-        assert_eq!(classify("v1.2"), TagKind::Minor(1, 2));
-        assert_eq!(classify("main"), TagKind::Other);
-        assert_eq!(classify("sha-abc1234"), TagKind::Other);
-        assert_eq!(classify("01"), TagKind::Other);
-        assert_eq!(classify("1.2.3.4"), TagKind::Other);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use berth_auth::{Grant, Pattern};
 use berth_server::accounts::Admin;
+use berth_server::config::Settings;
 use berth_server::Config;
 use clap::{Args, Subcommand};
 
@@ -139,11 +140,9 @@ fn parse_grants(raw: &[String]) -> anyhow::Result<Vec<Grant>> {
 }
 
 fn data_dir(args: &AdminArgs) -> anyhow::Result<PathBuf> {
-    let mut config = match &args.config {
-        Some(p) => Config::from_file(p)?,
-        None => Config::default(),
-    };
-    config.apply_env(std::env::vars())?;
+    crate::check_env()?;
+    let env = Settings::from_env(std::env::vars_os())?;
+    let config = Config::load(args.config.as_deref(), env)?;
     Ok(args.data_dir.clone().unwrap_or(config.data_dir))
 }
 
@@ -277,10 +276,7 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
                 }
             }
             AdminCommand::Audit { since, limit } => {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs() as i64)
-                    .unwrap_or(0);
+                let now = berth_oci::time::now();
                 let since = since.map(|d| now - d.as_secs() as i64).unwrap_or(0);
                 let events = admin.audit_log(since, limit).await?;
                 if json {

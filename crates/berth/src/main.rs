@@ -7,7 +7,7 @@ mod publish;
 mod serve;
 mod stats;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 
 /// Berth: a container image registry and its client in one binary.
 #[derive(Parser)]
@@ -35,6 +35,40 @@ enum Command {
     Index(cmd::index::IndexArgs),
     Login(cmd::login::LoginArgs),
     Logout(cmd::login::LogoutArgs),
+}
+
+/// `BERTH_*` variables read without clap: logging (`serve`), the CI context of
+/// `berth publish`, and the interop tests' path to this binary, which `berth serve`
+/// inherits from them.
+const ENV_OUTSIDE_CLAP: [&str; 4] = [
+    "BERTH_LOG",
+    "BERTH_LOG_FORMAT",
+    "BERTH_DEFAULT_BRANCH",
+    "BERTH_BIN",
+];
+
+/// Every `BERTH_*` variable some part of the program reads: each argument's `env` in
+/// every command, and [`ENV_OUTSIDE_CLAP`].
+fn known_env() -> Vec<String> {
+    fn walk(cmd: &clap::Command, out: &mut Vec<String>) {
+        out.extend(
+            cmd.get_arguments()
+                .filter_map(|a| a.get_env()?.to_str().map(str::to_owned)),
+        );
+        for sub in cmd.get_subcommands() {
+            walk(sub, out);
+        }
+    }
+    let mut out: Vec<String> = ENV_OUTSIDE_CLAP.map(String::from).to_vec();
+    walk(&Cli::command(), &mut out);
+    out
+}
+
+/// Refuses a `BERTH_*` variable nothing reads (a misspelt setting would be ignored).
+fn check_env() -> anyhow::Result<()> {
+    let known = known_env();
+    berth_server::config::check_env(std::env::vars_os(), known.iter().map(String::as_str))?;
+    Ok(())
 }
 
 /// Exit code for an error: the client's own codes (2 usage, 3 not found, 4 auth,
@@ -71,5 +105,29 @@ fn main() -> std::process::ExitCode {
             eprintln!("berth: {e:#}");
             std::process::ExitCode::from(exit_code(&e))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_env_covers_server_client_and_logging() {
+        let known = known_env();
+        for var in [
+            "BERTH_LISTEN",
+            "BERTH_DATABASE_URL",
+            "BERTH_STORAGE",
+            "BERTH_DOCKER_CONFIG",
+            "BERTH_CA_CERT",
+            "BERTH_LOG",
+        ] {
+            assert!(
+                known.iter().any(|k| k == var),
+                "{var} missing from {known:?}"
+            );
+        }
+        assert!(!known.iter().any(|k| k == "BERTH_LISTN"));
     }
 }

@@ -207,10 +207,7 @@ pub fn run(args: PublishArgs) -> anyhow::Result<()> {
         let clients = args.common.clients()?;
         let reg = clients.registry(&target.registry)?;
         let existing: Vec<semver::Version> = match reg.tags(&target.repository).await {
-            Ok(tags) => tags
-                .iter()
-                .filter_map(|t| semver::Version::parse(t.strip_prefix('v').unwrap_or(t)).ok())
-                .collect(),
+            Ok(tags) => berth_publish::released_versions(tags.iter().map(String::as_str)),
             Err(ClientError::NotFound(_)) => Vec::new(),
             Err(e) => return Err(e.into()),
         };

@@ -3,22 +3,23 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use berth_server::config::Settings;
 use berth_server::Config;
 use clap::Args;
 
 /// Run the registry (OCI Distribution Spec v1.1).
 ///
 /// Settings come from defaults, then the --config file, then BERTH_* environment
-/// variables (BERTH_LISTEN, BERTH_DATA_DIR, BERTH_MAX_MANIFEST_BYTES,
-/// BERTH_UPLOAD_IDLE_TIMEOUT, BERTH_TLS_CERT, BERTH_TLS_KEY, BERTH_INSECURE_OPEN,
-/// BERTH_TOKEN_SERVICE, BERTH_TOKEN_REALM, BERTH_TOKEN_TTL), then these flags. Logs go to stderr; BERTH_LOG sets the
-/// filter (e.g. BERTH_LOG=debug) and BERTH_LOG_FORMAT=json prints JSON lines.
+/// variables, then these flags; every setting below has all three forms (the file key is
+/// the flag's name with underscores). An unknown BERTH_* variable is an error. Logs go
+/// to stderr; BERTH_LOG sets the filter (e.g. BERTH_LOG=debug) and BERTH_LOG_FORMAT=json
+/// prints JSON lines.
 #[derive(Args)]
 #[command(after_help = "Examples:
   berth serve                                   # 127.0.0.1:5000, data in ./berth-data
   berth serve --listen 127.0.0.1:5050 --data-dir /var/lib/berth
   berth serve --config berth.toml
-  BERTH_DATA_DIR=/srv/registry berth serve
+  BERTH_DATA_DIR=/srv/registry BERTH_ANALYTICS=off berth serve
   berth serve --listen 0.0.0.0:443 --tls-cert cert.pem --tls-key key.pem
 
 With no account the registry is open to anyone who can reach it, so it only listens on
@@ -27,24 +28,8 @@ pub struct ServeArgs {
     /// TOML configuration file.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Address to listen on [default: 127.0.0.1:5000].
-    #[arg(long, value_name = "ADDR")]
-    listen: Option<std::net::SocketAddr>,
-    /// Directory for blobs and metadata [default: ./berth-data].
-    #[arg(long, value_name = "DIR")]
-    data_dir: Option<PathBuf>,
-    /// Delete upload sessions idle this long (e.g. 30m, 24h) [default: 24h].
-    #[arg(long, value_name = "DURATION", value_parser = berth_server::config::parse_duration)]
-    upload_idle_timeout: Option<std::time::Duration>,
-    /// PEM certificate chain: serve HTTPS (HTTP/1.1 and HTTP/2) instead of plain HTTP.
-    #[arg(long, value_name = "FILE", requires = "tls_key")]
-    tls_cert: Option<PathBuf>,
-    /// PEM private key for --tls-cert.
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
-    tls_key: Option<PathBuf>,
-    /// Allow a non-loopback address while no account exists (anyone could push and delete).
-    #[arg(long)]
-    insecure_open: bool,
+    #[command(flatten)]
+    settings: Settings,
 }
 
 fn init_logging() {
@@ -63,27 +48,9 @@ fn init_logging() {
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_logging();
-    let mut config = match &args.config {
-        Some(path) => Config::from_file(path)?,
-        None => Config::default(),
-    };
-    config.apply_env(std::env::vars())?;
-    if let Some(l) = args.listen {
-        config.listen = l;
-    }
-    if let Some(d) = args.data_dir {
-        config.data_dir = d;
-    }
-    if let Some(t) = args.upload_idle_timeout {
-        config.upload_idle_timeout = t;
-    }
-    if let Some(c) = args.tls_cert {
-        config.tls_cert = Some(c);
-    }
-    if let Some(k) = args.tls_key {
-        config.tls_key = Some(k);
-    }
-    config.insecure_open |= args.insecure_open;
+    crate::check_env()?;
+    // Clap has merged the variables and the flags of every setting (flags win).
+    let config = Config::load(args.config.as_deref(), args.settings)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

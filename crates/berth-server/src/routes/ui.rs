@@ -2,18 +2,22 @@
 //! no external assets, so it works offline and is embedded in the binary. It follows the
 //! account rules: a viewer sees only repositories they may pull (log in at `/ui/login`,
 //! HTTP Basic).
-
-use std::fmt::Write as _;
-use std::time::{SystemTime, UNIX_EPOCH};
+//!
+//! Pages are `maud` templates: checked at compile time, and every value written into
+//! them is escaped unless wrapped in `PreEscaped` (only the constant style sheet and
+//! already-rendered markup are). `maud` was chosen over `askama` for the leaner build:
+//! one proc-macro crate over `syn` (already in the tree), where `askama`'s derive adds a
+//! template parser (`winnow`) and its own config reader, and the markup stays in Rust
+//! beside the data it shows.
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use berth_auth::Action;
 use berth_meta::GroupBy;
+use berth_oci::time::{date, now};
 use berth_oci::{ParsedManifest, RepoName};
-
-use berth_oci::time::date;
+use maud::{html, Markup, PreEscaped, DOCTYPE};
 
 use super::client_ip;
 use crate::auth::Principal;
@@ -29,44 +33,28 @@ th,td{text-align:left;padding:6px 10px;border-bottom:1px solid #e3e6ea;vertical-
 section{background:#fff;border:1px solid #e3e6ea;padding:10px 14px;margin:12px 0}h2{font-size:15px;margin:4px 0 8px}
 code{font-size:12px}.muted{color:#6b7280}";
 
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
 fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
+    bytesize::ByteSize(n).display().iec().to_string()
 }
 
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+/// A coordinate with one decimal, as the charts write them.
+fn c(v: f64) -> String {
+    format!("{v:.1}")
 }
+
+// SVG elements are written with explicit end tags (`line ... {}`): in HTML, inline SVG
+// is foreign content, where `<line>` without `/>` or `</line>` would swallow the
+// elements after it.
 
 /// A line chart of `points` (label, value) as inline SVG.
-pub fn line_chart(points: &[(String, u64)]) -> String {
+pub fn line_chart(points: &[(String, u64)]) -> Markup {
     let (w, h, pad) = (520.0, 180.0, 30.0);
-    let max = points.iter().map(|p| p.1).max().unwrap_or(0).max(1) as f64;
+    let max = points.iter().map(|p| p.1).max().unwrap_or(0).max(1);
     let n = points.len().max(2) as f64 - 1.0;
     let xy = |i: usize, v: u64| {
         (
             pad + (w - 2.0 * pad) * i as f64 / n,
-            h - pad - (h - 2.0 * pad) * v as f64 / max,
+            h - pad - (h - 2.0 * pad) * v as f64 / max as f64,
         )
     };
     let path: Vec<String> = points
@@ -74,84 +62,72 @@ pub fn line_chart(points: &[(String, u64)]) -> String {
         .enumerate()
         .map(|(i, p)| {
             let (x, y) = xy(i, p.1);
-            format!("{x:.1},{y:.1}")
+            format!("{},{}", c(x), c(y))
         })
         .collect();
-    let mut svg = format!(
-        "<svg class=\"chart line\" role=\"img\" aria-label=\"downloads per day\" viewBox=\"0 0 {w} {h}\" width=\"100%\">\
-         <line x1=\"{pad}\" y1=\"{y0}\" x2=\"{x1}\" y2=\"{y0}\" stroke=\"#9ca3af\"/>\
-         <text x=\"2\" y=\"{pad}\" font-size=\"10\">{max}</text>\
-         <polyline fill=\"none\" stroke=\"#2563eb\" stroke-width=\"2\" points=\"{pts}\"/>",
-        y0 = h - pad,
-        x1 = w - pad,
-        max = max as u64,
-        pts = path.join(" ")
-    );
-    for (i, p) in points.iter().enumerate() {
-        let (x, y) = xy(i, p.1);
-        let _ = write!(svg, "<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"2.5\" fill=\"#2563eb\"><title>{} {}</title></circle>", esc(&p.0), p.1);
+    html! {
+        svg class="chart line" role="img" aria-label="downloads per day"
+            viewBox={ "0 0 " (w) " " (h) } width="100%" {
+            line x1=(pad) y1=(h - pad) x2=(w - pad) y2=(h - pad) stroke="#9ca3af" {}
+            text x="2" y=(pad) font-size="10" { (max) }
+            polyline fill="none" stroke="#2563eb" stroke-width="2" points=(path.join(" ")) {}
+            @for (i, (label, v)) in points.iter().enumerate() {
+                @let (x, y) = xy(i, *v);
+                circle cx=(c(x)) cy=(c(y)) r="2.5" fill="#2563eb" { title { (label) " " (v) } }
+            }
+            @if let (Some(first), Some(last)) = (points.first(), points.last()) {
+                text x=(pad) y=(h - 8.0) font-size="10" { (first.0) }
+                text x=(w - pad) y=(h - 8.0) font-size="10" text-anchor="end" { (last.0) }
+            }
+        }
     }
-    if let (Some(first), Some(last)) = (points.first(), points.last()) {
-        let _ = write!(
-            svg,
-            "<text x=\"{pad}\" y=\"{}\" font-size=\"10\">{}</text><text x=\"{}\" y=\"{}\" font-size=\"10\" text-anchor=\"end\">{}</text>",
-            h - 8.0,
-            esc(&first.0),
-            w - pad,
-            h - 8.0,
-            esc(&last.0)
-        );
-    }
-    svg.push_str("</svg>");
-    svg
 }
 
 /// A horizontal bar chart of shares as inline SVG.
-pub fn bar_chart(label: &str, items: &[(String, u64)]) -> String {
-    let total: u64 = items.iter().map(|i| i.1).sum::<u64>().max(1);
+pub fn bar_chart(label: &str, items: &[(String, u64)]) -> Markup {
+    let total = items.iter().map(|i| i.1).sum::<u64>().max(1) as f64;
     let row = 24.0;
     let h = row * items.len().max(1) as f64 + 6.0;
-    let mut svg = format!(
-        "<svg class=\"chart bar\" role=\"img\" aria-label=\"{}\" viewBox=\"0 0 520 {h}\" width=\"100%\">",
-        esc(label)
-    );
-    if items.is_empty() {
-        svg.push_str(
-            "<text x=\"4\" y=\"18\" font-size=\"12\" fill=\"#6b7280\">no downloads yet</text>",
-        );
+    html! {
+        svg class="chart bar" role="img" aria-label=(label) viewBox={ "0 0 520 " (h) } width="100%" {
+            @if items.is_empty() {
+                text x="4" y="18" font-size="12" fill="#6b7280" { "no downloads yet" }
+            }
+            @for (i, (k, v)) in items.iter().enumerate() {
+                @let y = 4.0 + row * i as f64;
+                @let width = 300.0 * *v as f64 / total;
+                text x="0" y=(y + 13.0) font-size="12" { (if k.is_empty() { "(unknown)" } else { k }) }
+                rect class="bar" x="150" y=(y) width=(c(width)) height="16" fill="#10b981" {}
+                text x=(c(156.0 + width)) y=(y + 13.0) font-size="12" class="value" {
+                    (v) " (" (format!("{:.0}", 100.0 * *v as f64 / total)) "%)"
+                }
+            }
+        }
     }
-    for (i, (k, v)) in items.iter().enumerate() {
-        let y = 4.0 + row * i as f64;
-        let width = 300.0 * *v as f64 / total as f64;
-        let key = if k.is_empty() { "(unknown)" } else { k };
-        let _ = write!(
-            svg,
-            "<text x=\"0\" y=\"{ty}\" font-size=\"12\">{key}</text>\
-             <rect class=\"bar\" x=\"150\" y=\"{y}\" width=\"{width:.1}\" height=\"16\" fill=\"#10b981\"/>\
-             <text x=\"{tx:.1}\" y=\"{ty}\" font-size=\"12\" class=\"value\">{v} ({pct:.0}%)</text>",
-            ty = y + 13.0,
-            key = esc(key),
-            tx = 156.0 + width,
-            pct = 100.0 * *v as f64 / total as f64
-        );
-    }
-    svg.push_str("</svg>");
-    svg
 }
 
-fn page(title: &str, body: &str) -> Response {
-    let html = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{} · Berth</title>\
-         <meta name=\"viewport\" content=\"width=device-width\"><style>{STYLE}</style></head>\
-         <body><header><a href=\"/ui/\">Berth</a> <span class=\"muted\">registry dashboard</span></header><main>{body}</main></body></html>",
-        esc(title)
-    );
+fn page(title: &str, body: Markup) -> Response {
+    let html = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                title { (title) " · Berth" }
+                meta name="viewport" content="width=device-width";
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                header { a href="/ui/" { "Berth" } " " span.muted { "registry dashboard" } }
+                main { (body) }
+            }
+        }
+    };
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CACHE_CONTROL, "no-store"),
         ],
-        html,
+        html.into_string(),
     )
         .into_response()
 }
@@ -197,28 +173,25 @@ pub async fn index(State(state): State<AppState>, req: Request) -> Response {
         Ok(r) => r,
         Err(e) => return ApiError::from(e).into_response(),
     };
-    let mut rows = String::new();
-    for r in repos.iter().filter(|r| p.may(&r.name, Action::Pull)) {
-        let _ = write!(
-            rows,
-            "<tr><td><a href=\"/ui/r/{n}\">{n}</a></td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            r.tags,
-            human_bytes(r.size),
-            r.last_push.map(date).unwrap_or_else(|| "never".into()),
-            n = esc(&r.name)
-        );
-    }
-    let login = if matches!(p, Principal::Anonymous { .. }) {
-        "<p class=\"muted\">Showing public repositories. <a href=\"/ui/login\">Log in</a> to see yours.</p>"
-    } else {
-        ""
+    let anonymous = matches!(p, Principal::Anonymous { .. });
+    let body = html! {
+        h1 { "Repositories" }
+        @if anonymous {
+            p.muted { "Showing public repositories. " a href="/ui/login" { "Log in" } " to see yours." }
+        }
+        table #repositories {
+            tr { th { "Repository" } th { "Tags" } th { "Size" } th { "Last push" } }
+            @for r in repos.iter().filter(|r| p.may(&r.name, Action::Pull)) {
+                tr {
+                    td { a href={ "/ui/r/" (r.name) } { (r.name) } }
+                    td { (r.tags) }
+                    td { (human_bytes(r.size)) }
+                    td { (r.last_push.map(date).unwrap_or_else(|| "never".into())) }
+                }
+            }
+        }
     };
-    page(
-        "Repositories",
-        &format!(
-            "<h1>Repositories</h1>{login}<table id=\"repositories\"><tr><th>Repository</th><th>Tags</th><th>Size</th><th>Last push</th></tr>{rows}</table>"
-        ),
-    )
+    page("Repositories", body)
 }
 
 /// `GET /ui/r/<name>`: downloads over time, version/platform/client shares, error rate
@@ -293,20 +266,11 @@ async fn render_repository(state: &AppState, repo: &RepoName) -> Result<Response
     } else {
         100.0 * errors as f64 / all as f64
     };
-    let mut codes = String::new();
-    for (k, n) in requests.iter().filter(|(k, _)| !k.code.is_empty()) {
-        let _ = write!(
-            codes,
-            "<li><code>{}</code> on {}: {n}</li>",
-            esc(&k.code),
-            esc(&k.route)
-        );
-    }
-    if codes.is_empty() {
-        codes.push_str("<li class=\"muted\">none</li>");
-    }
-    let mut rows = String::new();
-    for t in &tags {
+    let codes: Vec<_> = requests
+        .iter()
+        .filter(|(k, _)| !k.code.is_empty())
+        .collect();
+    let tag_rows = tags.iter().map(|t| {
         let m = &t.manifest;
         let parsed = ParsedManifest::parse(&m.content, Some(&m.media_type)).ok();
         let (kind, platforms, size) = match &parsed {
@@ -326,44 +290,63 @@ async fn render_repository(state: &AppState, repo: &RepoName) -> Result<Response
             ),
             None => ("?", String::new(), 0),
         };
-        let annotations = parsed
-            .map(|pm| {
-                pm.annotations
-                    .iter()
-                    .map(|(k, v)| format!("<div><code>{}={}</code></div>", esc(k), esc(v)))
-                    .collect::<String>()
-            })
-            .unwrap_or_default();
-        let _ = write!(
-            rows,
-            "<tr class=\"tag\"><td>{}</td><td><code title=\"{d}\">{short}</code></td><td>{kind}</td><td>{}</td><td>{}</td><td>{annotations}</td><td>{}</td></tr>",
-            esc(&t.tag),
-            esc(&platforms),
-            human_bytes(size),
-            date(t.updated_at),
-            d = m.digest,
-            short = &m.digest.to_string()[..19.min(m.digest.to_string().len())],
-        );
-    }
-    let body = format!(
-        "<h1>{name}</h1>\
-         <div class=\"cards\"><div class=\"card\">Downloads (30 days)<b id=\"downloads-total\">{total}</b></div>\
-         <div class=\"card\">Bytes served<b>{bytes}</b></div>\
-         <div class=\"card\">Error rate<b id=\"error-rate\">{rate:.1}%</b><span class=\"muted\">{errors} of {all} requests</span></div></div>\
-         <section><h2>Downloads per day</h2>{line}</section>\
-         <div class=\"charts\"><section id=\"versions\"><h2>Versions</h2>{v}</section>\
-         <section id=\"platforms\"><h2>Platforms</h2>{pl}</section>\
-         <section id=\"clients\"><h2>Clients</h2>{c}</section>\
-         <section><h2>Errors by code</h2><ul>{codes}</ul></section></div>\
-         <section><h2>Tags</h2><table id=\"tags\"><tr><th>Tag</th><th>Digest</th><th>Kind</th><th>Platforms</th><th>Size</th><th>Annotations</th><th>Updated</th></tr>{rows}</table></section>",
-        name = esc(repo.as_str()),
-        bytes = human_bytes(bytes),
-        line = line_chart(&days),
-        v = bar_chart("versions", &versions),
-        pl = bar_chart("platforms", &platforms),
-        c = bar_chart("clients", &clients),
-    );
-    Ok(page(repo.as_str(), &body))
+        let digest = m.digest.to_string();
+        let short: String = digest.chars().take(19).collect();
+        html! {
+            tr.tag {
+                td { (t.tag) }
+                td { code title=(digest) { (short) } }
+                td { (kind) }
+                td { (platforms) }
+                td { (human_bytes(size)) }
+                td {
+                    @for (k, v) in parsed.iter().flat_map(|pm| &pm.annotations) {
+                        div { code { (k) "=" (v) } }
+                    }
+                }
+                td { (date(t.updated_at)) }
+            }
+        }
+    });
+    let body = html! {
+        h1 { (repo.as_str()) }
+        div.cards {
+            div.card { "Downloads (30 days)" b #downloads-total { (total) } }
+            div.card { "Bytes served" b { (human_bytes(bytes)) } }
+            div.card {
+                "Error rate" b #error-rate { (format!("{rate:.1}")) "%" }
+                span.muted { (errors) " of " (all) " requests" }
+            }
+        }
+        section { h2 { "Downloads per day" } (line_chart(&days)) }
+        div.charts {
+            section #versions { h2 { "Versions" } (bar_chart("versions", &versions)) }
+            section #platforms { h2 { "Platforms" } (bar_chart("platforms", &platforms)) }
+            section #clients { h2 { "Clients" } (bar_chart("clients", &clients)) }
+            section {
+                h2 { "Errors by code" }
+                ul {
+                    @for (k, n) in &codes {
+                        li { code { (k.code) } " on " (k.route) ": " (n) }
+                    }
+                    @if codes.is_empty() {
+                        li.muted { "none" }
+                    }
+                }
+            }
+        }
+        section {
+            h2 { "Tags" }
+            table #tags {
+                tr {
+                    th { "Tag" } th { "Digest" } th { "Kind" } th { "Platforms" }
+                    th { "Size" } th { "Annotations" } th { "Updated" }
+                }
+                @for row in tag_rows { (row) }
+            }
+        }
+    };
+    Ok(page(repo.as_str(), body))
 }
 
 #[cfg(test)]
@@ -371,14 +354,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn charts_and_helpers() {
-        let svg = bar_chart("versions", &[("1.0.0".into(), 3), ("<b>".into(), 1)]);
+    fn charts_escape_and_count() {
+        let svg = bar_chart("versions", &[("1.0.0".into(), 3), ("<b>".into(), 1)]).into_string();
         assert_eq!(svg.matches("<rect").count(), 2);
-        assert!(svg.contains("75%") && svg.contains("&lt;b&gt;"));
-        let line = line_chart(&[("a".into(), 0), ("b".into(), 5), ("c".into(), 2)]);
+        assert!(svg.contains("75%") && svg.contains("&lt;b&gt;"), "{svg}");
+        assert!(svg.contains("class=\"chart bar\""));
+        let empty = bar_chart("clients", &[]).into_string();
+        assert!(empty.contains("no downloads yet"));
+        let line = line_chart(&[("a".into(), 0), ("b".into(), 5), ("c\"".into(), 2)]).into_string();
         assert_eq!(line.matches("<circle").count(), 3);
-        assert!(line.contains("<polyline"));
+        assert_eq!(line.matches("</circle>").count(), 3);
+        assert!(
+            line.contains("<polyline") && line.contains("</line>"),
+            "{line}"
+        );
+        assert!(
+            line.contains("points=\"30.0,150.0 260.0,30.0 490.0,102.0\""),
+            "{line}"
+        );
+        assert!(line.contains("c&quot;"), "{line}");
         assert_eq!(human_bytes(1536), "1.5 KiB");
-        assert_eq!(esc("<a href=\"x\">&"), "&lt;a href=&quot;x&quot;&gt;&amp;");
     }
 }

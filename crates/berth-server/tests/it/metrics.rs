@@ -68,10 +68,12 @@ async fn counters_follow_traffic() {
         let (series, value) = line.rsplit_once(' ').unwrap();
         assert!(value.parse::<f64>().is_ok(), "{line}");
         let name = series.split('{').next().unwrap();
+        // OpenMetrics names a counter's family without its `_total` samples suffix.
         let base = name
             .trim_end_matches("_bucket")
             .trim_end_matches("_sum")
-            .trim_end_matches("_count");
+            .trim_end_matches("_count")
+            .trim_end_matches("_total");
         assert!(
             text.contains(&format!("# TYPE {base} ")),
             "no TYPE for {name}"

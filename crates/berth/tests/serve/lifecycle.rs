@@ -63,6 +63,20 @@ fn config_file_and_environment() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no_such_key"));
+    // So is an unknown BERTH_* variable, by name, before the file is read (the bad file
+    // keeps the server from starting should the variable be let through).
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["serve", "--config"])
+        .arg(&bad)
+        .env("BERTH_LISTN", "127.0.0.1:1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("unknown environment variable BERTH_LISTN"),
+        "{stderr}"
+    );
 
     let server = ServerProcess::start(
         &dir.path().join("data"),
