@@ -10,7 +10,6 @@ use std::time::Duration;
 use berth_auth::grant::GrantError;
 use berth_auth::secret::{self, SecretError};
 use berth_auth::{Grant, Pattern};
-use berth_meta::sqlite::SqliteStore;
 use berth_meta::{Account, AccountKind, AccountStore, AuditEvent, MetaError};
 use berth_oci::time::now;
 use serde::Serialize;
@@ -20,6 +19,8 @@ use serde::Serialize;
 pub enum AdminError {
     #[error(transparent)]
     Meta(#[from] MetaError),
+    #[error(transparent)]
+    Backend(#[from] crate::backends::BackendError),
     #[error(transparent)]
     Secret(#[from] SecretError),
     #[error(transparent)]
@@ -64,14 +65,21 @@ fn check_name(name: &str) -> Result<(), AdminError> {
 }
 
 impl Admin {
-    /// Administration of the metadata database in `data_dir`, acting as `actor`.
-    pub fn open(data_dir: &std::path::Path, actor: &str) -> Result<Admin, AdminError> {
-        std::fs::create_dir_all(data_dir).map_err(|e| MetaError::Database {
-            context: "creating the data directory",
-            message: e.to_string(),
-        })?;
-        let store = SqliteStore::open(data_dir.join("metadata.db"))?;
-        Ok(Admin::new(Arc::new(store), actor))
+    /// Administration of the metadata database `config` names, acting as `actor`. A data
+    /// directory that holds no registry is refused (a typo must not administer a new,
+    /// empty database while the real registry stays as it was).
+    pub fn open(config: &crate::Config, actor: &str) -> Result<Admin, AdminError> {
+        let stores = crate::backends::open_meta(config, crate::backends::Create::No)?;
+        Ok(Admin::new(stores.accounts, actor))
+    }
+
+    /// [`Admin::open`] on the default backends of `data_dir`.
+    pub fn open_dir(data_dir: &std::path::Path, actor: &str) -> Result<Admin, AdminError> {
+        let config = crate::Config {
+            data_dir: data_dir.to_owned(),
+            ..Default::default()
+        };
+        Admin::open(&config, actor)
     }
 
     pub fn new(store: Arc<dyn AccountStore>, actor: &str) -> Admin {
@@ -249,7 +257,12 @@ mod tests {
     #[tokio::test]
     async fn users_robots_grants() {
         let dir = tempfile::tempdir().unwrap();
-        let admin = Admin::open(dir.path(), "tester").unwrap();
+        let config = crate::Config {
+            data_dir: dir.path().to_owned(),
+            ..Default::default()
+        };
+        crate::backends::open_meta(&config, crate::backends::Create::Yes).unwrap();
+        let admin = Admin::open(&config, "tester").unwrap();
         let g: Grant = "team/*:pull,push".parse().unwrap();
         admin
             .user_add("alice", "a long password", std::slice::from_ref(&g))

@@ -23,7 +23,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use berth_meta::{DownloadKey, MetaError, MetadataStore, RequestKey, StatsStore, StoredManifest};
 use berth_oci::{ParsedManifest, RepoName};
@@ -92,10 +92,7 @@ pub fn client_family(ua: &str) -> &'static str {
 }
 
 fn hour_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| (d.as_secs() / 3600) as i64)
-        .unwrap_or(0)
+    berth_oci::time::now() / 3600
 }
 
 /// A version from a tag, when the tag is a full release version.

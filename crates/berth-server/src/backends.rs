@@ -1,6 +1,10 @@
 //! Builds the storage backends the configuration asks for: the one place that knows
 //! which blob store and which metadata database exist, used by `berth serve`,
 //! `berth admin` and the tests alike.
+//!
+//! Today: `storage = "fs"` (files under the data directory) and SQLite (`database_url`
+//! unset or `sqlite://`). A backend that is not built into this binary (PostgreSQL, for
+//! now) fails here, at start, with a message that names it.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,7 +14,7 @@ use berth_meta::{AccountStore, MetadataStore, StatsStore};
 use berth_storage::fs::FsBlobStore;
 use berth_storage::BlobStore;
 
-use crate::config::Config;
+use crate::config::{Config, MetadataBackend, Storage};
 
 /// Why a backend could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +27,10 @@ pub enum BackendError {
     },
     #[error("{path} holds no Berth registry (no metadata database); start `berth serve --data-dir {path}` once to create one, or check the path")]
     NoRegistry { path: PathBuf },
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("database_url names PostgreSQL, which this build of berth does not include yet; use SQLite (leave database_url unset)")]
+    PostgresUnavailable,
     #[error(transparent)]
     Storage(#[from] berth_storage::StorageError),
     #[error(transparent)]
@@ -49,13 +57,15 @@ pub enum Create {
 
 /// Opens the metadata database the configuration names.
 pub fn open_meta(config: &Config, create: Create) -> Result<MetaStores, BackendError> {
-    let path = config.data_dir.join("metadata.db");
+    let path = match config.metadata_backend()? {
+        MetadataBackend::Sqlite(path) => path,
+        MetadataBackend::Postgres(_) => return Err(BackendError::PostgresUnavailable),
+    };
     match create {
         Create::Yes => {
-            std::fs::create_dir_all(&config.data_dir).map_err(|source| BackendError::DataDir {
-                path: config.data_dir.clone(),
-                source,
-            })?
+            let dir = path.parent().unwrap_or(&config.data_dir).to_owned();
+            std::fs::create_dir_all(&dir)
+                .map_err(|source| BackendError::DataDir { path: dir, source })?
         }
         Create::No => {
             if !path.exists() {
@@ -68,12 +78,11 @@ pub fn open_meta(config: &Config, create: Create) -> Result<MetaStores, BackendE
     let sqlite = SqliteStore::open(&path)?;
     // The database holds password hashes and the audit log: owner only.
     #[cfg(unix)]
-    for file in ["metadata.db", "metadata.db-wal", "metadata.db-shm"] {
+    for suffix in ["", "-wal", "-shm"] {
         use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(
-            config.data_dir.join(file),
-            std::fs::Permissions::from_mode(0o600),
-        );
+        let mut file = path.clone().into_os_string();
+        file.push(suffix);
+        let _ = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600));
     }
     Ok(MetaStores {
         meta: Arc::new(sqlite.clone()),
@@ -96,9 +105,43 @@ pub fn lock_data_dir(config: &Config) -> Result<berth_storage::lock::DirLock, Ba
 
 /// Opens the blob store the configuration names.
 pub fn open_blobs(config: &Config) -> Result<Arc<dyn BlobStore>, BackendError> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| BackendError::DataDir {
-        path: config.data_dir.clone(),
-        source,
-    })?;
-    Ok(Arc::new(FsBlobStore::open(&config.data_dir)?))
+    match config.storage {
+        Storage::Fs => {
+            std::fs::create_dir_all(&config.data_dir).map_err(|source| BackendError::DataDir {
+                path: config.data_dir.clone(),
+                source,
+            })?;
+            Ok(Arc::new(FsBlobStore::open(&config.data_dir)?))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn administration_never_creates_a_registry() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            data_dir: dir.path().join("typo"),
+            ..Default::default()
+        };
+        let err = open_meta(&config, Create::No).err().unwrap();
+        assert!(err.to_string().contains("holds no Berth registry"), "{err}");
+        assert!(!config.data_dir.exists(), "nothing was created");
+        open_meta(&config, Create::Yes).unwrap();
+        open_meta(&config, Create::No).unwrap();
+    }
+
+    #[test]
+    fn postgres_is_refused_by_name() {
+        let config = Config {
+            database_url: Some("postgres://u:secret@127.0.0.1/berth".into()),
+            ..Default::default()
+        };
+        let err = open_meta(&config, Create::Yes).err().unwrap().to_string();
+        assert!(err.contains("PostgreSQL"), "{err}");
+        assert!(!err.contains("secret"), "{err}");
+    }
 }

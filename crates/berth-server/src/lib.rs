@@ -134,7 +134,6 @@ pub fn build_state(config: &Config) -> Result<AppState, StartError> {
         events,
         metrics,
         analytics,
-        meta,
         insecure_open: config.insecure_open,
         tls,
         blob_transfer: config.blob_transfer,

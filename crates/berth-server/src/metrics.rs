@@ -32,10 +32,6 @@ const BUCKETS: [f64; 11] = [
 #[derive(Debug, Clone, Copy)]
 pub struct RouteLabel(pub &'static str);
 
-/// The OCI error code of an error response.
-#[derive(Debug, Clone, Copy)]
-pub struct ErrorLabel(pub &'static str);
-
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     route: &'static str,

@@ -3,8 +3,6 @@
 
 use std::sync::Arc;
 
-use berth_meta::MetadataStore;
-
 use crate::analytics::Analytics;
 use crate::auth::Auth;
 use crate::config::BlobTransfer;
@@ -21,8 +19,6 @@ pub struct AppState {
     pub events: Events,
     pub metrics: Arc<Metrics>,
     pub analytics: Arc<Analytics>,
-    /// The metadata store, for the dashboard's read-only summaries.
-    pub meta: Arc<dyn MetadataStore>,
     pub insecure_open: bool,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub blob_transfer: BlobTransfer,

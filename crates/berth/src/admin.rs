@@ -139,11 +139,15 @@ fn parse_grants(raw: &[String]) -> anyhow::Result<Vec<Grant>> {
         .collect()
 }
 
-fn data_dir(args: &AdminArgs) -> anyhow::Result<PathBuf> {
+/// The server's configuration as `berth serve` would read it, with `--data-dir` applied.
+fn config(args: &AdminArgs) -> anyhow::Result<Config> {
     crate::check_env()?;
     let env = Settings::from_env(std::env::vars_os())?;
-    let config = Config::load(args.config.as_deref(), env)?;
-    Ok(args.data_dir.clone().unwrap_or(config.data_dir))
+    let mut config = Config::load(args.config.as_deref(), env)?;
+    if let Some(d) = &args.data_dir {
+        config.data_dir = d.clone();
+    }
+    Ok(config)
 }
 
 fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
@@ -152,7 +156,7 @@ fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
 }
 
 pub fn run(args: AdminArgs) -> anyhow::Result<()> {
-    let dir = data_dir(&args)?;
+    let config = config(&args)?;
     let actor = format!(
         "cli:{}",
         std::env::var("USER").unwrap_or_else(|_| "admin".into())
@@ -162,7 +166,7 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     rt.block_on(async move {
-        let admin = Admin::open(&dir, &actor)?;
+        let admin = Admin::open(&config, &actor)?;
         let json = args.json;
         match args.command {
             AdminCommand::User(UserCommand::Add {

@@ -30,7 +30,6 @@ mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use berth_oci::Digest;
 use rusqlite::Connection;
@@ -63,10 +62,7 @@ fn db_err(context: &'static str) -> impl Fn(rusqlite::Error) -> MetaError {
 }
 
 fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    berth_oci::time::now()
 }
 
 fn open_conn(path: &Path) -> Result<Connection, MetaError> {

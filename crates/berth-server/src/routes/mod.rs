@@ -321,10 +321,7 @@ async fn metrics(State(state): State<AppState>, req: Request) -> Response {
         Err(e) => return error_response(&state, e.into(), host, false),
     };
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         state.metrics.render(stored),
     )
         .into_response()

@@ -4,8 +4,6 @@
 //! - `GET /api/v1/stats/repositories/<name>?by=version|platform|client|day&since=7d`
 //! - `GET /api/v1/stats/top?since=7d&n=10`
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use axum::extract::{Request, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -25,11 +23,8 @@ fn since_hour(query: &Query) -> ApiResult<i64> {
         Some(s) => crate::config::parse_duration(s).map_err(RegistryError::ParameterInvalid)?,
         None => std::time::Duration::from_secs(30 * 86400),
     };
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    Ok((now.saturating_sub(since.as_secs()) / 3600) as i64)
+    let since = i64::try_from(since.as_secs()).unwrap_or(i64::MAX);
+    Ok(berth_oci::time::now().saturating_sub(since).max(0) / 3600)
 }
 
 async fn principal(state: &AppState, req: &axum::http::request::Parts) -> ApiResult<Principal> {

@@ -5,7 +5,6 @@
 //! short-lived signed token whose `access` claim holds only the actions actually granted.
 
 use std::net::IpAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -54,15 +53,12 @@ async fn principal_for(
 
 fn answer(state: &AppState, principal: &Principal, scopes: &[Scope]) -> ApiResult {
     let (token, granted) = state.auth.issue(principal, scopes)?;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now = berth_oci::time::now();
     let body = serde_json::json!({
         "token": token,
         "access_token": token,
         "expires_in": state.auth.token_ttl.as_secs(),
-        "issued_at": berth_oci::time::rfc3339(now as i64),
+        "issued_at": berth_oci::time::rfc3339(now),
         "scope": granted.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(" "),
     });
     Ok((

@@ -169,7 +169,7 @@ pub async fn index(State(state): State<AppState>, req: Request) -> Response {
         Ok(p) => p,
         Err(r) => return r,
     };
-    let repos = match state.meta.repository_summaries().await {
+    let repos = match state.registry.repository_summaries().await {
         Ok(r) => r,
         Err(e) => return ApiError::from(e).into_response(),
     };
@@ -239,7 +239,7 @@ async fn render_repository(state: &AppState, repo: &RepoName) -> Result<Response
         .await?;
     let requests = stats.requests(repo.as_str(), since).await?;
     let bytes = stats.bytes_served(repo.as_str(), since).await?;
-    let tags = state.meta.tag_details(repo).await?;
+    let tags = state.registry.tag_details(repo).await?;
 
     // Every day of the last 30, zeros included.
     let days: Vec<(String, u64)> = (0..30)

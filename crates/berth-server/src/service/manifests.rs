@@ -309,11 +309,6 @@ impl Registry {
                 return None;
             }
         }
-        let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-        let (os, arch) = (v["os"].as_str()?, v["architecture"].as_str()?);
-        Some(match v["variant"].as_str() {
-            Some(var) => format!("{os}/{arch}/{var}"),
-            None => format!("{os}/{arch}"),
-        })
+        berth_oci::config::platform_of_config(&bytes).map(|p| p.to_string())
     }
 }

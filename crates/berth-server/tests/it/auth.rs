@@ -44,7 +44,7 @@ async fn setup() -> (TestRegistry, Admin, Digest, Digest, String) {
         .unwrap();
     let upload = r.headers()["location"].to_str().unwrap().to_owned();
 
-    let admin = Admin::open(reg.data_dir(), "test").unwrap();
+    let admin = Admin::open_dir(reg.data_dir(), "test").unwrap();
     let g = |s: &str| vec![s.parse().unwrap()];
     admin
         .user_add("reader", PW, &g("team/*:pull"))

@@ -33,7 +33,7 @@ async fn counters_follow_traffic() {
     let r = reg.req(Method::GET, "/metrics").send().await.unwrap();
     assert_eq!(
         r.headers()["content-type"],
-        "text/plain; version=0.0.4; charset=utf-8"
+        berth_server::metrics::CONTENT_TYPE
     );
     let text = r.text().await.unwrap();
     assert_eq!(

@@ -89,13 +89,14 @@ async fn platform_of(
         r.text().await.unwrap()
     );
     let repo = berth_oci::RepoName::parse(repo).unwrap();
-    reg.state
-        .meta
-        .manifest_by_digest(&repo, &berth_oci::Digest::sha256(&m))
+    let digest = berth_oci::Digest::sha256(&m).to_string();
+    let (_, stored) = reg
+        .state
+        .registry
+        .manifest(&repo, &digest, &[])
         .await
-        .unwrap()
-        .unwrap()
-        .platform
+        .unwrap();
+    stored.platform
 }
 
 #[tokio::test]
