@@ -60,22 +60,23 @@ pub async fn put(state: &AppState, name: &RepoName, raw: &str, req: Req) -> ApiR
     {
         return Err(RegistryError::ManifestTooLarge(max).into());
     }
-    let push_head = ManifestPush {
-        reference: raw.to_owned(),
-        tags: req.query.all("tag").map(str::to_owned).collect(),
-        content_type: req.header(header::CONTENT_TYPE).map(str::to_owned),
-        body: bytes::Bytes::new(),
-        force: req.wants_force(),
-        may_force: req.principal.may(name.as_str(), Action::Admin),
-        actor: req.actor(),
-    };
+    let tags = req.query.all("tag").map(str::to_owned).collect();
+    let content_type = req.header(header::CONTENT_TYPE).map(str::to_owned);
+    let (force, actor) = (req.wants_force(), req.actor());
+    let may_force = req.principal.may(name.as_str(), Action::Admin);
     let body = axum::body::to_bytes(req.body, max)
         .await
         .map_err(|_| RegistryError::ManifestTooLarge(max))?;
-    let pushed = state
-        .registry
-        .push_manifest(name, ManifestPush { body, ..push_head })
-        .await?;
+    let push = ManifestPush {
+        reference: raw.to_owned(),
+        tags,
+        content_type,
+        body,
+        force,
+        may_force,
+        actor,
+    };
+    let pushed = state.registry.push_manifest(name, push).await?;
     let mut r = empty(StatusCode::CREATED);
     set(
         &mut r,
