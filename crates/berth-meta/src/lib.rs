@@ -78,6 +78,10 @@ pub enum MetaError {
     /// The object to create already exists.
     #[error("{0} already exists")]
     Conflict(String),
+    /// The manifest is a child of index(es) of the repository (listed), which would be
+    /// left pointing at nothing; delete them first.
+    #[error("manifest is referenced by index(es) {}", join(.0))]
+    ManifestInUse(Vec<String>),
     /// The blob's bytes are being deleted (a fresh deletion tombstone exists): it can be
     /// neither claimed nor linked until the deletion is done. Retry shortly.
     #[error("blob {0} is being deleted; try again shortly")]
@@ -334,7 +338,9 @@ pub trait MetadataStore: Send + Sync + 'static {
     ) -> Result<Option<StoredManifest>, MetaError>;
 
     /// Deletes a manifest and every tag pointing to it (each checked by `guard`);
-    /// `false` when absent.
+    /// `false` when absent. A manifest that an index of the repository lists as a child
+    /// is refused with [`MetaError::ManifestInUse`] (the index would break), whatever the
+    /// guard says.
     async fn manifest_delete(
         &self,
         repo: &RepoName,

@@ -232,6 +232,33 @@ pub async fn unlink_refuses_a_blob_in_use(meta: Arc<dyn MetadataStore>) {
     );
 }
 
+/// A manifest that an index lists as a child cannot be deleted while the index exists,
+/// even unguarded; once the index is gone it can.
+pub async fn delete_refuses_a_child_of_an_index(meta: Arc<dyn MetadataStore>) {
+    let r = repo("a");
+    let child = manifest("child", vec![], None);
+    meta.manifest_put(&r, &child, &[], None).await.unwrap();
+    let mut index = manifest("index", vec![], None);
+    index.media_type = berth_oci::media_types::OCI_INDEX.into();
+    index.children = vec![child.digest.clone()];
+    meta.manifest_put(&r, &index, &tags(&["3.0.0"]), None)
+        .await
+        .unwrap();
+    match meta.manifest_delete(&r, &child.digest, None).await {
+        Err(MetaError::ManifestInUse(holders)) => {
+            assert_eq!(holders, [index.digest.to_string()])
+        }
+        other => panic!("expected manifest in use, got {other:?}"),
+    }
+    assert!(meta
+        .manifest_by_digest(&r, &child.digest)
+        .await
+        .unwrap()
+        .is_some());
+    assert!(meta.manifest_delete(&r, &index.digest, None).await.unwrap());
+    assert!(meta.manifest_delete(&r, &child.digest, None).await.unwrap());
+}
+
 /// Tags come in lexical (byte) order, strictly after `last`, at most `n`; an unknown
 /// repository has no tag list at all.
 pub async fn tags_paginate(meta: Arc<dyn MetadataStore>) {
@@ -801,6 +828,7 @@ macro_rules! metadata_store_suite {
             manifest_put_is_atomic,
             guard_refusals_refuse_the_whole_request,
             unlink_refuses_a_blob_in_use,
+            delete_refuses_a_child_of_an_index,
             tags_paginate,
             repositories_paginate,
             upload_sessions,

@@ -17,9 +17,41 @@ pub fn platform_of_config(bytes: &[u8]) -> Option<Platform> {
     (!p.os.is_empty() && !p.architecture.is_empty()).then_some(p)
 }
 
+/// The label that carries an image's release version (`LABEL org.opencontainers.image.version=…`
+/// in a Dockerfile).
+pub const VERSION_LABEL: &str = "org.opencontainers.image.version";
+
+/// The version an image config records in its labels (`config.Labels`), if any.
+pub fn version_of_config(bytes: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Config {
+        #[serde(default)]
+        config: Option<Inner>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Inner {
+        #[serde(rename = "Labels", default)]
+        labels: Option<std::collections::BTreeMap<String, String>>,
+    }
+    let c: Config = serde_json::from_slice(bytes).ok()?;
+    let v = c.config?.labels?.remove(VERSION_LABEL)?;
+    (!v.trim().is_empty()).then(|| v.trim().to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn version_from_labels() {
+        let c = br#"{"architecture":"amd64","os":"linux",
+            "config":{"Labels":{"org.opencontainers.image.version":"0.9.0","x":"y"}}}"#;
+        assert_eq!(version_of_config(c).as_deref(), Some("0.9.0"));
+        assert_eq!(version_of_config(br#"{"config":{"Labels":null}}"#), None);
+        assert_eq!(version_of_config(br#"{"config":{}}"#), None);
+        assert_eq!(version_of_config(br#"{"os":"linux"}"#), None);
+        assert_eq!(version_of_config(b"not json"), None);
+    }
 
     #[test]
     fn platform_of_an_image_config() {

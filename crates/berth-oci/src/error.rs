@@ -42,10 +42,12 @@ pub enum ErrorCode {
     BlobInUse,
     /// `UNAVAILABLE` with 500: an internal failure, logged by the server.
     Internal,
+    /// `DENIED` with 409: the manifest is a child of an index that still exists.
+    ManifestInUse,
 }
 
 /// Every row, for parsing wire strings and for tests.
-pub const ALL: [ErrorCode; 22] = [
+pub const ALL: [ErrorCode; 23] = [
     ErrorCode::BlobUnknown,
     ErrorCode::BlobUploadInvalid,
     ErrorCode::BlobUploadUnknown,
@@ -68,6 +70,7 @@ pub const ALL: [ErrorCode; 22] = [
     ErrorCode::ParameterInvalid,
     ErrorCode::BlobInUse,
     ErrorCode::Internal,
+    ErrorCode::ManifestInUse,
 ];
 
 impl ErrorCode {
@@ -114,6 +117,7 @@ impl ErrorCode {
             E::ParameterInvalid => ("UNSUPPORTED", 400, "invalid query parameter"),
             E::BlobInUse => ("UNSUPPORTED", 405, "blob is referenced by a manifest"),
             E::Internal => ("UNAVAILABLE", 500, "internal server error"),
+            E::ManifestInUse => ("DENIED", 409, "manifest is referenced by an index"),
         }
     }
 

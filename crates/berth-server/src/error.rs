@@ -140,6 +140,7 @@ impl From<RegistryError> for ApiError {
                     .detail(serde_json::json!({ "digests": list }))
             }
             E::BlobInUse(_) => ApiError::new(C::BlobInUse, message),
+            E::ManifestInUse(_) => ApiError::new(C::ManifestInUse, message),
             E::TagRefused(_) => ApiError::new(C::TagConflict, message),
             E::ForceDenied(_) => ApiError::new(C::Denied, message),
             E::NameUnknown(_) => ApiError::new(C::NameUnknown, message),

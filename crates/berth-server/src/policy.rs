@@ -3,9 +3,14 @@
 //! and floating tags (`latest`, `1`, `1.2`, also `v1`, `v1.2`) only move forward, within
 //! their range, by the version of what they point to.
 //!
-//! The version of a manifest is its `org.opencontainers.image.version` annotation, else
-//! the highest release tag pointing at it (including the tags of the same request). When
-//! a version cannot be known the move is allowed: the policy never guesses.
+//! The version of a manifest is what the registry learned at push time (its
+//! `org.opencontainers.image.version` annotation, its config's label of that name, or
+//! the version all children of an index agree on), else the highest release tag pointing
+//! at it (including the tags of the same request). A floating tag that holds a known
+//! version does not move to a manifest whose version cannot be known (it could be a
+//! rollback in disguise: a list re-wrapped without annotations, an image without its
+//! label), unless the repository's rule says `unknown_version = "allow"`. A floating tag
+//! whose current version is unknown may move anywhere in its range.
 //!
 //! The check runs inside the metadata transaction (as a [`TagGuard`]), so no concurrent
 //! push can slip between check and write. Administrators can force a change.
@@ -29,6 +34,21 @@ pub struct TagPolicyRule {
     pub immutable_releases: bool,
     #[serde(default = "yes")]
     pub monotonic_floating: bool,
+    /// Whether a floating tag holding a known version may move to a manifest whose
+    /// version is unknown.
+    #[serde(default)]
+    pub unknown_version: UnknownVersion,
+}
+
+/// What a floating tag does with a manifest of unknown version (`unknown_version`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownVersion {
+    /// Refuse the move while the tag holds a known version (the default).
+    #[default]
+    Refuse,
+    /// Allow it (the policy then only judges moves between known versions).
+    Allow,
 }
 
 fn yes() -> bool {
@@ -69,15 +89,22 @@ impl Policy {
 
     /// The guard for one repository; `force` skips every check.
     pub fn guard(&self, repo: &str, force: bool) -> Guard {
-        let (immutable, monotonic) = self
+        let (immutable, monotonic, unknown) = self
             .rules
             .iter()
             .find(|(p, _)| p.matches(repo))
-            .map(|(_, r)| (r.immutable_releases, r.monotonic_floating))
-            .unwrap_or((true, true));
+            .map(|(_, r)| {
+                (
+                    r.immutable_releases,
+                    r.monotonic_floating,
+                    r.unknown_version,
+                )
+            })
+            .unwrap_or((true, true, UnknownVersion::Refuse));
         Guard {
             immutable: immutable && !force,
             monotonic: monotonic && !force,
+            allow_unknown: unknown == UnknownVersion::Allow,
         }
     }
 }
@@ -87,6 +114,7 @@ impl Policy {
 pub struct Guard {
     immutable: bool,
     monotonic: bool,
+    allow_unknown: bool,
 }
 
 const FORCE_HINT: &str = "an administrator can force it with ?force=true";
@@ -115,7 +143,18 @@ impl TagGuard for Guard {
             },
             kind @ (TagKind::Latest | TagKind::Major(_) | TagKind::Minor(..)) if self.monotonic => {
                 let Some(new) = &c.new else { return Ok(()) };
-                let Some(nv) = version_of(new) else { return Ok(()) };
+                let current = c.current.as_ref().and_then(|cur| version_of(cur).map(|v| (v, cur)));
+                let Some(nv) = version_of(new) else {
+                    return match current {
+                        Some((cv, cur)) if !self.allow_unknown && cur.digest != new.digest => Err(format!(
+                            "tag {} of {} holds version {cv} ({}); the registry cannot tell the version of {}, so moving the tag could roll users back: \
+                             give the image its version (the org.opencontainers.image.version annotation, or LABEL org.opencontainers.image.version in its config), \
+                             push it with its release tag in the same request, set unknown_version = \"allow\" in this repository's tag policy, or {FORCE_HINT}",
+                            c.tag, c.repo, cur.digest, new.digest
+                        )),
+                        _ => Ok(()),
+                    };
+                };
                 let in_range = match kind {
                     TagKind::Major(m) => nv.major == m,
                     TagKind::Minor(a, b) => nv.major == a && nv.minor == b,
@@ -127,17 +166,13 @@ impl TagGuard for Guard {
                         c.tag, c.repo
                     ));
                 }
-                if let Some(cur) = &c.current {
-                    if let Some(cv) = version_of(cur) {
-                        if nv < cv {
-                            return Err(format!(
-                                "tag {} of {} holds version {cv} ({}); moving it to {nv} would roll users back; floating tags only move forward ({FORCE_HINT})",
-                                c.tag, c.repo, cur.digest
-                            ));
-                        }
-                    }
+                match current {
+                    Some((cv, cur)) if nv < cv => Err(format!(
+                        "tag {} of {} holds version {cv} ({}); moving it to {nv} would roll users back; floating tags only move forward ({FORCE_HINT})",
+                        c.tag, c.repo, cur.digest
+                    )),
+                    _ => Ok(()),
                 }
-                Ok(())
             }
             _ => Ok(()),
         }
@@ -173,6 +208,7 @@ mod tests {
             let g = Guard {
                 immutable,
                 monotonic,
+                allow_unknown: false,
             };
             for tag in [
                 "1.2.3",
@@ -249,12 +285,55 @@ mod tests {
                 Some(tagged("b", "1.5.0"))
             ))
             .is_err());
-        // Unknown versions are not judged; deleting a floating tag is fine.
+        // A tag of unknown version may move anywhere; deleting a floating tag is fine.
         assert!(g
             .check(&change(
                 "latest",
                 Some(target("a", None, &[])),
                 Some(v("b", "0.1.0"))
+            ))
+            .is_ok());
+        // A known version does not give way to an unknown one (the two-step bypass:
+        // an unversioned push, then an older release), unless the rule allows it.
+        let e = g
+            .check(&change(
+                "latest",
+                Some(v("a", "2.0.0")),
+                Some(target("b", None, &["latest"])),
+            ))
+            .unwrap_err();
+        assert!(
+            e.contains("annotation") && e.contains("unknown_version"),
+            "{e}"
+        );
+        assert!(g
+            .check(&change(
+                "2",
+                Some(v("a", "2.0.0")),
+                Some(target("b", None, &[]))
+            ))
+            .is_err());
+        let lenient = Policy::new(&[TagPolicyRule {
+            repositories: "*".into(),
+            immutable_releases: true,
+            monotonic_floating: true,
+            unknown_version: UnknownVersion::Allow,
+        }])
+        .unwrap()
+        .guard("r", false);
+        assert!(lenient
+            .check(&change(
+                "latest",
+                Some(v("a", "2.0.0")),
+                Some(target("b", None, &[]))
+            ))
+            .is_ok());
+        // Re-pushing what the tag already holds is never refused.
+        assert!(g
+            .check(&change(
+                "latest",
+                Some(v("a", "2.0.0")),
+                Some(target("a", None, &[]))
             ))
             .is_ok());
         assert!(g
@@ -268,6 +347,7 @@ mod tests {
             repositories: "sandbox/*".into(),
             immutable_releases: false,
             monotonic_floating: false,
+            unknown_version: UnknownVersion::Refuse,
         }])
         .unwrap();
         let old = target("sha256:a", None, &[]);

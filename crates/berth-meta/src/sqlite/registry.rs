@@ -460,6 +460,20 @@ impl MetadataStore for SqliteStore {
             let Some(id) = repo_id(tx, &repo)? else {
                 return Ok(false);
             };
+            let holders: Vec<String> = tx
+                .prepare_cached(
+                    "SELECT manifest FROM manifest_refs
+                     WHERE repo_id = ?1 AND target = ?2 AND kind = 1 AND manifest <> ?2
+                     ORDER BY manifest LIMIT 10",
+                )
+                .and_then(|mut q| {
+                    q.query_map(params![id, digest], |r| r.get(0))?
+                        .collect::<rusqlite::Result<_>>()
+                })
+                .map_err(db_err("checking indexes of a manifest"))?;
+            if !holders.is_empty() {
+                return Err(MetaError::ManifestInUse(holders));
+            }
             let tags = target_of(tx, id, &digest)?.tags;
             check_deletions(tx, &guard, &repo, id, &tags)?;
             let n = tx

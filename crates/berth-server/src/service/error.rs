@@ -53,6 +53,8 @@ pub enum RegistryError {
     MissingReferences(Vec<Digest>),
     #[error("blob is still referenced by manifest(s) {} of this repository; delete them first", .0.join(", "))]
     BlobInUse(Vec<String>),
+    #[error("manifest is a child of index(es) {} of this repository, which would break; delete them first", .0.join(", "))]
+    ManifestInUse(Vec<String>),
     #[error("{0}")]
     TagRefused(String),
     #[error("only administrators of {0} may force a tag change")]
@@ -85,6 +87,7 @@ impl From<MetaError> for RegistryError {
         match e {
             MetaError::MissingReferences(d) => RegistryError::MissingReferences(d),
             MetaError::BlobInUse(m) => RegistryError::BlobInUse(m),
+            MetaError::ManifestInUse(m) => RegistryError::ManifestInUse(m),
             MetaError::TagRefused(m) => RegistryError::TagRefused(m),
             MetaError::BlobBusy(d) => RegistryError::BlobBusy(d),
             e => RegistryError::Meta(e),

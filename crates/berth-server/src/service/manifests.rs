@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use berth_meta::{NewManifest, StoredManifest, TagGuard};
+use berth_oci::config::{version_of_config, VERSION_LABEL};
 use berth_oci::manifest::essence;
 use berth_oci::media_types as mt;
 use berth_oci::reference::ReferenceError;
@@ -16,8 +17,10 @@ use bytes::Bytes;
 use super::{Registry, RegistryError, Result};
 use crate::events::{Actor, Event};
 
-/// The largest image config read to learn an image's platform.
+/// The largest image config read to learn an image's platform and version.
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
+/// The most children of an index read to learn the version they agree on.
+const MAX_CHILDREN_READ: usize = 64;
 
 /// A manifest push, as received.
 pub struct ManifestPush {
@@ -185,6 +188,7 @@ impl Registry {
             serde_json::to_string(&parsed.annotations).unwrap_or_default()
         };
         let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
+        let (version, platform) = self.version_and_platform(repo, &digest, &parsed).await;
         let new = NewManifest {
             digest: digest.clone(),
             media_type: parsed.kind.media_type().to_owned(),
@@ -194,11 +198,8 @@ impl Registry {
             subject: subject.clone(),
             artifact_type: parsed.effective_artifact_type().map(str::to_owned),
             annotations_json,
-            version: parsed
-                .annotations
-                .get("org.opencontainers.image.version")
-                .cloned(),
-            platform: self.platform_of(repo, &digest, &parsed).await,
+            version,
+            platform,
         };
         self.meta
             .manifest_put(repo, &new, &tags, Some(guard))
@@ -272,26 +273,63 @@ impl Registry {
         Ok(Arc::new(self.policy.guard(repo.as_str(), force)))
     }
 
-    /// The platform of a single-platform image: the stored one when the manifest is
-    /// already in the repository (pushing it again under another tag is common, and the
-    /// store keeps the first row anyway), else read from its config.
-    async fn platform_of(
+    /// The release version and platform of a manifest being pushed. The version is, in
+    /// order: its `org.opencontainers.image.version` annotation; its config's label of
+    /// that name (the usual Dockerfile `LABEL`); for an index or list, the version all of
+    /// its children agree on (children carry the version of their release, so a list
+    /// re-wrapped by a client that drops annotations keeps it). The platform of a
+    /// single-platform image comes from its config. A manifest already in the repository
+    /// keeps what its first push learned (pushing it under another tag is common).
+    async fn version_and_platform(
         &self,
         repo: &RepoName,
         digest: &Digest,
         parsed: &ParsedManifest,
-    ) -> Option<String> {
-        parsed.config.as_ref()?;
+    ) -> (Option<String>, Option<String>) {
+        let annotated = parsed.annotations.get(VERSION_LABEL).cloned();
         if let Ok(Some(stored)) = self.meta.manifest_by_digest(repo, digest).await {
-            return stored.platform;
+            return (annotated.or(stored.version), stored.platform);
         }
-        self.config_platform(repo, parsed).await
+        if parsed.config.is_some() {
+            let config = self.read_config(repo, parsed).await;
+            let platform = config
+                .as_deref()
+                .and_then(berth_oci::config::platform_of_config)
+                .map(|p| p.to_string());
+            let version = annotated.or_else(|| config.as_deref().and_then(version_of_config));
+            return (version, platform);
+        }
+        if annotated.is_none() && !parsed.manifests.is_empty() {
+            return (self.children_version(repo, parsed).await, None);
+        }
+        (annotated, None)
     }
 
-    /// The platform of a single-platform image, read once from its config at push time:
-    /// only a config the repository holds (so a pusher cannot make the server read
-    /// another repository's blob) and of at most [`MAX_CONFIG_BYTES`].
-    async fn config_platform(&self, repo: &RepoName, parsed: &ParsedManifest) -> Option<String> {
+    /// The version every child of an index has (the first [`MAX_CHILDREN_READ`] are
+    /// read), or `None` when one has none or they differ.
+    async fn children_version(&self, repo: &RepoName, parsed: &ParsedManifest) -> Option<String> {
+        let mut agreed: Option<String> = None;
+        for child in parsed.manifests.iter().take(MAX_CHILDREN_READ) {
+            let v = self
+                .meta
+                .manifest_by_digest(repo, &child.digest)
+                .await
+                .ok()??
+                .version?;
+            match &agreed {
+                Some(a) if *a != v => return None,
+                Some(_) => {}
+                None => agreed = Some(v),
+            }
+        }
+        agreed
+    }
+
+    /// The bytes of a single-platform image's config, read once at push time: only a
+    /// config the repository holds (so a pusher cannot make the server read another
+    /// repository's blob), whose declared size is its size, of at most
+    /// [`MAX_CONFIG_BYTES`].
+    async fn read_config(&self, repo: &RepoName, parsed: &ParsedManifest) -> Option<Vec<u8>> {
         let config = parsed.config.as_ref()?;
         if config.media_type != mt::OCI_CONFIG && config.media_type != mt::DOCKER_CONFIG {
             return None;
@@ -309,6 +347,6 @@ impl Registry {
                 return None;
             }
         }
-        berth_oci::config::platform_of_config(&bytes).map(|p| p.to_string())
+        Some(bytes)
     }
 }
