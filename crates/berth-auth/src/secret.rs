@@ -72,6 +72,36 @@ pub fn verify(presented: &str, stored: &str) -> bool {
     }
 }
 
+/// A password hash of a random password, made once per process with the parameters of
+/// [`hash_password`]: what [`verify_nothing`] checks against.
+fn dummy_hash() -> Option<&'static str> {
+    static DUMMY: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    DUMMY
+        .get_or_init(|| {
+            let password = hex::encode(random_bytes(16).ok()?);
+            hash_password(&password).ok()
+        })
+        .as_deref()
+}
+
+/// Spends the time of one password verification and refuses: run for a login whose
+/// account does not exist or may not log in, so that its answer takes as long as a
+/// wrong password for a real user and does not tell which names exist.
+pub fn verify_nothing(presented: &str) -> bool {
+    if let Some(stored) = dummy_hash() {
+        // The dummy password is random and never shown, so this cannot match; the
+        // result is consumed only so that the work is not optimised away.
+        let matched = verify(presented, stored);
+        std::hint::black_box(matched);
+    }
+    false
+}
+
+/// Whether `stored` is a password hash (argon2) rather than a robot secret's digest.
+pub fn is_password_hash(stored: &str) -> bool {
+    !stored.starts_with("sha256:")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,5 +124,27 @@ mod tests {
         assert!(verify(&s, &h));
         assert!(!verify("berth_nope", &h));
         assert_ne!(new_robot_secret().unwrap(), s);
+        assert!(!is_password_hash(&h));
+    }
+
+    #[test]
+    fn verifying_nothing_costs_a_verification() {
+        let h = hash_password("correct horse").unwrap();
+        assert!(is_password_hash(&h));
+        assert!(dummy_hash().is_some_and(|d| d.starts_with("$argon2id$")));
+        assert!(!verify_nothing("correct horse"));
+        assert!(!verify_nothing(""));
+        // The same work as a real check: no faster than a fifth of it (generous, so
+        // that a busy machine does not make this flaky).
+        let time = |f: &dyn Fn() -> bool| {
+            let t = std::time::Instant::now();
+            for _ in 0..3 {
+                f();
+            }
+            t.elapsed()
+        };
+        let real = time(&|| verify("wrong horse", &h));
+        let dummy = time(&|| verify_nothing("wrong horse"));
+        assert!(dummy * 5 >= real, "dummy {dummy:?} vs real {real:?}");
     }
 }

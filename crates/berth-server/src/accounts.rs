@@ -3,6 +3,10 @@
 //! `berth admin` uses this directly on the data directory (SQLite allows it while the
 //! server runs, and the server re-reads accounts within a second). Every change is
 //! written to the audit log with the acting administrator.
+//!
+//! Creating an account also writes the "accounts enabled" marker ([`MARKER`]) in the
+//! data directory: from then on a registry with no account is closed, never open (see
+//! [`crate::auth`]), until an administrator creates an account or deletes the marker.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +17,30 @@ use berth_auth::{Grant, Pattern};
 use berth_meta::{Account, AccountKind, AccountStore, AuditEvent, MetaError};
 use berth_oci::time::now;
 use serde::Serialize;
+
+/// The file in the data directory that records that the registry has had accounts.
+pub const MARKER: &str = "accounts-enabled";
+
+/// Writes the accounts marker at `path` if it is not there (durably: it is what keeps
+/// a registry that lost its accounts closed).
+pub fn write_marker(path: &std::path::Path) -> std::io::Result<()> {
+    use std::io::Write;
+    if path.exists() {
+        return Ok(());
+    }
+    let mut f = std::fs::File::create(path)?;
+    f.write_all(
+        b"This registry has had accounts, so it refuses to run open (without accounts).\n\
+          Create an account with `berth admin user add`, or delete this file to make the\n\
+          registry open to everyone deliberately.\n",
+    )?;
+    f.sync_all()?;
+    if let Some(dir) = path.parent() {
+        // The directory entry must reach the disk too; a failure here is not fatal.
+        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+    }
+    Ok(())
+}
 
 /// Why an administrative change was refused.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +59,12 @@ pub enum AdminError {
     BadName(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("cannot write the accounts marker {path}: {source}")]
+    Marker {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// An account as shown to administrators (never with its secret).
@@ -48,6 +82,8 @@ pub struct AccountInfo {
 pub struct Admin {
     store: Arc<dyn AccountStore>,
     actor: String,
+    /// The accounts marker to write when an account is created.
+    marker: Option<std::path::PathBuf>,
 }
 
 fn check_name(name: &str) -> Result<(), AdminError> {
@@ -70,7 +106,9 @@ impl Admin {
     /// empty database while the real registry stays as it was).
     pub fn open(config: &crate::Config, actor: &str) -> Result<Admin, AdminError> {
         let stores = crate::backends::open_meta(config, crate::backends::Create::No)?;
-        Ok(Admin::new(stores.accounts, actor))
+        let mut admin = Admin::new(stores.accounts, actor);
+        admin.marker = Some(config.data_dir.join(MARKER));
+        Ok(admin)
     }
 
     /// [`Admin::open`] on the default backends of `data_dir`.
@@ -86,6 +124,7 @@ impl Admin {
         Admin {
             store,
             actor: actor.to_owned(),
+            marker: None,
         }
     }
 
@@ -123,6 +162,12 @@ impl Admin {
                 created_at: now(),
             })
             .await?;
+        if let Some(path) = &self.marker {
+            write_marker(path).map_err(|source| AdminError::Marker {
+                path: path.clone(),
+                source,
+            })?;
+        }
         self.audit(&format!("{}_add", kind.as_str()), name, "")
             .await?;
         for g in grants {
@@ -285,6 +330,10 @@ mod tests {
             .await
             .unwrap();
         assert!(secret.starts_with("berth_"));
+        assert!(
+            dir.path().join(MARKER).exists(),
+            "creating an account records that the registry has accounts"
+        );
         let list = admin.list().await.unwrap();
         assert_eq!(list.len(), 2);
         assert_eq!(list[0].grants, ["team/*:pull,push"]);

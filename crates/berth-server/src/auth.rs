@@ -11,6 +11,18 @@
 //! returns [`AuthError`]s, which `crate::error` maps to answers, and reports failed
 //! logins as events (the audit log subscribes).
 //!
+//! Once a registry has had accounts it never falls back to open by itself: the first
+//! time the server (or `berth admin`) sees an account it writes a marker file in the
+//! data directory ([`crate::accounts::MARKER`]), and while the marker exists a registry
+//! with no account is closed (only public pulls), not open. Losing the accounts (a
+//! deleted or replaced database) therefore locks the registry instead of opening it.
+//!
+//! Login answers do not tell which names exist: a login for an unknown, disabled or
+//! expired account spends the time of one password verification against a dummy hash,
+//! as does a wrong robot secret. Failures are limited per (client address, name), per
+//! name and, far more loosely, per address; the client address is the real one behind
+//! trusted proxies ([`Auth::client_address`]).
+//!
 //! Revocation: a token is checked against the account it names on every use (the
 //! account's state and grants are cached for [`ACCOUNT_TTL`]), so disabling or deleting
 //! an account, or removing a grant, stops its tokens within a second; a token still
@@ -18,12 +30,15 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::http::{header, HeaderMap, HeaderValue};
 use base64::Engine as _;
 use berth_auth::grant::actions_on;
+use berth_auth::proxy::TrustedProxies;
 use berth_auth::ratelimit::FailureLimiter;
 use berth_auth::token::{Access, Claims, TokenKey};
 use berth_auth::{Action, Actions, Grant, Pattern, Scope};
@@ -72,11 +87,18 @@ const BASIC_CACHE_TTL: Duration = Duration::from_secs(5);
 /// How long an account's state and grants are cached: the bound on how long a disabled
 /// account, a deleted one or a removed grant keeps working, for Basic and tokens alike.
 pub const ACCOUNT_TTL: Duration = Duration::from_secs(1);
-/// Failed logins allowed per account in [`FAILURE_WINDOW`].
-const MAX_FAILURES_PER_ACCOUNT: usize = 10;
-/// Failed logins allowed per client address: higher, since many users (a CI fleet, an
-/// office) may share one address and one misconfigured client must not lock them out.
-const MAX_FAILURES_PER_ADDRESS: usize = 100;
+/// Failed logins allowed for one account from one client address in [`FAILURE_WINDOW`]:
+/// the lockout a guesser meets.
+const MAX_FAILURES_PER_CLIENT_AND_ACCOUNT: usize = 10;
+/// Failed logins allowed per account from all addresses together: a bound on guesses
+/// spread over many addresses, higher than the one above so that one misconfigured
+/// client does not lock its account out for everyone.
+const MAX_FAILURES_PER_ACCOUNT: usize = 50;
+/// Failed logins allowed per client address over all names: only a bound on password
+/// spraying (few guesses for each of many names). Many users (a CI fleet, an office, a
+/// proxy not listed in `trusted_proxies`) may share one address, so it is set far above
+/// what their honest mistakes reach.
+const MAX_FAILURES_PER_ADDRESS: usize = 1_000;
 const FAILURE_WINDOW: Duration = Duration::from_secs(300);
 
 /// The caller of a request.
@@ -159,6 +181,8 @@ type CachedAccount = (Instant, Option<Arc<Vec<Grant>>>);
 struct Snapshot {
     at: Instant,
     accounts_exist: bool,
+    /// No account exists but the accounts marker does: closed, not open.
+    accounts_lost: bool,
     public: Arc<Vec<Pattern>>,
 }
 
@@ -176,8 +200,15 @@ pub struct Auth {
     basic_cache: Mutex<HashMap<[u8; 32], CachedLogin>>,
     account_cache: Mutex<HashMap<String, CachedAccount>>,
     events: Events,
+    by_client_and_account: FailureLimiter,
     by_account: FailureLimiter,
     by_address: FailureLimiter,
+    trusted_proxies: TrustedProxies,
+    metrics_open: bool,
+    /// The "accounts enabled" marker file, if this server keeps one.
+    marker: Option<PathBuf>,
+    /// Whether the marker is known to exist (written or seen by this process).
+    marker_present: AtomicBool,
 }
 
 fn unix_now() -> u64 {
@@ -225,8 +256,81 @@ impl Auth {
             basic_cache: Mutex::new(HashMap::new()),
             account_cache: Mutex::new(HashMap::new()),
             events,
+            by_client_and_account: FailureLimiter::new(
+                MAX_FAILURES_PER_CLIENT_AND_ACCOUNT,
+                FAILURE_WINDOW,
+            ),
             by_account: FailureLimiter::new(MAX_FAILURES_PER_ACCOUNT, FAILURE_WINDOW),
             by_address: FailureLimiter::new(MAX_FAILURES_PER_ADDRESS, FAILURE_WINDOW),
+            trusted_proxies: TrustedProxies::default(),
+            metrics_open: false,
+            marker: None,
+            marker_present: AtomicBool::new(false),
+        }
+    }
+
+    /// Believes the forwarding headers of `trusted_proxies` (see
+    /// [`Auth::client_address`]); with `metrics_open`, loopback clients read `/metrics`
+    /// without credentials once accounts exist.
+    pub fn with_network(mut self, trusted_proxies: TrustedProxies, metrics_open: bool) -> Auth {
+        self.trusted_proxies = trusted_proxies;
+        self.metrics_open = metrics_open;
+        self
+    }
+
+    /// Keeps the "accounts enabled" marker at `path` (see the module doc).
+    pub fn with_accounts_marker(mut self, path: PathBuf) -> Auth {
+        self.marker = Some(path);
+        self
+    }
+
+    /// The client address of a request from `peer` with `headers`: the peer itself,
+    /// or, when the peer is a trusted proxy, the client its forwarding headers name.
+    pub fn client_address(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        if self.trusted_proxies.is_empty() {
+            return peer;
+        }
+        let values = |name| {
+            headers
+                .get_all(name)
+                .into_iter()
+                .filter_map(|v| v.to_str().ok())
+        };
+        self.trusted_proxies.client_address(
+            peer,
+            values(header::FORWARDED),
+            values(header::HeaderName::from_static("x-forwarded-for")),
+        )
+    }
+
+    /// Whether loopback clients read `/metrics` without credentials once accounts exist.
+    pub fn metrics_open(&self) -> bool {
+        self.metrics_open
+    }
+
+    /// Writes the accounts marker once accounts are seen, or tells whether it exists
+    /// when none is.
+    fn check_marker(&self, accounts_exist: bool) -> bool {
+        let Some(path) = &self.marker else {
+            return false;
+        };
+        if self.marker_present.load(Ordering::Relaxed) {
+            return true;
+        }
+        if accounts_exist {
+            match crate::accounts::write_marker(path) {
+                Ok(()) => self.marker_present.store(true, Ordering::Relaxed),
+                Err(e) => tracing::error!(
+                    path = %path.display(),
+                    error = %e,
+                    "cannot write the accounts marker; if the accounts were lost, the registry would become open"
+                ),
+            }
+            true
+        } else {
+            let present = path.exists();
+            self.marker_present.store(present, Ordering::Relaxed);
+            present
         }
     }
 
@@ -234,16 +338,31 @@ impl Auth {
         &self.accounts
     }
 
-    /// Whether accounts exist, and the public patterns (cached for a second, so that
-    /// `berth admin` changes made while the server runs apply almost at once).
-    async fn snapshot(&self) -> Result<(bool, Arc<Vec<Pattern>>), AuthError> {
+    /// Whether accounts exist, whether they were lost (none, but the marker says there
+    /// were), and the public patterns (cached for a second, so that `berth admin`
+    /// changes made while the server runs apply almost at once).
+    async fn snapshot(&self) -> Result<(bool, bool, Arc<Vec<Pattern>>), AuthError> {
         {
             let s = self.snapshot.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(s) = s.as_ref().filter(|s| s.at.elapsed() < SNAPSHOT_TTL) {
-                return Ok((s.accounts_exist, s.public.clone()));
+                return Ok((s.accounts_exist, s.accounts_lost, s.public.clone()));
             }
         }
         let accounts_exist = self.accounts.account_count().await? > 0;
+        let marker = self.check_marker(accounts_exist);
+        let accounts_lost = !accounts_exist && marker;
+        let was_lost = self
+            .snapshot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|s| s.accounts_lost);
+        if accounts_lost && !was_lost {
+            tracing::error!(
+                "no account exists but this registry had accounts ({}): refusing every request that needs one. Create an account with `berth admin user add`, or delete the marker file to make the registry open deliberately",
+                self.marker.as_deref().unwrap_or(std::path::Path::new("")).display()
+            );
+        }
         let public: Vec<Pattern> = self
             .accounts
             .public_patterns()
@@ -255,14 +374,29 @@ impl Auth {
         *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = Some(Snapshot {
             at: Instant::now(),
             accounts_exist,
+            accounts_lost,
             public: public.clone(),
         });
-        Ok((accounts_exist, public))
+        Ok((accounts_exist, accounts_lost, public))
     }
 
     /// Whether any account exists (for the start-up safety check).
     pub async fn accounts_exist(&self) -> Result<bool, AuthError> {
         Ok(self.snapshot().await?.0)
+    }
+
+    /// Whether the registry is open to everyone: no account exists, and none ever did
+    /// (no accounts marker).
+    pub async fn is_open(&self) -> Result<bool, AuthError> {
+        let (exist, lost, _) = self.snapshot().await?;
+        Ok(!exist && !lost)
+    }
+
+    /// The accounts marker when it exists but no account does: the registry had
+    /// accounts and lost them (the server refuses to start so).
+    pub async fn accounts_lost(&self) -> Result<Option<PathBuf>, AuthError> {
+        let (_, lost, _) = self.snapshot().await?;
+        Ok(self.marker.clone().filter(|_| lost))
     }
 
     /// Identifies the caller of a registry request.
@@ -271,8 +405,8 @@ impl Auth {
         headers: &HeaderMap,
         client: IpAddr,
     ) -> Result<Principal, AuthError> {
-        let (accounts_exist, public) = self.snapshot().await?;
-        if !accounts_exist {
+        let (accounts_exist, accounts_lost, public) = self.snapshot().await?;
+        if !accounts_exist && !accounts_lost {
             return Ok(Principal::Open);
         }
         let Some(value) = headers
@@ -340,7 +474,11 @@ impl Auth {
     ) -> Result<Result<(String, Arc<Vec<Grant>>), LoginError>, AuthError> {
         let now = Instant::now();
         let addr_key = client.to_string();
-        if self.by_account.is_blocked(name, now) || self.by_address.is_blocked(&addr_key, now) {
+        let pair_key = format!("{client} {name}");
+        if self.by_client_and_account.is_blocked(&pair_key, now)
+            || self.by_account.is_blocked(name, now)
+            || self.by_address.is_blocked(&addr_key, now)
+        {
             self.events
                 .emit(Event::LoginRateLimited {
                     account: name.to_owned(),
@@ -364,17 +502,29 @@ impl Auth {
             }
         }
         let account = self.accounts.account_get(name).await?;
-        let ok = match &account {
-            Some(a) if usable(a) => {
-                let (presented, stored) = (secret.to_owned(), a.secret_hash.clone());
-                // argon2 is deliberately slow: keep it off the async workers.
-                tokio::task::spawn_blocking(move || berth_auth::secret::verify(&presented, &stored))
-                    .await
-                    .unwrap_or(false)
+        let stored = account
+            .as_ref()
+            .filter(|a| usable(a))
+            .map(|a| a.secret_hash.clone());
+        let presented = secret.to_owned();
+        // argon2 is deliberately slow: keep it off the async workers. Every refusal
+        // costs at least one password verification (against a dummy hash when there is
+        // no usable password hash), so that its timing does not tell whether the name
+        // exists, is disabled or is a robot.
+        let ok = tokio::task::spawn_blocking(move || match stored {
+            Some(stored) => {
+                let ok = berth_auth::secret::verify(&presented, &stored);
+                if !ok && !berth_auth::secret::is_password_hash(&stored) {
+                    berth_auth::secret::verify_nothing(&presented);
+                }
+                ok
             }
-            _ => false,
-        };
+            None => berth_auth::secret::verify_nothing(&presented),
+        })
+        .await
+        .unwrap_or(false);
         if !ok {
+            self.by_client_and_account.record_failure(&pair_key, now);
             self.by_account.record_failure(name, now);
             self.by_address.record_failure(&addr_key, now);
             let why = match &account {
@@ -393,7 +543,7 @@ impl Auth {
                 .await;
             return Ok(Err(LoginError::Invalid));
         }
-        self.by_account.clear(name);
+        self.by_client_and_account.clear(&pair_key);
         let grants = Arc::new(parse_grants(self.accounts.grants(name).await?));
         self.remember_account(name, Some(grants.clone()));
         let mut cache = self.basic_cache.lock().unwrap_or_else(|p| p.into_inner());
@@ -497,7 +647,7 @@ impl Auth {
     }
 
     pub async fn public(&self) -> Result<Arc<Vec<Pattern>>, AuthError> {
-        Ok(self.snapshot().await?.1)
+        Ok(self.snapshot().await?.2)
     }
 
     /// A 401 with the `WWW-Authenticate: Bearer` challenge Docker clients follow.

@@ -5,9 +5,15 @@
 //! Today: `storage = "fs"` (files under the data directory) and SQLite (`database_url`
 //! unset or `sqlite://`). A backend that is not built into this binary (PostgreSQL, for
 //! now) fails here, at start, with a message that names it.
+//!
+//! [`MetaWatch`] notices the SQLite file being deleted or replaced under a running
+//! server (the open connection would go on writing to a file no path names, and every
+//! later push would be lost at the next start), so that writes are refused instead.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use berth_meta::sqlite::SqliteStore;
 use berth_meta::{AccountStore, MetadataStore, StatsStore};
@@ -103,6 +109,94 @@ pub fn lock_data_dir(config: &Config) -> Result<berth_storage::lock::DirLock, Ba
     Ok(berth_storage::lock::DirLock::acquire(&config.data_dir)?)
 }
 
+/// The answer to a write once the metadata database file is gone (503).
+pub const META_LOST: &str = "the metadata database file was removed or replaced while the server runs: writes are refused so that nothing more is lost; restore the file or restart the server (see its log)";
+
+/// How often [`MetaWatch::watch_forever`] looks at the database file.
+pub const META_WATCH_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Watches the SQLite database file: the device and inode of the file opened at start
+/// against what its path names now.
+#[derive(Debug)]
+pub struct MetaWatch {
+    /// The database path and the identity it had when opened; `None` for a backend
+    /// that is not a local file.
+    file: Option<(PathBuf, (u64, u64))>,
+    lost: AtomicBool,
+}
+
+/// The device and inode of the file at `path`.
+fn file_identity(path: &Path) -> std::io::Result<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path)?;
+        Ok((m.dev(), m.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        // Without inodes, only a removal is noticed.
+        std::fs::metadata(path).map(|_| (0, 0))
+    }
+}
+
+impl MetaWatch {
+    /// Watches the database `config` names, as it is now (call it right after
+    /// [`open_meta`]).
+    pub fn new(config: &Config) -> Result<MetaWatch, BackendError> {
+        let file = match config.metadata_backend()? {
+            MetadataBackend::Sqlite(path) => file_identity(&path).ok().map(|id| (path, id)),
+            MetadataBackend::Postgres(_) => None,
+        };
+        Ok(MetaWatch {
+            file,
+            lost: AtomicBool::new(false),
+        })
+    }
+
+    /// Whether the database file was found removed or replaced (then it stays so
+    /// until the server restarts).
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::Relaxed)
+    }
+
+    /// Looks at the file once; logs and remembers a removal or replacement.
+    pub fn check(&self) -> bool {
+        let Some((path, opened)) = &self.file else {
+            return false;
+        };
+        if self.is_lost() {
+            return true;
+        }
+        let now = file_identity(path);
+        let lost = match &now {
+            Ok(id) => id != opened,
+            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        };
+        if lost {
+            self.lost.store(true, Ordering::Relaxed);
+            tracing::error!(
+                path = %path.display(),
+                what = if now.is_ok() { "replaced" } else { "removed" },
+                "the metadata database file was removed or replaced while the server runs: refusing every write from now on (503). Restore the file and restart, or restart to start from what the path holds now; once accounts were created the registry then stays closed until `berth admin user add`"
+            );
+        }
+        lost
+    }
+
+    /// Checks every `every` until the task is dropped.
+    pub async fn watch_forever(self: Arc<Self>, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if self.check() {
+                return;
+            }
+        }
+    }
+}
+
 /// Opens the blob store the configuration names.
 pub fn open_blobs(config: &Config) -> Result<Arc<dyn BlobStore>, BackendError> {
     match config.storage {
@@ -132,6 +226,38 @@ mod tests {
         assert!(!config.data_dir.exists(), "nothing was created");
         open_meta(&config, Create::Yes).unwrap();
         open_meta(&config, Create::No).unwrap();
+    }
+
+    #[test]
+    fn a_removed_or_replaced_database_is_noticed() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            data_dir: dir.path().to_owned(),
+            ..Default::default()
+        };
+        let db = dir.path().join("metadata.db");
+        open_meta(&config, Create::Yes).unwrap();
+        let watch = MetaWatch::new(&config).unwrap();
+        assert!(!watch.check() && !watch.is_lost());
+
+        // Replaced: a new file under the same name.
+        let moved = dir.path().join("old.db");
+        std::fs::rename(&db, &moved).unwrap();
+        std::fs::copy(&moved, &db).unwrap();
+        assert!(watch.check() && watch.is_lost());
+
+        // Removed.
+        let watch = MetaWatch::new(&config).unwrap();
+        assert!(!watch.check());
+        std::fs::remove_file(&db).unwrap();
+        assert!(watch.check(), "a removed file is noticed");
+        assert!(watch.is_lost(), "and stays noticed");
+
+        let pg = Config {
+            database_url: Some("postgres://127.0.0.1/berth".into()),
+            ..Default::default()
+        };
+        assert!(!MetaWatch::new(&pg).unwrap().check());
     }
 
     #[test]

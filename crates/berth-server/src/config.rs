@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use berth_auth::proxy::Cidr;
 use clap::{Args, CommandFactory as _, FromArgMatches as _};
 use serde::Deserialize;
 
@@ -101,6 +102,20 @@ pub struct Settings {
     /// [default: SQLite at <data_dir>/metadata.db].
     #[arg(long, env = "BERTH_DATABASE_URL", value_name = "URL")]
     pub database_url: Option<String>,
+    /// Reverse proxies whose Forwarded / X-Forwarded-For headers name the client:
+    /// addresses or ranges, comma-separated (e.g. 127.0.0.1,10.0.0.0/8) [default: none].
+    #[arg(
+        long,
+        env = "BERTH_TRUSTED_PROXIES",
+        value_name = "ADDRS",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Option<Vec<Cidr>>,
+    /// Serve /metrics to loopback clients without credentials even once accounts exist
+    /// [default: false].
+    #[arg(long, env = "BERTH_METRICS_OPEN", value_name = "BOOL", num_args = 0..=1,
+          require_equals = true, default_missing_value = "true", value_parser = boolish())]
+    pub metrics_open: Option<bool>,
 }
 
 /// The one boolean parser of flags and variables.
@@ -251,6 +266,15 @@ pub struct Config {
     /// The metadata database as a URL; `None` is SQLite at `<data_dir>/metadata.db`.
     /// Read it through [`Config::metadata_backend`].
     pub database_url: Option<String>,
+    /// Reverse proxies (addresses or ranges) whose `Forwarded: for=` or
+    /// `X-Forwarded-For` is believed: the client address used for rate limiting, the
+    /// audit log, analytics and the `/metrics` rule is the right-most address in those
+    /// headers that is not a trusted proxy. Empty: the headers are ignored.
+    pub trusted_proxies: Vec<Cidr>,
+    /// Once accounts exist, `/metrics` needs an account with `admin` on `*`; with this,
+    /// clients on a loopback address (the real client, behind a trusted proxy) read it
+    /// without credentials, as before accounts existed.
+    pub metrics_open: bool,
 }
 
 /// Where blobs are stored (`storage = "fs"`).
@@ -352,6 +376,8 @@ impl Default for Config {
             blob_transfer: BlobTransfer::Auto,
             storage: Storage::Fs,
             database_url: None,
+            trusted_proxies: Vec::new(),
+            metrics_open: false,
         }
     }
 }
@@ -402,6 +428,8 @@ impl Config {
             blob_transfer,
             storage,
             database_url,
+            trusted_proxies,
+            metrics_open,
         } = layer;
         fn set<T>(to: &mut T, v: Option<T>) {
             if let Some(v) = v {
@@ -424,6 +452,8 @@ impl Config {
         set(&mut self.blob_transfer, blob_transfer);
         set(&mut self.storage, storage);
         set(&mut self.database_url, database_url.map(Some));
+        set(&mut self.trusted_proxies, trusted_proxies);
+        set(&mut self.metrics_open, metrics_open);
     }
 
     /// The metadata database to open: SQLite at `<data_dir>/metadata.db` without a
@@ -555,9 +585,13 @@ mod tests {
             ("no", false),
             ("0", false),
         ] {
-            for var in ["BERTH_INSECURE_OPEN", "BERTH_ANALYTICS"] {
+            for var in [
+                "BERTH_INSECURE_OPEN",
+                "BERTH_ANALYTICS",
+                "BERTH_METRICS_OPEN",
+            ] {
                 let s = from_env(&[(var, text)]).unwrap();
-                let got = s.insecure_open.or(s.analytics);
+                let got = s.insecure_open.or(s.analytics).or(s.metrics_open);
                 assert_eq!(got, Some(want), "{var}={text}");
             }
         }
@@ -576,6 +610,7 @@ mod tests {
             ("BERTH_TOKEN_TTL", "soon"),
             ("BERTH_BLOB_TRANSFER", "splice"),
             ("BERTH_STORAGE", "s3"),
+            ("BERTH_TRUSTED_PROXIES", "10.0.0.0/8,proxy.local"),
         ] {
             match from_env(&[(var, value)]) {
                 Err(ConfigError::Env {
@@ -623,12 +658,13 @@ mod tests {
     fn every_setting_has_a_key_a_variable_and_a_flag() {
         let vars = Settings::env_vars();
         // All but `tag_policy`, a list of tables, which only the file can hold.
-        assert_eq!(vars.len(), 15);
+        assert_eq!(vars.len(), 17);
         for (var, long) in &vars {
             let key = long.replace('-', "_");
             assert_eq!(*var, format!("BERTH_{}", key.to_uppercase()));
-            // A value of the wrong type: the key is known, so the error is about the value.
-            let err = toml::from_str::<Settings>(&format!("{key} = []"))
+            // A value of the wrong type (a table, which no setting here is): the key is
+            // known, so the error is about the value.
+            let err = toml::from_str::<Settings>(&format!("{key} = {{ bad = 1 }}"))
                 .unwrap_err()
                 .to_string();
             assert!(!err.contains("unknown field"), "{key}: {err}");
@@ -747,6 +783,39 @@ mod tests {
             Config::load(None, over).unwrap().database_url.as_deref(),
             Some("sqlite:///tmp/m.db")
         );
+    }
+
+    #[test]
+    fn trusted_proxies_and_metrics_open_from_file_and_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("berth.toml");
+        std::fs::write(
+            &path,
+            "trusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\"]\nmetrics_open = true\n",
+        )
+        .unwrap();
+        let c = Config::from_file(&path).unwrap();
+        let want: Vec<Cidr> = vec!["127.0.0.1".parse().unwrap(), "10.0.0.0/8".parse().unwrap()];
+        assert_eq!(c.trusted_proxies, want);
+        assert!(c.metrics_open);
+        assert!(Config::default().trusted_proxies.is_empty() && !Config::default().metrics_open);
+
+        let over = from_env(&[
+            ("BERTH_TRUSTED_PROXIES", "::1, 192.168.0.0/16"),
+            ("BERTH_METRICS_OPEN", "off"),
+        ])
+        .unwrap();
+        let c = Config::load(Some(&path), over).unwrap();
+        let want: Vec<Cidr> = vec!["::1".parse().unwrap(), "192.168.0.0/16".parse().unwrap()];
+        assert_eq!(
+            c.trusted_proxies, want,
+            "the variable replaces the file's list"
+        );
+        assert!(!c.metrics_open);
+
+        std::fs::write(&path, "trusted_proxies = [\"proxy.local\"]\n").unwrap();
+        let err = Config::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains("not an IP address"), "{err}");
     }
 
     #[test]

@@ -76,6 +76,8 @@ pub enum StartError {
     Auth(#[from] auth::AuthError),
     #[error("cannot reconcile upload sessions: {0}")]
     Registry(#[from] service::RegistryError),
+    #[error("refusing to start: this registry had accounts ({0} exists) but the metadata database holds none, so it would be open to anyone. Was the database deleted or replaced? Restore it, or create an account with `berth admin user add`; delete {0} only to make the registry open deliberately")]
+    AccountsLost(std::path::PathBuf),
 }
 
 /// Builds the server's state from the configuration: the backends it names (through
@@ -84,6 +86,7 @@ pub fn build_state(config: &Config) -> Result<AppState, StartError> {
     let data_lock = Arc::new(backends::lock_data_dir(config)?);
     let blobs = backends::open_blobs(config)?;
     let stores = backends::open_meta(config, backends::Create::Yes)?;
+    let meta_watch = Arc::new(backends::MetaWatch::new(config)?);
     // Pulls read manifests and blob links through a bounded cache; every write goes
     // through it too and invalidates what it changes.
     let meta: Arc<dyn berth_meta::MetadataStore> = Arc::new(berth_meta::cache::CachingStore::new(
@@ -104,17 +107,24 @@ pub fn build_state(config: &Config) -> Result<AppState, StartError> {
     let events = events::Events::new(vec![
         Arc::new(subscribers::MetricsSubscriber(metrics.clone())),
         Arc::new(subscribers::AnalyticsSubscriber(analytics.clone())),
-        Arc::new(subscribers::AuditSubscriber(stores.accounts.clone())),
+        Arc::new(subscribers::AuditSubscriber::new(stores.accounts.clone())),
     ]);
-    let auth = Arc::new(auth::Auth::new(
-        stores.accounts,
-        key,
-        config.token_service.clone(),
-        config.token_realm.clone(),
-        config.token_ttl,
-        config.tls_cert.is_some(),
-        events.clone(),
-    ));
+    let auth = Arc::new(
+        auth::Auth::new(
+            stores.accounts,
+            key,
+            config.token_service.clone(),
+            config.token_realm.clone(),
+            config.token_ttl,
+            config.tls_cert.is_some(),
+            events.clone(),
+        )
+        .with_network(
+            berth_auth::proxy::TrustedProxies::new(config.trusted_proxies.clone()),
+            config.metrics_open,
+        )
+        .with_accounts_marker(config.data_dir.join(accounts::MARKER)),
+    );
     let registry = Arc::new(service::Registry::new(service::RegistryParts {
         blobs,
         meta: meta.clone(),
@@ -138,15 +148,22 @@ pub fn build_state(config: &Config) -> Result<AppState, StartError> {
         tls,
         blob_transfer: config.blob_transfer,
         data_lock,
+        meta_watch,
     })
 }
 
 /// The HTTP application: the router with the access-log layer.
 fn app(state: AppState) -> axum::Router {
-    routes::router(state.clone()).layer(axum::middleware::from_fn_with_state(
-        state,
-        access_log::log_request,
-    ))
+    // The client address is resolved outermost, so the access log sees it too.
+    routes::router(state.clone())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access_log::log_request,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            routes::resolve_client,
+        ))
 }
 
 /// Serves the registry on `listener` until `shutdown` completes, then lets in-flight
@@ -157,6 +174,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     let addr = listener.local_addr()?;
+    if let Some(marker) = state.auth.accounts_lost().await? {
+        return Err(StartError::AccountsLost(marker));
+    }
     let accounts_exist = state.auth.accounts_exist().await?;
     if !accounts_exist && !addr.ip().is_loopback() {
         if !state.insecure_open {
@@ -169,6 +189,12 @@ pub async fn run(
     state.registry.reconcile_uploads().await?;
     let janitor = tokio::spawn(state.registry.clone().expire_uploads_forever());
     let flusher = tokio::spawn(state.analytics.clone().flush_forever());
+    let watcher = tokio::spawn(
+        state
+            .meta_watch
+            .clone()
+            .watch_forever(backends::META_WATCH_INTERVAL),
+    );
     let tls = state.tls.clone();
     let analytics = state.analytics.clone();
     let transfer = state.blob_transfer;
@@ -184,6 +210,7 @@ pub async fn run(
     .await;
     janitor.abort();
     flusher.abort();
+    watcher.abort();
     if let Err(e) = analytics.flush(true).await {
         tracing::error!(error = %e, "could not write the last download counters");
     }

@@ -24,4 +24,7 @@ pub struct AppState {
     pub blob_transfer: BlobTransfer,
     /// The data directory's lock, held while any clone of the state lives.
     pub data_lock: Arc<berth_storage::lock::DirLock>,
+    /// Whether the metadata database file is still the one opened (writes are refused
+    /// once it is not).
+    pub meta_watch: Arc<crate::backends::MetaWatch>,
 }

@@ -34,6 +34,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use berth_auth::Action;
 
 use crate::auth::{AuthError, Principal};
+use crate::backends::META_LOST;
 use crate::endpoint::{Endpoint, EndpointError};
 use crate::error::{ApiError, ApiResult};
 use crate::events::{Actor, Event};
@@ -115,12 +116,34 @@ pub struct Req {
     pub zero_copy: Option<crate::zerocopy::ZeroCopy>,
 }
 
-/// The client address of a request (unspecified when served without the listener).
+/// The client address of a request, as [`resolve_client`] found it: the peer, or the
+/// client a trusted proxy names. Unspecified when served without the listener.
 pub fn client_ip(extensions: &axum::http::Extensions) -> IpAddr {
+    if let Some(c) = extensions.get::<ResolvedClient>() {
+        return c.0;
+    }
     extensions
         .get::<ClientAddr>()
         .map(|c| c.0.ip())
         .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+}
+
+/// The client address of a request behind trusted proxies.
+#[derive(Debug, Clone, Copy)]
+struct ResolvedClient(IpAddr);
+
+/// Middleware, outermost: finds the real client address once per request (see
+/// [`crate::auth::Auth::client_address`]) for [`client_ip`].
+pub async fn resolve_client(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(peer) = req.extensions().get::<ClientAddr>().map(|c| c.0.ip()) {
+        let client = state.auth.client_address(peer, req.headers());
+        req.extensions_mut().insert(ResolvedClient(client));
+    }
+    next.run(req).await
 }
 
 /// The repository and action an endpoint needs; `None` for the catalog, which filters.
@@ -212,6 +235,11 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
     };
     let route = endpoint.route();
     let repo = endpoint.repository().cloned();
+    // Writes stop once the metadata database file is gone (reads may still be served).
+    if !matches!(parts.method, Method::GET | Method::HEAD) && state.meta_watch.is_lost() {
+        let e = ApiError::new(berth_oci::ErrorCode::Unavailable, META_LOST);
+        return finish(&state, None, route, error_response(&state, e, None, false)).await;
+    }
     let (resp, authorized) = serve_endpoint(&state, endpoint, parts, body, is_head).await;
     // Requests about a repository are counted under it only once access control let
     // them through; refused ones share one bucket.
@@ -297,13 +325,14 @@ async fn serve_endpoint(
     (resp, true)
 }
 
-/// `GET /metrics`: Prometheus text format. Open on an open registry and to loopback
-/// clients; otherwise it needs an account with `admin` on `*` (it names repositories).
+/// `GET /metrics`: Prometheus text format. Open on an open registry; once accounts
+/// exist it needs an account with `admin` on `*` (it names repositories), from loopback
+/// too unless `metrics_open` lets loopback clients (the real client address) in.
 async fn metrics(State(state): State<AppState>, req: Request) -> Response {
     let (parts, _) = req.into_parts();
     let client = client_ip(&parts.extensions);
     let host = parts.headers.get(header::HOST);
-    let allowed = client.is_loopback()
+    let allowed = (state.auth.metrics_open() && client.to_canonical().is_loopback())
         || match state.auth.authenticate(&parts.headers, client).await {
             Ok(Principal::Open) => true,
             Ok(Principal::Account { grants, .. }) => grants
@@ -313,7 +342,15 @@ async fn metrics(State(state): State<AppState>, req: Request) -> Response {
             Err(e) => return error_response(&state, e.into(), host, false),
         };
     if !allowed {
-        let e = AuthError::Denied("metrics need an account with admin on *".into());
+        let e = if parts.headers.contains_key(header::AUTHORIZATION) {
+            AuthError::Denied("metrics need an account with admin on *".into())
+        } else {
+            state.auth.challenge(
+                None,
+                None,
+                "metrics need an account with admin on * (or metrics_open = true for loopback clients)",
+            )
+        };
         return error_response(&state, e.into(), host, false);
     }
     let stored = match state.registry.stored_bytes().await {

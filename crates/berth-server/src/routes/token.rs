@@ -23,7 +23,7 @@ async fn principal_for(
     client: IpAddr,
 ) -> ApiResult<Principal> {
     let public = state.auth.public().await?;
-    if !state.auth.accounts_exist().await? {
+    if state.auth.is_open().await? {
         return Ok(Principal::Open);
     }
     let Some((name, secret)) = credentials else {
