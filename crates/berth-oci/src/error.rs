@@ -42,10 +42,16 @@ pub enum ErrorCode {
     BlobInUse,
     /// `UNAVAILABLE` with 500: an internal failure, logged by the server.
     Internal,
+    /// `UNAVAILABLE` with 507: the registry's disk is full (or over quota), so nothing
+    /// more can be stored until space is freed; deletions still work. The spec has no
+    /// code for it; `UNAVAILABLE` says what a client needs (the service cannot do this
+    /// now, the request was fine and may be retried later), where `DENIED` would send
+    /// users looking for a permission problem.
+    InsufficientStorage,
 }
 
 /// Every row, for parsing wire strings and for tests.
-pub const ALL: [ErrorCode; 22] = [
+pub const ALL: [ErrorCode; 23] = [
     ErrorCode::BlobUnknown,
     ErrorCode::BlobUploadInvalid,
     ErrorCode::BlobUploadUnknown,
@@ -68,6 +74,7 @@ pub const ALL: [ErrorCode; 22] = [
     ErrorCode::ParameterInvalid,
     ErrorCode::BlobInUse,
     ErrorCode::Internal,
+    ErrorCode::InsufficientStorage,
 ];
 
 impl ErrorCode {
@@ -114,6 +121,7 @@ impl ErrorCode {
             E::ParameterInvalid => ("UNSUPPORTED", 400, "invalid query parameter"),
             E::BlobInUse => ("UNSUPPORTED", 405, "blob is referenced by a manifest"),
             E::Internal => ("UNAVAILABLE", 500, "internal server error"),
+            E::InsufficientStorage => ("UNAVAILABLE", 507, "insufficient storage"),
         }
     }
 
@@ -161,6 +169,13 @@ mod tests {
             Some(ErrorCode::ManifestInvalid)
         );
         assert_eq!(ErrorCode::TagConflict.status(), 409);
+        assert_eq!(ErrorCode::InsufficientStorage.status(), 507);
+        assert_eq!(ErrorCode::InsufficientStorage.as_str(), "UNAVAILABLE");
+        // The client reads a 507 body as the first `UNAVAILABLE` row: still unavailable.
+        assert_eq!(
+            ErrorCode::from_wire("UNAVAILABLE"),
+            Some(ErrorCode::Unavailable)
+        );
         assert_eq!(ErrorCode::from_wire("NOPE"), None);
     }
 
