@@ -70,6 +70,13 @@ pub enum MetaError {
         context: &'static str,
         message: String,
     },
+    /// The database's filesystem is full or over quota (SQLite's `SQLITE_FULL`): nothing
+    /// more can be written until space is freed.
+    #[error("metadata database is full while {context}: {message}")]
+    Full {
+        context: &'static str,
+        message: String,
+    },
     #[error("stored metadata is corrupt: {0}")]
     Corrupt(String),
     /// A tag policy refused a tag change; the message says which tag and why.

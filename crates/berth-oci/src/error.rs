@@ -44,10 +44,16 @@ pub enum ErrorCode {
     Internal,
     /// `DENIED` with 409: the manifest is a child of an index that still exists.
     ManifestInUse,
+    /// `UNAVAILABLE` with 507: the registry's disk is full (or over quota), so nothing
+    /// more can be stored until space is freed; deletions still work. The spec has no
+    /// code for it; `UNAVAILABLE` says what a client needs (the service cannot do this
+    /// now, the request was fine and may be retried later), where `DENIED` would send
+    /// users looking for a permission problem.
+    InsufficientStorage,
 }
 
 /// Every row, for parsing wire strings and for tests.
-pub const ALL: [ErrorCode; 23] = [
+pub const ALL: [ErrorCode; 24] = [
     ErrorCode::BlobUnknown,
     ErrorCode::BlobUploadInvalid,
     ErrorCode::BlobUploadUnknown,
@@ -71,6 +77,7 @@ pub const ALL: [ErrorCode; 23] = [
     ErrorCode::BlobInUse,
     ErrorCode::Internal,
     ErrorCode::ManifestInUse,
+    ErrorCode::InsufficientStorage,
 ];
 
 impl ErrorCode {
@@ -118,6 +125,7 @@ impl ErrorCode {
             E::BlobInUse => ("UNSUPPORTED", 405, "blob is referenced by a manifest"),
             E::Internal => ("UNAVAILABLE", 500, "internal server error"),
             E::ManifestInUse => ("DENIED", 409, "manifest is referenced by an index"),
+            E::InsufficientStorage => ("UNAVAILABLE", 507, "insufficient storage"),
         }
     }
 
@@ -165,6 +173,13 @@ mod tests {
             Some(ErrorCode::ManifestInvalid)
         );
         assert_eq!(ErrorCode::TagConflict.status(), 409);
+        assert_eq!(ErrorCode::InsufficientStorage.status(), 507);
+        assert_eq!(ErrorCode::InsufficientStorage.as_str(), "UNAVAILABLE");
+        // The client reads a 507 body as the first `UNAVAILABLE` row: still unavailable.
+        assert_eq!(
+            ErrorCode::from_wire("UNAVAILABLE"),
+            Some(ErrorCode::Unavailable)
+        );
         assert_eq!(ErrorCode::from_wire("NOPE"), None);
     }
 

@@ -95,6 +95,10 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Seconds a client is asked to wait (`Retry-After`) when the server is out of file
+/// descriptors: long enough for connections to close, short enough not to stall a push.
+pub const EXHAUSTED_RETRY_AFTER: &str = "5";
+
 /// The `Range` header value for an upload of `size` bytes (Distribution writes `0-0`
 /// for an empty upload, and clients expect that).
 pub fn upload_range(size: u64) -> String {
@@ -146,6 +150,21 @@ impl From<RegistryError> for ApiError {
             E::NameUnknown(_) => ApiError::new(C::NameUnknown, message),
             E::BlobBusy(_) => ApiError::new(C::Unavailable, message).header("retry-after", "1"),
             E::ParameterInvalid(_) => ApiError::new(C::ParameterInvalid, message),
+            E::StorageFull(cause) => {
+                tracing::error!(error = %cause, "storage is full");
+                ApiError::new(
+                    C::InsufficientStorage,
+                    "the registry's storage is full; delete blobs or manifests, or ask its operator to free space",
+                )
+            }
+            E::Exhausted(cause) => {
+                tracing::error!(error = %cause, "out of file descriptors");
+                ApiError::new(
+                    C::Unavailable,
+                    "the registry is out of file descriptors; retry shortly",
+                )
+                .header("retry-after", EXHAUSTED_RETRY_AFTER)
+            }
             E::Storage(e) => ApiError::internal(&e),
             E::Meta(e) => ApiError::internal(&e),
         }
@@ -238,5 +257,65 @@ mod tests {
         let e: ApiError = RegistryError::Meta(berth_meta::MetaError::Corrupt("x".into())).into();
         assert_eq!(e.status().as_u16(), 500);
         assert!(!e.message.contains('x'));
+    }
+
+    fn os_error(errno: i32) -> std::io::Error {
+        std::io::Error::from_raw_os_error(errno)
+    }
+
+    #[test]
+    fn resource_errors_are_507_and_503_with_retry_after_and_internal_stays_500() {
+        use berth_storage::StorageError;
+        // ENOSPC, EDQUOT, EMFILE, ENFILE, EIO on Linux.
+        for errno in [28, 122] {
+            let e: ApiError =
+                RegistryError::from(StorageError::from_io("writing an upload", os_error(errno)))
+                    .into();
+            assert_eq!((e.status().as_u16(), e.code.as_str()), (507, "UNAVAILABLE"));
+            assert!(!e.message.contains("writing an upload"), "{}", e.message);
+            assert!(e.headers.is_empty());
+        }
+        let e: ApiError = RegistryError::from(berth_meta::MetaError::Full {
+            context: "committing",
+            message: "database or disk is full".into(),
+        })
+        .into();
+        assert_eq!(e.status().as_u16(), 507);
+        for errno in [24, 23] {
+            let e: ApiError =
+                RegistryError::from(StorageError::from_io("opening a blob", os_error(errno)))
+                    .into();
+            assert_eq!((e.status().as_u16(), e.code.as_str()), (503, "UNAVAILABLE"));
+            assert!(e
+                .headers
+                .iter()
+                .any(|(k, v)| k == "retry-after" && v == EXHAUSTED_RETRY_AFTER));
+        }
+        let e: ApiError = RegistryError::from(StorageError::from_io("reading", os_error(5))).into();
+        assert_eq!((e.status().as_u16(), e.code.as_str()), (500, "UNAVAILABLE"));
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_is_answered_with_a_spec_error_body() {
+        let e: ApiError = RegistryError::from(berth_storage::StorageError::from_io(
+            "writing",
+            os_error(28),
+        ))
+        .into();
+        let resp = e.into_response();
+        assert_eq!(resp.status().as_u16(), 507);
+        assert_eq!(
+            resp.headers().get("content-type").unwrap(),
+            "application/json"
+        );
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["errors"][0]["code"], "UNAVAILABLE");
+        assert!(v["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("storage is full"));
     }
 }

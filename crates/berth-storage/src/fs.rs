@@ -4,7 +4,8 @@
 //! - `blobs/<algorithm>/<hex>`: committed, verified, immutable blobs (flat, as in an OCI
 //!   image layout; a data directory of the older `blobs/<algorithm>/<xx>/<hex>` layout is
 //!   moved over when opened);
-//! - `uploads/<id>`: the bytes of an upload session so far.
+//! - `uploads/<id>`: the bytes of an upload session so far;
+//! - `reserve`: space held back for a full disk (see below).
 //!
 //! Writes are hashed as they arrive, in 1 MiB batches on the blocking pool, so memory
 //! stays flat whatever the blob size; every 64 MiB an `fdatasync` starts in the background
@@ -14,6 +15,21 @@
 //! rename makes it durable, so eight parallel pushers pay for far fewer than eight.
 //! The hash state of an upload lives in memory; after a restart it is rebuilt by reading
 //! the upload file once.
+//!
+//! # A full disk
+//!
+//! Freeing space through the API needs a few writes: a deletion is recorded in the
+//! metadata database (its WAL grows) before the blob's file is unlinked. On a full disk
+//! those writes would fail too, and nothing could be deleted. The store therefore keeps
+//! [`RESERVE_FILE`], a file of [`RESERVE_BYTES`] allocated on the same filesystem as the
+//! data directory (where the SQLite database lives by default). When one of its own
+//! writes fails for want of space, or when [`BlobStore::release_reserve`] is called
+//! because the database found the disk full, the file is deleted, which gives deletions
+//! room to be recorded. While the reserve is released, every write that adds bytes
+//! (starting or appending to an upload) first takes the reserve back, and is refused
+//! with [`StorageError::Full`] (without writing anything) while less than twice the
+//! reserve is free: new pushes cannot eat the space kept for deletions, and the registry
+//! accepts pushes again by itself once space was freed.
 //!
 //! Listing ([`BlobStore::list`]) reads the whole algorithm directory for every page, since
 //! a directory has no order to resume from: it keeps only the `limit + 1` smallest names in
@@ -25,6 +41,7 @@ use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use berth_oci::{Algorithm, Digest, Hasher};
@@ -80,7 +97,8 @@ const SYNCING: &str = "syncing an upload";
 /// them. An upload whose sync failed can therefore not be trusted: its file is deleted
 /// (the client starts the upload over) instead of being resumed or committed.
 fn discard_unsynced(path: &Path, e: StorageError) -> StorageError {
-    if matches!(&e, StorageError::Io { context, .. } if *context == SYNCING) {
+    // Whatever the class of the failure (an fdatasync may also report ENOSPC).
+    if e.io_context() == Some(SYNCING) {
         if let Err(rm) = std::fs::remove_file(path) {
             if rm.kind() != std::io::ErrorKind::NotFound {
                 tracing::error!(path = %path.display(), error = %rm, "cannot delete an upload whose sync failed");
@@ -115,10 +133,10 @@ impl BackgroundSync {
     fn wait(self) -> Result<(), StorageError> {
         match self.0.recv() {
             Ok(result) => result.map_err(StorageError::io(SYNCING)),
-            Err(_) => Err(StorageError::Io {
-                context: SYNCING,
-                source: std::io::Error::other("the background sync stopped without a result"),
-            }),
+            Err(_) => Err(StorageError::from_io(
+                SYNCING,
+                std::io::Error::other("the background sync stopped without a result"),
+            )),
         }
     }
 }
@@ -224,6 +242,147 @@ impl Drop for Announced<'_> {
     }
 }
 
+/// Name of the reserve file in the store's root directory.
+pub const RESERVE_FILE: &str = "reserve";
+
+/// Size of the reserve: room for the metadata writes of many deletions (a few database
+/// pages each, plus their audit rows) on a full disk.
+pub const RESERVE_BYTES: u64 = 4 << 20;
+
+/// What the reserve file is being written for, in errors.
+const RESERVING: &str = "reserving space for deletions";
+
+/// Space held back for deletions on a full disk (see the module docs).
+struct Reserve {
+    path: PathBuf,
+    size: u64,
+    /// The file is absent (released, or never made for want of space); writes must take
+    /// it back before adding bytes.
+    released: AtomicBool,
+}
+
+impl Reserve {
+    /// The reserve at `path`, made now if the disk has room (otherwise it stays
+    /// released: a store on a full disk still opens, so that space can be freed).
+    fn open(path: PathBuf, size: u64) -> Result<Reserve, StorageError> {
+        let reserve = Reserve {
+            path,
+            size,
+            released: AtomicBool::new(true),
+        };
+        match reserve.fill() {
+            Ok(()) => reserve.released.store(false, Ordering::SeqCst),
+            Err(StorageError::Full { .. }) => tracing::warn!(
+                path = %reserve.path.display(),
+                "the disk is full: no space is held back for deletions until some is freed"
+            ),
+            Err(e) => return Err(e),
+        }
+        Ok(reserve)
+    }
+
+    /// Makes the reserve file hold `size` allocated bytes. Blocking. On failure nothing
+    /// is left of it.
+    fn fill(&self) -> Result<(), StorageError> {
+        use std::os::unix::fs::MetadataExt;
+        let made = (|| {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&self.path)?;
+            // Allocated blocks, not the length: a sparse file holds no space.
+            if file.metadata()?.blocks().saturating_mul(512) >= self.size {
+                return Ok(());
+            }
+            allocate(&file, self.size)?;
+            file.sync_all()
+        })();
+        made.map_err(|e| {
+            if let Err(rm) = std::fs::remove_file(&self.path) {
+                if rm.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(path = %self.path.display(), error = %rm, "cannot remove a partial reserve file");
+                }
+            }
+            StorageError::from_io(RESERVING, e)
+        })
+    }
+
+    /// Deletes the reserve file; whether this call released it. Blocking.
+    fn release(&self) -> bool {
+        if self.released.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        match std::fs::remove_file(&self.path) {
+            Ok(()) => {
+                tracing::warn!(
+                    bytes = self.size,
+                    "the disk is full: released the space reserve so that deletions can proceed; pushes are refused until space is freed"
+                );
+                true
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+            Err(e) => {
+                tracing::error!(path = %self.path.display(), error = %e, "cannot release the space reserve");
+                false
+            }
+        }
+    }
+
+    /// Before a write that adds bytes: takes a released reserve back, or refuses the
+    /// write with `Full` while the disk has less than twice the reserve free. Blocking.
+    ///
+    /// Twice, not once: the space a release freed always fits the reserve again, and
+    /// taking it back at once would leave the next write to fail and release it again,
+    /// with nothing ever left over for deletions. Waiting for as much again to be free
+    /// keeps the released space for them until something was actually deleted.
+    fn restore(&self) -> Result<(), StorageError> {
+        if !self.released.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let stat =
+            rustix::fs::statvfs(dir).map_err(|e| StorageError::from_io(RESERVING, e.into()))?;
+        let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+        if free < self.size.saturating_mul(2) {
+            return Err(StorageError::from_io(
+                RESERVING,
+                std::io::Error::from_raw_os_error(rustix::io::Errno::NOSPC.raw_os_error()),
+            ));
+        }
+        self.fill()?;
+        if self.released.swap(false, Ordering::SeqCst) {
+            tracing::info!(
+                bytes = self.size,
+                "space is available again: the space reserve is back"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Allocates `len` bytes to `file`: `fallocate` where the filesystem has it, written
+/// zeros elsewhere.
+fn allocate(file: &std::fs::File, len: u64) -> std::io::Result<()> {
+    use rustix::fs::{fallocate, FallocateFlags};
+    match fallocate(file, FallocateFlags::empty(), 0, len) {
+        Ok(()) => return Ok(()),
+        Err(e) if e != rustix::io::Errno::OPNOTSUPP && e != rustix::io::Errno::NOSYS => {
+            return Err(e.into())
+        }
+        Err(_) => {}
+    }
+    let zeros = vec![0u8; 64 << 10];
+    let mut left = len;
+    let mut w = file;
+    while left > 0 {
+        let n = left.min(zeros.len() as u64) as usize;
+        w.write_all(&zeros[..n])?;
+        left -= n as u64;
+    }
+    Ok(())
+}
+
 /// Blobs as files under one directory.
 pub struct FsBlobStore {
     root: PathBuf,
@@ -237,6 +396,8 @@ pub struct FsBlobStore {
     sync: SyncFn,
     /// Batch buffers of finished appends, for the next ones.
     batches: BatchPool,
+    /// Space held back for deletions on a full disk.
+    reserve: Arc<Reserve>,
 }
 
 /// A few [`BATCH`]-sized buffers kept between appends, so that a chunked upload (one
@@ -280,7 +441,9 @@ impl FsBlobStore {
         for alg in ["sha256", "sha512"] {
             flatten_shards(&root.join("blobs").join(alg))?;
         }
+        let reserve = Arc::new(Reserve::open(root.join(RESERVE_FILE), RESERVE_BYTES)?);
         Ok(FsBlobStore {
+            reserve,
             root,
             dir_sync: Default::default(),
             uploads: Mutex::new(HashMap::new()),
@@ -295,6 +458,34 @@ impl FsBlobStore {
     fn with_sync_every(mut self, bytes: u64) -> FsBlobStore {
         self.sync_every = bytes;
         self
+    }
+
+    /// The same store keeping a reserve of `bytes` (tests: a reserve that cannot fit).
+    #[cfg(test)]
+    fn with_reserve(mut self, bytes: u64) -> Result<FsBlobStore, StorageError> {
+        let path = self.root.join(RESERVE_FILE);
+        let _ = std::fs::remove_file(&path);
+        self.reserve = Arc::new(Reserve::open(path, bytes)?);
+        Ok(self)
+    }
+
+    /// Takes a released reserve back before bytes are added (see [`Reserve::restore`]).
+    async fn restore_reserve(&self) -> Result<(), StorageError> {
+        if !self.reserve.released.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let reserve = self.reserve.clone();
+        blocking(move || reserve.restore()).await
+    }
+
+    /// Releases the reserve when `result` failed for want of space.
+    async fn note<T>(&self, result: Result<T, StorageError>) -> Result<T, StorageError> {
+        if let Err(e @ StorageError::Full { .. }) = &result {
+            tracing::debug!(error = %e, "a write found the disk full");
+            let reserve = self.reserve.clone();
+            let _ = spawn_blocking(move || reserve.release()).await;
+        }
+        result
     }
 
     /// The same store syncing upload files with `sync` (tests: failing syncs).
@@ -443,10 +634,7 @@ fn list_page(blobs: &Path, after: Option<&Digest>, limit: usize) -> Result<BlobP
 fn rehash(path: &Path, algorithm: Algorithm) -> Result<UploadState, StorageError> {
     let mut f = std::fs::File::open(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => StorageError::UploadUnknown(path.display().to_string()),
-        _ => StorageError::Io {
-            context: "opening an upload",
-            source: e,
-        },
+        _ => StorageError::from_io("opening an upload", e),
     })?;
     let mut hasher = Hasher::new(algorithm);
     let mut buf = vec![0u8; BATCH];
@@ -513,104 +701,12 @@ fn write_batch(mut w: Writer, mut batch: Vec<u8>) -> Result<(Writer, Vec<u8>), S
     Ok((w, batch))
 }
 
-#[async_trait::async_trait]
-impl BlobStore for FsBlobStore {
-    async fn stat(&self, digest: &Digest) -> Result<Option<u64>, StorageError> {
-        match tokio::fs::metadata(self.blob_path(digest)).await {
-            Ok(m) => Ok(Some(m.len())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(StorageError::Io {
-                context: "reading blob metadata",
-                source: e,
-            }),
-        }
-    }
-
-    async fn open_local(
-        &self,
-        digest: &Digest,
-        range: Option<Range<u64>>,
-    ) -> Result<Option<LocalBlob>, StorageError> {
-        let path = self.blob_path(digest);
-        let d = digest.clone();
-        blocking(move || {
-            let file = match std::fs::File::open(&path) {
-                Ok(f) => f,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return Err(StorageError::BlobUnknown(d))
-                }
-                Err(e) => return Err(StorageError::io("opening a blob")(e)),
-            };
-            let size = file
-                .metadata()
-                .map_err(StorageError::io("reading blob metadata"))?
-                .len();
-            // Start reading the first part ahead now, so that serving it seldom waits for
-            // the disk; the kernel's own read-ahead follows the sequential reads after
-            // that. Only the requested part: advice over a whole large file costs a
-            // page-cache walk per request even when every page is cached. Advice only: a
-            // failure changes nothing but speed.
-            let r = range.unwrap_or(0..size);
-            let ahead = r.end.saturating_sub(r.start).min(READ_AHEAD);
-            if let Some(len) = std::num::NonZeroU64::new(ahead) {
-                let _ =
-                    rustix::fs::fadvise(&file, r.start, Some(len), rustix::fs::Advice::WillNeed);
-            }
-            Ok(Some(LocalBlob { file, size }))
-        })
-        .await
-    }
-
-    async fn get(
-        &self,
-        digest: &Digest,
-        range: Option<Range<u64>>,
-    ) -> Result<BlobBody, StorageError> {
-        let mut file = match tokio::fs::File::open(self.blob_path(digest)).await {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(StorageError::BlobUnknown(digest.clone()))
-            }
-            Err(e) => return Err(StorageError::io("opening a blob")(e)),
-        };
-        let total_size = file
-            .metadata()
-            .await
-            .map_err(StorageError::io("reading blob metadata"))?
-            .len();
-        let stream: ByteStream = match range {
-            Some(r) => {
-                file.seek(SeekFrom::Start(r.start))
-                    .await
-                    .map_err(StorageError::io("seeking in a blob"))?;
-                let limited = tokio::io::AsyncReadExt::take(file, r.end.saturating_sub(r.start));
-                Box::pin(tokio_util::io::ReaderStream::with_capacity(
-                    limited, READ_CHUNK,
-                ))
-            }
-            None => Box::pin(tokio_util::io::ReaderStream::with_capacity(
-                file, READ_CHUNK,
-            )),
-        };
-        Ok(BlobBody { total_size, stream })
-    }
-
-    async fn delete(&self, digest: &Digest) -> Result<bool, StorageError> {
-        match tokio::fs::remove_file(self.blob_path(digest)).await {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(StorageError::io("deleting a blob")(e)),
-        }
-    }
-
-    async fn list(&self, after: Option<&Digest>, limit: usize) -> Result<BlobPage, StorageError> {
-        let blobs = self.root.join("blobs");
-        let after = after.cloned();
-        blocking(move || list_page(&blobs, after.as_ref(), limit)).await
-    }
-
-    async fn upload_create(&self, id: &str) -> Result<(), StorageError> {
+/// The upload operations that add bytes; the [`BlobStore`] methods wrap them to release
+/// the reserve when they find the disk full.
+impl FsBlobStore {
+    async fn create(&self, id: &str) -> Result<(), StorageError> {
         let path = self.upload_path(id)?;
+        self.restore_reserve().await?;
         let lock = self.upload_lock(id);
         let mut state = lock.lock().await;
         blocking(move || {
@@ -631,13 +727,9 @@ impl BlobStore for FsBlobStore {
         Ok(())
     }
 
-    async fn upload_append(
-        &self,
-        id: &str,
-        at: u64,
-        mut data: ByteStream,
-    ) -> Result<u64, StorageError> {
+    async fn append(&self, id: &str, at: u64, mut data: ByteStream) -> Result<u64, StorageError> {
         let path = self.upload_path(id)?;
+        self.restore_reserve().await?;
         let lock = self.upload_lock(id);
         let mut guard = lock.lock().await;
         let state = match guard.take() {
@@ -778,25 +870,7 @@ impl BlobStore for FsBlobStore {
         }
     }
 
-    async fn upload_size(&self, id: &str) -> Result<Option<u64>, StorageError> {
-        let path = self.upload_path(id)?;
-        let lock = self.upload_lock(id);
-        let guard = lock.lock().await;
-        if let Some(s) = guard.as_ref() {
-            return Ok(Some(s.size));
-        }
-        drop(guard);
-        match tokio::fs::metadata(&path).await {
-            Ok(m) => Ok(Some(m.len())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                self.forget_upload(id);
-                Ok(None)
-            }
-            Err(e) => Err(StorageError::io("reading upload metadata")(e)),
-        }
-    }
-
-    async fn upload_commit(&self, id: &str, expected: &Digest) -> Result<u64, StorageError> {
+    async fn commit(&self, id: &str, expected: &Digest) -> Result<u64, StorageError> {
         let path = self.upload_path(id)?;
         let lock = self.upload_lock(id);
         let mut guard = lock.lock().await;
@@ -859,7 +933,145 @@ impl BlobStore for FsBlobStore {
         self.forget_upload(id);
         Ok(size)
     }
+}
 
+#[async_trait::async_trait]
+impl BlobStore for FsBlobStore {
+    async fn stat(&self, digest: &Digest) -> Result<Option<u64>, StorageError> {
+        match tokio::fs::metadata(self.blob_path(digest)).await {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StorageError::from_io("reading blob metadata", e)),
+        }
+    }
+
+    async fn open_local(
+        &self,
+        digest: &Digest,
+        range: Option<Range<u64>>,
+    ) -> Result<Option<LocalBlob>, StorageError> {
+        let path = self.blob_path(digest);
+        let d = digest.clone();
+        blocking(move || {
+            let file = match std::fs::File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(StorageError::BlobUnknown(d))
+                }
+                Err(e) => return Err(StorageError::io("opening a blob")(e)),
+            };
+            let size = file
+                .metadata()
+                .map_err(StorageError::io("reading blob metadata"))?
+                .len();
+            // Start reading the first part ahead now, so that serving it seldom waits for
+            // the disk; the kernel's own read-ahead follows the sequential reads after
+            // that. Only the requested part: advice over a whole large file costs a
+            // page-cache walk per request even when every page is cached. Advice only: a
+            // failure changes nothing but speed.
+            let r = range.unwrap_or(0..size);
+            let ahead = r.end.saturating_sub(r.start).min(READ_AHEAD);
+            if let Some(len) = std::num::NonZeroU64::new(ahead) {
+                let _ =
+                    rustix::fs::fadvise(&file, r.start, Some(len), rustix::fs::Advice::WillNeed);
+            }
+            Ok(Some(LocalBlob { file, size }))
+        })
+        .await
+    }
+
+    async fn get(
+        &self,
+        digest: &Digest,
+        range: Option<Range<u64>>,
+    ) -> Result<BlobBody, StorageError> {
+        let mut file = match tokio::fs::File::open(self.blob_path(digest)).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StorageError::BlobUnknown(digest.clone()))
+            }
+            Err(e) => return Err(StorageError::io("opening a blob")(e)),
+        };
+        let total_size = file
+            .metadata()
+            .await
+            .map_err(StorageError::io("reading blob metadata"))?
+            .len();
+        let stream: ByteStream = match range {
+            Some(r) => {
+                file.seek(SeekFrom::Start(r.start))
+                    .await
+                    .map_err(StorageError::io("seeking in a blob"))?;
+                let limited = tokio::io::AsyncReadExt::take(file, r.end.saturating_sub(r.start));
+                Box::pin(tokio_util::io::ReaderStream::with_capacity(
+                    limited, READ_CHUNK,
+                ))
+            }
+            None => Box::pin(tokio_util::io::ReaderStream::with_capacity(
+                file, READ_CHUNK,
+            )),
+        };
+        Ok(BlobBody { total_size, stream })
+    }
+
+    async fn delete(&self, digest: &Digest) -> Result<bool, StorageError> {
+        match tokio::fs::remove_file(self.blob_path(digest)).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(StorageError::io("deleting a blob")(e)),
+        }
+    }
+
+    async fn list(&self, after: Option<&Digest>, limit: usize) -> Result<BlobPage, StorageError> {
+        let blobs = self.root.join("blobs");
+        let after = after.cloned();
+        blocking(move || list_page(&blobs, after.as_ref(), limit)).await
+    }
+
+    async fn upload_create(&self, id: &str) -> Result<(), StorageError> {
+        let result = self.create(id).await;
+        if result.is_err() {
+            // A session that was never made keeps no lock entry (one whose id was taken
+            // keeps its own).
+            if let Ok(path) = self.upload_path(id) {
+                if !tokio::fs::try_exists(&path).await.unwrap_or(true) {
+                    self.forget_upload(id);
+                }
+            }
+        }
+        self.note(result).await
+    }
+    async fn upload_append(
+        &self,
+        id: &str,
+        at: u64,
+        data: ByteStream,
+    ) -> Result<u64, StorageError> {
+        let result = self.append(id, at, data).await;
+        self.note(result).await
+    }
+    async fn upload_size(&self, id: &str) -> Result<Option<u64>, StorageError> {
+        let path = self.upload_path(id)?;
+        let lock = self.upload_lock(id);
+        let guard = lock.lock().await;
+        if let Some(s) = guard.as_ref() {
+            return Ok(Some(s.size));
+        }
+        drop(guard);
+        match tokio::fs::metadata(&path).await {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.forget_upload(id);
+                Ok(None)
+            }
+            Err(e) => Err(StorageError::io("reading upload metadata")(e)),
+        }
+    }
+
+    async fn upload_commit(&self, id: &str, expected: &Digest) -> Result<u64, StorageError> {
+        let result = self.commit(id, expected).await;
+        self.note(result).await
+    }
     async fn upload_abort(&self, id: &str) -> Result<(), StorageError> {
         let path = self.upload_path(id)?;
         let lock = self.upload_lock(id);
@@ -872,6 +1084,31 @@ impl BlobStore for FsBlobStore {
         drop(guard);
         self.forget_upload(id);
         Ok(())
+    }
+
+    async fn upload_abort_if_idle(&self, id: &str) -> Result<bool, StorageError> {
+        let path = self.upload_path(id)?;
+        let lock = self.upload_lock(id);
+        // An append holds the lock while it receives its body, for as long as the client
+        // takes: never wait for it.
+        let Ok(guard) = lock.try_lock() else {
+            return Ok(false);
+        };
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StorageError::from_io("deleting an upload", e)),
+        }
+        drop(guard);
+        self.forget_upload(id);
+        Ok(true)
+    }
+
+    async fn release_reserve(&self) -> bool {
+        let reserve = self.reserve.clone();
+        spawn_blocking(move || reserve.release())
+            .await
+            .unwrap_or(false)
     }
 
     async fn upload_list(&self) -> Result<Vec<String>, StorageError> {
@@ -1173,5 +1410,164 @@ mod tests {
             store.upload_create("../x").await,
             Err(StorageError::UploadUnknown(_))
         ));
+    }
+
+    /// A body that sends `first` and then waits for `rest` (for as long as its sender
+    /// lives, as a stalled client does).
+    fn stalled_body(first: &'static [u8]) -> (tokio::sync::mpsc::Sender<Bytes>, ByteStream) {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+        let head = futures_util::stream::iter([Ok(Bytes::from_static(first))]);
+        let tail = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|b| (Ok(b), rx))
+        });
+        (tx, Box::pin(head.chain(tail)))
+    }
+
+    #[tokio::test]
+    async fn abort_if_idle_skips_an_upload_whose_append_is_under_way() {
+        let (dir, store) = fresh_store().await;
+        let store = Arc::new(store);
+        store.upload_create("busy").await.unwrap();
+        store.upload_create("idle").await.unwrap();
+        let (tx, body) = stalled_body(b"first bytes");
+        let appending = {
+            let store = store.clone();
+            tokio::spawn(async move { store.upload_append("busy", 0, body).await })
+        };
+        // Until the append holds the upload, an abort would still find it idle.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while store.upload_lock("busy").try_lock().is_ok() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the append never started"
+            );
+            tokio::task::yield_now().await;
+        }
+        let answered = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            store.upload_abort_if_idle("busy"),
+        )
+        .await
+        .expect("abort_if_idle waited for a busy upload");
+        assert!(!answered.unwrap());
+        assert!(
+            dir.path().join("uploads/busy").exists(),
+            "the busy upload was touched"
+        );
+        assert!(store.upload_abort_if_idle("idle").await.unwrap());
+        assert_gone(dir.path(), "idle");
+        assert!(store.upload_abort_if_idle("never").await.unwrap());
+        // Once the client finishes, the upload is intact and can be dropped.
+        tx.send(Bytes::from_static(b", then the rest"))
+            .await
+            .unwrap();
+        drop(tx);
+        assert_eq!(appending.await.unwrap().unwrap(), 26);
+        assert_eq!(store.upload_size("busy").await.unwrap(), Some(26));
+        assert!(store.upload_abort_if_idle("busy").await.unwrap());
+        assert_gone(dir.path(), "busy");
+    }
+
+    #[tokio::test]
+    async fn the_reserve_is_made_released_once_and_taken_back_by_the_next_write() {
+        use std::os::unix::fs::MetadataExt;
+        let (dir, store) = fresh_store().await;
+        let reserve = dir.path().join(RESERVE_FILE);
+        let blocks = |p: &Path| std::fs::metadata(p).unwrap().blocks() * 512;
+        assert!(blocks(&reserve) >= RESERVE_BYTES);
+        assert!(store.release_reserve().await);
+        assert!(!reserve.exists());
+        assert!(!store.release_reserve().await, "released twice");
+        store.upload_create("u").await.unwrap();
+        assert!(blocks(&reserve) >= RESERVE_BYTES, "not taken back");
+        // Reopening keeps the file as it is.
+        drop(store);
+        let _store = FsBlobStore::open(dir.path()).unwrap();
+        assert!(blocks(&reserve) >= RESERVE_BYTES);
+    }
+
+    /// A tmpfs of `size` mounted on a temporary directory, unmounted when dropped; `None`
+    /// (with a message) when this process may not mount one (not root, or a sandbox).
+    struct Tmpfs(tempfile::TempDir);
+
+    impl Tmpfs {
+        fn mount(size: &str) -> Option<Tmpfs> {
+            let dir = tempfile::tempdir().unwrap();
+            let ok = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(dir.path())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                eprintln!("skipped: cannot mount a tmpfs (needs root)");
+                return None;
+            }
+            Some(Tmpfs(dir))
+        }
+    }
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg(self.0.path())
+                .status();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_is_full_releases_the_reserve_and_refuses_writes_until_space_is_back() {
+        let Some(fs) = Tmpfs::mount("4m") else {
+            return;
+        };
+        let root = fs.0.path();
+        let store = FsBlobStore::open(root)
+            .unwrap()
+            .with_reserve(1 << 20)
+            .unwrap();
+        assert!(root.join(RESERVE_FILE).exists());
+        // A 4 MiB upload cannot fit next to the reserve: the write fails as Full.
+        store.upload_create("big").await.unwrap();
+        let e = store
+            .upload_append("big", 0, stream_of(vec![vec![1u8; 4 << 20]]))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StorageError::Full { .. }), "{e:?}");
+        assert!(
+            !root.join(RESERVE_FILE).exists(),
+            "reserve kept on a full disk"
+        );
+        // Released space is for deletions: while the upload's bytes fill the disk, a new
+        // upload is refused and leaves no file behind.
+        let e = store.upload_create("next").await.unwrap_err();
+        assert!(matches!(e, StorageError::Full { .. }), "{e:?}");
+        assert_gone(root, "next");
+        assert!(!root.join(RESERVE_FILE).exists());
+        // Freeing space lets writes (and the reserve) back.
+        store.upload_abort("big").await.unwrap();
+        store.upload_create("next").await.unwrap();
+        assert!(root.join(RESERVE_FILE).exists());
+        let d = Digest::sha256(b"fits");
+        store
+            .upload_append("next", 0, stream_of(vec![b"fits".to_vec()]))
+            .await
+            .unwrap();
+        assert_eq!(store.upload_commit("next", &d).await.unwrap(), 4);
+        drop(store);
+        drop(fs);
+    }
+
+    #[tokio::test]
+    async fn a_store_opened_on_a_full_disk_opens_without_a_reserve() {
+        let Some(fs) = Tmpfs::mount("1m") else {
+            return;
+        };
+        let root = fs.0.path();
+        std::fs::write(root.join("filler"), vec![0u8; 1 << 20]).unwrap_or(());
+        let store = FsBlobStore::open(root).unwrap();
+        assert!(!root.join(RESERVE_FILE).exists());
+        let e = store.upload_create("u").await.unwrap_err();
+        assert!(matches!(e, StorageError::Full { .. }), "{e:?}");
+        drop(store);
+        drop(fs);
     }
 }

@@ -52,6 +52,22 @@ pub enum StorageError {
         path: std::path::PathBuf,
         pid: Option<u32>,
     },
+    /// The filesystem is out of space or over quota (`ENOSPC`, `EDQUOT`): nothing more
+    /// can be written until space is freed.
+    #[error("storage is full while {context}: {source}")]
+    Full {
+        context: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The process or the system is out of file descriptors (`EMFILE`, `ENFILE`): a
+    /// passing condition, the operation can be retried shortly.
+    #[error("out of file descriptors while {context}: {source}")]
+    Exhausted {
+        context: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("storage I/O failed while {context}: {source}")]
     Io {
         context: &'static str,
@@ -66,8 +82,30 @@ fn pid_note(pid: &Option<u32>) -> String {
 }
 
 impl StorageError {
+    /// The error of an I/O failure while `context`, classified: out of space or quota is
+    /// [`StorageError::Full`], out of descriptors [`StorageError::Exhausted`], anything
+    /// else [`StorageError::Io`].
+    pub fn from_io(context: &'static str, source: std::io::Error) -> StorageError {
+        use rustix::io::Errno;
+        match Errno::from_io_error(&source) {
+            Some(Errno::NOSPC | Errno::DQUOT) => StorageError::Full { context, source },
+            Some(Errno::MFILE | Errno::NFILE) => StorageError::Exhausted { context, source },
+            _ => StorageError::Io { context, source },
+        }
+    }
+
     pub(crate) fn io(context: &'static str) -> impl FnOnce(std::io::Error) -> StorageError {
-        move |source| StorageError::Io { context, source }
+        move |source| StorageError::from_io(context, source)
+    }
+
+    /// What the store was doing when an I/O error (of any class) happened.
+    pub(crate) fn io_context(&self) -> Option<&'static str> {
+        match self {
+            StorageError::Full { context, .. }
+            | StorageError::Exhausted { context, .. }
+            | StorageError::Io { context, .. } => Some(context),
+            _ => None,
+        }
     }
 }
 
@@ -217,10 +255,60 @@ pub trait BlobStore: Send + Sync + 'static {
     /// uploads at the same time) succeeds and leaves one blob.
     async fn upload_commit(&self, id: &str, expected: &Digest) -> Result<u64, StorageError>;
 
-    /// Drops an upload session and its bytes. Unknown ids are not an error.
+    /// Drops an upload session and its bytes. Unknown ids are not an error. Waits for an
+    /// operation on the upload that is under way (an append receiving its body).
     async fn upload_abort(&self, id: &str) -> Result<(), StorageError>;
+
+    /// Drops an upload session and its bytes unless an operation on it is under way;
+    /// `false` (and nothing changed) when one is. For expiry: a client stalled in the
+    /// middle of an append must not hold up the expiry of every other session, and is
+    /// tried again later. Unknown ids are dropped (`true`).
+    ///
+    /// The default suits a backend that does not serialize the operations on an upload:
+    /// its abort never waits.
+    async fn upload_abort_if_idle(&self, id: &str) -> Result<bool, StorageError> {
+        self.upload_abort(id).await.map(|()| true)
+    }
+
+    /// Frees the space the store keeps in reserve for a full disk, if it keeps any and
+    /// has not freed it yet; whether it did. Called when another writer on the same
+    /// filesystem (the metadata database) found it full, so that deletions, which free
+    /// space, can still be recorded. The store takes the reserve back by itself once
+    /// space is available again.
+    async fn release_reserve(&self) -> bool {
+        false
+    }
 
     /// Ids of every upload session present, including those from before a restart (for
     /// expiry and crash recovery).
     async fn upload_list(&self) -> Result<Vec<String>, StorageError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_errors_are_classified_by_their_errno() {
+        let class = |errno: i32| match StorageError::from_io(
+            "testing",
+            std::io::Error::from_raw_os_error(errno),
+        ) {
+            StorageError::Full { context, .. } => ("full", context),
+            StorageError::Exhausted { context, .. } => ("exhausted", context),
+            StorageError::Io { context, .. } => ("io", context),
+            other => panic!("unexpected {other:?}"),
+        };
+        use rustix::io::Errno;
+        assert_eq!(class(Errno::NOSPC.raw_os_error()), ("full", "testing"));
+        assert_eq!(class(Errno::DQUOT.raw_os_error()), ("full", "testing"));
+        assert_eq!(class(Errno::MFILE.raw_os_error()), ("exhausted", "testing"));
+        assert_eq!(class(Errno::NFILE.raw_os_error()), ("exhausted", "testing"));
+        assert_eq!(class(Errno::IO.raw_os_error()), ("io", "testing"));
+        assert_eq!(class(Errno::ACCESS.raw_os_error()), ("io", "testing"));
+        let other = StorageError::from_io("testing", std::io::Error::other("no errno"));
+        assert!(matches!(other, StorageError::Io { .. }));
+        assert_eq!(other.io_context(), Some("testing"));
+        assert_eq!(StorageError::UploadUnknown("u".into()).io_context(), None);
+    }
 }

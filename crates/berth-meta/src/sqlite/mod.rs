@@ -54,11 +54,11 @@ struct Inner {
     readers: Mutex<Vec<Connection>>,
 }
 
+/// The error of a failed SQLite call while `context`: [`MetaError::Full`] when the disk
+/// is full (so that callers can free space and answer "insufficient storage"),
+/// [`MetaError::Database`] otherwise.
 fn db_err(context: &'static str) -> impl Fn(rusqlite::Error) -> MetaError {
-    move |e| MetaError::Database {
-        context,
-        message: e.to_string(),
-    }
+    move |e| writer::Failure::of(&e).into_error(context)
 }
 
 fn now() -> i64 {

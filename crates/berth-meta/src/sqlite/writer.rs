@@ -10,10 +10,44 @@ use super::db_err;
 use crate::MetaError;
 
 /// Runs after the batch's commit, with its outcome, to answer the caller.
-pub(super) type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
+pub(super) type Completion = Box<dyn FnOnce(Result<(), Failure>) + Send>;
 /// One caller's write, run inside the batch's transaction (or told why there is none).
 pub(super) type JobFn =
-    Box<dyn FnOnce(Result<&mut rusqlite::Transaction<'_>, String>) -> Completion + Send>;
+    Box<dyn FnOnce(Result<&mut rusqlite::Transaction<'_>, Failure>) -> Completion + Send>;
+
+/// Why a batch could not start or commit, told to each of its callers. Whether the disk
+/// was full survives the trip, so that a commit refused for want of space is
+/// [`MetaError::Full`] like any other write that is.
+#[derive(Debug, Clone)]
+pub(super) struct Failure {
+    message: String,
+    full: bool,
+}
+
+impl Failure {
+    pub(super) fn of(e: &rusqlite::Error) -> Failure {
+        Failure {
+            message: e.to_string(),
+            full: e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull),
+        }
+    }
+
+    fn other(message: &str) -> Failure {
+        Failure {
+            message: message.to_owned(),
+            full: false,
+        }
+    }
+
+    pub(super) fn into_error(self, context: &'static str) -> MetaError {
+        let Failure { message, full } = self;
+        if full {
+            MetaError::Full { context, message }
+        } else {
+            MetaError::Database { context, message }
+        }
+    }
+}
 
 /// A queued write and whether its caller needs it on disk before the answer.
 pub(super) struct Job {
@@ -60,7 +94,7 @@ pub(super) fn writer_loop(mut conn: Connection, jobs: std::sync::mpsc::Receiver<
         if durable && !synced {
             // Could not switch back to fsynced commits: refuse rather than acknowledge
             // a durable write that is not on disk.
-            let msg = "the database cannot commit durably".to_string();
+            let msg = Failure::other("the database cannot commit durably");
             for job in batch {
                 (job.run)(Err(msg.clone()))(Err(msg.clone()));
             }
@@ -83,13 +117,13 @@ pub(super) fn writer_loop(mut conn: Connection, jobs: std::sync::mpsc::Receiver<
                         }
                     }
                 }
-                let outcome = tx.commit().map_err(|e| e.to_string());
+                let outcome = tx.commit().map_err(|e| Failure::of(&e));
                 for d in done {
                     d(outcome.clone());
                 }
             }
             Err(e) => {
-                let msg = e.to_string();
+                let msg = Failure::of(&e);
                 for job in batch {
                     job(Err(msg.clone()))(Err(msg.clone()));
                 }
@@ -107,10 +141,7 @@ where
 {
     Box::new(move |tx| -> Completion {
         let staged: Result<T, MetaError> = (|| {
-            let tx = tx.map_err(|message| MetaError::Database {
-                context: "starting a transaction",
-                message,
-            })?;
+            let tx = tx.map_err(|failure| failure.into_error("starting a transaction"))?;
             tx.execute_batch("SAVEPOINT job")
                 .map_err(db_err("starting a savepoint"))?;
             match f(tx) {
@@ -126,14 +157,11 @@ where
                 }
             }
         })();
-        Box::new(move |outcome: Result<(), String>| {
+        Box::new(move |outcome: Result<(), Failure>| {
             let result = staged.and_then(|value| {
                 outcome
                     .map(|()| value)
-                    .map_err(|message| MetaError::Database {
-                        context: "committing",
-                        message,
-                    })
+                    .map_err(|failure| failure.into_error("committing"))
             });
             let _ = answer.send(result);
         })
@@ -259,5 +287,46 @@ mod tests {
                 Some(1)
             );
         }
+    }
+
+    #[test]
+    fn a_full_database_is_told_apart_from_other_failures() {
+        // `max_page_count` makes SQLite answer SQLITE_FULL exactly as a full disk does.
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch("PRAGMA max_page_count=8; CREATE TABLE t(x BLOB);")
+            .unwrap();
+        let full = (0..100)
+            .find_map(|_| {
+                conn.execute("INSERT INTO t VALUES (zeroblob(4096))", [])
+                    .err()
+            })
+            .unwrap();
+        match db_err("filling")(full) {
+            MetaError::Full { context, message } => {
+                assert_eq!(context, "filling");
+                assert!(message.contains("full"), "{message}");
+            }
+            other => panic!("expected Full, got {other:?}"),
+        }
+        let other = conn.execute("INSERT INTO nope VALUES (1)", []).unwrap_err();
+        assert!(matches!(
+            db_err("inserting")(other),
+            MetaError::Database {
+                context: "inserting",
+                ..
+            }
+        ));
+        // A commit's outcome keeps the distinction on its way to every caller.
+        let failure = super::Failure::of(&rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            None,
+        ));
+        assert!(matches!(
+            failure.clone().into_error("committing"),
+            MetaError::Full {
+                context: "committing",
+                ..
+            }
+        ));
     }
 }

@@ -157,6 +157,33 @@ impl Registry {
         Ok(())
     }
 
+    /// Drops upload `id` unless a request is appending to it right now; whether it did.
+    async fn drop_idle_upload(&self, id: &str) -> Result<bool> {
+        if !self.blobs.upload_abort_if_idle(id).await? {
+            return Ok(false);
+        }
+        self.meta.upload_delete(id).await?;
+        Ok(true)
+    }
+
+    /// Runs a metadata write that frees space (a deletion). When the database finds the
+    /// disk full, the blob store's reserve is released (see
+    /// [`BlobStore::release_reserve`](berth_storage::BlobStore::release_reserve)) and the
+    /// write tried once more, so that space can be freed through the API on a full disk.
+    pub(super) async fn freeing_space<T, F, Fut>(&self, write: F) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, berth_meta::MetaError>>,
+    {
+        match write().await {
+            Err(berth_meta::MetaError::Full { .. }) if self.blobs.release_reserve().await => {
+                tracing::warn!("the metadata database found the disk full; retrying a deletion with the space reserve released");
+                Ok(write().await?)
+            }
+            r => Ok(r?),
+        }
+    }
+
     /// Stores a whole blob from one body (monolithic upload). No upload session is
     /// registered: the request is the session.
     pub async fn put_blob(
@@ -168,7 +195,11 @@ impl Registry {
         let id = uuid::Uuid::new_v4().simple().to_string();
         self.blobs.upload_create(&id).await?;
         if let Err(e) = self.blobs.upload_append(&id, 0, body).await {
-            self.blobs.upload_abort(&id).await?;
+            // The bytes received so far go (a full disk most of all needs them gone); the
+            // append's error is the answer even when the cleanup fails too.
+            if let Err(abort) = self.blobs.upload_abort(&id).await {
+                tracing::warn!(upload = %id, error = %abort, "cannot delete a failed monolithic upload");
+            }
             return Err(e.into());
         }
         match self.place_blob(repo, &id, digest, false).await {
@@ -345,7 +376,10 @@ impl Registry {
     /// Unlinks a blob from `repo` and deletes its bytes once no repository links it and
     /// no commit of it is in flight (the store decides, in one transaction).
     pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest, actor: Actor) -> Result<()> {
-        match self.meta.blob_unlink(repo, digest).await? {
+        match self
+            .freeing_space(|| self.meta.blob_unlink(repo, digest))
+            .await?
+        {
             Unlinked::NotLinked => {
                 return Err(RegistryError::BlobUnknown {
                     repo: repo.clone(),
@@ -357,7 +391,8 @@ impl Registry {
             // leaving at most an orphan file for the collector).
             Unlinked::Removed { orphaned: true } => {
                 self.blobs.delete(digest).await?;
-                self.meta.blob_deletion_done(digest).await?;
+                self.freeing_space(|| self.meta.blob_deletion_done(digest))
+                    .await?;
             }
             Unlinked::Removed { orphaned: false } => {}
         }
@@ -386,8 +421,11 @@ impl Registry {
         Ok(())
     }
 
-    /// Deletes upload sessions idle for longer than the configured timeout. A session
-    /// that cannot be dropped is logged and skipped: one failure does not stop the rest.
+    /// Deletes upload sessions idle for longer than the configured timeout; returns how
+    /// many. Expiry never waits: a session a request is appending to right now (a client
+    /// stalled in the middle of a `PATCH` body, say) is skipped and tried again next
+    /// period, and a session that cannot be dropped is logged and skipped, so that
+    /// neither holds up the expiry of the others.
     pub async fn expire_uploads(&self) -> Result<usize> {
         let ids = self
             .meta
@@ -395,9 +433,14 @@ impl Registry {
             .await?;
         let mut expired = 0;
         for id in &ids {
-            tracing::info!(upload = %id, "expiring idle upload session");
-            match self.drop_upload(id).await {
-                Ok(()) => expired += 1,
+            match self.drop_idle_upload(id).await {
+                Ok(true) => {
+                    tracing::info!(upload = %id, "expired idle upload session");
+                    expired += 1;
+                }
+                Ok(false) => {
+                    tracing::debug!(upload = %id, "upload session is receiving a body; expiry skips it this time")
+                }
                 Err(e) => tracing::warn!(upload = %id, error = %e, "cannot expire upload session"),
             }
         }

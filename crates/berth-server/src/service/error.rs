@@ -66,6 +66,14 @@ pub enum RegistryError {
     BlobBusy(Digest),
     #[error("{0}")]
     ParameterInvalid(String),
+    /// The disk of the blobs or of the metadata database is full (or over quota): nothing
+    /// more can be stored until space is freed. The cause is logged, never shown.
+    #[error("the registry's storage is full: {0}")]
+    StorageFull(Box<dyn std::error::Error + Send + Sync>),
+    /// The process is out of file descriptors, a passing condition: the client may retry
+    /// shortly. The cause is logged, never shown.
+    #[error("the registry is out of file descriptors: {0}")]
+    Exhausted(Box<dyn std::error::Error + Send + Sync>),
     /// A storage failure; logged, never shown to a client.
     #[error(transparent)]
     Storage(StorageError),
@@ -90,6 +98,7 @@ impl From<MetaError> for RegistryError {
             MetaError::ManifestInUse(m) => RegistryError::ManifestInUse(m),
             MetaError::TagRefused(m) => RegistryError::TagRefused(m),
             MetaError::BlobBusy(d) => RegistryError::BlobBusy(d),
+            e @ MetaError::Full { .. } => RegistryError::StorageFull(Box::new(e)),
             e => RegistryError::Meta(e),
         }
     }
@@ -102,7 +111,51 @@ impl From<StorageError> for RegistryError {
                 RegistryError::DigestMismatch { expected, actual }
             }
             StorageError::Body(e) => RegistryError::BodyFailed(e),
+            e @ StorageError::Full { .. } => RegistryError::StorageFull(Box::new(e)),
+            e @ StorageError::Exhausted { .. } => RegistryError::Exhausted(Box::new(e)),
             e => RegistryError::Storage(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os_error(errno: i32) -> std::io::Error {
+        std::io::Error::from_raw_os_error(errno)
+    }
+
+    #[test]
+    fn resource_errors_keep_their_class() {
+        // ENOSPC and EMFILE on Linux.
+        let full = StorageError::from_io("writing", os_error(28));
+        assert!(matches!(
+            RegistryError::from(full),
+            RegistryError::StorageFull(_)
+        ));
+        let exhausted = StorageError::from_io("opening", os_error(24));
+        assert!(matches!(
+            RegistryError::from(exhausted),
+            RegistryError::Exhausted(_)
+        ));
+        let other = StorageError::from_io("reading", os_error(5));
+        assert!(matches!(
+            RegistryError::from(other),
+            RegistryError::Storage(_)
+        ));
+        let meta_full = MetaError::Full {
+            context: "committing",
+            message: "database or disk is full".into(),
+        };
+        assert!(matches!(
+            RegistryError::from(meta_full),
+            RegistryError::StorageFull(_)
+        ));
+        let meta_other = MetaError::Corrupt("x".into());
+        assert!(matches!(
+            RegistryError::from(meta_other),
+            RegistryError::Meta(_)
+        ));
     }
 }

@@ -239,9 +239,16 @@ impl Registry {
     ) -> Result<()> {
         let reference = parse_reference(raw)?;
         let guard = Some(self.guard(repo, force, may_force)?);
+        // A deletion must work on a full disk, so that space can be freed through the API.
         let deleted = match &reference {
-            Reference::Tag(t) => self.meta.tag_delete(repo, t, guard).await?,
-            Reference::Digest(d) => self.meta.manifest_delete(repo, d, guard).await?,
+            Reference::Tag(t) => {
+                self.freeing_space(|| self.meta.tag_delete(repo, t, guard.clone()))
+                    .await?
+            }
+            Reference::Digest(d) => {
+                self.freeing_space(|| self.meta.manifest_delete(repo, d, guard.clone()))
+                    .await?
+            }
         };
         if !deleted {
             return Err(RegistryError::ManifestUnknown {

@@ -8,6 +8,7 @@ mod blobs;
 mod common;
 mod concurrency;
 mod hardening;
+mod faults;
 mod lists;
 mod manifests;
 mod metrics;
