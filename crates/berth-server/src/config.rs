@@ -101,6 +101,11 @@ pub struct Settings {
     /// [default: SQLite at <data_dir>/metadata.db].
     #[arg(long, env = "BERTH_DATABASE_URL", value_name = "URL")]
     pub database_url: Option<String>,
+    /// Re-hash every stored blob in the background this long after the previous pass
+    /// ended, slowly, moving damaged ones aside (e.g. 24h; 0 turns it off) [default: off].
+    #[arg(long, env = "BERTH_SCRUB_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "duration_str::option")]
+    pub scrub_interval: Option<Duration>,
 }
 
 /// The one boolean parser of flags and variables.
@@ -251,6 +256,9 @@ pub struct Config {
     /// The metadata database as a URL; `None` is SQLite at `<data_dir>/metadata.db`.
     /// Read it through [`Config::metadata_backend`].
     pub database_url: Option<String>,
+    /// How long after the end of one background scrub the next starts; `None` (the
+    /// default, or `0` in the settings) runs none. See [`crate::service::Registry::scrub`].
+    pub scrub_interval: Option<Duration>,
 }
 
 /// Where blobs are stored (`storage = "fs"`).
@@ -352,6 +360,7 @@ impl Default for Config {
             blob_transfer: BlobTransfer::Auto,
             storage: Storage::Fs,
             database_url: None,
+            scrub_interval: None,
         }
     }
 }
@@ -402,6 +411,7 @@ impl Config {
             blob_transfer,
             storage,
             database_url,
+            scrub_interval,
         } = layer;
         fn set<T>(to: &mut T, v: Option<T>) {
             if let Some(v) = v {
@@ -424,6 +434,11 @@ impl Config {
         set(&mut self.blob_transfer, blob_transfer);
         set(&mut self.storage, storage);
         set(&mut self.database_url, database_url.map(Some));
+        // `0` turns the scrub off, so that a variable or flag can override a file's.
+        set(
+            &mut self.scrub_interval,
+            scrub_interval.map(|d| (!d.is_zero()).then_some(d)),
+        );
     }
 
     /// The metadata database to open: SQLite at `<data_dir>/metadata.db` without a
@@ -623,7 +638,7 @@ mod tests {
     fn every_setting_has_a_key_a_variable_and_a_flag() {
         let vars = Settings::env_vars();
         // All but `tag_policy`, a list of tables, which only the file can hold.
-        assert_eq!(vars.len(), 15);
+        assert_eq!(vars.len(), 16);
         for (var, long) in &vars {
             let key = long.replace('-', "_");
             assert_eq!(*var, format!("BERTH_{}", key.to_uppercase()));
@@ -747,6 +762,29 @@ mod tests {
             Config::load(None, over).unwrap().database_url.as_deref(),
             Some("sqlite:///tmp/m.db")
         );
+    }
+
+    #[test]
+    fn scrub_interval_is_off_unless_set() {
+        assert_eq!(Config::default().scrub_interval, None);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("berth.toml");
+        std::fs::write(&path, "scrub_interval = \"24h\"\n").unwrap();
+        let c = Config::from_file(&path).unwrap();
+        assert_eq!(c.scrub_interval, Some(Duration::from_secs(24 * 3600)));
+        let c = Config::load(
+            Some(&path),
+            from_env(&[("BERTH_SCRUB_INTERVAL", "0")]).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(c.scrub_interval, None, "0 turns a file's scrub off");
+        let c = Config::load(
+            None,
+            from_env(&[("BERTH_SCRUB_INTERVAL", "1h 30m")]).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(c.scrub_interval, Some(Duration::from_secs(5400)));
+        assert!(from_env(&[("BERTH_SCRUB_INTERVAL", "weekly")]).is_err());
     }
 
     #[test]
