@@ -11,5 +11,6 @@ mod lists;
 mod manifests;
 mod metrics;
 mod policy;
+mod scrub;
 mod startup;
 mod uploads;
