@@ -11,7 +11,8 @@ use reqwest::{Method, StatusCode};
 use crate::common::{error_code, image_manifest, TestRegistry, OCI_MANIFEST};
 
 const REPO: &str = "team/app";
-const CONFIG: &[u8] = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+const CONFIG: &[u8] =
+    br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
 const FLIPPED: &[u8] = b"layer one: a byte of it will be flipped on disk";
 const CUT: &[u8] = b"layer two: its file will be cut short on disk";
 const GONE: &[u8] = b"layer three: its file will be deleted";
@@ -119,7 +120,10 @@ async fn scrub_finds_flipped_cut_and_deleted_blobs_and_repair_heals_them() {
     let missing: Vec<_> = report.missing.iter().map(|m| &m.digest).collect();
     assert_eq!(missing, [&gone]);
     assert_eq!(report.missing[0].repositories, [REPO]);
-    assert!(blob_file(&reg, &flipped).exists(), "a report changes nothing");
+    assert!(
+        blob_file(&reg, &flipped).exists(),
+        "a report changes nothing"
+    );
     assert_eq!(
         metric(&reg, "berth_scrub_blobs_checked_total").await,
         Some(3.0)

@@ -28,11 +28,9 @@ impl FsBlobStore {
     /// Where [`BlobStore::quarantine`](crate::BlobStore::quarantine) puts the blob
     /// `digest`: a flat name, so that every quarantined blob is in one directory.
     fn quarantine_path(&self, digest: &Digest) -> PathBuf {
-        self.root.join(QUARANTINE).join(format!(
-            "{}-{}",
-            digest.algorithm().as_str(),
-            digest.hex()
-        ))
+        self.root
+            .join(QUARANTINE)
+            .join(format!("{}-{}", digest.algorithm().as_str(), digest.hex()))
     }
 
     /// [`BlobStore::verify`](crate::BlobStore::verify) of this store.
