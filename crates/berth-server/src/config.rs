@@ -116,6 +116,11 @@ pub struct Settings {
     #[arg(long, env = "BERTH_METRICS_OPEN", value_name = "BOOL", num_args = 0..=1,
           require_equals = true, default_missing_value = "true", value_parser = boolish())]
     pub metrics_open: Option<bool>,
+    /// Re-hash every stored blob in the background this long after the previous pass
+    /// ended, slowly, moving damaged ones aside (e.g. 24h; 0 turns it off) [default: off].
+    #[arg(long, env = "BERTH_SCRUB_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "duration_str::option")]
+    pub scrub_interval: Option<Duration>,
 }
 
 /// The one boolean parser of flags and variables.
@@ -275,6 +280,9 @@ pub struct Config {
     /// clients on a loopback address (the real client, behind a trusted proxy) read it
     /// without credentials, as before accounts existed.
     pub metrics_open: bool,
+    /// How long after the end of one background scrub the next starts; `None` (the
+    /// default, or `0` in the settings) runs none. See [`crate::service::Registry::scrub`].
+    pub scrub_interval: Option<Duration>,
 }
 
 /// Where blobs are stored (`storage = "fs"`).
@@ -378,6 +386,7 @@ impl Default for Config {
             database_url: None,
             trusted_proxies: Vec::new(),
             metrics_open: false,
+            scrub_interval: None,
         }
     }
 }
@@ -430,6 +439,7 @@ impl Config {
             database_url,
             trusted_proxies,
             metrics_open,
+            scrub_interval,
         } = layer;
         fn set<T>(to: &mut T, v: Option<T>) {
             if let Some(v) = v {
@@ -454,6 +464,11 @@ impl Config {
         set(&mut self.database_url, database_url.map(Some));
         set(&mut self.trusted_proxies, trusted_proxies);
         set(&mut self.metrics_open, metrics_open);
+        // `0` turns the scrub off, so that a variable or flag can override a file's.
+        set(
+            &mut self.scrub_interval,
+            scrub_interval.map(|d| (!d.is_zero()).then_some(d)),
+        );
     }
 
     /// The metadata database to open: SQLite at `<data_dir>/metadata.db` without a
@@ -658,7 +673,7 @@ mod tests {
     fn every_setting_has_a_key_a_variable_and_a_flag() {
         let vars = Settings::env_vars();
         // All but `tag_policy`, a list of tables, which only the file can hold.
-        assert_eq!(vars.len(), 17);
+        assert_eq!(vars.len(), 18);
         for (var, long) in &vars {
             let key = long.replace('-', "_");
             assert_eq!(*var, format!("BERTH_{}", key.to_uppercase()));
@@ -816,6 +831,29 @@ mod tests {
         std::fs::write(&path, "trusted_proxies = [\"proxy.local\"]\n").unwrap();
         let err = Config::from_file(&path).unwrap_err().to_string();
         assert!(err.contains("not an IP address"), "{err}");
+    }
+
+    #[test]
+    fn scrub_interval_is_off_unless_set() {
+        assert_eq!(Config::default().scrub_interval, None);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("berth.toml");
+        std::fs::write(&path, "scrub_interval = \"24h\"\n").unwrap();
+        let c = Config::from_file(&path).unwrap();
+        assert_eq!(c.scrub_interval, Some(Duration::from_secs(24 * 3600)));
+        let c = Config::load(
+            Some(&path),
+            from_env(&[("BERTH_SCRUB_INTERVAL", "0")]).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(c.scrub_interval, None, "0 turns a file's scrub off");
+        let c = Config::load(
+            None,
+            from_env(&[("BERTH_SCRUB_INTERVAL", "1h 30m")]).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(c.scrub_interval, Some(Duration::from_secs(5400)));
+        assert!(from_env(&[("BERTH_SCRUB_INTERVAL", "weekly")]).is_err());
     }
 
     #[test]

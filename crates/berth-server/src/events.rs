@@ -106,6 +106,17 @@ pub enum Event {
     LoginRateLimited { account: String, client: IpAddr },
     /// `/token` issued a token to an account that logged in.
     TokenIssued { account: String, client: IpAddr },
+    /// A scrub read a stored blob back and hashed it (`bytes` long as stored).
+    BlobChecked { digest: Digest, bytes: u64 },
+    /// A scrub found a stored blob damaged: its bytes no longer have its digest or its
+    /// recorded size, or a manifest references it and its bytes are gone. `reason` is
+    /// for logs and operators; `quarantined` says the bytes were moved aside (so that
+    /// clients push the blob again).
+    BlobCorrupt {
+        digest: Digest,
+        reason: String,
+        quarantined: bool,
+    },
 }
 
 /// A side effect that reacts to events.

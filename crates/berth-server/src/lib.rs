@@ -149,6 +149,7 @@ pub fn build_state(config: &Config) -> Result<AppState, StartError> {
         blob_transfer: config.blob_transfer,
         data_lock,
         meta_watch,
+        scrub_interval: config.scrub_interval,
     })
 }
 
@@ -195,6 +196,9 @@ pub async fn run(
             .clone()
             .watch_forever(backends::META_WATCH_INTERVAL),
     );
+    let scrubber = state
+        .scrub_interval
+        .map(|every| tokio::spawn(state.registry.clone().scrub_forever(every)));
     let tls = state.tls.clone();
     let analytics = state.analytics.clone();
     let transfer = state.blob_transfer;
@@ -211,6 +215,9 @@ pub async fn run(
     janitor.abort();
     flusher.abort();
     watcher.abort();
+    if let Some(s) = scrubber {
+        s.abort();
+    }
     if let Err(e) = analytics.flush(true).await {
         tracing::error!(error = %e, "could not write the last download counters");
     }

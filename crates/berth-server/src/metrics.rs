@@ -72,6 +72,8 @@ pub struct Metrics {
     uploads_started: Counter,
     blobs_committed: Counter,
     manifests_pushed: Counter,
+    scrub_checked: Counter,
+    scrub_corrupt: Counter,
     storage_blobs: Gauge,
     storage_bytes: Gauge,
 }
@@ -90,6 +92,8 @@ impl Default for Metrics {
             uploads_started: Counter::default(),
             blobs_committed: Counter::default(),
             manifests_pushed: Counter::default(),
+            scrub_checked: Counter::default(),
+            scrub_corrupt: Counter::default(),
             storage_blobs: Gauge::default(),
             storage_bytes: Gauge::default(),
         };
@@ -149,6 +153,16 @@ impl Metrics {
                 "berth_manifests_pushed",
                 "Manifests pushed",
                 &self.manifests_pushed,
+            ),
+            (
+                "berth_scrub_blobs_checked",
+                "Stored blobs read back and hashed by a scrub",
+                &self.scrub_checked,
+            ),
+            (
+                "berth_scrub_corrupt_blobs",
+                "Damaged or missing blobs found by a scrub",
+                &self.scrub_corrupt,
             ),
         ] {
             r.register(name, help, counter.clone());
@@ -219,6 +233,16 @@ impl Metrics {
 
     pub fn manifest_pushed(&self) {
         self.manifests_pushed.inc();
+    }
+
+    /// Counts a blob a scrub read back.
+    pub fn scrub_checked(&self) {
+        self.scrub_checked.inc();
+    }
+
+    /// Counts a damaged or missing blob a scrub found.
+    pub fn scrub_corrupt(&self) {
+        self.scrub_corrupt.inc();
     }
 
     /// The exposition text (see [`CONTENT_TYPE`]); `stored` is (distinct blobs, bytes)
@@ -293,6 +317,8 @@ mod tests {
         assert!(text.contains("berth_storage_bytes 1000"));
         assert!(text.contains("berth_http_response_bytes_total 1024"));
         assert!(text.contains("berth_http_request_bytes_total 7"));
+        assert!(text.contains("berth_scrub_blobs_checked_total 0"));
+        assert!(text.contains("berth_scrub_corrupt_blobs_total 0"));
         assert!(text.contains("# TYPE berth_http_requests counter"));
         assert!(text.ends_with("# EOF\n"));
     }

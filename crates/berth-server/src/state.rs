@@ -27,4 +27,6 @@ pub struct AppState {
     /// Whether the metadata database file is still the one opened (writes are refused
     /// once it is not).
     pub meta_watch: Arc<crate::backends::MetaWatch>,
+    /// How long after one background scrub the next starts (`None`: no background scrub).
+    pub scrub_interval: Option<std::time::Duration>,
 }

@@ -20,7 +20,7 @@ use crate::analytics::Analytics;
 use crate::events::{Actor, Event, Subscriber};
 use crate::metrics::Metrics;
 
-/// Counts uploads, commits, pushes and pulls for `/metrics`.
+/// Counts uploads, commits, pushes, pulls and scrub findings for `/metrics`.
 pub struct MetricsSubscriber(pub Arc<Metrics>);
 
 #[async_trait::async_trait]
@@ -31,6 +31,8 @@ impl Subscriber for MetricsSubscriber {
             Event::BlobCommitted { .. } => self.0.blob_committed(),
             Event::ManifestPushed { .. } => self.0.manifest_pushed(),
             Event::ManifestServed { repo, .. } => self.0.pull(repo.as_str()),
+            Event::BlobChecked { .. } => self.0.scrub_checked(),
+            Event::BlobCorrupt { .. } => self.0.scrub_corrupt(),
             _ => {}
         }
     }

@@ -36,6 +36,11 @@
 //! memory and stats only the blobs it returns, but a full walk of `n` blobs in pages of
 //! `limit` reads `n * n / limit` directory entries. Walkers such as a garbage collector
 //! should ask for pages of thousands.
+//!
+//! Blobs moved aside by [`BlobStore::quarantine`] go to `quarantine/<algorithm>-<hex>`
+//! (see the `scrub` submodule).
+
+mod scrub;
 
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -943,6 +948,18 @@ impl BlobStore for FsBlobStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(StorageError::from_io("reading blob metadata", e)),
         }
+    }
+
+    async fn verify(&self, digest: &Digest) -> Result<Option<crate::Verified>, StorageError> {
+        self.verify_blob(digest).await
+    }
+
+    fn locate(&self, digest: &Digest) -> Option<String> {
+        Some(self.blob_path(digest).display().to_string())
+    }
+
+    async fn quarantine(&self, digest: &Digest) -> Result<Option<String>, StorageError> {
+        self.quarantine_blob(digest).await
     }
 
     async fn open_local(

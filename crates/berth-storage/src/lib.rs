@@ -150,6 +150,22 @@ pub struct LocalBlob {
     pub size: u64,
 }
 
+/// What [`BlobStore::verify`] found when it read a committed blob back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// Bytes read: the size of the blob as it is stored now.
+    pub size: u64,
+    /// The digest of those bytes, computed with the algorithm of the digest asked about.
+    pub actual: Digest,
+}
+
+impl Verified {
+    /// Whether the bytes stored under `digest` still have that digest.
+    pub fn is_intact(&self, digest: &Digest) -> bool {
+        &self.actual == digest
+    }
+}
+
 /// Content-addressed blob storage with resumable, verified uploads.
 ///
 /// A committed blob is immutable and lives under its digest; committing the same content
@@ -230,6 +246,52 @@ pub trait BlobStore: Send + Sync + 'static {
     /// hold fewer than `limit` blobs while `next` is still `Some` (blobs deleted while
     /// it was read); only `next == None` means the end.
     async fn list(&self, after: Option<&Digest>, limit: usize) -> Result<BlobPage, StorageError>;
+
+    /// Reads a committed blob back whole and hashes it with its digest's algorithm: what
+    /// is stored under `digest` now, which a failing disk or a stray write may have
+    /// changed since the commit verified it. `None` when the blob is absent. Memory stays
+    /// bounded whatever the size of the blob; nothing is changed.
+    ///
+    /// The default reads through [`BlobStore::get`]; a backend may hash closer to its
+    /// bytes (the filesystem store reads and hashes on the blocking pool).
+    async fn verify(&self, digest: &Digest) -> Result<Option<Verified>, StorageError> {
+        let mut body = match self.get(digest, None).await {
+            Ok(body) => body,
+            Err(StorageError::BlobUnknown(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut hasher = berth_oci::Hasher::new(digest.algorithm());
+        let mut size = 0u64;
+        while let Some(chunk) = futures_util::StreamExt::next(&mut body.stream).await {
+            let chunk = chunk.map_err(StorageError::io("reading a blob back"))?;
+            hasher.update(&chunk);
+            size += chunk.len() as u64;
+        }
+        Ok(Some(Verified {
+            size,
+            actual: hasher.finish(),
+        }))
+    }
+
+    /// Where the bytes of `digest` are kept (a file path, an object key), for messages to
+    /// an operator; `None`, the default, when the store has no such name to give.
+    fn locate(&self, digest: &Digest) -> Option<String> {
+        let _ = digest;
+        None
+    }
+
+    /// Moves a committed blob aside, out of the store, in one atomic step, keeping its
+    /// bytes for inspection; returns where they went (see [`BlobStore::locate`]), or
+    /// `None` when the blob was absent.
+    ///
+    /// Meant for a blob [`BlobStore::verify`] found damaged: afterwards the store behaves
+    /// as if the blob had never been committed (`stat` says `None`, `get` and `verify`
+    /// find nothing, `list` omits it), so committing the same digest again stores it
+    /// afresh. It moves whatever is stored under `digest` when it runs: a commit of the
+    /// same digest racing with it may see its fresh copy moved aside too, which leaves
+    /// the blob absent (to be pushed again), never damaged. Moving the same digest aside
+    /// twice keeps only the later bytes.
+    async fn quarantine(&self, digest: &Digest) -> Result<Option<String>, StorageError>;
 
     /// Starts an empty upload session under `id`, which must not be in use.
     async fn upload_create(&self, id: &str) -> Result<(), StorageError>;

@@ -51,6 +51,8 @@ macro_rules! blob_store_conformance {
             unknown_upload_is_refused,
             abort_drops_the_upload,
             delete_removes_only_that_blob,
+            verify_reads_back_what_was_committed,
+            quarantine_hides_a_blob_until_it_is_committed_again,
             upload_list_shows_open_sessions,
             recommitting_a_blob_is_harmless,
             concurrent_commits_of_one_digest,
@@ -421,6 +423,61 @@ pub async fn delete_removes_only_that_blob(store: &dyn BlobStore) {
         .map(|b| b.digest)
         .collect();
     assert_eq!(listed, vec![other.clone()]);
+    assert_eq!(read_all(store, &other, None).await, b"other");
+}
+
+/// `verify` re-hashes a committed blob whole with its own algorithm (whatever its size,
+/// empty included) and finds nothing for an absent one.
+pub async fn verify_reads_back_what_was_committed(store: &dyn BlobStore) {
+    let large: Vec<u8> = (0..(3u32 << 20) + 17).map(|i| (i % 253) as u8).collect();
+    for (id, algorithm, content) in [
+        ("u1", Algorithm::Sha256, CONTENT),
+        ("u2", Algorithm::Sha512, CONTENT),
+        ("u3", Algorithm::Sha256, &b""[..]),
+        ("u4", Algorithm::Sha256, &large[..]),
+    ] {
+        let d = put(store, id, algorithm, content).await;
+        let v = store.verify(&d).await.unwrap().expect("a committed blob");
+        assert_eq!(v.size, content.len() as u64, "{d}");
+        assert_eq!(v.actual, d);
+        assert!(v.is_intact(&d));
+    }
+    let absent = Digest::sha256(b"never stored");
+    assert_eq!(store.verify(&absent).await.unwrap(), None);
+}
+
+/// A quarantined blob is gone from `stat`, `get`, `verify` and `list` while the others
+/// stay; quarantining it again (or an absent blob) finds nothing; committing the digest
+/// again stores it afresh.
+pub async fn quarantine_hides_a_blob_until_it_is_committed_again(store: &dyn BlobStore) {
+    let d = put(store, "u1", Algorithm::Sha256, CONTENT).await;
+    let other = put(store, "u2", Algorithm::Sha256, b"other").await;
+    assert!(store.quarantine(&d).await.unwrap().is_some());
+    assert_eq!(store.stat(&d).await.unwrap(), None);
+    assert!(matches!(
+        store.get(&d, None).await,
+        Err(StorageError::BlobUnknown(_))
+    ));
+    assert_eq!(store.verify(&d).await.unwrap(), None);
+    let listed: Vec<Digest> = list_all(store, 10)
+        .await
+        .into_iter()
+        .map(|b| b.digest)
+        .collect();
+    assert_eq!(listed, vec![other.clone()]);
+    assert_eq!(store.quarantine(&d).await.unwrap(), None);
+    assert_eq!(
+        store
+            .quarantine(&Digest::sha256(b"never stored"))
+            .await
+            .unwrap(),
+        None
+    );
+
+    let again = put(store, "u3", Algorithm::Sha256, CONTENT).await;
+    assert_eq!(again, d);
+    assert_eq!(store.stat(&d).await.unwrap(), Some(CONTENT.len() as u64));
+    assert_eq!(read_all(store, &d, None).await, CONTENT);
     assert_eq!(read_all(store, &other, None).await, b"other");
 }
 

@@ -1,6 +1,7 @@
-//! `berth admin`: accounts, robot tokens, grants, public repositories and the audit log,
-//! working directly on the data directory (also while the server runs: the server
-//! re-reads accounts within a second).
+//! `berth admin`: accounts, robot tokens, grants, public repositories, the audit log and
+//! the blob scrub, working directly on the data directory (also while the server runs:
+//! the server re-reads accounts within a second, and a scrub only reads, moving damaged
+//! blobs aside by atomic renames).
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -25,7 +26,8 @@ use clap::{Args, Subcommand};
   berth admin revoke alice 'team/*'
   berth admin robot create ci --grant 'team/*:pull,push' --expires 90d
   berth admin public 'library/*'
-  berth admin audit --since 1d")]
+  berth admin audit --since 1d
+  berth admin scrub --repair")]
 pub struct AdminArgs {
     /// Data directory of the registry [default: ./berth-data].
     #[arg(long, value_name = "DIR", global = true)]
@@ -74,6 +76,14 @@ enum AdminCommand {
         /// At most this many events (the newest).
         #[arg(long, default_value_t = 100)]
         limit: usize,
+    },
+    /// Re-hash every stored blob and report damaged and missing ones; exits with status 1
+    /// when damage is left in place (a damaged blob without --repair, or a missing one).
+    Scrub {
+        /// Move damaged blobs aside (to <data_dir>/quarantine) so that clients push them
+        /// again; a missing blob is already in that state.
+        #[arg(long)]
+        repair: bool,
     },
 }
 
@@ -279,6 +289,7 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
                     }
                 }
             }
+            AdminCommand::Scrub { repair } => scrub(&config, repair, json).await?,
             AdminCommand::Audit { since, limit } => {
                 let now = berth_oci::time::now();
                 let since = since.map(|d| now - d.as_secs() as i64).unwrap_or(0);
@@ -304,4 +315,57 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+/// `berth admin scrub`: a full-speed scrub of the data directory's blobs, printed; an
+/// error (exit status 1) when damage is left in place.
+async fn scrub(config: &Config, repair: bool, json: bool) -> anyhow::Result<()> {
+    use berth_server::service::{Registry, RegistryParts, ScrubOptions};
+    let stores = berth_server::backends::open_meta(config, berth_server::backends::Create::No)?;
+    let registry = Registry::new(RegistryParts {
+        blobs: berth_server::backends::open_blobs(config)?,
+        meta: stores.meta,
+        policy: std::sync::Arc::new(berth_server::policy::Policy::new(&config.tag_policy)?),
+        // Nothing in this process listens: the server's metrics count its own scrubs.
+        events: berth_server::events::Events::default(),
+        max_manifest_bytes: config.max_manifest_bytes,
+        upload_idle_timeout: config.upload_idle_timeout,
+    });
+    let report = registry.scrub(ScrubOptions { repair, pace: None }).await?;
+    if json {
+        print_json(&report)?;
+    } else {
+        println!("checked {} blobs, {} bytes", report.checked, report.bytes);
+        for c in &report.corrupt {
+            let path = c.path.as_deref().unwrap_or("-");
+            println!("corrupt  {} {path}: {}", c.digest, c.reason);
+            if let Some(q) = &c.quarantined {
+                println!("         moved aside to {q}");
+            }
+        }
+        for m in &report.missing {
+            println!(
+                "missing  {} (needed by {})",
+                m.digest,
+                m.repositories.join(", ")
+            );
+        }
+        println!(
+            "{} corrupt ({} moved aside), {} missing",
+            report.corrupt.len(),
+            report.quarantined().count(),
+            report.missing.len()
+        );
+    }
+    let left = report.corrupt.len() - report.quarantined().count();
+    if left > 0 {
+        bail!("{left} damaged blob(s) left in place; run `berth admin scrub --repair` to move them aside so that clients push them again");
+    }
+    if !repair && !report.missing.is_empty() {
+        bail!(
+            "{} blob(s) missing from storage; clients that push them again heal them",
+            report.missing.len()
+        );
+    }
+    Ok(())
 }

@@ -14,6 +14,7 @@
 mod blobs;
 mod error;
 mod manifests;
+mod scrub;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +26,7 @@ use berth_storage::BlobStore;
 pub use blobs::{BlobContent, Chunk};
 pub use error::RegistryError;
 pub use manifests::{accepted, ManifestPush, PushedManifest};
+pub use scrub::{CorruptBlob, Damage, MissingBlob, Pace, ScrubOptions, ScrubReport};
 
 use crate::events::{Event, Events};
 use crate::policy::Policy;

@@ -14,5 +14,6 @@ mod manifests;
 mod metrics;
 mod policy;
 mod proxy;
+mod scrub;
 mod startup;
 mod uploads;

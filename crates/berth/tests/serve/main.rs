@@ -9,4 +9,5 @@ mod dashboard;
 mod lifecycle;
 mod process;
 mod publish;
+mod scrub;
 mod skopeo;
