@@ -7,6 +7,7 @@ mod auth;
 mod blobs;
 mod common;
 mod concurrency;
+mod limits;
 mod lists;
 mod manifests;
 mod metrics;
