@@ -734,3 +734,147 @@ pub async fn serve(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            header_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(120),
+            body_idle_timeout: Duration::from_secs(60),
+            max_connections: 4096,
+        }
+    }
+
+    #[test]
+    fn the_connection_limit_fits_the_open_file_limit() {
+        assert_eq!(connection_cap(4096, None), 4096);
+        assert_eq!(connection_cap(4096, Some(1 << 20)), 4096);
+        // (1024 - 256 reserved) / 2 descriptors per connection.
+        assert_eq!(connection_cap(4096, Some(1024)), 384);
+        assert_eq!(connection_cap(100, Some(1024)), 100);
+        assert_eq!(connection_cap(4096, Some(10)), 1, "never zero");
+        assert!(connection_cap(usize::MAX, None) <= Semaphore::MAX_PERMITS);
+    }
+
+    #[test]
+    fn raising_the_open_file_limit_reaches_the_hard_limit() {
+        let soft = raise_open_files_limit().unwrap();
+        let now = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+        assert_eq!(soft, now.current);
+        assert_eq!(now.current, now.maximum);
+    }
+
+    #[tokio::test]
+    async fn deadlines_follow_what_the_connection_does() {
+        let l = limits();
+        let a = Activity::new();
+        let t0 = a.accepted;
+        // No request yet: the first head is due within the header timeout.
+        assert_eq!(a.deadline(&l), Some(t0 + l.header_timeout));
+        let req = a.request_started(false);
+        assert_eq!(a.deadline(&l), None, "a request is in flight");
+        drop(req);
+        let idle = a.state().idle_since;
+        assert!(idle >= t0);
+        assert_eq!(a.deadline(&l), Some(idle + l.idle_timeout));
+        assert_eq!(a.reason(), "idle for idle_timeout");
+        // The first byte of the next HTTP/1 head starts the header clock; later bytes
+        // do not move it.
+        a.on_read();
+        let byte = a.state().first_byte.unwrap();
+        assert!(byte >= idle);
+        a.on_read();
+        assert_eq!(a.deadline(&l), Some(byte + l.header_timeout));
+        assert_eq!(
+            a.reason(),
+            "request head not received within header_timeout"
+        );
+        // A timed-out body closes the connection as soon as it is idle.
+        let req = a.request_started(false);
+        a.close_when_idle();
+        assert_eq!(a.deadline(&l), None);
+        drop(req);
+        assert_eq!(a.deadline(&l), Some(a.state().idle_since));
+        assert_eq!(a.reason(), "request body timed out");
+    }
+
+    #[tokio::test]
+    async fn http2_bytes_while_idle_do_not_start_the_header_clock() {
+        let l = limits();
+        let a = Activity::new();
+        drop(a.request_started(true));
+        let idle = a.state().idle_since;
+        a.on_read();
+        assert_eq!(a.deadline(&l), Some(idle + l.idle_timeout));
+        assert_eq!(a.reason(), "idle for idle_timeout");
+    }
+
+    /// A body whose frames come from a channel, so the test decides when bytes arrive.
+    struct Chan(tokio::sync::mpsc::Receiver<Bytes>);
+
+    impl http_body::Body for Chan {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, std::convert::Infallible>>> {
+            self.get_mut()
+                .0
+                .poll_recv(cx)
+                .map(|b| b.map(|b| Ok(Frame::data(b))))
+        }
+    }
+
+    async fn next_frame<B: http_body::Body + Unpin>(
+        body: &mut B,
+    ) -> Option<Result<Frame<B::Data>, B::Error>> {
+        std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await
+    }
+
+    #[tokio::test]
+    async fn a_body_times_out_only_after_waiting_that_long_for_one_frame() {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let activity = Activity::new();
+        let mut body = IdleTimeoutBody {
+            inner: Chan(rx),
+            timeout: Duration::from_millis(300),
+            sleep: None,
+            armed: false,
+            timed_out: false,
+            activity: Some(activity.clone()),
+        };
+        // Frames every 100ms never trip a 300ms timeout, however long the body lasts.
+        let sender = tokio::spawn(async move {
+            for _ in 0..5 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                tx.send(Bytes::from_static(b"x")).await.unwrap();
+            }
+            // Then the sender stalls, keeping the body open.
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            drop(tx);
+        });
+        for _ in 0..5 {
+            let frame = next_frame(&mut body).await.unwrap().unwrap();
+            assert_eq!(frame.into_data().unwrap(), Bytes::from_static(b"x"));
+        }
+        let waiting = Instant::now();
+        let err = next_frame(&mut body).await.unwrap().unwrap_err();
+        let waited = waiting.elapsed();
+        assert!(
+            waited >= Duration::from_millis(300) && waited < Duration::from_secs(3),
+            "{waited:?}"
+        );
+        assert!(err.downcast_ref::<BodyIdleTimeout>().is_some(), "{err}");
+        assert!(
+            next_frame(&mut body).await.is_none(),
+            "the body ends after the error"
+        );
+        assert!(activity.state().close, "the HTTP/1 connection is to close");
+        sender.abort();
+    }
+}
