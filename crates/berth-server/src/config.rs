@@ -11,6 +11,7 @@
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -121,6 +122,23 @@ pub struct Settings {
     #[arg(long, env = "BERTH_SCRUB_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
     #[serde(default, deserialize_with = "duration_str::option")]
     pub scrub_interval: Option<Duration>,
+    /// Close a connection whose request head has not arrived this long after it opened
+    /// or after the head's first byte [default: 30s].
+    #[arg(long, env = "BERTH_HEADER_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "duration_str::option")]
+    pub header_timeout: Option<Duration>,
+    /// Close a connection with no request in flight after this long [default: 120s].
+    #[arg(long, env = "BERTH_IDLE_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "duration_str::option")]
+    pub idle_timeout: Option<Duration>,
+    /// End a request body (an upload) that sends nothing for this long [default: 60s].
+    #[arg(long, env = "BERTH_BODY_IDLE_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "duration_str::option")]
+    pub body_idle_timeout: Option<Duration>,
+    /// Connections served at once; more wait to be accepted [default: 4096, lowered to
+    /// what the open-file limit allows].
+    #[arg(long, env = "BERTH_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<NonZeroUsize>,
 }
 
 /// The one boolean parser of flags and variables.
@@ -283,6 +301,17 @@ pub struct Config {
     /// How long after the end of one background scrub the next starts; `None` (the
     /// default, or `0` in the settings) runs none. See [`crate::service::Registry::scrub`].
     pub scrub_interval: Option<Duration>,
+    /// A connection must send its first request head within this long of opening, and
+    /// an HTTP/1 request head within this long of its first byte.
+    pub header_timeout: Duration,
+    /// A connection with no request in flight is closed after this long.
+    pub idle_timeout: Duration,
+    /// A request body that sends nothing for this long ends with an error (an upload
+    /// keeps the bytes received and can be resumed).
+    pub body_idle_timeout: Duration,
+    /// Connections served at once; further ones wait in the listen backlog. The server
+    /// lowers it to what its open-file limit allows.
+    pub max_connections: NonZeroUsize,
 }
 
 /// Where blobs are stored (`storage = "fs"`).
@@ -387,6 +416,10 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             metrics_open: false,
             scrub_interval: None,
+            header_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(120),
+            body_idle_timeout: Duration::from_secs(60),
+            max_connections: NonZeroUsize::new(4096).unwrap_or(NonZeroUsize::MIN),
         }
     }
 }
@@ -440,6 +473,10 @@ impl Config {
             trusted_proxies,
             metrics_open,
             scrub_interval,
+            header_timeout,
+            idle_timeout,
+            body_idle_timeout,
+            max_connections,
         } = layer;
         fn set<T>(to: &mut T, v: Option<T>) {
             if let Some(v) = v {
@@ -469,6 +506,10 @@ impl Config {
             &mut self.scrub_interval,
             scrub_interval.map(|d| (!d.is_zero()).then_some(d)),
         );
+        set(&mut self.header_timeout, header_timeout);
+        set(&mut self.idle_timeout, idle_timeout);
+        set(&mut self.body_idle_timeout, body_idle_timeout);
+        set(&mut self.max_connections, max_connections);
     }
 
     /// The metadata database to open: SQLite at `<data_dir>/metadata.db` without a
@@ -673,7 +714,7 @@ mod tests {
     fn every_setting_has_a_key_a_variable_and_a_flag() {
         let vars = Settings::env_vars();
         // All but `tag_policy`, a list of tables, which only the file can hold.
-        assert_eq!(vars.len(), 18);
+        assert_eq!(vars.len(), 22);
         for (var, long) in &vars {
             let key = long.replace('-', "_");
             assert_eq!(*var, format!("BERTH_{}", key.to_uppercase()));
@@ -854,6 +895,59 @@ mod tests {
         .unwrap();
         assert_eq!(c.scrub_interval, Some(Duration::from_secs(5400)));
         assert!(from_env(&[("BERTH_SCRUB_INTERVAL", "weekly")]).is_err());
+    }
+
+    #[test]
+    fn limits_from_file_and_env() {
+        let c = Config::default();
+        assert_eq!(c.header_timeout, Duration::from_secs(30));
+        assert_eq!(c.idle_timeout, Duration::from_secs(120));
+        assert_eq!(c.body_idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.max_connections.get(), 4096);
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("berth.toml");
+        std::fs::write(
+            &path,
+            "header_timeout = \"10s\"\nidle_timeout = 300\nbody_idle_timeout = \"2m\"\nmax_connections = 100\n",
+        )
+        .unwrap();
+        let c = Config::from_file(&path).unwrap();
+        assert_eq!(c.header_timeout, Duration::from_secs(10));
+        assert_eq!(c.idle_timeout, Duration::from_secs(300));
+        assert_eq!(c.body_idle_timeout, Duration::from_secs(120));
+        assert_eq!(c.max_connections.get(), 100);
+
+        let over = from_env(&[
+            ("BERTH_HEADER_TIMEOUT", "5"),
+            ("BERTH_MAX_CONNECTIONS", "20"),
+        ])
+        .unwrap();
+        let c = Config::load(Some(&path), over).unwrap();
+        assert_eq!(c.header_timeout, Duration::from_secs(5));
+        assert_eq!(
+            c.idle_timeout,
+            Duration::from_secs(300),
+            "the file's value stays"
+        );
+        assert_eq!(c.max_connections.get(), 20);
+
+        // No connection at all is not a limit: refused from the file and the environment.
+        std::fs::write(&path, "max_connections = 0\n").unwrap();
+        assert!(matches!(
+            Config::from_file(&path),
+            Err(ConfigError::Parse { .. })
+        ));
+        for (var, value) in [
+            ("BERTH_MAX_CONNECTIONS", "0"),
+            ("BERTH_MAX_CONNECTIONS", "many"),
+            ("BERTH_IDLE_TIMEOUT", "forever"),
+        ] {
+            assert!(
+                matches!(from_env(&[(var, value)]), Err(ConfigError::Env { .. })),
+                "{var}={value}"
+            );
+        }
     }
 
     #[test]

@@ -147,6 +147,7 @@ pub fn build_state(config: &Config) -> Result<AppState, StartError> {
         insecure_open: config.insecure_open,
         tls,
         blob_transfer: config.blob_transfer,
+        limits: listener::Limits::from_config(config),
         data_lock,
         meta_watch,
         scrub_interval: config.scrub_interval,
@@ -202,11 +203,13 @@ pub async fn run(
     let tls = state.tls.clone();
     let analytics = state.analytics.clone();
     let transfer = state.blob_transfer;
+    let limits = state.limits;
     let app = app(state);
     let result = listener::serve(
         listener,
         tls,
         transfer,
+        limits,
         app,
         shutdown,
         Duration::from_secs(30),

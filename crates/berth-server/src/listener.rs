@@ -1,19 +1,49 @@
 //! The accept loop: plain TCP or TLS (rustls, HTTP/2 by ALPN), HTTP/1.1 and HTTP/2 by
 //! hyper's auto builder, the client address attached to every request, and graceful
 //! shutdown that lets in-flight requests finish.
+//!
+//! It also bounds what a client can hold without doing work ([`Limits`]):
+//! - **Connections**: at most `max_connections` at once (lowered to what the open-file
+//!   limit allows). At the limit the loop stops accepting, so new connections wait in the
+//!   kernel's listen backlog instead of failing, and it logs once per episode.
+//! - **Header timeout**: a connection must send its first request head within
+//!   `header_timeout` of being accepted, and an HTTP/1 head must complete within
+//!   `header_timeout` of its first byte. hyper's own `header_read_timeout` is not used: its
+//!   clock starts when a connection begins waiting for a head, so it would also close idle
+//!   keep-alive connections at the header timeout, and it does not cover the auto
+//!   builder's protocol detection.
+//! - **Idle timeout**: a connection with no request in flight (a request is in flight
+//!   from its parsed head until its response body has been handed to the socket) is
+//!   closed after `idle_timeout`, HTTP/2 included.
+//! - **Body idle timeout**: a request body that sends nothing for `body_idle_timeout`
+//!   while the handler waits for it ends with an error, so a stalled upload releases its
+//!   session (keeping the bytes received) and its HTTP/1 connection is closed.
+//!
+//! Each connection's task watches its [`Activity`] (requests in flight, the first byte
+//! read while idle) and, when a deadline passes, starts a graceful shutdown of the
+//! connection and drops it if it has not closed [`CLOSE_GRACE`] later.
 
+use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::GracefulConnection;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify, Semaphore};
+use tokio::time::Instant;
 use tokio_rustls::rustls;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
@@ -64,50 +94,578 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
+/// The timeouts and the connection limit the accept loop enforces (from the
+/// `header_timeout`, `idle_timeout`, `body_idle_timeout` and `max_connections` settings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// A new connection must deliver its first request head within this long (TLS
+    /// handshake included), and an HTTP/1 request head, once its first byte arrives.
+    pub header_timeout: Duration,
+    /// A connection with no request in flight is closed after this long.
+    pub idle_timeout: Duration,
+    /// A request body that delivers no byte for this long, while the server waits for
+    /// it, ends with an error (an upload keeps what it received and stays resumable).
+    pub body_idle_timeout: Duration,
+    /// Connections open at once; more wait in the listen backlog until one closes.
+    pub max_connections: usize,
+}
+
+impl Limits {
+    /// The limits `config` sets.
+    pub fn from_config(config: &crate::Config) -> Limits {
+        Limits {
+            header_timeout: config.header_timeout,
+            idle_timeout: config.idle_timeout,
+            body_idle_timeout: config.body_idle_timeout,
+            max_connections: config.max_connections.get(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits::from_config(&crate::Config::default())
+    }
+}
+
+/// File descriptors kept back from connections for the database, blob and upload files,
+/// logs and the listener itself.
+const FD_RESERVE: u64 = 256;
+
+/// Descriptors one connection may hold at once: its socket and the blob or upload file
+/// it is sending or receiving.
+const FDS_PER_CONNECTION: u64 = 2;
+
+/// The connection limit that fits in `open_files` descriptors (the soft
+/// `RLIMIT_NOFILE`; `None` is unlimited): `configured`, or less when each connection's
+/// descriptors and the reserve would not fit. Never below one.
+pub fn connection_cap(configured: usize, open_files: Option<u64>) -> usize {
+    let fit = open_files.map_or(u64::MAX, |n| {
+        n.saturating_sub(FD_RESERVE) / FDS_PER_CONNECTION
+    });
+    let fit = usize::try_from(fit).unwrap_or(usize::MAX);
+    // The semaphore that counts connections holds at most this many permits.
+    configured
+        .min(fit)
+        .min(tokio::sync::Semaphore::MAX_PERMITS)
+        .min(u32::MAX as usize)
+        .max(1)
+}
+
+/// Raises the soft limit on open files (`RLIMIT_NOFILE`) to the hard limit, so that
+/// the connection limit, not the descriptor table, bounds how many clients are served,
+/// and returns the soft limit in force afterwards (`None`: unlimited).
+pub fn raise_open_files_limit() -> std::io::Result<Option<u64>> {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        setrlimit(
+            Resource::Nofile,
+            rustix::process::Rlimit {
+                current: limit.maximum,
+                maximum: limit.maximum,
+            },
+        )?;
+    }
+    Ok(getrlimit(Resource::Nofile).current)
+}
+
+/// The soft limit on open files now in force (`None`: unlimited).
+fn open_files_limit() -> Option<u64> {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile).current
+}
+
+/// How long a connection whose deadline passed may take to close gracefully (an idle
+/// HTTP/1 connection closes at once, HTTP/2 sends GOAWAY) before it is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// What one connection is doing, as its deadlines need it: shared by the connection's
+/// task, its requests and its socket wrapper.
+struct Activity {
+    /// When the connection was accepted.
+    accepted: Instant,
+    state: Mutex<ActivityState>,
+    /// Set while no request is in flight and no byte has been read since the last one
+    /// ended: the socket wrapper checks it on every read, and takes the lock only when
+    /// the first byte of a new request arrives.
+    awaiting_byte: AtomicBool,
+    /// Woken when a deadline may have moved.
+    changed: Notify,
+}
+
+#[derive(Debug)]
+struct ActivityState {
+    in_flight: usize,
+    /// Requests whose head has been read, in all.
+    requests: u64,
+    /// Since when no request has been in flight.
+    idle_since: Instant,
+    /// When the first byte after `idle_since` was read: an HTTP/1 head has begun.
+    first_byte: Option<Instant>,
+    /// The connection speaks HTTP/2 (its requests say so).
+    h2: bool,
+    /// A request body timed out: close once no request is in flight.
+    close: bool,
+}
+
+impl Activity {
+    fn new() -> Arc<Activity> {
+        let now = Instant::now();
+        Arc::new(Activity {
+            accepted: now,
+            state: Mutex::new(ActivityState {
+                in_flight: 0,
+                requests: 0,
+                idle_since: now,
+                first_byte: None,
+                h2: false,
+                close: false,
+            }),
+            awaiting_byte: AtomicBool::new(true),
+            changed: Notify::new(),
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, ActivityState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Bytes were read from the connection.
+    fn on_read(&self) {
+        if self.awaiting_byte.swap(false, Ordering::AcqRel) {
+            let mut st = self.state();
+            if st.in_flight == 0 && st.first_byte.is_none() {
+                st.first_byte = Some(Instant::now());
+                drop(st);
+                self.changed.notify_one();
+            }
+        }
+    }
+
+    /// A request head was read; the request is in flight until the guard drops.
+    fn request_started(self: &Arc<Activity>, h2: bool) -> InFlight {
+        {
+            let mut st = self.state();
+            st.in_flight += 1;
+            st.requests += 1;
+            st.h2 |= h2;
+            self.awaiting_byte.store(false, Ordering::Release);
+        }
+        self.changed.notify_one();
+        InFlight(self.clone())
+    }
+
+    fn request_ended(&self) {
+        let mut st = self.state();
+        st.in_flight = st.in_flight.saturating_sub(1);
+        if st.in_flight == 0 {
+            st.idle_since = Instant::now();
+            st.first_byte = None;
+            self.awaiting_byte.store(true, Ordering::Release);
+        }
+        drop(st);
+        self.changed.notify_one();
+    }
+
+    /// A request body timed out: the connection is closed once it is idle.
+    fn close_when_idle(&self) {
+        self.state().close = true;
+        self.changed.notify_one();
+    }
+
+    /// When the connection is to be closed, if nothing happens before; `None` while a
+    /// request is in flight.
+    fn deadline(&self, limits: &Limits) -> Option<Instant> {
+        let st = self.state();
+        if st.in_flight > 0 {
+            None
+        } else if st.close {
+            Some(st.idle_since)
+        } else if st.requests == 0 {
+            Some(self.accepted + limits.header_timeout)
+        } else if st.h2 {
+            // HTTP/2 reads frames while idle (pings, window updates): only requests count.
+            Some(st.idle_since + limits.idle_timeout)
+        } else {
+            match st.first_byte {
+                Some(t) => Some(t + limits.header_timeout),
+                None => Some(st.idle_since + limits.idle_timeout),
+            }
+        }
+    }
+
+    /// Why the connection is being closed, for the log.
+    fn reason(&self) -> &'static str {
+        let st = self.state();
+        if st.close {
+            "request body timed out"
+        } else if st.requests == 0 || (!st.h2 && st.first_byte.is_some()) {
+            "request head not received within header_timeout"
+        } else {
+            "idle for idle_timeout"
+        }
+    }
+}
+
+/// A request in flight on its connection (see [`Activity`]), until dropped.
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.request_ended();
+    }
+}
+
+/// A connection's byte stream, reporting reads to its [`Activity`]. Writes pass through
+/// unchanged (vectored ones too: [`crate::zerocopy`] recognises its placeholders by
+/// address).
+struct Watched<S> {
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let res = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.activity.on_read();
+        }
+        res
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// The error a request body ends with after `body_idle_timeout` without a byte.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body sent nothing for {0:?}")]
+pub struct BodyIdleTimeout(pub Duration);
+
+/// A request body that fails with [`BodyIdleTimeout`] when its reader has waited that
+/// long for the next frame. Time the reader spends elsewhere (writing to disk) does not
+/// count.
+struct IdleTimeoutBody<B> {
+    inner: B,
+    timeout: Duration,
+    /// Allocated the first time the reader has to wait.
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The sleep runs for the current wait.
+    armed: bool,
+    timed_out: bool,
+    /// Told on a timeout if the connection is to close (HTTP/1: the rest of the body
+    /// would otherwise be read as the next request).
+    activity: Option<Arc<Activity>>,
+}
+
+impl<B> http_body::Body for IdleTimeoutBody<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<axum::BoxError>,
+{
+    type Data = Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::BoxError>>> {
+        let this = self.get_mut();
+        if this.timed_out {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            this.armed = false;
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        let deadline = Instant::now() + this.timeout;
+        let sleep = this
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if !this.armed {
+            sleep.as_mut().reset(deadline);
+            this.armed = true;
+        }
+        if std::future::Future::poll(sleep.as_mut(), cx).is_ready() {
+            this.timed_out = true;
+            if let Some(a) = &this.activity {
+                a.close_when_idle();
+            }
+            return Poll::Ready(Some(Err(Box::new(BodyIdleTimeout(this.timeout)))));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.timed_out || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A response body that keeps its request in flight until hyper drops it (after its
+/// last byte is handed over, or when the connection ends).
+struct TrackedBody {
+    inner: axum::body::Body,
+    _in_flight: InFlight,
+}
+
+impl http_body::Body for TrackedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// What the accept loop tells its connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Run,
+    /// Finish the requests in flight, then close.
+    Drain,
+    /// Close now: the drain time is over.
+    Abort,
+}
+
+/// Runs one connection to its end: closes it when [`Activity::deadline`] passes, and
+/// follows the server's [`Stop`].
+async fn drive<C>(
+    conn: C,
+    activity: Arc<Activity>,
+    limits: Limits,
+    mut stop: watch::Receiver<Stop>,
+    peer: SocketAddr,
+) where
+    C: GracefulConnection,
+    C::Error: std::fmt::Display,
+{
+    tokio::pin!(conn);
+    // When a graceful shutdown of the connection was started.
+    let mut closing: Option<Instant> = None;
+    loop {
+        if *stop.borrow_and_update() == Stop::Abort {
+            return;
+        }
+        if *stop.borrow() == Stop::Drain && closing.is_none() {
+            conn.as_mut().graceful_shutdown();
+            closing = Some(Instant::now());
+        }
+        let wake = activity
+            .deadline(&limits)
+            .map(|d| closing.map_or(d, |t| t + CLOSE_GRACE));
+        let sleep = async {
+            match wake {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            res = conn.as_mut() => {
+                if let Err(e) = res {
+                    tracing::debug!(error = %e, %peer, "connection ended with an error");
+                }
+                return;
+            }
+            () = sleep => {
+                if closing.is_some() {
+                    tracing::debug!(%peer, "connection did not close gracefully; dropping it");
+                    return;
+                }
+                // The deadline may have moved while the sleep was being set up.
+                if activity.deadline(&limits).is_some_and(|d| d <= Instant::now()) {
+                    tracing::debug!(%peer, reason = activity.reason(), "closing connection");
+                    conn.as_mut().graceful_shutdown();
+                    closing = Some(Instant::now());
+                }
+            }
+            () = activity.changed.notified() => {}
+            changed = stop.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown`, then waits up to `drain` for open
-/// connections to finish their requests.
+/// connections to finish their requests, enforcing `limits` throughout.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     transfer: crate::config::BlobTransfer,
+    limits: Limits,
     app: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     drain: Duration,
 ) -> std::io::Result<()> {
-    let graceful = GracefulShutdown::new();
     let mut builder = Builder::new(TokioExecutor::new());
     // Queue body buffers instead of copying them into one: needed by zero-copy bodies
     // (see `zerocopy`), and one copy fewer for every response.
     builder.http1().writev(true);
     let copy_budget = CopyBudget::new(COPY_BUDGET);
+    let max = connection_cap(limits.max_connections, open_files_limit());
+    if max < limits.max_connections {
+        tracing::warn!(
+            max_connections = limits.max_connections,
+            open_files = ?open_files_limit(),
+            "the open-file limit allows {max} connections, fewer than max_connections = {}",
+            limits.max_connections
+        );
+    }
+    let limits = Limits {
+        max_connections: max,
+        ..limits
+    };
+    let permits = Arc::new(Semaphore::new(max));
+    let (stop_tx, stop_rx) = watch::channel(Stop::Run);
+    // Whether the limit was reached and has not cleared yet (one warning per episode).
+    let mut at_limit = false;
+    // The current back-off after failed accepts (out of descriptors and the like).
+    let mut accept_backoff: Option<Duration> = None;
     tokio::pin!(shutdown);
     loop {
+        if at_limit && permits.available_permits() >= (max / 10).max(1) {
+            at_limit = false;
+            tracing::info!("connection limit {max} cleared; accepting connections again");
+        }
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                if !at_limit {
+                    at_limit = true;
+                    tracing::warn!(
+                        max_connections = max,
+                        "connection limit {max} reached; new connections wait"
+                    );
+                }
+                tokio::select! {
+                    p = permits.clone().acquire_owned() => match p {
+                        Ok(p) => p,
+                        Err(_) => break,
+                    },
+                    () = &mut shutdown => break,
+                }
+            }
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok(a) => a,
+                Ok(a) => {
+                    if accept_backoff.take().is_some() {
+                        tracing::info!("accepting connections again");
+                    }
+                    a
+                }
                 Err(e) => {
-                    // Out of file descriptors and similar: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+                    // Out of file descriptors and similar: back off (up to a second)
+                    // instead of spinning, and warn once per episode.
+                    let wait = match accept_backoff {
+                        None => {
+                            tracing::warn!(error = %e, "accept failed; backing off until it succeeds");
+                            Duration::from_millis(10)
+                        }
+                        Some(w) => {
+                            tracing::debug!(error = %e, "accept failed again");
+                            (w * 2).min(Duration::from_secs(1))
+                        }
+                    };
+                    accept_backoff = Some(wait);
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => continue,
+                        () = &mut shutdown => break,
+                    }
                 }
             },
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        let activity = Activity::new();
         let app = app.clone();
         // Plain TCP connections can send blobs with sendfile; TLS ones cannot.
         let zero_copy = ZeroCopy::default();
         let request_zero_copy = tls.is_none().then(|| zero_copy.clone());
+        let service_activity = activity.clone();
+        let body_idle_timeout = limits.body_idle_timeout;
         let service =
             hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                let h2 = req.version() >= hyper::Version::HTTP_2;
+                let in_flight = service_activity.request_started(h2);
                 req.extensions_mut().insert(ClientAddr(peer));
                 if let Some(z) = &request_zero_copy {
                     req.extensions_mut().insert(z.clone());
                 }
-                app.clone().oneshot(req.map(axum::body::Body::new))
+                // A stalled HTTP/2 stream is reset on its own; an HTTP/1 connection
+                // cannot be reused after an unfinished body.
+                let activity = (!h2).then(|| service_activity.clone());
+                let req = req.map(|inner| {
+                    axum::body::Body::new(IdleTimeoutBody {
+                        inner,
+                        timeout: body_idle_timeout,
+                        sleep: None,
+                        armed: false,
+                        timed_out: false,
+                        activity,
+                    })
+                });
+                let app = app.clone();
+                async move {
+                    let res = app.oneshot(req).await?;
+                    Ok::<_, std::convert::Infallible>(res.map(|inner| TrackedBody {
+                        inner,
+                        _in_flight: in_flight,
+                    }))
+                }
             });
         let builder = builder.clone();
+        let stop = stop_rx.clone();
         match &tls {
             None => {
                 let stream = SendfileStream::new(
@@ -116,22 +674,24 @@ pub async fn serve(
                     transfer.for_peer(peer.ip()),
                     &copy_budget,
                 );
-                let conn = builder
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                    .into_owned();
-                let conn = graceful.watch(conn);
+                let io = Watched {
+                    inner: stream,
+                    activity: activity.clone(),
+                };
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, %peer, "connection ended with an error");
-                    }
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(io), service)
+                        .into_owned();
+                    drive(conn, activity, limits, stop, peer).await;
+                    drop(permit);
                 });
             }
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
-                let watcher = graceful.watcher();
                 tokio::spawn(async move {
-                    let tls_stream = match tokio::time::timeout(
-                        Duration::from_secs(10),
+                    // The handshake counts against the time to the first request head.
+                    let tls_stream = match tokio::time::timeout_at(
+                        activity.accepted + limits.header_timeout,
                         acceptor.accept(stream),
                     )
                     .await
@@ -146,22 +706,175 @@ pub async fn serve(
                             return;
                         }
                     };
+                    let io = Watched {
+                        inner: tls_stream,
+                        activity: activity.clone(),
+                    };
                     let conn = builder
-                        .serve_connection_with_upgrades(TokioIo::new(tls_stream), service)
+                        .serve_connection_with_upgrades(TokioIo::new(io), service)
                         .into_owned();
-                    if let Err(e) = watcher.watch(conn).await {
-                        tracing::debug!(error = %e, %peer, "connection ended with an error");
-                    }
+                    drive(conn, activity, limits, stop, peer).await;
+                    drop(permit);
                 });
             }
         }
     }
     drop(listener);
-    tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(drain) => {
-            tracing::warn!("some connections were still open after {drain:?}; closing them");
-        }
+    // Every connection holds a permit until its task ends: all permits back means all
+    // connections closed.
+    let all = u32::try_from(max).unwrap_or(u32::MAX);
+    let _ = stop_tx.send(Stop::Drain);
+    if tokio::time::timeout(drain, permits.acquire_many(all))
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections were still open after {drain:?}; closing them");
+        let _ = stop_tx.send(Stop::Abort);
+        let _ = tokio::time::timeout(CLOSE_GRACE, permits.acquire_many(all)).await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            header_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(120),
+            body_idle_timeout: Duration::from_secs(60),
+            max_connections: 4096,
+        }
+    }
+
+    #[test]
+    fn the_connection_limit_fits_the_open_file_limit() {
+        assert_eq!(connection_cap(4096, None), 4096);
+        assert_eq!(connection_cap(4096, Some(1 << 20)), 4096);
+        // (1024 - 256 reserved) / 2 descriptors per connection.
+        assert_eq!(connection_cap(4096, Some(1024)), 384);
+        assert_eq!(connection_cap(100, Some(1024)), 100);
+        assert_eq!(connection_cap(4096, Some(10)), 1, "never zero");
+        assert!(connection_cap(usize::MAX, None) <= Semaphore::MAX_PERMITS);
+    }
+
+    #[test]
+    fn raising_the_open_file_limit_reaches_the_hard_limit() {
+        let soft = raise_open_files_limit().unwrap();
+        let now = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+        assert_eq!(soft, now.current);
+        assert_eq!(now.current, now.maximum);
+    }
+
+    #[tokio::test]
+    async fn deadlines_follow_what_the_connection_does() {
+        let l = limits();
+        let a = Activity::new();
+        let t0 = a.accepted;
+        // No request yet: the first head is due within the header timeout.
+        assert_eq!(a.deadline(&l), Some(t0 + l.header_timeout));
+        let req = a.request_started(false);
+        assert_eq!(a.deadline(&l), None, "a request is in flight");
+        drop(req);
+        let idle = a.state().idle_since;
+        assert!(idle >= t0);
+        assert_eq!(a.deadline(&l), Some(idle + l.idle_timeout));
+        assert_eq!(a.reason(), "idle for idle_timeout");
+        // The first byte of the next HTTP/1 head starts the header clock; later bytes
+        // do not move it.
+        a.on_read();
+        let byte = a.state().first_byte.unwrap();
+        assert!(byte >= idle);
+        a.on_read();
+        assert_eq!(a.deadline(&l), Some(byte + l.header_timeout));
+        assert_eq!(
+            a.reason(),
+            "request head not received within header_timeout"
+        );
+        // A timed-out body closes the connection as soon as it is idle.
+        let req = a.request_started(false);
+        a.close_when_idle();
+        assert_eq!(a.deadline(&l), None);
+        drop(req);
+        assert_eq!(a.deadline(&l), Some(a.state().idle_since));
+        assert_eq!(a.reason(), "request body timed out");
+    }
+
+    #[tokio::test]
+    async fn http2_bytes_while_idle_do_not_start_the_header_clock() {
+        let l = limits();
+        let a = Activity::new();
+        drop(a.request_started(true));
+        let idle = a.state().idle_since;
+        a.on_read();
+        assert_eq!(a.deadline(&l), Some(idle + l.idle_timeout));
+        assert_eq!(a.reason(), "idle for idle_timeout");
+    }
+
+    /// A body whose frames come from a channel, so the test decides when bytes arrive.
+    struct Chan(tokio::sync::mpsc::Receiver<Bytes>);
+
+    impl http_body::Body for Chan {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, std::convert::Infallible>>> {
+            self.get_mut()
+                .0
+                .poll_recv(cx)
+                .map(|b| b.map(|b| Ok(Frame::data(b))))
+        }
+    }
+
+    async fn next_frame<B: http_body::Body + Unpin>(
+        body: &mut B,
+    ) -> Option<Result<Frame<B::Data>, B::Error>> {
+        std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await
+    }
+
+    #[tokio::test]
+    async fn a_body_times_out_only_after_waiting_that_long_for_one_frame() {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let activity = Activity::new();
+        let mut body = IdleTimeoutBody {
+            inner: Chan(rx),
+            timeout: Duration::from_millis(300),
+            sleep: None,
+            armed: false,
+            timed_out: false,
+            activity: Some(activity.clone()),
+        };
+        // Frames every 100ms never trip a 300ms timeout, however long the body lasts.
+        let sender = tokio::spawn(async move {
+            for _ in 0..5 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                tx.send(Bytes::from_static(b"x")).await.unwrap();
+            }
+            // Then the sender stalls, keeping the body open.
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            drop(tx);
+        });
+        for _ in 0..5 {
+            let frame = next_frame(&mut body).await.unwrap().unwrap();
+            assert_eq!(frame.into_data().unwrap(), Bytes::from_static(b"x"));
+        }
+        let waiting = Instant::now();
+        let err = next_frame(&mut body).await.unwrap().unwrap_err();
+        let waited = waiting.elapsed();
+        assert!(
+            waited >= Duration::from_millis(300) && waited < Duration::from_secs(3),
+            "{waited:?}"
+        );
+        assert!(err.downcast_ref::<BodyIdleTimeout>().is_some(), "{err}");
+        assert!(
+            next_frame(&mut body).await.is_none(),
+            "the body ends after the error"
+        );
+        assert!(activity.state().close, "the HTTP/1 connection is to close");
+        sender.abort();
+    }
 }

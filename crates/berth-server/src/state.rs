@@ -22,6 +22,8 @@ pub struct AppState {
     pub insecure_open: bool,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub blob_transfer: BlobTransfer,
+    /// Timeouts and the connection limit of the accept loop.
+    pub limits: crate::listener::Limits,
     /// The data directory's lock, held while any clone of the state lives.
     pub data_lock: Arc<berth_storage::lock::DirLock>,
     /// Whether the metadata database file is still the one opened (writes are refused

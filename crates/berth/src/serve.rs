@@ -51,6 +51,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     crate::check_env()?;
     // Clap has merged the variables and the flags of every setting (flags win).
     let config = Config::load(args.config.as_deref(), args.settings)?;
+    // Before anything opens files: the connection limit is derived from this limit.
+    match berth_server::listener::raise_open_files_limit() {
+        Ok(Some(n)) => tracing::debug!(open_files = n, "open-file limit raised to {n}"),
+        Ok(None) => tracing::debug!("open-file limit: unlimited"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
