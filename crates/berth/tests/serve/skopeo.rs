@@ -257,3 +257,109 @@ fn downloads_of_real_clients_are_counted() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["total"], 6, "{v}");
 }
+
+/// Writes an OCI layout holding release `version` as a two-platform index, the way release
+/// tooling annotates it (the index and each child carry `org.opencontainers.image.version`),
+/// tagged `version`.
+fn release_layout(layout: &Path, version: &str, seed: u64) {
+    std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
+    std::fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    let ann = json!({"org.opencontainers.image.version": version});
+    let mut children = Vec::new();
+    for (i, arch) in ["amd64", "arm64"].iter().enumerate() {
+        let (ld, ln) = write_blob(layout, &bytes(seed * 100 + i as u64, 20_000));
+        let config = json!({"architecture":arch,"os":"linux","rootfs":{"type":"layers","diff_ids":[]}});
+        let (cd, cn) = write_blob(layout, config.to_string().as_bytes());
+        let manifest = json!({"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",
+            "config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":cd,"size":cn},
+            "layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":ld,"size":ln}],
+            "annotations": ann});
+        let (md, mn) = write_blob(layout, serde_json::to_vec(&manifest).unwrap().as_slice());
+        children.push(json!({"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":md,
+            "size":mn,"platform":{"architecture":arch,"os":"linux"}}));
+    }
+    let index = json!({"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json",
+        "manifests":children,"annotations":ann});
+    let (id, iz) = write_blob(layout, serde_json::to_vec(&index).unwrap().as_slice());
+    let top = json!({"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.index.v1+json",
+        "digest":id,"size":iz,"annotations":{"org.opencontainers.image.ref.name":version}}]});
+    std::fs::write(layout.join("index.json"), top.to_string()).unwrap();
+}
+
+/// The policy holes skopeo opened: copying an older release onto `latest` made skopeo
+/// retry with a converted Docker manifest list (new digest, no annotations), which was
+/// accepted as "version unknown". Now the list keeps the version its children agree on,
+/// every attempt is refused, skopeo fails, and `latest` still serves the newer release.
+#[test]
+fn skopeo_cannot_roll_a_floating_tag_back_by_converting_formats() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&tmp.path().join("data"), &[]);
+    let reg = &server.addr;
+    for (version, seed) in [("1.0.0", 1), ("1.0.1", 2)] {
+        let layout = tmp.path().join(version);
+        release_layout(&layout, version, seed);
+        for tag in [version, "latest"] {
+            skopeo(&[
+                "copy",
+                "--all",
+                "--preserve-digests",
+                "--dest-tls-verify=false",
+                &format!("oci:{}:{version}", layout.display()),
+                &format!("docker://{reg}/acme/roll:{tag}"),
+            ]);
+        }
+    }
+    let digest_of = |tag: &str| {
+        skopeo(&[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{reg}/acme/roll:{tag}"),
+        ])
+    };
+    let newest = digest_of("latest");
+    assert_eq!(newest, digest_of("1.0.1"));
+
+    // The whole release, with skopeo's own format conversions on refusal.
+    let out = Command::new("skopeo")
+        .args([
+            "copy",
+            "--all",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+            &format!("docker://{reg}/acme/roll:1.0.0"),
+            &format!("docker://{reg}/acme/roll:latest"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "skopeo rolled latest back: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // One platform image of the old release, converted to Docker schema 2.
+    let out = Command::new("skopeo")
+        .args([
+            "copy",
+            "--override-arch",
+            "amd64",
+            "--format",
+            "v2s2",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+            &format!("docker://{reg}/acme/roll:1.0.0"),
+            &format!("docker://{reg}/acme/roll:latest"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "a converted single image replaced latest: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(digest_of("latest"), newest, "latest still serves 1.0.1");
+}
