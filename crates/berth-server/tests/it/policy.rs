@@ -216,3 +216,95 @@ async fn policy_can_be_switched_off_per_repository() {
         );
     }
 }
+
+/// An image whose version is only in its config's labels (the Dockerfile `LABEL` way).
+async fn labelled(
+    reg: &TestRegistry,
+    repo: &str,
+    version: Option<&str>,
+    seed: &str,
+) -> (Vec<u8>, Digest) {
+    let mut config = serde_json::json!({"architecture":"amd64","os":"linux","seed":seed,
+        "rootfs":{"type":"layers","diff_ids":[]}});
+    if let Some(v) = version {
+        config["config"] = serde_json::json!({"Labels": {"org.opencontainers.image.version": v}});
+    }
+    let config = config.to_string();
+    let c = reg.push_blob(repo, config.as_bytes()).await;
+    let m = image_manifest(&c, config.len(), &[], None);
+    let d = Digest::sha256(&m);
+    (m, d)
+}
+
+/// The two-step bypass (an unversioned push, then an older release) and the `LABEL`-only
+/// rollback are refused; the refusal says how to fix it.
+#[tokio::test]
+async fn floating_tags_do_not_give_way_to_unknown_or_labelled_older_versions() {
+    let reg = TestRegistry::start().await;
+    let (m2, d2) = release(&reg, "app", "2.0.0").await;
+    assert_eq!(
+        put_tags(&reg, "app", &m2, &d2, &["2.0.0", "latest"], "")
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+
+    let (mu, du) = labelled(&reg, "app", None, "unversioned").await;
+    let r = put_tags(&reg, "app", &mu, &du, &["latest"], "").await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    let body: Value = r.json().await.unwrap();
+    let message = body["errors"][0]["message"].as_str().unwrap().to_owned();
+    assert!(
+        message.contains("LABEL org.opencontainers.image.version"),
+        "{message}"
+    );
+
+    let (ml, dl) = labelled(&reg, "app", Some("1.5.0"), "old").await;
+    let r = put_tags(&reg, "app", &ml, &dl, &["latest"], "").await;
+    assert_eq!(
+        r.status(),
+        StatusCode::CONFLICT,
+        "a LABEL-only older version is a rollback"
+    );
+    let (mn, dn) = labelled(&reg, "app", Some("2.1.0"), "new").await;
+    assert_eq!(
+        put_tags(&reg, "app", &mn, &dn, &["latest"], "")
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(digest_of(&reg, "app", "latest").await, Some(dn.to_string()));
+}
+
+/// A platform image of an index tagged as a release cannot be deleted out from under it.
+#[tokio::test]
+async fn a_child_of_an_index_cannot_be_deleted() {
+    let reg = TestRegistry::start().await;
+    let (_, child) = reg.push_image("team/app", "child", "c").await;
+    let index = serde_json::json!({"schemaVersion":2,"mediaType":crate::common::OCI_INDEX,
+        "manifests":[{"mediaType":OCI_MANIFEST,"digest":child.to_string(),"size":1,
+        "platform":{"os":"linux","architecture":"amd64"}}]});
+    let index = serde_json::to_vec(&index).unwrap();
+    let r = reg
+        .put_manifest("team/app", "3.0.0", crate::common::OCI_INDEX, &index)
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = reg
+        .req(Method::DELETE, &format!("/v2/team/app/manifests/{child}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    let body: Value = r.json().await.unwrap();
+    let message = body["errors"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&Digest::sha256(&index).to_string()),
+        "{message}"
+    );
+    let r = reg
+        .req(Method::GET, &format!("/v2/team/app/manifests/{child}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "the child is still there");
+}

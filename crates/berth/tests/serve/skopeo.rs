@@ -272,15 +272,18 @@ fn release_layout(layout: &Path, version: &str, seed: u64) {
     let mut children = Vec::new();
     for (i, arch) in ["amd64", "arm64"].iter().enumerate() {
         let (ld, ln) = write_blob(layout, &bytes(seed * 100 + i as u64, 20_000));
-        let config = json!({"architecture":arch,"os":"linux","rootfs":{"type":"layers","diff_ids":[]}});
+        let config =
+            json!({"architecture":arch,"os":"linux","rootfs":{"type":"layers","diff_ids":[]}});
         let (cd, cn) = write_blob(layout, config.to_string().as_bytes());
         let manifest = json!({"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",
             "config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":cd,"size":cn},
             "layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":ld,"size":ln}],
             "annotations": ann});
         let (md, mn) = write_blob(layout, serde_json::to_vec(&manifest).unwrap().as_slice());
-        children.push(json!({"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":md,
-            "size":mn,"platform":{"architecture":arch,"os":"linux"}}));
+        children.push(
+            json!({"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":md,
+            "size":mn,"platform":{"architecture":arch,"os":"linux"}}),
+        );
     }
     let index = json!({"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json",
         "manifests":children,"annotations":ann});
