@@ -308,29 +308,36 @@ impl Auth {
         self.metrics_open
     }
 
-    /// Writes the accounts marker once accounts are seen, or tells whether it exists
-    /// when none is.
-    fn check_marker(&self, accounts_exist: bool) -> bool {
+    /// Whether the accounts marker exists (remembered once seen).
+    fn marker_seen(&self) -> bool {
         let Some(path) = &self.marker else {
             return false;
         };
         if self.marker_present.load(Ordering::Relaxed) {
             return true;
         }
-        if accounts_exist {
-            match crate::accounts::write_marker(path) {
-                Ok(()) => self.marker_present.store(true, Ordering::Relaxed),
-                Err(e) => tracing::error!(
-                    path = %path.display(),
-                    error = %e,
-                    "cannot write the accounts marker; if the accounts were lost, the registry would become open"
-                ),
-            }
-            true
-        } else {
-            let present = path.exists();
-            self.marker_present.store(present, Ordering::Relaxed);
-            present
+        let present = path.exists();
+        if present {
+            self.marker_present.store(true, Ordering::Relaxed);
+        }
+        present
+    }
+
+    /// Writes the accounts marker, once, when accounts are seen.
+    fn ensure_marker(&self) {
+        let Some(path) = &self.marker else {
+            return;
+        };
+        if self.marker_present.load(Ordering::Relaxed) {
+            return;
+        }
+        match crate::accounts::write_marker(path) {
+            Ok(()) => self.marker_present.store(true, Ordering::Relaxed),
+            Err(e) => tracing::error!(
+                path = %path.display(),
+                error = %e,
+                "cannot write the accounts marker; if the accounts were lost, the registry would become open"
+            ),
         }
     }
 
@@ -348,8 +355,14 @@ impl Auth {
                 return Ok((s.accounts_exist, s.accounts_lost, s.public.clone()));
             }
         }
+        // The marker is looked at before the accounts are counted: `berth admin` writes it
+        // only after creating an account, so a marker seen before an empty count means the
+        // accounts were lost, not that one is being created at this moment.
+        let marker = self.marker_seen();
         let accounts_exist = self.accounts.account_count().await? > 0;
-        let marker = self.check_marker(accounts_exist);
+        if accounts_exist {
+            self.ensure_marker();
+        }
         let accounts_lost = !accounts_exist && marker;
         let was_lost = self
             .snapshot
