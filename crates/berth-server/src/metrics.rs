@@ -23,6 +23,41 @@ pub const MAX_REPO_LABELS: usize = 1000;
 /// The `Content-Type` of [`Metrics::render`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+/// The media type of the Prometheus text format 0.0.4, answered to clients that do not ask for
+/// OpenMetrics (older scrapers and most text parsers).
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Rewrites OpenMetrics text (what `prometheus-client` encodes) into the Prometheus text
+/// format 0.0.4: a counter's `HELP` and `TYPE` lines name its samples (`x_total`, as 0.0.4
+/// parsers expect), and the OpenMetrics-only `UNIT` and `# EOF` lines are dropped. Samples
+/// are the same in both formats.
+pub fn to_text_format(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match renamed {
+            Some(l) => out.push_str(&l),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
 /// Upper bounds (seconds) of the request latency histogram.
 const BUCKETS: [f64; 11] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0,
@@ -279,6 +314,15 @@ fn method_label(method: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_format_names_counters_by_their_samples() {
+        let om = "# HELP berth_pulls Downloads.\n# TYPE berth_pulls counter\nberth_pulls_total{repository=\"a\"} 2\n# HELP berth_storage_bytes Bytes.\n# TYPE berth_storage_bytes gauge\nberth_storage_bytes 5\n# EOF\n";
+        assert_eq!(
+            to_text_format(om),
+            "# HELP berth_pulls_total Downloads.\n# TYPE berth_pulls_total counter\nberth_pulls_total{repository=\"a\"} 2\n# HELP berth_storage_bytes Bytes.\n# TYPE berth_storage_bytes gauge\nberth_storage_bytes 5\n"
+        );
+    }
 
     #[test]
     fn renders_bounded_labels() {

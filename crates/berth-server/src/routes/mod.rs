@@ -357,11 +357,23 @@ async fn metrics(State(state): State<AppState>, req: Request) -> Response {
         Ok(s) => s,
         Err(e) => return error_response(&state, e.into(), host, false),
     };
-    (
-        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
-        state.metrics.render(stored),
-    )
-        .into_response()
+    // OpenMetrics for scrapers that ask for it; the Prometheus text format for the rest.
+    let openmetrics = parts
+        .headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    let text = state.metrics.render(stored);
+    if openmetrics {
+        ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
+    } else {
+        (
+            [(header::CONTENT_TYPE, crate::metrics::TEXT_CONTENT_TYPE)],
+            crate::metrics::to_text_format(&text),
+        )
+            .into_response()
+    }
 }
 
 async fn handle(state: &AppState, endpoint: Endpoint, req: Req) -> ApiResult {

@@ -33,7 +33,7 @@ async fn counters_follow_traffic() {
     let r = reg.req(Method::GET, "/metrics").send().await.unwrap();
     assert_eq!(
         r.headers()["content-type"],
-        berth_server::metrics::CONTENT_TYPE
+        berth_server::metrics::TEXT_CONTENT_TYPE
     );
     let text = r.text().await.unwrap();
     assert_eq!(
@@ -68,16 +68,37 @@ async fn counters_follow_traffic() {
         let (series, value) = line.rsplit_once(' ').unwrap();
         assert!(value.parse::<f64>().is_ok(), "{line}");
         let name = series.split('{').next().unwrap();
-        // OpenMetrics names a counter's family without its `_total` samples suffix.
+        // The text format names a counter by its `_total` samples, a histogram by its base.
         let base = name
             .trim_end_matches("_bucket")
             .trim_end_matches("_sum")
-            .trim_end_matches("_count")
-            .trim_end_matches("_total");
+            .trim_end_matches("_count");
         assert!(
             text.contains(&format!("# TYPE {base} ")),
             "no TYPE for {name}"
         );
         assert!(!series.contains("sha256:"), "a digest in a label: {line}");
     }
+}
+
+/// A scraper that asks for OpenMetrics gets it, `# EOF` included.
+#[tokio::test]
+async fn openmetrics_on_request() {
+    let reg = TestRegistry::start().await;
+    let r = reg
+        .req(Method::GET, "/metrics")
+        .header(
+            "accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;q=0.5",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["content-type"],
+        berth_server::metrics::CONTENT_TYPE
+    );
+    let text = r.text().await.unwrap();
+    assert!(text.trim_end().ends_with("# EOF"), "{text}");
+    assert!(text.contains("# TYPE berth_pulls counter"), "{text}");
 }
