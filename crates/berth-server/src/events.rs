@@ -119,11 +119,24 @@ pub enum Event {
     },
 }
 
-/// A side effect that reacts to events.
+/// A side effect that reacts to events. Errors are the subscriber's to log: an event is
+/// never refused.
+///
+/// Most subscribers only count (`notice`, synchronous, no allocation), which keeps the
+/// pull path as cheap as a direct call; one that must write before the request is
+/// answered (the audit log) says which events it `awaits` and handles them in `on`.
 #[async_trait::async_trait]
 pub trait Subscriber: Send + Sync + 'static {
-    /// Handles one event. Errors are the subscriber's to log: an event is never refused.
-    async fn on(&self, event: &Event);
+    /// Handles an event at once, without waiting (counters in memory).
+    fn notice(&self, _event: &Event) {}
+
+    /// Whether `on` must run, and be waited for, for this event.
+    fn awaits(&self, _event: &Event) -> bool {
+        false
+    }
+
+    /// Handles an event that `awaits` asked for.
+    async fn on(&self, _event: &Event) {}
 }
 
 /// The registered subscribers. Cheap to clone.
@@ -143,7 +156,10 @@ impl Events {
     /// Delivers `event` to every subscriber, in registration order.
     pub async fn emit(&self, event: Event) {
         for s in self.subscribers.iter() {
-            s.on(&event).await;
+            s.notice(&event);
+            if s.awaits(&event) {
+                s.on(&event).await;
+            }
         }
     }
 }
@@ -157,7 +173,7 @@ mod tests {
 
     #[async_trait::async_trait]
     impl Subscriber for Record {
-        async fn on(&self, event: &Event) {
+        fn notice(&self, event: &Event) {
             if let Event::UploadStarted { repo } = event {
                 self.1.lock().unwrap().push(format!("{}:{repo}", self.0));
             }

@@ -23,9 +23,8 @@ use crate::metrics::Metrics;
 /// Counts uploads, commits, pushes, pulls and scrub findings for `/metrics`.
 pub struct MetricsSubscriber(pub Arc<Metrics>);
 
-#[async_trait::async_trait]
 impl Subscriber for MetricsSubscriber {
-    async fn on(&self, event: &Event) {
+    fn notice(&self, event: &Event) {
         match event {
             Event::UploadStarted { .. } => self.0.upload_started(),
             Event::BlobCommitted { .. } => self.0.blob_committed(),
@@ -41,9 +40,8 @@ impl Subscriber for MetricsSubscriber {
 /// Download, byte and request counters by repository (in memory, flushed in batches).
 pub struct AnalyticsSubscriber(pub Arc<Analytics>);
 
-#[async_trait::async_trait]
 impl Subscriber for AnalyticsSubscriber {
-    async fn on(&self, event: &Event) {
+    fn notice(&self, event: &Event) {
         match event {
             Event::ManifestServed {
                 repo,
@@ -258,6 +256,19 @@ impl AuditSubscriber {
 
 #[async_trait::async_trait]
 impl Subscriber for AuditSubscriber {
+    fn awaits(&self, event: &Event) -> bool {
+        matches!(
+            event,
+            Event::ManifestPushed { .. }
+                | Event::TagDeleted { .. }
+                | Event::ManifestDeleted { .. }
+                | Event::BlobDeleted { .. }
+                | Event::LoginFailed { .. }
+                | Event::LoginRateLimited { .. }
+                | Event::TokenIssued { .. }
+        )
+    }
+
     async fn on(&self, event: &Event) {
         match event {
             Event::ManifestPushed {
