@@ -49,7 +49,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 pub use config::Config;
-pub use state::AppState;
+pub use state::{AppState, StateParts};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -138,7 +138,7 @@ pub fn build_state(config: &Config) -> Result<AppState, StartError> {
         (None, None) => None,
         _ => return Err(StartError::TlsHalf),
     };
-    Ok(AppState {
+    Ok(AppState::new(state::StateParts {
         registry,
         auth,
         events,
@@ -151,7 +151,7 @@ pub fn build_state(config: &Config) -> Result<AppState, StartError> {
         data_lock,
         meta_watch,
         scrub_interval: config.scrub_interval,
-    })
+    }))
 }
 
 /// The HTTP application: the router with the access-log layer.

@@ -1,5 +1,6 @@
 //! The server's shared state: the registry service, access control, the event bus and
-//! the observers, and the listener settings. Cheap to clone (every field is shared).
+//! the observers, and the listener settings. Cloned for every request by the router and
+//! each middleware, so it is one `Arc` (one reference count to touch, not one per field).
 
 use std::sync::Arc;
 
@@ -10,9 +11,26 @@ use crate::events::Events;
 use crate::metrics::Metrics;
 use crate::service::Registry;
 
-/// Shared state of the server, handed to every route.
+/// Shared state of the server, handed to every route (its fields through `Deref`).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<StateParts>);
+
+impl AppState {
+    pub fn new(parts: StateParts) -> AppState {
+        AppState(Arc::new(parts))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = StateParts;
+
+    fn deref(&self) -> &StateParts {
+        &self.0
+    }
+}
+
+/// What the state holds.
+pub struct StateParts {
     /// Every registry operation (routes call nothing below it).
     pub registry: Arc<Registry>,
     pub auth: Arc<Auth>,
