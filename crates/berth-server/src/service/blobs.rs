@@ -229,7 +229,11 @@ impl Registry {
         let size = match self.blobs.upload_commit(id, digest).await {
             Ok(size) => size,
             Err(e) => {
-                self.meta.blob_claim_release(&claim).await?;
+                // The commit's error is the one to report; a claim that cannot be released
+                // goes stale by itself and only delays a deletion of this digest.
+                if let Err(release) = self.meta.blob_claim_release(&claim).await {
+                    tracing::warn!(%digest, error = %release, "cannot release a blob claim");
+                }
                 if matches!(e, StorageError::DigestMismatch { .. }) {
                     if session {
                         self.drop_upload(id).await?;
@@ -241,7 +245,11 @@ impl Registry {
             }
         };
         if let Err(e) = self.meta.blob_link_claimed(&claim, repo, size).await {
-            let _ = self.meta.blob_claim_release(&claim).await;
+            // The bytes stay in place unlinked (an orphan file for the collector); the
+            // client gets the error and pushes again.
+            if let Err(release) = self.meta.blob_claim_release(&claim).await {
+                tracing::warn!(%digest, error = %release, "cannot release a blob claim");
+            }
             return Err(e.into());
         }
         self.emit(Event::BlobCommitted {
@@ -390,7 +398,13 @@ impl Registry {
             // bytes are gone and the tombstone removed (or it goes stale after a crash,
             // leaving at most an orphan file for the collector).
             Unlinked::Removed { orphaned: true } => {
-                self.blobs.delete(digest).await?;
+                // The link is gone, so the deletion has happened for every client. A file
+                // that cannot be removed stays as an orphan for the collector; either way
+                // the tombstone ends now, not after it goes stale, so that a push of the
+                // same digest is not held up for minutes.
+                if let Err(e) = self.blobs.delete(digest).await {
+                    tracing::error!(%digest, error = %e, "cannot delete the bytes of an unlinked blob; left as an orphan file");
+                }
                 self.freeing_space(|| self.meta.blob_deletion_done(digest))
                     .await?;
             }
