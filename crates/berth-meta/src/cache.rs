@@ -156,8 +156,11 @@ impl MetadataStore for CachingStore {
         claim: &BlobClaim,
         repo: &RepoName,
         size: u64,
+        upload: Option<&str>,
     ) -> Result<(), MetaError> {
-        self.inner.blob_link_claimed(claim, repo, size).await
+        self.inner
+            .blob_link_claimed(claim, repo, size, upload)
+            .await
     }
 
     async fn blob_claim_release(&self, claim: &BlobClaim) -> Result<(), MetaError> {

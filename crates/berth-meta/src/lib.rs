@@ -263,13 +263,16 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn blob_claim(&self, digest: &Digest) -> Result<BlobClaim, MetaError>;
 
     /// Links the claimed blob into `repo` (creating the repository) and ends the claim,
-    /// in one durable transaction. [`MetaError::ClaimLost`] when the claim was released
-    /// or is older than [`CLAIM_STALE_SECS`].
+    /// in one durable transaction that also ends the upload session `upload` whose bytes
+    /// these are, if one is given (so a finished upload costs one write, and its session
+    /// never outlives the link). [`MetaError::ClaimLost`] when the claim was released or
+    /// is older than [`CLAIM_STALE_SECS`]; the session then stays.
     async fn blob_link_claimed(
         &self,
         claim: &BlobClaim,
         repo: &RepoName,
         size: u64,
+        upload: Option<&str>,
     ) -> Result<(), MetaError>;
 
     /// Ends a claim without linking (placing the bytes failed). Releasing a claim that no

@@ -436,7 +436,7 @@ pub async fn claims_block_orphaning_and_tombstones_block_claims(meta: Arc<dyn Me
         meta.blob_unlink(&a, &d).await.unwrap(),
         Unlinked::Removed { orphaned: false }
     );
-    meta.blob_link_claimed(&claim, &b, 5).await.unwrap();
+    meta.blob_link_claimed(&claim, &b, 5, None).await.unwrap();
     assert_eq!(meta.blob_size(&b, &d).await.unwrap(), Some(5));
     // The claim ended with the link: unlinking the last link now orphans the bytes.
     assert_eq!(
@@ -453,12 +453,35 @@ pub async fn claims_block_orphaning_and_tombstones_block_claims(meta: Arc<dyn Me
     // Other digests are not affected.
     let other = Digest::sha256(b"other");
     let c = meta.blob_claim(&other).await.unwrap();
-    meta.blob_link_claimed(&c, &a, 1).await.unwrap();
+    meta.blob_link_claimed(&c, &a, 1, None).await.unwrap();
     meta.blob_deletion_done(&d).await.unwrap();
     let again = meta.blob_claim(&d).await.unwrap();
     assert_ne!(again.id, claim.id);
-    meta.blob_link_claimed(&again, &a, 5).await.unwrap();
+    meta.blob_link_claimed(&again, &a, 5, None).await.unwrap();
     assert_eq!(meta.blob_size(&a, &d).await.unwrap(), Some(5));
+}
+
+/// Linking the bytes of an upload session ends the session in the same write; a lost
+/// claim links nothing and leaves the session.
+pub async fn a_claimed_link_ends_its_upload_session(meta: Arc<dyn MetadataStore>) {
+    let a = repo("a");
+    let d = Digest::sha256(b"uploaded");
+    meta.upload_create("u1", &a).await.unwrap();
+    meta.upload_create("u2", &a).await.unwrap();
+    let claim = meta.blob_claim(&d).await.unwrap();
+    meta.blob_claim_release(&claim).await.unwrap();
+    assert!(matches!(
+        meta.blob_link_claimed(&claim, &a, 8, Some("u1")).await,
+        Err(MetaError::ClaimLost(_))
+    ));
+    assert_eq!(meta.upload_touch("u1").await.unwrap().as_deref(), Some("a"));
+    let claim = meta.blob_claim(&d).await.unwrap();
+    meta.blob_link_claimed(&claim, &a, 8, Some("u1"))
+        .await
+        .unwrap();
+    assert_eq!(meta.blob_size(&a, &d).await.unwrap(), Some(8));
+    assert_eq!(meta.upload_touch("u1").await.unwrap(), None);
+    assert_eq!(meta.upload_touch("u2").await.unwrap().as_deref(), Some("a"));
 }
 
 /// Two live claims of one digest each protect the bytes until both have ended.
@@ -497,7 +520,7 @@ pub async fn released_claims_neither_protect_nor_link(meta: Arc<dyn MetadataStor
     );
     meta.blob_deletion_done(&d).await.unwrap();
     assert!(matches!(
-        meta.blob_link_claimed(&claim, &a, 5).await,
+        meta.blob_link_claimed(&claim, &a, 5, None).await,
         Err(MetaError::ClaimLost(id)) if id == claim.id
     ));
     assert_eq!(meta.blob_size(&a, &d).await.unwrap(), None);
@@ -573,7 +596,7 @@ pub async fn claim_and_unlink_race_consistently(meta: Arc<dyn MetadataStore>) {
         };
         match (claim.await.unwrap(), unlink.await.unwrap()) {
             (Ok(c), Unlinked::Removed { orphaned: false }) => {
-                meta.blob_link_claimed(&c, &a, 1).await.unwrap();
+                meta.blob_link_claimed(&c, &a, 1, None).await.unwrap();
                 assert_eq!(meta.blob_size(&a, &d).await.unwrap(), Some(1));
             }
             (Err(MetaError::BlobBusy(_)), Unlinked::Removed { orphaned: true }) => {
@@ -836,6 +859,7 @@ macro_rules! metadata_store_suite {
             claims_block_orphaning_and_tombstones_block_claims,
             every_live_claim_protects,
             released_claims_neither_protect_nor_link,
+            a_claimed_link_ends_its_upload_session,
             mount_links_only_what_the_source_links,
             mount_and_unlink_race_consistently,
             claim_and_unlink_race_consistently,

@@ -253,7 +253,7 @@ mod tests {
         ));
         age(&db, TOMBSTONE_STALE_SECS + 1).await;
         let claim = db.blob_claim(&d).await.unwrap();
-        db.blob_link_claimed(&claim, &a, 5).await.unwrap();
+        db.blob_link_claimed(&claim, &a, 5, None).await.unwrap();
         // The same for a plain link.
         assert_eq!(
             db.blob_unlink(&a, &d).await.unwrap(),
@@ -271,7 +271,7 @@ mod tests {
         );
         db.blob_deletion_done(&d).await.unwrap();
         assert!(matches!(
-            db.blob_link_claimed(&claim, &a, 5).await,
+            db.blob_link_claimed(&claim, &a, 5, None).await,
             Err(MetaError::ClaimLost(_))
         ));
         assert_eq!(db.blob_size(&a, &d).await.unwrap(), None);

@@ -146,10 +146,19 @@ impl MetadataStore for SqliteStore {
         claim: &BlobClaim,
         repo: &RepoName,
         size: u64,
+        upload: Option<&str>,
     ) -> Result<(), MetaError> {
-        let (claim, repo) = (claim.clone(), repo.clone());
-        self.write(move |tx| blobs::link_claimed(tx, &claim, &repo, size))
-            .await
+        let (claim, repo, upload) = (claim.clone(), repo.clone(), upload.map(str::to_owned));
+        self.write(move |tx| {
+            blobs::link_claimed(tx, &claim, &repo, size)?;
+            if let Some(id) = upload {
+                tx.prepare_cached("DELETE FROM uploads WHERE id = ?1")
+                    .and_then(|mut s| s.execute([id]))
+                    .map_err(db_err("ending an upload"))?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn blob_claim_release(&self, claim: &BlobClaim) -> Result<(), MetaError> {

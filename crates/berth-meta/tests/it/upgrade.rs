@@ -124,7 +124,7 @@ async fn a_first_schema_database_upgrades_with_its_data() {
     // And it takes writes that need the later migrations.
     let config = Digest::sha256(b"config");
     let claim = db.blob_claim(&config).await.unwrap();
-    db.blob_link_claimed(&claim, &app, 2).await.unwrap();
+    db.blob_link_claimed(&claim, &app, 2, None).await.unwrap();
     let v2 = NewManifest {
         digest: Digest::sha256(b"v2"),
         media_type: berth_oci::media_types::OCI_MANIFEST.into(),

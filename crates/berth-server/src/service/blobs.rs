@@ -140,8 +140,8 @@ impl Registry {
         if let Some((chunk, body)) = last {
             self.append_at(repo, id, size, chunk, body).await?;
         }
+        // Placing the blob ends the session in the same metadata write as the link.
         self.place_blob(repo, id, digest, true).await?;
-        self.meta.upload_delete(id).await?;
         Ok(digest.clone())
     }
 
@@ -215,9 +215,10 @@ impl Registry {
     /// Commits the bytes of `id` as `digest` and links them into `repo`, following the
     /// store's claim protocol: the claim keeps any concurrent deletion of the digest (in
     /// this process or another) from removing the bytes between their commit and the
-    /// link. `session` says whether `id` is a registered upload session (a monolithic
-    /// upload's temporary file is not: it lives for one request, and a crash leaves only
-    /// a file that start-up removes).
+    /// link. `session` says whether `id` is a registered upload session, which the link
+    /// then ends in the same metadata write (a monolithic upload's temporary file is not
+    /// one: it lives for one request, and a crash leaves only a file that start-up
+    /// removes).
     async fn place_blob(
         &self,
         repo: &RepoName,
@@ -244,7 +245,12 @@ impl Registry {
                 return Err(e.into());
             }
         };
-        if let Err(e) = self.meta.blob_link_claimed(&claim, repo, size).await {
+        let upload = session.then_some(id);
+        if let Err(e) = self
+            .meta
+            .blob_link_claimed(&claim, repo, size, upload)
+            .await
+        {
             // The bytes stay in place unlinked (an orphan file for the collector); the
             // client gets the error and pushes again.
             if let Err(release) = self.meta.blob_claim_release(&claim).await {
