@@ -11,6 +11,9 @@ use serde_json::{json, Value};
 use crate::process::{bytes, client, digest, ServerProcess};
 
 const SHA: &str = "860c1904a1ce19322e91ac35af1ab07466440c37";
+/// The commits of later releases in `release_to_berth` (one commit builds one release).
+const SHA_200: &str = "200200a1ce19322e91ac35af1ab07466440c3700";
+const SHA_124: &str = "124124a1ce19322e91ac35af1ab07466440c3700";
 
 /// Writes a one-layer image for `arch` as an OCI layout tagged `latest`.
 fn image_layout(dir: &Path, arch: &str) {
@@ -113,15 +116,19 @@ async fn release_to_berth() {
 
     // A dry run plans and pushes nothing.
     let v = ok_json(release("v1.2.3", SHA, &["--dry-run"]));
-    assert_eq!(v["plan"]["tags"].as_array().unwrap().len(), 4);
+    assert_eq!(v["plan"]["tags"].as_array().unwrap().len(), 5);
     assert_eq!(tag_digest(&server.base, "team/app", "1.2.3").await, None);
 
     let v = ok_json(release("v1.2.3", SHA, &[]));
-    assert_eq!(v["tags"], json!(["1.2.3", "1.2", "1", "latest"]));
+    // The release is also tagged with its commit, as docker/metadata-action does.
+    assert_eq!(
+        v["tags"],
+        json!(["1.2.3", "sha-860c190", "1.2", "1", "latest"])
+    );
     assert_eq!(v["atomic"], true);
     assert_eq!(v["platforms"], json!(["linux/amd64", "linux/arm64"]));
     let d123 = v["digest"].as_str().unwrap().to_owned();
-    for t in ["1.2.3", "1.2", "1", "latest"] {
+    for t in ["1.2.3", "sha-860c190", "1.2", "1", "latest"] {
         assert_eq!(
             tag_digest(&server.base, "team/app", t).await.as_deref(),
             Some(d123.as_str()),
@@ -152,12 +159,12 @@ async fn release_to_berth() {
     assert_eq!(v["digest"], d123.as_str());
 
     // 2.0.0 takes latest; a 1.2 patch then moves 1.2 and 1 but never latest.
-    let d200 = ok_json(release("2.0.0", SHA, &[]))["digest"]
+    let d200 = ok_json(release("2.0.0", SHA_200, &[]))["digest"]
         .as_str()
         .unwrap()
         .to_owned();
-    let v = ok_json(release("1.2.4", SHA, &[]));
-    assert_eq!(v["tags"], json!(["1.2.4", "1.2", "1"]));
+    let v = ok_json(release("1.2.4", SHA_124, &[]));
+    assert_eq!(v["tags"], json!(["1.2.4", "sha-124124a", "1.2", "1"]));
     assert!(v["plan"]["skipped"]
         .as_array()
         .unwrap()
@@ -177,7 +184,7 @@ async fn release_to_berth() {
 
     // Re-running the old release job moves nothing back.
     let v = ok_json(release("v1.2.3", SHA, &[]));
-    assert_eq!(v["tags"], json!(["1.2.3"]));
+    assert_eq!(v["tags"], json!(["1.2.3", "sha-860c190"]));
     assert_eq!(
         tag_digest(&server.base, "team/app", "1.2").await.as_deref(),
         Some(d124.as_str())
