@@ -372,7 +372,7 @@ mod tests {
         let sha = p.tags.iter().find(|t| t.tag == "sha-860c190").unwrap();
         assert!(!sha.floating, "a commit names one image");
         // An old release re-run still gets its commit tag, and nothing floating.
-        let existing = vs(&["1.2.3", "2.0.0"]);
+        let existing = vs(&["1.2.3", "1.2.4", "2.0.0"]);
         let p = plan(&ctx, &existing, &PlanOptions::default()).unwrap();
         assert_eq!(names(&p), ["1.2.3", "sha-860c190"]);
         // Pre-releases and templates keep it too.

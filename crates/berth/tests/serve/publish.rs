@@ -153,6 +153,37 @@ async fn release_to_berth() {
     );
     assert_eq!(a["org.opencontainers.image.title"], "app");
     assert_eq!(index["manifests"].as_array().unwrap().len(), 2);
+    // `berth inspect` shows the index's annotations and its (empty) referrers, in text
+    // and JSON.
+    let inspect = |json: bool| {
+        let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .arg("inspect")
+            .args(json.then_some("--json"))
+            .arg(format!("{repo}:1.2.3"))
+            .env("DOCKER_CONFIG", &cfg)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let v: Value = serde_json::from_str(&inspect(true)).unwrap();
+    assert_eq!(
+        v["annotations"]["org.opencontainers.image.version"],
+        "1.2.3"
+    );
+    assert_eq!(v["manifests"][1]["platform"], "linux/arm64");
+    assert_eq!(v["referrers"], json!([]));
+    let text = inspect(false);
+    assert!(
+        text.contains("Annotations:\n")
+            && text.contains("  org.opencontainers.image.version=1.2.3\n"),
+        "{text}"
+    );
+    assert!(text.contains("Referrers:  none"), "{text}");
 
     // Idempotent: the same inputs give the same digest.
     let v = ok_json(release("v1.2.3", SHA, &[]));
@@ -195,6 +226,49 @@ async fn release_to_berth() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("1.2.3") && err.contains("immutable"), "{err}");
+
+    // `berth tag` moves `latest` back to 1.2.3 only with --force (issue 18: the refusal
+    // told administrators to force, but only `delete` could).
+    let tag = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_berth"))
+            .arg("tag")
+            .args(extra)
+            .arg(format!("{repo}:1.2.3"))
+            .arg("latest")
+            .env("DOCKER_CONFIG", &cfg)
+            .output()
+            .unwrap()
+    };
+    let out = tag(&[]);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("force"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        tag_digest(&server.base, "team/app", "latest")
+            .await
+            .as_deref(),
+        Some(d200.as_str())
+    );
+    let out = tag(&["--force", "--quiet"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        tag_digest(&server.base, "team/app", "latest")
+            .await
+            .as_deref(),
+        Some(d123.as_str())
+    );
 
     // Release tags cannot be deleted without --force (an administrator's override).
     let del = |extra: &[&str]| {
