@@ -165,6 +165,29 @@ impl OciArchiveWriter {
     }
 }
 
+/// Refuses a manifest a `docker-archive` cannot carry: an artifact (a Helm chart, a
+/// signature, an SBOM), whose config is not an image config. `docker load` and
+/// `podman load` reject such a tarball, so it is refused before anything is written.
+/// An index passes: the copy engine picks one platform's image from it, checked again.
+pub fn check_docker_image(m: &Manifest, what: &str) -> Result<()> {
+    if m.is_index() {
+        return Ok(());
+    }
+    let parsed = m.parse()?;
+    let config = parsed.config.as_ref().map(|c| c.media_type.as_str());
+    let kind = match (&parsed.artifact_type, config) {
+        (Some(t), _) => t.as_str(),
+        (None, Some(c)) if c == mt::OCI_CONFIG || c == mt::DOCKER_CONFIG => return Ok(()),
+        (None, Some(c)) => c,
+        (None, None) => "a manifest without config",
+    };
+    Err(ClientError::Unsupported(format!(
+        "{what} is not a container image but an artifact ({kind}); a docker-archive holds \
+         only images that docker and podman can load: write it as oci:DIR or \
+         oci-archive:FILE instead"
+    )))
+}
+
 /// Writes a `docker-archive` tarball holding one image.
 pub struct DockerArchiveWriter {
     layout: LayoutWriter,
@@ -228,6 +251,7 @@ impl ImageDestination for DockerArchiveWriter {
         self.layout.put_blob(desc, stream).await
     }
     async fn put_manifest(&self, m: &Manifest, root: bool) -> Result<()> {
+        check_docker_image(m, &format!("manifest {}", m.digest))?;
         self.layout.put_manifest(m, root).await
     }
 

@@ -2,7 +2,9 @@
 //!
 //! - The Docker config file (`$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`):
 //!   reading `auths` entries (base64 `auth`, or `username`/`password`, or `identitytoken`)
-//!   and writing them for `berth login`/`logout` without disturbing other keys.
+//!   and writing them for `berth login`/`logout` without disturbing other keys; and
+//!   Docker credential helpers (`credHelpers`, `credsStore`): `docker-credential-NAME
+//!   get|store|erase`, the server on standard input and JSON on standard output.
 //! - `WWW-Authenticate` challenges: `Basic realm=…` and
 //!   `Bearer realm=…,service=…,scope=…`.
 //! - Token fetches from a Bearer realm (anonymous or with Basic credentials).
@@ -160,6 +162,39 @@ impl DockerConfig {
         }
     }
 
+    /// The credential helper for a registry, if any: its `credHelpers` entry, else the
+    /// `credsStore` (Docker's order). The name is the part after `docker-credential-`.
+    pub fn helper(&self, registry: &str) -> Option<String> {
+        let hub = is_docker_hub(registry);
+        let specific = self
+            .json
+            .get("credHelpers")
+            .and_then(|h| h.as_object())
+            .and_then(|h| {
+                h.iter().find(|(k, _)| {
+                    let h = key_host(k);
+                    h == registry || (hub && is_docker_hub(h))
+                })
+            })
+            .and_then(|(_, v)| v.as_str());
+        specific
+            .or_else(|| self.json.get("credsStore").and_then(|v| v.as_str()))
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned)
+    }
+
+    /// Credentials for a registry host from its credential helper (see
+    /// [`DockerConfig::helper`]), else from `auths`. A helper that does not know the
+    /// host is no error: the `auths` entry, if any, is used.
+    pub fn lookup(&self, registry: &str) -> Result<Option<Credentials>> {
+        if let Some(helper) = self.helper(registry) {
+            if let Some(c) = helper_get(&helper, &auth_key(registry))? {
+                return Ok(Some(c));
+            }
+        }
+        Ok(self.credentials(registry))
+    }
+
     /// Stores credentials for a registry (as a base64 `auth` entry).
     pub fn set_credentials(&mut self, registry: &str, creds: &Credentials) {
         self.remove_credentials(registry);
@@ -175,6 +210,22 @@ impl DockerConfig {
                 auth_key(registry),
                 serde_json::json!({ "auth": encode_auth(&creds.username, &creds.password) }),
             );
+        }
+    }
+
+    /// Records a login whose secret a credential helper keeps: an empty `auths` entry,
+    /// as `docker login` writes, so tools listing `auths` see the registry.
+    pub fn mark_logged_in(&mut self, registry: &str) {
+        self.remove_credentials(registry);
+        let auths = self
+            .json
+            .entry("auths")
+            .or_insert_with(|| serde_json::Value::Object(Default::default()));
+        if !auths.is_object() {
+            *auths = serde_json::Value::Object(Default::default());
+        }
+        if let Some(map) = auths.as_object_mut() {
+            map.insert(auth_key(registry), serde_json::json!({}));
         }
     }
 
@@ -221,6 +272,89 @@ impl DockerConfig {
     }
 }
 
+/// The JSON a credential helper reads (`store`) and writes (`get`).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct HelperCredentials {
+    #[serde(rename = "ServerURL", default)]
+    server_url: String,
+    #[serde(rename = "Username", default)]
+    username: String,
+    #[serde(rename = "Secret", default)]
+    secret: String,
+}
+
+/// Runs `docker-credential-<helper> <verb>` with `input` on standard input; returns its
+/// standard output, or `None` when it says it has no credentials for the server.
+fn run_helper(helper: &str, verb: &str, input: &[u8]) -> Result<Option<Vec<u8>>> {
+    use std::io::Write as _;
+    let program = format!("docker-credential-{helper}");
+    let usage = |detail: String| {
+        ClientError::Usage(format!("credential helper {program} {verb}: {detail}"))
+    };
+    let mut child = std::process::Command::new(&program)
+        .arg(verb)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| usage(format!("cannot run it ({e}); is it on PATH?")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(input)
+            .map_err(|e| usage(format!("cannot write to it: {e}")))?;
+    }
+    let out = child.wait_with_output().map_err(|e| usage(e.to_string()))?;
+    if out.status.success() {
+        return Ok(Some(out.stdout));
+    }
+    let said = String::from_utf8_lossy(if out.stdout.is_empty() {
+        &out.stderr
+    } else {
+        &out.stdout
+    })
+    .trim()
+    .to_owned();
+    // The helpers' protocol: this exact message on standard output for an unknown server.
+    if said.contains("credentials not found") {
+        return Ok(None);
+    }
+    Err(usage(format!("failed ({}): {said}", out.status)))
+}
+
+/// `docker-credential-<helper> get` for `server` (the `auths` key of the registry).
+pub fn helper_get(helper: &str, server: &str) -> Result<Option<Credentials>> {
+    let Some(out) = run_helper(helper, "get", server.as_bytes())? else {
+        return Ok(None);
+    };
+    let c: HelperCredentials = serde_json::from_slice(&out).map_err(|e| {
+        ClientError::invalid(format!("the answer of docker-credential-{helper} get"), e)
+    })?;
+    if c.secret.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Credentials {
+        username: c.username,
+        password: c.secret,
+    }))
+}
+
+/// `docker-credential-<helper> store`: keeps `creds` for `server` in the helper.
+pub fn helper_store(helper: &str, server: &str, creds: &Credentials) -> Result<()> {
+    let input = serde_json::to_vec(&HelperCredentials {
+        server_url: server.to_owned(),
+        username: creds.username.clone(),
+        secret: creds.password.clone(),
+    })
+    .map_err(|e| ClientError::invalid("credential helper input", e))?;
+    run_helper(helper, "store", &input)?;
+    Ok(())
+}
+
+/// `docker-credential-<helper> erase`: true if the helper had credentials for `server`.
+pub fn helper_erase(helper: &str, server: &str) -> Result<bool> {
+    Ok(run_helper(helper, "erase", server.as_bytes())?.is_some())
+}
+
 /// A parsed `WWW-Authenticate` challenge.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Challenge {
@@ -229,7 +363,23 @@ pub enum Challenge {
         realm: String,
         service: Option<String>,
         scope: Option<String>,
+        /// The OAuth error (`invalid_token`, `insufficient_scope`) of a refused token.
+        error: Option<String>,
     },
+}
+
+/// The most demanding action of a `repository:NAME:ACTIONS` scope and the repository,
+/// for messages: `repository:team/app:pull,push` is "push" on "team/app", `*` "admin".
+pub fn describe_scope(scope: &str) -> Option<(String, String)> {
+    let rest = scope.strip_prefix("repository:")?;
+    let (repo, actions) = rest.rsplit_once(':')?;
+    let last = actions.rsplit(',').next()?.trim();
+    let action = match last {
+        "*" => "admin",
+        "" => return None,
+        a => a,
+    };
+    Some((action.to_owned(), repo.to_owned()))
 }
 
 /// Parses `auth-param`s: `key=value` or `key="quoted, value"`, comma separated.
@@ -289,6 +439,7 @@ impl Challenge {
                     realm: p.remove("realm")?,
                     service: p.remove("service"),
                     scope: p.remove("scope"),
+                    error: p.remove("error"),
                 })
             }
             _ => None,
@@ -363,6 +514,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn scopes_described_for_refusals() {
+        assert_eq!(
+            describe_scope("repository:team/app:pull,push"),
+            Some(("push".into(), "team/app".into()))
+        );
+        assert_eq!(
+            describe_scope("repository:team/app:*"),
+            Some(("admin".into(), "team/app".into()))
+        );
+        assert_eq!(
+            describe_scope("repository:a:delete"),
+            Some(("delete".into(), "a".into()))
+        );
+        assert_eq!(describe_scope("registry:catalog:*"), None);
+        assert_eq!(
+            Challenge::parse(
+                r#"Bearer realm="http://h/token",scope="repository:a:pull,push",error="insufficient_scope""#
+            ),
+            Some(Challenge::Bearer {
+                realm: "http://h/token".into(),
+                service: None,
+                scope: Some("repository:a:pull,push".into()),
+                error: Some("insufficient_scope".into()),
+            })
+        );
+    }
+
+    #[test]
     fn challenges() {
         assert_eq!(
             Challenge::parse(
@@ -372,6 +551,7 @@ mod tests {
                 realm: "https://auth.docker.io/token".into(),
                 service: Some("registry.docker.io".into()),
                 scope: Some("repository:samalba/my-app:pull,push".into()),
+                error: None,
             })
         );
         assert_eq!(
@@ -380,6 +560,7 @@ mod tests {
                 realm: "http://127.0.0.1:1/t".into(),
                 service: Some("x".into()),
                 scope: None,
+                error: None,
             })
         );
         assert_eq!(

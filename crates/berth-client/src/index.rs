@@ -249,10 +249,21 @@ pub async fn resolve(clients: &Clients, r: &ImageRef) -> Result<Digest> {
 
 /// Pushes the exact manifest `src` names under more tags in the same repository.
 pub async fn retag(clients: &Clients, src: &ImageRef, tags: &[berth_oci::Tag]) -> Result<Digest> {
+    retag_with(clients, src, tags, false).await
+}
+
+/// [`retag`]; `force` overrides a Berth registry's tag policy (moving a release tag, or a
+/// floating tag backwards), which needs the `admin` action on the repository.
+pub async fn retag_with(
+    clients: &Clients,
+    src: &ImageRef,
+    tags: &[berth_oci::Tag],
+    force: bool,
+) -> Result<Digest> {
     let reg = clients.registry(&src.registry)?;
     let m = reg.get_manifest(&src.repository, &src.reference()).await?;
     for t in tags {
-        reg.put_manifest(&src.repository, &Reference::Tag(t.clone()), &m)
+        reg.put_manifest_with(&src.repository, &Reference::Tag(t.clone()), &m, force)
             .await?;
     }
     Ok(m.digest)

@@ -81,6 +81,12 @@ pub struct IndexEntry {
     pub media_type: String,
     pub size: u64,
     pub platform: Option<String>,
+    /// The entry's `artifactType` (an index of artifacts, or of an image and its
+    /// attestations).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// One manifest whose `subject` is the inspected one (a signature, an SBOM...).
@@ -250,6 +256,8 @@ pub async fn inspect(
                 media_type: d.media_type.clone(),
                 size: d.size,
                 platform: d.platform.as_ref().map(|p| p.to_string()),
+                artifact_type: d.artifact_type.clone(),
+                annotations: d.annotations.clone(),
             })
             .collect();
         if let Some(f) = platform {
@@ -296,8 +304,11 @@ impl Inspection {
                     "  {:<16} {}  {}",
                     m.platform.as_deref().unwrap_or("-"),
                     m.digest,
-                    m.media_type
+                    m.artifact_type.as_deref().unwrap_or(&m.media_type)
                 );
+                for (k, v) in &m.annotations {
+                    let _ = writeln!(s, "      {k}={v}");
+                }
             }
         }
         if let Some(img) = &self.image {
@@ -411,7 +422,49 @@ mod tests {
                 annotations,
             }]),
         };
+        let mut entry_annotations = BTreeMap::new();
+        entry_annotations.insert("vnd.example.role".to_owned(), "attestation".to_owned());
+        let info = Inspection {
+            manifests: vec![
+                IndexEntry {
+                    digest: digest(4),
+                    media_type: berth_oci::media_types::OCI_MANIFEST.into(),
+                    size: 10,
+                    platform: Some("linux/amd64".into()),
+                    artifact_type: None,
+                    annotations: BTreeMap::new(),
+                },
+                IndexEntry {
+                    digest: digest(5),
+                    media_type: berth_oci::media_types::OCI_MANIFEST.into(),
+                    size: 10,
+                    platform: None,
+                    artifact_type: Some("application/vnd.in-toto+json".into()),
+                    annotations: entry_annotations,
+                },
+            ],
+            ..info
+        };
         let text = info.to_text();
+        assert!(
+            text.contains(&format!(
+                "Manifests:\n  linux/amd64      {}  {}\n  -                {}  application/vnd.in-toto+json\n      vnd.example.role=attestation\n",
+                digest(4),
+                berth_oci::media_types::OCI_MANIFEST,
+                digest(5)
+            )),
+            "{text}"
+        );
+        let json = serde_json::to_value(&info).unwrap();
+        assert_eq!(
+            json["manifests"][1]["artifact_type"],
+            "application/vnd.in-toto+json"
+        );
+        assert_eq!(
+            json["manifests"][1]["annotations"]["vnd.example.role"],
+            "attestation"
+        );
+        assert!(json["manifests"][0].get("annotations").is_none());
         assert!(
             text.contains("ArtifactType: application/vnd.example.bundle\n"),
             "{text}"

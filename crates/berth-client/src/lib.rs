@@ -12,6 +12,8 @@
 //!   fallback for listing and kept up to date when pushing or deleting referrers.
 //! - [`image`]: manifests as exact bytes, blob streams, digest verification, platforms.
 //! - [`layout`] and [`archive`]: OCI layout directories and tarballs, read and written.
+//! - [`tls`]: trusted roots, `--ca-cert`, and accepting a self-signed certificate the
+//!   user gave (even a CA certificate used as the server's own).
 //! - [`transport`]: registries as sources and destinations; opening any location.
 //! - [`copy`]: the copy engine over the [`copy::ImageSource`]/[`copy::ImageDestination`]
 //!   pair, with parallel blob transfer, skip, mount and retry.
@@ -37,6 +39,7 @@ pub mod progress;
 pub mod reference;
 pub mod referrers;
 pub mod registry;
+pub mod tls;
 pub mod transport;
 
 pub use copy::{copy_image, CopyOptions, CopyReport, ImageDestination, ImageSource};

@@ -82,28 +82,9 @@ impl Clients {
             .connect_timeout(Duration::from_secs(30))
             .read_timeout(Duration::from_secs(120))
             .pool_max_idle_per_host(32);
-        for path in &opts.ca_certs {
-            let pem = std::fs::read(path).map_err(|e| {
-                ClientError::Usage(format!(
-                    "cannot read CA certificate {}: {e}",
-                    path.display()
-                ))
-            })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                ClientError::Usage(format!(
-                    "{} holds no usable PEM certificate: {e}",
-                    path.display()
-                ))
-            })?;
-            if certs.is_empty() {
-                return Err(ClientError::Usage(format!(
-                    "{} holds no PEM certificate",
-                    path.display()
-                )));
-            }
-            for c in certs {
-                builder = builder.add_root_certificate(c);
-            }
+        if !opts.ca_certs.is_empty() {
+            let certs = crate::tls::read_certificates(&opts.ca_certs)?;
+            builder = builder.use_preconfigured_tls(crate::tls::client_config(&certs)?);
         }
         let http = builder
             .build()
@@ -145,7 +126,7 @@ impl Clients {
             None => auth::default_config_path(),
         };
         match path {
-            Some(p) => Ok(auth::DockerConfig::load(&p)?.credentials(host)),
+            Some(p) => auth::DockerConfig::load(&p)?.lookup(host),
             None => Ok(None),
         }
     }
@@ -281,9 +262,18 @@ impl Registry {
     }
 
     pub(crate) fn network(&self, e: &reqwest::Error) -> ClientError {
+        let mut detail = error_chain(e);
+        if crate::tls::is_tls_answer_to_http(e) {
+            detail = format!(
+                "{} speaks HTTPS (TLS), but Berth spoke plain HTTP to it: drop --insecure, \
+                 or for a loopback registry give its certificate with --ca-cert FILE \
+                 (then Berth uses https) ({detail})",
+                self.inner.host
+            );
+        }
         ClientError::Network {
             host: self.inner.host.clone(),
-            detail: error_chain(e),
+            detail,
         }
     }
 
@@ -395,7 +385,12 @@ impl Registry {
                     attempt += 1;
                 }
                 Ok(resp) => return Ok(resp),
-                Err(e) if attempt < opts.max_retries && !e.is_builder() => {
+                // A TLS server answering plain HTTP will not change its mind.
+                Err(e)
+                    if attempt < opts.max_retries
+                        && !e.is_builder()
+                        && !crate::tls::is_tls_answer_to_http(&e) =>
+                {
                     tracing::debug!(error = %e, attempt, "retrying after a connection error");
                     tokio::time::sleep(opts.backoff(attempt)).await;
                     attempt += 1;
@@ -472,8 +467,61 @@ impl Registry {
             return Ok(resp);
         }
         let status = resp.status().as_u16();
+        let refusal = (status == 401)
+            .then(|| self.permission_refusal(resp.headers()))
+            .flatten();
         let body = resp.bytes().await.unwrap_or_default();
-        Err(from_response(&self.inner.host, op, what, status, &body))
+        let err = from_response(&self.inner.host, op, what, status, &body);
+        Err(match (refusal, err) {
+            // A 401 after the token endpoint accepted the credentials is not a failed
+            // login: the account lacks the permission, and the message says which.
+            (Some(lacking), ClientError::Auth { detail, .. }) => ClientError::Denied {
+                host: self.inner.host.clone(),
+                detail: format!("{lacking} ({detail})"),
+            },
+            (_, err) => err,
+        })
+    }
+
+    /// For a 401 that refuses a permission rather than the credentials: "account NAME
+    /// lacks ACTION on repository REPO". That is the case when the challenge says
+    /// `insufficient_scope`, or when credentials got a token for the challenged scope
+    /// (so the token endpoint accepted them) and the registry still refused it.
+    fn permission_refusal(&self, headers: &HeaderMap) -> Option<String> {
+        let (scope, error) = headers
+            .get_all(header::WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|v| match Challenge::parse(v) {
+                Some(Challenge::Bearer { scope, error, .. }) => Some((scope, error)),
+                _ => None,
+            })?;
+        let had_token = {
+            let st = self.auth_state();
+            scope.as_ref().is_some_and(|sc| {
+                st.tokens
+                    .keys()
+                    .any(|k| k.split(' ').any(|s| s == sc.as_str()))
+            })
+        };
+        let creds = self.inner.creds.as_ref();
+        let lacking = match error.as_deref() {
+            Some("insufficient_scope") => true,
+            // An expired or otherwise refused token is a credentials problem.
+            Some(_) => false,
+            None => had_token && creds.is_some(),
+        };
+        if !lacking {
+            return None;
+        }
+        let who = match creds {
+            Some(c) => format!("account {}", c.username),
+            None => "anonymous access".to_owned(),
+        };
+        Some(match scope.as_deref().and_then(auth::describe_scope) {
+            Some((action, repo)) => format!("{who} lacks {action} on repository {repo}"),
+            None => format!("{who} lacks the permission for this request"),
+        })
     }
 
     /// `GET /v2/`: checks that the registry answers and that the credentials work.
@@ -571,10 +619,28 @@ impl Registry {
         reference: &Reference,
         m: &Manifest,
     ) -> Result<()> {
-        let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
+        self.put_manifest_with(repo, reference, m, false).await
+    }
+
+    /// [`Registry::put_manifest`]; `force` asks a Berth registry to override its tag
+    /// policy (an immutable release tag, a floating tag moving back), which needs the
+    /// `admin` action, as [`Registry::delete_manifest_with`] does for deletions.
+    pub async fn put_manifest_with(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        m: &Manifest,
+        force: bool,
+    ) -> Result<()> {
+        let mut url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
+        let mut scopes = vec![repo_scope(repo, true)];
+        if force {
+            url.push_str("?force=true");
+            scopes.insert(0, format!("repository:{repo}:*"));
+        }
         let what = format!("manifest {}", m.digest);
         let resp = self
-            .send(&[repo_scope(repo, true)], |c| {
+            .send(&scopes, |c| {
                 c.put(&url)
                     .header(header::CONTENT_TYPE, &m.media_type)
                     .body(m.bytes.clone())

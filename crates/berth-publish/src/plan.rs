@@ -5,7 +5,8 @@
 //! floating tag only when no higher stable release of its range is already published
 //! (patching 1.x after 2.0 moves `1.2` and `1`, never `latest`). A pre-release gets only
 //! its exact tag; `0.x` releases get no `0` unless asked. Without a version: the branch
-//! (sanitised), `sha-<7 hex>`, `pr-<N>`, and `edge` on the default branch if asked.
+//! (sanitised), `pr-<N>`, and `edge` on the default branch if asked. Every run with a
+//! known commit also gets `sha-<7 hex>` (exact), a release too.
 //! Exact tags come first and floating tags last, the order a registry without atomic
 //! multi-tag pushes must apply them in.
 
@@ -259,6 +260,15 @@ pub fn plan(ctx: &Context, existing: &[Version], opts: &PlanOptions) -> Result<P
                 None => push(&mut tags, "latest".into(), true),
             }
         }
+        // A release is also reachable by its commit, as docker/metadata-action's `type=sha`
+        // gives every build: exact, since one commit is one image.
+        if let Some(sha) = &ctx.sha {
+            push(
+                &mut tags,
+                format!("sha-{}", short_sha(sha, opts.sha_length)),
+                false,
+            );
+        }
     } else {
         match &ctx.git_ref {
             Some(RefKind::Branch(b)) => {
@@ -349,6 +359,29 @@ mod tests {
         assert_eq!(p.skipped.len(), 3);
         let p = plan(&release("1.2.3+build.5"), &[], &PlanOptions::default()).unwrap();
         assert_eq!(names(&p)[0], "1.2.3", "build metadata cannot be in a tag");
+    }
+
+    #[test]
+    fn a_release_with_a_commit_gets_its_sha_tag() {
+        let ctx = Context {
+            sha: Some("860C1904a1ce19322e91ac35af1ab07466440c37".into()),
+            ..release("v1.2.3")
+        };
+        let p = plan(&ctx, &[], &PlanOptions::default()).unwrap();
+        assert_eq!(names(&p), ["1.2.3", "sha-860c190", "1.2", "1", "latest"]);
+        let sha = p.tags.iter().find(|t| t.tag == "sha-860c190").unwrap();
+        assert!(!sha.floating, "a commit names one image");
+        // An old release re-run still gets its commit tag, and nothing floating.
+        let existing = vs(&["1.2.3", "1.2.4", "2.0.0"]);
+        let p = plan(&ctx, &existing, &PlanOptions::default()).unwrap();
+        assert_eq!(names(&p), ["1.2.3", "sha-860c190"]);
+        // Pre-releases and templates keep it too.
+        let pre = Context {
+            version: Some("2.0.0-rc.1".into()),
+            ..ctx.clone()
+        };
+        let p = plan(&pre, &[], &PlanOptions::default()).unwrap();
+        assert_eq!(names(&p), ["2.0.0-rc.1", "sha-860c190"]);
     }
 
     #[test]

@@ -209,6 +209,47 @@ impl Admin {
         Ok(secret)
     }
 
+    /// The robot account `name`, refusing a user (robot commands must not change one).
+    async fn robot(&self, name: &str) -> Result<Account, AdminError> {
+        match self.store.account_get(name).await? {
+            Some(a) if a.kind == AccountKind::Robot => Ok(a),
+            Some(_) => Err(AdminError::NotFound(format!(
+                "account {name:?} is a user, not a robot (see `berth admin user`)"
+            ))),
+            None => Err(AdminError::NoAccount(name.to_owned())),
+        }
+    }
+
+    /// Gives robot `name` a new secret and returns it (shown only this once). The old
+    /// secret stops working at once: the server re-reads the account within
+    /// `crate::auth::ACCOUNT_TTL` and drops credentials verified against the old one.
+    pub async fn robot_rotate(&self, name: &str) -> Result<String, AdminError> {
+        self.robot(name).await?;
+        let secret = secret::new_robot_secret()?;
+        if !self
+            .store
+            .account_set_secret(name, &secret::hash_robot_secret(&secret))
+            .await?
+        {
+            return Err(AdminError::NoAccount(name.to_owned()));
+        }
+        self.audit("robot_rotate", name, "").await?;
+        Ok(secret)
+    }
+
+    /// Deletes robot `name` and its grants (a user is refused: `user delete` is for them).
+    pub async fn robot_delete(&self, name: &str) -> Result<(), AdminError> {
+        self.robot(name).await?;
+        self.delete(name).await
+    }
+
+    /// The robot accounts, with their grants.
+    pub async fn robot_list(&self) -> Result<Vec<AccountInfo>, AdminError> {
+        let mut all = self.list().await?;
+        all.retain(|a| a.kind == AccountKind::Robot.as_str());
+        Ok(all)
+    }
+
     pub async fn passwd(&self, name: &str, password: &str) -> Result<(), AdminError> {
         let hash = secret::hash_password(password)?;
         if !self.store.account_set_secret(name, &hash).await? {
@@ -346,5 +387,71 @@ mod tests {
         assert!(log
             .iter()
             .any(|e| e.action == "robot_add" && e.target == "ci" && e.actor == "tester"));
+    }
+
+    /// Issue 18: robots could only be created. A rotated secret replaces the old one at
+    /// once, also for a server that verified (and cached) the old one moments before.
+    #[tokio::test]
+    async fn robot_list_rotate_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::Config {
+            data_dir: dir.path().to_owned(),
+            ..Default::default()
+        };
+        let stores = crate::backends::open_meta(&config, crate::backends::Create::Yes).unwrap();
+        let admin = Admin::open(&config, "tester").unwrap();
+        let g: Grant = "team/*:pull".parse().unwrap();
+        admin
+            .user_add("alice", "a long password", std::slice::from_ref(&g))
+            .await
+            .unwrap();
+        let old = admin.robot_create("ci", &[g], None).await.unwrap();
+        let robots = admin.robot_list().await.unwrap();
+        assert_eq!(
+            robots.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(),
+            ["ci"]
+        );
+        assert_eq!(robots[0].grants, ["team/*:pull"]);
+
+        let auth = crate::auth::Auth::new(
+            stores.accounts.clone(),
+            berth_auth::token::TokenKey::from_bytes(vec![7; 32]).unwrap(),
+            "test".into(),
+            None,
+            Duration::from_secs(300),
+            false,
+            crate::events::Events::default(),
+        );
+        let client: std::net::IpAddr = [127, 0, 0, 1].into();
+        assert!(auth.login("ci", &old, client).await.unwrap().is_ok());
+
+        let new = admin.robot_rotate("ci").await.unwrap();
+        assert!(new.starts_with("berth_") && new != old);
+        // The server re-reads the account after ACCOUNT_TTL; the old secret was verified
+        // and cached just before the rotation, and must not outlive that re-read.
+        tokio::time::sleep(crate::auth::ACCOUNT_TTL + Duration::from_millis(100)).await;
+        assert!(auth.login("ci", &old, client).await.unwrap().is_err());
+        assert!(auth.login("ci", &new, client).await.unwrap().is_ok());
+        assert!(admin
+            .audit_log(0, 100)
+            .await
+            .unwrap()
+            .iter()
+            .any(|e| e.action == "robot_rotate" && e.target == "ci"));
+
+        // Robot commands leave users alone, and say so.
+        let e = admin.robot_rotate("alice").await.unwrap_err();
+        assert!(e.to_string().contains("is a user, not a robot"), "{e}");
+        assert!(admin.robot_delete("alice").await.is_err());
+        assert!(matches!(
+            admin.robot_rotate("nobody").await,
+            Err(AdminError::NoAccount(_))
+        ));
+
+        admin.robot_delete("ci").await.unwrap();
+        assert!(admin.robot_list().await.unwrap().is_empty());
+        assert_eq!(admin.list().await.unwrap().len(), 1, "alice stays");
+        tokio::time::sleep(crate::auth::ACCOUNT_TTL + Duration::from_millis(100)).await;
+        assert!(auth.login("ci", &new, client).await.unwrap().is_err());
     }
 }

@@ -172,11 +172,14 @@ pub enum LoginError {
     RateLimited,
 }
 
-/// A verified credential: when, and whose.
-type CachedLogin = (Instant, String);
+/// A verified credential: when, whose, and the stored secret hash it matched (so that
+/// a changed password or a rotated robot secret ends the cached credential as soon as
+/// the account is re-read).
+type CachedLogin = (Instant, String, Arc<str>);
 
-/// An account's state as last read: when, and its grants if it may log in.
-type CachedAccount = (Instant, Option<Arc<Vec<Grant>>>);
+/// An account's state as last read: when, and, if it may log in, its grants and its
+/// stored secret hash.
+type CachedAccount = (Instant, Option<(Arc<Vec<Grant>>, Arc<str>)>);
 
 struct Snapshot {
     at: Instant,
@@ -505,13 +508,16 @@ impl Auth {
             let cache = self.basic_cache.lock().unwrap_or_else(|p| p.into_inner());
             cache
                 .get(&cache_key)
-                .filter(|(at, _)| at.elapsed() < BASIC_CACHE_TTL)
-                .map(|(_, n)| n.clone())
+                .filter(|(at, _, _)| at.elapsed() < BASIC_CACHE_TTL)
+                .map(|(_, n, hash)| (n.clone(), hash.clone()))
         };
-        if let Some(n) = verified {
-            // The secret was verified moments ago; the account's state is re-read.
-            if let Some(grants) = self.account(&n).await? {
-                return Ok(Ok((n, grants)));
+        if let Some((n, hash)) = verified {
+            // The secret was verified moments ago; the account's state is re-read, and
+            // the credential holds only while the stored secret is the one it matched.
+            if let Some((grants, current)) = self.account_state(&n).await? {
+                if current == hash {
+                    return Ok(Ok((n, grants)));
+                }
             }
         }
         let account = self.accounts.account_get(name).await?;
@@ -558,42 +564,55 @@ impl Auth {
         }
         self.by_client_and_account.clear(&pair_key);
         let grants = Arc::new(parse_grants(self.accounts.grants(name).await?));
-        self.remember_account(name, Some(grants.clone()));
+        let hash: Arc<str> = account
+            .as_ref()
+            .map(|a| Arc::from(a.secret_hash.as_str()))
+            .unwrap_or_else(|| Arc::from(""));
+        self.remember_account(name, Some((grants.clone(), hash.clone())));
         let mut cache = self.basic_cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() > 10_000 {
-            cache.retain(|_, (at, _)| at.elapsed() < BASIC_CACHE_TTL);
+            cache.retain(|_, (at, _, _)| at.elapsed() < BASIC_CACHE_TTL);
         }
-        cache.insert(cache_key, (Instant::now(), name.to_owned()));
+        cache.insert(cache_key, (Instant::now(), name.to_owned(), hash));
         Ok(Ok((name.to_owned(), grants)))
     }
 
     /// The grants of account `name` if it may log in now (not disabled, expired or
     /// deleted), cached for [`ACCOUNT_TTL`].
     async fn account(&self, name: &str) -> Result<Option<Arc<Vec<Grant>>>, AuthError> {
+        Ok(self.account_state(name).await?.map(|(grants, _)| grants))
+    }
+
+    /// [`Auth::account`] with the account's stored secret hash.
+    async fn account_state(
+        &self,
+        name: &str,
+    ) -> Result<Option<(Arc<Vec<Grant>>, Arc<str>)>, AuthError> {
         {
             let cache = self.account_cache.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((at, grants)) = cache.get(name) {
+            if let Some((at, state)) = cache.get(name) {
                 if at.elapsed() < ACCOUNT_TTL {
-                    return Ok(grants.clone());
+                    return Ok(state.clone());
                 }
             }
         }
-        let grants = match self.accounts.account_get(name).await? {
-            Some(a) if usable(&a) => {
-                Some(Arc::new(parse_grants(self.accounts.grants(name).await?)))
-            }
+        let state = match self.accounts.account_get(name).await? {
+            Some(a) if usable(&a) => Some((
+                Arc::new(parse_grants(self.accounts.grants(name).await?)),
+                Arc::from(a.secret_hash.as_str()),
+            )),
             _ => None,
         };
-        self.remember_account(name, grants.clone());
-        Ok(grants)
+        self.remember_account(name, state.clone());
+        Ok(state)
     }
 
-    fn remember_account(&self, name: &str, grants: Option<Arc<Vec<Grant>>>) {
+    fn remember_account(&self, name: &str, state: Option<(Arc<Vec<Grant>>, Arc<str>)>) {
         let mut cache = self.account_cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() > 10_000 {
             cache.retain(|_, (at, _)| at.elapsed() < ACCOUNT_TTL);
         }
-        cache.insert(name.to_owned(), (Instant::now(), grants));
+        cache.insert(name.to_owned(), (Instant::now(), state));
     }
 
     /// Forgets every cached credential and account state, so that a change made through

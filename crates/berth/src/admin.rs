@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use berth_auth::{Grant, Pattern};
-use berth_server::accounts::Admin;
+use berth_server::accounts::{AccountInfo, Admin};
 use berth_server::config::Settings;
 use berth_server::Config;
 use clap::{Args, Subcommand};
@@ -25,6 +25,9 @@ use clap::{Args, Subcommand};
   berth admin grant alice 'team/app:delete'
   berth admin revoke alice 'team/*'
   berth admin robot create ci --grant 'team/*:pull,push' --expires 90d
+  berth admin robot list --json
+  berth admin robot rotate ci      # a new secret; the old one stops working at once
+  berth admin robot delete ci
   berth admin public 'library/*'
   berth admin audit --since 1d
   berth admin scrub --repair")]
@@ -126,6 +129,53 @@ enum RobotCommand {
         #[arg(long, value_parser = berth_server::config::parse_duration)]
         expires: Option<std::time::Duration>,
     },
+    /// List robot accounts with their grants and expiry.
+    List,
+    /// Give a robot a new secret, printed once; the old secret stops working at once.
+    Rotate { name: String },
+    /// Delete a robot account and its grants.
+    Delete { name: String },
+}
+
+/// A time for people and scripts alike: RFC 3339 in UTC, never raw epoch seconds.
+fn time(secs: i64) -> String {
+    berth_oci::time::rfc3339(secs)
+}
+
+/// Accounts as `admin user list --json` and `admin robot list --json` print them.
+fn accounts_json(list: &[AccountInfo]) -> serde_json::Value {
+    list.iter()
+        .map(|a| {
+            serde_json::json!({
+                "name": a.name,
+                "kind": a.kind,
+                "disabled": a.disabled,
+                "expires_at": a.expires_at.map(time),
+                "created_at": time(a.created_at),
+                "grants": a.grants,
+            })
+        })
+        .collect()
+}
+
+/// The account table of `admin user list` and `admin robot list`.
+fn print_accounts(list: &[AccountInfo]) {
+    println!(
+        "{:<24} {:<6} {:<9} {:<20} GRANTS",
+        "NAME", "KIND", "STATE", "EXPIRES"
+    );
+    for a in list {
+        let state = if a.disabled { "disabled" } else { "active" };
+        let expires = a.expires_at.map(time).unwrap_or_else(|| "never".into());
+        println!(
+            "{:<24} {:<6} {:<9} {:<20} {}",
+            a.name,
+            a.kind,
+            state,
+            expires,
+            a.grants.join(" ")
+        );
+    }
 }
 
 fn read_password(flag: bool) -> anyhow::Result<String> {
@@ -196,28 +246,31 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
             AdminCommand::User(UserCommand::List) => {
                 let list = admin.list().await?;
                 if json {
-                    print_json(&list)?;
+                    print_json(&accounts_json(&list))?;
                 } else {
-                    println!(
-                        "{:<24} {:<6} {:<9} {:<12} GRANTS",
-                        "NAME", "KIND", "STATE", "EXPIRES"
-                    );
-                    for a in list {
-                        let state = if a.disabled { "disabled" } else { "active" };
-                        let expires = a
-                            .expires_at
-                            .map(|t| t.to_string())
-                            .unwrap_or_else(|| "never".into());
-                        println!(
-                            "{:<24} {:<6} {:<9} {:<12} {}",
-                            a.name,
-                            a.kind,
-                            state,
-                            expires,
-                            a.grants.join(" ")
-                        );
-                    }
+                    print_accounts(&list);
                 }
+            }
+            AdminCommand::Robot(RobotCommand::List) => {
+                let list = admin.robot_list().await?;
+                if json {
+                    print_json(&accounts_json(&list))?;
+                } else {
+                    print_accounts(&list);
+                }
+            }
+            AdminCommand::Robot(RobotCommand::Rotate { name }) => {
+                let secret = admin.robot_rotate(&name).await?;
+                if json {
+                    print_json(&serde_json::json!({"name": name, "secret": secret}))?;
+                } else {
+                    eprintln!("robot {name} has a new secret (the old one no longer works); it is shown only now:");
+                    println!("{secret}");
+                }
+            }
+            AdminCommand::Robot(RobotCommand::Delete { name }) => {
+                admin.robot_delete(&name).await?;
+                println!("robot {name} deleted");
             }
             AdminCommand::User(UserCommand::Disable { name }) => {
                 admin.set_disabled(&name, true).await?;
@@ -257,11 +310,21 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
             }) => {
                 let grants = parse_grants(&grants)?;
                 let secret = admin.robot_create(&name, &grants, expires).await?;
+                let expires_at = expires.map(|d| {
+                    time(berth_oci::time::now().saturating_add(
+                        i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+                    ))
+                });
                 if json {
                     print_json(&serde_json::json!({"name": name, "secret": secret,
-                        "expires_in_secs": expires.map(|d| d.as_secs())}))?;
+                        "expires_at": expires_at}))?;
                 } else {
-                    eprintln!("robot {name} created; its secret is shown only now:");
+                    match &expires_at {
+                        Some(at) => eprintln!(
+                            "robot {name} created, expires {at}; its secret is shown only now:"
+                        ),
+                        None => eprintln!("robot {name} created; its secret is shown only now:"),
+                    }
                     println!("{secret}");
                 }
             }
@@ -298,7 +361,7 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
                     let v: Vec<_> = events
                         .iter()
                         .map(|e| {
-                            serde_json::json!({"at": e.at, "actor": e.actor, "action": e.action,
+                            serde_json::json!({"at": time(e.at), "actor": e.actor, "action": e.action,
                             "target": e.target, "detail": e.detail, "client": e.client})
                         })
                         .collect();
@@ -307,7 +370,12 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
                     for e in events {
                         println!(
                             "{} {:<16} {:<20} {:<30} {} {}",
-                            e.at, e.actor, e.action, e.target, e.detail, e.client
+                            time(e.at),
+                            e.actor,
+                            e.action,
+                            e.target,
+                            e.detail,
+                            e.client
                         );
                     }
                 }

@@ -19,8 +19,8 @@ use crate::cmd::{block_on, default_jobs, print_json, registry_ref, Common};
 ///
 /// A release version (--version, or a CI tag such as GITHUB_REF=refs/tags/v1.2.3) gives
 /// 1.2.3, 1.2, 1 and latest, each floating tag only while no higher release of its range
-/// is published; a pre-release gets only its exact tag. Without a version: the branch,
-/// sha-<7 hex> and pr-<N>. The manifest or index carries the org.opencontainers.image.*
+/// is published; a pre-release gets only its exact tag. Without a version: the branch
+/// and pr-<N>. With a known commit, sha-<7 hex> too (a release included). The manifest or index carries the org.opencontainers.image.*
 /// annotations. Publishing twice with the same inputs changes nothing.
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:

@@ -318,3 +318,84 @@ async fn failed_copies_leave_nothing_under_the_final_name() {
         .unwrap_err();
     assert!(matches!(e, ClientError::NotFound(_)));
 }
+
+/// Issue 18: pulling a Helm chart into a docker-archive wrote a tarball that `podman
+/// load` rejects. It is refused, naming the artifact type and suggesting `oci:`, and
+/// nothing is written; the same chart goes to an OCI layout.
+#[tokio::test(flavor = "multi_thread")]
+async fn artifacts_are_refused_as_docker_archives() {
+    let berth = TestBerth::start().await;
+    let c = clients();
+    let reg = c.registry(&berth.host()).unwrap();
+    let repo = RepoName::parse("charts/app").unwrap();
+    let config = bytes::Bytes::from_static(br#"{"name":"app","version":"0.1.0"}"#);
+    let chart = bytes::Bytes::from_static(b"not really a gzip, but content all the same");
+    let d = |media_type: &str, data: &bytes::Bytes| berth_oci::Descriptor {
+        media_type: media_type.into(),
+        digest: berth_oci::Digest::sha256(data),
+        size: data.len() as u64,
+        urls: vec![],
+        annotations: Default::default(),
+        platform: None,
+        artifact_type: None,
+    };
+    let config_desc = d("application/vnd.cncf.helm.config.v1+json", &config);
+    let chart_desc = d(
+        "application/vnd.cncf.helm.chart.content.v1.tar+gzip",
+        &chart,
+    );
+    reg.put_blob_bytes(&repo, &config_desc, config.clone())
+        .await
+        .unwrap();
+    reg.put_blob_bytes(&repo, &chart_desc, chart.clone())
+        .await
+        .unwrap();
+    let body = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": berth_oci::media_types::OCI_MANIFEST,
+        "config": config_desc,
+        "layers": [chart_desc],
+    });
+    let m = berth_client::Manifest::from_bytes(
+        bytes::Bytes::from(serde_json::to_vec(&body).unwrap()),
+        Some(berth_oci::media_types::OCI_MANIFEST),
+    )
+    .unwrap();
+    reg.put_manifest(&repo, &Reference::parse("0.1.0").unwrap(), &m)
+        .await
+        .unwrap();
+
+    let out = tempfile::tempdir().unwrap();
+    let tar = out.path().join("chart.tar");
+    let e = copy_loc(
+        &c,
+        &format!("{}/charts/app:0.1.0", berth.host()),
+        &format!("docker-archive:{}", tar.display()),
+        &CopyOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        matches!(e, ClientError::Unsupported(_))
+            && msg.contains("application/vnd.cncf.helm.config.v1+json")
+            && msg.contains("oci:"),
+        "{msg}"
+    );
+    assert!(!tar.exists());
+    assert!(
+        leftovers(out.path()).is_empty(),
+        "{:?}",
+        leftovers(out.path())
+    );
+    // The library check alone (as `berth pull` runs it before moving any blob).
+    assert!(berth_client::archive::check_docker_image(&m, "chart").is_err());
+    copy_loc(
+        &c,
+        &format!("{}/charts/app:0.1.0", berth.host()),
+        &format!("oci:{}:0.1.0", out.path().join("layout").display()),
+        &CopyOptions::default(),
+    )
+    .await
+    .unwrap();
+}

@@ -98,6 +98,10 @@ fn options(flags: &TransferFlags) -> CopyOptions {
 async fn transfer(src: Location, dst: Location, flags: &TransferFlags) -> anyhow::Result<()> {
     let clients = flags.common.clients()?;
     let source = berth_client::open_source(&clients, &src).await?;
+    if matches!(dst, Location::DockerArchive { .. }) {
+        // Refused before any blob moves, rather than when the manifest is written.
+        berth_client::archive::check_docker_image(&source.root().await?, &src.to_string())?;
+    }
     let dest = berth_client::open_destination(&clients, &dst, source.as_ref())?;
     let report = copy_image(
         source.as_ref(),

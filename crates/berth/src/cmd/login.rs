@@ -2,13 +2,17 @@
 
 use std::io::Read;
 
-use berth_client::auth::{default_config_path, Credentials, DockerConfig};
+use berth_client::auth::{
+    auth_key, default_config_path, helper_erase, helper_store, Credentials, DockerConfig,
+};
 use clap::Args;
 
 use super::{block_on, host_arg, Common};
 
 /// Log in to a registry: check the credentials against it, then store them in the
-/// Docker config file (base64 auth entry), where docker, skopeo and crane find them too.
+/// Docker config file (base64 auth entry), where docker, skopeo and crane find them too,
+/// or in the credential helper the config names (`credHelpers` for the host, else
+/// `credsStore`), as docker does.
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
   berth login registry.example.com -u alice --password-stdin < token.txt
@@ -74,13 +78,22 @@ pub fn run_login(args: LoginArgs) -> anyhow::Result<()> {
     })?;
     let path = config_path(&args.common)?;
     let mut config = DockerConfig::load(&path)?;
-    config.set_credentials(&host, &creds);
+    let stored_in = match config.helper(&host) {
+        // With a credential helper, the secret goes to it, and the config file keeps
+        // only an empty `auths` entry, as `docker login` does.
+        Some(helper) => {
+            helper_store(&helper, &auth_key(&host), &creds)?;
+            config.mark_logged_in(&host);
+            format!("credential helper docker-credential-{helper}")
+        }
+        None => {
+            config.set_credentials(&host, &creds);
+            path.display().to_string()
+        }
+    };
     config.save()?;
     if !args.common.quiet {
-        eprintln!(
-            "login succeeded; credentials for {host} stored in {}",
-            path.display()
-        );
+        eprintln!("login succeeded; credentials for {host} stored in {stored_in}");
     }
     Ok(())
 }
@@ -89,7 +102,11 @@ pub fn run_logout(args: LogoutArgs) -> anyhow::Result<()> {
     let host = host_arg(&args.host);
     let path = config_path(&args.common)?;
     let mut config = DockerConfig::load(&path)?;
-    if !config.remove_credentials(&host) {
+    let erased = match config.helper(&host) {
+        Some(helper) => helper_erase(&helper, &auth_key(&host))?,
+        None => false,
+    };
+    if !config.remove_credentials(&host) && !erased {
         anyhow::bail!("not logged in to {host} (no entry in {})", path.display());
     }
     config.save()?;

@@ -450,3 +450,372 @@ async fn tls_with_http2() {
         .await
         .is_err());
 }
+
+/// Issue 18: `admin robot` had only `create`, printed epoch seconds, and a permission
+/// refusal read "authentication failed". Robots are listed (RFC 3339 times), rotated (the
+/// old secret stops working) and deleted; a robot pushing where it may only pull is told
+/// which action on which repository it lacks.
+#[test]
+fn robot_lifecycle_and_permission_refusals() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let server = ServerProcess::start(&data, &[]);
+    let reg = server.addr.clone();
+    let src = tmp.path().join("img");
+    oci_layout(&src);
+    let old = admin(
+        &data,
+        &[
+            "robot",
+            "create",
+            "ci",
+            "--grant",
+            "team/*:pull",
+            "--expires",
+            "1d",
+        ],
+        None,
+    );
+    let old = old.trim().to_owned();
+    crate::process::wait_for_status(&reg, "/v2/", 401);
+
+    let list: serde_json::Value =
+        serde_json::from_str(&admin(&data, &["robot", "list", "--json"], None)).unwrap();
+    assert_eq!(list[0]["name"], "ci");
+    let expires = list[0]["expires_at"].as_str().unwrap();
+    assert!(
+        expires.len() == 20 && expires.ends_with('Z') && expires.contains('T'),
+        "{expires}"
+    );
+    let text = admin(&data, &["robot", "list"], None);
+    assert!(text.contains(expires), "{text}");
+    let audit: serde_json::Value =
+        serde_json::from_str(&admin(&data, &["audit", "--json"], None)).unwrap();
+    assert!(audit[0]["at"].as_str().unwrap().ends_with('Z'), "{audit}");
+
+    let cfg = tmp.path().join("docker");
+    let login = |secret: &str| {
+        berth(
+            &cfg,
+            &["login", &reg, "-u", "ci", "--password-stdin"],
+            secret,
+        )
+    };
+    let out = login(&old);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Pushing with a pull-only grant: a permission refusal, not a failed login.
+    let out = berth(
+        &cfg,
+        &[
+            "copy",
+            "--quiet",
+            &format!("oci:{}:v1", src.display()),
+            &format!("{reg}/team/app:v1"),
+        ],
+        "",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains("account ci lacks push on repository team/app"),
+        "{err}"
+    );
+    assert!(!err.contains("authentication failed"), "{err}");
+
+    // Rotation: the new secret works, the old one no longer does (the server re-reads
+    // accounts within a second; poll with a deadline).
+    let new = admin(&data, &["robot", "rotate", "ci"], None);
+    let new = new.trim().to_owned();
+    assert!(new.starts_with("berth_") && new != old);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if !login(&old).status.success() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the old secret still works after rotation"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let out = login(&new);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    admin(&data, &["robot", "delete", "ci"], None);
+    let list: serde_json::Value =
+        serde_json::from_str(&admin(&data, &["robot", "list", "--json"], None)).unwrap();
+    assert_eq!(list, serde_json::json!([]));
+}
+
+/// A self-signed certificate as `openssl req -x509` makes it (`CA:TRUE`, used as the
+/// server's own certificate, with the host in subjectAltName).
+fn self_signed(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    );
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = Command::new("openssl")
+        .args(["x509", "-noout", "-text", "-in"])
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains("CA:TRUE"),
+        "the certificate under test must be a CA certificate"
+    );
+    (cert, key)
+}
+
+/// Issue 18: a self-signed `openssl req -x509` certificate given with --ca-cert was
+/// refused (webpki rejects a CA certificate as a server's own), and plain HTTP to a TLS
+/// registry failed with "invalid HTTP version parsed".
+#[test]
+fn self_signed_ca_certificate_and_plain_http_to_tls() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(tmp.path(), "server");
+    let (other, _) = self_signed(tmp.path(), "other");
+    let server = ServerProcess::start(
+        &tmp.path().join("data"),
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let port = server.addr.rsplit(':').next().unwrap().to_owned();
+    let src = tmp.path().join("img");
+    oci_layout(&src);
+    let cfg = tmp.path().join("docker");
+    for host in ["127.0.0.1", "localhost"] {
+        let out = berth(
+            &cfg,
+            &[
+                "copy",
+                "--quiet",
+                "--ca-cert",
+                cert.to_str().unwrap(),
+                &format!("oci:{}:v1", src.display()),
+                &format!("{host}:{port}/team/tls:v1"),
+            ],
+            "",
+        );
+        assert!(
+            out.status.success(),
+            "{host}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Another self-signed certificate does not vouch for this server.
+    let out = berth(
+        &cfg,
+        &[
+            "tags",
+            "--ca-cert",
+            other.to_str().unwrap(),
+            &format!("127.0.0.1:{port}/team/tls"),
+        ],
+        "",
+    );
+    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(6));
+    // Plain HTTP to the TLS port: a message that says what to do.
+    let out = berth(&cfg, &["tags", &format!("127.0.0.1:{port}/team/tls")], "");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("speaks HTTPS") && err.contains("--ca-cert"),
+        "{err}"
+    );
+}
+
+/// Writes `docker-credential-<name>`, a fake credential helper: `get` answers `user` and
+/// `secret` for `server` (else "credentials not found"), `store` and `erase` append what
+/// they read to `<dir>/<name>.log`.
+fn fake_helper(dir: &std::path::Path, name: &str, server: &str, user: &str, secret: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let log = dir.join(format!("{name}.log"));
+    let script = format!(
+        r#"#!/bin/sh
+input=$(cat)
+case "$1" in
+get)
+    if [ "$input" = "{server}" ]; then
+        printf '{{"ServerURL":"%s","Username":"{user}","Secret":"{secret}"}}' "$input"
+        exit 0
+    fi
+    echo "credentials not found in native keychain"
+    exit 1;;
+store|erase)
+    printf '%s %s\n' "$1" "$input" >> '{log}';;
+esac
+"#,
+        log = log.display()
+    );
+    let path = dir.join(format!("docker-credential-{name}"));
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Issue 18: credentials from Docker credential helpers (`credHelpers`, `credsStore`)
+/// for every command, and `berth login` storing through `credsStore`.
+#[test]
+fn docker_credential_helpers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let server = ServerProcess::start(&data, &[]);
+    let reg = server.addr.clone();
+    admin(
+        &data,
+        &[
+            "user",
+            "add",
+            "alice",
+            "--password-stdin",
+            "--grant",
+            "team/*:pull,push",
+        ],
+        Some("alice-password\n"),
+    );
+    crate::process::wait_for_status(&reg, "/v2/", 401);
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    fake_helper(&bin, "store", &reg, "alice", "alice-password");
+    fake_helper(&bin, "wrong", "elsewhere.example", "x", "y");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let cfg = tmp.path().join("docker");
+    std::fs::create_dir(&cfg).unwrap();
+    let run = |args: &[&str], stdin: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(args)
+            .env("DOCKER_CONFIG", &cfg)
+            .env("PATH", &path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let src = tmp.path().join("img");
+    oci_layout(&src);
+    let push = || {
+        run(
+            &[
+                "copy",
+                "--quiet",
+                &format!("oci:{}:v1", src.display()),
+                &format!("{reg}/team/app:v1"),
+            ],
+            "",
+        )
+    };
+
+    // credsStore: the helper knows the registry, so a push works with no `auths`.
+    std::fs::write(cfg.join("config.json"), r#"{"credsStore":"store"}"#).unwrap();
+    let out = push();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // credHelpers wins over credsStore for its host: this helper does not know the
+    // registry and there is no `auths` entry, so the push needs credentials.
+    std::fs::write(
+        cfg.join("config.json"),
+        format!(r#"{{"credsStore":"store","credHelpers":{{"{reg}":"wrong"}}}}"#),
+    )
+    .unwrap();
+    let out = push();
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(
+        cfg.join("config.json"),
+        format!(r#"{{"credHelpers":{{"{reg}":"store"}}}}"#),
+    )
+    .unwrap();
+    let out = run(&["tags", &format!("{reg}/team/app")], "");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "v1");
+
+    // `berth login` with a credsStore hands the secret to the helper, not the file.
+    std::fs::write(cfg.join("config.json"), r#"{"credsStore":"store"}"#).unwrap();
+    let out = run(
+        &["login", &reg, "-u", "alice", "--password-stdin"],
+        "alice-password\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = std::fs::read_to_string(bin.join("store.log")).unwrap();
+    let stored: serde_json::Value =
+        serde_json::from_str(log.trim().strip_prefix("store ").unwrap()).unwrap();
+    assert_eq!(
+        stored,
+        serde_json::json!({"ServerURL": reg, "Username": "alice", "Secret": "alice-password"})
+    );
+    let file = std::fs::read_to_string(cfg.join("config.json")).unwrap();
+    assert!(!file.contains("alice-password"), "{file}");
+    let file: serde_json::Value = serde_json::from_str(&file).unwrap();
+    assert_eq!(file["auths"][reg.as_str()], serde_json::json!({}));
+    assert_eq!(file["credsStore"], "store");
+    let out = run(&["logout", &reg], "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = std::fs::read_to_string(bin.join("store.log")).unwrap();
+    assert!(log.contains(&format!("erase {reg}")), "{log}");
+}

@@ -11,6 +11,9 @@ use serde_json::{json, Value};
 use crate::process::{bytes, client, digest, ServerProcess};
 
 const SHA: &str = "860c1904a1ce19322e91ac35af1ab07466440c37";
+/// The commits of later releases in `release_to_berth` (one commit builds one release).
+const SHA_200: &str = "200200a1ce19322e91ac35af1ab07466440c3700";
+const SHA_124: &str = "124124a1ce19322e91ac35af1ab07466440c3700";
 
 /// Writes a one-layer image for `arch` as an OCI layout tagged `latest`.
 fn image_layout(dir: &Path, arch: &str) {
@@ -113,15 +116,19 @@ async fn release_to_berth() {
 
     // A dry run plans and pushes nothing.
     let v = ok_json(release("v1.2.3", SHA, &["--dry-run"]));
-    assert_eq!(v["plan"]["tags"].as_array().unwrap().len(), 4);
+    assert_eq!(v["plan"]["tags"].as_array().unwrap().len(), 5);
     assert_eq!(tag_digest(&server.base, "team/app", "1.2.3").await, None);
 
     let v = ok_json(release("v1.2.3", SHA, &[]));
-    assert_eq!(v["tags"], json!(["1.2.3", "1.2", "1", "latest"]));
+    // The release is also tagged with its commit, as docker/metadata-action does.
+    assert_eq!(
+        v["tags"],
+        json!(["1.2.3", "sha-860c190", "1.2", "1", "latest"])
+    );
     assert_eq!(v["atomic"], true);
     assert_eq!(v["platforms"], json!(["linux/amd64", "linux/arm64"]));
     let d123 = v["digest"].as_str().unwrap().to_owned();
-    for t in ["1.2.3", "1.2", "1", "latest"] {
+    for t in ["1.2.3", "sha-860c190", "1.2", "1", "latest"] {
         assert_eq!(
             tag_digest(&server.base, "team/app", t).await.as_deref(),
             Some(d123.as_str()),
@@ -146,18 +153,49 @@ async fn release_to_berth() {
     );
     assert_eq!(a["org.opencontainers.image.title"], "app");
     assert_eq!(index["manifests"].as_array().unwrap().len(), 2);
+    // `berth inspect` shows the index's annotations and its (empty) referrers, in text
+    // and JSON.
+    let inspect = |json: bool| {
+        let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .arg("inspect")
+            .args(json.then_some("--json"))
+            .arg(format!("{repo}:1.2.3"))
+            .env("DOCKER_CONFIG", &cfg)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let v: Value = serde_json::from_str(&inspect(true)).unwrap();
+    assert_eq!(
+        v["annotations"]["org.opencontainers.image.version"],
+        "1.2.3"
+    );
+    assert_eq!(v["manifests"][1]["platform"], "linux/arm64");
+    assert_eq!(v["referrers"], json!([]));
+    let text = inspect(false);
+    assert!(
+        text.contains("Annotations:\n")
+            && text.contains("  org.opencontainers.image.version=1.2.3\n"),
+        "{text}"
+    );
+    assert!(text.contains("Referrers:  none"), "{text}");
 
     // Idempotent: the same inputs give the same digest.
     let v = ok_json(release("v1.2.3", SHA, &[]));
     assert_eq!(v["digest"], d123.as_str());
 
     // 2.0.0 takes latest; a 1.2 patch then moves 1.2 and 1 but never latest.
-    let d200 = ok_json(release("2.0.0", SHA, &[]))["digest"]
+    let d200 = ok_json(release("2.0.0", SHA_200, &[]))["digest"]
         .as_str()
         .unwrap()
         .to_owned();
-    let v = ok_json(release("1.2.4", SHA, &[]));
-    assert_eq!(v["tags"], json!(["1.2.4", "1.2", "1"]));
+    let v = ok_json(release("1.2.4", SHA_124, &[]));
+    assert_eq!(v["tags"], json!(["1.2.4", "sha-124124a", "1.2", "1"]));
     assert!(v["plan"]["skipped"]
         .as_array()
         .unwrap()
@@ -177,7 +215,7 @@ async fn release_to_berth() {
 
     // Re-running the old release job moves nothing back.
     let v = ok_json(release("v1.2.3", SHA, &[]));
-    assert_eq!(v["tags"], json!(["1.2.3"]));
+    assert_eq!(v["tags"], json!(["1.2.3", "sha-860c190"]));
     assert_eq!(
         tag_digest(&server.base, "team/app", "1.2").await.as_deref(),
         Some(d124.as_str())
@@ -188,6 +226,49 @@ async fn release_to_berth() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("1.2.3") && err.contains("immutable"), "{err}");
+
+    // `berth tag` moves `latest` back to 1.2.3 only with --force (issue 18: the refusal
+    // told administrators to force, but only `delete` could).
+    let tag = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_berth"))
+            .arg("tag")
+            .args(extra)
+            .arg(format!("{repo}:1.2.3"))
+            .arg("latest")
+            .env("DOCKER_CONFIG", &cfg)
+            .output()
+            .unwrap()
+    };
+    let out = tag(&[]);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("force"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        tag_digest(&server.base, "team/app", "latest")
+            .await
+            .as_deref(),
+        Some(d200.as_str())
+    );
+    let out = tag(&["--force", "--quiet"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        tag_digest(&server.base, "team/app", "latest")
+            .await
+            .as_deref(),
+        Some(d123.as_str())
+    );
 
     // Release tags cannot be deleted without --force (an administrator's override).
     let del = |extra: &[&str]| {
