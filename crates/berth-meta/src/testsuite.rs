@@ -16,8 +16,9 @@ use berth_oci::{Digest, RepoName, Tag};
 use bytes::Bytes;
 
 use crate::{
-    Account, AccountKind, AccountStore, AuditEvent, DownloadKey, FetchKind, GroupBy, MetaError, MetadataStore,
-    NewManifest, Page, RequestKey, StatsStore, StoredGrant, TagChange, TagGuard, Unlinked,
+    Account, AccountKind, AccountStore, AuditEvent, DownloadKey, FetchKind, GroupBy, MetaError,
+    MetadataStore, NewManifest, Page, RequestKey, StatsStore, StoredGrant, TagChange, TagGuard,
+    Unlinked,
 };
 
 fn repo(s: &str) -> RepoName {
@@ -681,7 +682,10 @@ pub async fn downloads_add_and_query(stats: &dyn StatsStore) {
         .await
         .unwrap();
     assert_eq!(
-        stats.inspections("a", day2, GroupBy::Platform).await.unwrap(),
+        stats
+            .inspections("a", day2, GroupBy::Platform)
+            .await
+            .unwrap(),
         s(&[("index", 5), ("linux/amd64", 2)])
     );
     assert_eq!(
@@ -695,9 +699,19 @@ pub async fn downloads_add_and_query(stats: &dyn StatsStore) {
     let t = |a: &str, v: &str, n: u64| (a.to_owned(), v.to_owned(), n);
     assert_eq!(
         stats.downloads_by_account("a", day2).await.unwrap(),
-        vec![t("", "1.0", 6), t("", "2.0", 4), t("carol", "1.0", 1), t("carol", "2.0", 2), t("dave", "1.0", 7)]
+        vec![
+            t("", "1.0", 6),
+            t("", "2.0", 4),
+            t("carol", "1.0", 1),
+            t("carol", "2.0", 2),
+            t("dave", "1.0", 7)
+        ]
     );
-    assert!(stats.downloads_by_account("b", day2 + 1).await.unwrap().is_empty());
+    assert!(stats
+        .downloads_by_account("b", day2 + 1)
+        .await
+        .unwrap()
+        .is_empty());
     assert_eq!(
         stats.top_repositories(day2, 10).await.unwrap(),
         s(&[("a", 20), ("b", 1)])
