@@ -41,22 +41,29 @@ impl ByteCount {
     }
 }
 
-/// A body that counts the data bytes passing through it, and runs `done` once, when
-/// the body ends or is dropped (whichever comes first).
+/// A body that counts the data bytes passing through it (into `shared` too, when given,
+/// for whoever reads them later), and runs `done` with the count once, when the body
+/// ends or is dropped (whichever comes first).
 pub struct CountedBody<F: FnOnce(u64) + Send + 'static> {
     inner: Body,
-    count: ByteCount,
+    seen: u64,
+    shared: Option<ByteCount>,
     done: Option<F>,
 }
 
 impl<F: FnOnce(u64) + Send + 'static> CountedBody<F> {
-    pub fn new(inner: Body, count: ByteCount, done: Option<F>) -> CountedBody<F> {
-        CountedBody { inner, count, done }
+    pub fn new(inner: Body, shared: Option<ByteCount>, done: Option<F>) -> CountedBody<F> {
+        CountedBody {
+            inner,
+            seen: 0,
+            shared,
+            done,
+        }
     }
 
     fn finish(&mut self) {
         if let Some(done) = self.done.take() {
-            done(self.count.get());
+            done(self.seen);
         }
     }
 }
@@ -84,7 +91,11 @@ impl<F: FnOnce(u64) + Send + 'static> http_body::Body for CountedBody<F> {
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
-                    this.count.add(data.remaining() as u64);
+                    let n = data.remaining() as u64;
+                    this.seen += n;
+                    if let Some(shared) = &this.shared {
+                        shared.add(n);
+                    }
                 }
                 // Finish before the last bytes are written, so that a client that reads
                 // the response and then asks for the metrics sees this request in them.
@@ -116,13 +127,14 @@ struct Finished {
     route: &'static str,
     code: Option<&'static str>,
     start: Instant,
-    bytes_in: ByteCount,
+    /// `None` for a request without a body.
+    bytes_in: Option<ByteCount>,
 }
 
 impl Finished {
     fn record(self, bytes_out: u64) {
         let elapsed = self.start.elapsed();
-        let bytes_in = self.bytes_in.get();
+        let bytes_in = self.bytes_in.as_ref().map_or(0, ByteCount::get);
         let method = self.method;
         self.state.metrics.request(
             self.route,
@@ -165,14 +177,17 @@ pub async fn log_request(State(state): State<AppState>, req: Request, next: Next
     let start = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let bytes_in = ByteCount::default();
     // A request without a body (most of them) is not wrapped: nothing to count.
-    let req = if http_body::Body::is_end_stream(req.body()) {
-        req
+    let (req, bytes_in) = if http_body::Body::is_end_stream(req.body()) {
+        (req, None)
     } else {
+        let bytes_in = ByteCount::default();
         let (parts, body) = req.into_parts();
-        let counted = CountedBody::<fn(u64)>::new(body, bytes_in.clone(), None);
-        Request::from_parts(parts, Body::new(counted))
+        let counted = CountedBody::<fn(u64)>::new(body, Some(bytes_in.clone()), None);
+        (
+            Request::from_parts(parts, Body::new(counted)),
+            Some(bytes_in),
+        )
     };
     let resp = next.run(req).await;
     let finished = Finished {
@@ -185,12 +200,13 @@ pub async fn log_request(State(state): State<AppState>, req: Request, next: Next
         start,
         bytes_in,
     };
+    // An empty body (HEAD, 201, 202...) is done already: nothing to wrap.
+    if http_body::Body::is_end_stream(resp.body()) {
+        finished.record(0);
+        return resp;
+    }
     let (parts, body) = resp.into_parts();
-    let counted = CountedBody::new(
-        body,
-        ByteCount::default(),
-        Some(move |n: u64| finished.record(n)),
-    );
+    let counted = CountedBody::new(body, None, Some(move |n: u64| finished.record(n)));
     Response::from_parts(parts, Body::new(counted))
 }
 
@@ -213,7 +229,7 @@ mod tests {
         let count = ByteCount::default();
         let body = CountedBody::new(
             inner,
-            count.clone(),
+            Some(count.clone()),
             Some(move |n: u64| s.lock().unwrap().push(n)),
         );
         let mut stream = Body::new(body).into_data_stream();
@@ -236,11 +252,7 @@ mod tests {
         let inner = Body::from_stream(futures_util::stream::iter(chunks));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let s = seen.clone();
-        let body = CountedBody::new(
-            inner,
-            ByteCount::default(),
-            Some(move |n: u64| s.lock().unwrap().push(n)),
-        );
+        let body = CountedBody::new(inner, None, Some(move |n: u64| s.lock().unwrap().push(n)));
         let mut stream = Body::new(body).into_data_stream();
         assert_eq!(stream.next().await.unwrap().unwrap().len(), 10);
         drop(stream);
