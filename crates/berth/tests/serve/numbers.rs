@@ -15,7 +15,7 @@ fn write_blob(layout: &Path, content: &[u8]) -> (String, usize) {
     (d.to_string(), content.len())
 }
 
-/// An OCI layout with a two-platform index (version 2.1.0) tagged `v1`.
+/// An OCI layout with a two-platform index (version 2.1.0) named `v1` in the layout.
 fn layout(dir: &Path) {
     std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
     std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
@@ -77,7 +77,8 @@ fn inspections_of_real_clients_are_not_downloads() {
     let data = tmp.path().join("data");
     let mut server = ServerProcess::start(&data, &[]);
     let reg = server.addr.clone();
-    let image = format!("docker://{reg}/num/app:v1");
+    // A release tag: the tag policy would refuse version 2.1.0 under the floating `v1`.
+    let image = format!("docker://{reg}/num/app:2.1.0");
     run(
         "skopeo",
         &[
@@ -100,14 +101,14 @@ fn inspections_of_real_clients_are_not_downloads() {
         );
     }
     let berth = env!("CARGO_BIN_EXE_berth");
-    run(berth, &["inspect", &format!("{reg}/num/app:v1")], &cfg);
+    run(berth, &["inspect", &format!("{reg}/num/app:2.1.0")], &cfg);
     run(
         "curl",
         &[
             "-sf",
             "-H",
             "Accept: application/vnd.oci.image.index.v1+json",
-            &format!("http://{reg}/v2/num/app/manifests/v1"),
+            &format!("http://{reg}/v2/num/app/manifests/2.1.0"),
         ],
         &cfg,
     );
