@@ -474,13 +474,36 @@ pub trait AccountStore: Send + Sync + 'static {
     async fn audit_list(&self, since: i64, limit: usize) -> Result<Vec<AuditEvent>, MetaError>;
 }
 
-/// One aggregated download counter.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// What a counted manifest fetch was: image content, or metadata only.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FetchKind {
+    /// Image content was fetched (a platform manifest): a download.
+    #[default]
+    Download,
+    /// Only metadata was read (an index alone, or a `HEAD`): an inspection.
+    Inspection,
+}
+
+impl FetchKind {
+    /// The name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FetchKind::Download => "download",
+            FetchKind::Inspection => "inspection",
+        }
+    }
+}
+
+/// One aggregated download (or inspection) counter.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DownloadKey {
     pub repo: String,
     pub version: String,
     pub platform: String,
     pub client: String,
+    /// The account that fetched, empty for anonymous callers and open registries.
+    pub account: String,
+    pub kind: FetchKind,
     /// Unix seconds / 3600.
     pub hour: i64,
 }
@@ -524,6 +547,23 @@ pub trait StatsStore: Send + Sync + 'static {
         by: GroupBy,
     ) -> Result<Vec<(String, u64)>, MetaError>;
 
+    /// Inspections (metadata-only fetches) of `repo` since `since_hour`, grouped like
+    /// [`StatsStore::downloads`].
+    async fn inspections(
+        &self,
+        repo: &str,
+        since_hour: i64,
+        by: GroupBy,
+    ) -> Result<Vec<(String, u64)>, MetaError>;
+
+    /// Downloads of `repo` since `since_hour` by account and version:
+    /// `(account, version, count)` sorted by account then version.
+    async fn downloads_by_account(
+        &self,
+        repo: &str,
+        since_hour: i64,
+    ) -> Result<Vec<(String, String, u64)>, MetaError>;
+
     /// Bytes served for `repo` since `since_hour`.
     async fn bytes_served(&self, repo: &str, since_hour: i64) -> Result<u64, MetaError>;
 
@@ -537,7 +577,7 @@ pub trait StatsStore: Send + Sync + 'static {
         since_hour: i64,
     ) -> Result<Vec<(RequestKey, u64)>, MetaError>;
 
-    /// Repositories with the most downloads since `since_hour`.
+    /// Repositories with the most downloads (not inspections) since `since_hour`.
     async fn top_repositories(
         &self,
         since_hour: i64,

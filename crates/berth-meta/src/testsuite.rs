@@ -16,8 +16,9 @@ use berth_oci::{Digest, RepoName, Tag};
 use bytes::Bytes;
 
 use crate::{
-    Account, AccountKind, AccountStore, AuditEvent, DownloadKey, GroupBy, MetaError, MetadataStore,
-    NewManifest, Page, RequestKey, StatsStore, StoredGrant, TagChange, TagGuard, Unlinked,
+    Account, AccountKind, AccountStore, AuditEvent, DownloadKey, FetchKind, GroupBy, MetaError,
+    MetadataStore, NewManifest, Page, RequestKey, StatsStore, StoredGrant, TagChange, TagGuard,
+    Unlinked,
 };
 
 fn repo(s: &str) -> RepoName {
@@ -614,6 +615,7 @@ fn download(repo: &str, version: &str, platform: &str, client: &str, hour: i64) 
         platform: platform.into(),
         client: client.into(),
         hour,
+        ..DownloadKey::default()
     }
 }
 
@@ -677,6 +679,65 @@ pub async fn downloads_add_and_query(stats: &dyn StatsStore) {
     assert_eq!(
         stats.top_repositories(0, 1).await.unwrap(),
         s(&[("a", 110)])
+    );
+
+    // Inspections are counted apart: never downloads, never in the top list.
+    let inspection = |platform: &str, account: &str| DownloadKey {
+        kind: FetchKind::Inspection,
+        account: account.into(),
+        ..download("a", "1.0", platform, "berth", day2)
+    };
+    let by = |account: &str, version: &str| DownloadKey {
+        account: account.into(),
+        ..download("a", version, "linux/amd64", "docker", day2 + 2)
+    };
+    stats
+        .downloads_add(
+            vec![
+                (inspection("index", ""), 5),
+                (inspection("linux/amd64", "carol"), 2),
+                (by("carol", "1.0"), 1),
+                (by("carol", "2.0"), 2),
+                (by("dave", "1.0"), 7),
+            ],
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        stats
+            .inspections("a", day2, GroupBy::Platform)
+            .await
+            .unwrap(),
+        s(&[("index", 5), ("linux/amd64", 2)])
+    );
+    assert_eq!(
+        stats.inspections("a", day2, GroupBy::Client).await.unwrap(),
+        s(&[("berth", 7)])
+    );
+    assert_eq!(
+        stats.downloads("a", day2, GroupBy::Version).await.unwrap(),
+        s(&[("1.0", 14), ("2.0", 6)])
+    );
+    let t = |a: &str, v: &str, n: u64| (a.to_owned(), v.to_owned(), n);
+    assert_eq!(
+        stats.downloads_by_account("a", day2).await.unwrap(),
+        vec![
+            t("", "1.0", 6),
+            t("", "2.0", 4),
+            t("carol", "1.0", 1),
+            t("carol", "2.0", 2),
+            t("dave", "1.0", 7)
+        ]
+    );
+    assert!(stats
+        .downloads_by_account("b", day2 + 1)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        stats.top_repositories(day2, 10).await.unwrap(),
+        s(&[("a", 20), ("b", 1)])
     );
 }
 

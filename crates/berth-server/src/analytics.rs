@@ -1,20 +1,32 @@
 //! Download analytics: who pulls which version on which platform, without a database
 //! write per pull.
 //!
-//! A download is a successful manifest `GET`. It is attributed to the repository, the
-//! version (the manifest's or its index's `org.opencontainers.image.version`, else a
-//! release tag pointing at it), the platform (for a child of an index, the platform the
-//! index gives it; for a single-platform image, the platform of its config, read at push
-//! time) and the client family (from the User-Agent). An index fetched and then one of
+//! This module is the one place that decides what a download is; the `berth_pulls_total`
+//! and `berth_inspections_total` metrics are incremented here, at the moment a fetch is
+//! classified, from the same decision that the stats API counts (see
+//! [`Analytics::with_metrics`]).
+//!
+//! A **download** is a fetch of image content: a successful `GET` of a platform manifest
+//! (anything that is not an index). It is attributed to the repository, the version (the
+//! manifest's or its index's `org.opencontainers.image.version`, else a release tag
+//! pointing at it), the platform (for a child of an index, the platform the index gives
+//! it; for a single-platform image, the platform of its config, read at push time), the
+//! client family (from the User-Agent) and the account. An index fetched and then one of
 //! its children fetched by the same client within [`INDEX_WINDOW`] is one download of
-//! that platform; an index fetched alone counts as `index-only`.
+//! that platform.
 //!
-//! Events are counted in memory per (repository, version, platform, client, hour) and
-//! flushed in one transaction every flush interval and at shutdown, so a crash loses at
-//! most one interval of counts.
+//! An **inspection** is a metadata-only fetch: an index fetched with no child after it
+//! within the window (`berth inspect`, `skopeo inspect --raw`, a bare `curl`), or a
+//! `HEAD` of a manifest with no `GET` after it within the window (a client checking for
+//! updates). A `HEAD` followed by a `GET` is one pull (docker and containerd resolve a
+//! tag with a `HEAD`) and counts only as the download the `GET` makes.
 //!
-//! Memory and the database stay bounded whatever callers send: an index waiting for its
-//! child is keyed by the client address, the client family and a 64-bit hash of the
+//! Events are counted in memory per (repository, kind, version, platform, client,
+//! account, hour) and flushed in one transaction every flush interval and at shutdown,
+//! so a crash loses at most one interval of counts.
+//!
+//! Memory and the database stay bounded whatever callers send: a fetch waiting for its
+//! follow-up is keyed by the client address, the client family and a 64-bit hash of the
 //! User-Agent (never the agent itself), and at most [`MAX_PENDING`] wait at once; request
 //! counters are kept per repository only for repositories that exist (checked at flush)
 //! and for at most [`MAX_REQUEST_REPOS`] of them per interval. Everything else, and every
@@ -25,17 +37,21 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use berth_meta::{DownloadKey, MetaError, MetadataStore, RequestKey, StatsStore, StoredManifest};
+use berth_meta::{
+    DownloadKey, FetchKind, MetaError, MetadataStore, RequestKey, StatsStore, StoredManifest,
+};
 use berth_oci::{ParsedManifest, RepoName};
 
-/// How long an index fetch waits for a child fetch by the same client.
+use crate::metrics::Metrics;
+
+/// How long an index fetch (or a `HEAD`) waits for a follow-up fetch by the same client.
 pub const INDEX_WINDOW: Duration = Duration::from_secs(60);
-/// Platform of a download that fetched an index and no child.
-pub const INDEX_ONLY: &str = "index-only";
+/// Platform of an inspection that fetched an index and no child.
+pub const INDEX: &str = "index";
 /// Version placeholder resolved at flush time from the release tags of a digest.
 const UNRESOLVED: char = '@';
-/// Index fetches waiting for a child fetch at once; beyond it an index counts as
-/// `index-only` at once.
+/// Fetches waiting for a follow-up at once; beyond it a fetch counts as an inspection at
+/// once.
 pub const MAX_PENDING: usize = 10_000;
 /// Distinct repositories with request counters per flush interval.
 pub const MAX_REQUEST_REPOS: usize = 1_000;
@@ -44,8 +60,8 @@ pub const MAX_REQUEST_REPOS: usize = 1_000;
 /// collides with none.
 pub const OTHER: &str = "_other";
 
-/// Who fetched an index: client address, client family, a hash of the full User-Agent
-/// (so two tools of one family on one host stay apart) and the repository.
+/// Who fetched an index or sent a `HEAD`: client address, client family, a hash of the
+/// full User-Agent (so two tools of one family on one host stay apart) and the repository.
 type PendingKey = (IpAddr, &'static str, u64, String);
 
 fn agent_hash(user_agent: &str) -> u64 {
@@ -103,14 +119,38 @@ fn version_from_tag(tag: Option<&str>) -> Option<String> {
     }
 }
 
-struct PendingIndex {
+/// One manifest fetch of a client, as the analytics see it.
+#[derive(Debug, Clone, Copy)]
+pub struct Fetch<'a> {
+    pub repo: &'a RepoName,
+    pub client: IpAddr,
+    pub user_agent: &'a str,
+    /// The tag the manifest was asked by, if it was.
+    pub tag: Option<&'a str>,
+    /// The account that fetched, empty for anonymous callers and open registries.
+    pub account: &'a str,
+}
+
+/// A fetch waiting for a follow-up from the same client: an index (for one of its
+/// children) or a `HEAD` (for any `GET`).
+struct Pending {
     at: Instant,
     hour: i64,
     repo: String,
     version: String,
     client: &'static str,
-    /// child digest → platform
+    account: String,
+    /// child digest → platform (empty for a `HEAD`).
     children: HashMap<String, String>,
+    /// The platform it is counted under if it ends up an inspection.
+    platform: String,
+    head: bool,
+}
+
+impl Pending {
+    fn fresh(&self) -> bool {
+        self.at.elapsed() < INDEX_WINDOW
+    }
 }
 
 /// (hour, route, status class, OCI error code or "") of a request counter.
@@ -139,12 +179,16 @@ pub struct Analytics {
     bytes: Mutex<HashMap<String, HashMap<i64, u64>>>,
     /// repository → (hour, route, status class, error code) → requests.
     requests: Mutex<HashMap<String, HashMap<RequestSlot, u64>>>,
-    /// (client address, User-Agent, repository) → the index it fetched last.
-    pending: Mutex<HashMap<PendingKey, PendingIndex>>,
+    /// (client address, User-Agent, repository) → the index it fetched or the manifest
+    /// it checked last.
+    pending: Mutex<HashMap<PendingKey, Pending>>,
     stats: Arc<dyn StatsStore>,
     meta: Arc<dyn MetadataStore>,
+    /// Where `berth_pulls_total` and `berth_inspections_total` are counted.
+    metrics: Option<Arc<Metrics>>,
     pub flush_interval: Duration,
-    /// When false, downloads are not attributed (requests and bytes are still counted).
+    /// When false, downloads are not stored (requests and bytes still are, and the
+    /// download metrics still count).
     pub enabled: bool,
 }
 
@@ -161,9 +205,17 @@ impl Analytics {
             pending: Mutex::new(HashMap::new()),
             stats,
             meta,
+            metrics: None,
             flush_interval,
             enabled: true,
         }
+    }
+
+    /// Counts every classified download and inspection in `metrics` too, so that
+    /// `berth_pulls_total` is the stats API's download count by construction.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Analytics {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The store the counters are flushed to (for queries).
@@ -172,6 +224,15 @@ impl Analytics {
     }
 
     fn count(&self, key: DownloadKey) {
+        if let Some(m) = &self.metrics {
+            match key.kind {
+                FetchKind::Download => m.pull(&key.repo),
+                FetchKind::Inspection => m.inspection(&key.repo),
+            }
+        }
+        if !self.enabled {
+            return;
+        }
         *self
             .counts
             .lock()
@@ -180,27 +241,30 @@ impl Analytics {
             .or_default() += 1;
     }
 
-    /// Records a successful manifest `GET`.
-    pub fn manifest_served(
-        &self,
-        repo: &RepoName,
-        client: IpAddr,
-        user_agent: &str,
-        tag: Option<&str>,
-        m: &StoredManifest,
-    ) {
-        if !self.enabled {
-            return;
-        }
-        let family = client_family(user_agent);
-        let hour = hour_now();
-        let version = m
-            .version
+    /// The version of `m` fetched as `f`, or a placeholder resolved at flush time.
+    fn version_of(f: &Fetch<'_>, m: &StoredManifest) -> String {
+        m.version
             .clone()
-            .or_else(|| version_from_tag(tag))
-            .unwrap_or_else(|| format!("{UNRESOLVED}{}", m.digest));
+            .or_else(|| version_from_tag(f.tag))
+            .unwrap_or_else(|| format!("{UNRESOLVED}{}", m.digest))
+    }
+
+    fn key_of(f: &Fetch<'_>, family: &'static str) -> PendingKey {
+        (
+            f.client,
+            family,
+            agent_hash(f.user_agent),
+            f.repo.to_string(),
+        )
+    }
+
+    /// Records a successful manifest `GET`.
+    pub fn manifest_served(&self, f: &Fetch<'_>, m: &StoredManifest) {
+        let family = client_family(f.user_agent);
+        let hour = hour_now();
+        let version = Self::version_of(f, m);
         if berth_oci::media_types::is_index(&m.media_type) {
-            let key = (client, family, agent_hash(user_agent), repo.to_string());
+            let key = Self::key_of(f, family);
             let children = ParsedManifest::parse(&m.content, Some(&m.media_type))
                 .map(|p| {
                     p.manifests
@@ -213,13 +277,16 @@ impl Analytics {
                         .collect()
                 })
                 .unwrap_or_default();
-            let index = PendingIndex {
+            let index = Pending {
                 at: Instant::now(),
                 hour,
-                repo: repo.to_string(),
+                repo: f.repo.to_string(),
                 version,
                 client: family,
+                account: f.account.to_owned(),
                 children,
+                platform: INDEX.to_owned(),
+                head: false,
             };
             let (replaced, full) = {
                 let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
@@ -229,37 +296,37 @@ impl Analytics {
                     (pending.insert(key, index), None)
                 }
             };
-            if let Some(old) = replaced {
-                self.index_only(old);
+            // A fresh `HEAD` before this `GET` was the start of this pull (docker and
+            // containerd resolve a tag that way); anything else was an inspection.
+            if let Some(old) = replaced.filter(|o| !(o.head && o.fresh())) {
+                self.inspected(old);
             }
             if let Some(index) = full {
                 // Too many clients mid-pull: expire what is old, and count this one as
-                // an index-only download rather than grow without bound.
+                // an inspection rather than grow without bound.
                 self.expire_pending(false);
-                self.index_only(index);
+                self.inspected(index);
             }
             return;
         }
         let digest = m.digest.to_string();
-        let from_index = {
+        let followed = {
             let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            // The common case (no index waiting anywhere) builds no key at all.
+            // The common case (nothing waiting anywhere) builds no key at all.
             if pending.is_empty() {
                 None
             } else {
-                let key = (client, family, agent_hash(user_agent), repo.to_string());
+                let key = Self::key_of(f, family);
                 match pending.get(&key) {
-                    Some(p)
-                        if p.children.contains_key(&digest) && p.at.elapsed() < INDEX_WINDOW =>
-                    {
+                    Some(p) if p.fresh() && (p.head || p.children.contains_key(&digest)) => {
                         pending.remove(&key)
                     }
                     _ => None,
                 }
             }
         };
-        match from_index {
-            Some(idx) => {
+        match followed {
+            Some(idx) if !idx.head => {
                 let platform = idx
                     .children
                     .get(&digest)
@@ -276,25 +343,74 @@ impl Analytics {
                     version,
                     platform,
                     client: idx.client.to_owned(),
+                    account: f.account.to_owned(),
+                    kind: FetchKind::Download,
                     hour: idx.hour,
                 });
             }
-            None => self.count(DownloadKey {
-                repo: repo.to_string(),
+            // A `HEAD` followed by this `GET` is this download, and nothing more.
+            _ => self.count(DownloadKey {
+                repo: f.repo.to_string(),
                 version,
                 platform: m.platform.clone().unwrap_or_else(|| "unknown".into()),
                 client: family.to_owned(),
+                account: f.account.to_owned(),
+                kind: FetchKind::Download,
                 hour,
             }),
         }
     }
 
-    fn index_only(&self, p: PendingIndex) {
+    /// Records a successful manifest `HEAD`: an inspection, unless a `GET` by the same
+    /// client follows within [`INDEX_WINDOW`] (then it is part of that pull).
+    pub fn manifest_checked(&self, f: &Fetch<'_>, m: &StoredManifest) {
+        let family = client_family(f.user_agent);
+        let platform = if berth_oci::media_types::is_index(&m.media_type) {
+            INDEX.to_owned()
+        } else {
+            m.platform.clone().unwrap_or_else(|| "unknown".into())
+        };
+        let head = Pending {
+            at: Instant::now(),
+            hour: hour_now(),
+            repo: f.repo.to_string(),
+            version: Self::version_of(f, m),
+            client: family,
+            account: f.account.to_owned(),
+            children: HashMap::new(),
+            platform,
+            head: true,
+        };
+        let key = Self::key_of(f, family);
+        let (replaced, full) = {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            match pending.get(&key) {
+                // A `HEAD` in the middle of a pull (after its index) is part of it.
+                Some(p) if !p.head && p.fresh() => (None, None),
+                Some(_) => (pending.insert(key, head), None),
+                None if pending.len() >= MAX_PENDING => (None, Some(head)),
+                None => (pending.insert(key, head), None),
+            }
+        };
+        // A `HEAD` after a `HEAD` (a client polling for updates) ends the first one as an
+        // inspection.
+        if let Some(old) = replaced {
+            self.inspected(old);
+        }
+        if let Some(head) = full {
+            self.expire_pending(false);
+            self.inspected(head);
+        }
+    }
+
+    fn inspected(&self, p: Pending) {
         self.count(DownloadKey {
             repo: p.repo,
             version: p.version,
-            platform: INDEX_ONLY.to_owned(),
+            platform: p.platform,
             client: p.client.to_owned(),
+            account: p.account,
+            kind: FetchKind::Inspection,
             hour: p.hour,
         });
     }
@@ -331,14 +447,14 @@ impl Analytics {
         );
     }
 
-    /// Turns index fetches older than the window (or all, at shutdown) into
-    /// `index-only` downloads.
+    /// Turns fetches that waited longer than the window for a follow-up (or all, at
+    /// shutdown) into inspections.
     fn expire_pending(&self, all: bool) {
-        let expired: Vec<PendingIndex> = {
+        let expired: Vec<Pending> = {
             let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
             let keys: Vec<_> = pending
                 .iter()
-                .filter(|(_, p)| all || p.at.elapsed() >= INDEX_WINDOW)
+                .filter(|(_, p)| all || !p.fresh())
                 .map(|(k, _)| k.clone())
                 .collect();
             keys.into_iter()
@@ -346,12 +462,12 @@ impl Analytics {
                 .collect()
         };
         for p in expired {
-            self.index_only(p);
+            self.inspected(p);
         }
     }
 
     /// Writes the counters accumulated so far. `final_flush` also counts every waiting
-    /// index fetch. Whatever cannot be written is kept for the next flush, never dropped.
+    /// fetch (as an inspection). Whatever cannot be written is kept for the next flush, never dropped.
     pub async fn flush(&self, final_flush: bool) -> Result<(), MetaError> {
         self.expire_pending(final_flush);
         let counts = std::mem::take(&mut *self.counts.lock().unwrap_or_else(|p| p.into_inner()));
@@ -556,6 +672,21 @@ mod tests {
         assert_eq!(client_family("curl/8.0"), "other");
     }
 
+    fn fetch<'a>(
+        repo: &'a RepoName,
+        user_agent: &'a str,
+        tag: Option<&'a str>,
+        account: &'a str,
+    ) -> Fetch<'a> {
+        Fetch {
+            repo,
+            client: IpAddr::from([127, 0, 0, 1]),
+            user_agent,
+            tag,
+            account,
+        }
+    }
+
     /// A stats store whose writes fail until told otherwise.
     struct Flaky {
         fail: std::sync::atomic::AtomicBool,
@@ -581,6 +712,21 @@ mod tests {
             by: berth_meta::GroupBy,
         ) -> Result<Vec<(String, u64)>, MetaError> {
             self.inner.downloads(r, s, by).await
+        }
+        async fn inspections(
+            &self,
+            r: &str,
+            s: i64,
+            by: berth_meta::GroupBy,
+        ) -> Result<Vec<(String, u64)>, MetaError> {
+            self.inner.inspections(r, s, by).await
+        }
+        async fn downloads_by_account(
+            &self,
+            r: &str,
+            s: i64,
+        ) -> Result<Vec<(String, String, u64)>, MetaError> {
+            self.inner.downloads_by_account(r, s).await
         }
         async fn bytes_served(&self, r: &str, s: i64) -> Result<u64, MetaError> {
             self.inner.bytes_served(r, s).await
@@ -625,13 +771,7 @@ mod tests {
             platform: Some("linux/amd64".into()),
         };
         for _ in 0..3 {
-            a.manifest_served(
-                &repo,
-                IpAddr::from([127, 0, 0, 1]),
-                "skopeo/1",
-                Some("1.0.0"),
-                &m,
-            );
+            a.manifest_served(&fetch(&repo, "skopeo/1", Some("1.0.0"), ""), &m);
             a.bytes_served(&repo, 100);
             a.request(Some(&repo), "manifest", 200, None);
         }
@@ -686,14 +826,14 @@ mod tests {
         let long = "x".repeat(4 << 10);
         for i in 0..(MAX_PENDING + 500) {
             let ua = format!("{long}{i}");
-            a.manifest_served(&repo, IpAddr::from([127, 0, 0, 1]), &ua, None, &index);
+            a.manifest_served(&fetch(&repo, &ua, None, ""), &index);
         }
         let pending = a.pending.lock().unwrap();
         assert_eq!(pending.len(), MAX_PENDING);
         // Keys hold the family and a hash, never the agent itself.
         assert!(pending.keys().all(|(_, family, _, _)| *family == "other"));
         drop(pending);
-        // Every index fetch is still counted: the ones beyond the bound as index-only.
+        // Every index fetch is still counted: the ones beyond the bound as inspections.
         let counted: u64 = a.counts.lock().unwrap().values().sum();
         assert_eq!(counted, 500);
     }
@@ -730,5 +870,89 @@ mod tests {
             .map(|(_, n)| n)
             .sum();
         assert_eq!(other, MAX_REQUEST_REPOS as u64 + 50 + 1);
+    }
+
+    fn image(platform: &str, seed: &str) -> StoredManifest {
+        StoredManifest {
+            digest: berth_oci::Digest::sha256(seed.as_bytes()),
+            media_type: berth_oci::media_types::OCI_MANIFEST.into(),
+            content: bytes::Bytes::from_static(b"{}"),
+            version: Some("2.0.0".into()),
+            platform: Some(platform.into()),
+        }
+    }
+
+    /// The counters held in memory, by (kind, platform, account).
+    fn held(a: &Analytics) -> Vec<(FetchKind, String, String, u64)> {
+        let mut v: Vec<_> = a
+            .counts
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, n)| (k.kind, k.platform.clone(), k.account.clone(), *n))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Regression (issue 18): an index fetched alone (`berth inspect`, `skopeo inspect
+    /// --raw`, `curl`) was counted as an `index-only` download; a `HEAD` with nothing
+    /// after it is an inspection too, and a `HEAD` then `GET` is one download.
+    #[tokio::test]
+    async fn metadata_only_fetches_are_inspections() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = berth_meta::sqlite::SqliteStore::open(dir.path().join("m.db")).unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let a = Analytics::new(Arc::new(db.clone()), Arc::new(db), Duration::from_secs(60))
+            .with_metrics(metrics.clone());
+        let repo = RepoName::parse("r").unwrap();
+        let index = index_of(2);
+        let child = image("linux/amd64", "c0");
+        let single = image("linux/s390x", "single");
+
+        // An index alone, by berth: waiting, then an inspection once the window ends.
+        a.manifest_served(&fetch(&repo, "berth/0.1", None, "ann"), &index);
+        assert!(held(&a).is_empty(), "still waiting for a child");
+        // containerd resolves a tag with a HEAD, then GETs the image: one download.
+        a.manifest_checked(
+            &fetch(&repo, "containerd/1.7", Some("2.0.0"), "bob"),
+            &single,
+        );
+        a.manifest_served(&fetch(&repo, "containerd/1.7", None, "bob"), &single);
+        // skopeo: the index, then its amd64 child: one download of linux/amd64.
+        a.manifest_served(&fetch(&repo, "skopeo/1", None, "carol"), &index);
+        a.manifest_served(&fetch(&repo, "skopeo/1", None, "carol"), &child);
+        // A client polling for updates with HEADs: each HEAD is an inspection.
+        a.manifest_checked(&fetch(&repo, "watch/1", None, ""), &single);
+        a.manifest_checked(&fetch(&repo, "watch/1", None, ""), &single);
+        let s = |x: &str| x.to_owned();
+        assert_eq!(
+            held(&a),
+            vec![
+                (FetchKind::Download, s("linux/amd64"), s("carol"), 1),
+                (FetchKind::Download, s("linux/s390x"), s("bob"), 1),
+                (FetchKind::Inspection, s("linux/s390x"), s(""), 1),
+            ]
+        );
+        a.expire_pending(true);
+        assert_eq!(
+            held(&a),
+            vec![
+                (FetchKind::Download, s("linux/amd64"), s("carol"), 1),
+                (FetchKind::Download, s("linux/s390x"), s("bob"), 1),
+                (FetchKind::Inspection, s("index"), s("ann"), 1),
+                (FetchKind::Inspection, s("linux/s390x"), s(""), 2),
+            ]
+        );
+        // The metrics count the same decisions.
+        let text = metrics.render((0, 0));
+        assert!(
+            text.contains("berth_pulls_total{repository=\"r\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("berth_inspections_total{repository=\"r\"} 3"),
+            "{text}"
+        );
     }
 }

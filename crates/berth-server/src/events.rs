@@ -83,6 +83,19 @@ pub enum Event {
         manifest: Arc<StoredManifest>,
         client: IpAddr,
         user_agent: String,
+        /// The account that fetched, empty for anonymous callers and open registries.
+        account: String,
+    },
+    /// A manifest's existence was checked (HEAD): its headers, not its bytes, were sent.
+    ManifestChecked {
+        repo: RepoName,
+        /// The tag it was asked by, if it was.
+        tag: Option<Tag>,
+        manifest: Arc<StoredManifest>,
+        client: IpAddr,
+        user_agent: String,
+        /// The account that checked, empty for anonymous callers and open registries.
+        account: String,
     },
     /// Blob bytes are being sent to a client.
     BlobServed { repo: RepoName, bytes: u64 },

@@ -101,7 +101,8 @@ pub fn build_state(config: &Config) -> Result<AppState, StartError> {
     })?;
     let metrics = Arc::new(metrics::Metrics::default());
     let mut analytics =
-        analytics::Analytics::new(stores.stats, meta.clone(), config.analytics_flush_interval);
+        analytics::Analytics::new(stores.stats, meta.clone(), config.analytics_flush_interval)
+            .with_metrics(metrics.clone());
     analytics.enabled = config.analytics;
     let analytics = Arc::new(analytics);
     let events = events::Events::new(vec![

@@ -2,9 +2,17 @@
 //! OpenMetrics text format (which Prometheus also reads as its classic text format).
 //!
 //! Counters are atomics inside label families; labels are bounded: route (a fixed set),
-//! method, status, OCI error code, and repository for pulls, capped at
-//! [`MAX_REPO_LABELS`] distinct names (the rest count as `_other`). No digest or client
-//! address is ever a label.
+//! method, status, OCI error code, and repository for pulls and inspections, capped at
+//! [`MAX_REPO_LABELS`] distinct names (the rest count as `_other`). No digest, client
+//! address or account is ever a label.
+//!
+//! `berth_pulls_total` and `berth_inspections_total` are not counted from requests here:
+//! [`crate::analytics`] decides what a download is and counts it both here and in the
+//! stats API, so the two agree (see the README for what still differs: restarts and the
+//! `since` window).
+//!
+//! The byte counters are the body bytes actually received and sent, counted by
+//! [`crate::access_log`] as the bodies stream, not read from `Content-Length`.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -100,7 +108,9 @@ pub struct Metrics {
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     errors: Family<CodeLabels, Counter>,
     pulls: Family<RepositoryLabels, Counter>,
-    /// Repositories that have their own `pulls` label; the rest count as `_other`.
+    inspections: Family<RepositoryLabels, Counter>,
+    /// Repositories that have their own `pulls` and `inspections` label; the rest count
+    /// as `_other`.
     pull_repos: Mutex<HashSet<String>>,
     bytes_in: Counter,
     bytes_out: Counter,
@@ -121,6 +131,7 @@ impl Default for Metrics {
             latency: Family::new_with_constructor(latency_histogram),
             errors: Family::default(),
             pulls: Family::default(),
+            inspections: Family::default(),
             pull_repos: Mutex::new(HashSet::new()),
             bytes_in: Counter::default(),
             bytes_out: Counter::default(),
@@ -160,8 +171,13 @@ impl Metrics {
         );
         r.register(
             "berth_pulls",
-            "Manifest downloads (GET) by repository",
+            "Downloads (image content fetched: a platform manifest GET) by repository, as the stats API counts them",
             self.pulls.clone(),
+        );
+        r.register(
+            "berth_inspections",
+            "Inspections (metadata only: an index alone, or a HEAD with no GET after it) by repository",
+            self.inspections.clone(),
         );
         for (name, help, counter) in [
             (
@@ -244,18 +260,26 @@ impl Metrics {
         self.errors.get_or_create(&CodeLabels { code }).inc();
     }
 
-    /// Counts a manifest download of `repo`.
-    pub fn pull(&self, repo: &str) {
+    /// The label of `repo`: itself, or `_other` past [`MAX_REPO_LABELS`] names.
+    fn repo_label(&self, repo: &str) -> RepositoryLabels {
         let labelled = {
             let mut seen = self.pull_repos.lock().unwrap_or_else(|p| p.into_inner());
             seen.contains(repo) || (seen.len() < MAX_REPO_LABELS && seen.insert(repo.to_owned()))
         };
         let repository = if labelled { repo } else { "_other" };
-        self.pulls
-            .get_or_create(&RepositoryLabels {
-                repository: repository.to_owned(),
-            })
-            .inc();
+        RepositoryLabels {
+            repository: repository.to_owned(),
+        }
+    }
+
+    /// Counts a download of `repo` (called by [`crate::analytics`] only).
+    pub fn pull(&self, repo: &str) {
+        self.pulls.get_or_create(&self.repo_label(repo)).inc();
+    }
+
+    /// Counts an inspection of `repo` (called by [`crate::analytics`] only).
+    pub fn inspection(&self, repo: &str) {
+        self.inspections.get_or_create(&self.repo_label(repo)).inc();
     }
 
     pub fn upload_started(&self) {

@@ -16,11 +16,12 @@ use std::time::{Duration, Instant};
 use berth_meta::{AccountStore, AuditEvent};
 use berth_oci::Tag;
 
-use crate::analytics::Analytics;
+use crate::analytics::{Analytics, Fetch};
 use crate::events::{Actor, Event, Subscriber};
 use crate::metrics::Metrics;
 
-/// Counts uploads, commits, pushes, pulls and scrub findings for `/metrics`.
+/// Counts uploads, commits, pushes and scrub findings for `/metrics`. Downloads and
+/// inspections are counted by [`Analytics`], which classifies them.
 pub struct MetricsSubscriber(pub Arc<Metrics>);
 
 impl Subscriber for MetricsSubscriber {
@@ -29,7 +30,6 @@ impl Subscriber for MetricsSubscriber {
             Event::UploadStarted { .. } => self.0.upload_started(),
             Event::BlobCommitted { .. } => self.0.blob_committed(),
             Event::ManifestPushed { .. } => self.0.manifest_pushed(),
-            Event::ManifestServed { repo, .. } => self.0.pull(repo.as_str()),
             Event::BlobChecked { .. } => self.0.scrub_checked(),
             Event::BlobCorrupt { .. } => self.0.scrub_corrupt(),
             _ => {}
@@ -49,15 +49,34 @@ impl Subscriber for AnalyticsSubscriber {
                 manifest,
                 client,
                 user_agent,
+                account,
             } => {
-                self.0.manifest_served(
+                let fetch = Fetch {
                     repo,
-                    *client,
+                    client: *client,
                     user_agent,
-                    tag.as_ref().map(Tag::as_str),
-                    manifest,
-                );
+                    tag: tag.as_ref().map(Tag::as_str),
+                    account,
+                };
+                self.0.manifest_served(&fetch, manifest);
                 self.0.bytes_served(repo, manifest.content.len() as u64);
+            }
+            Event::ManifestChecked {
+                repo,
+                tag,
+                manifest,
+                client,
+                user_agent,
+                account,
+            } => {
+                let fetch = Fetch {
+                    repo,
+                    client: *client,
+                    user_agent,
+                    tag: tag.as_ref().map(Tag::as_str),
+                    account,
+                };
+                self.0.manifest_checked(&fetch, manifest);
             }
             Event::BlobServed { repo, bytes } => self.0.bytes_served(repo, *bytes),
             Event::RepositoryRequest {

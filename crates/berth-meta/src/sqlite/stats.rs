@@ -1,10 +1,41 @@
-//! [`StatsStore`] on SQLite: download, bytes-served and request counters, aggregated per
-//! hour.
+//! [`StatsStore`] on SQLite: download, inspection, bytes-served and request counters,
+//! aggregated per hour. Downloads and inspections share one table, told apart by `kind`.
 
 use rusqlite::params;
 
 use super::{db_err, SqliteStore};
-use crate::{DownloadKey, GroupBy, MetaError, RequestKey, StatsStore};
+use crate::{DownloadKey, FetchKind, GroupBy, MetaError, RequestKey, StatsStore};
+
+impl SqliteStore {
+    /// Counts of one kind of fetch of `repo` since `since_hour`, grouped by `by`.
+    async fn fetches(
+        &self,
+        repo: &str,
+        since_hour: i64,
+        kind: FetchKind,
+        by: GroupBy,
+    ) -> Result<Vec<(String, u64)>, MetaError> {
+        let repo = repo.to_owned();
+        let key = match by {
+            GroupBy::Version => "version",
+            GroupBy::Platform => "platform",
+            GroupBy::Client => "client",
+            // Days as YYYY-MM-DD (UTC).
+            GroupBy::Day => "strftime('%Y-%m-%d', hour * 3600, 'unixepoch')",
+        };
+        self.read(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {key} AS k, sum(count) FROM downloads WHERE repo = ?1 AND hour >= ?2 AND kind = ?3 GROUP BY k ORDER BY k"
+            ))
+            .and_then(|mut s| {
+                s.query_map(params![repo, since_hour, kind.as_str()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(db_err("reading downloads"))
+        })
+        .await
+    }
+}
 
 #[async_trait::async_trait]
 impl StatsStore for SqliteStore {
@@ -19,12 +50,12 @@ impl StatsStore for SqliteStore {
         self.write(move |tx| {
             let mut add = tx
                 .prepare_cached(
-                    "INSERT INTO downloads (repo, version, platform, client, hour, count) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                     ON CONFLICT (repo, hour, version, platform, client) DO UPDATE SET count = count + excluded.count",
+                    "INSERT INTO downloads (repo, version, platform, client, account, kind, hour, count) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT (repo, hour, kind, version, platform, client, account) DO UPDATE SET count = count + excluded.count",
                 )
                 .map_err(db_err("recording downloads"))?;
             for (k, n) in &counts {
-                add.execute(params![k.repo, k.version, k.platform, k.client, k.hour, *n as i64])
+                add.execute(params![k.repo, k.version, k.platform, k.client, k.account, k.kind.as_str(), k.hour, *n as i64])
                     .map_err(db_err("recording downloads"))?;
             }
             let mut add_bytes = tx
@@ -49,23 +80,38 @@ impl StatsStore for SqliteStore {
         since_hour: i64,
         by: GroupBy,
     ) -> Result<Vec<(String, u64)>, MetaError> {
+        self.fetches(repo, since_hour, FetchKind::Download, by)
+            .await
+    }
+
+    async fn inspections(
+        &self,
+        repo: &str,
+        since_hour: i64,
+        by: GroupBy,
+    ) -> Result<Vec<(String, u64)>, MetaError> {
+        self.fetches(repo, since_hour, FetchKind::Inspection, by)
+            .await
+    }
+
+    async fn downloads_by_account(
+        &self,
+        repo: &str,
+        since_hour: i64,
+    ) -> Result<Vec<(String, String, u64)>, MetaError> {
         let repo = repo.to_owned();
-        let key = match by {
-            GroupBy::Version => "version",
-            GroupBy::Platform => "platform",
-            GroupBy::Client => "client",
-            // Days as YYYY-MM-DD (UTC).
-            GroupBy::Day => "strftime('%Y-%m-%d', hour * 3600, 'unixepoch')",
-        };
         self.read(move |c| {
-            c.prepare_cached(&format!(
-                "SELECT {key} AS k, sum(count) FROM downloads WHERE repo = ?1 AND hour >= ?2 GROUP BY k ORDER BY k"
-            ))
+            c.prepare_cached(
+                "SELECT account, version, sum(count) FROM downloads WHERE repo = ?1 AND hour >= ?2 AND kind = 'download'
+                 GROUP BY account, version ORDER BY account, version",
+            )
             .and_then(|mut s| {
-                s.query_map(params![repo, since_hour], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?
-                    .collect::<Result<Vec<_>, _>>()
+                s.query_map(params![repo, since_hour], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)? as u64))
+                })?
+                .collect::<Result<Vec<_>, _>>()
             })
-            .map_err(db_err("reading downloads"))
+            .map_err(db_err("reading downloads by account"))
         })
         .await
     }
@@ -143,7 +189,7 @@ impl StatsStore for SqliteStore {
         let limit = limit.min(i64::MAX as usize) as i64;
         self.read(move |c| {
             c.prepare_cached(
-                "SELECT repo, sum(count) AS n FROM downloads WHERE hour >= ?1 GROUP BY repo ORDER BY n DESC, repo LIMIT ?2",
+                "SELECT repo, sum(count) AS n FROM downloads WHERE hour >= ?1 AND kind = 'download' GROUP BY repo ORDER BY n DESC, repo LIMIT ?2",
             )
             .and_then(|mut s| {
                 s.query_map(params![since_hour, limit], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?

@@ -171,10 +171,61 @@ async fn a_first_schema_database_upgrades_with_its_data() {
         platform: "linux/amd64".into(),
         client: "docker".into(),
         hour: 10,
+        ..DownloadKey::default()
     };
     db.downloads_add(vec![(key, 3)], vec![]).await.unwrap();
     assert_eq!(
         db.downloads("team/app", 0, GroupBy::Version).await.unwrap(),
         [("2.0".to_owned(), 3)]
+    );
+}
+
+/// Downloads counted before fetch kinds existed: an `index-only` row (an index fetched
+/// with no platform pull after it) becomes an inspection, the others stay downloads.
+#[tokio::test]
+async fn index_only_downloads_become_inspections() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.db");
+    {
+        let conn = Connection::open(&path).unwrap();
+        for sql in [
+            FIRST,
+            include_str!("../../migrations/sqlite/0002_accounts.sql"),
+            include_str!("../../migrations/sqlite/0003_manifest_version.sql"),
+            include_str!("../../migrations/sqlite/0004_downloads.sql"),
+            include_str!("../../migrations/sqlite/0005_requests.sql"),
+            include_str!("../../migrations/sqlite/0006_blob_lifecycle.sql"),
+        ] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.execute_batch("PRAGMA user_version = 6").unwrap();
+        conn.execute(
+            "INSERT INTO downloads (repo, version, platform, client, hour, count) VALUES
+             ('team/app', '1.0', 'index-only', 'berth', 10, 4),
+             ('team/app', '1.0', 'linux/amd64', 'docker', 10, 3)",
+            [],
+        )
+        .unwrap();
+    }
+    let db = SqliteStore::open(&path).unwrap();
+    assert_eq!(
+        db.downloads("team/app", 0, GroupBy::Platform)
+            .await
+            .unwrap(),
+        [("linux/amd64".to_owned(), 3)]
+    );
+    assert_eq!(
+        db.inspections("team/app", 0, GroupBy::Platform)
+            .await
+            .unwrap(),
+        [("index".to_owned(), 4)]
+    );
+    assert_eq!(
+        db.downloads_by_account("team/app", 0).await.unwrap(),
+        [(String::new(), "1.0".to_owned(), 3)]
+    );
+    assert_eq!(
+        db.top_repositories(0, 10).await.unwrap(),
+        [("team/app".to_owned(), 3)]
     );
 }

@@ -9,6 +9,7 @@ use berth_auth::Action;
 use berth_oci::{Reference, RepoName};
 
 use super::{empty, set, Req};
+use crate::auth::Principal;
 use crate::error::ApiResult;
 use crate::events::Event;
 use crate::service::{accepted, ManifestPush, RegistryError};
@@ -24,22 +25,43 @@ pub async fn get(state: &AppState, name: &RepoName, raw: &str, req: Req) -> ApiR
     let (reference, m) = state.registry.manifest(name, raw, &accept).await?;
     let len = m.content.len();
     let (media_type, digest) = (m.media_type.clone(), m.digest.to_string());
+    let tag = match reference {
+        Reference::Tag(t) => Some(t),
+        Reference::Digest(_) => None,
+    };
+    // The analytics tell downloads (GET) from inspections (HEAD, or an index alone) and
+    // attribute both to the account.
+    let account = match &req.principal {
+        Principal::Account { name, .. } => name.clone(),
+        Principal::Token { claims, .. } => claims.sub.clone(),
+        Principal::Open | Principal::Anonymous { .. } => String::new(),
+    };
+    let user_agent = req.header(header::USER_AGENT).unwrap_or("").to_owned();
+    let (manifest, client) = (Arc::new(m), req.client);
     let mut r = if req.method == Method::HEAD {
+        state
+            .events
+            .emit(Event::ManifestChecked {
+                repo: name.clone(),
+                tag,
+                manifest,
+                client,
+                user_agent,
+                account,
+            })
+            .await;
         empty(StatusCode::OK)
     } else {
-        let body = Body::from(m.content.clone());
-        let tag = match reference {
-            Reference::Tag(t) => Some(t),
-            Reference::Digest(_) => None,
-        };
+        let body = Body::from(manifest.content.clone());
         state
             .events
             .emit(Event::ManifestServed {
                 repo: name.clone(),
                 tag,
-                manifest: Arc::new(m),
-                client: req.client,
-                user_agent: req.header(header::USER_AGENT).unwrap_or("").to_owned(),
+                manifest,
+                client,
+                user_agent,
+                account,
             })
             .await;
         Response::new(body)

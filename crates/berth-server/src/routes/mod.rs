@@ -51,6 +51,12 @@ pub fn router(state: AppState) -> Router {
         .route("/token", get(token::get).post(token::post))
         .route("/metrics", get(metrics))
         .route("/api/v1/stats/top", get(stats::top))
+        // A browser pointed at the registry lands on the dashboard; temporary, so
+        // nothing caches it should `/` ever serve something else.
+        .route(
+            "/",
+            get(|| async { axum::response::Redirect::temporary("/ui/") }),
+        )
         .route(
             "/ui",
             get(|| async { axum::response::Redirect::permanent("/ui/") }),

@@ -1,7 +1,9 @@
-//! The stats API (JSON): downloads of a repository grouped by day, version, platform or
-//! client, and the most downloaded repositories. Only repositories the caller may pull.
+//! The stats API (JSON): downloads and inspections of a repository grouped by day,
+//! version, platform or client, downloads by account (administrators of the repository
+//! only), and the most downloaded repositories. Only repositories the caller may pull.
+//! What a download and an inspection are is decided in [`crate::analytics`].
 //!
-//! - `GET /api/v1/stats/repositories/<name>?by=version|platform|client|day&since=7d`
+//! - `GET /api/v1/stats/repositories/<name>?by=version|platform|client|day|account&since=7d`
 //! - `GET /api/v1/stats/top?since=7d&n=10`
 
 use axum::extract::{Request, State};
@@ -59,25 +61,61 @@ pub async fn repository(State(state): State<AppState>, req: Request) -> Response
             };
             return Err(e.into());
         }
-        let by = match query.get("by").unwrap_or("day") {
-            "version" => GroupBy::Version,
-            "platform" => GroupBy::Platform,
-            "client" => GroupBy::Client,
-            "day" => GroupBy::Day,
+        let by_name = query.get("by").unwrap_or("day");
+        let by = match by_name {
+            "version" => Some(GroupBy::Version),
+            "platform" => Some(GroupBy::Platform),
+            "client" => Some(GroupBy::Client),
+            "day" => Some(GroupBy::Day),
+            "account" => None,
             other => {
                 return Err(RegistryError::ParameterInvalid(format!(
-                    "by={other:?}: use version, platform, client or day"
+                    "by={other:?}: use version, platform, client, day or account"
                 ))
                 .into())
             }
         };
+        // Who pulled what names customers: administrators of the repository only.
+        if by.is_none() && !p.may(repo.as_str(), Action::Admin) {
+            let e = match p {
+                Principal::Account { .. } | Principal::Token { .. } => AuthError::Denied(format!(
+                    "downloads by account of {repo} are for its administrators"
+                )),
+                _ => state.auth.challenge(
+                    Some(&format!("repository:{repo}:*")),
+                    None,
+                    "authentication required",
+                ),
+            };
+            return Err(e.into());
+        }
         let since = since_hour(&query)?;
         // Answer with everything counted so far, not only what the last flush wrote.
         state.analytics.flush(false).await?;
-        let groups = state.analytics.stats().downloads(repo.as_str(), since, by).await?;
-        let bytes = state.analytics.stats().bytes_served(repo.as_str(), since).await?;
-        let total: u64 = groups.iter().map(|(_, n)| n).sum();
-        let requests = state.analytics.stats().requests(repo.as_str(), since).await?;
+        let stats = state.analytics.stats();
+        let (groups, inspections) = match by {
+            Some(by) => {
+                let groups: Vec<serde_json::Value> = stats
+                    .downloads(repo.as_str(), since, by)
+                    .await?
+                    .iter()
+                    .map(|(k, n)| serde_json::json!({"key": k, "downloads": n}))
+                    .collect();
+                let inspections = stats.inspections(repo.as_str(), since, by).await?;
+                (groups, inspections)
+            }
+            None => {
+                let rows = stats.downloads_by_account(repo.as_str(), since).await?;
+                let inspections = stats
+                    .inspections(repo.as_str(), since, GroupBy::Version)
+                    .await?;
+                (by_account(&rows), inspections)
+            }
+        };
+        let total: u64 = groups.iter().filter_map(|g| g["downloads"].as_u64()).sum();
+        let inspected: u64 = inspections.iter().map(|(_, n)| n).sum();
+        let bytes = stats.bytes_served(repo.as_str(), since).await?;
+        let requests = stats.requests(repo.as_str(), since).await?;
         let all: u64 = requests.iter().map(|(_, n)| n).sum();
         let errors: u64 = requests.iter().filter(|(k, _)| k.class >= 4).map(|(_, n)| n).sum();
         let mut by_code = serde_json::Map::new();
@@ -91,11 +129,15 @@ pub async fn repository(State(state): State<AppState>, req: Request) -> Response
             .collect();
         Ok(json(serde_json::json!({
             "repository": repo.as_str(),
-            "by": query.get("by").unwrap_or("day"),
+            "by": by_name,
             "since_hour": since,
             "total": total,
             "bytes_served": bytes,
-            "groups": groups.iter().map(|(k, n)| serde_json::json!({"key": k, "downloads": n})).collect::<Vec<_>>(),
+            "groups": groups,
+            "inspections": {
+                "total": inspected,
+                "groups": inspections.iter().map(|(k, n)| serde_json::json!({"key": k, "inspections": n})).collect::<Vec<_>>(),
+            },
             "requests": {
                 "total": all,
                 "errors": errors,
@@ -109,6 +151,26 @@ pub async fn repository(State(state): State<AppState>, req: Request) -> Response
     result.unwrap_or_else(|e: ApiError| {
         error_response(&state, e, req.headers.get(header::HOST), false)
     })
+}
+
+/// Groups `(account, version, downloads)` rows (sorted by account) into one group per
+/// account: `{"key": account, "downloads": n, "versions": [{"version", "downloads"}]}`.
+fn by_account(rows: &[(String, String, u64)]) -> Vec<serde_json::Value> {
+    let mut groups: Vec<serde_json::Value> = Vec::new();
+    for (account, version, n) in rows {
+        let entry = serde_json::json!({"version": version, "downloads": n});
+        match groups.last_mut() {
+            Some(g) if g["key"] == account.as_str() => {
+                g["downloads"] = serde_json::json!(g["downloads"].as_u64().unwrap_or(0) + n);
+                if let Some(v) = g["versions"].as_array_mut() {
+                    v.push(entry);
+                }
+            }
+            _ => groups
+                .push(serde_json::json!({"key": account, "downloads": n, "versions": [entry]})),
+        }
+    }
+    groups
 }
 
 pub async fn top(State(state): State<AppState>, req: Request) -> Response {
@@ -143,4 +205,27 @@ pub async fn top(State(state): State<AppState>, req: Request) -> Response {
     result.unwrap_or_else(|e: ApiError| {
         error_response(&state, e, req.headers.get(header::HOST), false)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn account_rows_group_by_account() {
+        let row = |a: &str, v: &str, n: u64| (a.to_owned(), v.to_owned(), n);
+        let groups = by_account(&[
+            row("", "1.0", 2),
+            row("carol", "1.0", 1),
+            row("carol", "2.0", 4),
+        ]);
+        assert_eq!(
+            serde_json::Value::Array(groups),
+            serde_json::json!([
+                {"key": "", "downloads": 2, "versions": [{"version": "1.0", "downloads": 2}]},
+                {"key": "carol", "downloads": 5, "versions": [
+                    {"version": "1.0", "downloads": 1}, {"version": "2.0", "downloads": 4}]},
+            ])
+        );
+    }
 }

@@ -1,7 +1,10 @@
 //! The dashboard at `/ui/`: server-rendered HTML with inline SVG charts, no scripts and
 //! no external assets, so it works offline and is embedded in the binary. It follows the
 //! account rules: a viewer sees only repositories they may pull (log in at `/ui/login`,
-//! HTTP Basic).
+//! HTTP Basic), and only administrators of a repository see its downloads by account.
+//!
+//! Sizes are what a pull moves: an image's size is the sum of its config and layers, and
+//! an index's is given per platform (each child's blobs), never the size of the JSON.
 //!
 //! Pages are `maud` templates: checked at compile time, and every value written into
 //! them is escaped unless wrapped in `PreEscaped` (only the constant style sheet and
@@ -11,6 +14,8 @@
 //! beside the data it shows.
 
 use axum::extract::{Request, State};
+use std::collections::HashMap;
+
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use berth_auth::Action;
@@ -31,7 +36,11 @@ th,td{text-align:left;padding:6px 10px;border-bottom:1px solid #e3e6ea;vertical-
 .cards{display:flex;gap:12px;flex-wrap:wrap;margin:12px 0}.card{background:#fff;padding:10px 16px;border:1px solid #e3e6ea}
 .card b{display:block;font-size:22px}.charts{display:grid;grid-template-columns:1fr 1fr;gap:16px}
 section{background:#fff;border:1px solid #e3e6ea;padding:10px 14px;margin:12px 0}h2{font-size:15px;margin:4px 0 8px}
-code{font-size:12px}.muted{color:#6b7280}";
+code{font-size:12px}.muted{color:#6b7280}
+#tags{table-layout:fixed}#tags td{overflow-wrap:anywhere;word-break:break-word}
+#tags col.tag{width:26%}#tags col.digest{width:15%}#tags col.kind{width:7%}#tags col.platforms{width:20%}
+#tags col.annotations{width:22%}#tags col.updated{width:10%}
+code.pull{display:block;margin-top:4px;padding:2px 4px;background:#eef0f3;user-select:all;cursor:text}";
 
 fn human_bytes(n: u64) -> String {
     bytesize::ByteSize(n).display().iec().to_string()
@@ -217,13 +226,78 @@ pub async fn repository(State(state): State<AppState>, req: Request) -> Response
             _ => (StatusCode::FORBIDDEN, "you may not pull this repository").into_response(),
         };
     }
-    match render_repository(&state, &repo).await {
+    // The pull command names the registry as the browser reached it.
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("REGISTRY")
+        .to_owned();
+    let admin = p.may(repo.as_str(), Action::Admin);
+    match render_repository(&state, &repo, &host, admin).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
 }
 
-async fn render_repository(state: &AppState, repo: &RepoName) -> Result<Response, ApiError> {
+/// What one tag's manifest holds: its kind, and (platform, bytes a pull moves) per image.
+async fn tag_sizes(
+    state: &AppState,
+    repo: &RepoName,
+    m: &berth_meta::StoredManifest,
+    parsed: Option<&ParsedManifest>,
+    children: &mut HashMap<String, u64>,
+) -> (&'static str, Vec<(String, u64)>) {
+    match parsed {
+        Some(pm) if pm.kind.is_index() => {
+            let mut sizes = Vec::new();
+            for d in &pm.manifests {
+                let digest = d.digest.to_string();
+                // Children shared by several tags are read once per page.
+                let size = match children.get(&digest) {
+                    Some(n) => *n,
+                    None => {
+                        let accept = [d.media_type.clone()];
+                        let n = match state.registry.manifest(repo, &digest, &accept).await {
+                            Ok((_, child)) => {
+                                ParsedManifest::parse(&child.content, Some(&child.media_type))
+                                    .map(|c| c.required_blobs().map(|b| b.size).sum::<u64>())
+                                    .unwrap_or(0)
+                            }
+                            // A child this registry does not hold (an index pushed with
+                            // some platforms elsewhere) moves nothing from here.
+                            Err(_) => 0,
+                        };
+                        children.insert(digest, n);
+                        n
+                    }
+                };
+                let platform = d
+                    .platform
+                    .as_ref()
+                    .map(|p| p.to_string())
+                    .unwrap_or_else(|| "unknown".into());
+                sizes.push((platform, size));
+            }
+            ("index", sizes)
+        }
+        Some(pm) => (
+            "image",
+            vec![(
+                m.platform.clone().unwrap_or_default(),
+                pm.required_blobs().map(|d| d.size).sum::<u64>(),
+            )],
+        ),
+        None => ("?", Vec::new()),
+    }
+}
+
+async fn render_repository(
+    state: &AppState,
+    repo: &RepoName,
+    host: &str,
+    admin: bool,
+) -> Result<Response, ApiError> {
     state.analytics.flush(false).await?;
     let stats = state.analytics.stats();
     let since = (now() - 30 * 86400) / 3600;
@@ -237,6 +311,17 @@ async fn render_repository(state: &AppState, repo: &RepoName) -> Result<Response
     let clients = stats
         .downloads(repo.as_str(), since, GroupBy::Client)
         .await?;
+    let inspections: u64 = stats
+        .inspections(repo.as_str(), since, GroupBy::Version)
+        .await?
+        .iter()
+        .map(|(_, n)| n)
+        .sum();
+    let accounts = if admin {
+        Some(stats.downloads_by_account(repo.as_str(), since).await?)
+    } else {
+        None
+    };
     let requests = stats.requests(repo.as_str(), since).await?;
     let bytes = stats.bytes_served(repo.as_str(), since).await?;
     let tags = state.registry.tag_details(repo).await?;
@@ -270,35 +355,28 @@ async fn render_repository(state: &AppState, repo: &RepoName) -> Result<Response
         .iter()
         .filter(|(k, _)| !k.code.is_empty())
         .collect();
-    let tag_rows = tags.iter().map(|t| {
+    let mut children = HashMap::new();
+    let mut tag_rows = Vec::with_capacity(tags.len());
+    for t in &tags {
         let m = &t.manifest;
         let parsed = ParsedManifest::parse(&m.content, Some(&m.media_type)).ok();
-        let (kind, platforms, size) = match &parsed {
-            Some(pm) if pm.kind.is_index() => (
-                "index",
-                pm.manifests
-                    .iter()
-                    .filter_map(|d| d.platform.as_ref().map(|p| p.to_string()))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                pm.manifests.iter().map(|d| d.size).sum::<u64>(),
-            ),
-            Some(pm) => (
-                "image",
-                m.platform.clone().unwrap_or_default(),
-                pm.required_blobs().map(|d| d.size).sum::<u64>(),
-            ),
-            None => ("?", String::new(), 0),
-        };
+        let (kind, sizes) = tag_sizes(state, repo, m, parsed.as_ref(), &mut children).await;
         let digest = m.digest.to_string();
         let short: String = digest.chars().take(19).collect();
-        html! {
+        let pull = format!("docker pull {host}/{}:{}", repo.as_str(), t.tag);
+        tag_rows.push(html! {
             tr.tag {
-                td { (t.tag) }
+                td { b { (t.tag) } code.pull title="pull command" { (pull) } }
                 td { code title=(digest) { (short) } }
                 td { (kind) }
-                td { (platforms) }
-                td { (human_bytes(size)) }
+                td.sizes {
+                    @for (platform, size) in &sizes {
+                        div {
+                            @if !platform.is_empty() { (platform) " " }
+                            span.size { (human_bytes(*size)) }
+                        }
+                    }
+                }
                 td {
                     @for (k, v) in parsed.iter().flat_map(|pm| &pm.annotations) {
                         div { code { (k) "=" (v) } }
@@ -306,12 +384,16 @@ async fn render_repository(state: &AppState, repo: &RepoName) -> Result<Response
                 }
                 td { (date(t.updated_at)) }
             }
-        }
-    });
+        });
+    }
     let body = html! {
         h1 { (repo.as_str()) }
         div.cards {
             div.card { "Downloads (30 days)" b #downloads-total { (total) } }
+            div.card {
+                "Inspections (30 days)" b #inspections-total { (inspections) }
+                span.muted { "metadata only: an index alone or a HEAD" }
+            }
             div.card { "Bytes served" b { (human_bytes(bytes)) } }
             div.card {
                 "Error rate" b #error-rate { (format!("{rate:.1}")) "%" }
@@ -335,12 +417,33 @@ async fn render_repository(state: &AppState, repo: &RepoName) -> Result<Response
                 }
             }
         }
+        @if let Some(accounts) = &accounts {
+            section #accounts {
+                h2 { "Downloads by account" } span.muted { "administrators only" }
+                table {
+                    tr { th { "Account" } th { "Version" } th { "Downloads" } }
+                    @for (account, version, n) in accounts {
+                        tr {
+                            td { (if account.is_empty() { "(anonymous)" } else { account }) }
+                            td { (if version.is_empty() { "(unknown)" } else { version }) }
+                            td { (n) }
+                        }
+                    }
+                    @if accounts.is_empty() {
+                        tr { td.muted colspan="3" { "no downloads yet" } }
+                    }
+                }
+            }
+        }
         section {
             h2 { "Tags" }
             table #tags {
+                colgroup {
+                    col.tag; col.digest; col.kind; col.platforms; col.annotations; col.updated;
+                }
                 tr {
-                    th { "Tag" } th { "Digest" } th { "Kind" } th { "Platforms" }
-                    th { "Size" } th { "Annotations" } th { "Updated" }
+                    th { "Tag" } th { "Digest" } th { "Kind" } th { "Size per platform" }
+                    th { "Annotations" } th { "Updated" }
                 }
                 @for row in tag_rows { (row) }
             }

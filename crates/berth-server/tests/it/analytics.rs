@@ -1,5 +1,5 @@
 //! Download analytics: attribution by version, platform and client; index + child is
-//! one download; counts survive a restart.
+//! one download; an index alone is an inspection; counts survive a restart.
 
 use berth_oci::Digest;
 use reqwest::{Method, StatusCode};
@@ -106,7 +106,7 @@ async fn downloads_by_version_platform_and_client() {
     }
     // berth fetches the index alone once.
     get(&reg, "berth/0.1.0", "/v2/team/app/manifests/1.4").await;
-    // helm pulls the single-platform image by digest; HEADs never count.
+    // helm pulls the single-platform image by digest; a HEAD alone is an inspection.
     get(
         &reg,
         "Helm/3.14.0",
@@ -165,12 +165,15 @@ async fn downloads_by_version_platform_and_client() {
     let v = stats(&reg, "day").await;
     assert_eq!(v["groups"].as_array().unwrap().len(), 1);
 
-    // A restart flushes what is waiting (the lone index becomes index-only) and keeps it.
+    // A restart flushes what is waiting (the lone index and the HEAD become
+    // inspections, not downloads) and keeps it.
     let dir = reg.stop().await.unwrap();
     let reg = TestRegistry::start_in(dir.path(), berth_server::Config::default()).await;
     let v = stats(&reg, "platform").await;
-    assert_eq!(groups(&v)[0], ("index-only".to_owned(), 1));
-    assert_eq!(v["total"], 7);
+    assert_eq!(groups(&v).len(), 3, "{v}");
+    assert_eq!(v["total"], 6);
+    assert_eq!(v["inspections"]["total"], 2, "{v}");
+    assert_eq!(v["inspections"]["groups"][0]["key"], "index");
     let top: Value = reg
         .req(Method::GET, "/api/v1/stats/top")
         .send()
@@ -181,7 +184,7 @@ async fn downloads_by_version_platform_and_client() {
         .unwrap();
     assert_eq!(
         top["repositories"][0],
-        json!({"repository": "team/app", "downloads": 7})
+        json!({"repository": "team/app", "downloads": 6})
     );
     let r = reg
         .req(Method::GET, "/api/v1/stats/repositories/team/app?by=nope")

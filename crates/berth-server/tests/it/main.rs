@@ -13,6 +13,7 @@ mod limits;
 mod lists;
 mod manifests;
 mod metrics;
+mod numbers;
 mod policy;
 mod proxy;
 mod scrub;

@@ -7,6 +7,7 @@ mod auth;
 mod crash;
 mod dashboard;
 mod lifecycle;
+mod numbers;
 mod process;
 mod publish;
 mod scrub;
