@@ -123,8 +123,7 @@ impl LayoutIndex {
 /// an artifact type (images have none) or under a cosign v2 or tag-schema tag.
 fn is_referrer_entry(d: &Descriptor) -> bool {
     d.artifact_type.is_some()
-        || d
-            .annotations
+        || d.annotations
             .get(REF_NAME)
             .is_some_and(|t| is_artifact_tag(t))
 }
@@ -256,11 +255,10 @@ impl ImageSource for LayoutSource {
     async fn legacy_referrers(&self, subject: &Digest) -> Result<Vec<(Tag, Manifest)>> {
         let mut out = Vec::new();
         for tag in legacy_tags(subject) {
-            let entry = self
-                .index
-                .manifests
-                .iter()
-                .find(|d| d.annotations.get(REF_NAME).map(String::as_str) == Some(tag.as_str()));
+            let entry =
+                self.index.manifests.iter().find(|d| {
+                    d.annotations.get(REF_NAME).map(String::as_str) == Some(tag.as_str())
+                });
             if let Some(d) = entry {
                 out.push((tag, self.read_manifest(d).await?));
             }
