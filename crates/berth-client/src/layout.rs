@@ -178,7 +178,8 @@ impl LayoutSource {
     }
 
     /// The subject and referrer descriptor of every entry of the index whose manifest
-    /// names a subject, reading each manifest once per source.
+    /// names a subject, reading each manifest once per source (unreadable entries are
+    /// skipped with a warning).
     async fn referrer_entries(&self) -> Result<Vec<(Digest, Descriptor)>> {
         if let Some(known) = self.referrers.lock().ok().and_then(|r| r.clone()) {
             return Ok(known);
@@ -189,9 +190,12 @@ impl LayoutSource {
             if !desc.media_type.contains("manifest") && !desc.media_type.contains("index") {
                 continue;
             }
-            let m = self.read_manifest(desc).await?;
-            if let Some(entry) = referrer_entry(&m) {
-                found.push(entry);
+            // An entry that cannot be read is no referrer this copy can carry; it must not
+            // fail the copy of another image of the layout.
+            match self.read_manifest(desc).await {
+                Ok(m) => found.extend(referrer_entry(&m)),
+                Err(e) => tracing::warn!(digest = %desc.digest, error = %e,
+                    "skipping an unreadable entry of index.json while looking for referrers"),
             }
         }
         if let Ok(mut r) = self.referrers.lock() {

@@ -342,7 +342,9 @@ impl Registry {
 
     /// The manifests cosign v2 keeps under the tags of `subject` ([`legacy_tags`]), each
     /// with its tag; a missing tag is skipped. Works on any registry, with or without the
-    /// referrers API.
+    /// referrers API. Each tag is probed with `HEAD` (most are absent, and registries
+    /// that meter pulls count `GET`s), and a present one fetched by the digest the `HEAD`
+    /// answered, so its bytes are verified.
     pub async fn legacy_referrers(
         &self,
         repo: &RepoName,
@@ -350,11 +352,16 @@ impl Registry {
     ) -> Result<Vec<(Tag, Manifest)>> {
         let mut out = Vec::new();
         for tag in legacy_tags(subject) {
-            match self.get_manifest(repo, &Reference::Tag(tag.clone())).await {
-                Ok(m) => out.push((tag, m)),
-                Err(ClientError::NotFound(_)) => {}
-                Err(e) => return Err(e),
-            }
+            let Some(desc) = self
+                .head_manifest(repo, &Reference::Tag(tag.clone()))
+                .await?
+            else {
+                continue;
+            };
+            let m = self
+                .get_manifest(repo, &Reference::Digest(desc.digest))
+                .await?;
+            out.push((tag, m));
         }
         Ok(out)
     }
