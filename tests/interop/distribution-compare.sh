@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # CNCF Distribution (/usr/bin/docker-registry) next to Berth: the same conformance reproduction
 # (tests/conformance/run.py) against both, and a side-by-side of the requests where Berth
-# differs from what clients and the suite expect. Fails only if Distribution cannot be started
-# or if Berth differs from Distribution on the side-by-side list.
+# differs from what clients and the suite expect; then `berth copy` of a signed image through
+# Distribution and back (referrers via the tag schema, cosign v2 tags). Fails if Distribution
+# cannot be started, if Berth differs from Distribution on the side-by-side list, or if a
+# signature is lost on the way.
 source "$(dirname "$0")/lib.sh"
 command -v docker-registry >/dev/null || fail "docker-registry missing (apt-get install -y docker-registry)"
 start_berth
@@ -59,4 +61,64 @@ cmpreq "GET tags/list of unknown repo" same GET /v2/nope/nope/tags/list
 cmpreq "POST mount without from" 201 POST "/v2/cmp/other/blobs/uploads/?mount=$dig"
 echo "$mismatch difference(s)"
 [[ $mismatch -eq 0 ]] || fail "Berth differs from Distribution on $mismatch request(s) above"
+
+# Copies carry their trust: an image with a referrer (subject field) and a cosign v2
+# signature (sha256-<hex>.sig tag) goes Berth -> Distribution (no referrers API: the tag
+# schema) -> Berth with `berth copy`, every digest intact.
+step "berth copy carries signatures through Distribution"
+python3 - "$REG" push >"$WORK/signed.json" <<'PY' || fail "pushing the signed image to Berth"
+import hashlib, json, sys, urllib.request
+reg = sys.argv[1]
+def req(method, path, body=b"", ctype=None):
+    r = urllib.request.Request(f"http://{reg}{path}", data=body or None, method=method)
+    if ctype: r.add_header("Content-Type", ctype)
+    return urllib.request.urlopen(r)
+def blob(data):
+    d = "sha256:" + hashlib.sha256(data).hexdigest()
+    req("POST", f"/v2/sig/app/blobs/uploads/?digest={d}", data, "application/octet-stream")
+    return {"mediaType": "application/octet-stream", "digest": d, "size": len(data)}
+def manifest(m, ref):
+    data = json.dumps(m, indent=1).encode()
+    d = "sha256:" + hashlib.sha256(data).hexdigest()
+    req("PUT", f"/v2/sig/app/manifests/{ref or d}", data, m["mediaType"])
+    return {"mediaType": m["mediaType"], "digest": d, "size": len(data)}
+OCI = "application/vnd.oci.image.manifest.v1+json"
+cfg = dict(blob(b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}'),
+           mediaType="application/vnd.oci.image.config.v1+json")
+image = manifest({"schemaVersion": 2, "mediaType": OCI, "config": cfg, "layers": [blob(b"layer")]}, "v1")
+empty = dict(blob(b"{}"), mediaType="application/vnd.oci.empty.v1+json")
+sbom = manifest({"schemaVersion": 2, "mediaType": OCI, "artifactType": "application/spdx+json",
+                 "config": empty, "layers": [blob(b"sbom")], "subject": image}, None)
+legacy = manifest({"schemaVersion": 2, "mediaType": OCI, "config": cfg, "layers": [blob(b"simple signing")],
+                   "annotations": {"dev.cosignproject.cosign/signature": "MEUC"}},
+                  "sha256-" + image["digest"][7:] + ".sig")
+print(json.dumps({"image": image["digest"], "sbom": sbom["digest"], "legacy": legacy["digest"]}))
+PY
+"$BERTH_BIN" copy -q "$REG/sig/app:v1" "$DREG/mirror/app:v1" >/dev/null || fail "berth copy to Distribution"
+"$BERTH_BIN" copy -q "$DREG/mirror/app:v1" "$REG/back/app:v1" >/dev/null || fail "berth copy back from Distribution"
+"$BERTH_BIN" tags -q --all "$DREG/mirror/app" >"$WORK/dist-tags" || fail "berth tags --all on Distribution"
+"$BERTH_BIN" tags -q "$REG/back/app" >"$WORK/berth-tags" || fail "berth tags on Berth"
+python3 - "$REG" "$DREG" "$WORK/signed.json" "$WORK/dist-tags" "$WORK/berth-tags" <<'PY' || fail "signatures were not carried"
+import json, sys, urllib.request
+reg, dreg, signed, dist_tags, berth_tags = sys.argv[1:]
+s = json.load(open(signed))
+hexd = s["image"][7:]
+def get(host, path, accept="application/vnd.oci.image.manifest.v1+json,application/vnd.oci.image.index.v1+json"):
+    r = urllib.request.Request(f"http://{host}{path}", headers={"Accept": accept})
+    with urllib.request.urlopen(r) as resp:
+        return resp.headers.get("Docker-Content-Digest"), json.load(resp)
+def check(cond, what):
+    print(("  ok   " if cond else "  FAIL ") + what)
+    if not cond: sys.exit(1)
+_, index = get(dreg, f"/v2/mirror/app/manifests/sha256-{hexd}")
+check([m["digest"] for m in index["manifests"]] == [s["sbom"]], "Distribution: the tag schema's index lists the SBOM")
+d, _ = get(dreg, f"/v2/mirror/app/manifests/sha256-{hexd}.sig")
+check(d == s["legacy"], "Distribution: the cosign v2 signature is under its tag, same digest")
+tags = open(dist_tags).read().split()
+check(f"sha256-{hexd}.sig" in tags and "v1" in tags, f"berth tags --all on Distribution: {tags}")
+_, refs = get(reg, f"/v2/back/app/referrers/{s['image']}")
+got = sorted(m["digest"] for m in refs["manifests"])
+check(got == sorted([s["sbom"], s["legacy"]]), "Berth after the round trip: referrers API lists the SBOM and the signature")
+check(open(berth_tags).read().split() == ["v1"], "Berth: signature tags hidden from berth tags")
+PY
 echo "PASS distribution-compare.sh"

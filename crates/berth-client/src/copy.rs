@@ -7,15 +7,27 @@
 //! registry, then write child manifests and finally the root. A destination only makes
 //! the image visible in [`ImageDestination::commit`].
 //!
+//! **Referrers** (signatures, attestations, SBOMs) travel with their subjects unless
+//! [`CopyOptions::referrers`] is off and the destination holds them
+//! ([`ImageDestination::accepts_referrers`]): for every manifest copied, the source lists
+//! its referrers ([`ImageSource::referrers`]: the referrers API, else the referrers tag
+//! schema) and the manifests under its cosign v2 tags ([`ImageSource::legacy_referrers`]),
+//! then the referrers of those, breadth first, each manifest once, at most
+//! [`MAX_REFERRER_DEPTH`] levels down. Their blobs join the image's in the parallel
+//! transfer; they are written after the root and before [`ImageDestination::commit`], a
+//! cosign v2 manifest under its tag, the others by digest (a registry without the
+//! referrers API gets them in its tag schema's index, see [`crate::referrers`]).
+//!
 //! **Invariant:** manifests are written with the exact bytes read, so digests are
-//! preserved; every blob is verified against its descriptor while it streams.
+//! preserved (and signatures over them stay valid); every blob is verified against its
+//! descriptor while it streams.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use berth_oci::{Descriptor, Digest, RepoName};
+use berth_oci::{Descriptor, Digest, RepoName, Tag};
 use futures_util::{StreamExt, TryStreamExt};
 
 use crate::error::{ClientError, Result};
@@ -54,6 +66,11 @@ pub trait ImageSource: Send + Sync {
     ) -> Result<Option<Vec<Descriptor>>> {
         Ok(None)
     }
+    /// The manifests kept under the cosign v2 tags of `subject` (`sha256-<hex>.sig`,
+    /// `.att`, `.sbom`), each with its tag; empty for sources without tags.
+    async fn legacy_referrers(&self, _subject: &Digest) -> Result<Vec<(Tag, Manifest)>> {
+        Ok(Vec::new())
+    }
 }
 
 /// Where images are written. Implemented for registries, layouts and tarballs.
@@ -74,6 +91,21 @@ pub trait ImageDestination: Send + Sync {
     async fn put_blob(&self, desc: &Descriptor, stream: BlobStream) -> Result<()>;
     /// Writes a manifest; the `root` one gets the destination's tag.
     async fn put_manifest(&self, m: &Manifest, root: bool) -> Result<()>;
+    /// True when the destination can hold referrers ([`ImageDestination::put_referrer`]).
+    fn accepts_referrers(&self) -> bool {
+        false
+    }
+    /// Writes a referrer copied with its subject (its blobs and child manifests are
+    /// written already): under `tag` when the source kept it under a cosign v2 tag, else
+    /// by digest, findable from its subject.
+    async fn put_referrer(&self, m: &Manifest, tag: Option<&Tag>) -> Result<()> {
+        let _ = tag;
+        Err(ClientError::Unsupported(format!(
+            "{} cannot hold referrers such as {}",
+            self.describe(),
+            m.digest
+        )))
+    }
     /// Makes the written image visible under its final name.
     async fn commit(&self) -> Result<()>;
 }
@@ -88,7 +120,13 @@ pub struct CopyOptions {
     /// Retries of one blob after a retryable failure.
     pub retries: u32,
     pub retry_base: Duration,
+    /// Copy the referrers of every manifest copied (signatures, attestations, SBOMs),
+    /// recursively, when the destination can hold them.
+    pub referrers: bool,
 }
+
+/// Levels of referrers of referrers followed by a copy.
+pub const MAX_REFERRER_DEPTH: usize = 4;
 
 impl Default for CopyOptions {
     fn default() -> CopyOptions {
@@ -97,6 +135,7 @@ impl Default for CopyOptions {
             jobs: 6,
             retries: 3,
             retry_base: Duration::from_millis(250),
+            referrers: true,
         }
     }
 }
@@ -112,6 +151,8 @@ pub struct CopyReport {
     pub skipped: usize,
     pub mounted: usize,
     pub bytes_copied: u64,
+    /// Referrers written (signatures, attestations, SBOMs and their own referrers).
+    pub referrers: usize,
 }
 
 /// The manifests and blobs one copy moves.
@@ -120,6 +161,16 @@ struct Plan {
     /// Child manifests, each after its own children.
     children: Vec<Manifest>,
     blobs: Vec<Descriptor>,
+    /// Referrers to write after the root, each after its subject.
+    referrers: Vec<ReferrerCopy>,
+}
+
+/// A referrer to copy: its manifest, its child manifests (for an index) and the cosign
+/// v2 tag it was found under.
+struct ReferrerCopy {
+    manifest: Manifest,
+    children: Vec<Manifest>,
+    tag: Option<Tag>,
 }
 
 fn platforms_of(index: &berth_oci::ParsedManifest) -> String {
@@ -219,14 +270,91 @@ async fn plan(
     let mut blobs = Vec::new();
     gather(src, &root, 0, opts.jobs, &mut children, &mut blobs).await?;
     let mut seen = HashSet::new();
-    blobs.retain(|b| seen.insert(b.digest.clone()));
-    let mut seen = HashSet::new();
     children.retain(|c| seen.insert(c.digest.clone()));
+    let referrers = if opts.referrers && dst.accepts_referrers() {
+        let subjects = std::iter::once(&root)
+            .chain(&children)
+            .map(|m| m.digest.clone())
+            .collect();
+        gather_referrers(src, subjects, opts.jobs, &mut blobs).await?
+    } else {
+        Vec::new()
+    };
+    let mut seen = HashSet::new();
+    blobs.retain(|b| seen.insert(b.digest.clone()));
     Ok(Plan {
         root,
         children,
         blobs,
+        referrers,
     })
+}
+
+/// What a source says refers to one subject: its referrers' descriptors (`None` when
+/// the source cannot list them) and the manifests under its cosign v2 tags.
+type Found = (Option<Vec<Descriptor>>, Vec<(Tag, Manifest)>);
+
+/// Finds the referrers of `subjects`, then theirs, breadth first, at most
+/// [`MAX_REFERRER_DEPTH`] levels; reads each one's child manifests and adds its blobs to
+/// `blobs`. The subjects themselves are never taken for referrers, so a cycle ends.
+async fn gather_referrers(
+    src: &dyn ImageSource,
+    subjects: Vec<Digest>,
+    jobs: usize,
+    blobs: &mut Vec<Descriptor>,
+) -> Result<Vec<ReferrerCopy>> {
+    let mut seen: HashSet<Digest> = subjects.iter().cloned().collect();
+    let mut level = subjects;
+    let mut out = Vec::new();
+    for _ in 0..MAX_REFERRER_DEPTH {
+        if level.is_empty() {
+            break;
+        }
+        let found: Vec<Found> = futures_util::stream::iter(level.iter())
+            .map(|d| async move {
+                let listed = src.referrers(d, None).await?;
+                let legacy = src.legacy_referrers(d).await?;
+                Ok::<_, ClientError>((listed, legacy))
+            })
+            .buffered(jobs.max(1))
+            .try_collect()
+            .await?;
+        let mut next = Vec::new();
+        for (listed, legacy) in found {
+            let mut new: Vec<(Manifest, Option<Tag>)> = Vec::new();
+            // Tagged ones first: a manifest both listed and tagged keeps its tag.
+            for (tag, m) in legacy {
+                if seen.insert(m.digest.clone()) {
+                    new.push((m, Some(tag)));
+                }
+            }
+            let descs: Vec<Descriptor> = listed
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|d| seen.insert(d.digest.clone()))
+                .collect();
+            let fetched: Vec<Manifest> = futures_util::stream::iter(descs.iter())
+                .map(|d| src.manifest(d))
+                .buffered(jobs.max(1))
+                .try_collect()
+                .await?;
+            new.extend(fetched.into_iter().map(|m| (m, None)));
+            for (manifest, tag) in new {
+                let mut children = Vec::new();
+                gather(src, &manifest, 0, jobs, &mut children, blobs).await?;
+                let mut seen_children = HashSet::new();
+                children.retain(|c| seen_children.insert(c.digest.clone()));
+                next.push(manifest.digest.clone());
+                out.push(ReferrerCopy {
+                    manifest,
+                    children,
+                    tag,
+                });
+            }
+        }
+        level = next;
+    }
+    Ok(out)
 }
 
 async fn copy_blob(
@@ -298,6 +426,13 @@ pub async fn copy_image(
         progress.manifest_written(&child.digest, &child.media_type, &dst.describe());
     }
     dst.put_manifest(&plan.root, true).await?;
+    for r in &plan.referrers {
+        for child in &r.children {
+            dst.put_manifest(child, false).await?;
+        }
+        dst.put_referrer(&r.manifest, r.tag.as_ref()).await?;
+        progress.manifest_written(&r.manifest.digest, &r.manifest.media_type, &dst.describe());
+    }
     dst.commit().await?;
     progress.manifest_written(&plan.root.digest, &plan.root.media_type, &dst.describe());
     progress.finish();
@@ -315,5 +450,6 @@ pub async fn copy_image(
             .filter(|(o, _)| *o == BlobOutcome::Copied)
             .map(|(_, s)| s)
             .sum(),
+        referrers: plan.referrers.len(),
     })
 }

@@ -6,19 +6,27 @@
 //! renamed once complete and verified, `index.json` is replaced atomically at the end,
 //! and a layout that did not exist yet is built in a temporary sibling directory and
 //! renamed into place on [`LayoutWriter::commit`].
+//!
+//! Referrers (signatures, attestations, SBOMs) copied with an image are entries of
+//! `index.json` too, as `oras` and `cosign save` keep them: a manifest with a `subject`
+//! is listed untagged with its artifact type and annotations, and one cosign v2 keeps
+//! under `sha256-<hex>.sig` (`.att`, `.sbom`) is listed under that tag. Reading a layout,
+//! [`LayoutSource`] finds them again from their subjects, so a layout carries signatures
+//! from one registry to another.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use berth_oci::{Descriptor, Digest};
+use berth_oci::{Descriptor, Digest, Tag};
 use futures_util::{StreamExt, TryStreamExt};
 use tokio::io::AsyncWriteExt;
 
 use crate::copy::{ImageDestination, ImageSource};
 use crate::error::{ClientError, Result};
 use crate::image::{BlobStream, Manifest, MAX_MANIFEST_BYTES};
+use crate::referrers::{is_artifact_tag, legacy_tags, referrer_entry};
 
 /// The annotation holding a tag in `index.json`.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -91,17 +99,33 @@ impl LayoutIndex {
                         self.tags().join(", ")
                     ))
                 }),
-            None => match self.manifests.as_slice() {
-                [one] => Ok(one.clone()),
-                [] => Err(ClientError::NotFound(format!("any image in {what}"))),
-                _ => Err(ClientError::Usage(format!(
-                    "{what} holds {} images; name one with a tag (it has: {})",
-                    self.manifests.len(),
-                    self.tags().join(", ")
-                ))),
-            },
+            None => {
+                // Referrers copied with an image do not make the image ambiguous.
+                let images: Vec<&Descriptor> = match self.manifests.as_slice() {
+                    [one] => vec![one],
+                    all => all.iter().filter(|d| !is_referrer_entry(d)).collect(),
+                };
+                match images.as_slice() {
+                    [one] => Ok((*one).clone()),
+                    [] => Err(ClientError::NotFound(format!("any image in {what}"))),
+                    _ => Err(ClientError::Usage(format!(
+                        "{what} holds {} images; name one with a tag (it has: {})",
+                        images.len(),
+                        self.tags().join(", ")
+                    ))),
+                }
+            }
         }
     }
+}
+
+/// True for an `index.json` entry that lists a referrer rather than an image: one with
+/// an artifact type (images have none) or under a cosign v2 or tag-schema tag.
+fn is_referrer_entry(d: &Descriptor) -> bool {
+    d.artifact_type.is_some()
+        || d.annotations
+            .get(REF_NAME)
+            .is_some_and(|t| is_artifact_tag(t))
 }
 
 /// Reads images from an OCI layout directory.
@@ -110,6 +134,8 @@ pub struct LayoutSource {
     what: String,
     index: LayoutIndex,
     tag: Option<String>,
+    /// `(subject, descriptor)` of every referrer the index lists, read on first use.
+    referrers: Mutex<Option<Vec<(Digest, Descriptor)>>>,
 }
 
 impl LayoutSource {
@@ -126,6 +152,7 @@ impl LayoutSource {
             index: LayoutIndex::read(root)?,
             what,
             tag,
+            referrers: Mutex::new(None),
         })
     }
 
@@ -148,6 +175,33 @@ impl LayoutSource {
         let m = Manifest::with_digest(bytes.into(), Some(&desc.media_type), desc.digest.clone())?;
         m.verify(&desc.digest)?;
         Ok(m)
+    }
+
+    /// The subject and referrer descriptor of every entry of the index whose manifest
+    /// names a subject, reading each manifest once per source (unreadable entries are
+    /// skipped with a warning).
+    async fn referrer_entries(&self) -> Result<Vec<(Digest, Descriptor)>> {
+        if let Some(known) = self.referrers.lock().ok().and_then(|r| r.clone()) {
+            return Ok(known);
+        }
+        let mut found = Vec::new();
+        for desc in &self.index.manifests {
+            // Only manifests can have a subject; other entries are not read.
+            if !desc.media_type.contains("manifest") && !desc.media_type.contains("index") {
+                continue;
+            }
+            // An entry that cannot be read is no referrer this copy can carry; it must not
+            // fail the copy of another image of the layout.
+            match self.read_manifest(desc).await {
+                Ok(m) => found.extend(referrer_entry(&m)),
+                Err(e) => tracing::warn!(digest = %desc.digest, error = %e,
+                    "skipping an unreadable entry of index.json while looking for referrers"),
+            }
+        }
+        if let Ok(mut r) = self.referrers.lock() {
+            *r = Some(found.clone());
+        }
+        Ok(found)
     }
 }
 
@@ -183,6 +237,38 @@ impl ImageSource for LayoutSource {
     fn tag(&self) -> Option<String> {
         self.tag.clone()
     }
+
+    async fn referrers(
+        &self,
+        digest: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Option<Vec<Descriptor>>> {
+        let entries = self.referrer_entries().await?;
+        Ok(Some(
+            entries
+                .into_iter()
+                .filter(|(subject, d)| {
+                    subject == digest
+                        && artifact_type.is_none_or(|t| d.artifact_type.as_deref() == Some(t))
+                })
+                .map(|(_, d)| d)
+                .collect(),
+        ))
+    }
+
+    async fn legacy_referrers(&self, subject: &Digest) -> Result<Vec<(Tag, Manifest)>> {
+        let mut out = Vec::new();
+        for tag in legacy_tags(subject) {
+            let entry =
+                self.index.manifests.iter().find(|d| {
+                    d.annotations.get(REF_NAME).map(String::as_str) == Some(tag.as_str())
+                });
+            if let Some(d) = entry {
+                out.push((tag, self.read_manifest(d).await?));
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// Writes images into an OCI layout directory (or a staging one for a tarball).
@@ -197,6 +283,8 @@ pub struct LayoutWriter {
     tag: Option<String>,
     root_annotations: BTreeMap<String, String>,
     root: Mutex<Option<Descriptor>>,
+    /// `index.json` entries of the referrers written, in order.
+    referrers: Mutex<Vec<Descriptor>>,
 }
 
 impl LayoutWriter {
@@ -214,6 +302,7 @@ impl LayoutWriter {
                 tag,
                 root_annotations: BTreeMap::new(),
                 root: Mutex::new(None),
+                referrers: Mutex::default(),
             });
         }
         if path.exists() {
@@ -242,6 +331,7 @@ impl LayoutWriter {
             tag,
             root_annotations: BTreeMap::new(),
             root: Mutex::new(None),
+            referrers: Mutex::default(),
         })
     }
 
@@ -261,6 +351,7 @@ impl LayoutWriter {
             tag,
             root_annotations: BTreeMap::new(),
             root: Mutex::new(None),
+            referrers: Mutex::default(),
         })
     }
 
@@ -313,14 +404,22 @@ impl LayoutWriter {
                 entry.annotations.insert(REF_NAME.to_owned(), t.clone());
                 index.manifests.push(entry);
             }
-            None => {
-                let dup = index
-                    .manifests
-                    .iter()
-                    .any(|d| d.digest == entry.digest && !d.annotations.contains_key(REF_NAME));
-                if !dup {
+            None => add_untagged(&mut index, entry),
+        }
+        let referrers = self
+            .referrers
+            .lock()
+            .map(|r| r.clone())
+            .map_err(|_| ClientError::Usage("layout writer poisoned".into()))?;
+        for entry in referrers {
+            match entry.annotations.get(REF_NAME).cloned() {
+                Some(t) => {
+                    index
+                        .manifests
+                        .retain(|d| d.annotations.get(REF_NAME) != Some(&t));
                     index.manifests.push(entry);
                 }
+                None => add_untagged(&mut index, entry),
             }
         }
         let bytes =
@@ -346,6 +445,17 @@ impl LayoutWriter {
             .map_err(|_| ClientError::Usage("layout writer poisoned".into()))?
             .take()
             .ok_or_else(|| ClientError::Usage("staging layout already finished".into()))
+    }
+}
+
+/// Lists `entry` untagged unless an untagged entry of its digest is there.
+fn add_untagged(index: &mut LayoutIndex, entry: Descriptor) {
+    let dup = index
+        .manifests
+        .iter()
+        .any(|d| d.digest == entry.digest && !d.annotations.contains_key(REF_NAME));
+    if !dup {
+        index.manifests.push(entry);
     }
 }
 
@@ -417,6 +527,26 @@ impl ImageDestination for LayoutWriter {
                 *r = Some(m.descriptor());
             }
         }
+        Ok(())
+    }
+
+    fn accepts_referrers(&self) -> bool {
+        true
+    }
+
+    async fn put_referrer(&self, m: &Manifest, tag: Option<&Tag>) -> Result<()> {
+        let path = blob_path(&self.work, &m.digest);
+        self.write_file_atomic(&path, &m.bytes).await?;
+        let mut entry = referrer_entry(m)
+            .map(|(_, d)| d)
+            .unwrap_or_else(|| m.descriptor());
+        if let Some(t) = tag {
+            entry.annotations.insert(REF_NAME.to_owned(), t.to_string());
+        }
+        self.referrers
+            .lock()
+            .map_err(|_| ClientError::Usage("layout writer poisoned".into()))?
+            .push(entry);
         Ok(())
     }
 

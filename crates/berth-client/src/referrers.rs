@@ -20,12 +20,19 @@
 //! registries that honour conditional requests. [`Registry::delete_referrer`] deletes a
 //! referrer and removes its entry the same way.
 //!
+//! **cosign v2 tags.** cosign v2 keeps a manifest's signatures, attestations and SBOMs
+//! under the tags `sha256-<hex>.sig`, `.att` and `.sbom` ([`legacy_tags`]), in manifests
+//! without a `subject`. [`Registry::legacy_referrers`] reads them, so that a copy carries
+//! them under the same tags; Berth lists them in its referrers API too and, like the
+//! referrers tag schema's tags, hides them from its default tags list
+//! ([`is_artifact_tag`]; [`Registry::tags_all`] lists them).
+//!
 //! This module extends [`Registry`] with the referrers operations; it uses only the
 //! registry client's request machinery and knows nothing about copying or commands.
 
 use std::collections::BTreeMap;
 
-use berth_oci::{media_types as mt, Descriptor, Digest, RepoName, Tag};
+use berth_oci::{media_types as mt, Descriptor, Digest, Reference, RepoName, Tag};
 use bytes::Bytes;
 use reqwest::header::{self, HeaderMap};
 use reqwest::StatusCode;
@@ -55,6 +62,42 @@ pub fn referrers_tag(subject: &Digest) -> Result<Tag> {
     let hex = hex.get(..64).unwrap_or(hex);
     let s = format!("{}-{hex}", subject.algorithm().as_str());
     Tag::parse(&s).map_err(|e| ClientError::invalid(format!("referrers tag of {subject}"), e))
+}
+
+/// The suffixes of cosign v2's tags: signatures, attestations, SBOMs.
+pub const LEGACY_SUFFIXES: [&str; 3] = ["sig", "att", "sbom"];
+
+/// The tags under which cosign v2 keeps artifacts of `subject`: `sha256-<hex>.sig`,
+/// `.att` and `.sbom`. None for other algorithms, whose tags would be too long.
+pub fn legacy_tags(subject: &Digest) -> Vec<Tag> {
+    if subject.algorithm() != berth_oci::Algorithm::Sha256 {
+        return Vec::new();
+    }
+    LEGACY_SUFFIXES
+        .iter()
+        .filter_map(|s| Tag::parse(&format!("sha256-{}.{s}", subject.hex())).ok())
+        .collect()
+}
+
+fn is_hex64(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// True for tags that attach artifacts to a manifest rather than name an image: cosign
+/// v2's `sha256-<hex>.sig`/`.att`/`.sbom` and the referrers tag schema's `sha256-<hex>`
+/// and `sha512-<hex>`. The same rule as the registry's (`berth_meta::artifact_tags`),
+/// which hides these tags from its default tags list; a copy carries them with their
+/// subjects.
+pub fn is_artifact_tag(tag: &str) -> bool {
+    let stem = match tag.rsplit_once('.') {
+        Some((stem, suffix)) if LEGACY_SUFFIXES.contains(&suffix) => {
+            return stem.strip_prefix("sha256-").is_some_and(is_hex64);
+        }
+        _ => tag,
+    };
+    ["sha256-", "sha512-"]
+        .iter()
+        .any(|p| stem.strip_prefix(p).is_some_and(is_hex64))
 }
 
 /// The fields of a manifest that make it a referrer.
@@ -297,6 +340,46 @@ impl Registry {
         }
     }
 
+    /// The manifests cosign v2 keeps under the tags of `subject` ([`legacy_tags`]), each
+    /// with its tag; a missing tag is skipped. Works on any registry, with or without the
+    /// referrers API. Each tag is probed with `HEAD` (most are absent, and registries
+    /// that meter pulls count `GET`s), and a present one fetched by the digest the `HEAD`
+    /// answered, so its bytes are verified.
+    pub async fn legacy_referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+    ) -> Result<Vec<(Tag, Manifest)>> {
+        let mut out = Vec::new();
+        for tag in legacy_tags(subject) {
+            let Some(desc) = self
+                .head_manifest(repo, &Reference::Tag(tag.clone()))
+                .await?
+            else {
+                continue;
+            };
+            let m = self
+                .get_manifest(repo, &Reference::Digest(desc.digest))
+                .await?;
+            out.push((tag, m));
+        }
+        Ok(out)
+    }
+
+    /// Every tag of a repository, following pagination, with those Berth hides from its
+    /// default list ([`is_artifact_tag`]): asks with `all=true`, which registries that
+    /// hide nothing ignore.
+    pub async fn tags_all(&self, repo: &RepoName) -> Result<Vec<String>> {
+        let url = self.url(&format!("/v2/{repo}/tags/list?all=true"));
+        self.paginate(
+            url,
+            &[repo_scope(repo, false)],
+            &format!("tags of {}/{repo}", self.host()),
+            "tags",
+        )
+        .await
+    }
+
     /// Reads the tag schema's index for `subject`; `None` when the tag does not exist.
     async fn read_tag_index(&self, repo: &RepoName, subject: &Digest) -> Result<Option<TagIndex>> {
         let tag = referrers_tag(subject)?;
@@ -481,6 +564,34 @@ mod tests {
         let t = referrers_tag(&long).unwrap();
         assert_eq!(t.as_str(), format!("sha512-{}", &long.hex()[..64]));
         assert_eq!(t.as_str().len(), 71);
+    }
+
+    #[test]
+    fn legacy_and_artifact_tags() {
+        let d = digest(1);
+        let tags: Vec<String> = legacy_tags(&d).iter().map(|t| t.to_string()).collect();
+        assert_eq!(
+            tags,
+            ["sig", "att", "sbom"].map(|s| format!("sha256-{}.{s}", d.hex()))
+        );
+        assert!(legacy_tags(&Digest::of(berth_oci::Algorithm::Sha512, b"x")).is_empty());
+        for t in &tags {
+            assert!(is_artifact_tag(t), "{t}");
+        }
+        assert!(is_artifact_tag(referrers_tag(&d).unwrap().as_str()));
+        let long = Digest::of(berth_oci::Algorithm::Sha512, b"x");
+        assert!(is_artifact_tag(referrers_tag(&long).unwrap().as_str()));
+        let hex = d.hex();
+        for image_tag in [
+            "latest".to_owned(),
+            "sha256-abc.sig".to_owned(),
+            format!("sha256-{hex}.sig2"),
+            format!("sha512-{hex}.sig"),
+            format!("sha256-{}", hex.to_uppercase()),
+            format!("sha256-{hex}-debug"),
+        ] {
+            assert!(!is_artifact_tag(&image_tag), "{image_tag}");
+        }
     }
 
     #[test]

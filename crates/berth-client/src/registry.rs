@@ -1110,7 +1110,7 @@ impl Registry {
     }
 
     /// Lists a paginated endpoint, following `Link` headers.
-    async fn paginate(
+    pub(crate) async fn paginate(
         &self,
         first: String,
         scopes: &[String],

@@ -75,6 +75,11 @@ impl ImageSource for RegistrySource {
             .await
             .map(Some)
     }
+    async fn legacy_referrers(&self, subject: &Digest) -> Result<Vec<(Tag, Manifest)>> {
+        self.reg
+            .legacy_referrers(&self.image.repository, subject)
+            .await
+    }
 }
 
 /// Writes images into a registry repository.
@@ -149,6 +154,20 @@ impl ImageDestination for RegistryDestination {
             }
             (Some(t), None, true) => Reference::Tag(t.clone()),
             _ => Reference::Digest(m.digest.clone()),
+        };
+        self.reg
+            .put_manifest(&self.image.repository, &reference, m)
+            .await
+    }
+    fn accepts_referrers(&self) -> bool {
+        true
+    }
+    async fn put_referrer(&self, m: &Manifest, tag: Option<&Tag>) -> Result<()> {
+        // By digest, `put_manifest` lists a referrer in the referrers tag schema's index
+        // when the registry does not process its subject.
+        let reference = match tag {
+            Some(t) => Reference::Tag(t.clone()),
+            None => Reference::Digest(m.digest.clone()),
         };
         self.reg
             .put_manifest(&self.image.repository, &reference, m)

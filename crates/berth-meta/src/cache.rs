@@ -14,7 +14,7 @@ use berth_oci::{Digest, RepoName, Tag};
 
 use crate::{
     BlobClaim, MetaError, MetadataStore, NewManifest, Page, Referrer, StoredManifest, TagGuard,
-    Unlinked,
+    TagListing, Unlinked,
 };
 
 /// Manifests larger than this are always read from the store.
@@ -283,8 +283,13 @@ impl MetadataStore for CachingStore {
         r
     }
 
-    async fn tags(&self, repo: &RepoName, page: &Page) -> Result<Option<Vec<String>>, MetaError> {
-        self.inner.tags(repo, page).await
+    async fn tag_list(
+        &self,
+        repo: &RepoName,
+        page: &Page,
+        listing: TagListing,
+    ) -> Result<Option<Vec<String>>, MetaError> {
+        self.inner.tag_list(repo, page, listing).await
     }
 
     async fn repositories(&self, page: &Page) -> Result<Vec<String>, MetaError> {

@@ -6,6 +6,8 @@
 //! - [`AccountStore`]: accounts, grants, public patterns and the audit log.
 //! - [`StatsStore`]: download and request counters.
 //! - [`cache::CachingStore`]: a read cache in front of any [`MetadataStore`].
+//! - [`artifact_tags`]: the rules for tags that attach artifacts on registries without
+//!   the referrers API (cosign v2's `.sig`/`.att`/`.sbom`, the referrers tag schema).
 //! - `testsuite` (feature `testsuite`): the conformance suite every backend must pass.
 //! - [`sqlite::SqliteStore`]: the embedded default backend. SQL specific to SQLite lives
 //!   only there, with its migrations under `migrations/sqlite/`.
@@ -46,6 +48,7 @@
 //! [`CLAIM_STALE_SECS`] no longer protects its bytes nor can be linked
 //! ([`MetaError::ClaimLost`]).
 
+pub mod artifact_tags;
 pub mod cache;
 pub mod sqlite;
 #[cfg(any(test, feature = "testsuite"))]
@@ -244,6 +247,17 @@ pub struct Page {
     pub n: Option<usize>,
 }
 
+/// Which tags a tags listing includes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TagListing {
+    /// Every tag but those [`artifact_tags::is_hidden`] names (cosign v2 artifact tags
+    /// and the referrers tag schema's tags): what the tags API answers by default.
+    #[default]
+    Visible,
+    /// Every tag.
+    All,
+}
+
 /// The registry's metadata. Every method is atomic.
 #[async_trait::async_trait]
 pub trait MetadataStore: Send + Sync + 'static {
@@ -366,13 +380,27 @@ pub trait MetadataStore: Send + Sync + 'static {
         guard: Option<Arc<dyn TagGuard>>,
     ) -> Result<bool, MetaError>;
 
-    /// Tags of a repository in lexical order, or `None` when the repository is unknown.
-    async fn tags(&self, repo: &RepoName, page: &Page) -> Result<Option<Vec<String>>, MetaError>;
+    /// Tags of a repository in lexical order, or `None` when the repository is unknown;
+    /// `listing` says whether hidden tags (see [`artifact_tags`]) are included.
+    async fn tag_list(
+        &self,
+        repo: &RepoName,
+        page: &Page,
+        listing: TagListing,
+    ) -> Result<Option<Vec<String>>, MetaError>;
+
+    /// The visible tags of a repository ([`TagListing::Visible`]).
+    async fn tags(&self, repo: &RepoName, page: &Page) -> Result<Option<Vec<String>>, MetaError> {
+        self.tag_list(repo, page, TagListing::Visible).await
+    }
 
     /// Repository names in lexical order.
     async fn repositories(&self, page: &Page) -> Result<Vec<String>, MetaError>;
 
-    /// Manifests of `repo` whose `subject` is `digest`, optionally of one artifact type.
+    /// Manifests of `repo` whose `subject` is `digest`, and those its cosign v2 artifact
+    /// tags point at (`sha256-<hex>.sig`, `.att`, `.sbom`, see [`artifact_tags`]), each
+    /// once, optionally of one artifact type (a manifest's `artifactType`, else its
+    /// config's media type).
     async fn referrers(
         &self,
         repo: &RepoName,

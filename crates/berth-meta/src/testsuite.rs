@@ -423,6 +423,172 @@ pub async fn referrers_filter_by_artifact_type(meta: Arc<dyn MetadataStore>) {
         .is_empty());
 }
 
+/// The manifests cosign v2 keeps under `sha256-<hex>.sig`, `.att` and `.sbom` are
+/// referrers of `sha256:<hex>`: listed with their artifact type and annotations, once
+/// even when they also name the subject, filtered by artifact type, following the tag
+/// when it moves or goes, and only in their repository.
+pub async fn legacy_artifact_tags_are_referrers(meta: Arc<dyn MetadataStore>) {
+    let r = repo("a");
+    let base = manifest("base", vec![], None);
+    let other = manifest("other base", vec![], None);
+    for m in [&base, &other] {
+        meta.manifest_put(&r, m, &[], None).await.unwrap();
+    }
+    let hex = base.digest.hex().to_owned();
+    let mut sig = manifest("legacy sig", vec![], None);
+    sig.artifact_type = Some("application/vnd.oci.image.config.v1+json".into());
+    sig.annotations_json = r#"{"k":"v"}"#.into();
+    meta.manifest_put(&r, &sig, &tags(&[&format!("sha256-{hex}.sig")]), None)
+        .await
+        .unwrap();
+    // An attestation that names its subject and is tagged too is listed once.
+    let mut att = manifest("att", vec![], Some(base.digest.clone()));
+    att.artifact_type = Some("application/vnd.in-toto+json".into());
+    meta.manifest_put(&r, &att, &tags(&[&format!("sha256-{hex}.att")]), None)
+        .await
+        .unwrap();
+    // The same tag in another repository belongs to that one.
+    let elsewhere = manifest("elsewhere", vec![], None);
+    meta.manifest_put(
+        &repo("b"),
+        &elsewhere,
+        &tags(&[&format!("sha256-{hex}.sbom")]),
+        None,
+    )
+    .await
+    .unwrap();
+
+    let listed = meta.referrers(&r, &base.digest, None).await.unwrap();
+    let mut digests: Vec<String> = listed.iter().map(|x| x.digest.to_string()).collect();
+    digests.sort();
+    let mut want = vec![sig.digest.to_string(), att.digest.to_string()];
+    want.sort();
+    assert_eq!(digests, want);
+    let s = listed.iter().find(|x| x.digest == sig.digest).unwrap();
+    assert_eq!(s.size, sig.content.len() as u64);
+    assert_eq!(s.media_type, sig.media_type);
+    assert_eq!(
+        s.artifact_type.as_deref(),
+        Some("application/vnd.oci.image.config.v1+json")
+    );
+    assert_eq!(s.annotations_json, r#"{"k":"v"}"#);
+
+    let only_att = meta
+        .referrers(&r, &base.digest, Some("application/vnd.in-toto+json"))
+        .await
+        .unwrap();
+    assert_eq!(only_att.len(), 1);
+    assert_eq!(only_att[0].digest, att.digest);
+    assert!(meta
+        .referrers(&r, &other.digest, None)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Moving the tag moves the referrer; deleting it removes it.
+    let sig2 = manifest("legacy sig, appended", vec![], None);
+    meta.manifest_put(&r, &sig2, &tags(&[&format!("sha256-{hex}.sig")]), None)
+        .await
+        .unwrap();
+    let now: Vec<Digest> = meta
+        .referrers(&r, &base.digest, Some("application/x"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|x| x.digest)
+        .collect();
+    assert_eq!(now, vec![sig2.digest.clone()]);
+    assert!(meta
+        .tag_delete(&r, &tags(&[&format!("sha256-{hex}.sig")])[0], None)
+        .await
+        .unwrap());
+    let left: Vec<Digest> = meta
+        .referrers(&r, &base.digest, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|x| x.digest)
+        .collect();
+    assert_eq!(left, vec![att.digest.clone()]);
+}
+
+/// cosign v2 artifact tags and the referrers tag schema's tags are left out of the
+/// default tags list, pages included, and listed with [`crate::TagListing::All`].
+pub async fn artifact_tags_are_hidden_from_the_default_list(meta: Arc<dyn MetadataStore>) {
+    use crate::TagListing;
+    let r = repo("a");
+    let hex = Digest::sha256(b"subject").hex().to_owned();
+    let hidden = [
+        format!("sha256-{hex}"),
+        format!("sha256-{hex}.att"),
+        format!("sha256-{hex}.sbom"),
+        format!("sha256-{hex}.sig"),
+        format!("sha512-{hex}"),
+    ];
+    let visible = ["1.0", "sha256-abc", "sha256-abc.sig", "zz"];
+    let mut names: Vec<&str> = hidden.iter().map(String::as_str).collect();
+    names.extend(visible);
+    let m = manifest("m", vec![], None);
+    meta.manifest_put(&r, &m, &tags(&names), None)
+        .await
+        .unwrap();
+
+    assert_eq!(
+        meta.tags(&r, &Page::default()).await.unwrap().unwrap(),
+        visible
+    );
+    assert_eq!(
+        meta.tag_list(&r, &Page::default(), TagListing::Visible)
+            .await
+            .unwrap()
+            .unwrap(),
+        visible
+    );
+    // Pages count visible tags only: the hidden ones between "1.0" and "sha256-abc"
+    // do not make a page short.
+    assert_eq!(
+        meta.tags(&r, &page(Some("1.0"), Some(2)))
+            .await
+            .unwrap()
+            .unwrap(),
+        ["sha256-abc", "sha256-abc.sig"]
+    );
+    let mut all: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    all.sort();
+    assert_eq!(
+        meta.tag_list(&r, &Page::default(), TagListing::All)
+            .await
+            .unwrap()
+            .unwrap(),
+        all
+    );
+    assert_eq!(
+        meta.tag_list(&r, &page(Some("1.0"), Some(1)), TagListing::All)
+            .await
+            .unwrap()
+            .unwrap(),
+        [all[1].clone()]
+    );
+    // Hidden tags still resolve and still count for the manifest.
+    assert_eq!(
+        meta.manifest_by_tag(&r, &tags(&[&hidden[3]])[0])
+            .await
+            .unwrap()
+            .unwrap()
+            .digest,
+        m.digest
+    );
+    assert_eq!(
+        meta.tags_of(&r, &m.digest).await.unwrap().len(),
+        names.len()
+    );
+    assert!(meta
+        .tag_list(&repo("missing"), &Page::default(), TagListing::All)
+        .await
+        .unwrap()
+        .is_none());
+}
+
 /// A claim taken before the last link goes keeps the bytes from being orphaned; the
 /// tombstone of an orphaning unlink refuses claims and plain links until the deletion
 /// is done.
@@ -917,6 +1083,8 @@ macro_rules! metadata_store_suite {
             repositories_paginate,
             upload_sessions,
             referrers_filter_by_artifact_type,
+            legacy_artifact_tags_are_referrers,
+            artifact_tags_are_hidden_from_the_default_list,
             claims_block_orphaning_and_tombstones_block_claims,
             every_live_claim_protects,
             released_claims_neither_protect_nor_link,

@@ -81,6 +81,9 @@ pub struct PublishArgs {
     /// org.opencontainers.image.licenses (SPDX expression).
     #[arg(long)]
     licenses: Option<String>,
+    /// Do not copy the referrers (signatures, attestations, SBOMs) of the source images.
+    #[arg(long)]
+    no_referrers: bool,
     /// Print the plan and push nothing.
     #[arg(long)]
     dry_run: bool,
@@ -234,6 +237,7 @@ pub fn run(args: PublishArgs) -> anyhow::Result<()> {
 
         let copy_opts = berth_client::CopyOptions {
             jobs: default_jobs(),
+            referrers: !args.no_referrers,
             ..Default::default()
         };
         let progress = args.common.progress();

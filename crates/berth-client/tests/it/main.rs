@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test helpers panic on failure by design.
 
 mod auth;
+mod copy_referrers;
 mod fixtures;
 mod index_tag;
 mod local;

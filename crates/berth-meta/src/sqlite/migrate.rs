@@ -7,14 +7,14 @@ use super::db_err;
 use crate::MetaError;
 
 /// Every migration, in order; the n-th is applied when `user_version` is below n.
-// 0007 is reserved for a migration on another branch: at the merge it goes before 0008.
-const MIGRATIONS: [&str; 7] = [
+const MIGRATIONS: [&str; 8] = [
     include_str!("../../migrations/sqlite/0001_init.sql"),
     include_str!("../../migrations/sqlite/0002_accounts.sql"),
     include_str!("../../migrations/sqlite/0003_manifest_version.sql"),
     include_str!("../../migrations/sqlite/0004_downloads.sql"),
     include_str!("../../migrations/sqlite/0005_requests.sql"),
     include_str!("../../migrations/sqlite/0006_blob_lifecycle.sql"),
+    include_str!("../../migrations/sqlite/0007_artifact_tags.sql"),
     include_str!("../../migrations/sqlite/0008_fetch_kinds.sql"),
 ];
 

@@ -10,8 +10,9 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{blobs, db_err, limit, now, parse_digest, SqliteStore};
 use crate::{
-    BlobClaim, MetaError, MetadataStore, NewManifest, Page, Referrer, RepositorySummary,
-    StoredManifest, TagChange, TagDetail, TagGuard, TagTarget, Unlinked,
+    artifact_tags, BlobClaim, MetaError, MetadataStore, NewManifest, Page, Referrer,
+    RepositorySummary, StoredManifest, TagChange, TagDetail, TagGuard, TagListing, TagTarget,
+    Unlinked,
 };
 
 pub(super) fn repo_id(conn: &Connection, repo: &str) -> Result<Option<i64>, MetaError> {
@@ -403,14 +404,20 @@ impl MetadataStore for SqliteStore {
                     r.execute(params![id, digest, c.to_string(), 1])
                         .map_err(db_err("storing manifest references"))?;
                 }
+                // `subject` and `hidden` depend on the name alone, so a tag that moves
+                // keeps them.
                 let mut tag = tx
                     .prepare_cached(
-                        "INSERT INTO tags (repo_id, name, digest, updated_at) VALUES (?1, ?2, ?3, ?4)
+                        "INSERT INTO tags (repo_id, name, digest, updated_at, subject, hidden)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                          ON CONFLICT (repo_id, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
                     )
                     .map_err(db_err("tagging"))?;
                 for name in &tags {
-                    tag.execute(params![id, name, digest, t]).map_err(db_err("tagging"))?;
+                    let subject = artifact_tags::legacy_subject(name).map(|d| d.to_string());
+                    let hidden = artifact_tags::is_hidden(name);
+                    tag.execute(params![id, name, digest, t, subject, hidden])
+                        .map_err(db_err("tagging"))?;
                 }
             }
             Ok(())
@@ -529,19 +536,26 @@ impl MetadataStore for SqliteStore {
         .await
     }
 
-    async fn tags(&self, repo: &RepoName, page: &Page) -> Result<Option<Vec<String>>, MetaError> {
+    async fn tag_list(
+        &self,
+        repo: &RepoName,
+        page: &Page,
+        listing: TagListing,
+    ) -> Result<Option<Vec<String>>, MetaError> {
         let repo = repo.to_string();
         let page = page.clone();
+        let all = listing == TagListing::All;
         self.read(move |c| {
             let Some(id) = repo_id(c, &repo)? else {
                 return Ok(None);
             };
             let last = page.last.clone().unwrap_or_default();
             c.prepare_cached(
-                "SELECT name FROM tags WHERE repo_id = ?1 AND name > ?2 ORDER BY name LIMIT ?3",
+                "SELECT name FROM tags WHERE repo_id = ?1 AND name > ?2 AND (?4 OR hidden = 0)
+                 ORDER BY name LIMIT ?3",
             )
             .and_then(|mut s| {
-                s.query_map(params![id, last, limit(&page)], |r| r.get(0))?
+                s.query_map(params![id, last, limit(&page), all], |r| r.get(0))?
                     .collect::<Result<Vec<String>, _>>()
             })
             .map(Some)
@@ -573,15 +587,24 @@ impl MetadataStore for SqliteStore {
         let (repo, subject) = (repo.to_string(), subject.to_string());
         let artifact_type = artifact_type.map(str::to_owned);
         self.read(move |c| {
+            let Some(id) = repo_id(c, &repo)? else {
+                return Ok(Vec::new());
+            };
+            // Manifests that name the subject, then those a cosign v2 tag of the subject
+            // points at; UNION lists a manifest found both ways once.
             let rows = c
                 .prepare_cached(
-                    "SELECT m.digest, m.media_type, length(m.content), m.artifact_type, m.annotations
-                     FROM manifests m JOIN repositories r ON r.id = m.repo_id
-                     WHERE r.name = ?1 AND m.subject = ?2 AND (?3 IS NULL OR m.artifact_type = ?3)
-                     ORDER BY m.created_at, m.digest",
+                    "SELECT m.digest, m.media_type, length(m.content), m.artifact_type, m.annotations, m.created_at
+                     FROM manifests m
+                     WHERE m.repo_id = ?1 AND m.subject = ?2 AND (?3 IS NULL OR m.artifact_type = ?3)
+                     UNION
+                     SELECT m.digest, m.media_type, length(m.content), m.artifact_type, m.annotations, m.created_at
+                     FROM tags t JOIN manifests m ON m.repo_id = t.repo_id AND m.digest = t.digest
+                     WHERE t.repo_id = ?1 AND t.subject = ?2 AND (?3 IS NULL OR m.artifact_type = ?3)
+                     ORDER BY 6, 1",
                 )
                 .and_then(|mut s| {
-                    s.query_map(params![repo, subject, artifact_type], |r| {
+                    s.query_map(params![id, subject, artifact_type], |r| {
                         Ok((
                             r.get::<_, String>(0)?,
                             r.get::<_, String>(1)?,

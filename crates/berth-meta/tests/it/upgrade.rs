@@ -6,7 +6,7 @@ use std::path::Path;
 use berth_meta::sqlite::SqliteStore;
 use berth_meta::{
     Account, AccountKind, AccountStore, DownloadKey, GroupBy, MetaError, MetadataStore,
-    NewManifest, Page, StatsStore, Unlinked,
+    NewManifest, Page, StatsStore, TagListing, Unlinked,
 };
 use berth_oci::{Digest, RepoName, Tag};
 use bytes::Bytes;
@@ -71,6 +71,34 @@ fn write_first_schema(path: &Path) {
         [],
     )
     .unwrap();
+    // Tags that cosign v2 would give artifacts of the signature (pointing, for the test,
+    // at the manifest), and every lookalike name.
+    for name in artifact_tag_names(&signature) {
+        conn.execute(
+            "INSERT INTO tags (repo_id, name, digest, updated_at) VALUES (1, ?1, ?2, 100)",
+            [&name, &manifest],
+        )
+        .unwrap();
+    }
+}
+
+/// Tags that are or look like artifact tags of `subject`: the migration must sort them
+/// exactly as `berth_meta::artifact_tags` does.
+fn artifact_tag_names(subject: &str) -> Vec<String> {
+    let hex = subject.trim_start_matches("sha256:");
+    vec![
+        format!("sha256-{hex}.sig"),
+        format!("sha256-{hex}.att"),
+        format!("sha256-{hex}.sbom"),
+        format!("sha256-{hex}"),
+        format!("sha512-{hex}"),
+        format!("sha256-{hex}.sig2"),
+        format!("sha256-{}.sig", &hex[1..]),
+        format!("sha256-{}.sig", hex.to_uppercase()),
+        format!("sha256-{hex}-x"),
+        format!("sha384-{hex}"),
+        "sha256-abc.sig".to_owned(),
+    ]
 }
 
 #[tokio::test]
@@ -93,9 +121,25 @@ async fn a_first_schema_database_upgrades_with_its_data() {
         db.repositories(&Page::default()).await.unwrap(),
         ["other", "team/app"]
     );
+    let signature = Digest::sha256(SIGNATURE.as_bytes());
+    let mut visible: Vec<String> = artifact_tag_names(&signature.to_string())
+        .into_iter()
+        .filter(|t| !berth_meta::artifact_tags::is_hidden(t))
+        .chain(["latest".to_owned(), "v1".to_owned()])
+        .collect();
+    visible.sort();
+    assert_eq!(visible.len(), 8);
     assert_eq!(
         db.tags(&app, &Page::default()).await.unwrap().unwrap(),
-        ["latest", "v1"]
+        visible
+    );
+    assert_eq!(
+        db.tag_list(&app, &Page::default(), TagListing::All)
+            .await
+            .unwrap()
+            .unwrap()
+            .len(),
+        13
     );
     let m = db
         .manifest_by_tag(&app, &Tag::parse("v1").unwrap())
@@ -108,9 +152,16 @@ async fn a_first_schema_database_upgrades_with_its_data() {
     assert_eq!(db.blob_size(&app, &layer).await.unwrap(), Some(5));
     let refs = db.referrers(&app, &manifest, None).await.unwrap();
     assert_eq!(refs.len(), 1);
-    assert_eq!(refs[0].digest, Digest::sha256(SIGNATURE.as_bytes()));
+    assert_eq!(refs[0].digest, signature);
     assert_eq!(refs[0].artifact_type.as_deref(), Some("application/sig"));
     assert_eq!(refs[0].annotations_json, r#"{"a":"b"}"#);
+    // The migration indexed the cosign v2 tags: the manifest they point at is a referrer
+    // of the digest they name, listed once for its three tags.
+    let legacy = db.referrers(&app, &signature, None).await.unwrap();
+    assert_eq!(
+        legacy.iter().map(|r| &r.digest).collect::<Vec<_>>(),
+        [&manifest]
+    );
     assert_eq!(
         db.upload_touch("u1").await.unwrap().as_deref(),
         Some("team/app")

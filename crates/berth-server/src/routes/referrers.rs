@@ -1,5 +1,8 @@
 //! `/v2/<name>/referrers/<digest>`: the manifests whose `subject` is a digest, as an
-//! OCI image index, optionally filtered by `artifactType`.
+//! OCI image index, optionally filtered by `artifactType`. The manifests cosign v2 keeps
+//! under `sha256-<hex>.sig`, `.att` and `.sbom` are listed too (the store indexes those
+//! tags), each as a descriptor with its `artifactType` or, lacking one, its config's
+//! media type, as the spec asks.
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};

@@ -1,19 +1,38 @@
 //! `/v2/<name>/tags/list`: tags in lexical order, paginated with `n`, `last` and `Link`.
+//!
+//! Tags that only attach artifacts on registries without the referrers API (cosign v2's
+//! `sha256-<hex>.sig`/`.att`/`.sbom`, the referrers tag schema's `sha256-<hex>`) are left
+//! out unless the query says `all=true`; the next page's `Link` keeps the choice.
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+use berth_meta::TagListing;
 use berth_oci::RepoName;
 
-use super::{next_link, page, set, Req};
+use super::{next_link, page, set, Query, Req};
 use crate::error::ApiResult;
+use crate::service::RegistryError;
 use crate::AppState;
+
+/// Reads the `all` parameter: `true`/`1` lists hidden tags too.
+fn listing(query: &Query) -> ApiResult<TagListing> {
+    match query.get("all") {
+        None | Some("false" | "0" | "") => Ok(TagListing::Visible),
+        Some("true" | "1") => Ok(TagListing::All),
+        Some(v) => Err(RegistryError::ParameterInvalid(format!(
+            "all={v:?} is neither true nor false"
+        ))
+        .into()),
+    }
+}
 
 pub async fn list(state: &AppState, name: &RepoName, req: Req) -> ApiResult {
     let mut p = page(&req.query, None)?;
+    let listing = listing(&req.query)?;
     let want = p.n;
     // Ask for one more than requested to know whether a next page exists.
     p.n = want.map(|n| n.saturating_add(1));
-    let mut tags = state.registry.tags(name, &p).await?;
+    let mut tags = state.registry.tag_list(name, &p, listing).await?;
     let more = want.is_some_and(|n| tags.len() > n);
     if let Some(n) = want {
         tags.truncate(n);
@@ -26,11 +45,14 @@ pub async fn list(state: &AppState, name: &RepoName, req: Req) -> ApiResult {
     )
         .into_response();
     if let (true, Some(n), Some(last)) = (more, want, tags.last()) {
-        set(
-            &mut r,
-            "link",
-            next_link(&format!("/v2/{name}/tags/list"), last, n),
-        );
+        let mut link = next_link(&format!("/v2/{name}/tags/list"), last, n);
+        if listing == TagListing::All {
+            // `next_link` ends with `>; rel="next"`; the parameter goes before the `>`.
+            if let Some(at) = link.find(">;") {
+                link.insert_str(at, "&all=true");
+            }
+        }
+        set(&mut r, "link", link);
     }
     Ok(r)
 }

@@ -19,7 +19,7 @@ mod scrub;
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_meta::{MetadataStore, Page};
+use berth_meta::{MetadataStore, Page, TagListing};
 use berth_oci::{Digest, RepoName};
 use berth_storage::BlobStore;
 
@@ -76,11 +76,23 @@ impl Registry {
         self.upload_idle_timeout
     }
 
-    /// A page of `repo`'s tags in lexical order; `NameUnknown` for a repository that
-    /// does not exist.
+    /// A page of `repo`'s visible tags in lexical order; `NameUnknown` for a repository
+    /// that does not exist.
     pub async fn tags(&self, repo: &RepoName, page: &Page) -> Result<Vec<String>> {
+        self.tag_list(repo, page, TagListing::Visible).await
+    }
+
+    /// A page of `repo`'s tags in lexical order, with the hidden ones (cosign v2 artifact
+    /// tags and the referrers tag schema's, see [`berth_meta::artifact_tags`]) when
+    /// `listing` asks for all; `NameUnknown` for a repository that does not exist.
+    pub async fn tag_list(
+        &self,
+        repo: &RepoName,
+        page: &Page,
+        listing: TagListing,
+    ) -> Result<Vec<String>> {
         self.meta
-            .tags(repo, page)
+            .tag_list(repo, page, listing)
             .await?
             .ok_or_else(|| RegistryError::NameUnknown(repo.clone()))
     }
@@ -90,7 +102,8 @@ impl Registry {
         Ok(self.meta.repositories(page).await?)
     }
 
-    /// The manifests of `repo` whose subject is `subject`, optionally of one artifact type.
+    /// The manifests of `repo` whose subject is `subject`, and those its cosign v2 tags
+    /// (`sha256-<hex>.sig`, `.att`, `.sbom`) point at, optionally of one artifact type.
     pub async fn referrers(
         &self,
         repo: &RepoName,

@@ -224,6 +224,119 @@ async fn referrers_with_filter() {
     assert_eq!(v["manifests"].as_array().unwrap().len(), 1);
 }
 
+/// cosign v2 keeps a signature under `sha256-<hex>.sig`: the referrers API lists it as
+/// a referrer of `sha256:<hex>` (artifact type from its config, with its annotations),
+/// and the tags list hides it and the referrers tag schema's tag unless `all=true`.
+#[tokio::test]
+async fn legacy_signature_tags_are_hidden_referrers() {
+    let reg = TestRegistry::start().await;
+    let (_, subject) = reg.push_image("app", "v1", "s").await;
+    let hex = subject.hex().to_owned();
+    let empty = reg.push_blob("app", b"{}").await;
+    let payload = reg.push_blob("app", b"simple signing payload").await;
+    let mut sig: Value =
+        serde_json::from_slice(&image_manifest(&empty, 2, &[(&payload, 22)], None)).unwrap();
+    sig["annotations"] = json!({"dev.cosignproject.cosign/signature": "MEUC"});
+    let sig = serde_json::to_vec(&sig).unwrap();
+    let r = reg
+        .put_manifest("app", &format!("sha256-{hex}.sig"), OCI_MANIFEST, &sig)
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    // A referrers tag schema index, as a client keeps it on registries without the API.
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": crate::common::OCI_INDEX, "manifests": []
+    }))
+    .unwrap();
+    let r = reg
+        .put_manifest(
+            "app",
+            &format!("sha256-{hex}"),
+            crate::common::OCI_INDEX,
+            &index,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    reg.push_image("app", "v2", "t").await;
+
+    let v: Value = reg
+        .req(Method::GET, &format!("/v2/app/referrers/{subject}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        v["manifests"],
+        json!([{
+            "mediaType": OCI_MANIFEST,
+            "digest": Digest::sha256(&sig).to_string(),
+            "size": sig.len(),
+            "artifactType": "application/vnd.oci.image.config.v1+json",
+            "annotations": {"dev.cosignproject.cosign/signature": "MEUC"},
+        }])
+    );
+
+    let tags = |path: &'static str| {
+        let req = reg.req(Method::GET, path);
+        async move {
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::OK, "{path}");
+            let link = r
+                .headers()
+                .get("link")
+                .map(|l| l.to_str().unwrap().to_owned());
+            (r.json::<Value>().await.unwrap()["tags"].clone(), link)
+        }
+    };
+    assert_eq!(tags("/v2/app/tags/list").await.0, json!(["v1", "v2"]));
+    assert_eq!(
+        tags("/v2/app/tags/list?all=false").await.0,
+        json!(["v1", "v2"])
+    );
+    let (all, _) = tags("/v2/app/tags/list?all=true").await;
+    assert_eq!(
+        all,
+        json!([
+            format!("sha256-{hex}"),
+            format!("sha256-{hex}.sig"),
+            "v1",
+            "v2"
+        ])
+    );
+    // The next page's link keeps `all=true`.
+    let (first, link) = tags("/v2/app/tags/list?all=true&n=1").await;
+    assert_eq!(first, json!([format!("sha256-{hex}")]));
+    let link = link.unwrap();
+    assert!(link.contains("&all=true>"), "{link}");
+    let next = link
+        .trim_start_matches('<')
+        .split_once('>')
+        .unwrap()
+        .0
+        .to_owned();
+    let r = reg.req(Method::GET, &next).send().await.unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["tags"],
+        json!([format!("sha256-{hex}.sig")])
+    );
+    let r = reg
+        .req(Method::GET, "/v2/app/tags/list?all=maybe")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(r).await, "UNSUPPORTED");
+    // Hidden tags still resolve.
+    let r = reg
+        .req(Method::GET, &format!("/v2/app/manifests/sha256-{hex}.sig"))
+        .header("accept", OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
 #[tokio::test]
 async fn invalid_names() {
     let reg = TestRegistry::start().await;

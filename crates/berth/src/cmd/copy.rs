@@ -18,6 +18,10 @@ pub struct TransferFlags {
     /// Print a JSON report of what was copied on stdout.
     #[arg(long)]
     json: bool,
+    /// Do not copy the referrers (signatures, attestations, SBOMs) of the manifests
+    /// copied. By default they are copied, recursively, with their digests intact.
+    #[arg(long)]
+    no_referrers: bool,
     #[command(flatten)]
     common: Common,
 }
@@ -28,6 +32,12 @@ pub struct TransferFlags {
 ///
 /// Blobs the destination has are skipped, blobs in the same registry are mounted, large
 /// blobs go in chunks that resume after a dropped connection. Digests are preserved.
+///
+/// Signatures, attestations and SBOMs travel with the image: the referrers of every
+/// manifest copied (OCI referrers API or tag schema, and cosign v2 `sha256-<hex>.sig`,
+/// `.att`, `.sbom` tags) are copied too, recursively, onto registries with or without the
+/// referrers API and into OCI layouts, so signatures stay valid on the far side
+/// (--no-referrers skips them; docker and OCI tarballs do not hold them).
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
   berth copy docker.io/library/alpine:3.19 localhost:5000/alpine:3.19
@@ -35,6 +45,7 @@ pub struct TransferFlags {
   berth copy localhost:5000/app:1.0 localhost:5000/app-arm:1.0 --platform linux/arm64
   berth copy --all-tags localhost:5000/app registry.example.com/mirror/app
   berth copy localhost:5000/app:1.0 oci:./app-layout:1.0
+  berth copy localhost:5000/app:1.0 registry.example.com/app:1.0 --no-referrers
   berth copy docker-archive:app.tar localhost:5000/app:1.0")]
 pub struct CopyArgs {
     /// Source image.
@@ -91,6 +102,7 @@ fn options(flags: &TransferFlags) -> CopyOptions {
     CopyOptions {
         platform: flags.platform.clone(),
         jobs: flags.jobs.unwrap_or_else(default_jobs).max(1),
+        referrers: !flags.no_referrers,
         ..CopyOptions::default()
     }
 }
@@ -119,8 +131,13 @@ fn finish(report: &CopyReport, to: &str, flags: &TransferFlags) -> anyhow::Resul
     }
     if !flags.common.quiet {
         eprintln!(
-            "copied {to}: {} blobs ({} copied, {} skipped, {} mounted), {} manifests",
-            report.blobs, report.copied, report.skipped, report.mounted, report.manifests
+            "copied {to}: {} blobs ({} copied, {} skipped, {} mounted), {} manifests, {} referrers",
+            report.blobs,
+            report.copied,
+            report.skipped,
+            report.mounted,
+            report.manifests,
+            report.referrers
         );
     }
     println!("{}", report.digest);
@@ -143,8 +160,12 @@ pub fn run_copy(args: CopyArgs) -> anyhow::Result<()> {
         let clients = args.flags.common.clients()?;
         let sreg = clients.registry(&src.registry)?;
         let dreg = clients.registry(&dst.registry)?;
-        let tags = sreg.tags(&src.repository).await?;
         let opts = options(&args.flags);
+        let mut tags = sreg.tags(&src.repository).await?;
+        if opts.referrers {
+            // Signature and referrers-index tags come with the images they belong to.
+            tags.retain(|t| !berth_client::referrers::is_artifact_tag(t));
+        }
         let mut reports = Vec::new();
         for t in tags {
             let tag = berth_oci::Tag::parse(&t)?;

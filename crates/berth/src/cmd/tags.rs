@@ -1,6 +1,9 @@
-//! `berth tags`: every tag of a repository, following pagination.
+//! `berth tags`: every tag of a repository, following pagination. Tags that attach
+//! signatures, attestations and SBOMs are left out unless `--all` (Berth hides them
+//! itself; for other registries and layouts they are filtered here, by the same rule).
 
 use berth_client::layout::LayoutIndex;
+use berth_client::referrers::is_artifact_tag;
 use berth_client::Location;
 use clap::Args;
 
@@ -11,6 +14,7 @@ use super::{block_on, print_json, Common};
 #[command(after_help = "Examples:
   berth tags localhost:5000/app
   berth tags --json docker.io/library/alpine
+  berth tags --all localhost:5000/app     # with sha256-<hex>.sig and the like
   berth tags oci:./layout")]
 pub struct TagsArgs {
     /// Repository (any tag or digest is ignored).
@@ -18,6 +22,11 @@ pub struct TagsArgs {
     /// Print a JSON array.
     #[arg(long)]
     json: bool,
+    /// Also list the tags that attach signatures, attestations and SBOMs (cosign v2's
+    /// sha256-<hex>.sig/.att/.sbom, the referrers tag schema's sha256-<hex>), which Berth
+    /// hides by default.
+    #[arg(long)]
+    all: bool,
     #[command(flatten)]
     common: Common,
 }
@@ -27,9 +36,22 @@ pub fn run(args: TagsArgs) -> anyhow::Result<()> {
         let tags = match Location::parse(&args.repository)? {
             Location::Registry(r) => {
                 let clients = args.common.clients()?;
-                clients.registry(&r.registry)?.tags(&r.repository).await?
+                let reg = clients.registry(&r.registry)?;
+                if args.all {
+                    reg.tags_all(&r.repository).await?
+                } else {
+                    let mut tags = reg.tags(&r.repository).await?;
+                    tags.retain(|t| !is_artifact_tag(t));
+                    tags
+                }
             }
-            Location::Layout { path, .. } => LayoutIndex::read(&path)?.tags(),
+            Location::Layout { path, .. } => {
+                let mut tags = LayoutIndex::read(&path)?.tags();
+                if !args.all {
+                    tags.retain(|t| !is_artifact_tag(t));
+                }
+                tags
+            }
             other => anyhow::bail!("cannot list tags of {other}"),
         };
         if args.json {

@@ -395,3 +395,65 @@ fn login_and_logout_edit_the_docker_config() {
     assert!(json["auths"].get(&reg.host).is_none());
     assert!(!berth(&["logout", &reg.host], c).status.success());
 }
+
+#[test]
+fn copies_carry_signatures_and_tags_hides_their_tags() {
+    let reg = Registry::start();
+    let cfg = tempfile::tempdir().unwrap();
+    let c = cfg.path();
+    let h = &reg.host;
+    let digest = reg.push_image("app", "1", "amd64");
+    // A manifest under cosign v2's signature tag of the image stands in for a signature.
+    let sig_tag = format!("sha256-{}.sig", digest.hex());
+    let sig = reg.push_image("app", &sig_tag, "signature").to_string();
+    let lines = |s: String| s.lines().map(str::to_owned).collect::<Vec<_>>();
+
+    assert_eq!(lines(ok(&["tags", &format!("{h}/app")], c)), ["1"]);
+    assert_eq!(
+        lines(ok(&["tags", "--all", &format!("{h}/app")], c)),
+        ["1", sig_tag.as_str()]
+    );
+
+    let report =
+        |args: &[&str]| -> serde_json::Value { serde_json::from_str(&ok(args, c)).unwrap() };
+    let r = report(&[
+        "copy",
+        "--json",
+        &format!("{h}/app:1"),
+        &format!("{h}/copy:1"),
+    ]);
+    assert_eq!(r["referrers"], 1);
+    assert_eq!(
+        ok(&["digest", &format!("{h}/copy:{sig_tag}")], c).trim(),
+        sig
+    );
+    let r = report(&[
+        "copy",
+        "--json",
+        "--no-referrers",
+        &format!("{h}/app:1"),
+        &format!("{h}/bare:1"),
+    ]);
+    assert_eq!(r["referrers"], 0);
+    assert_eq!(
+        lines(ok(&["tags", "--all", &format!("{h}/bare")], c)),
+        ["1"]
+    );
+
+    // --all-tags copies the signature with its image, not as an image of its own.
+    let out = ok(
+        &[
+            "copy",
+            "-q",
+            "--all-tags",
+            &format!("{h}/app"),
+            &format!("{h}/mirror"),
+        ],
+        c,
+    );
+    assert_eq!(lines(out), [format!("1 {digest}")]);
+    assert_eq!(
+        lines(ok(&["tags", "--all", &format!("{h}/mirror")], c)),
+        ["1", sig_tag.as_str()]
+    );
+}
