@@ -49,8 +49,10 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Args)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
-    /// Address to listen on [default: 127.0.0.1:5000].
-    #[arg(long, env = "BERTH_LISTEN", value_name = "ADDR")]
+    /// Address to listen on, `HOST:PORT` with an IP address or a host name such as
+    /// `localhost` [default: 127.0.0.1:5000].
+    #[arg(long, env = "BERTH_LISTEN", value_name = "ADDR", value_parser = parse_listen)]
+    #[serde(default, deserialize_with = "listen_str::option")]
     pub listen: Option<SocketAddr>,
     /// Directory for blobs and metadata [default: ./berth-data].
     #[arg(long, env = "BERTH_DATA_DIR", value_name = "DIR")]
@@ -553,6 +555,47 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{s:?} is not a duration like 90s, 15m, 24h or 7d: {e}"))
 }
 
+/// Parses the address to listen on: `IP:PORT`, `[IPv6]:PORT`, or `HOST:PORT` with a
+/// host name resolved now (an IPv4 address preferred, as `localhost` then serves the
+/// clients that try 127.0.0.1 first).
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    if let Ok(addr) = s.parse() {
+        return Ok(addr);
+    }
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err(format!(
+            "{s:?} is not HOST:PORT (for example 127.0.0.1:5000 or localhost:5000)"
+        ));
+    };
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("{port:?} in {s:?} is not a port number"))?;
+    let addrs: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+        .map_err(|e| format!("cannot resolve {host:?} in {s:?}: {e}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| format!("{host:?} in {s:?} resolves to no address"))
+}
+
+mod listen_str {
+    use std::net::SocketAddr;
+
+    use serde::{Deserialize, Deserializer};
+
+    /// An address to listen on, as [`super::parse_listen`] reads it.
+    pub fn option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+        let text = String::deserialize(d)?;
+        super::parse_listen(&text)
+            .map(Some)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 mod duration_str {
     use std::time::Duration;
 
@@ -578,6 +621,28 @@ mod duration_str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listen_takes_host_names_and_addresses() {
+        let local = parse_listen("localhost:5000").unwrap();
+        assert!(local.ip().is_loopback(), "{local}");
+        assert_eq!(local.port(), 5000);
+        assert_eq!(
+            parse_listen("0.0.0.0:443").unwrap(),
+            SocketAddr::from(([0, 0, 0, 0], 443))
+        );
+        assert_eq!(parse_listen("[::1]:80").unwrap().port(), 80);
+        assert!(parse_listen("localhost").unwrap_err().contains("HOST:PORT"));
+        assert!(parse_listen("localhost:http")
+            .unwrap_err()
+            .contains("port number"));
+        let from_file: Settings = toml::from_str("listen = \"localhost:6000\"").unwrap();
+        assert!(from_file.listen.unwrap().ip().is_loopback());
+        let flags =
+            Settings::parse_args(["serve", "--listen", "localhost:7000"].map(OsString::from))
+                .unwrap();
+        assert_eq!(flags.listen.unwrap().port(), 7000);
+    }
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
         pairs

@@ -176,6 +176,18 @@ pub async fn run(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
+    run_with_ready(listener, state, shutdown, |_| {}).await
+}
+
+/// [`run`], calling `ready` with the address once every start-up check has passed and
+/// requests are about to be served (where `berth serve` says it is listening: a refused
+/// start never claims to listen).
+pub async fn run_with_ready(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    ready: impl FnOnce(std::net::SocketAddr),
+) -> Result<(), StartError> {
     let addr = listener.local_addr()?;
     if let Some(marker) = state.auth.accounts_lost().await? {
         return Err(StartError::AccountsLost(marker));
@@ -206,6 +218,7 @@ pub async fn run(
     let transfer = state.blob_transfer;
     let limits = state.limits;
     let app = app(state);
+    ready(addr);
     let result = listener::serve(
         listener,
         tls,

@@ -79,6 +79,24 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         .map_or(1, berth_client::ClientError::exit_code)
 }
 
+/// The error as one line: each cause after the message that does not already say it.
+/// Many errors quote their source in their own message (`cannot read X: <os error>`),
+/// so printing the whole chain would say the OS error twice.
+fn render(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -102,7 +120,7 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("berth: {e:#}");
+            eprintln!("berth: {}", render(&e));
             std::process::ExitCode::from(exit_code(&e))
         }
     }
@@ -111,6 +129,27 @@ fn main() -> std::process::ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_error_quoting_its_source_says_it_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot read config file /x: {source}")]
+        struct Quoting {
+            source: std::io::Error,
+        }
+        let io = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let said = io.to_string();
+        let e = anyhow::Error::new(Quoting { source: io }).context("starting");
+        let text = render(&e);
+        assert_eq!(text.matches(&said).count(), 1, "{text}");
+        assert!(
+            text.starts_with("starting: cannot read config file /x: "),
+            "{text}"
+        );
+        // A source that adds something is still printed.
+        let e = anyhow::anyhow!("disk on fire").context("saving");
+        assert_eq!(render(&e), "saving: disk on fire");
+    }
 
     #[test]
     fn known_env_covers_server_client_and_logging() {

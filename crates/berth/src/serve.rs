@@ -62,17 +62,24 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     rt.block_on(async move {
-        let state = berth_server::build_state(&config)?;
+        // The port first: a port in use must not leave a new data directory behind.
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
-        let addr = listener.local_addr()?;
-        let scheme = if config.tls_cert.is_some() { "https" } else { "http" };
-        let url = format!("{scheme}://{addr}");
-        // `url` is the machine-readable field (BERTH_LOG_FORMAT=json) that tests and
-        // scripts wait for; the message says the same for people.
-        tracing::info!(url = %url, data_dir = %config.data_dir.display(), "berth registry listening on {url}");
-        berth_server::run(listener, state, shutdown_signal()).await?;
+        let state = berth_server::build_state(&config)?;
+        let scheme = if config.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let data_dir = config.data_dir.display().to_string();
+        berth_server::run_with_ready(listener, state, shutdown_signal(), |addr| {
+            let url = format!("{scheme}://{addr}");
+            // `url` is the machine-readable field (BERTH_LOG_FORMAT=json) that tests and
+            // scripts wait for; the message says the same for people.
+            tracing::info!(url = %url, data_dir = %data_dir, "berth registry listening on {url}");
+        })
+        .await?;
         tracing::info!("berth registry stopped");
         Ok(())
     })

@@ -115,3 +115,47 @@ fn a_second_server_on_one_data_directory_exits_naming_the_first() {
     // The first server still serves.
     assert_eq!(crate::process::status_of(&first.addr, "/v2/"), 200);
 }
+
+/// The port is bound before anything is written: a port in use leaves no data directory
+/// behind, and a refused start never says it is listening.
+#[test]
+fn a_refused_start_leaves_nothing_behind_and_never_claims_to_listen() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let data = dir.path().join("data");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("localhost:{port}"),
+            "--data-dir",
+        ])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot listen on 127.0.0.1:"), "{err}");
+    assert!(!data.exists(), "a data directory was created: {err}");
+    // An open registry on a public address is refused before it says "listening".
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(&data)
+        .env("BERTH_LOG", "info")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refusing to listen"), "{err}");
+    assert!(!err.contains("registry listening"), "{err}");
+    // An OS error is said once.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["serve", "--config"])
+        .arg(dir.path().join("missing.toml"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(err.matches("os error 2").count(), 1, "{err}");
+}
