@@ -18,7 +18,7 @@ use berth_oci::media_types::{OCI_CONFIG, OCI_EMPTY, OCI_MANIFEST};
 use berth_oci::Digest;
 use serde::{Deserialize, Serialize};
 
-use crate::bundle::BUNDLE_MEDIA_TYPE;
+use crate::bundle::{is_bundle_v03, BUNDLE_MEDIA_TYPE};
 use crate::dsse::ENVELOPE_MEDIA_TYPE;
 use crate::error::{FormatError, VerifyError};
 use crate::simple_signing::{self, SignedPayload};
@@ -121,6 +121,37 @@ impl Manifest {
         serde_json::from_slice(bytes).map_err(|e| VerifyError::malformed("manifest", e))
     }
 
+    /// What kind of signature artifact this manifest is, if any: a bundle referrer
+    /// (by its artifact type or its layer), or a legacy manifest whose every layer is a
+    /// simple signing (`.sig`) or a DSSE envelope (`.att`). The server uses it to keep
+    /// signature artifacts pullable and to notice a signature arriving.
+    pub fn signature_kind(&self) -> Option<SignatureArtifact> {
+        let bundle_layer = |l: &Descriptor| is_bundle_v03(&l.media_type);
+        if self.artifact_type.as_deref().is_some_and(is_bundle_v03)
+            || (self.layers.len() == 1 && self.layers.iter().all(bundle_layer))
+        {
+            return Some(SignatureArtifact::Bundle);
+        }
+        if self.layers.is_empty() {
+            return None;
+        }
+        if self
+            .layers
+            .iter()
+            .all(|l| l.media_type == simple_signing::MEDIA_TYPE)
+        {
+            Some(SignatureArtifact::Legacy(LegacyKind::Signature))
+        } else if self
+            .layers
+            .iter()
+            .all(|l| l.media_type == ENVELOPE_MEDIA_TYPE)
+        {
+            Some(SignatureArtifact::Legacy(LegacyKind::Attestation))
+        } else {
+            None
+        }
+    }
+
     fn artifact(&self, blobs: Vec<Blob>) -> Result<Artifact, FormatError> {
         let manifest =
             serde_json::to_vec(self).map_err(|e| FormatError::Serialise(e.to_string()))?;
@@ -196,6 +227,15 @@ pub fn bundle_referrer(
         ]),
     };
     manifest.artifact(vec![config, layer])
+}
+
+/// A manifest that carries signatures or attestations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureArtifact {
+    /// A cosign v3 bundle referrer.
+    Bundle,
+    /// A cosign v2 `.sig` or `.att` manifest.
+    Legacy(LegacyKind),
 }
 
 /// The two legacy (cosign v2) manifests.
@@ -414,6 +454,44 @@ mod tests {
             "https://spdx.dev/Document"
         );
         assert_eq!(layer.annotations[simple_signing::SIGNATURE_ANNOTATION], "");
+    }
+
+    #[test]
+    fn signature_artifacts_are_recognised() {
+        let bundle = bundle_referrer(
+            b"{}".to_vec(),
+            &subject(),
+            "https://sigstore.dev/cosign/sign/v1",
+            "2026-12-01T00:00:00Z",
+        )
+        .unwrap();
+        let kind = |bytes: &[u8]| Manifest::from_json(bytes).unwrap().signature_kind();
+        assert_eq!(kind(&bundle.manifest), Some(SignatureArtifact::Bundle));
+        let sig = append_legacy_layer(
+            None,
+            LegacyLayer::signature(&SignedPayload {
+                payload: b"p".to_vec(),
+                signature: "cw==".into(),
+            }),
+        )
+        .unwrap();
+        assert_eq!(
+            kind(&sig.manifest),
+            Some(SignatureArtifact::Legacy(LegacyKind::Signature))
+        );
+        let att =
+            append_legacy_layer(None, LegacyLayer::attestation(b"{}".to_vec(), "x://y")).unwrap();
+        assert_eq!(
+            kind(&att.manifest),
+            Some(SignatureArtifact::Legacy(LegacyKind::Attestation))
+        );
+        let image = format!(
+            r#"{{"schemaVersion":2,"config":{{"mediaType":"{OCI_CONFIG}","digest":"{}","size":2}},
+            "layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{}","size":3}}]}}"#,
+            Digest::sha256(b"{}"),
+            Digest::sha256(b"abc")
+        );
+        assert_eq!(kind(image.as_bytes()), None);
     }
 
     #[test]
