@@ -30,7 +30,7 @@ enum KeyCommand {
 
 /// Generate an ECDSA P-256 key pair: the private key encrypted with a password
 /// (scrypt + NaCl secretbox, cosign's `ENCRYPTED SIGSTORE PRIVATE KEY`), the public key
-/// as PKIX PEM. cosign reads both; `berth sign`/`verify` read keys cosign made.
+/// as PKIX PEM. cosign reads both.
 ///
 /// Keyless signing (Fulcio certificates, Rekor entries) needs the public Sigstore
 /// services and is not offered.
