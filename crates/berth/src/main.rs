@@ -35,6 +35,7 @@ enum Command {
     Index(cmd::index::IndexArgs),
     Login(cmd::login::LoginArgs),
     Logout(cmd::login::LogoutArgs),
+    Key(cmd::key::KeyArgs),
 }
 
 /// `BERTH_*` variables read without clap: logging (`serve`), the CI context of
@@ -116,6 +117,7 @@ fn main() -> std::process::ExitCode {
         Command::Index(args) => cmd::index::run(args),
         Command::Login(args) => cmd::login::run_login(args),
         Command::Logout(args) => cmd::login::run_logout(args),
+        Command::Key(args) => cmd::key::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -7,6 +7,7 @@ pub mod delete;
 pub mod digest;
 pub mod index;
 pub mod inspect;
+pub mod key;
 pub mod login;
 pub mod tag;
 pub mod tags;

@@ -457,3 +457,38 @@ fn copies_carry_signatures_and_tags_hides_their_tags() {
         ["1", sig_tag.as_str()]
     );
 }
+
+#[test]
+fn key_generate_writes_a_cosign_key_pair_and_never_overwrites() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("release.key");
+    let public = dir.path().join("release.pub");
+    let generate = || {
+        Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["key", "generate", "--output-key"])
+            .arg(&key)
+            .arg("--output-pub")
+            .arg(&public)
+            .env("COSIGN_PASSWORD", "correct horse")
+            .output()
+            .unwrap()
+    };
+    let out = generate();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pem = std::fs::read(&key).unwrap();
+    assert!(pem.starts_with(b"-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----"));
+    let private = berth_trust::PrivateKey::from_pem(&pem, b"correct horse").unwrap();
+    let public_key = berth_trust::PublicKey::from_pem(&std::fs::read(&public).unwrap()).unwrap();
+    assert_eq!(private.public_key(), public_key);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(&public_key.fingerprint()), "{stdout}");
+
+    let again = generate();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not overwriting"));
+    assert_eq!(std::fs::read(&key).unwrap(), pem);
+}
