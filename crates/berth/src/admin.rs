@@ -104,7 +104,8 @@ enum UserCommand {
     },
     /// List accounts with their grants.
     List,
-    /// Disable an account (it can no longer log in; issued tokens expire within minutes).
+    /// Disable an account: it can no longer log in, and its issued tokens stop working within a
+    /// second (the server re-reads account state at most once a second).
     Disable { name: String },
     /// Enable a disabled account.
     Enable { name: String },

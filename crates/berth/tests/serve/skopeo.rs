@@ -366,3 +366,109 @@ fn skopeo_cannot_roll_a_floating_tag_back_by_converting_formats() {
     );
     assert_eq!(digest_of("latest"), newest, "latest still serves 1.0.1");
 }
+
+/// Runs buildah on its own throwaway storage (vfs: no kernel overlay needed) and returns
+/// its output; `ok` says whether it must succeed.
+fn buildah(store: &Path, args: &[&str], ok: bool) -> std::process::Output {
+    let out = Command::new("buildah")
+        .arg("--root")
+        .arg(store.join("root"))
+        .arg("--runroot")
+        .arg(store.join("run"))
+        .args(["--storage-driver", "vfs"])
+        .args(args)
+        .output()
+        .expect("buildah must be installed (scripts/test-all installs it)");
+    if ok {
+        assert!(
+            out.status.success(),
+            "buildah {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    out
+}
+
+/// The other hole: `buildah push` of a single-platform image whose version is only in its
+/// config (`LABEL org.opencontainers.image.version=0.9.0`, the usual Dockerfile way)
+/// replaced a multi-arch `latest` holding 1.0.1. Now the label is the image's version:
+/// an older one is refused in OCI and in Docker format, an image with no version at
+/// all is refused too (the floating tag's target has a known version), and a newer
+/// one moves `latest`.
+#[test]
+fn buildah_cannot_roll_a_floating_tag_back_with_a_config_label() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&tmp.path().join("data"), &[]);
+    let reg = &server.addr;
+    let layout = tmp.path().join("1.0.1");
+    release_layout(&layout, "1.0.1", 7);
+    for tag in ["1.0.1", "latest"] {
+        skopeo(&[
+            "copy",
+            "--all",
+            "--preserve-digests",
+            "--dest-tls-verify=false",
+            &format!("oci:{}:1.0.1", layout.display()),
+            &format!("docker://{reg}/acme/roll:{tag}"),
+        ]);
+    }
+    let latest = || {
+        skopeo(&[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{reg}/acme/roll:latest"),
+        ])
+    };
+    let newest = latest();
+    let store = tmp.path().join("buildah");
+    let image = |name: &str, label: Option<&str>| {
+        let ctr = buildah(&store, &["from", "scratch"], true);
+        let ctr = String::from_utf8(ctr.stdout).unwrap().trim().to_owned();
+        if let Some(v) = label {
+            let l = format!("org.opencontainers.image.version={v}");
+            buildah(&store, &["config", "--label", &l, &ctr], true);
+        }
+        buildah(&store, &["commit", "--quiet", &ctr, name], true);
+    };
+    image("old", Some("0.9.0"));
+    image("unversioned", None);
+    image("new", Some("1.1.0"));
+    let push = |name: &str, format: &str| {
+        buildah(
+            &store,
+            &[
+                "push",
+                "--tls-verify=false",
+                "--format",
+                format,
+                name,
+                &format!("docker://{reg}/acme/roll:latest"),
+            ],
+            false,
+        )
+    };
+    for format in ["oci", "docker"] {
+        let out = push("old", format);
+        assert!(
+            !out.status.success(),
+            "buildah pushed 0.9.0 over latest ({format})"
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("1.0.1") || err.contains("denied"), "{err}");
+        assert_eq!(latest(), newest, "latest still serves 1.0.1 ({format})");
+        let out = push("unversioned", format);
+        assert!(
+            !out.status.success(),
+            "an image without a version replaced latest ({format})"
+        );
+        assert_eq!(latest(), newest);
+    }
+    let out = push("new", "oci");
+    assert!(
+        out.status.success(),
+        "1.1.0 must move latest: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_ne!(latest(), newest);
+}
