@@ -86,6 +86,9 @@ pub(super) fn record(
     Ok(())
 }
 
+/// The tags a reveal makes visible, and those it drops with the guard's reason.
+type Reveal = (Vec<String>, Vec<(String, String)>);
+
 /// Takes every pending tag of `subject` out of waiting: those `guard` accepts are
 /// returned to be made visible, those it refuses are dropped with its reason.
 pub(super) fn reveal(
@@ -94,7 +97,7 @@ pub(super) fn reveal(
     repo: &str,
     repo_id: i64,
     subject: &str,
-) -> Result<(Vec<String>, Vec<(String, String)>), MetaError> {
+) -> Result<Reveal, MetaError> {
     let names: Vec<String> = c
         .prepare_cached(
             "SELECT name FROM pending_tags WHERE repo_id = ?1 AND digest = ?2 ORDER BY name",
