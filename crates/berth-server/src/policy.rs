@@ -483,7 +483,9 @@ mod tests {
     }
 
     fn write_key(dir: &std::path::Path, name: &str) -> (PathBuf, String) {
-        let key = berth_trust::keys::PrivateKey::generate_p256().unwrap().public_key();
+        let key = berth_trust::keys::PrivateKey::generate_p256()
+            .unwrap()
+            .public_key();
         let path = dir.join(name);
         std::fs::write(&path, key.to_pem()).unwrap();
         (path, key.fingerprint())
@@ -521,9 +523,16 @@ mod tests {
         assert!(e.to_string().contains("needs require_signature"), "{e}");
         let missing = dir.path().join("missing.pub");
         let e = TrustPolicy::new(&[trust_rule("r", vec![missing.clone()], false)]).unwrap_err();
-        assert!(e.to_string().contains(&missing.display().to_string()), "{e}");
+        assert!(
+            e.to_string().contains(&missing.display().to_string()),
+            "{e}"
+        );
         let bad = dir.path().join("bad.pub");
-        std::fs::write(&bad, "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n").unwrap();
+        std::fs::write(
+            &bad,
+            "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+        )
+        .unwrap();
         let e = TrustPolicy::new(&[trust_rule("r", vec![bad.clone()], false)]).unwrap_err();
         assert!(
             matches!(e, TrustPolicyError::KeyInvalid { .. }) && e.to_string().contains("bad.pub"),

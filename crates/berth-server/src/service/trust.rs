@@ -160,8 +160,7 @@ fn is_attachment(content: &[u8], media_type: &str) -> bool {
         .ok()
         .and_then(|m| m.signature_kind())
         .is_some()
-        || ParsedManifest::parse(content, Some(media_type))
-            .is_ok_and(|p| p.subject.is_some())
+        || ParsedManifest::parse(content, Some(media_type)).is_ok_and(|p| p.subject.is_some())
 }
 
 impl Registry {
@@ -277,7 +276,9 @@ impl Registry {
                 let [layer] = manifest.layers.as_slice() else {
                     return keys;
                 };
-                let Some(bundle) = self.read_signature_blob(repo, &layer.digest, layer.size).await
+                let Some(bundle) = self
+                    .read_signature_blob(repo, &layer.digest, layer.size)
+                    .await
                 else {
                     return keys;
                 };
@@ -290,7 +291,9 @@ impl Registry {
             }
             Some(SignatureArtifact::Legacy(LegacyKind::Signature)) => {
                 for layer in &manifest.layers {
-                    let Some(blob) = self.read_signature_blob(repo, &layer.digest, layer.size).await
+                    let Some(blob) = self
+                        .read_signature_blob(repo, &layer.digest, layer.size)
+                        .await
                     else {
                         continue;
                     };
@@ -309,7 +312,12 @@ impl Registry {
 
     /// The bytes of a signature layer: only a blob the repository links, of its declared
     /// size, of at most [`MAX_SIGNATURE_BLOB`].
-    async fn read_signature_blob(&self, repo: &RepoName, digest: &str, size: u64) -> Option<Vec<u8>> {
+    async fn read_signature_blob(
+        &self,
+        repo: &RepoName,
+        digest: &str,
+        size: u64,
+    ) -> Option<Vec<u8>> {
         let digest: Digest = digest.parse().ok()?;
         let linked = self.meta.blob_size(repo, &digest).await.ok()??;
         if linked != size || size > MAX_SIGNATURE_BLOB {
@@ -346,7 +354,10 @@ impl Registry {
             .subject
             .as_ref()
             .map(|s| s.digest.clone())
-            .or_else(|| tags.iter().find_map(|t| artifact_tags::legacy_subject(t.as_str())));
+            .or_else(|| {
+                tags.iter()
+                    .find_map(|t| artifact_tags::legacy_subject(t.as_str()))
+            });
         if let Some(subject) = subject {
             let keys = self.verify_artifact(repo, body, &subject, rule).await;
             if !keys.is_empty() {
@@ -392,7 +403,13 @@ impl Registry {
                 overview.signed.insert(d.clone(), keys);
             }
             let mut attached = Vec::new();
-            for r in self.meta.referrers(repo, &d, None).await?.iter().take(MAX_REFERRERS) {
+            for r in self
+                .meta
+                .referrers(repo, &d, None)
+                .await?
+                .iter()
+                .take(MAX_REFERRERS)
+            {
                 let Some(m) = self.meta.manifest_by_digest(repo, &r.digest).await? else {
                     continue;
                 };
