@@ -796,6 +796,33 @@ mod tests {
     }
 
     #[test]
+    fn trust_policy_keys_are_relative_to_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("berth.toml");
+        std::fs::write(
+            &path,
+            "[[trust_policy]]\nrepositories = \"release/*\"\nrequire_signature = [\"keys/a.pub\", \"/abs/b.pub\"]\ngate_release_tags = true\n",
+        )
+        .unwrap();
+        let c = Config::from_file(&path).unwrap();
+        assert_eq!(c.trust_policy.len(), 1);
+        assert_eq!(
+            c.trust_policy[0].require_signature,
+            [dir.path().join("keys/a.pub"), PathBuf::from("/abs/b.pub")]
+        );
+        assert!(c.trust_policy[0].gate_release_tags);
+        std::fs::write(
+            &path,
+            "[[trust_policy]]\nrepositories = \"*\"\nrequire_signatures = []\n",
+        )
+        .unwrap();
+        assert!(
+            Config::from_file(&path).is_err(),
+            "unknown keys are refused"
+        );
+    }
+
+    #[test]
     fn every_setting_has_a_key_a_variable_and_a_flag() {
         let vars = Settings::env_vars();
         // All but `tag_policy` and `trust_policy`, lists of tables, which only the file

@@ -132,14 +132,17 @@ pub struct TrustOverview {
     pub recorded: Vec<RecordedSignature>,
 }
 
-/// A signature or attestation attached to a manifest, as its manifest describes it
-/// (not verified: the dashboard shows it, the policy never decides on it).
+/// A signature or attestation attached to a manifest, as its manifest describes it, with
+/// the keys it was verified with when the repository has a trust rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttachedArtifact {
     pub digest: Digest,
     pub kind: ArtifactKind,
     /// The predicate type of an attestation, when its manifest names it.
     pub predicate_type: Option<String>,
+    /// The fingerprints of the repository's keys that verify it as a signature of its
+    /// subject (empty without a trust rule).
+    pub keys: BTreeSet<String>,
 }
 
 /// What an attached artifact is.
@@ -437,10 +440,15 @@ impl Registry {
                     ),
                     None => continue,
                 };
+                let keys = match rule {
+                    Some(rule) => self.verify_artifact(repo, &m.content, &d, rule).await,
+                    None => BTreeSet::new(),
+                };
                 attached.push(AttachedArtifact {
                     digest: r.digest.clone(),
                     kind,
                     predicate_type,
+                    keys,
                 });
             }
             if !attached.is_empty() {

@@ -49,8 +49,10 @@ fn rule(repositories: &str, keys: &[&Key], gate: bool) -> TrustPolicyRule {
 }
 
 async fn start(rules: Vec<TrustPolicyRule>) -> TestRegistry {
-    let mut config = berth_server::Config::default();
-    config.trust_policy = rules;
+    let config = berth_server::Config {
+        trust_policy: rules,
+        ..Default::default()
+    };
     TestRegistry::start_with(config).await
 }
 
@@ -195,6 +197,73 @@ async fn tags_list(reg: &TestRegistry, repo: &str, query: &str) -> Value {
         .json()
         .await
         .unwrap()
+}
+
+async fn dashboard(reg: &TestRegistry, repo: &str) -> String {
+    let r = reg
+        .req(Method::GET, &format!("/ui/r/{repo}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    r.text().await.unwrap()
+}
+
+#[tokio::test]
+async fn the_dashboard_shows_unverified_signatures_and_attestation_types() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = key(dir.path(), "k.pub");
+    let reg = start(vec![]).await;
+    let repo = "plain";
+    let (m, d) = push_image(&reg, repo, "a", &["1.0.0"]).await;
+    push_image(&reg, repo, "b", &["2.0.0"]).await;
+    sign_bundle(&reg, repo, &d, OCI_MANIFEST, m.len(), &k).await;
+    // An SBOM attestation as a bundle referrer.
+    let predicate = "https://spdx.dev/Document";
+    let statement = Statement::new(
+        None,
+        &d,
+        predicate,
+        json!({"spdxVersion": "SPDX-2.3"}),
+        &BTreeMap::new(),
+    );
+    let bundle = Bundle::sign_statement(&k.signer, &statement)
+        .unwrap()
+        .to_json()
+        .unwrap();
+    let subject = SubjectDescriptor {
+        media_type: OCI_MANIFEST.into(),
+        digest: d.clone(),
+        size: m.len() as u64,
+    };
+    let art = bundle_referrer(bundle, &subject, predicate, "2026-01-01T00:00:00Z").unwrap();
+    for b in &art.blobs {
+        reg.push_blob(repo, &b.bytes).await;
+    }
+    let r = put(
+        &reg,
+        repo,
+        &art.manifest_digest,
+        &art.manifest,
+        art.media_type,
+        &[],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let page = dashboard(&reg, repo).await;
+    assert_eq!(
+        page.matches("signature attached (not verified)").count(),
+        1,
+        "{page}"
+    );
+    assert_eq!(page.matches(">unsigned<").count(), 1, "{page}");
+    // The attestation's type shows on its tag and in the list of signatures.
+    assert_eq!(page.matches(predicate).count(), 2, "{page}");
+    assert_eq!(
+        page.matches("not verified (no trust policy)").count(),
+        2,
+        "{page}"
+    );
 }
 
 #[tokio::test]
@@ -389,6 +458,10 @@ async fn the_gate_holds_release_tags_until_a_signature_arrives() {
         .collect();
     assert_eq!(pending, ["1", "1.0", "1.0.0", "latest"]);
 
+    // The dashboard lists the held tags as waiting.
+    let page = dashboard(&reg, repo).await;
+    assert_eq!(page.matches("waiting for signature").count(), 4, "{page}");
+
     // A non-release tag is not gated (pulls of it are refused until signed, though).
     let r = put(&reg, repo, &d, &m, OCI_MANIFEST, &["candidate"]).await;
     assert!(r.headers().get("berth-tag-waiting-for-signature").is_none());
@@ -411,6 +484,13 @@ async fn the_gate_holds_release_tags_until_a_signature_arrives() {
         status(&reg, Method::GET, repo, "1.0.0").await,
         StatusCode::OK
     );
+    // Now each tag shows as signed by the key, and the signature is listed with the
+    // key's full fingerprint and its format.
+    let page = dashboard(&reg, repo).await;
+    assert!(!page.contains("waiting for signature"), "{page}");
+    assert_eq!(page.matches(">signed<").count(), 5, "{page}");
+    assert!(page.contains(&good.fingerprint), "{page}");
+    assert!(page.contains("Sigstore bundle (cosign v3)"), "{page}");
 
     // Signed first, tagged after (what `berth publish --sign-key` does): visible at once.
     let (_, d2) = push_image(&reg, repo, "b", &[]).await;
@@ -523,8 +603,10 @@ async fn the_gate_reveals_atomically_under_concurrent_pushes() {
 #[tokio::test]
 async fn a_bad_trust_policy_is_a_start_up_error() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = berth_server::Config::default();
-    config.data_dir = dir.path().join("data");
+    let mut config = berth_server::Config {
+        data_dir: dir.path().join("data"),
+        ..Default::default()
+    };
     let bad = dir.path().join("not-a-key.pub");
     std::fs::write(&bad, "hello").unwrap();
     config.trust_policy = vec![TrustPolicyRule {
