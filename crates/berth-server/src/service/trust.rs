@@ -11,7 +11,9 @@
 //! Verdicts are cached per (repository, digest): the keys whose valid signature the
 //! digest has. A push of any manifest that names the digest as its subject (or a cosign
 //! v2 tag of it) drops that entry; any deletion in a repository drops the repository's
-//! entries (a deleted manifest may have been a signature). A reader notes the cache's
+//! entries (a deleted manifest may have been a signature). Entries also expire after
+//! [`VERDICT_TTL`], which bounds how long a change made by another process sharing the
+//! stores (`berth admin`, a second server) goes unseen. A reader notes the cache's
 //! generation before reading the stores and keeps its answer only if no invalidation
 //! happened meanwhile, so a verdict read before a signature arrived is never cached
 //! after it.
@@ -32,6 +34,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use berth_meta::{artifact_tags, Gate, PendingTag, RecordedSignature, SignatureRecord};
 use berth_oci::{Digest, ParsedManifest, Reference, RepoName, Tag};
@@ -48,6 +51,8 @@ const MAX_SIGNATURE_BLOB: u64 = 1 << 20;
 const MAX_REFERRERS: usize = 64;
 /// The most indexes examined when looking for a signed parent of a manifest.
 const MAX_PARENTS: usize = 16;
+/// How long a verdict is trusted without re-reading the stores.
+pub const VERDICT_TTL: Duration = Duration::from_secs(30);
 /// Entries kept in the verdict cache before it starts over.
 const MAX_CACHED_VERDICTS: usize = 16_384;
 
@@ -71,7 +76,7 @@ pub(super) struct VerdictCache {
 
 #[derive(Default)]
 struct CacheInner {
-    verdicts: HashMap<(String, String), Arc<BTreeSet<String>>>,
+    verdicts: HashMap<(String, String), (Arc<BTreeSet<String>>, Instant)>,
     generation: u64,
 }
 
@@ -84,7 +89,8 @@ impl VerdictCache {
         self.lock()
             .verdicts
             .get(&(repo.to_owned(), digest.to_owned()))
-            .cloned()
+            .filter(|(_, at)| at.elapsed() < VERDICT_TTL)
+            .map(|(keys, _)| keys.clone())
     }
 
     fn generation(&self) -> u64 {
@@ -100,7 +106,7 @@ impl VerdictCache {
             c.verdicts.clear();
         }
         c.verdicts
-            .insert((repo.to_owned(), digest.to_owned()), keys);
+            .insert((repo.to_owned(), digest.to_owned()), (keys, Instant::now()));
     }
 
     /// Drops the verdict of `digest`, or every verdict of `repo` when `None`.

@@ -353,6 +353,57 @@ async fn unsigned_pulls_are_refused_and_signed_ones_allowed() {
     );
 }
 
+/// `HEAD` of an unsigned manifest by digest is for those who may push (a signer learns
+/// the subject's size that way); readers get `403` like a `GET`.
+#[tokio::test]
+async fn only_pushers_may_check_an_unsigned_manifest_by_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = key(dir.path(), "good.pub");
+    let reg = start(vec![rule("team/*", &[&good], false)]).await;
+    let repo = "team/app";
+    let (_, d) = push_image(&reg, repo, "a", &["main"]).await;
+    let admin = berth_server::accounts::Admin::open_dir(reg.data_dir(), "test").unwrap();
+    let grants = |s: &str| vec![s.parse().unwrap()];
+    let pw = "password-123";
+    admin
+        .user_add("reader", pw, &grants("team/*:pull"))
+        .await
+        .unwrap();
+    admin
+        .user_add("writer", pw, &grants("team/*:pull,push"))
+        .await
+        .unwrap();
+    reg.state.auth.invalidate();
+    let head = |user: &'static str, reference: String| {
+        reg.req(Method::HEAD, &format!("/v2/{repo}/manifests/{reference}"))
+            .basic_auth(user, Some(pw))
+            .send()
+    };
+    assert_eq!(
+        head("writer", d.to_string()).await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        head("reader", d.to_string()).await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        head("writer", "main".into()).await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+    let get = reg
+        .req(Method::GET, &format!("/v2/{repo}/manifests/{d}"))
+        .basic_auth("writer", Some(pw))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        get.status(),
+        StatusCode::FORBIDDEN,
+        "a pusher may not GET it either"
+    );
+}
+
 #[tokio::test]
 async fn a_legacy_sig_tag_signs_and_its_deletion_unsigns() {
     let dir = tempfile::tempdir().unwrap();
