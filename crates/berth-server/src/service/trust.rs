@@ -74,9 +74,13 @@ pub(super) struct VerdictCache {
     inner: Mutex<CacheInner>,
 }
 
+/// The fingerprints of the keys that signed a digest, and when that was read.
+type Cached = (Arc<BTreeSet<String>>, Instant);
+
 #[derive(Default)]
 struct CacheInner {
-    verdicts: HashMap<(String, String), (Arc<BTreeSet<String>>, Instant)>,
+    /// (repository, digest) → verdict.
+    verdicts: HashMap<(String, String), Cached>,
     generation: u64,
 }
 
