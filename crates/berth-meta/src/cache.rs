@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use berth_oci::{Digest, RepoName, Tag};
 
 use crate::{
-    BlobClaim, MetaError, MetadataStore, NewManifest, Page, Referrer, StoredManifest, TagGuard,
-    TagListing, Unlinked,
+    BlobClaim, Gate, GateOutcome, MetaError, MetadataStore, NewManifest, Page, PendingTag,
+    RecordedSignature, Referrer, StoredManifest, TagGuard, TagListing, Unlinked,
 };
 
 /// Manifests larger than this are always read from the store.
@@ -223,16 +223,41 @@ impl MetadataStore for CachingStore {
         self.inner.stored_bytes().await
     }
 
-    async fn manifest_put(
+    async fn manifest_put_gated(
         &self,
         repo: &RepoName,
         m: &NewManifest,
         tags: &[Tag],
         guard: Option<Arc<dyn TagGuard>>,
-    ) -> Result<(), MetaError> {
-        let r = self.inner.manifest_put(repo, m, tags, guard).await;
+        gate: &Gate,
+    ) -> Result<GateOutcome, MetaError> {
+        let r = self
+            .inner
+            .manifest_put_gated(repo, m, tags, guard, gate)
+            .await;
         self.invalidate(repo.as_str());
         r
+    }
+
+    async fn pending_tags(&self, repo: &RepoName) -> Result<Vec<PendingTag>, MetaError> {
+        self.inner.pending_tags(repo).await
+    }
+
+    async fn recorded_signatures(
+        &self,
+        repo: &RepoName,
+        subject: Option<&Digest>,
+    ) -> Result<Vec<RecordedSignature>, MetaError> {
+        self.inner.recorded_signatures(repo, subject).await
+    }
+
+    async fn index_parents(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        limit: usize,
+    ) -> Result<Vec<Digest>, MetaError> {
+        self.inner.index_parents(repo, digest, limit).await
     }
 
     async fn manifest_by_digest(

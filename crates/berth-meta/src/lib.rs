@@ -8,6 +8,7 @@
 //! - [`cache::CachingStore`]: a read cache in front of any [`MetadataStore`].
 //! - [`artifact_tags`]: the rules for tags that attach artifacts on registries without
 //!   the referrers API (cosign v2's `.sig`/`.att`/`.sbom`, the referrers tag schema).
+//! - [`Gate`]: the publish gate's bookkeeping (pending tags, recorded signatures).
 //! - `testsuite` (feature `testsuite`): the conformance suite every backend must pass.
 //! - [`sqlite::SqliteStore`]: the embedded default backend. SQL specific to SQLite lives
 //!   only there, with its migrations under `migrations/sqlite/`.
@@ -42,6 +43,26 @@
 //! `orphaned: false`; a placer that comes after is refused until the bytes are gone, and
 //! only then writes its own. Both decisions are made inside transactions of the one
 //! shared database, so they hold across processes, not just within one.
+//!
+//! # The publish gate
+//!
+//! A repository can require that release tags only ever point at signed manifests. The
+//! store does not verify signatures (that needs keys and cryptography, the server's
+//! job); it keeps the two facts the gate needs, and changes them in the transactions
+//! that store manifests, so no interleaving of pushes can leave a tag waiting for a
+//! signature that is already there:
+//!
+//! - **pending tags**: tags of a push that must wait for a signature of their manifest.
+//!   They are absent from [`MetadataStore::tag_list`] and
+//!   [`MetadataStore::manifest_by_tag`]; [`MetadataStore::pending_tags`] lists them.
+//! - **recorded signatures**: "manifest `S` is a valid signature of `D` by key `K`",
+//!   written by the push of `S` when the server verified it ([`Gate::signs`]).
+//!
+//! [`MetadataStore::manifest_put_gated`] with [`Gate::hold_unless_signed_by`] writes the
+//! push's tags as pending unless a signature of the manifest by one of the keys is
+//! recorded; with [`Gate::signs`] it records the signature and makes the subject's pending
+//! tags visible, in the same transaction. Both run on the store's one writer (or under
+//! its locks), so whichever comes second sees the first.
 //!
 //! A process can die holding either: a tombstone older than [`TOMBSTONE_STALE_SECS`] is
 //! taken to be abandoned (deleting one file takes far less), and a claim older than
@@ -176,6 +197,59 @@ pub trait TagGuard: Send + Sync + 'static {
         let _ = tag;
         true
     }
+}
+
+/// How a manifest push places its tags under the publish gate (see the crate docs).
+/// The default is no gate: tags are visible at once.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Gate {
+    /// Hold the push's tags as pending unless a signature of the manifest by one of these
+    /// key fingerprints is recorded. `None`: no gate.
+    pub hold_unless_signed_by: Option<Vec<String>>,
+    /// The manifest being stored is a verified signature: record it, and reveal the
+    /// subject's pending tags.
+    pub signs: Option<SignatureRecord>,
+}
+
+/// A verified signature to record: the manifest being stored signs `subject` with each
+/// of `keys` (fingerprints).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignatureRecord {
+    pub subject: Digest,
+    pub keys: Vec<String>,
+}
+
+/// What [`MetadataStore::manifest_put_gated`] did with tags.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GateOutcome {
+    /// Tags of the push that are now pending (waiting for a signature).
+    pub held: Vec<String>,
+    /// Pending tags of the signed subject that became visible.
+    pub revealed: Vec<String>,
+    /// Pending tags of the signed subject that the tag guard refused to reveal (a newer
+    /// release moved a floating tag meanwhile), with its reason: they are dropped.
+    pub dropped: Vec<(String, String)>,
+}
+
+/// A tag waiting for a signature of its manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingTag {
+    pub tag: String,
+    pub digest: Digest,
+    /// Unix seconds of the push.
+    pub since: i64,
+}
+
+/// A signature the server verified when it was pushed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedSignature {
+    pub subject: Digest,
+    /// The signature manifest's digest.
+    pub signature: Digest,
+    /// The signing key's fingerprint.
+    pub key: String,
+    /// Unix seconds of the push.
+    pub at: i64,
 }
 
 /// A stored manifest.
@@ -338,14 +412,54 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     /// Stores a manifest and points `tags` at it, in one transaction, after checking
     /// that every referenced blob and child manifest is in the repository and that
-    /// `guard` accepts every tag change.
+    /// `guard` accepts every tag change. A pending tag of the same name is dropped: the
+    /// newest push of a name decides.
     async fn manifest_put(
         &self,
         repo: &RepoName,
         m: &NewManifest,
         tags: &[Tag],
         guard: Option<Arc<dyn TagGuard>>,
-    ) -> Result<(), MetaError>;
+    ) -> Result<(), MetaError> {
+        self.manifest_put_gated(repo, m, tags, guard, &Gate::default())
+            .await
+            .map(|_| ())
+    }
+
+    /// [`MetadataStore::manifest_put`] under the publish gate, in one transaction: with
+    /// [`Gate::hold_unless_signed_by`], the tags become pending (replacing pending tags
+    /// of the same names, leaving visible ones where they are) unless a signature of
+    /// the manifest by one of the keys is recorded; with [`Gate::signs`], the signature
+    /// is recorded and every pending tag of its subject becomes visible, each checked by
+    /// `guard` (a refused one is dropped and reported, never failing the push). The
+    /// guard checks held tags as if they moved, so a conflict is refused at push time.
+    async fn manifest_put_gated(
+        &self,
+        repo: &RepoName,
+        m: &NewManifest,
+        tags: &[Tag],
+        guard: Option<Arc<dyn TagGuard>>,
+        gate: &Gate,
+    ) -> Result<GateOutcome, MetaError>;
+
+    /// Tags of `repo` waiting for a signature, in lexical order.
+    async fn pending_tags(&self, repo: &RepoName) -> Result<Vec<PendingTag>, MetaError>;
+
+    /// Signatures recorded in `repo` (of `subject` only, if given), by subject, then
+    /// signature, then key.
+    async fn recorded_signatures(
+        &self,
+        repo: &RepoName,
+        subject: Option<&Digest>,
+    ) -> Result<Vec<RecordedSignature>, MetaError>;
+
+    /// Indexes of `repo` that list `digest` as a child, at most `limit` of them.
+    async fn index_parents(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        limit: usize,
+    ) -> Result<Vec<Digest>, MetaError>;
 
     /// A manifest by digest.
     async fn manifest_by_digest(
@@ -361,7 +475,8 @@ pub trait MetadataStore: Send + Sync + 'static {
         tag: &Tag,
     ) -> Result<Option<StoredManifest>, MetaError>;
 
-    /// Deletes a manifest and every tag pointing to it (each checked by `guard`);
+    /// Deletes a manifest and every tag pointing to it (each checked by `guard`), its
+    /// pending tags and the signatures recorded by or of it;
     /// `false` when absent. A manifest that an index of the repository lists as a child
     /// is refused with [`MetaError::ManifestInUse`] (the index would break), whatever the
     /// guard says.
@@ -372,7 +487,9 @@ pub trait MetadataStore: Send + Sync + 'static {
         guard: Option<Arc<dyn TagGuard>>,
     ) -> Result<bool, MetaError>;
 
-    /// Deletes one tag (checked by `guard`); `false` when absent.
+    /// Deletes one tag (checked by `guard`), or a pending tag of that name; `false` when
+    /// neither exists. Deleting a cosign v2 `.sig` tag forgets the signatures its
+    /// manifest recorded of its subject.
     async fn tag_delete(
         &self,
         repo: &RepoName,

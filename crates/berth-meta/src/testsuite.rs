@@ -16,9 +16,9 @@ use berth_oci::{Digest, RepoName, Tag};
 use bytes::Bytes;
 
 use crate::{
-    Account, AccountKind, AccountStore, AuditEvent, DownloadKey, FetchKind, GroupBy, MetaError,
-    MetadataStore, NewManifest, Page, RequestKey, StatsStore, StoredGrant, TagChange, TagGuard,
-    Unlinked,
+    Account, AccountKind, AccountStore, AuditEvent, DownloadKey, FetchKind, Gate, GroupBy,
+    MetaError, MetadataStore, NewManifest, Page, RequestKey, SignatureRecord, StatsStore,
+    StoredGrant, TagChange, TagGuard, TagListing, Unlinked,
 };
 
 fn repo(s: &str) -> RepoName {
@@ -198,6 +198,293 @@ pub async fn guard_refusals_refuse_the_whole_request(meta: Arc<dyn MetadataStore
         meta.tags(&r, &Page::default()).await.unwrap().unwrap(),
         ["r-refused"]
     );
+}
+
+/// A gate that holds a push's tags unless `key` signed the manifest.
+fn hold_unless(key: &str) -> Gate {
+    Gate {
+        hold_unless_signed_by: Some(vec![key.to_owned()]),
+        signs: None,
+    }
+}
+
+/// A gate that records the manifest being stored as a signature of `subject` by `key`.
+fn signs(subject: &Digest, key: &str) -> Gate {
+    Gate {
+        hold_unless_signed_by: None,
+        signs: Some(SignatureRecord {
+            subject: subject.clone(),
+            keys: vec![key.to_owned()],
+        }),
+    }
+}
+
+async fn visible(meta: &Arc<dyn MetadataStore>, r: &RepoName) -> Vec<String> {
+    meta.tag_list(r, &Page::default(), TagListing::All)
+        .await
+        .unwrap()
+        .unwrap_or_default()
+}
+
+async fn pending_names(meta: &Arc<dyn MetadataStore>, r: &RepoName) -> Vec<String> {
+    meta.pending_tags(r)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.tag)
+        .collect()
+}
+
+/// Tags held by the gate are invisible (tags list, pull by tag) until a signature of
+/// their manifest is stored; that same put makes all of them visible at once.
+pub async fn gated_tags_wait_for_a_signature(meta: Arc<dyn MetadataStore>) {
+    let r = repo("release/app");
+    let m = manifest("image", vec![], None);
+    let out = meta
+        .manifest_put_gated(
+            &r,
+            &m,
+            &tags(&["1.0.0", "latest"]),
+            None,
+            &hold_unless("k1"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.held, ["1.0.0", "latest"]);
+    assert!(visible(&meta, &r).await.is_empty());
+    assert!(meta
+        .manifest_by_tag(&r, &Tag::parse("1.0.0").unwrap())
+        .await
+        .unwrap()
+        .is_none());
+    // The manifest itself is stored: it can be signed by digest.
+    assert!(meta
+        .manifest_by_digest(&r, &m.digest)
+        .await
+        .unwrap()
+        .is_some());
+    let pending = meta.pending_tags(&r).await.unwrap();
+    assert_eq!(pending.len(), 2);
+    assert!(pending.iter().all(|p| p.digest == m.digest && p.since > 0));
+
+    // A referrer that is not a verified signature reveals nothing.
+    let other = manifest("sbom", vec![], Some(m.digest.clone()));
+    let out = meta
+        .manifest_put_gated(&r, &other, &[], None, &Gate::default())
+        .await
+        .unwrap();
+    assert!(out.revealed.is_empty());
+    assert_eq!(pending_names(&meta, &r).await, ["1.0.0", "latest"]);
+
+    let sig = manifest("signature", vec![], Some(m.digest.clone()));
+    let out = meta
+        .manifest_put_gated(&r, &sig, &[], None, &signs(&m.digest, "k1"))
+        .await
+        .unwrap();
+    assert_eq!(out.revealed, ["1.0.0", "latest"]);
+    assert!(out.held.is_empty() && out.dropped.is_empty());
+    assert_eq!(visible(&meta, &r).await, ["1.0.0", "latest"]);
+    assert!(pending_names(&meta, &r).await.is_empty());
+    let got = meta
+        .manifest_by_tag(&r, &Tag::parse("latest").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.digest, m.digest);
+    let recorded = meta.recorded_signatures(&r, Some(&m.digest)).await.unwrap();
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(
+        (&recorded[0].signature, recorded[0].key.as_str()),
+        (&sig.digest, "k1")
+    );
+}
+
+/// A gated push finds a signature recorded before it (the order of a careful
+/// publisher: push by digest, sign, then tag), but only one by an accepted key.
+pub async fn a_recorded_signature_lets_gated_tags_through(meta: Arc<dyn MetadataStore>) {
+    let r = repo("release/app");
+    let m = manifest("image", vec![], None);
+    meta.manifest_put(&r, &m, &[], None).await.unwrap();
+    let sig = manifest("signature", vec![], Some(m.digest.clone()));
+    meta.manifest_put_gated(&r, &sig, &[], None, &signs(&m.digest, "k1"))
+        .await
+        .unwrap();
+    let out = meta
+        .manifest_put_gated(&r, &m, &tags(&["2.0.0"]), None, &hold_unless("k2"))
+        .await
+        .unwrap();
+    assert_eq!(
+        out.held,
+        ["2.0.0"],
+        "a signature by another key does not count"
+    );
+    let out = meta
+        .manifest_put_gated(&r, &m, &tags(&["2.0.0"]), None, &hold_unless("k1"))
+        .await
+        .unwrap();
+    assert!(out.held.is_empty());
+    assert_eq!(visible(&meta, &r).await, ["2.0.0"]);
+    assert!(
+        pending_names(&meta, &r).await.is_empty(),
+        "a visible push drops the pending tag of its name"
+    );
+}
+
+/// A tag is either visible or pending, and the newest push of a name decides; deleting
+/// a pending tag or its manifest forgets it, and a visible tag stays where it was while
+/// a newer push of its name waits.
+pub async fn pending_tags_follow_the_newest_push(meta: Arc<dyn MetadataStore>) {
+    let r = repo("release/app");
+    let (a, b, c) = (
+        manifest("a", vec![], None),
+        manifest("b", vec![], None),
+        manifest("c", vec![], None),
+    );
+    meta.manifest_put(&r, &a, &tags(&["latest"]), None)
+        .await
+        .unwrap();
+    meta.manifest_put_gated(&r, &b, &tags(&["1.0.0", "latest"]), None, &hold_unless("k"))
+        .await
+        .unwrap();
+    // The visible `latest` still serves `a` while `b` waits.
+    let latest = Tag::parse("latest").unwrap();
+    assert_eq!(
+        meta.manifest_by_tag(&r, &latest)
+            .await
+            .unwrap()
+            .unwrap()
+            .digest,
+        a.digest
+    );
+    meta.manifest_put_gated(&r, &c, &tags(&["1.0.0"]), None, &hold_unless("k"))
+        .await
+        .unwrap();
+    let pending = meta.pending_tags(&r).await.unwrap();
+    assert_eq!(
+        pending
+            .iter()
+            .map(|p| (p.tag.as_str(), &p.digest))
+            .collect::<Vec<_>>(),
+        [("1.0.0", &c.digest), ("latest", &b.digest)]
+    );
+    // Deleting a pending tag by name works like deleting a tag.
+    assert!(meta
+        .tag_delete(&r, &Tag::parse("1.0.0").unwrap(), None)
+        .await
+        .unwrap());
+    assert!(!meta
+        .tag_delete(&r, &Tag::parse("1.0.0").unwrap(), None)
+        .await
+        .unwrap());
+    // Deleting the manifest forgets its pending tags and its recorded signatures.
+    let sig = manifest("sig-of-b", vec![], Some(b.digest.clone()));
+    meta.manifest_put(&r, &sig, &[], None).await.unwrap();
+    meta.manifest_put_gated(&r, &sig, &[], None, &signs(&c.digest, "k"))
+        .await
+        .unwrap();
+    assert!(meta.manifest_delete(&r, &b.digest, None).await.unwrap());
+    assert!(pending_names(&meta, &r).await.is_empty());
+    assert_eq!(meta.recorded_signatures(&r, None).await.unwrap().len(), 1);
+    assert!(meta.manifest_delete(&r, &sig.digest, None).await.unwrap());
+    assert!(meta.recorded_signatures(&r, None).await.unwrap().is_empty());
+    assert_eq!(visible(&meta, &r).await, ["latest"]);
+}
+
+/// Revealing asks the tag guard about each pending tag; a refused one is dropped and
+/// reported, and neither the signature nor the other tags are refused with it.
+pub async fn a_refused_reveal_drops_only_that_tag(meta: Arc<dyn MetadataStore>) {
+    let r = repo("release/app");
+    let m = manifest("image", vec![], None);
+    meta.manifest_put_gated(
+        &r,
+        &m,
+        &tags(&["r-refused", "r1", "x"]),
+        None,
+        &hold_unless("k"),
+    )
+    .await
+    .unwrap();
+    let guard: Arc<dyn TagGuard> = Arc::new(Recording(Mutex::new(Vec::new())));
+    let sig = manifest("signature", vec![], Some(m.digest.clone()));
+    let out = meta
+        .manifest_put_gated(&r, &sig, &[], Some(guard), &signs(&m.digest, "k"))
+        .await
+        .unwrap();
+    assert_eq!(out.revealed, ["r1", "x"]);
+    assert_eq!(out.dropped.len(), 1);
+    assert_eq!(out.dropped[0].0, "r-refused");
+    assert_eq!(visible(&meta, &r).await, ["r1", "x"]);
+    assert!(pending_names(&meta, &r).await.is_empty());
+    assert!(meta
+        .manifest_by_digest(&r, &sig.digest)
+        .await
+        .unwrap()
+        .is_some());
+}
+
+/// A gated push and the signature of its manifest, sent at the same time, always end
+/// with the tags visible: whichever transaction comes second sees the first.
+pub async fn gate_and_signature_race_consistently(meta: Arc<dyn MetadataStore>) {
+    for i in 0..40 {
+        let r = repo(&format!("race/{i}"));
+        let m = manifest(&format!("image-{i}"), vec![], None);
+        meta.manifest_put(&r, &m, &[], None).await.unwrap();
+        let sig = manifest(&format!("sig-{i}"), vec![], Some(m.digest.clone()));
+        let (m1, r1, meta1) = (m.clone(), r.clone(), meta.clone());
+        let push = tokio::spawn(async move {
+            meta1
+                .manifest_put_gated(
+                    &r1,
+                    &m1,
+                    &tags(&["1.0.0", "1", "latest"]),
+                    None,
+                    &hold_unless("k"),
+                )
+                .await
+                .unwrap()
+        });
+        let (r2, meta2, subject) = (r.clone(), meta.clone(), m.digest.clone());
+        let sign = tokio::spawn(async move {
+            meta2
+                .manifest_put_gated(&r2, &sig, &[], None, &signs(&subject, "k"))
+                .await
+                .unwrap()
+        });
+        let (pushed, signed) = (push.await.unwrap(), sign.await.unwrap());
+        // Either the push saw the signature (nothing held) or the signature revealed
+        // everything the push held; never both nor neither.
+        assert_eq!(
+            pushed.held.is_empty(),
+            signed.revealed.is_empty(),
+            "{pushed:?} {signed:?}"
+        );
+        assert_eq!(visible(&meta, &r).await, ["1", "1.0.0", "latest"]);
+        assert!(pending_names(&meta, &r).await.is_empty());
+    }
+}
+
+/// The indexes listing a manifest as a child.
+pub async fn index_parents_list_indexes_of_a_child(meta: Arc<dyn MetadataStore>) {
+    let r = repo("a");
+    let child = manifest("child", vec![], None);
+    meta.manifest_put(&r, &child, &[], None).await.unwrap();
+    let mut index = manifest("index", vec![], None);
+    index.children = vec![child.digest.clone()];
+    meta.manifest_put(&r, &index, &[], None).await.unwrap();
+    assert_eq!(
+        meta.index_parents(&r, &child.digest, 10).await.unwrap(),
+        [index.digest.clone()]
+    );
+    assert!(meta
+        .index_parents(&r, &index.digest, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(meta
+        .index_parents(&repo("b"), &child.digest, 10)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 /// A blob referenced by a manifest of the repository cannot be unlinked; once the
@@ -1092,6 +1379,12 @@ macro_rules! metadata_store_suite {
             mount_links_only_what_the_source_links,
             mount_and_unlink_race_consistently,
             claim_and_unlink_race_consistently,
+            gated_tags_wait_for_a_signature,
+            a_recorded_signature_lets_gated_tags_through,
+            pending_tags_follow_the_newest_push,
+            a_refused_reveal_drops_only_that_tag,
+            gate_and_signature_race_consistently,
+            index_parents_list_indexes_of_a_child,
         );
     };
     (@each $fresh:path; $($name:ident),* $(,)?) => {

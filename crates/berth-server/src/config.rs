@@ -87,6 +87,10 @@ pub struct Settings {
     /// Tag policy rules (`[[tag_policy]]`, in the file only).
     #[arg(skip)]
     pub tag_policy: Option<Vec<crate::policy::TagPolicyRule>>,
+    /// Trust policy rules (`[[trust_policy]]`, in the file only); key paths are relative
+    /// to the file.
+    #[arg(skip)]
+    pub trust_policy: Option<Vec<crate::policy::TrustPolicyRule>>,
     /// How often download counters are written to the database [default: 5s].
     #[arg(long, env = "BERTH_ANALYTICS_FLUSH_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
     #[serde(default, deserialize_with = "duration_str::option")]
@@ -155,10 +159,20 @@ impl Settings {
             path: path.to_owned(),
             source,
         })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        let mut settings: Settings = toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
             message: e.to_string(),
-        })
+        })?;
+        // Key files are named relative to the file that names them, not to the directory
+        // the server happens to start in.
+        if let (Some(rules), Some(dir)) = (settings.trust_policy.as_mut(), path.parent()) {
+            for rule in rules {
+                for key in &mut rule.require_signature {
+                    *key = dir.join(&*key);
+                }
+            }
+        }
+        Ok(settings)
     }
 
     /// The `BERTH_*` variables of every setting, with the flag each one stands for.
@@ -279,6 +293,9 @@ pub struct Config {
     /// Tag policy rules by repository pattern (`[[tag_policy]]`); without a matching
     /// rule release tags are immutable and floating tags only move forward.
     pub tag_policy: Vec<crate::policy::TagPolicyRule>,
+    /// Trust policy rules by repository pattern (`[[trust_policy]]`, first match wins):
+    /// required signatures and the publish gate.
+    pub trust_policy: Vec<crate::policy::TrustPolicyRule>,
     /// How often download counters are written to the database; a crash loses at most
     /// this much of them.
     pub analytics_flush_interval: Duration,
@@ -410,6 +427,7 @@ impl Default for Config {
             token_realm: None,
             token_ttl: Duration::from_secs(300),
             tag_policy: Vec::new(),
+            trust_policy: Vec::new(),
             analytics_flush_interval: Duration::from_secs(5),
             analytics: true,
             blob_transfer: BlobTransfer::Auto,
@@ -467,6 +485,7 @@ impl Config {
             token_realm,
             token_ttl,
             tag_policy,
+            trust_policy,
             analytics_flush_interval,
             analytics,
             blob_transfer,
@@ -496,6 +515,7 @@ impl Config {
         set(&mut self.token_realm, token_realm.map(Some));
         set(&mut self.token_ttl, token_ttl);
         set(&mut self.tag_policy, tag_policy);
+        set(&mut self.trust_policy, trust_policy);
         set(&mut self.analytics_flush_interval, analytics_flush_interval);
         set(&mut self.analytics, analytics);
         set(&mut self.blob_transfer, blob_transfer);
@@ -776,9 +796,37 @@ mod tests {
     }
 
     #[test]
+    fn trust_policy_keys_are_relative_to_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("berth.toml");
+        std::fs::write(
+            &path,
+            "[[trust_policy]]\nrepositories = \"release/*\"\nrequire_signature = [\"keys/a.pub\", \"/abs/b.pub\"]\ngate_release_tags = true\n",
+        )
+        .unwrap();
+        let c = Config::from_file(&path).unwrap();
+        assert_eq!(c.trust_policy.len(), 1);
+        assert_eq!(
+            c.trust_policy[0].require_signature,
+            [dir.path().join("keys/a.pub"), PathBuf::from("/abs/b.pub")]
+        );
+        assert!(c.trust_policy[0].gate_release_tags);
+        std::fs::write(
+            &path,
+            "[[trust_policy]]\nrepositories = \"*\"\nrequire_signatures = []\n",
+        )
+        .unwrap();
+        assert!(
+            Config::from_file(&path).is_err(),
+            "unknown keys are refused"
+        );
+    }
+
+    #[test]
     fn every_setting_has_a_key_a_variable_and_a_flag() {
         let vars = Settings::env_vars();
-        // All but `tag_policy`, a list of tables, which only the file can hold.
+        // All but `tag_policy` and `trust_policy`, lists of tables, which only the file
+        // can hold.
         assert_eq!(vars.len(), 22);
         for (var, long) in &vars {
             let key = long.replace('-', "_");

@@ -147,6 +147,8 @@ impl From<RegistryError> for ApiError {
             E::ManifestInUse(_) => ApiError::new(C::ManifestInUse, message),
             E::TagRefused(_) => ApiError::new(C::TagConflict, message),
             E::ForceDenied(_) => ApiError::new(C::Denied, message),
+            E::SignatureRequired { digest, keys, .. } => ApiError::new(C::Denied, message)
+                .detail(serde_json::json!({ "digest": digest.to_string(), "keys": keys })),
             E::NameUnknown(_) => ApiError::new(C::NameUnknown, message),
             E::BlobBusy(_) => ApiError::new(C::Unavailable, message).header("retry-after", "1"),
             E::ParameterInvalid(_) => ApiError::new(C::ParameterInvalid, message),

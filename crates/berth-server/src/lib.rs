@@ -17,7 +17,8 @@
 //! - [`access_log`]: one structured log line per request, and the request metrics.
 //! - [`auth`]: who is calling (open, anonymous, Basic, bearer token) and what they may do;
 //!   [`accounts`]: account administration shared by `berth admin` and the server.
-//! - [`policy`]: the tag policy (immutable releases, forward-only floating tags).
+//! - [`policy`]: the tag policy (immutable releases, forward-only floating tags) and the
+//!   trust policy's rules and keys (required signatures, the publish gate).
 //! - [`listener`]: the accept loop (plain or TLS, HTTP/1.1 and HTTP/2, graceful drain);
 //!   [`zerocopy`]: `sendfile`/copy for blob GETs on plain HTTP/1.x.
 //!
@@ -70,6 +71,8 @@ pub enum StartError {
     Unsafe(std::net::SocketAddr),
     #[error(transparent)]
     Policy(#[from] policy::PolicyError),
+    #[error(transparent)]
+    Trust(#[from] policy::TrustPolicyError),
     #[error("--tls-cert and --tls-key must be given together")]
     TlsHalf,
     #[error("cannot read the accounts: {0}")]
@@ -126,14 +129,17 @@ pub fn build_state(config: &Config) -> Result<AppState, StartError> {
         )
         .with_accounts_marker(config.data_dir.join(accounts::MARKER)),
     );
-    let registry = Arc::new(service::Registry::new(service::RegistryParts {
-        blobs,
-        meta: meta.clone(),
-        policy: Arc::new(policy::Policy::new(&config.tag_policy)?),
-        events: events.clone(),
-        max_manifest_bytes: config.max_manifest_bytes,
-        upload_idle_timeout: config.upload_idle_timeout,
-    }));
+    let registry = Arc::new(
+        service::Registry::new(service::RegistryParts {
+            blobs,
+            meta: meta.clone(),
+            policy: Arc::new(policy::Policy::new(&config.tag_policy)?),
+            events: events.clone(),
+            max_manifest_bytes: config.max_manifest_bytes,
+            upload_idle_timeout: config.upload_idle_timeout,
+        })
+        .with_trust(Arc::new(policy::TrustPolicy::new(&config.trust_policy)?)),
+    );
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(c), Some(k)) => Some(listener::tls_acceptor(c, k)?),
         (None, None) => None,

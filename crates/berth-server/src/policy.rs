@@ -14,6 +14,13 @@
 //!
 //! The check runs inside the metadata transaction (as a [`TagGuard`]), so no concurrent
 //! push can slip between check and write. Administrators can force a change.
+//!
+//! The trust policy (`[[trust_policy]]`, [`TrustPolicy`]) says, per repository pattern,
+//! which keys must have signed a manifest before it can be pulled, and whether release
+//! tags wait for that signature (the publish gate). This module only reads the rules and
+//! their keys; verifying signatures is the service's (`service::trust`).
+
+use std::path::PathBuf;
 
 use berth_auth::Pattern;
 use berth_meta::{TagChange, TagGuard, TagTarget};
@@ -176,6 +183,119 @@ impl TagGuard for Guard {
             }
             _ => Ok(()),
         }
+    }
+}
+
+/// One rule of the `[[trust_policy]]` list; the first rule whose `repositories` pattern
+/// matches applies (a rule with no keys exempts the repositories it matches).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustPolicyRule {
+    /// Repository pattern (`*` matches anything, slashes included).
+    pub repositories: String,
+    /// Public key files (PEM: PKIX, as `cosign generate-key-pair` and `berth key generate`
+    /// write them); a manifest needs a valid signature by any one of them to be pulled.
+    /// Relative paths are relative to the config file.
+    #[serde(default)]
+    pub require_signature: Vec<PathBuf>,
+    /// Hold release tags pushed onto an unsigned manifest, with the other tags of their
+    /// push, until a valid signature arrives (needs `require_signature`).
+    #[serde(default)]
+    pub gate_release_tags: bool,
+}
+
+/// What the trust policy asks of one repository.
+#[derive(Debug, Clone)]
+pub struct TrustRule {
+    /// The accepted keys, at least one.
+    pub keys: Vec<berth_trust::keys::PublicKey>,
+    /// Their fingerprints, in the order of `keys`.
+    pub fingerprints: Vec<String>,
+    /// Whether release tags wait for a signature.
+    pub gate: bool,
+}
+
+/// The configured trust rules, with their keys read.
+#[derive(Debug, Clone, Default)]
+pub struct TrustPolicy {
+    rules: Vec<(Pattern, Option<TrustRule>)>,
+}
+
+/// Why a trust policy configuration is invalid; each names the rule or file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum TrustPolicyError {
+    #[error("trust_policy for {repositories:?}: {message}")]
+    Rule {
+        repositories: String,
+        message: String,
+    },
+    #[error("trust_policy: cannot read key file {path}: {source}")]
+    KeyRead {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("trust_policy: key file {path} is not a public key: {source}")]
+    KeyInvalid {
+        path: PathBuf,
+        #[source]
+        source: berth_trust::KeyError,
+    },
+}
+
+impl TrustPolicy {
+    /// Reads the rules and every key they name, refusing a rule that gates release tags
+    /// without any key.
+    pub fn new(rules: &[TrustPolicyRule]) -> Result<TrustPolicy, TrustPolicyError> {
+        let mut out = Vec::with_capacity(rules.len());
+        for r in rules {
+            let rule_error = |message: String| TrustPolicyError::Rule {
+                repositories: r.repositories.clone(),
+                message,
+            };
+            let pattern = Pattern::parse(&r.repositories).map_err(|e| rule_error(e.to_string()))?;
+            if r.require_signature.is_empty() {
+                if r.gate_release_tags {
+                    return Err(rule_error(
+                        "gate_release_tags = true needs require_signature (the keys whose signature opens the gate)".into(),
+                    ));
+                }
+                out.push((pattern, None));
+                continue;
+            }
+            let mut keys = Vec::new();
+            for path in &r.require_signature {
+                let pem = std::fs::read(path).map_err(|source| TrustPolicyError::KeyRead {
+                    path: path.clone(),
+                    source,
+                })?;
+                let key = berth_trust::keys::PublicKey::from_pem(&pem).map_err(|source| {
+                    TrustPolicyError::KeyInvalid {
+                        path: path.clone(),
+                        source,
+                    }
+                })?;
+                keys.push(key);
+            }
+            let fingerprints = keys.iter().map(|k| k.fingerprint()).collect();
+            out.push((
+                pattern,
+                Some(TrustRule {
+                    keys,
+                    fingerprints,
+                    gate: r.gate_release_tags,
+                }),
+            ));
+        }
+        Ok(TrustPolicy { rules: out })
+    }
+
+    /// The rule for `repo`, if the first matching rule requires signatures.
+    pub fn rule(&self, repo: &str) -> Option<&TrustRule> {
+        self.rules
+            .iter()
+            .find(|(p, _)| p.matches(repo))
+            .and_then(|(_, r)| r.as_ref())
     }
 }
 
@@ -360,5 +480,63 @@ mod tests {
             .guard("prod/x", false)
             .check(&change("1.0.0", Some(old), Some(new)))
             .is_err());
+    }
+
+    fn write_key(dir: &std::path::Path, name: &str) -> (PathBuf, String) {
+        let key = berth_trust::keys::PrivateKey::generate_p256()
+            .unwrap()
+            .public_key();
+        let path = dir.join(name);
+        std::fs::write(&path, key.to_pem()).unwrap();
+        (path, key.fingerprint())
+    }
+
+    fn trust_rule(repositories: &str, keys: Vec<PathBuf>, gate: bool) -> TrustPolicyRule {
+        TrustPolicyRule {
+            repositories: repositories.into(),
+            require_signature: keys,
+            gate_release_tags: gate,
+        }
+    }
+
+    #[test]
+    fn trust_rules_read_their_keys_and_the_first_match_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, fa) = write_key(dir.path(), "a.pub");
+        let (b, fb) = write_key(dir.path(), "b.pub");
+        let p = TrustPolicy::new(&[
+            trust_rule("release/dev/*", vec![], false),
+            trust_rule("release/*", vec![a, b], true),
+        ])
+        .unwrap();
+        assert!(p.rule("release/dev/x").is_none(), "an empty rule exempts");
+        let r = p.rule("release/app").unwrap();
+        assert_eq!(r.fingerprints, [fa, fb]);
+        assert!(r.gate);
+        assert!(p.rule("other").is_none());
+    }
+
+    #[test]
+    fn a_bad_trust_rule_is_refused_naming_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = TrustPolicy::new(&[trust_rule("release/*", vec![], true)]).unwrap_err();
+        assert!(e.to_string().contains("needs require_signature"), "{e}");
+        let missing = dir.path().join("missing.pub");
+        let e = TrustPolicy::new(&[trust_rule("r", vec![missing.clone()], false)]).unwrap_err();
+        assert!(
+            e.to_string().contains(&missing.display().to_string()),
+            "{e}"
+        );
+        let bad = dir.path().join("bad.pub");
+        std::fs::write(
+            &bad,
+            "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+        )
+        .unwrap();
+        let e = TrustPolicy::new(&[trust_rule("r", vec![bad.clone()], false)]).unwrap_err();
+        assert!(
+            matches!(e, TrustPolicyError::KeyInvalid { .. }) && e.to_string().contains("bad.pub"),
+            "{e}"
+        );
     }
 }

@@ -23,6 +23,7 @@
 
 mod accounts;
 mod blobs;
+mod gate;
 mod migrate;
 mod registry;
 mod stats;

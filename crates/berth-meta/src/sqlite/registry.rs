@@ -8,11 +8,11 @@ use berth_oci::{Digest, RepoName, Tag};
 use bytes::Bytes;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{blobs, db_err, limit, now, parse_digest, SqliteStore};
+use super::{blobs, db_err, gate, limit, now, parse_digest, SqliteStore};
 use crate::{
-    artifact_tags, BlobClaim, MetaError, MetadataStore, NewManifest, Page, Referrer,
-    RepositorySummary, StoredManifest, TagChange, TagDetail, TagGuard, TagListing, TagTarget,
-    Unlinked,
+    artifact_tags, BlobClaim, Gate, GateOutcome, MetaError, MetadataStore, NewManifest, Page,
+    PendingTag, RecordedSignature, Referrer, RepositorySummary, StoredManifest, TagChange,
+    TagDetail, TagGuard, TagListing, TagTarget, Unlinked,
 };
 
 pub(super) fn repo_id(conn: &Connection, repo: &str) -> Result<Option<i64>, MetaError> {
@@ -34,7 +34,11 @@ pub(super) fn ensure_repo(tx: &rusqlite::Transaction<'_>, repo: &str) -> Result<
 }
 
 /// The manifest `digest` as a tag policy sees it: its version and its tags.
-fn target_of(conn: &Connection, repo_id: i64, digest: &str) -> Result<TagTarget, MetaError> {
+pub(super) fn target_of(
+    conn: &Connection,
+    repo_id: i64,
+    digest: &str,
+) -> Result<TagTarget, MetaError> {
     let version: Option<String> = conn
         .prepare_cached("SELECT version FROM manifests WHERE repo_id = ?1 AND digest = ?2")
         .and_then(|mut s| {
@@ -102,6 +106,33 @@ fn check_deletions(
             new: None,
         })
         .map_err(MetaError::TagRefused)?;
+    }
+    Ok(())
+}
+
+/// Points `tags` at `digest`, dropping pending tags of the same names (the newest push
+/// of a name decides).
+fn set_tags(
+    tx: &Connection,
+    repo_id: i64,
+    digest: &str,
+    tags: &[String],
+    t: i64,
+) -> Result<(), MetaError> {
+    // `subject` and `hidden` depend on the name alone, so a tag that moves keeps them.
+    let mut tag = tx
+        .prepare_cached(
+            "INSERT INTO tags (repo_id, name, digest, updated_at, subject, hidden)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (repo_id, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
+        )
+        .map_err(db_err("tagging"))?;
+    for name in tags {
+        let subject = artifact_tags::legacy_subject(name).map(|d| d.to_string());
+        let hidden = artifact_tags::is_hidden(name);
+        tag.execute(params![repo_id, name, digest, t, subject, hidden])
+            .map_err(db_err("tagging"))?;
+        gate::unhold(tx, repo_id, name)?;
     }
     Ok(())
 }
@@ -304,15 +335,17 @@ impl MetadataStore for SqliteStore {
         .await
     }
 
-    async fn manifest_put(
+    async fn manifest_put_gated(
         &self,
         repo: &RepoName,
         m: &NewManifest,
         tags: &[Tag],
         guard: Option<Arc<dyn TagGuard>>,
-    ) -> Result<(), MetaError> {
+        gate: &Gate,
+    ) -> Result<GateOutcome, MetaError> {
         let repo = repo.to_string();
         let m = m.clone();
+        let gate = gate.clone();
         let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
         self.write(move |tx| {
             let id = ensure_repo(tx, &repo)?;
@@ -404,23 +437,77 @@ impl MetadataStore for SqliteStore {
                     r.execute(params![id, digest, c.to_string(), 1])
                         .map_err(db_err("storing manifest references"))?;
                 }
-                // `subject` and `hidden` depend on the name alone, so a tag that moves
-                // keeps them.
-                let mut tag = tx
-                    .prepare_cached(
-                        "INSERT INTO tags (repo_id, name, digest, updated_at, subject, hidden)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                         ON CONFLICT (repo_id, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
-                    )
-                    .map_err(db_err("tagging"))?;
-                for name in &tags {
-                    let subject = artifact_tags::legacy_subject(name).map(|d| d.to_string());
-                    let hidden = artifact_tags::is_hidden(name);
-                    tag.execute(params![id, name, digest, t, subject, hidden])
-                        .map_err(db_err("tagging"))?;
-                }
             }
-            Ok(())
+            let mut outcome = GateOutcome::default();
+            let hold = match &gate.hold_unless_signed_by {
+                Some(keys) if !tags.is_empty() => !gate::signed_by(tx, id, &digest, keys)?,
+                _ => false,
+            };
+            if hold {
+                gate::hold(tx, id, &digest, &tags, t)?;
+                outcome.held = tags;
+            } else {
+                set_tags(tx, id, &digest, &tags, t)?;
+            }
+            if let Some(record) = &gate.signs {
+                gate::record(tx, id, &digest, record, t)?;
+                let subject = record.subject.to_string();
+                let (revealed, dropped) = gate::reveal(tx, &guard, &repo, id, &subject)?;
+                set_tags(tx, id, &subject, &revealed, t)?;
+                outcome.revealed = revealed;
+                outcome.dropped = dropped;
+            }
+            Ok(outcome)
+        })
+        .await
+    }
+
+    async fn pending_tags(&self, repo: &RepoName) -> Result<Vec<PendingTag>, MetaError> {
+        let repo = repo.to_string();
+        self.read(move |c| match repo_id(c, &repo)? {
+            Some(id) => gate::pending(c, id),
+            None => Ok(Vec::new()),
+        })
+        .await
+    }
+
+    async fn recorded_signatures(
+        &self,
+        repo: &RepoName,
+        subject: Option<&Digest>,
+    ) -> Result<Vec<RecordedSignature>, MetaError> {
+        let (repo, subject) = (repo.to_string(), subject.map(Digest::to_string));
+        self.read(move |c| match repo_id(c, &repo)? {
+            Some(id) => gate::signatures(c, id, subject.as_deref()),
+            None => Ok(Vec::new()),
+        })
+        .await
+    }
+
+    async fn index_parents(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        limit: usize,
+    ) -> Result<Vec<Digest>, MetaError> {
+        let (repo, digest) = (repo.to_string(), digest.to_string());
+        let limit = limit.min(i64::MAX as usize) as i64;
+        self.read(move |c| {
+            let Some(id) = repo_id(c, &repo)? else {
+                return Ok(Vec::new());
+            };
+            let rows: Vec<String> = c
+                .prepare_cached(
+                    "SELECT manifest FROM manifest_refs
+                     WHERE repo_id = ?1 AND target = ?2 AND kind = 1 AND manifest <> ?2
+                     ORDER BY manifest LIMIT ?3",
+                )
+                .and_then(|mut q| {
+                    q.query_map(params![id, digest, limit], |r| r.get(0))?
+                        .collect::<rusqlite::Result<_>>()
+                })
+                .map_err(db_err("finding indexes of a manifest"))?;
+            rows.into_iter().map(parse_digest).collect()
         })
         .await
     }
@@ -508,6 +595,7 @@ impl MetadataStore for SqliteStore {
                 params![id, digest],
             )
             .map_err(db_err("deleting a manifest"))?;
+            gate::forget_manifest(tx, id, &digest)?;
             Ok(n > 0)
         })
         .await
@@ -525,13 +613,17 @@ impl MetadataStore for SqliteStore {
                 return Ok(false);
             };
             check_deletions(tx, &guard, &repo, id, std::slice::from_ref(&tag))?;
+            if let Some(subject) = artifact_tags::legacy_subject(&tag) {
+                gate::forget_legacy_tag(tx, id, &tag, &subject.to_string())?;
+            }
             let n = tx
                 .execute(
                     "DELETE FROM tags WHERE repo_id = ?1 AND name = ?2",
                     params![id, tag],
                 )
                 .map_err(db_err("deleting a tag"))?;
-            Ok(n > 0)
+            let pending = gate::unhold(tx, id, &tag)?;
+            Ok(n > 0 || pending)
         })
         .await
     }

@@ -12,7 +12,7 @@ use super::{empty, set, Req};
 use crate::auth::Principal;
 use crate::error::ApiResult;
 use crate::events::Event;
-use crate::service::{accepted, ManifestPush, RegistryError};
+use crate::service::{accepted, Fetch, ManifestPush, RegistryError};
 use crate::AppState;
 
 pub async fn get(state: &AppState, name: &RepoName, raw: &str, req: Req) -> ApiResult {
@@ -22,7 +22,19 @@ pub async fn get(state: &AppState, name: &RepoName, raw: &str, req: Req) -> ApiR
             .iter()
             .filter_map(|v| v.to_str().ok()),
     );
-    let (reference, m) = state.registry.manifest(name, raw, &accept).await?;
+    // Checking an unsigned manifest by digest is how a signer learns what it signs, so
+    // the trust policy lets those who may push do it.
+    let fetch = if req.method == Method::HEAD {
+        Fetch::Check {
+            may_push: req.principal.may(name.as_str(), Action::Push),
+        }
+    } else {
+        Fetch::Content
+    };
+    let (reference, m) = state
+        .registry
+        .fetch_manifest(name, raw, &accept, fetch)
+        .await?;
     let len = m.content.len();
     let (media_type, digest) = (m.media_type.clone(), m.digest.to_string());
     let tag = match reference {
@@ -112,6 +124,12 @@ pub async fn put(state: &AppState, name: &RepoName, raw: &str, req: Req) -> ApiR
     for t in &pushed.tags {
         if let Ok(v) = HeaderValue::from_str(t.as_str()) {
             r.headers_mut().append("oci-tag", v);
+        }
+    }
+    // Tags the publish gate holds: stored, invisible until the manifest is signed.
+    for t in &pushed.waiting {
+        if let Ok(v) = HeaderValue::from_str(t.as_str()) {
+            r.headers_mut().append("berth-tag-waiting-for-signature", v);
         }
     }
     Ok(r)

@@ -3,6 +3,12 @@
 //! Tags that only attach artifacts on registries without the referrers API (cosign v2's
 //! `sha256-<hex>.sig`/`.att`/`.sbom`, the referrers tag schema's `sha256-<hex>`) are left
 //! out unless the query says `all=true`; the next page's `Link` keeps the choice.
+//!
+//! With `all=true`, the first page (no `last`) also lists the tags the publish gate holds
+//! until their manifest is signed, beside `tags`, as
+//! `"pending": [{"tag", "digest", "since", "waiting": "signature"}]` (`since` in RFC 3339):
+//! they are not tags yet (a pull by them is `MANIFEST_UNKNOWN`), so they are not in
+//! `tags`, and clients that do not know the field ignore it.
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -37,7 +43,25 @@ pub async fn list(state: &AppState, name: &RepoName, req: Req) -> ApiResult {
     if let Some(n) = want {
         tags.truncate(n);
     }
-    let body = serde_json::json!({ "name": name.as_str(), "tags": tags }).to_string();
+    let mut body = serde_json::json!({ "name": name.as_str(), "tags": tags });
+    if listing == TagListing::All && p.last.is_none() {
+        let pending: Vec<serde_json::Value> = state
+            .registry
+            .pending_tags(name)
+            .await?
+            .into_iter()
+            .map(|t| {
+                serde_json::json!({
+                    "tag": t.tag,
+                    "digest": t.digest.to_string(),
+                    "since": berth_oci::time::rfc3339(t.since),
+                    "waiting": "signature",
+                })
+            })
+            .collect();
+        body["pending"] = pending.into();
+    }
+    let body = body.to_string();
     let mut r: Response = (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],

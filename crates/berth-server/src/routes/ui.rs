@@ -3,6 +3,12 @@
 //! account rules: a viewer sees only repositories they may pull (log in at `/ui/login`,
 //! HTTP Basic), and only administrators of a repository see its downloads by account.
 //!
+//! Each tag shows its trust: signed (with the fingerprints of the keys that verify it),
+//! unsigned, or waiting for a signature (the publish gate holds it), and the types of the
+//! attestations attached to it; the repository page lists the signatures and
+//! attestations with their formats and key fingerprints. Without a trust rule the server
+//! has no key to verify with, so attached signatures are shown as not verified.
+//!
 //! Sizes are what a pull moves: an image's size is the sum of its config and layers, and
 //! an index's is given per platform (each child's blobs), never the size of the JSON.
 //!
@@ -27,6 +33,7 @@ use maud::{html, Markup, PreEscaped, DOCTYPE};
 use super::client_ip;
 use crate::auth::Principal;
 use crate::error::ApiError;
+use crate::service::{ArtifactKind, Fetch, TrustOverview};
 use crate::AppState;
 
 const STYLE: &str = "body{font:14px/1.45 system-ui,sans-serif;margin:0;color:#1d2433;background:#f6f7f9}
@@ -38,8 +45,9 @@ th,td{text-align:left;padding:6px 10px;border-bottom:1px solid #e3e6ea;vertical-
 section{background:#fff;border:1px solid #e3e6ea;padding:10px 14px;margin:12px 0}h2{font-size:15px;margin:4px 0 8px}
 code{font-size:12px}.muted{color:#6b7280}
 #tags{table-layout:fixed}#tags td{overflow-wrap:anywhere;word-break:break-word}
-#tags col.tag{width:26%}#tags col.digest{width:15%}#tags col.kind{width:7%}#tags col.platforms{width:20%}
-#tags col.annotations{width:22%}#tags col.updated{width:10%}
+#tags col.tag{width:22%}#tags col.digest{width:13%}#tags col.kind{width:7%}#tags col.platforms{width:18%}
+#tags col.annotations{width:16%}#tags col.trust{width:12%}#tags col.updated{width:8%}
+.signed{color:#166534}.unsigned{color:#991b1b}.waiting{color:#92400e}
 code.pull{display:block;margin-top:4px;padding:2px 4px;background:#eef0f3;user-select:all;cursor:text}";
 
 fn human_bytes(n: u64) -> String {
@@ -258,7 +266,14 @@ async fn tag_sizes(
                     Some(n) => *n,
                     None => {
                         let accept = [d.media_type.clone()];
-                        let n = match state.registry.manifest(repo, &digest, &accept).await {
+                        // Sizes are metadata: read as a check, which the trust policy
+                        // allows to a viewer of the dashboard (it serves no content).
+                        let check = Fetch::Check { may_push: true };
+                        let n = match state
+                            .registry
+                            .fetch_manifest(repo, &digest, &accept, check)
+                            .await
+                        {
                             Ok((_, child)) => {
                                 ParsedManifest::parse(&child.content, Some(&child.media_type))
                                     .map(|c| c.required_blobs().map(|b| b.size).sum::<u64>())
@@ -325,6 +340,8 @@ async fn render_repository(
     let requests = stats.requests(repo.as_str(), since).await?;
     let bytes = stats.bytes_served(repo.as_str(), since).await?;
     let tags = state.registry.tag_details(repo).await?;
+    let digests: Vec<_> = tags.iter().map(|t| t.manifest.digest.clone()).collect();
+    let trust = state.registry.trust_overview(repo, &digests).await?;
 
     // Every day of the last 30, zeros included.
     let days: Vec<(String, u64)> = (0..30)
@@ -382,7 +399,23 @@ async fn render_repository(
                         div { code { (k) "=" (v) } }
                     }
                 }
+                td.trust { (trust_cell(&trust, &m.digest)) }
                 td { (date(t.updated_at)) }
+            }
+        });
+    }
+    for p in &trust.pending {
+        let digest = p.digest.to_string();
+        let short: String = digest.chars().take(19).collect();
+        tag_rows.push(html! {
+            tr.tag.pending {
+                td { b { (p.tag) } }
+                td { code title=(digest) { (short) } }
+                td.muted { "-" }
+                td.muted { "-" }
+                td.muted { "not visible to pulls or the tags list" }
+                td.trust { span.waiting { "waiting for signature" } }
+                td { (date(p.since)) }
             }
         });
     }
@@ -439,17 +472,111 @@ async fn render_repository(
             h2 { "Tags" }
             table #tags {
                 colgroup {
-                    col.tag; col.digest; col.kind; col.platforms; col.annotations; col.updated;
+                    col.tag; col.digest; col.kind; col.platforms; col.annotations; col.trust;
+                    col.updated;
                 }
                 tr {
                     th { "Tag" } th { "Digest" } th { "Kind" } th { "Size per platform" }
-                    th { "Annotations" } th { "Updated" }
+                    th { "Annotations" } th { "Trust" } th { "Updated" }
                 }
                 @for row in tag_rows { (row) }
             }
         }
+        (signatures_section(&trust, &tags))
     };
     Ok(page(repo.as_str(), body))
+}
+
+/// The first 16 hex digits of a key fingerprint, enough to tell keys apart on a page.
+fn short_key(fingerprint: &str) -> String {
+    fingerprint.chars().take(16).collect()
+}
+
+/// Whether an attached artifact is a signature (not an attestation).
+fn is_signature(a: &crate::service::AttachedArtifact) -> bool {
+    match a.kind {
+        ArtifactKind::LegacySignature => true,
+        ArtifactKind::LegacyAttestation => false,
+        ArtifactKind::Bundle => a
+            .predicate_type
+            .as_deref()
+            .is_none_or(|p| p == berth_trust::intoto::COSIGN_SIGN_PREDICATE),
+    }
+}
+
+/// One tag's trust: signed by which keys, unsigned, or signatures the server cannot
+/// verify (no trust rule), then the attestation types attached.
+fn trust_cell(trust: &TrustOverview, digest: &berth_oci::Digest) -> Markup {
+    let attached = trust
+        .artifacts
+        .get(digest)
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    let attestations: Vec<&str> = attached
+        .iter()
+        .filter(|a| !is_signature(a))
+        .map(|a| a.predicate_type.as_deref().unwrap_or("attestation"))
+        .collect();
+    let keys = trust.signed.get(digest);
+    html! {
+        @if trust.required {
+            @match keys.filter(|k| !k.is_empty()) {
+                Some(keys) => {
+                    span.signed { "signed" }
+                    @for k in keys { div { code title=(k) { (short_key(k)) } } }
+                }
+                None => span.unsigned { "unsigned" },
+            }
+        } @else if attached.iter().any(is_signature) {
+            span.muted title="no trust policy names a key for this repository" { "signature attached (not verified)" }
+        } @else {
+            span.unsigned { "unsigned" }
+        }
+        @for a in &attestations { div { code { (a) } } }
+    }
+}
+
+/// The signatures and attestations of the repository's tagged manifests, with their
+/// format and the fingerprints of the keys that verify them.
+fn signatures_section(trust: &TrustOverview, tags: &[berth_meta::TagDetail]) -> Markup {
+    let mut subjects: Vec<_> = trust.artifacts.iter().collect();
+    subjects.sort_by(|a, b| a.0.cmp(b.0));
+    html! {
+        section #signatures {
+            h2 { "Signatures and attestations" }
+            table {
+                tr { th { "Of" } th { "Artifact" } th { "Format" } th { "Type" } th { "Key fingerprint" } }
+                @for (subject, artifacts) in &subjects {
+                    @for a in artifacts.iter() {
+                        tr {
+                            td {
+                                code title=(subject.to_string()) { (subject.to_string().chars().take(19).collect::<String>()) }
+                                @for t in tags.iter().filter(|t| &t.manifest.digest == *subject) {
+                                    " " b { (t.tag) }
+                                }
+                            }
+                            td { code title=(a.digest.to_string()) { (a.digest.to_string().chars().take(19).collect::<String>()) } }
+                            td { (match a.kind {
+                                ArtifactKind::Bundle => "Sigstore bundle (cosign v3)",
+                                ArtifactKind::LegacySignature => "simple signing (cosign v2 .sig)",
+                                ArtifactKind::LegacyAttestation => "DSSE (cosign v2 .att)",
+                            }) }
+                            td { (if is_signature(a) { "signature" } else { a.predicate_type.as_deref().unwrap_or("attestation") }) }
+                            td {
+                                @if a.keys.is_empty() {
+                                    span.muted { (if trust.required { "no required key verifies it" } else { "not verified (no trust policy)" }) }
+                                }
+                                @for k in &a.keys { div { code { (k) } } }
+                            }
+                        }
+                    }
+                }
+                @if subjects.is_empty() {
+                    tr { td.muted colspan="5" { "no signatures or attestations" } }
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -57,6 +57,14 @@ pub enum RegistryError {
     ManifestInUse(Vec<String>),
     #[error("{0}")]
     TagRefused(String),
+    /// The trust policy requires a valid signature of the manifest by one of `keys`
+    /// (fingerprints), and it has none.
+    #[error("manifest {digest} of {repo} has no valid signature by a key this repository requires (key fingerprint{}: {}); sign it and push the signature (berth sign, or cosign sign --key), then pull again", if .keys.len() == 1 { "" } else { "s" }, .keys.join(", "))]
+    SignatureRequired {
+        repo: RepoName,
+        digest: Digest,
+        keys: Vec<String>,
+    },
     #[error("only administrators of {0} may force a tag change")]
     ForceDenied(RepoName),
     #[error("repository {0} is not known")]

@@ -14,7 +14,7 @@ use berth_oci::reference::ReferenceError;
 use berth_oci::{Digest, ParsedManifest, Reference, RepoName, Tag};
 use bytes::Bytes;
 
-use super::{Registry, RegistryError, Result};
+use super::{Fetch, Registry, RegistryError, Result};
 use crate::events::{Actor, Event};
 
 /// The largest image config read to learn an image's platform and version.
@@ -43,7 +43,10 @@ pub struct ManifestPush {
 pub struct PushedManifest {
     pub digest: Digest,
     pub subject: Option<Digest>,
+    /// The tags now pointing at the manifest.
     pub tags: Vec<Tag>,
+    /// The tags held by the publish gate until the manifest is signed.
+    pub waiting: Vec<Tag>,
 }
 
 /// Parses a manifest reference from a URL.
@@ -83,13 +86,27 @@ impl Registry {
     }
 
     /// The manifest `raw` names in `repo`, in a media type the client accepts (`accept`
-    /// empty means anything). For a client that cannot read an index, its `linux/amd64`
-    /// image, as Distribution does for old Docker clients.
+    /// empty means anything), for its content ([`Fetch::Content`]).
     pub async fn manifest(
         &self,
         repo: &RepoName,
         raw: &str,
         accept: &[String],
+    ) -> Result<(Reference, StoredManifest)> {
+        self.fetch_manifest(repo, raw, accept, Fetch::Content).await
+    }
+
+    /// The manifest `raw` names in `repo`, in a media type the client accepts (`accept`
+    /// empty means anything). For a client that cannot read an index, its `linux/amd64`
+    /// image, as Distribution does for old Docker clients. The trust policy may refuse
+    /// it ([`RegistryError::SignatureRequired`]) depending on `fetch`; a tag waiting for
+    /// a signature is unknown.
+    pub async fn fetch_manifest(
+        &self,
+        repo: &RepoName,
+        raw: &str,
+        accept: &[String],
+        fetch: Fetch,
     ) -> Result<(Reference, StoredManifest)> {
         // A reference that cannot name anything is simply not there (as in Distribution,
         // whose routes do not match it): unknown, not invalid.
@@ -107,6 +124,9 @@ impl Registry {
                     repo: repo.clone(),
                     reference: reference.to_string(),
                 })?;
+        // Decided on the manifest named: a child served in place of a signed index is a
+        // child of a signed index.
+        self.check_fetch(repo, &reference, &m, fetch).await?;
         if accepts(accept, &m.media_type) {
             return Ok((reference, m));
         }
@@ -201,9 +221,26 @@ impl Registry {
             version,
             platform,
         };
-        self.meta
-            .manifest_put(repo, &new, &tags, Some(guard))
+        let gate = self
+            .push_gate(repo, &digest, &new.content, &parsed, &tags)
             .await?;
+        let outcome = self
+            .meta
+            .manifest_put_gated(repo, &new, &tags, Some(guard), &gate)
+            .await?;
+        // A new referrer (or cosign v2 tag) of a digest may be a signature of it.
+        let attached_to = gate
+            .signs
+            .as_ref()
+            .map(|s| s.subject.clone())
+            .or_else(|| subject.clone())
+            .or_else(|| {
+                tags.iter()
+                    .find_map(|t| berth_meta::artifact_tags::legacy_subject(t.as_str()))
+            });
+        if let Some(s) = &attached_to {
+            self.verdicts.forget(repo.as_str(), Some(s));
+        }
         self.emit(Event::ManifestPushed {
             repo: repo.clone(),
             digest: digest.clone(),
@@ -212,7 +249,10 @@ impl Registry {
             actor: push.actor,
         })
         .await;
-        for tag in &tags {
+        let (waiting, visible): (Vec<Tag>, Vec<Tag>) = tags
+            .into_iter()
+            .partition(|t| outcome.held.iter().any(|h| h == t.as_str()));
+        for tag in &visible {
             self.emit(Event::TagMoved {
                 repo: repo.clone(),
                 tag: tag.clone(),
@@ -220,10 +260,26 @@ impl Registry {
             })
             .await;
         }
+        if let Some(signed) = gate.signs.as_ref().map(|s| &s.subject) {
+            for (tag, why) in &outcome.dropped {
+                tracing::warn!(repo = %repo, tag, digest = %signed, reason = why, "a tag waiting for this signature was dropped");
+            }
+            for name in &outcome.revealed {
+                if let Ok(tag) = Tag::parse(name) {
+                    self.emit(Event::TagMoved {
+                        repo: repo.clone(),
+                        tag,
+                        digest: signed.clone(),
+                    })
+                    .await;
+                }
+            }
+        }
         Ok(PushedManifest {
             digest,
             subject,
-            tags,
+            tags: visible,
+            waiting,
         })
     }
 
@@ -250,6 +306,8 @@ impl Registry {
                     .await?
             }
         };
+        // A deleted manifest may have been a signature, of any digest of the repository.
+        self.verdicts.forget(repo.as_str(), None);
         if !deleted {
             return Err(RegistryError::ManifestUnknown {
                 repo: repo.clone(),

@@ -15,6 +15,7 @@ mod blobs;
 mod error;
 mod manifests;
 mod scrub;
+mod trust;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,9 +28,10 @@ pub use blobs::{BlobContent, Chunk};
 pub use error::RegistryError;
 pub use manifests::{accepted, ManifestPush, PushedManifest};
 pub use scrub::{CorruptBlob, Damage, MissingBlob, Pace, ScrubOptions, ScrubReport};
+pub use trust::{ArtifactKind, AttachedArtifact, Fetch, TrustOverview};
 
 use crate::events::{Event, Events};
-use crate::policy::Policy;
+use crate::policy::{Policy, TrustPolicy};
 
 /// The result of a service operation.
 pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
@@ -39,6 +41,9 @@ pub struct Registry {
     blobs: Arc<dyn BlobStore>,
     meta: Arc<dyn MetadataStore>,
     policy: Arc<Policy>,
+    /// Required signatures and the publish gate; empty unless [`Registry::with_trust`].
+    trust: Arc<TrustPolicy>,
+    verdicts: trust::VerdictCache,
     events: Events,
     max_manifest_bytes: usize,
     upload_idle_timeout: Duration,
@@ -60,10 +65,18 @@ impl Registry {
             blobs: parts.blobs,
             meta: parts.meta,
             policy: parts.policy,
+            trust: Arc::new(TrustPolicy::default()),
+            verdicts: trust::VerdictCache::default(),
             events: parts.events,
             max_manifest_bytes: parts.max_manifest_bytes,
             upload_idle_timeout: parts.upload_idle_timeout,
         }
+    }
+
+    /// The service with a trust policy (required signatures, the publish gate).
+    pub fn with_trust(mut self, trust: Arc<TrustPolicy>) -> Registry {
+        self.trust = trust;
+        self
     }
 
     /// The largest manifest accepted, in bytes.

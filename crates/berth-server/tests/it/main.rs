@@ -18,4 +18,5 @@ mod policy;
 mod proxy;
 mod scrub;
 mod startup;
+mod trust;
 mod uploads;
