@@ -10,6 +10,8 @@
 //!   catalog) with auth, retries and resumable transfers.
 //! - [`referrers`]: the OCI 1.1 referrers API, with the referrers tag schema as the
 //!   fallback for listing and kept up to date when pushing or deleting referrers.
+//! - [`sign`]: signing images and attaching attestations (cosign v3 bundle referrers
+//!   or cosign v2 `.sig`/`.att` layers) with a [`berth_trust::Signer`].
 //! - [`image`]: manifests as exact bytes, blob streams, digest verification, platforms.
 //! - [`layout`] and [`archive`]: OCI layout directories and tarballs, read and written.
 //! - [`tls`]: trusted roots, `--ca-cert`, and accepting a self-signed certificate the
@@ -39,6 +41,7 @@ pub mod progress;
 pub mod reference;
 pub mod referrers;
 pub mod registry;
+pub mod sign;
 pub mod tls;
 pub mod transport;
 

@@ -36,6 +36,8 @@ enum Command {
     Login(cmd::login::LoginArgs),
     Logout(cmd::login::LogoutArgs),
     Key(cmd::key::KeyArgs),
+    Sign(cmd::sign::SignArgs),
+    Attest(cmd::sign::AttestArgs),
 }
 
 /// `BERTH_*` variables read without clap: logging (`serve`), the CI context of
@@ -118,6 +120,8 @@ fn main() -> std::process::ExitCode {
         Command::Login(args) => cmd::login::run_login(args),
         Command::Logout(args) => cmd::login::run_logout(args),
         Command::Key(args) => cmd::key::run(args),
+        Command::Sign(args) => cmd::sign::run_sign(args),
+        Command::Attest(args) => cmd::sign::run_attest(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

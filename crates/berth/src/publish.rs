@@ -1,12 +1,19 @@
 //! `berth publish`: pushes one image, or per-platform images as one index, under the tag
 //! plan the version and CI context call for, with the standard OCI annotations, in one
 //! atomic multi-tag push where the registry supports it (ordered pushes elsewhere).
+//!
+//! With `--sign-key`, every manifest it pushes (the index and each platform's manifest)
+//! is signed, and the `--attest` predicates attached to each, **before** any tag is
+//! pushed: the top manifest is first pushed by digest only, then signed, then tagged, so
+//! no tag ever names an unsigned release (and a registry that gates release tags on a
+//! signature never has to hide one).
 
 use std::collections::{BTreeMap, HashMap};
 
 use anyhow::{bail, Context as _};
 use berth_client::index::{bring_into, build_index, collect, entries_of};
 use berth_client::registry::repo_scope;
+use berth_client::sign::{sign_subject, Claim, Format, SignOptions, Signed};
 use berth_client::transport::open_source;
 use berth_client::{ClientError, ImageRef, Location, Manifest};
 use berth_publish::{plan, Context, PlanOptions, RefKind};
@@ -27,7 +34,12 @@ use crate::cmd::{block_on, default_jobs, print_json, registry_ref, Common};
   berth publish oci:./build/amd64 oci:./build/arm64 --repo registry.example.com/team/app --version v1.2.3
   berth publish localhost:5000/tmp/app:ci --repo localhost:5000/team/app --dry-run
   GITHUB_REF=refs/tags/v2.0.0 GITHUB_SHA=$SHA berth publish oci:./img --repo ghcr.io/org/app --json
-  berth publish oci:./img --repo localhost:5000/app --version 1.4.0 --tag-template '{{major}}.{{minor}}' --tag-template stable")]
+  berth publish oci:./img --repo localhost:5000/app --version 1.4.0 --tag-template '{{major}}.{{minor}}' --tag-template stable
+  berth publish oci:./amd64 oci:./arm64 --repo localhost:5000/app --version 2.0.0 --sign-key cosign.key --attest sbom.spdx.json:spdxjson
+
+With --sign-key, the password of an encrypted key comes from COSIGN_PASSWORD or a prompt,
+and every manifest is signed before any tag is pushed. Keyless signing (Fulcio, Rekor)
+needs the public Sigstore services and is not supported.")]
 pub struct PublishArgs {
     /// Images to publish; several are assembled into one index (platforms from their configs).
     #[arg(required = true)]
@@ -84,6 +96,19 @@ pub struct PublishArgs {
     /// Do not copy the referrers (signatures, attestations, SBOMs) of the source images.
     #[arg(long)]
     no_referrers: bool,
+    /// Sign every pushed manifest (the index and each platform) with this private key
+    /// before any tag is pushed, as `berth sign` does.
+    #[arg(long, value_name = "FILE")]
+    sign_key: Option<std::path::PathBuf>,
+    /// Sign in cosign v2's layout (sha256-<hex>.sig/.att tags) instead of cosign v3
+    /// bundle referrers.
+    #[arg(long, requires = "sign_key")]
+    sign_legacy: bool,
+    /// Attach this predicate file as a signed attestation to every pushed manifest, with
+    /// its type (as `berth attest --type`; default: guessed from the file name, else
+    /// custom); repeat. Needs --sign-key.
+    #[arg(long = "attest", value_name = "FILE[:TYPE]", requires = "sign_key")]
+    attest: Vec<String>,
     /// Print the plan and push nothing.
     #[arg(long)]
     dry_run: bool,
@@ -235,6 +260,20 @@ pub fn run(args: PublishArgs) -> anyhow::Result<()> {
             return Ok(());
         }
 
+        // The key and the predicates are read before anything is pushed, so that a wrong
+        // password or a bad file leaves the registry untouched.
+        let signer = match &args.sign_key {
+            Some(path) => Some(berth_trust::KeySigner::new(
+                crate::cmd::key::read_private_key(path)?,
+            )),
+            None => None,
+        };
+        let attestations = args
+            .attest
+            .iter()
+            .map(|spec| attestation(spec))
+            .collect::<anyhow::Result<Vec<Claim>>>()?;
+
         let copy_opts = berth_client::CopyOptions {
             jobs: default_jobs(),
             referrers: !args.no_referrers,
@@ -268,6 +307,46 @@ pub fn run(args: PublishArgs) -> anyhow::Result<()> {
         let version = plan.version.as_ref().map(|v| v.to_string());
         let top = annotate(&top, &annotations(&args, &ctx, version, &target)?)?;
         let tags: Vec<&str> = plan.tags.iter().map(|t| t.tag.as_str()).collect();
+
+        let mut signed: Vec<Signed> = Vec::new();
+        if let Some(signer) = &signer {
+            // By digest first, so that the signatures exist before any tag does.
+            reg.put_manifest(
+                &target.repository,
+                &berth_oci::Reference::Digest(top.digest.clone()),
+                &top,
+            )
+            .await?;
+            let mut subjects = vec![top.descriptor()];
+            if top.is_index() {
+                subjects.extend(top.parse()?.manifests);
+            }
+            let opts = SignOptions {
+                format: if args.sign_legacy {
+                    Format::Legacy
+                } else {
+                    Format::Bundle
+                },
+                ..SignOptions::default()
+            };
+            let name = target.name();
+            for subject in &subjects {
+                for claim in std::iter::once(&Claim::Signature).chain(&attestations) {
+                    signed.push(
+                        sign_subject(
+                            &reg,
+                            &target.repository,
+                            &name,
+                            subject,
+                            signer,
+                            claim,
+                            &opts,
+                        )
+                        .await?,
+                    );
+                }
+            }
+        }
 
         // One PUT by digest carrying every tag: atomic on registries that apply `?tag=`
         // (they answer one OCI-Tag header per tag); elsewhere, ordered PUTs by tag.
@@ -315,6 +394,7 @@ pub fn run(args: PublishArgs) -> anyhow::Result<()> {
                 "platforms": platforms,
                 "tags": tags,
                 "atomic": atomic,
+                "signed": signed,
             }));
         }
         print_plan(&plan);
@@ -335,10 +415,44 @@ pub fn run(args: PublishArgs) -> anyhow::Result<()> {
                 " (ordered pushes: the registry has no multi-tag push)"
             }
         );
+        if let Some(signer) = &signer {
+            println!(
+                "signed {} manifests with key {} ({} signatures and attestations)",
+                signed
+                    .iter()
+                    .map(|s| &s.subject)
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .len(),
+                signer.public_key().fingerprint(),
+                signed.len()
+            );
+        }
         if tags.is_empty() {
             bail!("the plan has no tag");
         }
         Ok(())
+    })
+}
+
+/// An `--attest FILE[:TYPE]` argument as the claim to sign. The type is what follows
+/// the first `:` that starts a valid type (so `sbom.json:https://spdx.dev/Document`
+/// works), else it is guessed from the file name.
+fn attestation(spec: &str) -> anyhow::Result<Claim> {
+    let split = spec.match_indices(':').find_map(|(i, _)| {
+        let uri = berth_trust::intoto::predicate_type_uri(&spec[i + 1..]).ok()?;
+        Some((&spec[..i], uri))
+    });
+    let (file, predicate_type) = match split {
+        Some((file, uri)) if !file.is_empty() => (file, uri),
+        _ => (
+            spec,
+            berth_trust::intoto::predicate_type_uri(berth_publish::attestation_type(spec))?,
+        ),
+    };
+    let predicate = crate::cmd::sign::read_predicate(std::path::Path::new(file))?;
+    Ok(Claim::Attestation {
+        predicate_type,
+        predicate,
     })
 }
 

@@ -11,4 +11,5 @@ mod local;
 mod referrers;
 mod registry_copy;
 mod resume;
+mod sign;
 mod skopeo;

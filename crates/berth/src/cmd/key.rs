@@ -2,7 +2,8 @@
 //!
 //! The password comes from `COSIGN_PASSWORD` (as for cosign, so scripts work with both
 //! tools; an empty value means no password) or from a prompt on the terminal, typed
-//! twice without echo.
+//! twice without echo. [`read_private_key`] reads a key for `sign`, `attest` and
+//! `publish --sign-key` the same way, asking once.
 
 use std::fs::OpenOptions;
 use std::io::{BufRead as _, BufReader, Write as _};
@@ -75,6 +76,24 @@ pub fn run(args: KeyArgs) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Reads a private key file for signing: cosign's encrypted PEM (the password from
+/// `COSIGN_PASSWORD`, else asked once on the terminal), or an unencrypted PKCS#8 or SEC1
+/// PEM key.
+pub fn read_private_key(path: &Path) -> anyhow::Result<PrivateKey> {
+    let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let password = if PrivateKey::pem_is_encrypted(&pem) {
+        match std::env::var(PASSWORD_ENV) {
+            Ok(password) => password,
+            Err(std::env::VarError::NotUnicode(_)) => bail!("{PASSWORD_ENV} is not UTF-8"),
+            Err(std::env::VarError::NotPresent) => prompt("Enter password for private key: ")?,
+        }
+    } else {
+        String::new()
+    };
+    PrivateKey::from_pem(&pem, password.as_bytes())
+        .with_context(|| format!("reading the private key {}", path.display()))
 }
 
 /// Makes a key pair and writes both files, refusing to replace either; returns the
@@ -175,6 +194,21 @@ mod tests {
         assert!(generate(&key_path, &dir.path().join("other.pub"), b"pw").is_err());
         assert_eq!(std::fs::read(&key_path).unwrap(), before);
         assert!(!dir.path().join("other.pub").exists());
+    }
+
+    #[test]
+    fn signing_keys_are_read_encrypted_and_plain() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = PrivateKey::generate_ed25519().unwrap();
+        let plain_path = dir.path().join("plain.pem");
+        std::fs::write(&plain_path, plain.to_pkcs8_pem().unwrap().as_bytes()).unwrap();
+        // An unencrypted key needs no password, so nothing is asked.
+        let read = read_private_key(&plain_path).unwrap();
+        assert_eq!(read.public_key(), plain.public_key());
+        assert!(read_private_key(&dir.path().join("missing.key"))
+            .unwrap_err()
+            .to_string()
+            .contains("missing.key"));
     }
 
     #[test]

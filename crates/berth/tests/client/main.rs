@@ -5,6 +5,8 @@
 
 use std::process::{Command, Output};
 
+mod sign;
+
 use berth_client::image::Manifest;
 use berth_client::{ClientOptions, Clients};
 use berth_oci::{media_types as mt, Descriptor, Digest, Reference, RepoName};
