@@ -12,3 +12,4 @@ mod referrers;
 mod registry_copy;
 mod resume;
 mod skopeo;
+mod verify;

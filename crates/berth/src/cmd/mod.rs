@@ -11,6 +11,7 @@ pub mod key;
 pub mod login;
 pub mod tag;
 pub mod tags;
+pub mod verify;
 
 use std::io::IsTerminal;
 use std::sync::Arc;
