@@ -5,7 +5,6 @@
 //! arguments, resolves the reference once, prints the report and turns "nothing valid"
 //! into [`NotVerified`], which `main` maps to [`EXIT_NOT_VERIFIED`].
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
