@@ -875,3 +875,227 @@ async fn check_platform(
     }
     report
 }
+
+#[cfg(test)]
+mod tests {
+    use berth_trust::{KeySigner, PrivateKey, SignatureFormat};
+
+    use super::*;
+
+    fn key() -> PublicKey {
+        KeySigner::new(PrivateKey::generate_p256().unwrap())
+            .public_key()
+            .clone()
+    }
+
+    fn verdict(predicate_type: &str) -> Verdict {
+        Verdict {
+            format: SignatureFormat::Bundle,
+            key_fingerprint: "f".into(),
+            digest: Digest::sha256(b"image"),
+            identity: None,
+            predicate_type: predicate_type.into(),
+            annotations: BTreeMap::new(),
+            created: None,
+        }
+    }
+
+    const SPDX: &str = "https://spdx.dev/Document";
+
+    #[test]
+    fn sbom_types() {
+        assert!(is_sbom_predicate(SPDX));
+        assert!(is_sbom_predicate("https://spdx.dev/Document/v3"));
+        assert!(is_sbom_predicate("https://cyclonedx.org/bom"));
+        assert!(!is_sbom_predicate("https://slsa.dev/provenance/v1"));
+        assert!(!is_sbom_predicate(COSIGN_SIGN_PREDICATE));
+        for t in [
+            "application/spdx+json",
+            "text/spdx",
+            "application/vnd.cyclonedx+json",
+            "application/vnd.cyclonedx+xml; charset=utf-8",
+        ] {
+            assert!(is_sbom_media_type(t), "{t}");
+        }
+        assert!(!is_sbom_media_type(
+            "application/vnd.dev.sigstore.bundle.v0.3+json"
+        ));
+        assert!(!is_sbom_media_type("application/json"));
+    }
+
+    #[test]
+    fn labels_only_skip_what_is_surely_of_the_other_kind() {
+        let signatures = Policy::signature(vec![key()], BTreeMap::new());
+        assert!(signatures.may_want(None), "unlabelled: fetched and judged");
+        assert!(signatures.may_want(Some(COSIGN_SIGN_PREDICATE)));
+        assert!(!signatures.may_want(Some(SPDX)));
+
+        let any = Policy::attestation(vec![key()], None, BTreeMap::new());
+        assert!(any.may_want(Some(SPDX)));
+        assert!(!any.may_want(Some(COSIGN_SIGN_PREDICATE)));
+        let spdx = Policy::attestation(vec![key()], Some(SPDX.into()), BTreeMap::new());
+        assert!(spdx.may_want(Some(SPDX)));
+        assert!(!spdx.may_want(Some("https://cyclonedx.org/bom")));
+    }
+
+    #[test]
+    fn other_kinds_are_skipped_not_failed() {
+        let signatures = Policy::signature(vec![key()], BTreeMap::new());
+        let any = Policy::attestation(vec![key()], None, BTreeMap::new());
+        let mismatch = Err(CheckError::Verify(VerifyError::PredicateTypeMismatch {
+            expected: COSIGN_SIGN_PREDICATE.into(),
+            found: SPDX.into(),
+        }));
+        assert!(signatures.is_other_kind(&mismatch));
+        assert!(!signatures.is_other_kind(&Err(CheckError::Verify(VerifyError::BadSignature))));
+        assert!(!signatures.is_other_kind(&Ok(verdict(COSIGN_SIGN_PREDICATE))));
+        // A cosign v3 signature is no attestation, even when any type is accepted.
+        assert!(any.is_other_kind(&Ok(verdict(COSIGN_SIGN_PREDICATE))));
+        assert!(!any.is_other_kind(&Ok(verdict(SPDX))));
+    }
+
+    #[test]
+    fn the_most_telling_failure_of_several_keys_is_kept() {
+        let policy = Policy::signature(vec![key(), key(), key()], BTreeMap::new());
+        let digest = Digest::sha256(b"image");
+        let calls = std::cell::Cell::new(0);
+        let result = policy.verify_with_keys(&digest, |_| {
+            calls.set(calls.get() + 1);
+            Err(match calls.get() {
+                1 => VerifyError::BadSignature,
+                2 => VerifyError::DigestMismatch {
+                    expected: digest.clone(),
+                    signed: "sha256:other".into(),
+                },
+                _ => VerifyError::WrongKey {
+                    expected: "a".into(),
+                    hint: "b".into(),
+                },
+            })
+        });
+        assert_eq!(calls.get(), 3);
+        assert!(matches!(result, Err(VerifyError::DigestMismatch { .. })));
+
+        // The first key that verifies ends the search.
+        calls.set(0);
+        let result = policy.verify_with_keys(&digest, |_| {
+            calls.set(calls.get() + 1);
+            if calls.get() == 2 {
+                Ok(verdict(COSIGN_SIGN_PREDICATE))
+            } else {
+                Err(VerifyError::BadSignature)
+            }
+        });
+        assert!(result.is_ok());
+        assert_eq!(calls.get(), 2);
+
+        let none = Policy::signature(Vec::new(), BTreeMap::new());
+        assert!(none.verify_with_keys(&digest, |_| unreachable!()).is_err());
+    }
+
+    #[test]
+    fn origins_read_as_places() {
+        let d = Digest::sha256(b"m");
+        assert_eq!(
+            Origin::Referrer {
+                manifest: d.clone()
+            }
+            .to_string(),
+            format!("referrer {d}")
+        );
+        let tag = Origin::LegacyTag {
+            tag: "sha256-ab.sig".into(),
+            manifest: d.clone(),
+            layer: Some(2),
+        };
+        assert_eq!(tag.to_string(), "tag sha256-ab.sig layer 2");
+        let whole = Origin::LegacyTag {
+            tag: "sha256-ab.sig".into(),
+            manifest: d,
+            layer: None,
+        };
+        assert_eq!(whole.to_string(), "tag sha256-ab.sig");
+    }
+
+    #[test]
+    fn a_platform_passes_only_with_intact_blobs_a_signature_and_an_sbom() {
+        let digest = Digest::sha256(b"platform");
+        let mut p = PlatformReport {
+            platform: "linux/amd64".into(),
+            digest: digest.clone(),
+            size: 10,
+            layers: 1,
+            blob_failures: Vec::new(),
+            trust: None,
+            signed: Signed {
+                itself: false,
+                by_index: true,
+            },
+            sbom: Some(Sbom::Attestation {
+                predicate_type: SPDX.into(),
+                on: digest.clone(),
+            }),
+            error: None,
+        };
+        assert!(p.passed());
+        p.blob_failures.push(BlobFailure {
+            digest: Digest::sha256(b"layer"),
+            reason: "digest mismatch".into(),
+        });
+        p.signed = Signed::default();
+        p.sbom = None;
+        assert_eq!(
+            p.problems(),
+            [
+                format!("blob {}: digest mismatch", Digest::sha256(b"layer")),
+                "no valid signature".to_string(),
+                "no SBOM".to_string(),
+            ]
+        );
+        let report = ReleaseReport {
+            digest,
+            media_type: berth_oci::media_types::OCI_INDEX.into(),
+            index: None,
+            platforms: Vec::new(),
+            skipped: Vec::new(),
+        };
+        assert!(!report.passed(), "nothing checked is no pass");
+    }
+
+    #[test]
+    fn sbom_referrers_by_artifact_type_and_sbom_tag() {
+        let subject = Digest::sha256(b"image");
+        let desc = |t: Option<&str>, n: &[u8]| Descriptor {
+            media_type: berth_oci::media_types::OCI_MANIFEST.into(),
+            digest: Digest::sha256(n),
+            size: 1,
+            urls: vec![],
+            annotations: Default::default(),
+            platform: None,
+            artifact_type: t.map(str::to_owned),
+        };
+        let sbom_manifest = format!(
+            r#"{{"schemaVersion":2,"config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":2}},"layers":[{{"mediaType":"text/spdx","digest":"{}","size":3}}]}}"#,
+            Digest::sha256(b"{}"),
+            Digest::sha256(b"doc"),
+        );
+        let sbom_tag = Tag::parse(&format!("sha256-{}.sbom", subject.hex())).unwrap();
+        let sbom = Manifest::from_bytes(sbom_manifest.into(), None).unwrap();
+        let attached = Attached {
+            digest: subject,
+            referrers: vec![
+                desc(Some("application/spdx+json"), b"1"),
+                desc(Some("application/vnd.dev.sigstore.bundle.v0.3+json"), b"2"),
+                desc(None, b"3"),
+            ],
+            legacy: vec![(sbom_tag, sbom.clone())],
+        };
+        assert_eq!(
+            attached.sbom_referrers(),
+            [
+                ("application/spdx+json".to_string(), Digest::sha256(b"1")),
+                ("text/spdx".to_string(), sbom.digest),
+            ]
+        );
+    }
+}

@@ -731,3 +731,48 @@ async fn a_published_cosign_signature_verifies_from_its_sig_tag() {
         Err(CheckError::Verify(VerifyError::DigestMismatch { .. }))
     ));
 }
+
+#[tokio::test]
+async fn release_check_on_distribution_reads_the_tag_schema() {
+    let dist = TestDistribution::start();
+    let reg = clients().registry(&dist.host()).unwrap();
+    let ours = signer();
+    let (idx, _, arm) = signed_release(&reg, "rel", &ours).await;
+    let name = RepoName::parse("rel").unwrap();
+    let policy = Policy::signature(vec![ours.public_key().clone()], no_annotations());
+    let report = check_release(&reg, &name, &idx, &policy).await.unwrap();
+    assert!(report.passed(), "{report:#?}");
+    assert_eq!(
+        report.index.as_ref().unwrap().signatures.verdicts().count(),
+        1
+    );
+
+    // A platform signed on its own too.
+    push(
+        &reg,
+        "rel",
+        &bundle_signature(
+            &ours,
+            &subject(&arm.manifest),
+            &arm.manifest.digest,
+            &no_annotations(),
+        ),
+        None,
+    )
+    .await;
+    let report = check_release(&reg, &name, &idx, &policy).await.unwrap();
+    assert_eq!(
+        report.platforms[0].signed,
+        Signed {
+            itself: false,
+            by_index: true
+        }
+    );
+    assert_eq!(
+        report.platforms[1].signed,
+        Signed {
+            itself: true,
+            by_index: true
+        }
+    );
+}
