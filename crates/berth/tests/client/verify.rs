@@ -370,3 +370,90 @@ fn verify_release_prints_one_line_per_platform_and_a_verdict() {
     );
     assert_eq!(code(&out), Some(7));
 }
+
+#[test]
+fn forged_signatures_fail_with_their_reason_and_exit_code_7() {
+    let reg = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let h = &reg.host;
+    let ours = key(d, "cosign.pub");
+    let pubkey = d.join("cosign.pub");
+    let pubkey = pubkey.to_str().unwrap();
+    let none = BTreeMap::new();
+
+    // A tampered payload: it names this image, the signature is of another payload.
+    let tampered = reg.push_image("forged", "tampered", "amd64");
+    let mut signed = simple_signing::sign(
+        &ours,
+        &Payload::new("x/y", &Digest::sha256(b"other"), &none),
+    )
+    .unwrap();
+    signed.payload = Payload::new("x/y", &tampered, &none).to_bytes().unwrap();
+    let artifact = append_legacy_layer(None, LegacyLayer::signature(&signed)).unwrap();
+    push(
+        &reg,
+        "forged",
+        &artifact,
+        Some(&legacy_tag(&tampered, LegacyKind::Signature)),
+    );
+
+    // A valid signature of another digest, attached as a referrer of this one.
+    let elsewhere = reg.push_image("forged", "elsewhere", "arm64");
+    let statement = Statement::cosign_signature(None, &Digest::sha256(b"other"), &none);
+    let bundle = Bundle::sign_statement(&ours, &statement)
+        .unwrap()
+        .to_json()
+        .unwrap();
+    let artifact = bundle_referrer(
+        bundle,
+        &subject(&reg, "forged", &elsewhere),
+        COSIGN_SIGN_PREDICATE,
+        CREATED,
+    )
+    .unwrap();
+    push(&reg, "forged", &artifact, None);
+
+    // A truncated bundle.
+    let truncated = reg.push_image("forged", "truncated", "s390x");
+    let statement = Statement::cosign_signature(None, &truncated, &none);
+    let mut bundle = Bundle::sign_statement(&ours, &statement)
+        .unwrap()
+        .to_json()
+        .unwrap();
+    bundle.truncate(bundle.len() / 3);
+    let artifact = bundle_referrer(
+        bundle,
+        &subject(&reg, "forged", &truncated),
+        COSIGN_SIGN_PREDICATE,
+        CREATED,
+    )
+    .unwrap();
+    push(&reg, "forged", &artifact, None);
+
+    for (tag, reason) in [
+        ("tampered", "the payload was altered".to_string()),
+        (
+            "elsewhere",
+            format!(
+                "the signature is for {}, not for {elsewhere}",
+                Digest::sha256(b"other")
+            ),
+        ),
+        ("truncated", "malformed or truncated bundle".to_string()),
+    ] {
+        let out = berth(
+            &["verify", "--key", pubkey, &format!("{h}/forged:{tag}")],
+            d,
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(code(&out), Some(7), "{tag}: {stdout}{stderr}");
+        assert!(
+            stdout.contains("invalid: ") && stdout.contains(&reason),
+            "{tag}: {stdout}"
+        );
+        assert!(stderr.contains("no valid signature"), "{tag}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{tag}: {stderr}");
+    }
+}
