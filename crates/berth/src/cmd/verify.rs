@@ -54,7 +54,7 @@ passed); 7 no valid signature (with --release: a check failed); 2 usage, 3 image
 Examples:
   berth verify --key cosign.pub localhost:5000/app:1.0
   berth verify --key old.pub --key new.pub -a env=prod localhost:5000/app@sha256:...
-  berth verify --key cosign.pub --json registry.example.com/team/app:1.0 | jq .signatures
+  berth verify --key cosign.pub --json registry.example.com/team/app:1.0 | jq .checks
   berth verify --key cosign.pub --release localhost:5000/app:1.0
 
 --release is the release checklist in one command: for every platform of the index (or the
