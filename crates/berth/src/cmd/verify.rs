@@ -47,8 +47,8 @@ impl std::error::Error for NotVerified {}
 /// fails. Keyless signatures (Fulcio certificates, Rekor entries) are not supported.
 #[derive(Args, Debug)]
 #[command(
-    after_help = "Exit codes: 0 at least one valid signature (with --release: every check
-passed); 7 no valid signature (with --release: a check failed); 2 usage, 3 image not found,
+    after_help = "Exit codes: 0 at least one valid signature (with --release: every check passed);
+7 no valid signature (with --release: a check failed); 2 usage, 3 image not found,
 4 authentication, 6 network, 1 other errors.
 
 Examples:
