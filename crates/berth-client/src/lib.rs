@@ -21,6 +21,8 @@
 //!   pair, with parallel blob transfer, skip, mount and retry.
 //! - [`inspect`]: what an image is made of (platforms, config, layers, sizes).
 //! - [`index`]: assembling and editing multi-platform indexes.
+//! - [`verify`]: finding a digest's signatures, attestations and SBOMs and checking
+//!   them with `berth_trust`; the release check (`berth verify --release`).
 //! - [`progress`]: progress bars, plain event lines, or nothing.
 //! - [`error`]: [`ClientError`] and its exit codes.
 //!
@@ -44,6 +46,7 @@ pub mod registry;
 pub mod sign;
 pub mod tls;
 pub mod transport;
+pub mod verify;
 
 pub use copy::{copy_image, CopyOptions, CopyReport, ImageDestination, ImageSource};
 pub use error::{ClientError, Result};

@@ -38,6 +38,8 @@ enum Command {
     Key(cmd::key::KeyArgs),
     Sign(cmd::sign::SignArgs),
     Attest(cmd::sign::AttestArgs),
+    Verify(cmd::verify::VerifyArgs),
+    VerifyAttestation(cmd::verify::VerifyAttestationArgs),
 }
 
 /// `BERTH_*` variables read without clap: logging (`serve`), the CI context of
@@ -75,8 +77,12 @@ fn check_env() -> anyhow::Result<()> {
 }
 
 /// Exit code for an error: the client's own codes (2 usage, 3 not found, 4 auth,
-/// 5 digest mismatch, 6 network), 1 for anything else.
+/// 5 digest mismatch, 6 network), 7 for a verification that found nothing valid, 1 for
+/// anything else.
 fn exit_code(e: &anyhow::Error) -> u8 {
+    if e.downcast_ref::<cmd::verify::NotVerified>().is_some() {
+        return cmd::verify::EXIT_NOT_VERIFIED;
+    }
     e.chain()
         .find_map(|c| c.downcast_ref::<berth_client::ClientError>())
         .map_or(1, berth_client::ClientError::exit_code)
@@ -122,6 +128,8 @@ fn main() -> std::process::ExitCode {
         Command::Key(args) => cmd::key::run(args),
         Command::Sign(args) => cmd::sign::run_sign(args),
         Command::Attest(args) => cmd::sign::run_attest(args),
+        Command::Verify(args) => cmd::verify::run_verify(args),
+        Command::VerifyAttestation(args) => cmd::verify::run_verify_attestation(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -48,6 +48,25 @@ impl TestBerth {
     pub fn host(&self) -> String {
         self.addr.to_string()
     }
+
+    /// The file in which the registry keeps a blob, so a test can alter it behind the
+    /// registry's back (bit rot).
+    pub fn blob_path(&self, digest: &Digest) -> std::path::PathBuf {
+        fn find(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
+            for entry in std::fs::read_dir(dir).ok()?.flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    if let Some(found) = find(&path, name) {
+                        return Some(found);
+                    }
+                } else if entry.file_name() == name {
+                    return Some(path);
+                }
+            }
+            None
+        }
+        find(self._dir.path(), digest.hex()).expect("the blob's file in the data directory")
+    }
 }
 
 impl Drop for TestBerth {

@@ -13,3 +13,4 @@ mod registry_copy;
 mod resume;
 mod sign;
 mod skopeo;
+mod verify;

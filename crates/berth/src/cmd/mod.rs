@@ -12,6 +12,7 @@ pub mod login;
 pub mod sign;
 pub mod tag;
 pub mod tags;
+pub mod verify;
 
 use std::io::IsTerminal;
 use std::sync::Arc;

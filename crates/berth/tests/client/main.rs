@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test helpers panic on failure by design.
 
+mod verify;
+
 use std::process::{Command, Output};
 
 mod sign;
@@ -142,6 +144,8 @@ fn every_client_command_has_examples_in_help() {
         &["index", "remove"],
         &["login"],
         &["logout"],
+        &["verify"],
+        &["verify-attestation"],
     ] {
         let mut args = cmd.to_vec();
         args.push("--help");
