@@ -42,7 +42,10 @@
 //! deleter is done. A placer that claimed before the unlink makes it answer
 //! `orphaned: false`; a placer that comes after is refused until the bytes are gone, and
 //! only then writes its own. Both decisions are made inside transactions of the one
-//! shared database, so they hold across processes, not just within one.
+//! shared database, so they hold across processes, not just within one. (The SQLite
+//! store, written by one process only, keeps its claims in that process's memory and
+//! takes, checks and ends them inside the same writer transactions: the same order,
+//! without writing a claim row per pushed blob.)
 //!
 //! # The publish gate
 //!

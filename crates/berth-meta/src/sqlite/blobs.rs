@@ -1,6 +1,19 @@
 //! Blob links and the claim/tombstone protocol that orders placing a blob's bytes against
-//! deleting them across processes (see the crate docs). Each function is the body of one
-//! transaction; [`registry`](super::registry) runs them on the writer thread.
+//! deleting them (see the crate docs). Each function is the body of one transaction;
+//! [`registry`](super::registry) runs them on the writer thread.
+//!
+//! Claims live in memory ([`Claims`]), not in the `blob_claims` table: a SQLite database
+//! is written by one process only (the data directory's lock excludes a second server),
+//! so only that process's claims can protect bytes, and a crash ends every placement the
+//! claims protected. Kept in memory, a claim costs no database page: it was four WAL
+//! pages per pushed blob (the claim's row and index entry, written and then deleted).
+//! Claims are still taken, checked and ended on the writer thread, inside the same
+//! transactions as the tombstones and links they are ordered against, so the protocol is
+//! the one the shared-database backends follow.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use berth_oci::{Digest, RepoName};
 use rusqlite::{params, OptionalExtension, Transaction};
@@ -8,6 +21,56 @@ use rusqlite::{params, OptionalExtension, Transaction};
 use super::registry::{ensure_repo, repo_id};
 use super::{db_err, now};
 use crate::{BlobClaim, MetaError, Unlinked, CLAIM_STALE_SECS, TOMBSTONE_STALE_SECS};
+
+/// The live claims of this process: id -> (digest, when taken, unix seconds).
+#[derive(Debug, Default)]
+pub(super) struct Claims {
+    live: Mutex<HashMap<String, (Digest, i64)>>,
+    next: AtomicU64,
+}
+
+impl Claims {
+    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Digest, i64)>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes a claim of `digest`; forgets stale ones (their placers died or hung).
+    fn insert(&self, digest: &Digest) -> String {
+        let id = format!("{:016x}", self.next.fetch_add(1, Ordering::Relaxed));
+        let cutoff = claim_cutoff();
+        let mut live = self.live();
+        live.retain(|_, (_, at)| *at > cutoff);
+        live.insert(id.clone(), (digest.clone(), now()));
+        id
+    }
+
+    /// Whether `claim` exists and is not stale.
+    fn is_live(&self, claim: &BlobClaim) -> bool {
+        self.live()
+            .get(&claim.id)
+            .is_some_and(|(d, at)| *d == claim.digest && *at > claim_cutoff())
+    }
+
+    /// Whether any live claim of `digest` exists.
+    fn any_live(&self, digest: &Digest) -> bool {
+        let cutoff = claim_cutoff();
+        self.live()
+            .values()
+            .any(|(d, at)| d == digest && *at > cutoff)
+    }
+
+    fn end(&self, claim: &BlobClaim) {
+        self.live().remove(&claim.id);
+    }
+
+    /// Moves every claim `secs` seconds into the past (tests of staleness).
+    #[cfg(test)]
+    pub(super) fn age(&self, secs: i64) {
+        for (_, at) in self.live().values_mut() {
+            *at -= secs;
+        }
+    }
+}
 
 /// Unix seconds before which a claim is stale.
 fn claim_cutoff() -> i64 {
@@ -65,21 +128,14 @@ pub(super) fn link(
 }
 
 /// Takes a claim on `digest`, also forgetting every stale claim.
-pub(super) fn claim(tx: &Transaction<'_>, digest: &Digest) -> Result<BlobClaim, MetaError> {
+pub(super) fn claim(
+    tx: &Transaction<'_>,
+    claims: &Claims,
+    digest: &Digest,
+) -> Result<BlobClaim, MetaError> {
     check_not_deleting(tx, digest)?;
-    let t = now();
-    tx.prepare_cached("DELETE FROM blob_claims WHERE created_at <= ?1")
-        .and_then(|mut s| s.execute([t - CLAIM_STALE_SECS as i64]))
-        .map_err(db_err("forgetting stale claims"))?;
-    let id: String = tx
-        .prepare_cached(
-            "INSERT INTO blob_claims (id, digest, created_at)
-             VALUES (lower(hex(randomblob(16))), ?1, ?2) RETURNING id",
-        )
-        .and_then(|mut s| s.query_row(params![digest.to_string(), t], |r| r.get(0)))
-        .map_err(db_err("claiming a blob"))?;
     Ok(BlobClaim {
-        id,
+        id: claims.insert(digest),
         digest: digest.clone(),
     })
 }
@@ -87,31 +143,27 @@ pub(super) fn claim(tx: &Transaction<'_>, digest: &Digest) -> Result<BlobClaim, 
 /// Links the claimed digest into `repo` and ends the claim.
 pub(super) fn link_claimed(
     tx: &Transaction<'_>,
+    claims: &Claims,
     claim: &BlobClaim,
     repo: &RepoName,
     size: u64,
 ) -> Result<(), MetaError> {
-    let d = claim.digest.to_string();
-    let since: Option<i64> = tx
-        .prepare_cached("SELECT created_at FROM blob_claims WHERE id = ?1 AND digest = ?2")
-        .and_then(|mut s| s.query_row(params![claim.id, d], |r| r.get(0)).optional())
-        .map_err(db_err("reading a blob claim"))?;
     // A stale claim may have let a deletion through (and that deletion may even be done,
     // its tombstone gone): the bytes cannot be trusted to be there.
-    if since.is_none_or(|at| at <= claim_cutoff()) {
+    if !claims.is_live(claim) {
         return Err(MetaError::ClaimLost(claim.id.clone()));
     }
     let id = ensure_repo(tx, repo.as_str())?;
-    insert_link(tx, id, &d, size)?;
-    release(tx, claim)
+    insert_link(tx, id, &claim.digest.to_string(), size)?;
+    // Ended only once the link is in the transaction: should the commit still fail, the
+    // claim outlives it and at worst goes stale.
+    claims.end(claim);
+    Ok(())
 }
 
 /// Ends a claim without linking.
-pub(super) fn release(tx: &Transaction<'_>, claim: &BlobClaim) -> Result<(), MetaError> {
-    tx.prepare_cached("DELETE FROM blob_claims WHERE id = ?1")
-        .and_then(|mut s| s.execute([&claim.id]))
-        .map_err(db_err("releasing a blob claim"))?;
-    Ok(())
+pub(super) fn release(claims: &Claims, claim: &BlobClaim) {
+    claims.end(claim);
 }
 
 /// Removes the tombstone of a finished deletion.
@@ -126,6 +178,7 @@ pub(super) fn deletion_done(tx: &Transaction<'_>, digest: &Digest) -> Result<(),
 /// nothing links or claims the digest any more, records a tombstone and says so.
 pub(super) fn unlink(
     tx: &Transaction<'_>,
+    claims: &Claims,
     repo: &RepoName,
     digest: &Digest,
 ) -> Result<Unlinked, MetaError> {
@@ -154,15 +207,14 @@ pub(super) fn unlink(
     if !users.is_empty() {
         return Err(MetaError::BlobInUse(users));
     }
-    let (linked, claimed): (bool, bool) = tx
+    let linked: bool = tx
         .query_row(
-            "SELECT EXISTS (SELECT 1 FROM blobs WHERE digest = ?1),
-                    EXISTS (SELECT 1 FROM blob_claims WHERE digest = ?1 AND created_at > ?2)",
-            params![d, claim_cutoff()],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            "SELECT EXISTS (SELECT 1 FROM blobs WHERE digest = ?1)",
+            [&d],
+            |r| r.get(0),
         )
         .map_err(db_err("checking blob links"))?;
-    if linked || claimed {
+    if linked || claims.any_live(digest) {
         return Ok(Unlinked::Removed { orphaned: false });
     }
     tx.execute(
@@ -217,12 +269,8 @@ mod tests {
 
     /// Moves every claim and tombstone `secs` seconds into the past.
     async fn age(db: &SqliteStore, secs: u64) {
+        db.inner.claims.age(secs as i64);
         db.write(move |tx| {
-            tx.execute(
-                "UPDATE blob_claims SET created_at = created_at - ?1",
-                [secs],
-            )
-            .map_err(db_err("ageing claims"))?;
             tx.execute(
                 "UPDATE blob_tombstones SET created_at = created_at - ?1",
                 [secs],

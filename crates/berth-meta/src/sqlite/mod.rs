@@ -53,6 +53,8 @@ struct Inner {
     /// Write jobs for the writer thread, which owns the one writing connection.
     jobs: std::sync::mpsc::Sender<Job>,
     readers: Mutex<Vec<Connection>>,
+    /// Live blob claims (see [`blobs::Claims`]), used on the writer thread only.
+    claims: Arc<blobs::Claims>,
 }
 
 /// The error of a failed SQLite call while `context`: [`MetaError::Full`] when the disk
@@ -106,6 +108,7 @@ impl SqliteStore {
                 path,
                 jobs,
                 readers: Mutex::new(Vec::new()),
+                claims: Arc::default(),
             }),
         })
     }

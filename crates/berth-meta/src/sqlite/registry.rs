@@ -167,10 +167,11 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn blob_claim(&self, digest: &Digest) -> Result<BlobClaim, MetaError> {
-        let digest = digest.clone();
-        // Lazy: a claim that a power loss undoes protected only processes of this host,
-        // which that power loss stopped too (SQLite is never shared across hosts).
-        self.write_lazy(move |tx| blobs::claim(tx, &digest)).await
+        let (digest, claims) = (digest.clone(), self.inner.claims.clone());
+        // Lazy: the claim itself is in memory; the transaction only reads (and may remove
+        // a stale tombstone, which a power loss would merely leave to go stale again).
+        self.write_lazy(move |tx| blobs::claim(tx, &claims, &digest))
+            .await
     }
 
     async fn blob_link_claimed(
@@ -181,8 +182,9 @@ impl MetadataStore for SqliteStore {
         upload: Option<&str>,
     ) -> Result<(), MetaError> {
         let (claim, repo, upload) = (claim.clone(), repo.clone(), upload.map(str::to_owned));
+        let claims = self.inner.claims.clone();
         self.write(move |tx| {
-            blobs::link_claimed(tx, &claim, &repo, size)?;
+            blobs::link_claimed(tx, &claims, &claim, &repo, size)?;
             if let Some(id) = upload {
                 tx.prepare_cached("DELETE FROM uploads WHERE id = ?1")
                     .and_then(|mut s| s.execute([id]))
@@ -194,9 +196,13 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn blob_claim_release(&self, claim: &BlobClaim) -> Result<(), MetaError> {
-        let claim = claim.clone();
-        // Lazy: a release lost to a power loss leaves a claim that goes stale.
-        self.write_lazy(move |tx| blobs::release(tx, &claim)).await
+        let (claim, claims) = (claim.clone(), self.inner.claims.clone());
+        // On the writer thread, ordered with the unlinks and links it races.
+        self.write_lazy(move |_| {
+            blobs::release(&claims, &claim);
+            Ok(())
+        })
+        .await
     }
 
     async fn blob_deletion_done(&self, digest: &Digest) -> Result<(), MetaError> {
@@ -235,8 +241,8 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn blob_unlink(&self, repo: &RepoName, digest: &Digest) -> Result<Unlinked, MetaError> {
-        let (repo, digest) = (repo.clone(), digest.clone());
-        self.write(move |tx| blobs::unlink(tx, &repo, &digest))
+        let (repo, digest, claims) = (repo.clone(), digest.clone(), self.inner.claims.clone());
+        self.write(move |tx| blobs::unlink(tx, &claims, &repo, &digest))
             .await
     }
 
