@@ -101,6 +101,16 @@ pub fn is_artifact_tag(tag: &str) -> bool {
 }
 
 /// The fields of a manifest that make it a referrer.
+/// A tag held back until its manifest is signed (see [`Registry::pending_tags`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct PendingTag {
+    pub tag: String,
+    pub digest: String,
+    /// When it was pushed, RFC 3339.
+    #[serde(default)]
+    pub since: String,
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ReferrerFields {
@@ -378,6 +388,26 @@ impl Registry {
             "tags",
         )
         .await
+    }
+
+    /// Tags a registry holds back until their manifest is signed (Berth's publish gate,
+    /// the `pending` list of `tags/list?all=true`); empty on registries without one.
+    pub async fn pending_tags(&self, repo: &RepoName) -> Result<Vec<PendingTag>> {
+        let url = self.url(&format!("/v2/{repo}/tags/list?all=true"));
+        let what = format!("tags of {}/{repo}", self.host());
+        let resp = self
+            .send(&[repo_scope(repo, false)], |c| c.get(&url))
+            .await?;
+        let resp = self.check(resp, "GET tags", &what).await?;
+        #[derive(serde::Deserialize)]
+        struct Listing {
+            #[serde(default)]
+            pending: Vec<PendingTag>,
+        }
+        let body = resp.bytes().await.map_err(|e| self.network(&e))?;
+        let listing: Listing =
+            serde_json::from_slice(&body).map_err(|e| ClientError::invalid(&what, e))?;
+        Ok(listing.pending)
     }
 
     /// Reads the tag schema's index for `subject`; `None` when the tag does not exist.

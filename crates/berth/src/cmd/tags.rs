@@ -19,12 +19,14 @@ use super::{block_on, print_json, Common};
 pub struct TagsArgs {
     /// Repository (any tag or digest is ignored).
     repository: String,
-    /// Print a JSON array.
+    /// Print a JSON array (with --all, an object: {"tags": [...], "pending": [{"tag",
+    /// "digest", "since"}]}).
     #[arg(long)]
     json: bool,
     /// Also list the tags that attach signatures, attestations and SBOMs (cosign v2's
     /// sha256-<hex>.sig/.att/.sbom, the referrers tag schema's sha256-<hex>), which Berth
-    /// hides by default.
+    /// hides by default, and the release tags a trust policy holds back until their
+    /// image is signed ("waiting for signature").
     #[arg(long)]
     all: bool,
     #[command(flatten)]
@@ -33,11 +35,13 @@ pub struct TagsArgs {
 
 pub fn run(args: TagsArgs) -> anyhow::Result<()> {
     block_on(async move {
+        let mut pending = Vec::new();
         let tags = match Location::parse(&args.repository)? {
             Location::Registry(r) => {
                 let clients = args.common.clients()?;
                 let reg = clients.registry(&r.registry)?;
                 if args.all {
+                    pending = reg.pending_tags(&r.repository).await?;
                     reg.tags_all(&r.repository).await?
                 } else {
                     let mut tags = reg.tags(&r.repository).await?;
@@ -54,11 +58,17 @@ pub fn run(args: TagsArgs) -> anyhow::Result<()> {
             }
             other => anyhow::bail!("cannot list tags of {other}"),
         };
+        if args.json && args.all {
+            return print_json(&serde_json::json!({ "tags": tags, "pending": pending }));
+        }
         if args.json {
             return print_json(&tags);
         }
         for t in tags {
             println!("{t}");
+        }
+        for p in pending {
+            println!("{}\twaiting for signature of {} since {}", p.tag, p.digest, p.since);
         }
         Ok(())
     })

@@ -472,3 +472,102 @@ fn buildah_cannot_roll_a_floating_tag_back_with_a_config_label() {
     );
     assert_ne!(latest(), newest);
 }
+
+/// Runs the berth client; returns stdout, failing the test on a non-zero exit.
+fn berth_ok(args: &[&str], envs: &[(&str, &str)]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(args)
+        .envs(envs.iter().copied())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "berth {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The publish gate end to end with ordinary tools: skopeo pushes a release to a gated
+/// repository, `berth tags --all` shows its tag waiting for a signature (and `berth
+/// tags` does not show it), `berth sign` signs the digest, and the tag appears.
+#[test]
+fn a_gated_release_tag_waits_for_berth_sign() {
+    let tmp = tempfile::tempdir().unwrap();
+    let password = [("COSIGN_PASSWORD", "gate-test")];
+    let key = tmp.path().join("cosign.key");
+    std::fs::create_dir_all(tmp.path().join("keys")).unwrap();
+    let public = tmp.path().join("keys/cosign.pub");
+    berth_ok(
+        &[
+            "key",
+            "generate",
+            "--output-key",
+            key.to_str().unwrap(),
+            "--output-pub",
+            public.to_str().unwrap(),
+        ],
+        &password,
+    );
+    let config = tmp.path().join("berth.toml");
+    std::fs::write(
+        &config,
+        "[[trust_policy]]\nrepositories = \"release/*\"\nrequire_signature = [\"keys/cosign.pub\"]\ngate_release_tags = true\n",
+    )
+    .unwrap();
+    let server = ServerProcess::start(
+        &tmp.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let reg = &server.addr;
+    let layout = tmp.path().join("layout");
+    release_layout(&layout, "2.0.0", 11);
+    skopeo(&[
+        "copy",
+        "--all",
+        "--preserve-digests",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:2.0.0", layout.display()),
+        &format!("docker://{reg}/release/app:2.0.0"),
+    ]);
+    let repo = format!("{reg}/release/app");
+    let common = ["--insecure"];
+    let tags = |all: bool| {
+        let mut args = vec!["tags", repo.as_str()];
+        if all {
+            args.push("--all");
+        }
+        args.extend(common);
+        berth_ok(&args, &[])
+    };
+    assert_eq!(tags(false).trim(), "", "a gated tag is hidden");
+    let waiting = tags(true);
+    let line = waiting
+        .lines()
+        .find(|l| l.starts_with("2.0.0\twaiting for signature of sha256:"))
+        .unwrap_or_else(|| panic!("no waiting line in {waiting:?}"));
+    let digest = line
+        .split_whitespace()
+        .find(|w| w.starts_with("sha256:"))
+        .unwrap()
+        .to_owned();
+    let json: Value = serde_json::from_str(&berth_ok(
+        &["tags", repo.as_str(), "--all", "--json", "--insecure"],
+        &[],
+    ))
+    .unwrap();
+    assert_eq!(json["pending"][0]["tag"], "2.0.0");
+    assert_eq!(json["pending"][0]["digest"], digest.as_str());
+    berth_ok(
+        &[
+            "sign",
+            &format!("{repo}@{digest}"),
+            "--key",
+            key.to_str().unwrap(),
+            "--insecure",
+        ],
+        &password,
+    );
+    assert_eq!(tags(false).trim(), "2.0.0", "signing revealed the tag");
+    assert!(!tags(true).contains("waiting for signature"));
+}
