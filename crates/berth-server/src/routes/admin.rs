@@ -11,6 +11,7 @@ use axum::extract::{Request, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use berth_auth::Action;
+use berth_oci::ErrorCode;
 use serde::Deserialize;
 
 use super::{client_ip, error_response};
@@ -46,15 +47,14 @@ async fn administrator(state: &AppState, parts: &axum::http::request::Parts) -> 
         _ => false,
     };
     if !allowed {
-        let e = match p {
-            Principal::Anonymous { .. } => {
-                state
-                    .auth
-                    .challenge(None, None, "the admin API needs an account with admin on *")
-            }
-            _ => AuthError::Denied("the admin API needs an account with admin on *".into()),
-        };
-        return Err(e.into());
+        const NEEDS: &str = "the admin API needs an account with admin on *";
+        // Basic, not a token: tokens carry repository scopes, and the admin API is about
+        // the whole registry.
+        return Err(match p {
+            Principal::Anonymous { .. } => ApiError::new(ErrorCode::Unauthorized, NEEDS)
+                .header("www-authenticate", "Basic realm=\"berth admin\""),
+            _ => AuthError::Denied(NEEDS.into()).into(),
+        });
     }
     Ok(Actor {
         name: p.name().to_owned(),
