@@ -251,6 +251,19 @@ async fn explain_names_the_tag_index_manifest_path_and_the_signature_referrer() 
         .unwrap();
     assert!(text.contains("berth_gc_runs_total 1"), "{text}");
     assert!(text.contains("berth_gc_blobs_deleted_total 1"));
+    // And shown to administrators on the dashboard.
+    let page = reg
+        .req(Method::GET, "/ui/")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("Garbage collection") && page.contains("1 blobs, 0 manifests"),
+        "{page}"
+    );
 }
 
 #[tokio::test]
