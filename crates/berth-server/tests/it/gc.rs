@@ -449,3 +449,138 @@ async fn a_run_stopped_after_any_step_loses_nothing_referenced() {
         }
     }
 }
+
+/// A number from the environment, for the benchmark's sizes.
+fn env_num(name: &str, default: f64) -> f64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The collector at scale (bench/gc runs it; ignored otherwise): 200,000 manifests of 4
+/// blobs each in 100 repositories (a fifth untagged, under a rule that collects them),
+/// 100,000 linked blobs no manifest references and 100,000 orphan files: 1,000,000 blob
+/// files. One collection runs while a client keeps pushing images; printed: the run's
+/// time, its longest write, and the pushes and their slowest answer during it.
+/// `BERTH_GC_BENCH_SCALE` scales every count (0.01 for a quick check).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a benchmark: run by bench/gc"]
+async fn gc_at_scale() {
+    use berth_meta::{MetadataStore, NewManifest};
+    use futures_util::StreamExt;
+
+    let scale = env_num("BERTH_GC_BENCH_SCALE", 1.0);
+    let images = (200_000.0 * scale) as usize;
+    let loose = (100_000.0 * scale) as usize;
+    let repos = 100usize;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_owned();
+    let blob_dir = data.join("blobs/sha256");
+    std::fs::create_dir_all(&blob_dir).unwrap();
+    let started = std::time::Instant::now();
+    {
+        let meta: Arc<dyn MetadataStore> =
+            Arc::new(berth_meta::sqlite::SqliteStore::open(data.join("metadata.db")).unwrap());
+        let blob =
+            |kind: &str, i: usize, j: usize| Digest::sha256(format!("{kind}/{i}/{j}").as_bytes());
+        // Files first (empty: the collector never reads them), then the database.
+        for i in 0..images {
+            for j in 0..4 {
+                std::fs::write(blob_dir.join(blob("layer", i, j).hex()), b"").unwrap();
+            }
+        }
+        for i in 0..loose {
+            std::fs::write(blob_dir.join(blob("loose", i, 0).hex()), b"").unwrap();
+            std::fs::write(blob_dir.join(blob("orphan", i, 0).hex()), b"").unwrap();
+        }
+        let jobs = futures_util::stream::iter(0..images + loose).map(|i| {
+            let meta = meta.clone();
+            async move {
+                let repo = berth_oci::RepoName::parse(&format!("bench/r{}", i % repos)).unwrap();
+                if i >= images {
+                    meta.blob_link(&repo, &blob("loose", i - images, 0), 0)
+                        .await
+                        .unwrap();
+                    return;
+                }
+                let layers: Vec<Digest> = (0..4).map(|j| blob("layer", i, j)).collect();
+                for l in &layers {
+                    meta.blob_link(&repo, l, 0).await.unwrap();
+                }
+                let content = format!("manifest {i}");
+                let m = NewManifest {
+                    digest: Digest::sha256(content.as_bytes()),
+                    media_type: OCI_MANIFEST.into(),
+                    content: content.into_bytes().into(),
+                    blobs: layers,
+                    children: vec![],
+                    subject: None,
+                    artifact_type: None,
+                    annotations_json: String::new(),
+                    version: None,
+                    platform: None,
+                };
+                // Every fifth image is untagged: its tag moved on.
+                let tags: Vec<berth_oci::Tag> = if i % 5 == 0 {
+                    vec![]
+                } else {
+                    vec![berth_oci::Tag::parse(&format!("t{i}")).unwrap()]
+                };
+                meta.manifest_put(&repo, &m, &tags, None).await.unwrap();
+            }
+        });
+        jobs.buffer_unordered(512).collect::<Vec<()>>().await;
+    }
+    let populated = started.elapsed();
+    let mut config = berth_server::Config::default();
+    config.gc_grace = Duration::ZERO;
+    config.gc = vec![GcRule {
+        repositories: "bench/*".into(),
+        untagged_ttl: Some(Duration::ZERO),
+    }];
+    let reg = Arc::new(TestRegistry::start_in(&data, config).await);
+    let stop = Arc::new(AtomicBool::new(false));
+    let pusher = {
+        let (reg, stop) = (reg.clone(), stop.clone());
+        tokio::spawn(async move {
+            let (mut n, mut slowest) = (0u32, Duration::ZERO);
+            while !stop.load(Ordering::Relaxed) {
+                let t = std::time::Instant::now();
+                reg.push_image("bench/live", &format!("v{n}"), &format!("live-{n}"))
+                    .await;
+                slowest = slowest.max(t.elapsed());
+                n += 1;
+            }
+            (n, slowest)
+        })
+    };
+    let report = reg
+        .state
+        .registry
+        .gc(GcOptions::default(), actor())
+        .await
+        .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let (pushes, slowest) = pusher.await.unwrap();
+    println!(
+        "gc-bench files={} manifests={} populate_s={:.1} gc_s={:.1} longest_write_ms={:.1} writes={} \
+         manifests_deleted={} links_removed={} blobs_deleted={} pushes_during={} slowest_push_ms={:.1}",
+        images * 4 + 2 * loose,
+        images,
+        populated.as_secs_f64(),
+        report.duration_ms as f64 / 1000.0,
+        report.longest_write_ms,
+        report.writes,
+        report.manifests_deleted,
+        report.links_removed,
+        report.blobs_deleted,
+        pushes,
+        slowest.as_secs_f64() * 1000.0,
+    );
+    assert_eq!(report.manifests_deleted as usize, images.div_ceil(5));
+    assert_eq!(
+        report.blobs_deleted as usize,
+        images.div_ceil(5) * 4 + 2 * loose
+    );
+}
