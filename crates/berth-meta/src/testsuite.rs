@@ -1174,7 +1174,9 @@ pub async fn gc_tombstones_only_unlinked_unclaimed_digests(meta: Arc<dyn Metadat
     meta.blob_claim_release(&again).await.unwrap();
     meta.blob_claim_release(&claim).await.unwrap();
     assert_eq!(
-        meta.gc_tombstone(&[claimed.clone()]).await.unwrap(),
+        meta.gc_tombstone(std::slice::from_ref(&claimed))
+            .await
+            .unwrap(),
         vec![claimed]
     );
 }

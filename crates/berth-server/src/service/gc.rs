@@ -58,12 +58,12 @@ use crate::events::{Actor, Event};
 
 /// Most rows one collector write touches: small enough that its transaction holds the
 /// database's write lock for milliseconds.
-pub const WRITE_BATCH: usize = 500;
+pub const WRITE_BATCH: usize = 250;
 /// Candidate links read per query.
 const LINK_PAGE: usize = 5_000;
 /// Blob files listed per page. Large, because a filesystem listing reads its whole
-/// directory for every page.
-const FILE_PAGE: usize = 100_000;
+/// directory for every page (about 40 MB of listing held at once at this size).
+const FILE_PAGE: usize = 250_000;
 /// Repository names read per page of the catalog.
 const REPO_PAGE: usize = 500;
 /// Passes over a repository's garbage manifests (each deletes the parents the previous
@@ -180,6 +180,8 @@ pub struct GcReport {
     pub longest_write_ms: f64,
     /// Collector writes made.
     pub writes: u64,
+    /// Milliseconds spent in each step: manifests, links, files.
+    pub step_ms: [u64; 3],
 }
 
 /// Why something is kept, or that it is garbage.
@@ -461,19 +463,25 @@ impl Registry {
         tally: &mut Tally,
     ) -> Result<bool> {
         let halt = |step: GcStep| options.halt_after == Some(step);
+        let ms = |since: Instant| u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let step = Instant::now();
         self.sweep_manifests(options.dry_run, now, cutoff, report, tally)
             .await?;
+        report.step_ms[0] = ms(step);
         if halt(GcStep::Manifests) {
             return Ok(false);
         }
         // Links whose removal a dry run only counts, by digest, to tell which files
         // would lose their last link.
+        let step = Instant::now();
         let dead = self
             .sweep_links(options.dry_run, cutoff, report, tally)
             .await?;
+        report.step_ms[1] = ms(step);
         if halt(GcStep::Links) {
             return Ok(false);
         }
+        let step = Instant::now();
         let old = SystemTime::now()
             .checked_sub(grace)
             .unwrap_or(SystemTime::UNIX_EPOCH);
@@ -499,6 +507,7 @@ impl Registry {
                 None => break,
             }
         }
+        report.step_ms[2] = ms(step);
         Ok(true)
     }
 

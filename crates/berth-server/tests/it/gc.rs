@@ -25,12 +25,14 @@ fn actor() -> Actor {
 /// A registry whose collector has no grace window and deletes untagged manifests of
 /// every repository as soon as nothing keeps them.
 async fn eager() -> TestRegistry {
-    let mut config = berth_server::Config::default();
-    config.gc_grace = Duration::ZERO;
-    config.gc = vec![GcRule {
-        repositories: "*".into(),
-        untagged_ttl: Some(Duration::ZERO),
-    }];
+    let config = berth_server::Config {
+        gc_grace: Duration::ZERO,
+        gc: vec![GcRule {
+            repositories: "*".into(),
+            untagged_ttl: Some(Duration::ZERO),
+        }],
+        ..Default::default()
+    };
     TestRegistry::start_with(config).await
 }
 
@@ -268,8 +270,10 @@ async fn explain_names_the_tag_index_manifest_path_and_the_signature_referrer() 
 
 #[tokio::test]
 async fn the_grace_window_keeps_young_blobs_and_an_admin_grace_overrides_it() {
-    let mut config = berth_server::Config::default();
-    config.gc_grace = Duration::from_secs(3600);
+    let config = berth_server::Config {
+        gc_grace: Duration::from_secs(3600),
+        ..Default::default()
+    };
     let reg = TestRegistry::start_with(config).await;
     let stray = reg.push_blob("app", b"young stray").await;
     let e = explain(&reg, &stray).await;
@@ -304,14 +308,16 @@ async fn the_grace_window_keeps_young_blobs_and_an_admin_grace_overrides_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_pushes_and_tag_moves_survive_repeated_collections() {
-    let mut config = berth_server::Config::default();
-    // Long enough for a pusher's blobs to wait for their manifest, short enough that
-    // each run of the loop below has garbage from a second ago.
-    config.gc_grace = Duration::from_secs(2);
-    config.gc = vec![GcRule {
-        repositories: "*".into(),
-        untagged_ttl: Some(Duration::ZERO),
-    }];
+    let config = berth_server::Config {
+        // Long enough for a pusher's blobs to wait for their manifest, short enough
+        // that each run of the loop below has garbage from a second ago.
+        gc_grace: Duration::from_secs(2),
+        gc: vec![GcRule {
+            repositories: "*".into(),
+            untagged_ttl: Some(Duration::ZERO),
+        }],
+        ..Default::default()
+    };
     let reg = Arc::new(TestRegistry::start_with(config).await);
     let stop = Arc::new(AtomicBool::new(false));
     let mut pushers = Vec::new();
@@ -533,12 +539,14 @@ async fn gc_at_scale() {
         jobs.buffer_unordered(512).collect::<Vec<()>>().await;
     }
     let populated = started.elapsed();
-    let mut config = berth_server::Config::default();
-    config.gc_grace = Duration::ZERO;
-    config.gc = vec![GcRule {
-        repositories: "bench/*".into(),
-        untagged_ttl: Some(Duration::ZERO),
-    }];
+    let config = berth_server::Config {
+        gc_grace: Duration::ZERO,
+        gc: vec![GcRule {
+            repositories: "bench/*".into(),
+            untagged_ttl: Some(Duration::ZERO),
+        }],
+        ..Default::default()
+    };
     let reg = Arc::new(TestRegistry::start_in(&data, config).await);
     let stop = Arc::new(AtomicBool::new(false));
     let pusher = {
@@ -564,12 +572,13 @@ async fn gc_at_scale() {
     stop.store(true, Ordering::Relaxed);
     let (pushes, slowest) = pusher.await.unwrap();
     println!(
-        "gc-bench files={} manifests={} populate_s={:.1} gc_s={:.1} longest_write_ms={:.1} writes={} \
+        "gc-bench files={} manifests={} populate_s={:.1} gc_s={:.1} steps_ms={:?} longest_write_ms={:.1} writes={} \
          manifests_deleted={} links_removed={} blobs_deleted={} pushes_during={} slowest_push_ms={:.1}",
         images * 4 + 2 * loose,
         images,
         populated.as_secs_f64(),
         report.duration_ms as f64 / 1000.0,
+        report.step_ms,
         report.longest_write_ms,
         report.writes,
         report.manifests_deleted,
