@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use berth_oci::{Digest, RepoName, Tag};
 
 use crate::{
-    BlobClaim, Gate, GateOutcome, MetaError, MetadataStore, NewManifest, Page, PendingTag,
+    gc, BlobClaim, Gate, GateOutcome, MetaError, MetadataStore, NewManifest, Page, PendingTag,
     RecordedSignature, Referrer, StoredManifest, TagGuard, TagListing, Unlinked,
 };
 
@@ -348,6 +348,72 @@ impl MetadataStore for CachingStore {
 
     async fn upload_ids(&self) -> Result<Vec<String>, MetaError> {
         self.inner.upload_ids().await
+    }
+
+    async fn gc_unreferenced_links(
+        &self,
+        after: Option<&gc::LinkCursor>,
+        linked_before: i64,
+        limit: usize,
+    ) -> Result<Vec<gc::Link>, MetaError> {
+        self.inner
+            .gc_unreferenced_links(after, linked_before, limit)
+            .await
+    }
+
+    // The collector's writes drop the cache of every repository they touched, like the
+    // deletions of the API.
+
+    async fn gc_unlink(
+        &self,
+        links: &[gc::Link],
+        linked_before: i64,
+    ) -> Result<Vec<gc::Link>, MetaError> {
+        let r = self.inner.gc_unlink(links, linked_before).await;
+        let mut repos: Vec<&str> = links.iter().map(|l| l.repo.as_str()).collect();
+        repos.dedup();
+        for repo in repos {
+            self.invalidate(repo);
+        }
+        r
+    }
+
+    async fn gc_tombstone(&self, digests: &[Digest]) -> Result<Vec<Digest>, MetaError> {
+        self.inner.gc_tombstone(digests).await
+    }
+
+    async fn gc_deletions_done(&self, digests: &[Digest]) -> Result<(), MetaError> {
+        self.inner.gc_deletions_done(digests).await
+    }
+
+    async fn gc_link_counts(&self, digests: &[Digest]) -> Result<Vec<u64>, MetaError> {
+        self.inner.gc_link_counts(digests).await
+    }
+
+    async fn gc_manifests(&self, repo: &RepoName) -> Result<Vec<gc::ManifestNode>, MetaError> {
+        self.inner.gc_manifests(repo).await
+    }
+
+    async fn gc_delete_manifests(
+        &self,
+        repo: &RepoName,
+        digests: &[Digest],
+        created_before: i64,
+    ) -> Result<Vec<Digest>, MetaError> {
+        let r = self
+            .inner
+            .gc_delete_manifests(repo, digests, created_before)
+            .await;
+        self.invalidate(repo.as_str());
+        r
+    }
+
+    async fn gc_blob_holders(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<gc::BlobHolders>, MetaError> {
+        self.inner.gc_blob_holders(repo, digest).await
     }
 }
 

@@ -9,6 +9,8 @@
 //! - [`artifact_tags`]: the rules for tags that attach artifacts on registries without
 //!   the referrers API (cosign v2's `.sig`/`.att`/`.sbom`, the referrers tag schema).
 //! - [`Gate`]: the publish gate's bookkeeping (pending tags, recorded signatures).
+//! - [`gc`]: the values the garbage collector's store methods exchange (the
+//!   `gc_*` methods of [`MetadataStore`]).
 //! - `testsuite` (feature `testsuite`): the conformance suite every backend must pass.
 //! - [`sqlite::SqliteStore`]: the embedded default backend. SQL specific to SQLite lives
 //!   only there, with its migrations under `migrations/sqlite/`.
@@ -74,6 +76,7 @@
 
 pub mod artifact_tags;
 pub mod cache;
+pub mod gc;
 pub mod sqlite;
 #[cfg(any(test, feature = "testsuite"))]
 pub mod testsuite;
@@ -542,6 +545,64 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     /// Ids of every registered upload session.
     async fn upload_ids(&self) -> Result<Vec<String>, MetaError>;
+
+    /// Blob links that no manifest of their repository references and that were made at
+    /// or before `linked_before` (unix seconds), in order of (repository, digest) after
+    /// `after`, at most `limit`. A read: the garbage collector's candidates, which
+    /// [`MetadataStore::gc_unlink`] checks again.
+    async fn gc_unreferenced_links(
+        &self,
+        after: Option<&gc::LinkCursor>,
+        linked_before: i64,
+        limit: usize,
+    ) -> Result<Vec<gc::Link>, MetaError>;
+
+    /// Removes each of `links` that is still unreferenced by the manifests of its
+    /// repository and was made at or before `linked_before`, in one transaction; returns
+    /// those removed. Never records a tombstone and never deletes bytes: the bytes of a
+    /// digest left unlinked are an orphan that [`MetadataStore::gc_tombstone`] hands to
+    /// the collector.
+    async fn gc_unlink(
+        &self,
+        links: &[gc::Link],
+        linked_before: i64,
+    ) -> Result<Vec<gc::Link>, MetaError>;
+
+    /// For each digest of `digests` that no repository links, that no live claim
+    /// protects and that no other deleter is deleting, records a deletion tombstone, in
+    /// one transaction; returns those. The caller must delete their bytes and then call
+    /// [`MetadataStore::gc_deletions_done`] (see the crate docs: it is
+    /// [`MetadataStore::blob_unlink`]'s `orphaned: true` for bytes no link names).
+    async fn gc_tombstone(&self, digests: &[Digest]) -> Result<Vec<Digest>, MetaError>;
+
+    /// [`MetadataStore::blob_deletion_done`] for many digests, in one transaction.
+    async fn gc_deletions_done(&self, digests: &[Digest]) -> Result<(), MetaError>;
+
+    /// How many repositories link each of `digests` (0 for none), in the same order.
+    async fn gc_link_counts(&self, digests: &[Digest]) -> Result<Vec<u64>, MetaError>;
+
+    /// Every manifest of `repo` with what keeps it: its tags, child manifests and
+    /// subject (for the collector's mark and its explanations).
+    async fn gc_manifests(&self, repo: &RepoName) -> Result<Vec<gc::ManifestNode>, MetaError>;
+
+    /// Deletes each manifest of `digests` from `repo` (with its references) that, when
+    /// the transaction runs, no tag points at, no manifest of the repository lists as a
+    /// child, whose subject is not a manifest of the repository, and that was stored at
+    /// or before `created_before`; in one transaction. Returns those deleted.
+    async fn gc_delete_manifests(
+        &self,
+        repo: &RepoName,
+        digests: &[Digest],
+        created_before: i64,
+    ) -> Result<Vec<Digest>, MetaError>;
+
+    /// The link of `digest` in `repo` with the manifests of the repository that
+    /// reference it as a blob, or `None` when the repository does not link it.
+    async fn gc_blob_holders(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<gc::BlobHolders>, MetaError>;
 }
 
 /// Whether an account is a person or a machine.

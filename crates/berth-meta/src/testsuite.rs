@@ -1355,6 +1355,184 @@ pub async fn accounts_grants_public_audit(accounts: &dyn AccountStore) {
     assert!(recent.iter().all(|e| e.at >= 1_000_000));
 }
 
+/// A far-future cutoff: every row counts as old enough to collect.
+fn later() -> i64 {
+    berth_oci::time::now() + 3600
+}
+
+/// Links no manifest references are the collector's candidates; a link made after the
+/// cutoff is not one; the unlink re-checks both conditions in its transaction.
+pub async fn gc_lists_and_unlinks_only_unreferenced_links(meta: Arc<dyn MetadataStore>) {
+    let (a, b) = (repo("a"), repo("b"));
+    let used = Digest::sha256(b"used");
+    let loose = Digest::sha256(b"loose");
+    meta.blob_link(&a, &used, 4).await.unwrap();
+    meta.blob_link(&a, &loose, 5).await.unwrap();
+    meta.blob_link(&b, &used, 4).await.unwrap();
+    meta.manifest_put(
+        &a,
+        &manifest("m", vec![used.clone()], None),
+        &tags(&["v1"]),
+        None,
+    )
+    .await
+    .unwrap();
+    // Too young for a cutoff in the past.
+    let past = berth_oci::time::now() - 3600;
+    assert!(meta
+        .gc_unreferenced_links(None, past, 100)
+        .await
+        .unwrap()
+        .is_empty());
+    let found = meta
+        .gc_unreferenced_links(None, later(), 100)
+        .await
+        .unwrap();
+    let names: Vec<(String, Digest)> = found
+        .iter()
+        .map(|l| (l.repo.clone(), l.digest.clone()))
+        .collect();
+    // `b` links `used` but no manifest of `b` references it.
+    assert_eq!(
+        names,
+        vec![
+            ("a".to_owned(), loose.clone()),
+            ("b".to_owned(), used.clone())
+        ]
+    );
+    assert_eq!(found[0].size, 5);
+    // Paging resumes after the cursor.
+    let rest = meta
+        .gc_unreferenced_links(Some(&found[0].cursor()), later(), 1)
+        .await
+        .unwrap();
+    assert_eq!(rest, vec![found[1].clone()]);
+    // A manifest pushed after the listing protects its blob: the unlink skips it.
+    meta.manifest_put(&b, &manifest("mb", vec![used.clone()], None), &[], None)
+        .await
+        .unwrap();
+    assert!(meta.gc_unlink(&found, past).await.unwrap().is_empty());
+    let removed = meta.gc_unlink(&found, later()).await.unwrap();
+    assert_eq!(removed, vec![found[0].clone()]);
+    assert_eq!(meta.blob_size(&a, &loose).await.unwrap(), None);
+    assert_eq!(meta.blob_size(&b, &used).await.unwrap(), Some(4));
+    assert_eq!(
+        meta.gc_link_counts(&[used.clone(), loose.clone()])
+            .await
+            .unwrap(),
+        vec![2, 0]
+    );
+}
+
+/// Only digests nothing links or claims get a tombstone, which then blocks claims until
+/// the collector says the bytes are gone; a fresh tombstone of another deleter is left.
+pub async fn gc_tombstones_only_unlinked_unclaimed_digests(meta: Arc<dyn MetadataStore>) {
+    let a = repo("a");
+    let linked = Digest::sha256(b"linked");
+    let claimed = Digest::sha256(b"claimed");
+    let orphan = Digest::sha256(b"orphan");
+    let deleting = Digest::sha256(b"deleting");
+    meta.blob_link(&a, &linked, 1).await.unwrap();
+    let claim = meta.blob_claim(&claimed).await.unwrap();
+    meta.blob_link(&a, &deleting, 1).await.unwrap();
+    assert_eq!(
+        meta.blob_unlink(&a, &deleting).await.unwrap(),
+        Unlinked::Removed { orphaned: true }
+    );
+    let all = [
+        linked.clone(),
+        claimed.clone(),
+        orphan.clone(),
+        deleting.clone(),
+    ];
+    assert_eq!(meta.gc_tombstone(&all).await.unwrap(), vec![orphan.clone()]);
+    assert!(matches!(
+        meta.blob_claim(&orphan).await,
+        Err(MetaError::BlobBusy(_))
+    ));
+    assert!(matches!(
+        meta.blob_link(&a, &orphan, 1).await,
+        Err(MetaError::BlobBusy(_))
+    ));
+    meta.gc_deletions_done(&[orphan.clone(), deleting.clone()])
+        .await
+        .unwrap();
+    let again = meta.blob_claim(&orphan).await.unwrap();
+    meta.blob_claim_release(&again).await.unwrap();
+    meta.blob_claim_release(&claim).await.unwrap();
+    assert_eq!(
+        meta.gc_tombstone(std::slice::from_ref(&claimed))
+            .await
+            .unwrap(),
+        vec![claimed]
+    );
+}
+
+/// The manifest graph lists tags (hidden ones too), children and subjects; a
+/// collector's manifest deletion skips a tagged manifest, a child of an index and a
+/// referrer whose subject exists, and frees the references of those it deletes.
+pub async fn gc_manifest_graph_and_conditional_deletes(meta: Arc<dyn MetadataStore>) {
+    let r = repo("r");
+    let layer = Digest::sha256(b"layer");
+    meta.blob_link(&r, &layer, 5).await.unwrap();
+    let child = manifest("child", vec![layer.clone()], None);
+    meta.manifest_put(&r, &child, &[], None).await.unwrap();
+    let mut index = manifest("index", vec![], None);
+    index.children = vec![child.digest.clone()];
+    meta.manifest_put(&r, &index, &[], None).await.unwrap();
+    let sig = manifest("sig", vec![], Some(index.digest.clone()));
+    meta.manifest_put(&r, &sig, &[], None).await.unwrap();
+    let tagged = manifest("tagged", vec![], None);
+    let legacy = format!("sha256-{}.sig", tagged.digest.hex());
+    meta.manifest_put(&r, &tagged, &tags(&["v1", &legacy]), None)
+        .await
+        .unwrap();
+    let graph = meta.gc_manifests(&r).await.unwrap();
+    assert_eq!(graph.len(), 4);
+    let node = |d: &Digest| graph.iter().find(|n| &n.digest == d).unwrap().clone();
+    assert_eq!(node(&index.digest).children, vec![child.digest.clone()]);
+    assert_eq!(node(&sig.digest).subject, Some(index.digest.clone()));
+    let mut want = vec![legacy.clone(), "v1".to_owned()];
+    want.sort();
+    assert_eq!(node(&tagged.digest).tags, want);
+    assert!(meta
+        .gc_manifests(&repo("nothing"))
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Children first and referrers first are refused; roots go, then what they held.
+    let all = vec![
+        child.digest.clone(),
+        sig.digest.clone(),
+        tagged.digest.clone(),
+        index.digest.clone(),
+    ];
+    let past = berth_oci::time::now() - 3600;
+    assert!(meta
+        .gc_delete_manifests(&r, &all, past)
+        .await
+        .unwrap()
+        .is_empty());
+    let first = meta.gc_delete_manifests(&r, &all, later()).await.unwrap();
+    assert_eq!(first, vec![index.digest.clone()]);
+    let second = meta.gc_delete_manifests(&r, &all, later()).await.unwrap();
+    assert_eq!(second, vec![child.digest.clone(), sig.digest.clone()]);
+    assert!(meta
+        .manifest_by_digest(&r, &tagged.digest)
+        .await
+        .unwrap()
+        .is_some());
+    // The layer's reference went with the child: its link is now unreferenced.
+    let holders = meta.gc_blob_holders(&r, &layer).await.unwrap().unwrap();
+    assert!(holders.manifests.is_empty());
+    assert_eq!(holders.size, 5);
+    assert_eq!(
+        meta.gc_blob_holders(&r, &tagged.digest).await.unwrap(),
+        None
+    );
+}
+
 /// Runs every [`MetadataStore`] function of the suite, one `#[tokio::test]` each.
 /// `$fresh` is an async function returning `(keep, Arc<dyn MetadataStore>)`, a fresh
 /// empty store and whatever must live as long as it (a temporary directory...).
@@ -1385,6 +1563,9 @@ macro_rules! metadata_store_suite {
             a_refused_reveal_drops_only_that_tag,
             gate_and_signature_race_consistently,
             index_parents_list_indexes_of_a_child,
+            gc_lists_and_unlinks_only_unreferenced_links,
+            gc_tombstones_only_unlinked_unclaimed_digests,
+            gc_manifest_graph_and_conditional_deletes,
         );
     };
     (@each $fresh:path; $($name:ident),* $(,)?) => {

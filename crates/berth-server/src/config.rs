@@ -128,6 +128,20 @@ pub struct Settings {
     #[arg(long, env = "BERTH_SCRUB_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
     #[serde(default, deserialize_with = "duration_str::option")]
     pub scrub_interval: Option<Duration>,
+    // Garbage collection (service::gc): the grace window, the schedule and the rules.
+    /// Never collect blobs or untagged manifests younger than this (e.g. 1h, 30m): a push
+    /// that uploads its blobs before its manifest finishes within it [default: 1h].
+    #[arg(long, env = "BERTH_GC_GRACE", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "duration_str::option")]
+    pub gc_grace: Option<Duration>,
+    /// Run a garbage collection this long after the previous one ended (e.g. 6h; 0 turns
+    /// it off) [default: off].
+    #[arg(long, env = "BERTH_GC_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "duration_str::option")]
+    pub gc_interval: Option<Duration>,
+    /// Garbage collection rules by repository pattern (`[[gc]]`, in the file only).
+    #[arg(skip)]
+    pub gc: Option<Vec<crate::service::GcRule>>,
     /// Close a connection whose request head has not arrived this long after it opened
     /// or after the head's first byte [default: 30s].
     #[arg(long, env = "BERTH_HEADER_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
@@ -320,6 +334,14 @@ pub struct Config {
     /// How long after the end of one background scrub the next starts; `None` (the
     /// default, or `0` in the settings) runs none. See [`crate::service::Registry::scrub`].
     pub scrub_interval: Option<Duration>,
+    /// Blobs and untagged manifests younger than this are never collected.
+    pub gc_grace: Duration,
+    /// How long after one scheduled garbage collection the next starts; `None` (the
+    /// default, or `0` in the settings) runs none. See [`crate::service::Registry::gc`].
+    pub gc_interval: Option<Duration>,
+    /// Garbage collection rules by repository pattern (`[[gc]]`): the first matching rule
+    /// applies; without one, untagged manifests are kept.
+    pub gc: Vec<crate::service::GcRule>,
     /// A connection must send its first request head within this long of opening, and
     /// an HTTP/1 request head within this long of its first byte.
     pub header_timeout: Duration,
@@ -436,6 +458,9 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             metrics_open: false,
             scrub_interval: None,
+            gc_grace: Duration::from_secs(3600),
+            gc_interval: None,
+            gc: Vec::new(),
             header_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(120),
             body_idle_timeout: Duration::from_secs(60),
@@ -494,6 +519,9 @@ impl Config {
             trusted_proxies,
             metrics_open,
             scrub_interval,
+            gc_grace,
+            gc_interval,
+            gc,
             header_timeout,
             idle_timeout,
             body_idle_timeout,
@@ -528,6 +556,13 @@ impl Config {
             &mut self.scrub_interval,
             scrub_interval.map(|d| (!d.is_zero()).then_some(d)),
         );
+        set(&mut self.gc_grace, gc_grace);
+        // `0` turns scheduled collection off, as for the scrub.
+        set(
+            &mut self.gc_interval,
+            gc_interval.map(|d| (!d.is_zero()).then_some(d)),
+        );
+        set(&mut self.gc, gc);
         set(&mut self.header_timeout, header_timeout);
         set(&mut self.idle_timeout, idle_timeout);
         set(&mut self.body_idle_timeout, body_idle_timeout);
@@ -616,7 +651,7 @@ mod listen_str {
     }
 }
 
-mod duration_str {
+pub(crate) mod duration_str {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer};
@@ -825,9 +860,9 @@ mod tests {
     #[test]
     fn every_setting_has_a_key_a_variable_and_a_flag() {
         let vars = Settings::env_vars();
-        // All but `tag_policy` and `trust_policy`, lists of tables, which only the file
-        // can hold.
-        assert_eq!(vars.len(), 22);
+        // All but `tag_policy`, `trust_policy` and `gc`, lists of tables, which only the
+        // file can hold.
+        assert_eq!(vars.len(), 24);
         for (var, long) in &vars {
             let key = long.replace('-', "_");
             assert_eq!(*var, format!("BERTH_{}", key.to_uppercase()));
@@ -985,6 +1020,38 @@ mod tests {
         std::fs::write(&path, "trusted_proxies = [\"proxy.local\"]\n").unwrap();
         let err = Config::from_file(&path).unwrap_err().to_string();
         assert!(err.contains("not an IP address"), "{err}");
+    }
+
+    #[test]
+    fn gc_settings_and_rules_from_the_file() {
+        let c = Config::default();
+        assert_eq!(c.gc_grace, Duration::from_secs(3600));
+        assert_eq!(c.gc_interval, None);
+        assert!(c.gc.is_empty());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("berth.toml");
+        std::fs::write(
+            &path,
+            "gc_grace = \"30m\"\ngc_interval = \"6h\"\n\n[[gc]]\nrepositories = \"ci/*\"\nuntagged_ttl = \"7d\"\n",
+        )
+        .unwrap();
+        let c = Config::from_file(&path).unwrap();
+        assert_eq!(c.gc_grace, Duration::from_secs(1800));
+        assert_eq!(c.gc_interval, Some(Duration::from_secs(6 * 3600)));
+        assert_eq!(c.gc.len(), 1);
+        assert_eq!(c.gc[0].repositories, "ci/*");
+        assert_eq!(c.gc[0].untagged_ttl, Some(Duration::from_secs(7 * 86400)));
+        let off = Settings {
+            gc_interval: Some(Duration::ZERO),
+            ..Settings::default()
+        };
+        let c = Config::load(Some(&path), off).unwrap();
+        assert_eq!(c.gc_interval, None, "0 turns a file's schedule off");
+        std::fs::write(&path, "[[gc]]\nrepositories = \"x\"\nuntagged = 1\n").unwrap();
+        assert!(
+            Config::from_file(&path).is_err(),
+            "unknown keys of a rule are refused"
+        );
     }
 
     #[test]

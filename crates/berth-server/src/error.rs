@@ -48,7 +48,7 @@ impl ApiError {
         self
     }
 
-    fn header(mut self, name: &'static str, value: &str) -> ApiError {
+    pub(crate) fn header(mut self, name: &'static str, value: &str) -> ApiError {
         if let Ok(v) = HeaderValue::from_str(value) {
             self.headers.push((HeaderName::from_static(name), v));
         }

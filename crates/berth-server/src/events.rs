@@ -130,6 +130,12 @@ pub enum Event {
         reason: String,
         quarantined: bool,
     },
+    /// A garbage collection (not a dry run) finished; `actor` started it (the
+    /// scheduler's runs are the server's own).
+    GcFinished {
+        report: Arc<crate::service::GcReport>,
+        actor: Actor,
+    },
 }
 
 /// A side effect that reacts to events. Errors are the subscriber's to log: an event is

@@ -73,6 +73,8 @@ pub enum StartError {
     Policy(#[from] policy::PolicyError),
     #[error(transparent)]
     Trust(#[from] policy::TrustPolicyError),
+    #[error(transparent)]
+    Gc(#[from] service::GcRuleError),
     #[error("--tls-cert and --tls-key must be given together")]
     TlsHalf,
     #[error("cannot read the accounts: {0}")]
@@ -138,7 +140,8 @@ pub fn build_state(config: &Config) -> Result<AppState, StartError> {
             max_manifest_bytes: config.max_manifest_bytes,
             upload_idle_timeout: config.upload_idle_timeout,
         })
-        .with_trust(Arc::new(policy::TrustPolicy::new(&config.trust_policy)?)),
+        .with_trust(Arc::new(policy::TrustPolicy::new(&config.trust_policy)?))
+        .with_gc(service::GcSettings::new(config.gc_grace, &config.gc)?),
     );
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(c), Some(k)) => Some(listener::tls_acceptor(c, k)?),
@@ -158,6 +161,7 @@ pub fn build_state(config: &Config) -> Result<AppState, StartError> {
         data_lock,
         meta_watch,
         scrub_interval: config.scrub_interval,
+        gc_interval: config.gc_interval,
     }))
 }
 
@@ -219,6 +223,9 @@ pub async fn run_with_ready(
     let scrubber = state
         .scrub_interval
         .map(|every| tokio::spawn(state.registry.clone().scrub_forever(every)));
+    let collector = state
+        .gc_interval
+        .map(|every| tokio::spawn(state.registry.clone().gc_forever(every)));
     let tls = state.tls.clone();
     let analytics = state.analytics.clone();
     let transfer = state.blob_transfer;
@@ -240,6 +247,9 @@ pub async fn run_with_ready(
     watcher.abort();
     if let Some(s) = scrubber {
         s.abort();
+    }
+    if let Some(c) = collector {
+        c.abort();
     }
     if let Err(e) = analytics.flush(true).await {
         tracing::error!(error = %e, "could not write the last download counters");

@@ -121,6 +121,12 @@ pub struct Metrics {
     scrub_corrupt: Counter,
     storage_blobs: Gauge,
     storage_bytes: Gauge,
+    gc_runs: Counter,
+    gc_freed_bytes: Counter,
+    gc_blobs_deleted: Counter,
+    gc_manifests_deleted: Counter,
+    /// Milliseconds the last collection took.
+    gc_last_duration_ms: Gauge,
 }
 
 impl Default for Metrics {
@@ -142,6 +148,11 @@ impl Default for Metrics {
             scrub_corrupt: Counter::default(),
             storage_blobs: Gauge::default(),
             storage_bytes: Gauge::default(),
+            gc_runs: Counter::default(),
+            gc_freed_bytes: Counter::default(),
+            gc_blobs_deleted: Counter::default(),
+            gc_manifests_deleted: Counter::default(),
+            gc_last_duration_ms: Gauge::default(),
         };
         m.registered()
     }
@@ -215,9 +226,30 @@ impl Metrics {
                 "Damaged or missing blobs found by a scrub",
                 &self.scrub_corrupt,
             ),
+            ("berth_gc_runs", "Garbage collections run", &self.gc_runs),
+            (
+                "berth_gc_freed_bytes",
+                "Bytes of blob files deleted by garbage collection",
+                &self.gc_freed_bytes,
+            ),
+            (
+                "berth_gc_blobs_deleted",
+                "Blob files deleted by garbage collection",
+                &self.gc_blobs_deleted,
+            ),
+            (
+                "berth_gc_manifests_deleted",
+                "Untagged manifests deleted by garbage collection",
+                &self.gc_manifests_deleted,
+            ),
         ] {
             r.register(name, help, counter.clone());
         }
+        r.register(
+            "berth_gc_last_duration_milliseconds",
+            "How long the last garbage collection took",
+            self.gc_last_duration_ms.clone(),
+        );
         r.register(
             "berth_storage_blobs",
             "Distinct blobs stored",
@@ -297,6 +329,16 @@ impl Metrics {
     /// Counts a blob a scrub read back.
     pub fn scrub_checked(&self) {
         self.scrub_checked.inc();
+    }
+
+    /// Counts a finished garbage collection (not a dry run) and what it freed.
+    pub fn gc_finished(&self, report: &crate::service::GcReport) {
+        self.gc_runs.inc();
+        self.gc_freed_bytes.inc_by(report.bytes_freed);
+        self.gc_blobs_deleted.inc_by(report.blobs_deleted);
+        self.gc_manifests_deleted.inc_by(report.manifests_deleted);
+        self.gc_last_duration_ms
+            .set(i64::try_from(report.duration_ms).unwrap_or(i64::MAX));
     }
 
     /// Counts a damaged or missing blob a scrub found.
@@ -387,6 +429,11 @@ mod tests {
         assert!(text.contains("berth_http_request_bytes_total 7"));
         assert!(text.contains("berth_scrub_blobs_checked_total 0"));
         assert!(text.contains("berth_scrub_corrupt_blobs_total 0"));
+        assert!(text.contains("berth_gc_runs_total 0"));
+        assert!(text.contains("berth_gc_freed_bytes_total 0"));
+        assert!(text.contains("berth_gc_blobs_deleted_total 0"));
+        assert!(text.contains("berth_gc_manifests_deleted_total 0"));
+        assert!(text.contains("berth_gc_last_duration_milliseconds 0"));
         assert!(text.contains("# TYPE berth_http_requests counter"));
         assert!(text.ends_with("# EOF\n"));
     }

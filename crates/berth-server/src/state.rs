@@ -49,4 +49,6 @@ pub struct StateParts {
     pub meta_watch: Arc<crate::backends::MetaWatch>,
     /// How long after one background scrub the next starts (`None`: no background scrub).
     pub scrub_interval: Option<std::time::Duration>,
+    /// How long after one scheduled garbage collection the next starts (`None`: none).
+    pub gc_interval: Option<std::time::Duration>,
 }

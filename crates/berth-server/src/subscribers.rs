@@ -32,6 +32,7 @@ impl Subscriber for MetricsSubscriber {
             Event::ManifestPushed { .. } => self.0.manifest_pushed(),
             Event::BlobChecked { .. } => self.0.scrub_checked(),
             Event::BlobCorrupt { .. } => self.0.scrub_corrupt(),
+            Event::GcFinished { report, .. } => self.0.gc_finished(report),
             _ => {}
         }
     }
@@ -285,11 +286,23 @@ impl Subscriber for AuditSubscriber {
                 | Event::LoginFailed { .. }
                 | Event::LoginRateLimited { .. }
                 | Event::TokenIssued { .. }
+                | Event::GcFinished { .. }
         )
     }
 
     async fn on(&self, event: &Event) {
         match event {
+            Event::GcFinished { report, actor } => {
+                let detail = format!(
+                    "deleted {} blob file(s) ({} bytes), {} blob link(s), {} manifest(s) in {} ms",
+                    report.blobs_deleted,
+                    report.bytes_freed,
+                    report.links_removed,
+                    report.manifests_deleted,
+                    report.duration_ms
+                );
+                self.by(actor, "gc", "*", &detail).await;
+            }
             Event::ManifestPushed {
                 repo,
                 digest,

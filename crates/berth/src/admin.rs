@@ -1,7 +1,8 @@
 //! `berth admin`: accounts, robot tokens, grants, public repositories, the audit log and
 //! the blob scrub, working directly on the data directory (also while the server runs:
 //! the server re-reads accounts within a second, and a scrub only reads, moving damaged
-//! blobs aside by atomic renames).
+//! blobs aside by atomic renames); and garbage collection, in process on a data
+//! directory no server holds, or through a running server's admin API.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -30,7 +31,10 @@ use clap::{Args, Subcommand};
   berth admin robot delete ci
   berth admin public 'library/*'
   berth admin audit --since 1d
-  berth admin scrub --repair")]
+  berth admin scrub --repair
+  berth admin gc --dry-run
+  berth admin gc --registry localhost:5000 --grace 30m
+  berth admin gc --explain sha256:...")]
 pub struct AdminArgs {
     /// Data directory of the registry [default: ./berth-data].
     #[arg(long, value_name = "DIR", global = true)]
@@ -88,6 +92,30 @@ enum AdminCommand {
         #[arg(long)]
         repair: bool,
     },
+    /// Collect garbage now: blob files and untagged manifests nothing keeps (see
+    /// `gc_grace` and `[[gc]]` in the configuration), or say why something is kept.
+    Gc(GcArgs),
+}
+
+#[derive(Args)]
+struct GcArgs {
+    /// Go through this running registry's admin API (HOST:PORT or URL; needs an account
+    /// with admin on * in the Docker config) instead of the data directory, which a
+    /// running server holds.
+    #[arg(long, value_name = "URL")]
+    registry: Option<String>,
+    /// Only say what would be freed, per repository.
+    #[arg(long)]
+    dry_run: bool,
+    /// Collect blobs and untagged manifests older than this (e.g. 30m) [default: gc_grace].
+    #[arg(long, value_name = "DURATION", value_parser = berth_server::config::parse_duration)]
+    grace: Option<std::time::Duration>,
+    /// Say why this blob or manifest is kept (tag -> index -> manifest -> blob, or the
+    /// referrer), or that it is garbage; collects nothing.
+    #[arg(long, value_name = "DIGEST")]
+    explain: Option<String>,
+    #[command(flatten)]
+    common: crate::cmd::Common,
 }
 
 #[derive(Subcommand)]
@@ -218,6 +246,9 @@ fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
 
 pub fn run(args: AdminArgs) -> anyhow::Result<()> {
     let config = config(&args)?;
+    if let AdminCommand::Gc(gc_args) = &args.command {
+        return crate::cmd::block_on(gc(&config, gc_args, args.json));
+    }
     let actor = format!(
         "cli:{}",
         std::env::var("USER").unwrap_or_else(|_| "admin".into())
@@ -354,6 +385,8 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
                 }
             }
             AdminCommand::Scrub { repair } => scrub(&config, repair, json).await?,
+            // Handled before the data directory is opened.
+            AdminCommand::Gc(_) => {}
             AdminCommand::Audit { since, limit } => {
                 let now = berth_oci::time::now();
                 let since = since.map(|d| now - d.as_secs() as i64).unwrap_or(0);
@@ -437,4 +470,150 @@ async fn scrub(config: &Config, repair: bool, json: bool) -> anyhow::Result<()> 
         );
     }
     Ok(())
+}
+
+/// `berth admin gc`: a collection or an explanation, through `--registry` or in process.
+async fn gc(config: &Config, args: &GcArgs, json: bool) -> anyhow::Result<()> {
+    let (report, explanation) = match &args.registry {
+        Some(url) => remote_gc(url, args).await?,
+        None => local_gc(config, args).await?,
+    };
+    if let Some(e) = explanation {
+        if json {
+            return print_json(&e);
+        }
+        println!(
+            "{} is {}",
+            e["digest"].as_str().unwrap_or(""),
+            e["verdict"].as_str().unwrap_or("")
+        );
+        for r in e["reasons"].as_array().into_iter().flatten() {
+            let repo = r["repository"].as_str().unwrap_or("");
+            let kept = if r["kept"].as_bool().unwrap_or(false) {
+                "kept"
+            } else {
+                "garbage"
+            };
+            let path: Vec<&str> = r["path"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p.as_str())
+                .collect();
+            let at = if repo.is_empty() {
+                String::new()
+            } else {
+                format!("{repo}: ")
+            };
+            println!("  {at}{kept}: {}", r["why"].as_str().unwrap_or(""));
+            if !path.is_empty() {
+                println!("    {}", path.join(" -> "));
+            }
+        }
+        return Ok(());
+    }
+    let Some(r) = report else { return Ok(()) };
+    if json {
+        return print_json(&r);
+    }
+    let dry = r["dry_run"].as_bool().unwrap_or(false);
+    let n = |k: &str| r[k].as_u64().unwrap_or(0);
+    println!(
+        "{:<40} {:>10} {:>10} {:>14}",
+        "REPOSITORY", "MANIFESTS", "LINKS", "BYTES UNLINKED"
+    );
+    for repo in r["repositories"].as_array().into_iter().flatten() {
+        println!(
+            "{:<40} {:>10} {:>10} {:>14}",
+            repo["repository"].as_str().unwrap_or(""),
+            repo["manifests"].as_u64().unwrap_or(0),
+            repo["links"].as_u64().unwrap_or(0),
+            repo["bytes"].as_u64().unwrap_or(0)
+        );
+    }
+    let verb = if dry { "would delete" } else { "deleted" };
+    println!(
+        "{verb} {} blob file(s), {} bytes; {} manifest(s), {} link(s) ({} ms, longest write {:.1} ms)",
+        n("blobs_deleted"),
+        n("bytes_freed"),
+        n("manifests_deleted"),
+        n("links_removed"),
+        n("duration_ms"),
+        r["longest_write_ms"].as_f64().unwrap_or(0.0)
+    );
+    Ok(())
+}
+
+type GcAnswer = (Option<serde_json::Value>, Option<serde_json::Value>);
+
+/// Runs in this process, refused while a server holds the data directory.
+async fn local_gc(config: &Config, args: &GcArgs) -> anyhow::Result<GcAnswer> {
+    use berth_server::backends::{self, BackendError};
+    use berth_server::service::{GcOptions, GcSettings, Registry, RegistryParts};
+    // Refuses a directory without a registry before anything is created in it.
+    let stores = backends::open_meta(config, backends::Create::No)?;
+    let _lock = match backends::lock_data_dir(config) {
+        Ok(lock) => lock,
+        Err(BackendError::Storage(e)) => bail!(
+            "cannot collect in this process: {e}. While a server runs, collect through it: berth admin gc --registry HOST:PORT"
+        ),
+        Err(e) => return Err(e.into()),
+    };
+    // The audit log is the one subscriber here: the server's metrics count its own runs.
+    let events = berth_server::events::Events::new(vec![std::sync::Arc::new(
+        berth_server::subscribers::AuditSubscriber::new(stores.accounts.clone()),
+    )]);
+    let registry = Registry::new(RegistryParts {
+        blobs: backends::open_blobs(config)?,
+        meta: stores.meta,
+        policy: std::sync::Arc::new(berth_server::policy::Policy::new(&config.tag_policy)?),
+        events,
+        max_manifest_bytes: config.max_manifest_bytes,
+        upload_idle_timeout: config.upload_idle_timeout,
+    })
+    .with_gc(GcSettings::new(config.gc_grace, &config.gc)?);
+    if let Some(raw) = &args.explain {
+        let digest: berth_oci::Digest = raw.parse().with_context(|| format!("digest {raw:?}"))?;
+        let e = registry.gc_explain(&digest).await?;
+        return Ok((None, Some(serde_json::to_value(e)?)));
+    }
+    let actor = berth_server::events::Actor {
+        name: format!(
+            "cli:{}",
+            std::env::var("USER").unwrap_or_else(|_| "admin".into())
+        ),
+        client: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+    };
+    let options = GcOptions {
+        dry_run: args.dry_run,
+        grace: args.grace,
+        halt_after: None,
+    };
+    let report = registry.gc(options, actor).await?;
+    Ok((Some(serde_json::to_value(report)?), None))
+}
+
+/// Asks a running server through its admin API.
+async fn remote_gc(url: &str, args: &GcArgs) -> anyhow::Result<GcAnswer> {
+    let host = url
+        .trim_start_matches("http://")
+        .trim_start_matches("https://")
+        .trim_end_matches('/');
+    let clients = args.common.clients()?;
+    let registry = clients.registry(host)?;
+    if let Some(raw) = &args.explain {
+        let digest: berth_oci::Digest = raw.parse().with_context(|| format!("digest {raw:?}"))?;
+        let u = registry.url(&format!("/api/v1/admin/gc/explain/{digest}"));
+        let resp = registry.send(&[], |c| c.get(&u)).await?;
+        let resp = registry.check(resp, "GET gc/explain", host).await?;
+        return Ok((None, Some(resp.json().await?)));
+    }
+    let mut body = serde_json::json!({"dry_run": args.dry_run});
+    if let Some(g) = args.grace {
+        body["grace"] = serde_json::json!(g.as_secs());
+    }
+    let u = registry.url("/api/v1/admin/gc");
+    let resp = registry.send(&[], |c| c.post(&u).json(&body)).await?;
+    let resp = registry.check(resp, "POST gc", host).await?;
+    Ok((Some(resp.json().await?), None))
 }

@@ -52,7 +52,7 @@ impl Claims {
     }
 
     /// Whether any live claim of `digest` exists.
-    fn any_live(&self, digest: &Digest) -> bool {
+    pub(super) fn any_live(&self, digest: &Digest) -> bool {
         let cutoff = claim_cutoff();
         self.live()
             .values()

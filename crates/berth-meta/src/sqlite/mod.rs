@@ -12,7 +12,8 @@
 //! - `registry`, `accounts`, `stats`: the [`MetadataStore`], [`AccountStore`] and
 //!   [`StatsStore`] implementations, one per trait;
 //! - `blobs`: blob links with the claims and tombstones that order placing bytes against
-//!   deleting them, as transaction bodies for `registry`.
+//!   deleting them, as transaction bodies for `registry`;
+//! - `gc`: the garbage collector's candidate queries and conditional batch writes.
 //!
 //! The trait implementations call only the helpers of this module; they never touch the
 //! writer thread or the reader pool directly.
@@ -24,6 +25,7 @@
 mod accounts;
 mod blobs;
 mod gate;
+mod gc;
 mod migrate;
 mod registry;
 mod stats;

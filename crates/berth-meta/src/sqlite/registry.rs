@@ -8,7 +8,8 @@ use berth_oci::{Digest, RepoName, Tag};
 use bytes::Bytes;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{blobs, db_err, gate, limit, now, parse_digest, SqliteStore};
+use super::{blobs, db_err, gate, gc, limit, now, parse_digest, SqliteStore};
+use crate::gc::{BlobHolders, Link, LinkCursor, ManifestNode};
 use crate::{
     artifact_tags, BlobClaim, Gate, GateOutcome, MetaError, MetadataStore, NewManifest, Page,
     PendingTag, RecordedSignature, Referrer, RepositorySummary, StoredManifest, TagChange,
@@ -805,5 +806,67 @@ impl MetadataStore for SqliteStore {
                 .map_err(db_err("listing uploads"))
         })
         .await
+    }
+
+    async fn gc_unreferenced_links(
+        &self,
+        after: Option<&LinkCursor>,
+        linked_before: i64,
+        limit: usize,
+    ) -> Result<Vec<Link>, MetaError> {
+        let after = after.cloned();
+        self.read(move |c| gc::unreferenced_links(c, after.as_ref(), linked_before, limit))
+            .await
+    }
+
+    async fn gc_unlink(&self, links: &[Link], linked_before: i64) -> Result<Vec<Link>, MetaError> {
+        let links = links.to_vec();
+        self.write(move |tx| gc::unlink(tx, &links, linked_before))
+            .await
+    }
+
+    async fn gc_tombstone(&self, digests: &[Digest]) -> Result<Vec<Digest>, MetaError> {
+        let digests = digests.to_vec();
+        let claims = self.inner.claims.clone();
+        self.write(move |tx| gc::tombstone(tx, &claims, &digests))
+            .await
+    }
+
+    async fn gc_deletions_done(&self, digests: &[Digest]) -> Result<(), MetaError> {
+        let digests = digests.to_vec();
+        // Lazy, as blob_deletion_done: a tombstone a power loss brings back goes stale.
+        self.write_lazy(move |tx| gc::deletions_done(tx, &digests))
+            .await
+    }
+
+    async fn gc_link_counts(&self, digests: &[Digest]) -> Result<Vec<u64>, MetaError> {
+        let digests = digests.to_vec();
+        self.read(move |c| gc::link_counts(c, &digests)).await
+    }
+
+    async fn gc_manifests(&self, repo: &RepoName) -> Result<Vec<ManifestNode>, MetaError> {
+        let repo = repo.clone();
+        self.read(move |c| gc::manifests(c, &repo)).await
+    }
+
+    async fn gc_delete_manifests(
+        &self,
+        repo: &RepoName,
+        digests: &[Digest],
+        created_before: i64,
+    ) -> Result<Vec<Digest>, MetaError> {
+        let (repo, digests) = (repo.clone(), digests.to_vec());
+        self.write(move |tx| gc::delete_manifests(tx, &repo, &digests, created_before))
+            .await
+    }
+
+    async fn gc_blob_holders(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<BlobHolders>, MetaError> {
+        let (repo, digest) = (repo.clone(), digest.clone());
+        self.read(move |c| gc::blob_holders(c, &repo, &digest))
+            .await
     }
 }

@@ -9,6 +9,7 @@
 //! stats API and the dashboard) each authenticate with the same [`crate::auth::Auth`]
 //! and decide what their resource needs.
 
+mod admin;
 mod base;
 mod blobs;
 mod catalog;
@@ -51,6 +52,8 @@ pub fn router(state: AppState) -> Router {
         .route("/token", get(token::get).post(token::post))
         .route("/metrics", get(metrics))
         .route("/api/v1/stats/top", get(stats::top))
+        .route("/api/v1/admin/gc", axum::routing::post(admin::gc))
+        .route("/api/v1/admin/gc/explain/{digest}", get(admin::explain))
         // A browser pointed at the registry lands on the dashboard; temporary, so
         // nothing caches it should `/` ever serve something else.
         .route(

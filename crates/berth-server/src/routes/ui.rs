@@ -191,7 +191,24 @@ pub async fn index(State(state): State<AppState>, req: Request) -> Response {
         Err(e) => return ApiError::from(e).into_response(),
     };
     let anonymous = matches!(p, Principal::Anonymous { .. });
+    // Storage housekeeping is the registry administrators' concern.
+    let gc = p.may("*", Action::Admin).then(|| state.registry.last_gc());
     let body = html! {
+        @if let Some(last) = &gc {
+            div.cards #gc {
+                div.card {
+                    "Garbage collection"
+                    @match last {
+                        Some(r) => {
+                            b { (human_bytes(r.bytes_freed)) " freed" }
+                            (r.blobs_deleted) " blobs, " (r.manifests_deleted) " manifests, "
+                            (r.duration_ms) " ms, " (date(r.started_at))
+                        }
+                        None => { b { "no run yet" } "since the server started" }
+                    }
+                }
+            }
+        }
         h1 { "Repositories" }
         @if anonymous {
             p.muted { "Showing public repositories. " a href="/ui/login" { "Log in" } " to see yours." }

@@ -13,6 +13,7 @@
 
 mod blobs;
 mod error;
+mod gc;
 mod manifests;
 mod scrub;
 mod trust;
@@ -26,6 +27,9 @@ use berth_storage::BlobStore;
 
 pub use blobs::{BlobContent, Chunk};
 pub use error::RegistryError;
+pub use gc::{
+    Explanation, GcOptions, GcReport, GcRule, GcRuleError, GcSettings, GcStep, Reason, RepoFreed,
+};
 pub use manifests::{accepted, ManifestPush, PushedManifest};
 pub use scrub::{CorruptBlob, Damage, MissingBlob, Pace, ScrubOptions, ScrubReport};
 pub use trust::{ArtifactKind, AttachedArtifact, Fetch, TrustOverview};
@@ -47,6 +51,11 @@ pub struct Registry {
     events: Events,
     max_manifest_bytes: usize,
     upload_idle_timeout: Duration,
+    /// The garbage collector's grace window and rules ([`Registry::with_gc`]).
+    gc: GcSettings,
+    /// Held by the one collection running in this process.
+    gc_running: tokio::sync::Mutex<()>,
+    last_gc: std::sync::Mutex<Option<Arc<GcReport>>>,
 }
 
 /// How the service is built: its stores, its policy and its limits.
@@ -70,6 +79,9 @@ impl Registry {
             events: parts.events,
             max_manifest_bytes: parts.max_manifest_bytes,
             upload_idle_timeout: parts.upload_idle_timeout,
+            gc: GcSettings::default(),
+            gc_running: tokio::sync::Mutex::new(()),
+            last_gc: std::sync::Mutex::new(None),
         }
     }
 

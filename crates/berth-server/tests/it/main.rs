@@ -8,6 +8,7 @@ mod blobs;
 mod common;
 mod concurrency;
 mod faults;
+mod gc;
 mod hardening;
 mod limits;
 mod lists;

@@ -68,7 +68,10 @@ pub fn run(args: TagsArgs) -> anyhow::Result<()> {
             println!("{t}");
         }
         for p in pending {
-            println!("{}\twaiting for signature of {} since {}", p.tag, p.digest, p.since);
+            println!(
+                "{}\twaiting for signature of {} since {}",
+                p.tag, p.digest, p.since
+            );
         }
         Ok(())
     })

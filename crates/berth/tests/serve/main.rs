@@ -6,6 +6,7 @@
 mod auth;
 mod crash;
 mod dashboard;
+mod gc;
 mod lifecycle;
 mod numbers;
 mod process;

@@ -1,0 +1,116 @@
+//! The admin API's garbage collection (JSON), for `berth admin gc --registry URL` and
+//! remote operators. Every route needs `admin` on `*` (or an open registry).
+//!
+//! - `POST /api/v1/admin/gc` with `{"dry_run": bool, "grace": "1h"}` (both optional):
+//!   runs a collection now and answers its report.
+//! - `GET /api/v1/admin/gc/explain/<digest>`: why a blob or manifest is kept, or that it
+//!   is garbage.
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use berth_auth::Action;
+use berth_oci::ErrorCode;
+use serde::Deserialize;
+
+use super::{client_ip, error_response};
+use crate::auth::{AuthError, Principal};
+use crate::error::{ApiError, ApiResult};
+use crate::events::Actor;
+use crate::service::{GcOptions, RegistryError};
+use crate::AppState;
+
+/// The largest request body accepted: a few settings.
+const MAX_BODY: usize = 64 << 10;
+
+/// The body of `POST /api/v1/admin/gc`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GcRequest {
+    #[serde(default)]
+    dry_run: bool,
+    /// A duration (`"30m"`, or seconds); the configured `gc_grace` when absent.
+    #[serde(default, deserialize_with = "crate::config::duration_str::option")]
+    grace: Option<std::time::Duration>,
+}
+
+/// The caller, who must hold `admin` on `*`.
+async fn administrator(state: &AppState, parts: &axum::http::request::Parts) -> ApiResult<Actor> {
+    let client = client_ip(&parts.extensions);
+    let p = state.auth.authenticate(&parts.headers, client).await?;
+    let allowed = match &p {
+        Principal::Open => true,
+        Principal::Account { grants, .. } => grants
+            .iter()
+            .any(|g| g.pattern.as_str() == "*" && g.actions.allows(Action::Admin)),
+        _ => false,
+    };
+    if !allowed {
+        const NEEDS: &str = "the admin API needs an account with admin on *";
+        // Basic, not a token: tokens carry repository scopes, and the admin API is about
+        // the whole registry.
+        return Err(match p {
+            Principal::Anonymous { .. } => ApiError::new(ErrorCode::Unauthorized, NEEDS)
+                .header("www-authenticate", "Basic realm=\"berth admin\""),
+            _ => AuthError::Denied(NEEDS.into()).into(),
+        });
+    }
+    Ok(Actor {
+        name: p.name().to_owned(),
+        client,
+    })
+}
+
+fn json<T: serde::Serialize>(v: &T) -> ApiResult<Response> {
+    let body = serde_json::to_string(v)
+        .map_err(|e| RegistryError::ParameterInvalid(format!("cannot encode the answer: {e}")))?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// `POST /api/v1/admin/gc`.
+pub async fn gc(State(state): State<AppState>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let result = async {
+        let actor = administrator(&state, &parts).await?;
+        let bytes = axum::body::to_bytes(Body::new(body), MAX_BODY)
+            .await
+            .map_err(|e| RegistryError::ParameterInvalid(format!("cannot read the body: {e}")))?;
+        let request: GcRequest = if bytes.iter().all(u8::is_ascii_whitespace) {
+            GcRequest::default()
+        } else {
+            serde_json::from_slice(&bytes)
+                .map_err(|e| RegistryError::ParameterInvalid(format!("invalid request: {e}")))?
+        };
+        let options = GcOptions {
+            dry_run: request.dry_run,
+            grace: request.grace,
+            halt_after: None,
+        };
+        let report = state.registry.gc(options, actor).await?;
+        json(&report)
+    }
+    .await;
+    result.unwrap_or_else(|e: ApiError| {
+        error_response(&state, e, parts.headers.get(header::HOST), false)
+    })
+}
+
+/// `GET /api/v1/admin/gc/explain/<digest>`.
+pub async fn explain(State(state): State<AppState>, req: Request) -> Response {
+    let (parts, _) = req.into_parts();
+    let result = async {
+        administrator(&state, &parts).await?;
+        let raw = parts
+            .uri
+            .path()
+            .strip_prefix("/api/v1/admin/gc/explain/")
+            .unwrap_or("");
+        let digest = crate::service::parse_digest(raw)?;
+        json(&state.registry.gc_explain(&digest).await?)
+    }
+    .await;
+    result.unwrap_or_else(|e: ApiError| {
+        error_response(&state, e, parts.headers.get(header::HOST), false)
+    })
+}
