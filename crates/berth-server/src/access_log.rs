@@ -172,9 +172,11 @@ fn route_of(resp: &Response, path: &str) -> &'static str {
         })
 }
 
-/// Middleware that logs and counts every request once its response body is done.
-pub async fn log_request(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// The one middleware: resolves the client address, then logs and counts every request
+/// once its response body is done, and adds the API version header to every response.
+pub async fn log_request(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let start = Instant::now();
+    crate::routes::resolve_client(&state, &mut req);
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     // A request without a body (most of them) is not wrapped: nothing to count.
@@ -189,7 +191,8 @@ pub async fn log_request(State(state): State<AppState>, req: Request, next: Next
             Some(bytes_in),
         )
     };
-    let resp = next.run(req).await;
+    let mut resp = next.run(req).await;
+    crate::routes::add_api_version(&mut resp);
     let finished = Finished {
         status: resp.status().as_u16(),
         route: route_of(&resp, &path),

@@ -165,18 +165,13 @@ pub fn build_state(config: &Config) -> Result<AppState, StartError> {
     }))
 }
 
-/// The HTTP application: the router with the access-log layer.
+/// The HTTP application: the router with the access-log layer (which also resolves the
+/// client address and adds the API version header).
 fn app(state: AppState) -> axum::Router {
-    // The client address is resolved outermost, so the access log sees it too.
-    routes::router(state.clone())
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            access_log::log_request,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state,
-            routes::resolve_client,
-        ))
+    routes::router(state.clone()).layer(axum::middleware::from_fn_with_state(
+        state,
+        access_log::log_request,
+    ))
 }
 
 /// Serves the registry on `listener` until `shutdown` completes, then lets in-flight

@@ -454,3 +454,111 @@ async fn readers_never_see_a_mixed_release() {
     }
     assert!(checked > 0, "the reader observed no release");
 }
+
+/// Runs a berth client command with the test's Docker config and the key's password.
+fn berth_cmd(cfg: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(args)
+        .env("DOCKER_CONFIG", cfg)
+        .env("COSIGN_PASSWORD", "carried")
+        .output()
+        .unwrap()
+}
+
+fn berth_ok(cfg: &Path, args: &[&str]) -> String {
+    let out = berth_cmd(cfg, args);
+    assert!(
+        out.status.success(),
+        "berth {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Copies carry their trust: a release published to Berth with `--sign-key` (a bundle
+/// referrer per manifest) and signed once more in cosign's v2 layout is copied to CNCF
+/// Distribution (no referrers API: the tag schema), and `berth verify` on Distribution
+/// finds both signatures valid; a key that did not sign finds none.
+#[tokio::test]
+async fn signatures_stay_verifiable_after_a_copy_to_distribution() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("docker");
+    let img = tmp.path().join("img");
+    image_layout(&img, "amd64");
+    let (key, public, other) = (
+        tmp.path().join("cosign.key"),
+        tmp.path().join("cosign.pub"),
+        tmp.path().join("other.pub"),
+    );
+    for (k, p) in [(&key, &public), (&tmp.path().join("other.key"), &other)] {
+        berth_ok(
+            &cfg,
+            &[
+                "key",
+                "generate",
+                "--output-key",
+                k.to_str().unwrap(),
+                "--output-pub",
+                p.to_str().unwrap(),
+            ],
+        );
+    }
+    let server = ServerProcess::start(&tmp.path().join("data"), &[]);
+    let src = format!("oci:{}", img.display());
+    let repo = format!("{}/team/app", server.addr);
+    ok_json(publish(
+        &cfg,
+        &[
+            &src,
+            "--repo",
+            &repo,
+            "--version",
+            "1.0.0",
+            "--sha",
+            SHA,
+            "--sign-key",
+            key.to_str().unwrap(),
+            "--json",
+        ],
+    ));
+    berth_ok(
+        &cfg,
+        &[
+            "sign",
+            &format!("{repo}:1.0.0"),
+            "--key",
+            key.to_str().unwrap(),
+            "--legacy",
+        ],
+    );
+    let (_dist, addr) = start_distribution(tmp.path());
+    let far = format!("{addr}/mirror/app");
+    berth_ok(
+        &cfg,
+        &["copy", &format!("{repo}:1.0.0"), &format!("{far}:1.0.0")],
+    );
+    let out = berth_ok(
+        &cfg,
+        &[
+            "verify",
+            &format!("{far}:1.0.0"),
+            "--key",
+            public.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    let report: Value = serde_json::from_str(&out).unwrap();
+    let text = report.to_string();
+    assert!(text.contains("\"bundle\""), "{text}");
+    assert!(text.contains("\"simple-signing\""), "{text}");
+    let stranger = berth_cmd(
+        &cfg,
+        &[
+            "verify",
+            &format!("{far}:1.0.0"),
+            "--key",
+            other.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(stranger.status.code(), Some(7), "a key that did not sign");
+}
