@@ -461,6 +461,11 @@ fn berth_cmd(cfg: &Path, args: &[&str]) -> std::process::Output {
         .args(args)
         .env("DOCKER_CONFIG", cfg)
         .env("COSIGN_PASSWORD", "carried")
+        // No CI here: a publish takes its context from the flags only.
+        .env_remove("GITHUB_ACTIONS")
+        .env_remove("GITHUB_REF")
+        .env_remove("GITLAB_CI")
+        .env_remove("CI_COMMIT_SHA")
         .output()
         .unwrap()
 }
@@ -506,9 +511,10 @@ async fn signatures_stay_verifiable_after_a_copy_to_distribution() {
     let server = ServerProcess::start(&tmp.path().join("data"), &[]);
     let src = format!("oci:{}", img.display());
     let repo = format!("{}/team/app", server.addr);
-    ok_json(publish(
+    ok_json(berth_cmd(
         &cfg,
         &[
+            "publish",
             &src,
             "--repo",
             &repo,
