@@ -597,7 +597,16 @@ impl Registry {
             .and_then(|v| v.to_str().ok())
             .map(|v| berth_oci::manifest::essence(v).to_owned())
             .unwrap_or_else(|| mt::OCI_MANIFEST.to_owned());
-        let size = resp.content_length().unwrap_or(0);
+        // The header, not `content_length()`: that is the size of the body received, which
+        // a HEAD response never has.
+        let size = h
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let Some(size) = size else {
+            let m = self.get_manifest(repo, reference).await?;
+            return Ok(Some(m.descriptor()));
+        };
         Ok(Some(Descriptor {
             media_type,
             digest,

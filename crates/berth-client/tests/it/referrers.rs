@@ -110,6 +110,14 @@ async fn berth_lists_and_filters_referrers() {
     push_referrer(&reg, &repo, &sig, &sig_layer).await;
     push_referrer(&reg, &repo, &sbom, &sbom_layer).await;
 
+    // A HEAD describes the manifest fully: digest, media type and its real size.
+    let head = reg
+        .head_manifest(&repo, &Reference::parse("1.0").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(head, img.manifest.descriptor());
+
     // Berth processed the subjects (OCI-Subject), so no tag schema index was written.
     let tag = referrers_tag(&img.manifest.digest).unwrap();
     assert!(reg
