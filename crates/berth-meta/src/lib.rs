@@ -681,6 +681,8 @@ pub trait AccountStore: Send + Sync + 'static {
     async fn audit_append(&self, event: &AuditEvent) -> Result<(), MetaError>;
     /// Entries at or after `since` (unix seconds), newest last, at most `limit`.
     async fn audit_list(&self, since: i64, limit: usize) -> Result<Vec<AuditEvent>, MetaError>;
+    /// Deletes the entries before `before` (unix seconds), in batches; returns how many.
+    async fn audit_prune(&self, before: i64) -> Result<u64, MetaError>;
 }
 
 /// What a counted manifest fetch was: image content, or metadata only.
@@ -792,4 +794,10 @@ pub trait StatsStore: Send + Sync + 'static {
         since_hour: i64,
         limit: usize,
     ) -> Result<Vec<(String, u64)>, MetaError>;
+
+    /// Rolls the hourly counters (downloads and inspections, bytes served, requests) of
+    /// the days that end at or before `before_hour` up into one row per day, kept at the
+    /// day's first hour (UTC), one day per transaction. Totals over whole days do not
+    /// change. Returns how many days were rolled up.
+    async fn stats_roll_up(&self, before_hour: i64) -> Result<u64, MetaError>;
 }

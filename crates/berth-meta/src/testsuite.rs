@@ -1353,6 +1353,71 @@ pub async fn accounts_grants_public_audit(accounts: &dyn AccountStore) {
         ["e0", "e1", "e2"]
     );
     assert!(recent.iter().all(|e| e.at >= 1_000_000));
+    // Pruning deletes only what is older than the cutoff.
+    assert_eq!(db.audit_prune(1_000_000).await.unwrap(), 1);
+    assert_eq!(db.audit_prune(1_000_000).await.unwrap(), 0);
+    assert_eq!(db.audit_list(0, 10).await.unwrap().len(), 3);
+}
+
+/// Hourly counters of whole days before the cutoff become one row per day; totals over
+/// whole days, and everything from the cutoff day on, stay as they were.
+pub async fn hourly_counters_roll_up_into_days(stats: &dyn StatsStore) {
+    let (day1, day2, day3) = (24, 48, 72);
+    stats
+        .downloads_add(
+            vec![
+                (download("a", "1.0", "linux/amd64", "docker", day1 + 1), 2),
+                (download("a", "1.0", "linux/amd64", "docker", day1 + 23), 3),
+                (download("a", "1.0", "linux/amd64", "docker", day1), 1),
+                (download("a", "2.0", "linux/amd64", "docker", day2 + 5), 4),
+                (download("a", "2.0", "linux/amd64", "docker", day3 + 5), 7),
+            ],
+            vec![("a".into(), day1 + 2, 10), ("a".into(), day2 + 3, 20)],
+        )
+        .await
+        .unwrap();
+    let request = |hour: i64| RequestKey {
+        repo: "a".into(),
+        hour,
+        route: "manifest_get".into(),
+        class: 2,
+        code: String::new(),
+    };
+    stats
+        .requests_add(vec![(request(day1 + 4), 5), (request(day2 + 4), 6)])
+        .await
+        .unwrap();
+    let totals = |since: i64| async move {
+        (
+            stats.downloads("a", since, GroupBy::Version).await.unwrap(),
+            stats.bytes_served("a", since).await.unwrap(),
+            stats.requests("a", since).await.unwrap(),
+        )
+    };
+    let before = (totals(day1).await, totals(day2).await, totals(day3).await);
+    // The cutoff falls inside day 3: days 1 and 2 roll up, day 3 stays hourly.
+    assert_eq!(stats.stats_roll_up(day3 + 6).await.unwrap(), 2);
+    assert_eq!(
+        (totals(day1).await, totals(day2).await, totals(day3).await),
+        before
+    );
+    // Within day 1 the counts now sit at its first hour.
+    assert_eq!(
+        stats
+            .downloads("a", day1 + 1, GroupBy::Version)
+            .await
+            .unwrap(),
+        [("2.0".to_owned(), 11)]
+    );
+    assert_eq!(
+        stats
+            .downloads("a", day3 + 5, GroupBy::Version)
+            .await
+            .unwrap(),
+        [("2.0".to_owned(), 7)],
+        "the cutoff's own day is left hourly"
+    );
+    assert_eq!(stats.stats_roll_up(day3 + 6).await.unwrap(), 0);
 }
 
 /// A far-future cutoff: every row counts as old enough to collect.
@@ -1596,7 +1661,11 @@ macro_rules! account_store_suite {
 #[macro_export]
 macro_rules! stats_store_suite {
     ($fresh:path) => {
-        $crate::stats_store_suite!(@each $fresh; downloads_add_and_query, request_counters);
+        $crate::stats_store_suite!(@each $fresh;
+            downloads_add_and_query,
+            request_counters,
+            hourly_counters_roll_up_into_days,
+        );
     };
     (@each $fresh:path; $($name:ident),* $(,)?) => {
         $(

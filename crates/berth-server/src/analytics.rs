@@ -747,6 +747,9 @@ mod tests {
         ) -> Result<Vec<(String, u64)>, MetaError> {
             self.inner.top_repositories(s, l).await
         }
+        async fn stats_roll_up(&self, before_hour: i64) -> Result<u64, MetaError> {
+            self.inner.stats_roll_up(before_hour).await
+        }
     }
 
     #[tokio::test]

@@ -142,6 +142,17 @@ pub struct Settings {
     /// Garbage collection rules by repository pattern (`[[gc]]`, in the file only).
     #[arg(skip)]
     pub gc: Option<Vec<crate::service::GcRule>>,
+    // Retention of Berth's own tables (crate::retention).
+    /// Roll hourly download, byte and request counters older than this up into daily
+    /// totals (e.g. 30d; 0 keeps them hourly forever) [default: 30d].
+    #[arg(long, env = "BERTH_STATS_HOURLY_RETENTION", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "duration_str::option")]
+    pub stats_hourly_retention: Option<Duration>,
+    /// Delete audit log entries older than this (e.g. 365d; 0 keeps them forever)
+    /// [default: keep forever].
+    #[arg(long, env = "BERTH_AUDIT_RETENTION", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "duration_str::option")]
+    pub audit_retention: Option<Duration>,
     /// Close a connection whose request head has not arrived this long after it opened
     /// or after the head's first byte [default: 30s].
     #[arg(long, env = "BERTH_HEADER_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
@@ -342,6 +353,12 @@ pub struct Config {
     /// Garbage collection rules by repository pattern (`[[gc]]`): the first matching rule
     /// applies; without one, untagged manifests are kept.
     pub gc: Vec<crate::service::GcRule>,
+    /// Hourly counters older than this are rolled up into daily totals; `None` (or `0` in
+    /// the settings) keeps them hourly. See [`crate::retention`].
+    pub stats_hourly_retention: Option<Duration>,
+    /// Audit log entries older than this are deleted; `None` (the default, or `0` in the
+    /// settings) keeps them.
+    pub audit_retention: Option<Duration>,
     /// A connection must send its first request head within this long of opening, and
     /// an HTTP/1 request head within this long of its first byte.
     pub header_timeout: Duration,
@@ -460,6 +477,8 @@ impl Default for Config {
             scrub_interval: None,
             gc_grace: Duration::from_secs(3600),
             gc_interval: None,
+            stats_hourly_retention: Some(Duration::from_secs(30 * 24 * 3600)),
+            audit_retention: None,
             gc: Vec::new(),
             header_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(120),
@@ -522,6 +541,8 @@ impl Config {
             gc_grace,
             gc_interval,
             gc,
+            stats_hourly_retention,
+            audit_retention,
             header_timeout,
             idle_timeout,
             body_idle_timeout,
@@ -561,6 +582,14 @@ impl Config {
         set(
             &mut self.gc_interval,
             gc_interval.map(|d| (!d.is_zero()).then_some(d)),
+        );
+        set(
+            &mut self.stats_hourly_retention,
+            stats_hourly_retention.map(|d| (!d.is_zero()).then_some(d)),
+        );
+        set(
+            &mut self.audit_retention,
+            audit_retention.map(|d| (!d.is_zero()).then_some(d)),
         );
         set(&mut self.gc, gc);
         set(&mut self.header_timeout, header_timeout);
@@ -862,7 +891,7 @@ mod tests {
         let vars = Settings::env_vars();
         // All but `tag_policy`, `trust_policy` and `gc`, lists of tables, which only the
         // file can hold.
-        assert_eq!(vars.len(), 24);
+        assert_eq!(vars.len(), 26);
         for (var, long) in &vars {
             let key = long.replace('-', "_");
             assert_eq!(*var, format!("BERTH_{}", key.to_uppercase()));

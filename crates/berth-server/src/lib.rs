@@ -19,6 +19,7 @@
 //!   [`accounts`]: account administration shared by `berth admin` and the server.
 //! - [`policy`]: the tag policy (immutable releases, forward-only floating tags) and the
 //!   trust policy's rules and keys (required signatures, the publish gate).
+//! - [`retention`]: hourly counters rolled up into days, old audit entries deleted.
 //! - [`listener`]: the accept loop (plain or TLS, HTTP/1.1 and HTTP/2, graceful drain);
 //!   [`zerocopy`]: `sendfile`/copy for blob GETs on plain HTTP/1.x.
 //!
@@ -37,6 +38,7 @@ pub mod events;
 pub mod listener;
 pub mod metrics;
 pub mod policy;
+pub mod retention;
 pub mod routes;
 pub mod service;
 mod state;
@@ -162,6 +164,8 @@ pub fn build_state(config: &Config) -> Result<AppState, StartError> {
         meta_watch,
         scrub_interval: config.scrub_interval,
         gc_interval: config.gc_interval,
+        stats_hourly_retention: config.stats_hourly_retention,
+        audit_retention: config.audit_retention,
     }))
 }
 
@@ -209,6 +213,15 @@ pub async fn run_with_ready(
     state.registry.reconcile_uploads().await?;
     let janitor = tokio::spawn(state.registry.clone().expire_uploads_forever());
     let flusher = tokio::spawn(state.analytics.clone().flush_forever());
+    let retention = tokio::spawn(
+        retention::Retention {
+            stats: state.analytics.stats().clone(),
+            accounts: state.auth.accounts().clone(),
+            hourly: state.stats_hourly_retention,
+            audit: state.audit_retention,
+        }
+        .run_forever(),
+    );
     let watcher = tokio::spawn(
         state
             .meta_watch
@@ -239,6 +252,7 @@ pub async fn run_with_ready(
     .await;
     janitor.abort();
     flusher.abort();
+    retention.abort();
     watcher.abort();
     if let Some(s) = scrubber {
         s.abort();

@@ -51,4 +51,7 @@ pub struct StateParts {
     pub scrub_interval: Option<std::time::Duration>,
     /// How long after one scheduled garbage collection the next starts (`None`: none).
     pub gc_interval: Option<std::time::Duration>,
+    /// The windows of [`crate::retention`]: hourly counters, audit entries.
+    pub stats_hourly_retention: Option<std::time::Duration>,
+    pub audit_retention: Option<std::time::Duration>,
 }

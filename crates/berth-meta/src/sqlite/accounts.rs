@@ -225,6 +225,27 @@ impl AccountStore for SqliteStore {
         .await
     }
 
+    async fn audit_prune(&self, before: i64) -> Result<u64, MetaError> {
+        let mut pruned = 0;
+        loop {
+            // Small batches: the audit log shares the writer with pushes.
+            let n = self
+                .write_lazy(move |tx| {
+                    tx.prepare_cached(
+                        "DELETE FROM audit WHERE id IN
+                           (SELECT id FROM audit WHERE at < ?1 ORDER BY at LIMIT 1000)",
+                    )
+                    .and_then(|mut s| s.execute([before]))
+                    .map_err(db_err("pruning the audit log"))
+                })
+                .await?;
+            pruned += n as u64;
+            if n < 1000 {
+                return Ok(pruned);
+            }
+        }
+    }
+
     async fn audit_list(&self, since: i64, limit: usize) -> Result<Vec<AuditEvent>, MetaError> {
         let limit = limit.min(i64::MAX as usize) as i64;
         self.read(move |c| {

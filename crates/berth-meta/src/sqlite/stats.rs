@@ -199,4 +199,75 @@ impl StatsStore for SqliteStore {
         })
         .await
     }
+
+    async fn stats_roll_up(&self, before_hour: i64) -> Result<u64, MetaError> {
+        let mut days = 0;
+        loop {
+            // The oldest day, wholly before `before_hour`, that still has an hourly row.
+            let day: Option<i64> = self
+                .read(move |c| {
+                    c.prepare_cached(
+                        "SELECT min(h) / 24 FROM (
+                           SELECT min(hour) AS h FROM downloads WHERE hour % 24 <> 0 AND hour < ?1
+                           UNION ALL
+                           SELECT min(hour) FROM bytes_served WHERE hour % 24 <> 0 AND hour < ?1
+                           UNION ALL
+                           SELECT min(hour) FROM requests WHERE hour % 24 <> 0 AND hour < ?1)",
+                    )
+                    .and_then(|mut s| {
+                        s.query_row([before_hour - before_hour.rem_euclid(24)], |r| r.get(0))
+                    })
+                    .map_err(db_err("finding hourly counters to roll up"))
+                })
+                .await?;
+            let Some(day) = day else {
+                return Ok(days);
+            };
+            // Lazy: a roll-up lost to a power loss is done again by the next one.
+            self.write_lazy(move |tx| roll_up_day(tx, day)).await?;
+            days += 1;
+        }
+    }
+}
+
+/// Merges the hourly rows of `day` (days since the epoch) into the row of its first hour.
+fn roll_up_day(tx: &rusqlite::Transaction<'_>, day: i64) -> Result<(), MetaError> {
+    let (first, end) = (day * 24, day * 24 + 24);
+    for (what, merge, delete) in [
+        (
+            "rolling up downloads",
+            "INSERT INTO downloads (repo, version, platform, client, account, kind, hour, count)
+             SELECT repo, version, platform, client, account, kind, ?1, sum(count) FROM downloads
+             WHERE hour > ?1 AND hour < ?2
+             GROUP BY repo, version, platform, client, account, kind
+             ON CONFLICT (repo, hour, kind, version, platform, client, account)
+             DO UPDATE SET count = count + excluded.count",
+            "DELETE FROM downloads WHERE hour > ?1 AND hour < ?2",
+        ),
+        (
+            "rolling up bytes served",
+            "INSERT INTO bytes_served (repo, hour, bytes)
+             SELECT repo, ?1, sum(bytes) FROM bytes_served WHERE hour > ?1 AND hour < ?2
+             GROUP BY repo
+             ON CONFLICT (repo, hour) DO UPDATE SET bytes = bytes + excluded.bytes",
+            "DELETE FROM bytes_served WHERE hour > ?1 AND hour < ?2",
+        ),
+        (
+            "rolling up requests",
+            "INSERT INTO requests (repo, hour, route, class, code, count)
+             SELECT repo, ?1, route, class, code, sum(count) FROM requests
+             WHERE hour > ?1 AND hour < ?2
+             GROUP BY repo, route, class, code
+             ON CONFLICT (repo, hour, route, class, code) DO UPDATE SET count = count + excluded.count",
+            "DELETE FROM requests WHERE hour > ?1 AND hour < ?2",
+        ),
+    ] {
+        tx.prepare_cached(merge)
+            .and_then(|mut s| s.execute(params![first, end]))
+            .map_err(db_err(what))?;
+        tx.prepare_cached(delete)
+            .and_then(|mut s| s.execute(params![first, end]))
+            .map_err(db_err(what))?;
+    }
+    Ok(())
 }
