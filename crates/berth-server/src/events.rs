@@ -75,8 +75,10 @@ pub enum Event {
         digest: Digest,
         actor: Actor,
     },
-    /// A manifest's bytes were sent to a client (GET, not HEAD).
-    ManifestServed {
+    /// A manifest was fetched: its bytes were sent (GET), or only its headers (`head`:
+    /// a HEAD checked it exists).
+    ManifestFetched {
+        head: bool,
         repo: RepoName,
         /// The tag it was asked by, if it was.
         tag: Option<Tag>,
@@ -84,17 +86,6 @@ pub enum Event {
         client: IpAddr,
         user_agent: String,
         /// The account that fetched, empty for anonymous callers and open registries.
-        account: String,
-    },
-    /// A manifest's existence was checked (HEAD): its headers, not its bytes, were sent.
-    ManifestChecked {
-        repo: RepoName,
-        /// The tag it was asked by, if it was.
-        tag: Option<Tag>,
-        manifest: Arc<StoredManifest>,
-        client: IpAddr,
-        user_agent: String,
-        /// The account that checked, empty for anonymous callers and open registries.
         account: String,
     },
     /// Blob bytes are being sent to a client.

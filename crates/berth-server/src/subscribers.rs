@@ -44,7 +44,8 @@ pub struct AnalyticsSubscriber(pub Arc<Analytics>);
 impl Subscriber for AnalyticsSubscriber {
     fn notice(&self, event: &Event) {
         match event {
-            Event::ManifestServed {
+            Event::ManifestFetched {
+                head,
                 repo,
                 tag,
                 manifest,
@@ -59,25 +60,12 @@ impl Subscriber for AnalyticsSubscriber {
                     tag: tag.as_ref().map(Tag::as_str),
                     account,
                 };
-                self.0.manifest_served(&fetch, manifest);
-                self.0.bytes_served(repo, manifest.content.len() as u64);
-            }
-            Event::ManifestChecked {
-                repo,
-                tag,
-                manifest,
-                client,
-                user_agent,
-                account,
-            } => {
-                let fetch = Fetch {
-                    repo,
-                    client: *client,
-                    user_agent,
-                    tag: tag.as_ref().map(Tag::as_str),
-                    account,
-                };
-                self.0.manifest_checked(&fetch, manifest);
+                if *head {
+                    self.0.manifest_checked(&fetch, manifest);
+                } else {
+                    self.0.manifest_served(&fetch, manifest);
+                    self.0.bytes_served(repo, manifest.content.len() as u64);
+                }
             }
             Event::BlobServed { repo, bytes } => self.0.bytes_served(repo, *bytes),
             Event::RepositoryRequest {

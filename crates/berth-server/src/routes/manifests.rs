@@ -49,35 +49,25 @@ pub async fn get(state: &AppState, name: &RepoName, raw: &str, req: Req) -> ApiR
         Principal::Open | Principal::Anonymous { .. } => String::new(),
     };
     let user_agent = req.header(header::USER_AGENT).unwrap_or("").to_owned();
-    let (manifest, client) = (Arc::new(m), req.client);
-    let mut r = if req.method == Method::HEAD {
-        state
-            .events
-            .emit(Event::ManifestChecked {
-                repo: name.clone(),
-                tag,
-                manifest,
-                client,
-                user_agent,
-                account,
-            })
-            .await;
+    let head = req.method == Method::HEAD;
+    let manifest = Arc::new(m);
+    let mut r = if head {
         empty(StatusCode::OK)
     } else {
-        let body = Body::from(manifest.content.clone());
-        state
-            .events
-            .emit(Event::ManifestServed {
-                repo: name.clone(),
-                tag,
-                manifest,
-                client,
-                user_agent,
-                account,
-            })
-            .await;
-        Response::new(body)
+        Response::new(Body::from(manifest.content.clone()))
     };
+    state
+        .events
+        .emit(Event::ManifestFetched {
+            head,
+            repo: name.clone(),
+            tag,
+            manifest,
+            client: req.client,
+            user_agent,
+            account,
+        })
+        .await;
     set(&mut r, "content-length", len.to_string());
     set(&mut r, "content-type", &media_type);
     set(&mut r, "etag", format!("\"{digest}\""));
