@@ -100,7 +100,6 @@ pub fn is_artifact_tag(tag: &str) -> bool {
         .any(|p| stem.strip_prefix(p).is_some_and(is_hex64))
 }
 
-/// The fields of a manifest that make it a referrer.
 /// A tag held back until its manifest is signed (see [`Registry::pending_tags`]).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 pub struct PendingTag {
@@ -111,6 +110,7 @@ pub struct PendingTag {
     pub since: String,
 }
 
+/// The fields of a manifest that make it a referrer.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ReferrerFields {

@@ -237,6 +237,22 @@ async fn pending_names(meta: &Arc<dyn MetadataStore>, r: &RepoName) -> Vec<Strin
 
 /// Tags held by the gate are invisible (tags list, pull by tag) until a signature of
 /// their manifest is stored; that same put makes all of them visible at once.
+/// The collector never deletes a manifest whose release tags wait for its signature
+/// (it has no visible tag, but it is meant to be revealed).
+pub async fn the_collector_keeps_a_manifest_waiting_for_a_signature(meta: Arc<dyn MetadataStore>) {
+    let r = repo("release/app");
+    let m = manifest("image", vec![], None);
+    meta.manifest_put_gated(&r, &m, &tags(&["1.0.0"]), None, &hold_unless("k1"))
+        .await
+        .unwrap();
+    let gone = meta
+        .gc_delete_manifests(&r, std::slice::from_ref(&m.digest), later())
+        .await
+        .unwrap();
+    assert!(gone.is_empty(), "a waiting manifest was collected");
+    assert_eq!(meta.pending_tags(&r).await.unwrap().len(), 1);
+}
+
 pub async fn gated_tags_wait_for_a_signature(meta: Arc<dyn MetadataStore>) {
     let r = repo("release/app");
     let m = manifest("image", vec![], None);
@@ -1623,6 +1639,7 @@ macro_rules! metadata_store_suite {
             mount_and_unlink_race_consistently,
             claim_and_unlink_race_consistently,
             gated_tags_wait_for_a_signature,
+            the_collector_keeps_a_manifest_waiting_for_a_signature,
             a_recorded_signature_lets_gated_tags_through,
             pending_tags_follow_the_newest_push,
             a_refused_reveal_drops_only_that_tag,

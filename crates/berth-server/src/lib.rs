@@ -112,10 +112,11 @@ pub fn build_state(config: &Config) -> Result<AppState, StartError> {
             .with_metrics(metrics.clone());
     analytics.enabled = config.analytics;
     let analytics = Arc::new(analytics);
+    let audit = Arc::new(subscribers::AuditSubscriber::new(stores.accounts.clone()));
     let events = events::Events::new(vec![
         Arc::new(subscribers::MetricsSubscriber(metrics.clone())),
         Arc::new(subscribers::AnalyticsSubscriber(analytics.clone())),
-        Arc::new(subscribers::AuditSubscriber::new(stores.accounts.clone())),
+        audit.clone(),
     ]);
     let auth = Arc::new(
         auth::Auth::new(
@@ -164,6 +165,7 @@ pub fn build_state(config: &Config) -> Result<AppState, StartError> {
         meta_watch,
         scrub_interval: config.scrub_interval,
         gc_interval: config.gc_interval,
+        audit,
         stats_hourly_retention: config.stats_hourly_retention,
         audit_retention: config.audit_retention,
     }))
@@ -236,6 +238,7 @@ pub async fn run_with_ready(
         .map(|every| tokio::spawn(state.registry.clone().gc_forever(every)));
     let tls = state.tls.clone();
     let analytics = state.analytics.clone();
+    let audit = state.audit.clone();
     let transfer = state.blob_transfer;
     let limits = state.limits;
     let app = app(state);
@@ -260,6 +263,8 @@ pub async fn run_with_ready(
     if let Some(c) = collector {
         c.abort();
     }
+    // Refusals counted in the current window would otherwise never be written.
+    audit.flush_refusals().await;
     if let Err(e) = analytics.flush(true).await {
         tracing::error!(error = %e, "could not write the last download counters");
     }

@@ -51,6 +51,8 @@ pub struct StateParts {
     pub scrub_interval: Option<std::time::Duration>,
     /// How long after one scheduled garbage collection the next starts (`None`: none).
     pub gc_interval: Option<std::time::Duration>,
+    /// The audit log's subscriber, whose counted refusals are written at shutdown.
+    pub audit: Arc<crate::subscribers::AuditSubscriber>,
     /// The windows of [`crate::retention`]: hourly counters, audit entries.
     pub stats_hourly_retention: Option<std::time::Duration>,
     pub audit_retention: Option<std::time::Duration>,

@@ -235,12 +235,15 @@ impl AuditSubscriber {
 
     /// Starts the task that writes ended windows, on the runtime of the first refusal.
     fn start_flusher(&self) {
-        if self.flusher_started.swap(true, Ordering::Relaxed) {
+        if self.flusher_started.load(Ordering::Relaxed) {
             return;
         }
+        // Marked started only once spawned: without a runtime now, a later refusal tries again.
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let every = (self.inner.window / 2).max(Duration::from_millis(10));
-            rt.spawn(AuditLog::flush_forever(Arc::downgrade(&self.inner), every));
+            if !self.flusher_started.swap(true, Ordering::Relaxed) {
+                let every = (self.inner.window / 2).max(Duration::from_millis(10));
+                rt.spawn(AuditLog::flush_forever(Arc::downgrade(&self.inner), every));
+            }
         }
     }
 

@@ -225,6 +225,7 @@ pub(super) fn delete_manifests(
             "DELETE FROM manifests
              WHERE repo_id = ?1 AND digest = ?2 AND created_at <= ?3
                AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.repo_id = ?1 AND t.digest = ?2)
+               AND NOT EXISTS (SELECT 1 FROM pending_tags p WHERE p.repo_id = ?1 AND p.digest = ?2)
                AND NOT EXISTS (SELECT 1 FROM manifest_refs r
                                WHERE r.repo_id = ?1 AND r.target = ?2 AND r.kind = 1 AND r.manifest <> ?2)
                AND (subject IS NULL OR NOT EXISTS (SELECT 1 FROM manifests s
@@ -243,6 +244,8 @@ pub(super) fn delete_manifests(
             > 0
         {
             refs.execute(params![id, s]).map_err(&err)?;
+            // What the publish gate recorded about it goes with it, as in `manifest_delete`.
+            super::gate::forget_manifest(tx, id, &s)?;
             deleted.push(d.clone());
         }
     }

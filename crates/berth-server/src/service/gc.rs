@@ -551,6 +551,8 @@ impl Registry {
                 if deleted.is_empty() {
                     break;
                 }
+                // A deleted signature stops counting at once, as with `delete_manifest`.
+                self.verdicts.forget(repo.as_str(), None);
                 report.manifests_deleted += deleted.len() as u64;
                 tally.repo(repo.as_str()).manifests += deleted.len() as u64;
                 left.retain(|d| !deleted.contains(d));
