@@ -425,7 +425,10 @@ pub async fn copy_image(
         dst.put_manifest(child, false).await?;
         progress.manifest_written(&child.digest, &child.media_type, &dst.describe());
     }
-    dst.put_manifest(&plan.root, true).await?;
+    // Referrers before the root, whose write moves the tag: a copy that fails on a
+    // signature leaves the destination's tag where it was, never on an image without its
+    // signatures. (OCI 1.1 lets a referrer arrive before its subject; the tag-schema and
+    // cosign-tag fallbacks do not need the subject either.)
     for r in &plan.referrers {
         for child in &r.children {
             dst.put_manifest(child, false).await?;
@@ -433,6 +436,7 @@ pub async fn copy_image(
         dst.put_referrer(&r.manifest, r.tag.as_ref()).await?;
         progress.manifest_written(&r.manifest.digest, &r.manifest.media_type, &dst.describe());
     }
+    dst.put_manifest(&plan.root, true).await?;
     dst.commit().await?;
     progress.manifest_written(&plan.root.digest, &plan.root.media_type, &dst.describe());
     progress.finish();

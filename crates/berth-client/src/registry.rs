@@ -596,14 +596,16 @@ impl Registry {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(|v| berth_oci::manifest::essence(v).to_owned())
-            .unwrap_or_else(|| mt::OCI_MANIFEST.to_owned());
+            .filter(|t| mt::MANIFEST_TYPES.contains(&t.as_str()));
         // The header, not `content_length()`: that is the size of the body received, which
         // a HEAD response never has.
         let size = h
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        let Some(size) = size else {
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|&n| n > 0);
+        let (Some(media_type), Some(size)) = (media_type, size) else {
+            // A registry that leaves out the type or the length is asked for the manifest.
             let m = self.get_manifest(repo, reference).await?;
             return Ok(Some(m.descriptor()));
         };

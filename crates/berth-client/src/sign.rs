@@ -40,14 +40,12 @@ use berth_trust::oci::{
 use berth_trust::simple_signing::{self, Payload};
 use berth_trust::Signer;
 use bytes::Bytes;
-use reqwest::header;
-use reqwest::StatusCode;
 use serde::Serialize;
 
 use crate::error::ClientError;
 use crate::image::Manifest;
 use crate::reference::ImageRef;
-use crate::registry::{repo_scope, Registry, MANIFEST_ACCEPT};
+use crate::registry::Registry;
 
 /// Where and how a signature is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -160,46 +158,11 @@ pub async fn resolve(
     repo: &RepoName,
     reference: &Reference,
 ) -> Result<Descriptor, ClientError> {
-    let url = reg.url(&format!("/v2/{repo}/manifests/{reference}"));
     let what = format!("image {}/{repo}:{reference}", reg.host());
-    let resp = reg
-        .send(&[repo_scope(repo, false)], |c| {
-            c.head(&url).header(header::ACCEPT, MANIFEST_ACCEPT)
-        })
-        .await?;
-    if resp.status() == StatusCode::NOT_FOUND {
-        return Err(ClientError::NotFound(what));
-    }
-    let resp = reg.check(resp, "HEAD manifest", &what).await?;
-    let h = resp.headers();
-    let digest = h
-        .get("docker-content-digest")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<Digest>().ok());
-    // The length is read from the header: a HEAD response has no body, so the body's
-    // own length says nothing about the manifest's size.
-    let size = h
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let media_type = h
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| berth_oci::manifest::essence(v).to_owned())
-        .filter(|t| mt::MANIFEST_TYPES.contains(&t.as_str()));
-    let desc = match (digest, size, media_type) {
-        (Some(digest), Some(size), Some(media_type)) if size > 0 => Descriptor {
-            media_type,
-            digest,
-            size,
-            urls: Vec::new(),
-            annotations: BTreeMap::new(),
-            platform: None,
-            artifact_type: None,
-        },
-        // A registry that leaves out one of them is asked for the manifest itself.
-        _ => reg.get_manifest(repo, reference).await?.descriptor(),
-    };
+    let desc = reg
+        .head_manifest(repo, reference)
+        .await?
+        .ok_or_else(|| ClientError::NotFound(what.clone()))?;
     if let Reference::Digest(d) = reference {
         if d != &desc.digest {
             return Err(ClientError::DigestMismatch {

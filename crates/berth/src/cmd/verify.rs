@@ -14,7 +14,7 @@ use berth_client::verify::{
     Signed,
 };
 use berth_client::{ClientError, ImageRef};
-use berth_oci::{Digest, Reference};
+use berth_oci::Digest;
 use berth_trust::{PublicKey, SignatureFormat, Verdict};
 use clap::Args;
 use serde_json::json;
@@ -241,26 +241,11 @@ pub fn run_verify_attestation(args: VerifyAttestationArgs) -> anyhow::Result<()>
     })
 }
 
-/// The digest the reference names, asked once; a missing image is "not found".
+/// The digest the reference names, asked once; a missing image is "not found", and a
+/// reference by digest must be answered with that digest.
 async fn resolve(reg: &berth_client::Registry, image: &ImageRef) -> anyhow::Result<Digest> {
-    let reference = image.reference();
-    match reg.head_manifest(&image.repository, &reference).await? {
-        Some(desc) => {
-            if let Reference::Digest(d) = &reference {
-                if d.algorithm() == desc.digest.algorithm() && *d != desc.digest {
-                    return Err(ClientError::DigestMismatch {
-                        what: format!("image {image}"),
-                        expected: d.clone(),
-                        actual: desc.digest,
-                    }
-                    .into());
-                }
-                return Ok(d.clone());
-            }
-            Ok(desc.digest)
-        }
-        None => Err(ClientError::NotFound(format!("image {image}")).into()),
-    }
+    let desc = berth_client::sign::resolve(reg, &image.repository, &image.reference()).await?;
+    Ok(desc.digest)
 }
 
 fn key_list(keys: &Keys) -> String {
