@@ -64,10 +64,9 @@ pub fn run(args: KeyArgs) -> anyhow::Result<()> {
                     bail!("{} exists: not overwriting it", path.display());
                 }
             }
-            let password = match std::env::var(PASSWORD_ENV) {
-                Ok(password) => password,
-                Err(std::env::VarError::NotUnicode(_)) => bail!("{PASSWORD_ENV} is not UTF-8"),
-                Err(std::env::VarError::NotPresent) => ask_new_password()?,
+            let password = match password_from_env()? {
+                Some(password) => password,
+                None => ask_new_password()?,
             };
             let fingerprint = generate(&args.output_key, &args.output_pub, password.as_bytes())?;
             println!("Private key written to {}", args.output_key.display());
@@ -84,16 +83,24 @@ pub fn run(args: KeyArgs) -> anyhow::Result<()> {
 pub fn read_private_key(path: &Path) -> anyhow::Result<PrivateKey> {
     let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let password = if PrivateKey::pem_is_encrypted(&pem) {
-        match std::env::var(PASSWORD_ENV) {
-            Ok(password) => password,
-            Err(std::env::VarError::NotUnicode(_)) => bail!("{PASSWORD_ENV} is not UTF-8"),
-            Err(std::env::VarError::NotPresent) => prompt("Enter password for private key: ")?,
+        match password_from_env()? {
+            Some(password) => password,
+            None => prompt("Enter password for private key: ")?,
         }
     } else {
         String::new()
     };
     PrivateKey::from_pem(&pem, password.as_bytes())
         .with_context(|| format!("reading the private key {}", path.display()))
+}
+
+/// The key password from `COSIGN_PASSWORD`, if set (as cosign reads it).
+fn password_from_env() -> anyhow::Result<Option<String>> {
+    match std::env::var(PASSWORD_ENV) {
+        Ok(password) => Ok(Some(password)),
+        Err(std::env::VarError::NotUnicode(_)) => bail!("{PASSWORD_ENV} is not UTF-8"),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+    }
 }
 
 /// Makes a key pair and writes both files, refusing to replace either; returns the
@@ -119,9 +126,12 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
         .mode(mode)
         .open(path)
         .with_context(|| format!("creating {}", path.display()))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("writing {}", path.display()))
+    if let Err(e) = file.write_all(bytes).and_then(|()| file.sync_all()) {
+        // No half-written key file is left behind.
+        let _ = std::fs::remove_file(path);
+        return Err(e).with_context(|| format!("writing {}", path.display()));
+    }
+    Ok(())
 }
 
 /// Asks for a new password twice on the terminal.

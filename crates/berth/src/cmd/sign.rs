@@ -106,18 +106,14 @@ struct How {
     json: bool,
 }
 
-/// Parses `KEY=VALUE` annotations.
+/// Parses `KEY=VALUE` annotations (each as `berth verify` reads them).
 pub fn parse_annotations(items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
-    let mut out = BTreeMap::new();
-    for kv in items {
-        match kv.split_once('=') {
-            Some((k, v)) if !k.is_empty() => {
-                out.insert(k.to_owned(), v.to_owned());
-            }
-            _ => bail!("annotation {kv:?} is not KEY=VALUE"),
-        }
-    }
-    Ok(out)
+    items
+        .iter()
+        .map(|kv| {
+            super::verify::parse_annotation(kv).map_err(|e| anyhow::anyhow!("annotation {e}"))
+        })
+        .collect()
 }
 
 /// Reads a predicate file as JSON.

@@ -122,7 +122,8 @@ pub struct VerifyAttestationArgs {
     common: Common,
 }
 
-fn parse_annotation(s: &str) -> Result<(String, String), String> {
+/// Parses one `KEY=VALUE` annotation (the key not empty; the value may hold `=`).
+pub(crate) fn parse_annotation(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
         _ => Err(format!("{s:?} is not KEY=VALUE")),
