@@ -82,6 +82,9 @@ pub struct AccountInfo {
 pub struct Admin {
     store: Arc<dyn AccountStore>,
     actor: String,
+    /// Where the changes come from, as the audit log records it (`cli`, or the admin
+    /// API client's address).
+    client: String,
     /// The accounts marker to write when an account is created.
     marker: Option<std::path::PathBuf>,
 }
@@ -124,8 +127,22 @@ impl Admin {
         Admin {
             store,
             actor: actor.to_owned(),
+            client: "cli".to_owned(),
             marker: None,
         }
+    }
+
+    /// Writes the accounts marker at `path` when an account is created (see
+    /// [`crate::auth`]'s module doc).
+    pub fn with_marker(mut self, path: Option<std::path::PathBuf>) -> Admin {
+        self.marker = path;
+        self
+    }
+
+    /// Records `client` as the origin of the changes in the audit log.
+    pub fn with_client(mut self, client: impl Into<String>) -> Admin {
+        self.client = client.into();
+        self
     }
 
     async fn audit(&self, action: &str, target: &str, detail: &str) -> Result<(), AdminError> {
@@ -137,7 +154,7 @@ impl Admin {
                 action: action.to_owned(),
                 target: target.to_owned(),
                 detail: detail.to_owned(),
-                client: "cli".to_owned(),
+                client: self.client.clone(),
             })
             .await?;
         Ok(())
@@ -241,6 +258,17 @@ impl Admin {
     pub async fn robot_delete(&self, name: &str) -> Result<(), AdminError> {
         self.robot(name).await?;
         self.delete(name).await
+    }
+
+    /// Deletes user `name` and its grants (a robot is refused: `robot delete` is for them).
+    pub async fn user_delete(&self, name: &str) -> Result<(), AdminError> {
+        match self.store.account_get(name).await? {
+            Some(a) if a.kind == AccountKind::User => self.delete(name).await,
+            Some(_) => Err(AdminError::NotFound(format!(
+                "account {name:?} is a robot, not a user (see `berth admin robot`)"
+            ))),
+            None => Err(AdminError::NoAccount(name.to_owned())),
+        }
     }
 
     /// The robot accounts, with their grants.

@@ -348,6 +348,14 @@ impl Auth {
         &self.accounts
     }
 
+    /// Account administration through this server (the admin API), acting as `actor`
+    /// from `client`, keeping this server's accounts marker.
+    pub fn admin(&self, actor: &str, client: IpAddr) -> crate::accounts::Admin {
+        crate::accounts::Admin::new(self.accounts.clone(), actor)
+            .with_marker(self.marker.clone())
+            .with_client(client.to_string())
+    }
+
     /// Whether accounts exist, whether they were lost (none, but the marker says there
     /// were), and the public patterns (cached for a second, so that `berth admin`
     /// changes made while the server runs apply almost at once).

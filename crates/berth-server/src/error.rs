@@ -215,6 +215,26 @@ impl From<AuthError> for ApiError {
     }
 }
 
+impl From<crate::accounts::AdminError> for ApiError {
+    fn from(e: crate::accounts::AdminError) -> ApiError {
+        use crate::accounts::AdminError as E;
+        let message = e.to_string();
+        match e {
+            E::Meta(berth_meta::MetaError::Conflict(_)) => {
+                ApiError::new(ErrorCode::ParameterInvalid, message)
+            }
+            E::Meta(m) => m.into(),
+            E::Grant(_) | E::BadName(_) | E::Secret(berth_auth::secret::SecretError::TooShort) => {
+                ApiError::new(ErrorCode::ParameterInvalid, message)
+            }
+            // The OCI table has no generic "not found"; NAME_UNKNOWN (404) is the nearest,
+            // and the message names the account or pattern.
+            E::NoAccount(_) | E::NotFound(_) => ApiError::new(ErrorCode::NameUnknown, message),
+            E::Backend(_) | E::Secret(_) | E::Marker { .. } => ApiError::internal(&e),
+        }
+    }
+}
+
 impl From<berth_meta::MetaError> for ApiError {
     fn from(e: berth_meta::MetaError) -> ApiError {
         RegistryError::from(e).into()

@@ -23,6 +23,7 @@ use clap::{Args, Subcommand};
 #[command(after_help = "Examples:
   printf '%s' \"$PASSWORD\" | berth admin user add alice --password-stdin --grant 'team/*:pull,push'
   berth admin user list --json
+  berth admin user list --registry registry.example.com    # through the admin API
   berth admin grant alice 'team/app:delete'
   berth admin revoke alice 'team/*'
   berth admin robot create ci --grant 'team/*:pull,push' --expires 90d
@@ -45,6 +46,13 @@ pub struct AdminArgs {
     /// Print machine-readable JSON.
     #[arg(long, global = true)]
     json: bool,
+    /// Go through this running registry's admin API (HOST:PORT or URL; needs an account
+    /// with admin on * in the Docker config, see `berth login`) instead of the data
+    /// directory. Every command but scrub works this way.
+    #[arg(long, value_name = "URL", global = true)]
+    registry: Option<String>,
+    #[command(flatten)]
+    common: crate::cmd::Common,
     #[command(subcommand)]
     command: AdminCommand,
 }
@@ -99,11 +107,6 @@ enum AdminCommand {
 
 #[derive(Args)]
 struct GcArgs {
-    /// Go through this running registry's admin API (HOST:PORT or URL; needs an account
-    /// with admin on * in the Docker config) instead of the data directory, which a
-    /// running server holds.
-    #[arg(long, value_name = "URL")]
-    registry: Option<String>,
     /// Only say what would be freed, per repository.
     #[arg(long)]
     dry_run: bool,
@@ -114,8 +117,6 @@ struct GcArgs {
     /// referrer), or that it is garbage; collects nothing.
     #[arg(long, value_name = "DIGEST")]
     explain: Option<String>,
-    #[command(flatten)]
-    common: crate::cmd::Common,
 }
 
 #[derive(Subcommand)]
@@ -171,31 +172,15 @@ fn time(secs: i64) -> String {
     berth_oci::time::rfc3339(secs)
 }
 
-/// Accounts as `admin user list --json` and `admin robot list --json` print them.
-fn accounts_json(list: &[AccountInfo]) -> serde_json::Value {
-    list.iter()
-        .map(|a| {
-            serde_json::json!({
-                "name": a.name,
-                "kind": a.kind,
-                "disabled": a.disabled,
-                "expires_at": a.expires_at.map(time),
-                "created_at": time(a.created_at),
-                "grants": a.grants,
-            })
-        })
-        .collect()
-}
-
 /// The account table of `admin user list` and `admin robot list`.
-fn print_accounts(list: &[AccountInfo]) {
+fn print_accounts(list: &[AccountRow]) {
     println!(
         "{:<24} {:<6} {:<9} {:<20} GRANTS",
         "NAME", "KIND", "STATE", "EXPIRES"
     );
     for a in list {
         let state = if a.disabled { "disabled" } else { "active" };
-        let expires = a.expires_at.map(time).unwrap_or_else(|| "never".into());
+        let expires = a.expires_at.as_deref().unwrap_or("never");
         println!(
             "{:<24} {:<6} {:<9} {:<20} {}",
             a.name,
@@ -245,9 +230,16 @@ fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
 }
 
 pub fn run(args: AdminArgs) -> anyhow::Result<()> {
-    let config = config(&args)?;
     if let AdminCommand::Gc(gc_args) = &args.command {
-        return crate::cmd::block_on(gc(&config, gc_args, args.json));
+        let remote = match &args.registry {
+            Some(url) => Some(Remote::connect(url, &args.common)?),
+            None => None,
+        };
+        let config = match remote {
+            Some(_) => None,
+            None => Some(config(&args)?),
+        };
+        return crate::cmd::block_on(gc(config.as_ref(), remote.as_ref(), gc_args, args.json));
     }
     let actor = format!(
         "cli:{}",
@@ -258,17 +250,25 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     rt.block_on(async move {
-        let admin = Admin::open(&config, &actor)?;
         let json = args.json;
+        let target = match &args.registry {
+            Some(url) => {
+                if matches!(args.command, AdminCommand::Scrub { .. }) {
+                    bail!("scrub reads the data directory's files: run it on the registry's machine (a running server also scrubs in the background, see scrub_interval)");
+                }
+                Target::Remote(Remote::connect(url, &args.common)?)
+            }
+            None => Target::Local(Admin::open(&config(&args)?, &actor)?),
+        };
         match args.command {
             AdminCommand::User(UserCommand::Add {
                 name,
                 password_stdin,
                 grants,
             }) => {
-                let grants = parse_grants(&grants)?;
+                parse_grants(&grants)?;
                 let password = read_password(password_stdin)?;
-                admin.user_add(&name, &password, &grants).await?;
+                target.user_add(&name, &password, &grants).await?;
                 if json {
                     print_json(&serde_json::json!({"name": name, "kind": "user"}))?;
                 } else {
@@ -276,23 +276,23 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
                 }
             }
             AdminCommand::User(UserCommand::List) => {
-                let list = admin.list().await?;
+                let list = target.accounts(None).await?;
                 if json {
-                    print_json(&accounts_json(&list))?;
+                    print_json(&list)?;
                 } else {
                     print_accounts(&list);
                 }
             }
             AdminCommand::Robot(RobotCommand::List) => {
-                let list = admin.robot_list().await?;
+                let list = target.accounts(Some("robot")).await?;
                 if json {
-                    print_json(&accounts_json(&list))?;
+                    print_json(&list)?;
                 } else {
                     print_accounts(&list);
                 }
             }
             AdminCommand::Robot(RobotCommand::Rotate { name }) => {
-                let secret = admin.robot_rotate(&name).await?;
+                let secret = target.robot_rotate(&name).await?;
                 if json {
                     print_json(&serde_json::json!({"name": name, "secret": secret}))?;
                 } else {
@@ -301,15 +301,15 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
                 }
             }
             AdminCommand::Robot(RobotCommand::Delete { name }) => {
-                admin.robot_delete(&name).await?;
+                target.delete(&name, Some("robot")).await?;
                 println!("robot {name} deleted");
             }
             AdminCommand::User(UserCommand::Disable { name }) => {
-                admin.set_disabled(&name, true).await?;
+                target.set_disabled(&name, true).await?;
                 println!("account {name} disabled");
             }
             AdminCommand::User(UserCommand::Enable { name }) => {
-                admin.set_disabled(&name, false).await?;
+                target.set_disabled(&name, false).await?;
                 println!("account {name} enabled");
             }
             AdminCommand::User(UserCommand::Passwd {
@@ -317,22 +317,22 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
                 password_stdin,
             }) => {
                 let password = read_password(password_stdin)?;
-                admin.passwd(&name, &password).await?;
+                target.passwd(&name, &password).await?;
                 println!("password of {name} changed");
             }
             AdminCommand::User(UserCommand::Delete { name }) => {
-                admin.delete(&name).await?;
+                target.delete(&name, None).await?;
                 println!("account {name} deleted");
             }
             AdminCommand::Grant { name, grants } => {
                 for g in parse_grants(&grants)? {
-                    admin.grant(&name, &g).await?;
+                    target.grant(&name, &g).await?;
                     println!("granted {g} to {name}");
                 }
             }
             AdminCommand::Revoke { name, pattern } => {
                 let pattern = Pattern::parse(&pattern)?;
-                admin.revoke(&name, &pattern).await?;
+                target.revoke(&name, &pattern).await?;
                 println!("revoked {pattern} from {name}");
             }
             AdminCommand::Robot(RobotCommand::Create {
@@ -340,13 +340,8 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
                 grants,
                 expires,
             }) => {
-                let grants = parse_grants(&grants)?;
-                let secret = admin.robot_create(&name, &grants, expires).await?;
-                let expires_at = expires.map(|d| {
-                    time(berth_oci::time::now().saturating_add(
-                        i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-                    ))
-                });
+                parse_grants(&grants)?;
+                let (secret, expires_at) = target.robot_create(&name, &grants, expires).await?;
                 if json {
                     print_json(&serde_json::json!({"name": name, "secret": secret,
                         "expires_at": expires_at}))?;
@@ -368,15 +363,15 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
                 for p in &patterns {
                     let p = Pattern::parse(p)?;
                     if remove {
-                        admin.public_remove(&p).await?;
+                        target.public_remove(&p).await?;
                         println!("{p} is private");
                     } else {
-                        admin.public_add(&p).await?;
+                        target.public_add(&p).await?;
                         println!("{p} is public (anonymous pull)");
                     }
                 }
                 if list || patterns.is_empty() {
-                    let all = admin.public_list().await?;
+                    let all = target.public_list().await?;
                     if json {
                         print_json(&all)?;
                     } else {
@@ -384,32 +379,18 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
                     }
                 }
             }
-            AdminCommand::Scrub { repair } => scrub(&config, repair, json).await?,
+            AdminCommand::Scrub { repair } => scrub(&config(&args)?, repair, json).await?,
             // Handled before the data directory is opened.
             AdminCommand::Gc(_) => {}
             AdminCommand::Audit { since, limit } => {
-                let now = berth_oci::time::now();
-                let since = since.map(|d| now - d.as_secs() as i64).unwrap_or(0);
-                let events = admin.audit_log(since, limit).await?;
+                let events = target.audit(since, limit).await?;
                 if json {
-                    let v: Vec<_> = events
-                        .iter()
-                        .map(|e| {
-                            serde_json::json!({"at": time(e.at), "actor": e.actor, "action": e.action,
-                            "target": e.target, "detail": e.detail, "client": e.client})
-                        })
-                        .collect();
-                    print_json(&v)?;
+                    print_json(&events)?;
                 } else {
                     for e in events {
                         println!(
                             "{} {:<16} {:<20} {:<30} {} {}",
-                            time(e.at),
-                            e.actor,
-                            e.action,
-                            e.target,
-                            e.detail,
-                            e.client
+                            e.at, e.actor, e.action, e.target, e.detail, e.client
                         );
                     }
                 }
@@ -417,6 +398,312 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+/// An account as `admin user list` shows it and the admin API answers it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct AccountRow {
+    name: String,
+    kind: String,
+    disabled: bool,
+    expires_at: Option<String>,
+    created_at: String,
+    grants: Vec<String>,
+}
+
+impl From<&AccountInfo> for AccountRow {
+    fn from(a: &AccountInfo) -> AccountRow {
+        AccountRow {
+            name: a.name.clone(),
+            kind: a.kind.to_owned(),
+            disabled: a.disabled,
+            expires_at: a.expires_at.map(time),
+            created_at: time(a.created_at),
+            grants: a.grants.clone(),
+        }
+    }
+}
+
+/// An audit log entry as `admin audit` shows it and the admin API answers it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct AuditRow {
+    at: String,
+    actor: String,
+    action: String,
+    target: String,
+    detail: String,
+    client: String,
+}
+
+/// Where `berth admin` makes its changes: the data directory, or a running registry's
+/// admin API. Both sides take the same arguments and give the same answers, so every
+/// command prints the same thing either way.
+enum Target {
+    Local(Admin),
+    Remote(Remote),
+}
+
+impl Target {
+    async fn user_add(&self, name: &str, password: &str, grants: &[String]) -> anyhow::Result<()> {
+        match self {
+            Target::Local(a) => Ok(a.user_add(name, password, &parse_grants(grants)?).await?),
+            Target::Remote(r) => {
+                let body =
+                    serde_json::json!({"name": name, "password": password, "grants": grants});
+                r.call(Method::POST, "/api/v1/admin/users", Some(body))
+                    .await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Every account, or only those of `kind`.
+    async fn accounts(&self, kind: Option<&str>) -> anyhow::Result<Vec<AccountRow>> {
+        let mut rows: Vec<AccountRow> = match self {
+            Target::Local(a) => a.list().await?.iter().map(AccountRow::from).collect(),
+            Target::Remote(r) => {
+                let v = r.call(Method::GET, "/api/v1/admin/accounts", None).await?;
+                serde_json::from_value(v).context("reading the registry's account list")?
+            }
+        };
+        if let Some(kind) = kind {
+            rows.retain(|a| a.kind == kind);
+        }
+        Ok(rows)
+    }
+
+    /// Creates a robot; answers its secret and expiry time.
+    async fn robot_create(
+        &self,
+        name: &str,
+        grants: &[String],
+        expires: Option<std::time::Duration>,
+    ) -> anyhow::Result<(String, Option<String>)> {
+        match self {
+            Target::Local(a) => {
+                let secret = a
+                    .robot_create(name, &parse_grants(grants)?, expires)
+                    .await?;
+                let at = expires.map(|d| {
+                    time(
+                        berth_oci::time::now()
+                            .saturating_add(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
+                    )
+                });
+                Ok((secret, at))
+            }
+            Target::Remote(r) => {
+                let body = serde_json::json!({"name": name, "grants": grants,
+                    "expires": expires.map(|d| d.as_secs())});
+                let v = r
+                    .call(Method::POST, "/api/v1/admin/robots", Some(body))
+                    .await?;
+                Ok((
+                    v["secret"].as_str().unwrap_or_default().to_owned(),
+                    v["expires_at"].as_str().map(str::to_owned),
+                ))
+            }
+        }
+    }
+
+    async fn robot_rotate(&self, name: &str) -> anyhow::Result<String> {
+        match self {
+            Target::Local(a) => Ok(a.robot_rotate(name).await?),
+            Target::Remote(r) => {
+                let path = format!("/api/v1/admin/robots/{}/rotate", segment(name));
+                let v = r.call(Method::POST, &path, None).await?;
+                Ok(v["secret"].as_str().unwrap_or_default().to_owned())
+            }
+        }
+    }
+
+    /// Deletes an account; `kind` refuses an account of the other kind.
+    async fn delete(&self, name: &str, kind: Option<&str>) -> anyhow::Result<()> {
+        match (self, kind) {
+            (Target::Local(a), Some("robot")) => Ok(a.robot_delete(name).await?),
+            (Target::Local(a), _) => Ok(a.delete(name).await?),
+            (Target::Remote(r), kind) => {
+                let mut path = format!("/api/v1/admin/accounts/{}", segment(name));
+                if let Some(k) = kind {
+                    path.push_str(&format!("?kind={k}"));
+                }
+                r.call(Method::DELETE, &path, None).await?;
+                Ok(())
+            }
+        }
+    }
+
+    async fn set_disabled(&self, name: &str, disabled: bool) -> anyhow::Result<()> {
+        match self {
+            Target::Local(a) => Ok(a.set_disabled(name, disabled).await?),
+            Target::Remote(r) => {
+                let path = format!("/api/v1/admin/accounts/{}", segment(name));
+                let body = serde_json::json!({ "disabled": disabled });
+                r.call(Method::PATCH, &path, Some(body)).await?;
+                Ok(())
+            }
+        }
+    }
+
+    async fn passwd(&self, name: &str, password: &str) -> anyhow::Result<()> {
+        match self {
+            Target::Local(a) => Ok(a.passwd(name, password).await?),
+            Target::Remote(r) => {
+                let path = format!("/api/v1/admin/accounts/{}", segment(name));
+                let body = serde_json::json!({ "password": password });
+                r.call(Method::PATCH, &path, Some(body)).await?;
+                Ok(())
+            }
+        }
+    }
+
+    async fn grant(&self, name: &str, grant: &Grant) -> anyhow::Result<()> {
+        match self {
+            Target::Local(a) => Ok(a.grant(name, grant).await?),
+            Target::Remote(r) => {
+                let path = format!("/api/v1/admin/accounts/{}/grants", segment(name));
+                let body = serde_json::json!({ "grants": [grant.to_string()] });
+                r.call(Method::POST, &path, Some(body)).await?;
+                Ok(())
+            }
+        }
+    }
+
+    async fn revoke(&self, name: &str, pattern: &Pattern) -> anyhow::Result<()> {
+        match self {
+            Target::Local(a) => Ok(a.revoke(name, pattern).await?),
+            Target::Remote(r) => {
+                let path = format!(
+                    "/api/v1/admin/accounts/{}/grants?pattern={}",
+                    segment(name),
+                    segment(pattern.as_str())
+                );
+                r.call(Method::DELETE, &path, None).await?;
+                Ok(())
+            }
+        }
+    }
+
+    async fn public_add(&self, pattern: &Pattern) -> anyhow::Result<()> {
+        match self {
+            Target::Local(a) => Ok(a.public_add(pattern).await?),
+            Target::Remote(r) => {
+                let body = serde_json::json!({ "patterns": [pattern.as_str()] });
+                r.call(Method::POST, "/api/v1/admin/public", Some(body))
+                    .await?;
+                Ok(())
+            }
+        }
+    }
+
+    async fn public_remove(&self, pattern: &Pattern) -> anyhow::Result<()> {
+        match self {
+            Target::Local(a) => Ok(a.public_remove(pattern).await?),
+            Target::Remote(r) => {
+                let path = format!("/api/v1/admin/public?pattern={}", segment(pattern.as_str()));
+                r.call(Method::DELETE, &path, None).await?;
+                Ok(())
+            }
+        }
+    }
+
+    async fn public_list(&self) -> anyhow::Result<Vec<String>> {
+        match self {
+            Target::Local(a) => Ok(a.public_list().await?),
+            Target::Remote(r) => {
+                let v = r.call(Method::GET, "/api/v1/admin/public", None).await?;
+                Ok(serde_json::from_value(v).context("reading the registry's public patterns")?)
+            }
+        }
+    }
+
+    async fn audit(
+        &self,
+        since: Option<std::time::Duration>,
+        limit: usize,
+    ) -> anyhow::Result<Vec<AuditRow>> {
+        match self {
+            Target::Local(a) => {
+                let now = berth_oci::time::now();
+                let since = since
+                    .map(|d| now.saturating_sub(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)))
+                    .unwrap_or(0);
+                Ok(a.audit_log(since, limit)
+                    .await?
+                    .into_iter()
+                    .map(|e| AuditRow {
+                        at: time(e.at),
+                        actor: e.actor,
+                        action: e.action,
+                        target: e.target,
+                        detail: e.detail,
+                        client: e.client,
+                    })
+                    .collect())
+            }
+            Target::Remote(r) => {
+                let mut path = format!("/api/v1/admin/audit?limit={limit}");
+                if let Some(d) = since {
+                    path.push_str(&format!("&since={}", d.as_secs()));
+                }
+                let v = r.call(Method::GET, &path, None).await?;
+                Ok(serde_json::from_value(v).context("reading the registry's audit log")?)
+            }
+        }
+    }
+}
+
+/// A path segment or query value, percent-encoded (patterns hold `/` and `*`).
+fn segment(raw: &str) -> String {
+    form_urlencoded::byte_serialize(raw.as_bytes()).collect()
+}
+
+use reqwest::Method;
+
+/// A running registry's admin API.
+struct Remote {
+    registry: berth_client::Registry,
+    host: String,
+}
+
+impl Remote {
+    fn connect(url: &str, common: &crate::cmd::Common) -> anyhow::Result<Remote> {
+        let host = url
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .trim_end_matches('/')
+            .to_owned();
+        let registry = common.clients()?.registry(&host)?;
+        Ok(Remote { registry, host })
+    }
+
+    /// Sends a request with an optional JSON body; answers the JSON body (`null` when
+    /// the response has none), or the registry's refusal as an error.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> anyhow::Result<serde_json::Value> {
+        let u = self.registry.url(path);
+        let op = format!("{method} {}", path.split('?').next().unwrap_or(path));
+        let resp = self
+            .registry
+            .send(&[], |c| {
+                let rb = c.request(method.clone(), &u);
+                match &body {
+                    Some(b) => rb.json(b),
+                    None => rb,
+                }
+            })
+            .await?;
+        let resp = self.registry.check(resp, &op, &self.host).await?;
+        let bytes = resp.bytes().await?;
+        if bytes.is_empty() {
+            return Ok(serde_json::Value::Null);
+        }
+        serde_json::from_slice(&bytes).with_context(|| format!("reading the answer to {op}"))
+    }
 }
 
 /// `berth admin scrub`: a full-speed scrub of the data directory's blobs, printed; an
@@ -473,10 +760,16 @@ async fn scrub(config: &Config, repair: bool, json: bool) -> anyhow::Result<()> 
 }
 
 /// `berth admin gc`: a collection or an explanation, through `--registry` or in process.
-async fn gc(config: &Config, args: &GcArgs, json: bool) -> anyhow::Result<()> {
-    let (report, explanation) = match &args.registry {
-        Some(url) => remote_gc(url, args).await?,
-        None => local_gc(config, args).await?,
+async fn gc(
+    config: Option<&Config>,
+    remote: Option<&Remote>,
+    args: &GcArgs,
+    json: bool,
+) -> anyhow::Result<()> {
+    let (report, explanation) = match (remote, config) {
+        (Some(r), _) => remote_gc(r, args).await?,
+        (None, Some(config)) => local_gc(config, args).await?,
+        (None, None) => bail!("neither a registry nor a data directory to collect in"),
     };
     if let Some(e) = explanation {
         if json {
@@ -594,26 +887,18 @@ async fn local_gc(config: &Config, args: &GcArgs) -> anyhow::Result<GcAnswer> {
 }
 
 /// Asks a running server through its admin API.
-async fn remote_gc(url: &str, args: &GcArgs) -> anyhow::Result<GcAnswer> {
-    let host = url
-        .trim_start_matches("http://")
-        .trim_start_matches("https://")
-        .trim_end_matches('/');
-    let clients = args.common.clients()?;
-    let registry = clients.registry(host)?;
+async fn remote_gc(remote: &Remote, args: &GcArgs) -> anyhow::Result<GcAnswer> {
     if let Some(raw) = &args.explain {
         let digest: berth_oci::Digest = raw.parse().with_context(|| format!("digest {raw:?}"))?;
-        let u = registry.url(&format!("/api/v1/admin/gc/explain/{digest}"));
-        let resp = registry.send(&[], |c| c.get(&u)).await?;
-        let resp = registry.check(resp, "GET gc/explain", host).await?;
-        return Ok((None, Some(resp.json().await?)));
+        let path = format!("/api/v1/admin/gc/explain/{digest}");
+        return Ok((None, Some(remote.call(Method::GET, &path, None).await?)));
     }
     let mut body = serde_json::json!({"dry_run": args.dry_run});
     if let Some(g) = args.grace {
         body["grace"] = serde_json::json!(g.as_secs());
     }
-    let u = registry.url("/api/v1/admin/gc");
-    let resp = registry.send(&[], |c| c.post(&u).json(&body)).await?;
-    let resp = registry.check(resp, "POST gc", host).await?;
-    Ok((Some(resp.json().await?), None))
+    let report = remote
+        .call(Method::POST, "/api/v1/admin/gc", Some(body))
+        .await?;
+    Ok((Some(report), None))
 }

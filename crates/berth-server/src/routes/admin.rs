@@ -36,7 +36,10 @@ struct GcRequest {
 }
 
 /// The caller, who must hold `admin` on `*`.
-async fn administrator(state: &AppState, parts: &axum::http::request::Parts) -> ApiResult<Actor> {
+pub(super) async fn administrator(
+    state: &AppState,
+    parts: &axum::http::request::Parts,
+) -> ApiResult<Actor> {
     let client = client_ip(&parts.extensions);
     let p = state.auth.authenticate(&parts.headers, client).await?;
     let allowed = match &p {

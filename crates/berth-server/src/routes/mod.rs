@@ -10,6 +10,7 @@
 //! and decide what their resource needs.
 
 mod admin;
+mod admin_accounts;
 mod base;
 mod blobs;
 mod catalog;
@@ -54,6 +55,35 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/stats/top", get(stats::top))
         .route("/api/v1/admin/gc", axum::routing::post(admin::gc))
         .route("/api/v1/admin/gc/explain/{digest}", get(admin::explain))
+        .route("/api/v1/admin/accounts", get(admin_accounts::accounts))
+        .route(
+            "/api/v1/admin/accounts/{name}",
+            axum::routing::patch(admin_accounts::account_change)
+                .delete(admin_accounts::account_delete),
+        )
+        .route(
+            "/api/v1/admin/accounts/{name}/grants",
+            axum::routing::post(admin_accounts::grant).delete(admin_accounts::revoke),
+        )
+        .route(
+            "/api/v1/admin/users",
+            axum::routing::post(admin_accounts::user_add),
+        )
+        .route(
+            "/api/v1/admin/robots",
+            axum::routing::post(admin_accounts::robot_create),
+        )
+        .route(
+            "/api/v1/admin/robots/{name}/rotate",
+            axum::routing::post(admin_accounts::robot_rotate),
+        )
+        .route(
+            "/api/v1/admin/public",
+            get(admin_accounts::public_list)
+                .post(admin_accounts::public_add)
+                .delete(admin_accounts::public_remove),
+        )
+        .route("/api/v1/admin/audit", get(admin_accounts::audit))
         // A browser pointed at the registry lands on the dashboard; temporary, so
         // nothing caches it should `/` ever serve something else.
         .route(

@@ -25,18 +25,18 @@ use clap::Args;
 #[derive(Args, Clone, Debug)]
 pub struct Common {
     /// Use plain HTTP for every registry (localhost and 127.0.0.1 always use it).
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub insecure: bool,
     /// Print no progress, only results and errors.
-    #[arg(long, short)]
+    #[arg(long, short, global = true)]
     pub quiet: bool,
     /// Docker config file with credentials [default: $DOCKER_CONFIG/config.json or
     /// ~/.docker/config.json].
-    #[arg(long, value_name = "FILE", env = "BERTH_DOCKER_CONFIG")]
+    #[arg(long, value_name = "FILE", env = "BERTH_DOCKER_CONFIG", global = true)]
     pub docker_config: Option<std::path::PathBuf>,
     /// Trust this PEM CA certificate (bundle) for HTTPS registries; with it, loopback
     /// registries are spoken to over HTTPS too.
-    #[arg(long, value_name = "FILE", env = "BERTH_CA_CERT")]
+    #[arg(long, value_name = "FILE", env = "BERTH_CA_CERT", global = true)]
     pub ca_cert: Option<std::path::PathBuf>,
 }
 

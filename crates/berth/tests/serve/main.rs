@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test helpers panic on failure by design.
 
+mod admin_api;
 mod auth;
 mod crash;
 mod dashboard;
