@@ -96,6 +96,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/ui/", get(ui::index))
         .route("/ui/login", get(ui::login))
+        .route("/ui/admin", get(ui::admin))
         .route("/ui/r/{*name}", get(ui::repository))
         .route("/api/v1/stats/repositories/{*name}", get(stats::repository))
         .fallback(not_found)

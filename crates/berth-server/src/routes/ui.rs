@@ -209,6 +209,9 @@ pub async fn index(State(state): State<AppState>, req: Request) -> Response {
                 }
             }
         }
+        @if gc.is_some() {
+            p { a href="/ui/admin" { "Administration" } ": accounts, garbage collection, audit log" }
+        }
         h1 { "Repositories" }
         @if anonymous {
             p.muted { "Showing public repositories. " a href="/ui/login" { "Log in" } " to see yours." }
@@ -226,6 +229,109 @@ pub async fn index(State(state): State<AppState>, req: Request) -> Response {
         }
     };
     page("Repositories", body)
+}
+
+/// How many audit entries the admin page reads (its GC runs are found among them).
+const ADMIN_AUDIT_ROWS: usize = 500;
+
+/// `GET /ui/admin`: accounts, storage housekeeping and the audit log, for administrators
+/// of the whole registry. It only shows: changes go through `berth admin` (on the data
+/// directory or `--registry`) or the admin API, which keeps the dashboard free of forms
+/// that Basic credentials would let another site submit.
+pub async fn admin(State(state): State<AppState>, req: Request) -> Response {
+    let (parts, _) = req.into_parts();
+    let p = match viewer(&state, &parts).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    if !p.may("*", Action::Admin) {
+        return match p {
+            Principal::Anonymous { .. } => basic_challenge(),
+            _ => (
+                StatusCode::FORBIDDEN,
+                "the admin page needs an account with admin on *",
+            )
+                .into_response(),
+        };
+    }
+    let admin = state.auth.admin(p.name(), client_ip(&parts.extensions));
+    let (accounts, audit) = match (
+        admin.list().await,
+        admin.audit_log(0, ADMIN_AUDIT_ROWS).await,
+    ) {
+        (Ok(a), Ok(l)) => (a, l),
+        (Err(e), _) | (_, Err(e)) => return ApiError::from(e).into_response(),
+    };
+    let public = admin.public_list().await.unwrap_or_default();
+    let last = state.registry.last_gc();
+    let gc_runs: Vec<_> = audit.iter().filter(|e| e.action == "gc").take(10).collect();
+    let body = html! {
+        h1 { "Administration" }
+        div.cards #housekeeping {
+            div.card {
+                "Last garbage collection"
+                @match &last {
+                    Some(r) => {
+                        b { (human_bytes(r.bytes_freed)) " freed" }
+                        (r.blobs_deleted) " blobs, " (r.manifests_deleted) " manifests, "
+                        (r.duration_ms) " ms, " (date(r.started_at))
+                    }
+                    None => { b { "no run yet" } "since the server started" }
+                }
+            }
+            div.card {
+                "Accounts"
+                b { (accounts.len()) }
+                (accounts.iter().filter(|a| a.kind == "robot").count()) " robots, "
+                (accounts.iter().filter(|a| a.disabled).count()) " disabled"
+            }
+        }
+        section #accounts {
+            h2 { "Accounts" }
+            table {
+                tr { th { "Name" } th { "Kind" } th { "State" } th { "Expires" } th { "Grants" } }
+                @for a in &accounts {
+                    tr {
+                        td { (a.name) }
+                        td { (a.kind) }
+                        td { @if a.disabled { "disabled" } @else { "active" } }
+                        td { (a.expires_at.map(date).unwrap_or_else(|| "never".into())) }
+                        td { @for g in &a.grants { code { (g) } " " } }
+                    }
+                }
+            }
+            p.muted { "Public (anonymous pull): "
+                @if public.is_empty() { "none" }
+                @for pat in &public { code { (pat) } " " } }
+            p.muted { "Change accounts with " code { "berth admin --registry HOST user|robot|grant|public ..." }
+                " or the admin API (" code { "/api/v1/admin/" } ")." }
+        }
+        section #gc-runs {
+            h2 { "Garbage collection runs" }
+            @if gc_runs.is_empty() { p.muted { "None recorded yet." } }
+            @else {
+                table {
+                    tr { th { "When" } th { "By" } th { "What" } }
+                    @for e in &gc_runs {
+                        tr { td { (date(e.at)) } td { (e.actor) } td { (e.detail) } }
+                    }
+                }
+            }
+        }
+        section #audit {
+            h2 { "Audit log (newest first)" }
+            table {
+                tr { th { "When" } th { "Actor" } th { "Action" } th { "Target" } th { "Detail" } th { "Client" } }
+                @for e in audit.iter().take(50) {
+                    tr {
+                        td { (date(e.at)) } td { (e.actor) } td { (e.action) }
+                        td { (e.target) } td { (e.detail) } td { (e.client) }
+                    }
+                }
+            }
+        }
+    };
+    page("Administration", body)
 }
 
 /// `GET /ui/r/<name>`: downloads over time, version/platform/client shares, error rate

@@ -290,6 +290,34 @@ async fn admin_commands_work_through_a_running_registry() {
         "{list}"
     );
 
+    // The dashboard's admin page: administrators only.
+    let page = |user: Option<(&str, &str)>| {
+        let rb = client().get(format!("{}/ui/admin", server.base));
+        match user {
+            Some((u, p)) => rb.basic_auth(u, Some(p)),
+            None => rb,
+        }
+        .send()
+    };
+    let r = page(Some(("root", "root-password"))).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let html = r.text().await.unwrap();
+    for needle in [
+        "Administration",
+        "alice",
+        "bob",
+        "team/app:delete",
+        "robot_rotate",
+    ] {
+        assert!(
+            html.contains(needle),
+            "{needle} missing from the admin page"
+        );
+    }
+    let r = page(Some(("bob", "bob-password"))).await.unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(page(None).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+
     // Scrub reads files: refused through the API with a pointer to where it runs.
     let out = remote(&["scrub"], "");
     assert!(!out.status.success());
