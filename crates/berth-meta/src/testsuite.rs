@@ -1449,8 +1449,12 @@ pub async fn repository_usage_counts_each_blob_once_per_repository(meta: Arc<dyn
     meta.blob_link(&b, &shared, 1000).await.unwrap();
     let m1 = manifest("first", vec![shared.clone(), own.clone()], None);
     let m2 = manifest("second manifest", vec![shared.clone()], None);
-    meta.manifest_put(&a, &m1, &tags(&["v1"]), None).await.unwrap();
-    meta.manifest_put(&a, &m2, &tags(&["v2"]), None).await.unwrap();
+    meta.manifest_put(&a, &m1, &tags(&["v1"]), None)
+        .await
+        .unwrap();
+    meta.manifest_put(&a, &m2, &tags(&["v2"]), None)
+        .await
+        .unwrap();
 
     let usage = meta.repository_usage(Some(&a)).await.unwrap();
     assert_eq!(usage.len(), 1);
@@ -1466,7 +1470,11 @@ pub async fn repository_usage_counts_each_blob_once_per_repository(meta: Arc<dyn
     let all = meta.repository_usage(None).await.unwrap();
     let names: Vec<&str> = all.iter().map(|u| u.name.as_str()).collect();
     assert_eq!(names, ["team/a", "team/b"]);
-    assert_eq!(all[1].bytes(), 1000, "a shared blob counts in each repository");
+    assert_eq!(
+        all[1].bytes(),
+        1000,
+        "a shared blob counts in each repository"
+    );
     assert!(meta
         .repository_usage(Some(&repo("team/none")))
         .await
@@ -1493,7 +1501,10 @@ pub async fn pulls_keep_the_latest_time(stats: &dyn StatsStore) {
         .await
         .unwrap();
     stats
-        .pulls_add(vec![("a".into(), one.clone(), 300), ("a".into(), two.clone(), 10)])
+        .pulls_add(vec![
+            ("a".into(), one.clone(), 300),
+            ("a".into(), two.clone(), 10),
+        ])
         .await
         .unwrap();
     let mut want = vec![(one.clone(), 300), (two.clone(), 50)];

@@ -34,7 +34,8 @@ use clap::{Args, Subcommand};
   berth admin scrub --repair
   berth admin gc --dry-run
   berth admin gc --registry localhost:5000 --grace 30m
-  berth admin gc --explain sha256:...")]
+  berth admin gc --explain sha256:...
+  berth admin usage --registry localhost:5000")]
 pub struct AdminArgs {
     /// Data directory of the registry [default: ./berth-data].
     #[arg(long, value_name = "DIR", global = true)]
@@ -95,6 +96,19 @@ enum AdminCommand {
     /// Collect garbage now: blob files and untagged manifests nothing keeps (see
     /// `gc_grace` and `[[gc]]` in the configuration), or say why something is kept.
     Gc(GcArgs),
+    /// Storage used per repository (each blob once per repository, plus manifests)
+    /// with its `[[quota]]`, and the distinct bytes stored.
+    Usage(UsageArgs),
+}
+
+#[derive(Args)]
+struct UsageArgs {
+    /// Ask this running registry's admin API (HOST:PORT or URL; needs an account with
+    /// admin on * in the Docker config) instead of reading the data directory.
+    #[arg(long, value_name = "URL")]
+    registry: Option<String>,
+    #[command(flatten)]
+    common: crate::cmd::Common,
 }
 
 #[derive(Args)]
@@ -249,6 +263,9 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
     if let AdminCommand::Gc(gc_args) = &args.command {
         return crate::cmd::block_on(gc(&config, gc_args, args.json));
     }
+    if let AdminCommand::Usage(usage_args) = &args.command {
+        return crate::cmd::block_on(usage(&config, usage_args, args.json));
+    }
     let actor = format!(
         "cli:{}",
         std::env::var("USER").unwrap_or_else(|_| "admin".into())
@@ -386,7 +403,7 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
             }
             AdminCommand::Scrub { repair } => scrub(&config, repair, json).await?,
             // Handled before the data directory is opened.
-            AdminCommand::Gc(_) => {}
+            AdminCommand::Gc(_) | AdminCommand::Usage(_) => {}
             AdminCommand::Audit { since, limit } => {
                 let now = berth_oci::time::now();
                 let since = since.map(|d| now - d.as_secs() as i64).unwrap_or(0);
@@ -532,6 +549,21 @@ async fn gc(config: &Config, args: &GcArgs, json: bool) -> anyhow::Result<()> {
         );
     }
     let verb = if dry { "would delete" } else { "deleted" };
+    for t in r["retention"].as_array().into_iter().flatten() {
+        let delete = t["delete"].as_bool().unwrap_or(false);
+        println!(
+            "tag {}:{} {}: {}",
+            t["repository"].as_str().unwrap_or(""),
+            t["tag"].as_str().unwrap_or(""),
+            match (delete, dry) {
+                (true, true) => "would be deleted",
+                (true, false) => "deleted",
+                (false, _) => "kept",
+            },
+            t["why"].as_str().unwrap_or("")
+        );
+    }
+    println!("retention {verb} {} tag(s)", n("tags_deleted"));
     println!(
         "{verb} {} blob file(s), {} bytes; {} manifest(s), {} link(s) ({} ms, longest write {:.1} ms)",
         n("blobs_deleted"),
@@ -549,7 +581,7 @@ type GcAnswer = (Option<serde_json::Value>, Option<serde_json::Value>);
 /// Runs in this process, refused while a server holds the data directory.
 async fn local_gc(config: &Config, args: &GcArgs) -> anyhow::Result<GcAnswer> {
     use berth_server::backends::{self, BackendError};
-    use berth_server::service::{GcOptions, GcSettings, Registry, RegistryParts};
+    use berth_server::service::{GcOptions, GcSettings, Registry, RegistryParts, TagRetention};
     // Refuses a directory without a registry before anything is created in it.
     let stores = backends::open_meta(config, backends::Create::No)?;
     let _lock = match backends::lock_data_dir(config) {
@@ -571,7 +603,8 @@ async fn local_gc(config: &Config, args: &GcArgs) -> anyhow::Result<GcAnswer> {
         max_manifest_bytes: config.max_manifest_bytes,
         upload_idle_timeout: config.upload_idle_timeout,
     })
-    .with_gc(GcSettings::new(config.gc_grace, &config.gc)?);
+    .with_gc(GcSettings::new(config.gc_grace, &config.gc)?)
+    .with_retention(TagRetention::new(&config.retention, Some(stores.stats))?);
     if let Some(raw) = &args.explain {
         let digest: berth_oci::Digest = raw.parse().with_context(|| format!("digest {raw:?}"))?;
         let e = registry.gc_explain(&digest).await?;
@@ -616,4 +649,73 @@ async fn remote_gc(url: &str, args: &GcArgs) -> anyhow::Result<GcAnswer> {
     let resp = registry.send(&[], |c| c.post(&u).json(&body)).await?;
     let resp = registry.check(resp, "POST gc", host).await?;
     Ok((Some(resp.json().await?), None))
+}
+
+/// `berth admin usage`: bytes per repository with quotas, through `--registry` or from
+/// the data directory (read only, so it works beside a running server).
+async fn usage(config: &Config, args: &UsageArgs, json: bool) -> anyhow::Result<()> {
+    let report: serde_json::Value = match &args.registry {
+        Some(url) => {
+            let host = url
+                .trim_start_matches("http://")
+                .trim_start_matches("https://")
+                .trim_end_matches('/');
+            let clients = args.common.clients()?;
+            let registry = clients.registry(host)?;
+            let u = registry.url("/api/v1/admin/usage");
+            let resp = registry.send(&[], |c| c.get(&u)).await?;
+            let resp = registry.check(resp, "GET usage", host).await?;
+            resp.json().await?
+        }
+        None => {
+            use berth_server::backends;
+            use berth_server::service::{Quotas, Registry, RegistryParts};
+            let stores = backends::open_meta(config, backends::Create::No)?;
+            let registry = Registry::new(RegistryParts {
+                blobs: backends::open_blobs(config)?,
+                meta: stores.meta,
+                policy: std::sync::Arc::new(berth_server::policy::Policy::new(&config.tag_policy)?),
+                events: berth_server::events::Events::new(Vec::new()),
+                max_manifest_bytes: config.max_manifest_bytes,
+                upload_idle_timeout: config.upload_idle_timeout,
+            })
+            .with_quotas(Quotas::new(&config.quota)?);
+            serde_json::to_value(registry.usage().await?)?
+        }
+    };
+    if json {
+        return print_json(&report);
+    }
+    println!(
+        "{:<40} {:>14} {:>8} {:>10} {:>14} {:>6}",
+        "REPOSITORY", "BYTES", "BLOBS", "MANIFESTS", "QUOTA", "USED"
+    );
+    for r in report["repositories"].as_array().into_iter().flatten() {
+        let bytes = r["bytes"].as_u64().unwrap_or(0);
+        let (quota, used) = match r["limit"].as_u64() {
+            Some(l) => (
+                l.to_string(),
+                format!(
+                    "{}%",
+                    bytes.saturating_mul(100).checked_div(l).unwrap_or(100)
+                ),
+            ),
+            None => ("-".to_owned(), "-".to_owned()),
+        };
+        println!(
+            "{:<40} {:>14} {:>8} {:>10} {:>14} {:>6}",
+            r["repository"].as_str().unwrap_or(""),
+            bytes,
+            r["blobs"].as_u64().unwrap_or(0),
+            r["manifests"].as_u64().unwrap_or(0),
+            quota,
+            used
+        );
+    }
+    println!(
+        "{} distinct blob(s) stored, {} bytes",
+        report["stored_blobs"].as_u64().unwrap_or(0),
+        report["stored_bytes"].as_u64().unwrap_or(0)
+    );
+    Ok(())
 }

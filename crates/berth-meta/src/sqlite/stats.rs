@@ -103,8 +103,10 @@ impl StatsStore for SqliteStore {
                     "SELECT digest, pulled_at FROM manifest_pulls WHERE repo = ?1 ORDER BY digest",
                 )
                 .and_then(|mut s| {
-                    s.query_map([repo], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
-                        .collect::<Result<Vec<_>, _>>()
+                    s.query_map([repo], |r| {
+                        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()
                 })
                 .map_err(db_err("reading pulls"))
             })

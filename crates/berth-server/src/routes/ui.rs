@@ -193,6 +193,14 @@ pub async fn index(State(state): State<AppState>, req: Request) -> Response {
     let anonymous = matches!(p, Principal::Anonymous { .. });
     // Storage housekeeping is the registry administrators' concern.
     let gc = p.may("*", Action::Admin).then(|| state.registry.last_gc());
+    // Usage and quotas, for the same administrators (one read per repository's rows).
+    let usage = match &gc {
+        Some(_) => match state.registry.usage().await {
+            Ok(u) => Some(u),
+            Err(e) => return ApiError::from(e).into_response(),
+        },
+        None => None,
+    };
     let body = html! {
         @if let Some(last) = &gc {
             div.cards #gc {
@@ -202,9 +210,23 @@ pub async fn index(State(state): State<AppState>, req: Request) -> Response {
                         Some(r) => {
                             b { (human_bytes(r.bytes_freed)) " freed" }
                             (r.blobs_deleted) " blobs, " (r.manifests_deleted) " manifests, "
+                            (r.tags_deleted) " expired tags, "
                             (r.duration_ms) " ms, " (date(r.started_at))
                         }
                         None => { b { "no run yet" } "since the server started" }
+                    }
+                }
+                @if let Some(u) = &usage {
+                    div.card #usage {
+                        "Storage"
+                        b { (human_bytes(u.stored_bytes)) " stored" }
+                        (u.stored_blobs) " distinct blobs"
+                        @for r in u.repositories.iter().filter(|r| r.limit.is_some()) {
+                            @let limit = r.limit.unwrap_or(0);
+                            br;
+                            (r.repository) ": " (human_bytes(r.bytes)) " of " (human_bytes(limit))
+                            " (" (r.bytes.saturating_mul(100).checked_div(limit).unwrap_or(100)) "%)"
+                        }
                     }
                 }
             }
