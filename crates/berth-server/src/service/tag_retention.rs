@@ -191,9 +191,13 @@ fn glob(pattern: &str, text: &str) -> bool {
     p[pi..].iter().all(|c| *c == '*')
 }
 
-/// A duration as the configuration wrote it (`30d`, `14d 12h`).
+/// A duration in whole days from one day on (`30d`, as the configuration writes them;
+/// humantime would say `1month 19days 13h`), else as humantime writes it (`3h 20m`).
 fn span(d: Duration) -> String {
-    humantime::format_duration(d).to_string()
+    match d.as_secs() / 86_400 {
+        0 => humantime::format_duration(d).to_string(),
+        days => format!("{days}d"),
+    }
 }
 
 fn before(now: i64, d: Duration) -> i64 {
@@ -469,15 +473,15 @@ mod tests {
         );
         assert_eq!(
             why("sha-young"),
-            "delete_older_than: pushed 10days ago, within 14days"
+            "delete_older_than: pushed 10d ago, within 14d"
         );
         assert_eq!(
             why("sha-pulled"),
-            "keep_pulled_within: pulled 3days ago, within 30days"
+            "keep_pulled_within: pulled 3d ago, within 30d"
         );
         assert_eq!(
             why("sha-old"),
-            "pushed 50days ago, older than delete_older_than 14days, and no rule keeps it"
+            "pushed 50d ago, older than delete_older_than 14d, and no rule keeps it"
         );
     }
 
