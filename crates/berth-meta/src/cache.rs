@@ -211,6 +211,13 @@ impl MetadataStore for CachingStore {
         self.inner.repository_summaries().await
     }
 
+    async fn repository_usage(
+        &self,
+        repo: Option<&RepoName>,
+    ) -> Result<Vec<crate::RepositoryUsage>, MetaError> {
+        self.inner.repository_usage(repo).await
+    }
+
     async fn tag_details(&self, repo: &RepoName) -> Result<Vec<crate::TagDetail>, MetaError> {
         self.inner.tag_details(repo).await
     }

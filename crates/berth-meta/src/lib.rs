@@ -311,6 +311,28 @@ pub struct RepositorySummary {
     pub last_push: Option<i64>,
 }
 
+/// What a repository stores, as quotas count it: each blob linked in it once (however
+/// many manifests list it) and each manifest's bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RepositoryUsage {
+    pub name: String,
+    /// Blobs linked in the repository.
+    pub blobs: u64,
+    /// Their bytes, each blob counted once.
+    pub blob_bytes: u64,
+    /// Manifests stored in the repository.
+    pub manifests: u64,
+    /// Their bytes (the exact bytes pushed).
+    pub manifest_bytes: u64,
+}
+
+impl RepositoryUsage {
+    /// Every byte the repository holds: blobs and manifests.
+    pub fn bytes(&self) -> u64 {
+        self.blob_bytes.saturating_add(self.manifest_bytes)
+    }
+}
+
 /// A tag with what it points to, for the dashboard.
 #[derive(Debug, Clone)]
 pub struct TagDetail {
@@ -406,6 +428,15 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     /// Every repository with its tag count, size and last push, in lexical order.
     async fn repository_summaries(&self) -> Result<Vec<RepositorySummary>, MetaError>;
+
+    /// What `repo` stores ([`RepositoryUsage`]); with `None`, every repository's, in
+    /// lexical order. A repository that does not exist is absent from the answer. Quotas
+    /// ask this on pushes into repositories a quota covers, so it must be an indexed
+    /// read of the repository's own rows, never a scan of every repository.
+    async fn repository_usage(
+        &self,
+        repo: Option<&RepoName>,
+    ) -> Result<Vec<RepositoryUsage>, MetaError>;
 
     /// Every tag of `repo` with its manifest, in lexical order.
     async fn tag_details(&self, repo: &RepoName) -> Result<Vec<TagDetail>, MetaError>;
@@ -774,6 +805,15 @@ pub trait StatsStore: Send + Sync + 'static {
         repo: &str,
         since_hour: i64,
     ) -> Result<Vec<(String, String, u64)>, MetaError>;
+
+    /// Records manifest pulls, `(repository, manifest digest, unix seconds)`, in one
+    /// transaction: each (repository, digest) keeps the latest time it was ever given (an
+    /// older time never moves it back). Retention rules read them to keep what is pulled.
+    async fn pulls_add(&self, pulls: Vec<(String, Digest, i64)>) -> Result<(), MetaError>;
+
+    /// When each manifest of `repo` was last pulled (unix seconds) as recorded by
+    /// [`StatsStore::pulls_add`], in digest order; digests never pulled are absent.
+    async fn last_pulls(&self, repo: &str) -> Result<Vec<(Digest, i64)>, MetaError>;
 
     /// Bytes served for `repo` since `since_hour`.
     async fn bytes_served(&self, repo: &str, since_hour: i64) -> Result<u64, MetaError>;

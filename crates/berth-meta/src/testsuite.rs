@@ -1436,6 +1436,84 @@ pub async fn hourly_counters_roll_up_into_days(stats: &dyn StatsStore) {
     assert_eq!(stats.stats_roll_up(day3 + 6).await.unwrap(), 0);
 }
 
+/// Usage counts each blob of a repository once, however many manifests list it, plus the
+/// manifests' exact bytes; a blob shared with another repository counts in both; an
+/// unknown repository is absent.
+pub async fn repository_usage_counts_each_blob_once_per_repository(meta: Arc<dyn MetadataStore>) {
+    let a = repo("team/a");
+    let b = repo("team/b");
+    let shared = Digest::sha256(b"shared");
+    let own = Digest::sha256(b"own");
+    meta.blob_link(&a, &shared, 1000).await.unwrap();
+    meta.blob_link(&a, &own, 24).await.unwrap();
+    meta.blob_link(&b, &shared, 1000).await.unwrap();
+    let m1 = manifest("first", vec![shared.clone(), own.clone()], None);
+    let m2 = manifest("second manifest", vec![shared.clone()], None);
+    meta.manifest_put(&a, &m1, &tags(&["v1"]), None)
+        .await
+        .unwrap();
+    meta.manifest_put(&a, &m2, &tags(&["v2"]), None)
+        .await
+        .unwrap();
+
+    let usage = meta.repository_usage(Some(&a)).await.unwrap();
+    assert_eq!(usage.len(), 1);
+    let u = &usage[0];
+    assert_eq!(u.name, "team/a");
+    assert_eq!((u.blobs, u.blob_bytes), (2, 1024));
+    assert_eq!(
+        (u.manifests, u.manifest_bytes),
+        (2, ("first".len() + "second manifest".len()) as u64)
+    );
+    assert_eq!(u.bytes(), 1024 + 20);
+
+    let all = meta.repository_usage(None).await.unwrap();
+    let names: Vec<&str> = all.iter().map(|u| u.name.as_str()).collect();
+    assert_eq!(names, ["team/a", "team/b"]);
+    assert_eq!(
+        all[1].bytes(),
+        1000,
+        "a shared blob counts in each repository"
+    );
+    assert!(meta
+        .repository_usage(Some(&repo("team/none")))
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Unlinking a blob lowers the usage at once.
+    meta.blob_unlink(&b, &shared).await.unwrap();
+    assert_eq!(meta.repository_usage(Some(&b)).await.unwrap()[0].bytes(), 0);
+}
+
+/// Pulls keep the latest time per (repository, digest): a later time moves it, an earlier
+/// one does not; repositories are separate.
+pub async fn pulls_keep_the_latest_time(stats: &dyn StatsStore) {
+    let one = Digest::sha256(b"one");
+    let two = Digest::sha256(b"two");
+    assert!(stats.last_pulls("a").await.unwrap().is_empty());
+    stats
+        .pulls_add(vec![
+            ("a".into(), one.clone(), 100),
+            ("a".into(), two.clone(), 50),
+            ("b".into(), one.clone(), 7),
+        ])
+        .await
+        .unwrap();
+    stats
+        .pulls_add(vec![
+            ("a".into(), one.clone(), 300),
+            ("a".into(), two.clone(), 10),
+        ])
+        .await
+        .unwrap();
+    let mut want = vec![(one.clone(), 300), (two.clone(), 50)];
+    want.sort();
+    assert_eq!(stats.last_pulls("a").await.unwrap(), want);
+    assert_eq!(stats.last_pulls("b").await.unwrap(), vec![(one, 7)]);
+    stats.pulls_add(Vec::new()).await.unwrap();
+}
+
 /// A far-future cutoff: every row counts as old enough to collect.
 fn later() -> i64 {
     berth_oci::time::now() + 3600
@@ -1648,6 +1726,7 @@ macro_rules! metadata_store_suite {
             gc_lists_and_unlinks_only_unreferenced_links,
             gc_tombstones_only_unlinked_unclaimed_digests,
             gc_manifest_graph_and_conditional_deletes,
+            repository_usage_counts_each_blob_once_per_repository,
         );
     };
     (@each $fresh:path; $($name:ident),* $(,)?) => {
@@ -1682,6 +1761,7 @@ macro_rules! stats_store_suite {
             downloads_add_and_query,
             request_counters,
             hourly_counters_roll_up_into_days,
+            pulls_keep_the_latest_time,
         );
     };
     (@each $fresh:path; $($name:ident),* $(,)?) => {

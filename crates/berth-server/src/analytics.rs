@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 use berth_meta::{
     DownloadKey, FetchKind, MetaError, MetadataStore, RequestKey, StatsStore, StoredManifest,
 };
-use berth_oci::{ParsedManifest, RepoName};
+use berth_oci::{Digest, ParsedManifest, RepoName};
 
 use crate::metrics::Metrics;
 
@@ -53,6 +53,8 @@ const UNRESOLVED: char = '@';
 /// Fetches waiting for a follow-up at once; beyond it a fetch counts as an inspection at
 /// once.
 pub const MAX_PENDING: usize = 10_000;
+/// Most distinct manifests whose pull time one flush interval keeps.
+pub const MAX_PULLS: usize = 100_000;
 /// Distinct repositories with request counters per flush interval.
 pub const MAX_REQUEST_REPOS: usize = 1_000;
 /// The request-counter bucket for refused requests, repositories that do not exist, and
@@ -182,6 +184,9 @@ pub struct Analytics {
     /// (client address, User-Agent, repository) → the index it fetched or the manifest
     /// it checked last.
     pending: Mutex<HashMap<PendingKey, Pending>>,
+    /// (repository, manifest digest) → unix seconds of its last `GET` since the last
+    /// flush, for retention's `keep_pulled_within`; at most [`MAX_PULLS`] entries.
+    pulls: Mutex<HashMap<(String, Digest), i64>>,
     stats: Arc<dyn StatsStore>,
     meta: Arc<dyn MetadataStore>,
     /// Where `berth_pulls_total` and `berth_inspections_total` are counted.
@@ -203,6 +208,7 @@ impl Analytics {
             bytes: Mutex::new(HashMap::new()),
             requests: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
+            pulls: Mutex::new(HashMap::new()),
             stats,
             meta,
             metrics: None,
@@ -260,6 +266,7 @@ impl Analytics {
 
     /// Records a successful manifest `GET`.
     pub fn manifest_served(&self, f: &Fetch<'_>, m: &StoredManifest) {
+        self.pulled(f.repo, &m.digest);
         let family = client_family(f.user_agent);
         let hour = hour_now();
         let version = Self::version_of(f, m);
@@ -466,6 +473,42 @@ impl Analytics {
         }
     }
 
+    /// Notes that `digest` of `repo` was pulled now. Pull times are kept whether or not
+    /// download analytics are on: retention rules need them. Only served manifests get
+    /// here, so entries are bounded by what is stored; [`MAX_PULLS`] bounds one
+    /// interval's memory all the same (later pulls of new digests wait for the next).
+    fn pulled(&self, repo: &RepoName, digest: &Digest) {
+        let now = berth_oci::time::now();
+        let mut pulls = self.pulls.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (repo.to_string(), digest.clone());
+        if let Some(at) = pulls.get_mut(&key) {
+            *at = now;
+        } else if pulls.len() < MAX_PULLS {
+            pulls.insert(key, now);
+        }
+    }
+
+    /// Writes the pull times noted since the last flush; kept for the next on failure.
+    async fn write_pulls(&self) -> Result<(), MetaError> {
+        let pulls = std::mem::take(&mut *self.pulls.lock().unwrap_or_else(|p| p.into_inner()));
+        if pulls.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<(String, Digest, i64)> = pulls
+            .iter()
+            .map(|((repo, d), at)| (repo.clone(), d.clone(), *at))
+            .collect();
+        let result = self.stats.pulls_add(rows).await;
+        if result.is_err() {
+            let mut p = self.pulls.lock().unwrap_or_else(|p| p.into_inner());
+            for (k, at) in pulls {
+                let e = p.entry(k).or_insert(at);
+                *e = (*e).max(at);
+            }
+        }
+        result
+    }
+
     /// Writes the counters accumulated so far. `final_flush` also counts every waiting
     /// fetch (as an inspection). Whatever cannot be written is kept for the next flush, never dropped.
     pub async fn flush(&self, final_flush: bool) -> Result<(), MetaError> {
@@ -476,7 +519,8 @@ impl Analytics {
             std::mem::take(&mut *self.requests.lock().unwrap_or_else(|p| p.into_inner()));
         let written_requests = self.write_requests(requests).await;
         let written_downloads = self.write_downloads(counts, bytes).await;
-        written_requests.and(written_downloads)
+        let written_pulls = self.write_pulls().await;
+        written_requests.and(written_downloads).and(written_pulls)
     }
 
     async fn write_requests(
@@ -695,6 +739,12 @@ mod tests {
 
     #[async_trait::async_trait]
     impl StatsStore for Flaky {
+        async fn pulls_add(&self, p: Vec<(String, Digest, i64)>) -> Result<(), MetaError> {
+            self.inner.pulls_add(p).await
+        }
+        async fn last_pulls(&self, r: &str) -> Result<Vec<(Digest, i64)>, MetaError> {
+            self.inner.last_pulls(r).await
+        }
         async fn downloads_add(
             &self,
             c: Vec<(DownloadKey, u64)>,

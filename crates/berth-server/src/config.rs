@@ -142,6 +142,13 @@ pub struct Settings {
     /// Garbage collection rules by repository pattern (`[[gc]]`, in the file only).
     #[arg(skip)]
     pub gc: Option<Vec<crate::service::GcRule>>,
+    /// Tag retention rules by repository pattern (`[[retention]]`, in the file only),
+    /// applied by every garbage collection.
+    #[arg(skip)]
+    pub retention: Option<Vec<crate::service::RetentionRule>>,
+    /// Storage quotas by repository pattern (`[[quota]]`, in the file only).
+    #[arg(skip)]
+    pub quota: Option<Vec<crate::service::QuotaRule>>,
     // Retention of Berth's own tables (crate::retention).
     /// Roll hourly download, byte and request counters older than this up into daily
     /// totals (e.g. 30d; 0 keeps them hourly forever) [default: 30d].
@@ -353,6 +360,12 @@ pub struct Config {
     /// Garbage collection rules by repository pattern (`[[gc]]`): the first matching rule
     /// applies; without one, untagged manifests are kept.
     pub gc: Vec<crate::service::GcRule>,
+    /// Tag retention rules by repository pattern (`[[retention]]`): the first matching
+    /// rule applies; without one, no tag is deleted.
+    pub retention: Vec<crate::service::RetentionRule>,
+    /// Storage quotas by repository pattern (`[[quota]]`): the first matching rule
+    /// applies; without one, a repository has no quota.
+    pub quota: Vec<crate::service::QuotaRule>,
     /// Hourly counters older than this are rolled up into daily totals; `None` (or `0` in
     /// the settings) keeps them hourly. See [`crate::retention`].
     pub stats_hourly_retention: Option<Duration>,
@@ -480,6 +493,8 @@ impl Default for Config {
             stats_hourly_retention: Some(Duration::from_secs(30 * 24 * 3600)),
             audit_retention: None,
             gc: Vec::new(),
+            retention: Vec::new(),
+            quota: Vec::new(),
             header_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(120),
             body_idle_timeout: Duration::from_secs(60),
@@ -541,6 +556,8 @@ impl Config {
             gc_grace,
             gc_interval,
             gc,
+            retention,
+            quota,
             stats_hourly_retention,
             audit_retention,
             header_timeout,
@@ -592,6 +609,8 @@ impl Config {
             audit_retention.map(|d| (!d.is_zero()).then_some(d)),
         );
         set(&mut self.gc, gc);
+        set(&mut self.retention, retention);
+        set(&mut self.quota, quota);
         set(&mut self.header_timeout, header_timeout);
         set(&mut self.idle_timeout, idle_timeout);
         set(&mut self.body_idle_timeout, body_idle_timeout);

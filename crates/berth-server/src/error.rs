@@ -147,6 +147,14 @@ impl From<RegistryError> for ApiError {
             E::ManifestInUse(_) => ApiError::new(C::ManifestInUse, message),
             E::TagRefused(_) => ApiError::new(C::TagConflict, message),
             E::ForceDenied(_) => ApiError::new(C::Denied, message),
+            E::QuotaExceeded {
+                used,
+                limit,
+                attempted,
+                ..
+            } => ApiError::new(C::Denied, message).detail(
+                serde_json::json!({ "used": used, "limit": limit, "attempted": attempted }),
+            ),
             E::SignatureRequired { digest, keys, .. } => ApiError::new(C::Denied, message)
                 .detail(serde_json::json!({ "digest": digest.to_string(), "keys": keys })),
             E::NameUnknown(_) => ApiError::new(C::NameUnknown, message),

@@ -121,6 +121,22 @@ pub enum Event {
         reason: String,
         quarantined: bool,
     },
+    /// A push was refused because storing `attempted` more bytes would take `repo` over
+    /// its `[[quota]]` of `limit` bytes, of which `used` were in use. Nothing was stored.
+    QuotaRefused {
+        repo: RepoName,
+        used: u64,
+        limit: u64,
+        attempted: u64,
+    },
+    /// A retention rule deleted a tag during a garbage collection (not a dry run);
+    /// `rule` says which, in words. `actor` is the collection's.
+    TagExpired {
+        repo: RepoName,
+        tag: Tag,
+        rule: String,
+        actor: Actor,
+    },
     /// A garbage collection (not a dry run) finished; `actor` started it (the
     /// scheduler's runs are the server's own).
     GcFinished {

@@ -77,6 +77,10 @@ pub enum StartError {
     Trust(#[from] policy::TrustPolicyError),
     #[error(transparent)]
     Gc(#[from] service::GcRuleError),
+    #[error(transparent)]
+    Retention(#[from] service::RetentionRuleError),
+    #[error(transparent)]
+    Quota(#[from] service::QuotaRuleError),
     #[error("--tls-cert and --tls-key must be given together")]
     TlsHalf,
     #[error("cannot read the accounts: {0}")]
@@ -144,7 +148,12 @@ pub fn build_state(config: &Config) -> Result<AppState, StartError> {
             upload_idle_timeout: config.upload_idle_timeout,
         })
         .with_trust(Arc::new(policy::TrustPolicy::new(&config.trust_policy)?))
-        .with_gc(service::GcSettings::new(config.gc_grace, &config.gc)?),
+        .with_gc(service::GcSettings::new(config.gc_grace, &config.gc)?)
+        .with_retention(service::TagRetention::new(
+            &config.retention,
+            Some(analytics.stats().clone()),
+        )?)
+        .with_quotas(service::Quotas::new(&config.quota)?),
     );
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(c), Some(k)) => Some(listener::tls_acceptor(c, k)?),

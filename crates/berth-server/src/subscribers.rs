@@ -272,6 +272,7 @@ impl Subscriber for AuditSubscriber {
             event,
             Event::ManifestPushed { .. }
                 | Event::TagDeleted { .. }
+                | Event::TagExpired { .. }
                 | Event::ManifestDeleted { .. }
                 | Event::BlobDeleted { .. }
                 | Event::LoginFailed { .. }
@@ -312,6 +313,15 @@ impl Subscriber for AuditSubscriber {
             Event::TagDeleted { repo, tag, actor } => {
                 self.by(actor, "tag_delete", repo.as_str(), tag.as_str())
                     .await
+            }
+            Event::TagExpired {
+                repo,
+                tag,
+                rule,
+                actor,
+            } => {
+                let detail = format!("{tag} ({rule})");
+                self.by(actor, "tag_expire", repo.as_str(), &detail).await
             }
             Event::ManifestDeleted {
                 repo,

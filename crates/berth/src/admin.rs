@@ -35,7 +35,8 @@ use clap::{Args, Subcommand};
   berth admin scrub --repair
   berth admin gc --dry-run
   berth admin gc --registry localhost:5000 --grace 30m
-  berth admin gc --explain sha256:...")]
+  berth admin gc --explain sha256:...
+  berth admin usage --registry localhost:5000")]
 pub struct AdminArgs {
     /// Data directory of the registry [default: ./berth-data].
     #[arg(long, value_name = "DIR", global = true)]
@@ -103,6 +104,10 @@ enum AdminCommand {
     /// Collect garbage now: blob files and untagged manifests nothing keeps (see
     /// `gc_grace` and `[[gc]]` in the configuration), or say why something is kept.
     Gc(GcArgs),
+    /// Storage used per repository (each blob once per repository, plus manifests)
+    /// with its `[[quota]]`, and the distinct bytes stored. Reads the data directory
+    /// (also beside a running server) or asks the registry with --registry.
+    Usage,
 }
 
 #[derive(Args)]
@@ -240,6 +245,18 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
             None => Some(config(&args)?),
         };
         return crate::cmd::block_on(gc(config.as_ref(), remote.as_ref(), gc_args, args.json));
+    }
+    if let AdminCommand::Usage = &args.command {
+        let report = match &args.registry {
+            Some(url) => {
+                let remote = Remote::connect(url, &args.common)?;
+                crate::cmd::block_on(async move {
+                    remote.call(Method::GET, "/api/v1/admin/usage", None).await
+                })?
+            }
+            None => crate::cmd::block_on(local_usage(&config(&args)?))?,
+        };
+        return print_usage(&report, args.json);
     }
     let actor = format!(
         "cli:{}",
@@ -381,7 +398,7 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
             }
             AdminCommand::Scrub { repair } => scrub(&config(&args)?, repair, json).await?,
             // Handled before the data directory is opened.
-            AdminCommand::Gc(_) => {}
+            AdminCommand::Gc(_) | AdminCommand::Usage => {}
             AdminCommand::Audit { since, limit } => {
                 let events = target.audit(since, limit).await?;
                 if json {
@@ -825,6 +842,21 @@ async fn gc(
         );
     }
     let verb = if dry { "would delete" } else { "deleted" };
+    for t in r["retention"].as_array().into_iter().flatten() {
+        let delete = t["delete"].as_bool().unwrap_or(false);
+        println!(
+            "tag {}:{} {}: {}",
+            t["repository"].as_str().unwrap_or(""),
+            t["tag"].as_str().unwrap_or(""),
+            match (delete, dry) {
+                (true, true) => "would be deleted",
+                (true, false) => "deleted",
+                (false, _) => "kept",
+            },
+            t["why"].as_str().unwrap_or("")
+        );
+    }
+    println!("retention {verb} {} tag(s)", n("tags_deleted"));
     println!(
         "{verb} {} blob file(s), {} bytes; {} manifest(s), {} link(s) ({} ms, longest write {:.1} ms)",
         n("blobs_deleted"),
@@ -842,7 +874,7 @@ type GcAnswer = (Option<serde_json::Value>, Option<serde_json::Value>);
 /// Runs in this process, refused while a server holds the data directory.
 async fn local_gc(config: &Config, args: &GcArgs) -> anyhow::Result<GcAnswer> {
     use berth_server::backends::{self, BackendError};
-    use berth_server::service::{GcOptions, GcSettings, Registry, RegistryParts};
+    use berth_server::service::{GcOptions, GcSettings, Registry, RegistryParts, TagRetention};
     // Refuses a directory without a registry before anything is created in it.
     let stores = backends::open_meta(config, backends::Create::No)?;
     let _lock = match backends::lock_data_dir(config) {
@@ -864,7 +896,8 @@ async fn local_gc(config: &Config, args: &GcArgs) -> anyhow::Result<GcAnswer> {
         max_manifest_bytes: config.max_manifest_bytes,
         upload_idle_timeout: config.upload_idle_timeout,
     })
-    .with_gc(GcSettings::new(config.gc_grace, &config.gc)?);
+    .with_gc(GcSettings::new(config.gc_grace, &config.gc)?)
+    .with_retention(TagRetention::new(&config.retention, Some(stores.stats))?);
     if let Some(raw) = &args.explain {
         let digest: berth_oci::Digest = raw.parse().with_context(|| format!("digest {raw:?}"))?;
         let e = registry.gc_explain(&digest).await?;
@@ -901,4 +934,61 @@ async fn remote_gc(remote: &Remote, args: &GcArgs) -> anyhow::Result<GcAnswer> {
         .call(Method::POST, "/api/v1/admin/gc", Some(body))
         .await?;
     Ok((Some(report), None))
+}
+
+/// `berth admin usage` on the data directory (read only, so it works beside a running
+/// server).
+async fn local_usage(config: &Config) -> anyhow::Result<serde_json::Value> {
+    use berth_server::backends;
+    use berth_server::service::{Quotas, Registry, RegistryParts};
+    let stores = backends::open_meta(config, backends::Create::No)?;
+    let registry = Registry::new(RegistryParts {
+        blobs: backends::open_blobs(config)?,
+        meta: stores.meta,
+        policy: std::sync::Arc::new(berth_server::policy::Policy::new(&config.tag_policy)?),
+        events: berth_server::events::Events::new(Vec::new()),
+        max_manifest_bytes: config.max_manifest_bytes,
+        upload_idle_timeout: config.upload_idle_timeout,
+    })
+    .with_quotas(Quotas::new(&config.quota)?);
+    Ok(serde_json::to_value(registry.usage().await?)?)
+}
+
+/// Prints a usage report (the admin API's answer, or the local one, which is the same).
+fn print_usage(report: &serde_json::Value, json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(report);
+    }
+    println!(
+        "{:<40} {:>14} {:>8} {:>10} {:>14} {:>6}",
+        "REPOSITORY", "BYTES", "BLOBS", "MANIFESTS", "QUOTA", "USED"
+    );
+    for r in report["repositories"].as_array().into_iter().flatten() {
+        let bytes = r["bytes"].as_u64().unwrap_or(0);
+        let (quota, used) = match r["limit"].as_u64() {
+            Some(l) => (
+                l.to_string(),
+                format!(
+                    "{}%",
+                    bytes.saturating_mul(100).checked_div(l).unwrap_or(100)
+                ),
+            ),
+            None => ("-".to_owned(), "-".to_owned()),
+        };
+        println!(
+            "{:<40} {:>14} {:>8} {:>10} {:>14} {:>6}",
+            r["repository"].as_str().unwrap_or(""),
+            bytes,
+            r["blobs"].as_u64().unwrap_or(0),
+            r["manifests"].as_u64().unwrap_or(0),
+            quota,
+            used
+        );
+    }
+    println!(
+        "{} distinct blob(s) stored, {} bytes",
+        report["stored_blobs"].as_u64().unwrap_or(0),
+        report["stored_bytes"].as_u64().unwrap_or(0)
+    );
+    Ok(())
 }

@@ -293,6 +293,39 @@ impl MetadataStore for SqliteStore {
         .await
     }
 
+    async fn repository_usage(
+        &self,
+        repo: Option<&RepoName>,
+    ) -> Result<Vec<crate::RepositoryUsage>, MetaError> {
+        let repo = repo.map(|r| r.to_string());
+        self.read(move |c| {
+            // Each sum reads only the repository's rows (the primary keys start with
+            // `repo_id`); `length` of a BLOB reads its size, not its bytes.
+            c.prepare_cached(
+                "SELECT r.name,
+                        (SELECT count(*) FROM blobs b WHERE b.repo_id = r.id),
+                        (SELECT coalesce(sum(b.size), 0) FROM blobs b WHERE b.repo_id = r.id),
+                        (SELECT count(*) FROM manifests m WHERE m.repo_id = r.id),
+                        (SELECT coalesce(sum(length(m.content)), 0) FROM manifests m WHERE m.repo_id = r.id)
+                 FROM repositories r WHERE ?1 IS NULL OR r.name = ?1 ORDER BY r.name",
+            )
+            .and_then(|mut s| {
+                s.query_map([repo], |r| {
+                    Ok(crate::RepositoryUsage {
+                        name: r.get(0)?,
+                        blobs: r.get::<_, i64>(1)? as u64,
+                        blob_bytes: r.get::<_, i64>(2)? as u64,
+                        manifests: r.get::<_, i64>(3)? as u64,
+                        manifest_bytes: r.get::<_, i64>(4)? as u64,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(db_err("reading repository usage"))
+        })
+        .await
+    }
+
     async fn tag_details(&self, repo: &RepoName) -> Result<Vec<TagDetail>, MetaError> {
         let repo = repo.to_string();
         self.read(move |c| {

@@ -1,6 +1,7 @@
 //! [`StatsStore`] on SQLite: download, inspection, bytes-served and request counters,
 //! aggregated per hour. Downloads and inspections share one table, told apart by `kind`.
 
+use berth_oci::Digest;
 use rusqlite::params;
 
 use super::{db_err, SqliteStore};
@@ -72,6 +73,47 @@ impl StatsStore for SqliteStore {
             Ok(())
         })
         .await
+    }
+
+    async fn pulls_add(&self, pulls: Vec<(String, Digest, i64)>) -> Result<(), MetaError> {
+        if pulls.is_empty() {
+            return Ok(());
+        }
+        self.write(move |tx| {
+            let mut add = tx
+                .prepare_cached(
+                    "INSERT INTO manifest_pulls (repo, digest, pulled_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (repo, digest) DO UPDATE SET pulled_at = max(pulled_at, excluded.pulled_at)",
+                )
+                .map_err(db_err("recording pulls"))?;
+            for (repo, digest, at) in &pulls {
+                add.execute(params![repo, digest.to_string(), at])
+                    .map_err(db_err("recording pulls"))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn last_pulls(&self, repo: &str) -> Result<Vec<(Digest, i64)>, MetaError> {
+        let repo = repo.to_owned();
+        let rows = self
+            .read(move |c| {
+                c.prepare_cached(
+                    "SELECT digest, pulled_at FROM manifest_pulls WHERE repo = ?1 ORDER BY digest",
+                )
+                .and_then(|mut s| {
+                    s.query_map([repo], |r| {
+                        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()
+                })
+                .map_err(db_err("reading pulls"))
+            })
+            .await?;
+        rows.into_iter()
+            .map(|(d, at)| Ok((super::parse_digest(d)?, at)))
+            .collect()
     }
 
     async fn downloads(

@@ -1,10 +1,12 @@
-//! The admin API's garbage collection (JSON), for `berth admin gc --registry URL` and
-//! remote operators. Every route needs `admin` on `*` (or an open registry).
+//! The admin API's garbage collection and storage usage (JSON), for `berth admin gc
+//! --registry URL`, `berth admin usage --registry URL` and remote operators. Every route
+//! needs `admin` on `*` (or an open registry).
 //!
 //! - `POST /api/v1/admin/gc` with `{"dry_run": bool, "grace": "1h"}` (both optional):
 //!   runs a collection now and answers its report.
 //! - `GET /api/v1/admin/gc/explain/<digest>`: why a blob or manifest is kept, or that it
 //!   is garbage.
+//! - `GET /api/v1/admin/usage`: every repository's stored bytes with its quota.
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -111,6 +113,19 @@ pub async fn explain(State(state): State<AppState>, req: Request) -> Response {
             .unwrap_or("");
         let digest = crate::service::parse_digest(raw)?;
         json(&state.registry.gc_explain(&digest).await?)
+    }
+    .await;
+    result.unwrap_or_else(|e: ApiError| {
+        error_response(&state, e, parts.headers.get(header::HOST), false)
+    })
+}
+
+/// `GET /api/v1/admin/usage`.
+pub async fn usage(State(state): State<AppState>, req: Request) -> Response {
+    let (parts, _) = req.into_parts();
+    let result = async {
+        administrator(&state, &parts).await?;
+        json(&state.registry.usage().await?)
     }
     .await;
     result.unwrap_or_else(|e: ApiError| {

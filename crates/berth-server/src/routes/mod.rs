@@ -84,6 +84,7 @@ pub fn router(state: AppState) -> Router {
                 .delete(admin_accounts::public_remove),
         )
         .route("/api/v1/admin/audit", get(admin_accounts::audit))
+        .route("/api/v1/admin/usage", get(admin::usage))
         // A browser pointed at the registry lands on the dashboard; temporary, so
         // nothing caches it should `/` ever serve something else.
         .route(

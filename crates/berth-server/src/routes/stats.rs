@@ -127,8 +127,10 @@ pub async fn repository(State(state): State<AppState>, req: Request) -> Response
             .iter()
             .map(|(k, n)| serde_json::json!({"route": k.route, "status_class": format!("{}xx", k.class), "code": k.code, "requests": n}))
             .collect();
+        let usage = state.registry.repository_usage(&repo).await?;
         Ok(json(serde_json::json!({
             "repository": repo.as_str(),
+            "storage": usage,
             "by": by_name,
             "since_hour": since,
             "total": total,

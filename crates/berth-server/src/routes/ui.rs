@@ -193,6 +193,14 @@ pub async fn index(State(state): State<AppState>, req: Request) -> Response {
     let anonymous = matches!(p, Principal::Anonymous { .. });
     // Storage housekeeping is the registry administrators' concern.
     let gc = p.may("*", Action::Admin).then(|| state.registry.last_gc());
+    // Usage and quotas, for the same administrators (one read per repository's rows).
+    let usage = match &gc {
+        Some(_) => match state.registry.usage().await {
+            Ok(u) => Some(u),
+            Err(e) => return ApiError::from(e).into_response(),
+        },
+        None => None,
+    };
     let body = html! {
         @if let Some(last) = &gc {
             div.cards #gc {
@@ -202,15 +210,29 @@ pub async fn index(State(state): State<AppState>, req: Request) -> Response {
                         Some(r) => {
                             b { (human_bytes(r.bytes_freed)) " freed" }
                             (r.blobs_deleted) " blobs, " (r.manifests_deleted) " manifests, "
+                            (r.tags_deleted) " expired tags, "
                             (r.duration_ms) " ms, " (date(r.started_at))
                         }
                         None => { b { "no run yet" } "since the server started" }
                     }
                 }
+                @if let Some(u) = &usage {
+                    div.card #usage {
+                        "Storage"
+                        b { (human_bytes(u.stored_bytes)) " stored" }
+                        (u.stored_blobs) " distinct blobs"
+                        @for r in u.repositories.iter().filter(|r| r.limit.is_some()) {
+                            @let limit = r.limit.unwrap_or(0);
+                            br;
+                            (r.repository) ": " (human_bytes(r.bytes)) " of " (human_bytes(limit))
+                            " (" (r.bytes.saturating_mul(100).checked_div(limit).unwrap_or(100)) "%)"
+                        }
+                    }
+                }
             }
         }
         @if gc.is_some() {
-            p { a href="/ui/admin" { "Administration" } ": accounts, garbage collection, audit log" }
+            p { a href="/ui/admin" { "Administration" } ": accounts, storage, garbage collection, audit log" }
         }
         h1 { "Repositories" }
         @if anonymous {
@@ -263,6 +285,10 @@ pub async fn admin(State(state): State<AppState>, req: Request) -> Response {
         (Err(e), _) | (_, Err(e)) => return ApiError::from(e).into_response(),
     };
     let public = admin.public_list().await.unwrap_or_default();
+    let usage = match state.registry.usage().await {
+        Ok(u) => u,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
     let last = state.registry.last_gc();
     let gc_runs: Vec<_> = audit.iter().filter(|e| e.action == "gc").take(10).collect();
     let body = html! {
@@ -305,6 +331,26 @@ pub async fn admin(State(state): State<AppState>, req: Request) -> Response {
                 @for pat in &public { code { (pat) } " " } }
             p.muted { "Change accounts with " code { "berth admin --registry HOST user|robot|grant|public ..." }
                 " or the admin API (" code { "/api/v1/admin/" } ")." }
+        }
+        section #storage {
+            h2 { "Storage: " (human_bytes(usage.stored_bytes)) " in " (usage.stored_blobs) " distinct blobs" }
+            table {
+                tr { th { "Repository" } th { "Bytes" } th { "Blobs" } th { "Manifests" } th { "Quota" } }
+                @for r in &usage.repositories {
+                    tr {
+                        td { (r.repository) }
+                        td { (human_bytes(r.bytes)) }
+                        td { (r.blobs) }
+                        td { (r.manifests) }
+                        td {
+                            @match r.limit {
+                                Some(l) => { (human_bytes(l)) " (" (r.bytes.saturating_mul(100).checked_div(l).unwrap_or(100)) "% used)" }
+                                None => { "none" }
+                            }
+                        }
+                    }
+                }
+            }
         }
         section #gc-runs {
             h2 { "Garbage collection runs" }

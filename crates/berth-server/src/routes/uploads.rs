@@ -73,6 +73,13 @@ pub async fn start(state: &AppState, name: &RepoName, req: Req) -> ApiResult {
         }
     } else if let Some(raw) = req.query.get("digest") {
         let digest = parse_digest(raw)?;
+        // A declared size over the quota is refused before a byte is read.
+        if let Some(len) = req
+            .header(header::CONTENT_LENGTH)
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            state.registry.check_blob_quota(name, &digest, len).await?;
+        }
         state
             .registry
             .put_blob(name, &digest, req.body_stream())
@@ -102,6 +109,16 @@ pub async fn patch(state: &AppState, name: &RepoName, id: &str, req: Req) -> Api
 /// `PUT ?digest=`: append an optional last chunk, verify and commit.
 pub async fn finish(state: &AppState, name: &RepoName, id: &str, req: Req) -> ApiResult {
     let digest = req.query.get("digest").map(str::to_owned);
+    // A monolithic PUT declares its size: over the quota, it is refused unread.
+    if let (Some(len), Some(d)) = (
+        req.header(header::CONTENT_LENGTH)
+            .and_then(|v| v.parse::<u64>().ok()),
+        digest.as_deref().and_then(|d| parse_digest(d).ok()),
+    ) {
+        if len > 0 && req.header(header::CONTENT_RANGE).is_none() {
+            state.registry.check_blob_quota(name, &d, len).await?;
+        }
+    }
     let last = if req.header(header::CONTENT_LENGTH) != Some("0") {
         Some((chunk(&req), req.body_stream()))
     } else {

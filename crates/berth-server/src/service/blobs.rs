@@ -108,6 +108,12 @@ impl Registry {
                     ),
                 ));
             }
+            // A declared chunk that would take the repository over its quota is
+            // refused before its bytes are read; the session stays, as with any
+            // refused chunk (its commit is checked again).
+            if let Some(len) = chunk.declared_len {
+                self.check_quota(repo, size.saturating_add(len)).await?;
+            }
         }
         match self.blobs.upload_append(id, size, body).await {
             Ok(size) => Ok(size),
@@ -226,6 +232,18 @@ impl Registry {
         digest: &Digest,
         session: bool,
     ) -> Result<u64> {
+        if self.quota_of(repo).is_some() {
+            let size = self.blobs.upload_size(id).await?.unwrap_or(0);
+            if let Err(e) = self.check_blob_quota(repo, digest, size).await {
+                // A refused commit stores nothing: the session ends with its bytes.
+                if session {
+                    self.drop_upload(id).await?;
+                } else {
+                    self.blobs.upload_abort(id).await?;
+                }
+                return Err(e);
+            }
+        }
         let claim = self.claim(digest).await?;
         let size = match self.blobs.upload_commit(id, digest).await {
             Ok(size) => size,
@@ -289,6 +307,11 @@ impl Registry {
                 tracing::warn!(%digest, repo = %from, "blob linked but missing from storage");
             }
             return Ok(false);
+        }
+        if self.quota_of(to).is_some() {
+            if let Some(size) = self.meta.blob_size(from, digest).await? {
+                self.check_blob_quota(to, digest, size).await?;
+            }
         }
         if self.meta.blob_mount(from, to, digest).await?.is_none() {
             return Ok(false);

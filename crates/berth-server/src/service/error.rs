@@ -65,6 +65,14 @@ pub enum RegistryError {
         digest: Digest,
         keys: Vec<String>,
     },
+    /// Storing `attempted` more bytes would take `repo` over its `[[quota]]`.
+    #[error("repository {repo} is over its storage quota: {} used + {} pushed > limit {}; delete tags or images (and let garbage collection free them) or ask for a larger quota", super::quota::words(*.used), super::quota::words(*.attempted), super::quota::words(*.limit))]
+    QuotaExceeded {
+        repo: RepoName,
+        used: u64,
+        limit: u64,
+        attempted: u64,
+    },
     #[error("only administrators of {0} may force a tag change")]
     ForceDenied(RepoName),
     #[error("repository {0} is not known")]

@@ -164,6 +164,11 @@ pub struct RepoFreed {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct GcReport {
     pub dry_run: bool,
+    /// Tags deleted by `[[retention]]` rules (for a dry run: that would be).
+    pub tags_deleted: u64,
+    /// Retention's verdicts: for a dry run every judged tag with the rule that keeps or
+    /// deletes it, for a real run the deleted tags only.
+    pub retention: Vec<super::TagVerdict>,
     /// Unix seconds when the run started.
     pub started_at: i64,
     pub duration_ms: u64,
@@ -420,8 +425,31 @@ impl Registry {
             ..GcReport::default()
         };
         let mut tally = Tally::default();
+        // Retention first, so that the mark sees the tags it deletes gone.
+        let verdicts = self.apply_retention(options.dry_run, now, &actor).await?;
+        let mut expired: HashMap<String, HashSet<String>> = HashMap::new();
+        for v in verdicts.iter().filter(|v| v.delete) {
+            expired
+                .entry(v.repository.clone())
+                .or_default()
+                .insert(v.tag.clone());
+        }
+        report.tags_deleted = verdicts.iter().filter(|v| v.delete).count() as u64;
+        report.retention = if options.dry_run {
+            verdicts
+        } else {
+            verdicts.into_iter().filter(|v| v.delete).collect()
+        };
         let done = self
-            .gc_steps(&options, now, cutoff, grace, &mut report, &mut tally)
+            .gc_steps(
+                &options,
+                now,
+                cutoff,
+                grace,
+                &expired,
+                &mut report,
+                &mut tally,
+            )
             .await?;
         let mut repos: Vec<RepoFreed> = tally.repos.into_values().collect();
         repos.sort_by(|a, b| a.repository.cmp(&b.repository));
@@ -432,6 +460,7 @@ impl Registry {
         tracing::info!(
             dry_run = report.dry_run,
             halted = !done,
+            tags = report.tags_deleted,
             manifests = report.manifests_deleted,
             links = report.links_removed,
             blobs = report.blobs_deleted,
@@ -452,20 +481,23 @@ impl Registry {
         Ok(report)
     }
 
-    /// The three sweeps; `false` when halted by [`GcOptions::halt_after`].
+    /// The three sweeps; `false` when halted by [`GcOptions::halt_after`]. `expired`
+    /// holds, by repository, the tags retention deleted (or, in a dry run, would).
+    #[allow(clippy::too_many_arguments)]
     async fn gc_steps(
         &self,
         options: &GcOptions,
         now: i64,
         cutoff: i64,
         grace: Duration,
+        expired: &HashMap<String, HashSet<String>>,
         report: &mut GcReport,
         tally: &mut Tally,
     ) -> Result<bool> {
         let halt = |step: GcStep| options.halt_after == Some(step);
         let ms = |since: Instant| u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX);
         let step = Instant::now();
-        self.sweep_manifests(options.dry_run, now, cutoff, report, tally)
+        self.sweep_manifests(options.dry_run, now, cutoff, expired, report, tally)
             .await?;
         report.step_ms[0] = ms(step);
         if halt(GcStep::Manifests) {
@@ -518,6 +550,7 @@ impl Registry {
         dry_run: bool,
         now: i64,
         cutoff: i64,
+        expired: &HashMap<String, HashSet<String>>,
         report: &mut GcReport,
         tally: &mut Tally,
     ) -> Result<()> {
@@ -529,7 +562,14 @@ impl Registry {
                 continue;
             };
             let created_before = cutoff.min(before(now, ttl));
-            let nodes = self.meta.gc_manifests(&repo).await?;
+            let mut nodes = self.meta.gc_manifests(&repo).await?;
+            // A dry run's tags are all still there: the mark ignores those retention
+            // would delete, so that the manifests they alone keep count as garbage.
+            if let Some(gone) = expired.get(repo.as_str()).filter(|_| dry_run) {
+                for n in &mut nodes {
+                    n.tags.retain(|t| !gone.contains(t));
+                }
+            }
             let garbage = Mark::new(&nodes, created_before, true).garbage(&nodes);
             if garbage.is_empty() {
                 continue;
@@ -657,7 +697,7 @@ impl Registry {
 
     /// Every repository name, parsed (names that no longer parse hold nothing a client
     /// could pull, so the collector leaves them alone).
-    async fn all_repositories(&self) -> Result<Vec<RepoName>> {
+    pub(super) async fn all_repositories(&self) -> Result<Vec<RepoName>> {
         let mut all = Vec::new();
         let mut last: Option<String> = None;
         loop {

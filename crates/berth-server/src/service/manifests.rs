@@ -200,6 +200,12 @@ impl Registry {
             }
         };
         let guard = self.guard(repo, push.force, push.may_force)?;
+        // A manifest already stored adds no bytes: re-tagging is never refused.
+        if self.quota_of(repo).is_some()
+            && self.meta.manifest_by_digest(repo, &digest).await?.is_none()
+        {
+            self.check_quota(repo, body.len() as u64).await?;
+        }
         let parsed = ParsedManifest::parse(&body, push.content_type.as_deref())
             .map_err(|e| RegistryError::ManifestInvalid(e.to_string()))?;
         let annotations_json = if parsed.annotations.is_empty() {

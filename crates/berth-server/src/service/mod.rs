@@ -15,7 +15,9 @@ mod blobs;
 mod error;
 mod gc;
 mod manifests;
+mod quota;
 mod scrub;
+mod tag_retention;
 mod trust;
 
 use std::sync::Arc;
@@ -31,7 +33,9 @@ pub use gc::{
     Explanation, GcOptions, GcReport, GcRule, GcRuleError, GcSettings, GcStep, Reason, RepoFreed,
 };
 pub use manifests::{accepted, ManifestPush, PushedManifest};
+pub use quota::{parse_size, QuotaRule, QuotaRuleError, Quotas, RepositoryUsage, UsageReport};
 pub use scrub::{CorruptBlob, Damage, MissingBlob, Pace, ScrubOptions, ScrubReport};
+pub use tag_retention::{RetentionRule, RetentionRuleError, TagRetention, TagVerdict};
 pub use trust::{ArtifactKind, AttachedArtifact, Fetch, TrustOverview};
 
 use crate::events::{Event, Events};
@@ -56,6 +60,10 @@ pub struct Registry {
     /// Held by the one collection running in this process.
     gc_running: tokio::sync::Mutex<()>,
     last_gc: std::sync::Mutex<Option<Arc<GcReport>>>,
+    /// Storage quotas ([`Registry::with_quotas`]).
+    quotas: Quotas,
+    /// Tag retention rules and the pull times they read ([`Registry::with_retention`]).
+    retention: TagRetention,
 }
 
 /// How the service is built: its stores, its policy and its limits.
@@ -82,6 +90,8 @@ impl Registry {
             gc: GcSettings::default(),
             gc_running: tokio::sync::Mutex::new(()),
             last_gc: std::sync::Mutex::new(None),
+            quotas: Quotas::default(),
+            retention: TagRetention::default(),
         }
     }
 

@@ -10,6 +10,7 @@ mod concurrency;
 mod faults;
 mod gc;
 mod hardening;
+mod lifecycle;
 mod limits;
 mod lists;
 mod manifests;
