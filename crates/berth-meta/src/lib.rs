@@ -661,6 +661,7 @@ pub struct Account {
     pub disabled: bool,
     /// Unix seconds after which the account can no longer log in.
     pub expires_at: Option<i64>,
+    /// Unix seconds; 0 means "now" when creating.
     pub created_at: i64,
 }
 

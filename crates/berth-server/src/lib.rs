@@ -37,6 +37,7 @@ pub mod error;
 pub mod events;
 pub mod listener;
 pub mod metrics;
+pub mod migrate;
 pub mod policy;
 pub mod retention;
 pub mod routes;

@@ -3,6 +3,7 @@
 
 mod admin;
 mod cmd;
+mod migrate;
 mod publish;
 mod serve;
 mod stats;
@@ -21,6 +22,7 @@ struct Cli {
 enum Command {
     Serve(serve::ServeArgs),
     Admin(admin::AdminArgs),
+    Migrate(migrate::MigrateArgs),
     Stats(stats::StatsArgs),
     Publish(publish::PublishArgs),
     Copy(cmd::copy::CopyArgs),
@@ -111,6 +113,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Admin(args) => admin::run(args),
+        Command::Migrate(args) => migrate::run(args),
         Command::Stats(args) => stats::run(args),
         Command::Publish(args) => publish::run(args),
         Command::Copy(args) => cmd::copy::run_copy(args),

@@ -32,7 +32,8 @@ impl AccountStore for SqliteStore {
                 .execute(
                     "INSERT INTO accounts (name, kind, secret_hash, disabled, expires_at, created_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (name) DO NOTHING",
-                    params![a.name, a.kind.as_str(), a.secret_hash, a.disabled as i64, a.expires_at, now()],
+                    params![a.name, a.kind.as_str(), a.secret_hash, a.disabled as i64, a.expires_at,
+                        if a.created_at == 0 { now() } else { a.created_at }],
                 )
                 .map_err(db_err("creating an account"))?;
             if n == 0 {

@@ -9,6 +9,7 @@ mod crash;
 mod dashboard;
 mod gc;
 mod lifecycle;
+mod migrate;
 mod numbers;
 mod process;
 mod publish;
