@@ -636,6 +636,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn downloads_are_linked_for_images_only() {
+        let repo = RepoName::parse("team/app").unwrap();
+        let d: berth_oci::Digest = format!("sha256:{}", "a".repeat(64)).parse().unwrap();
+        assert_eq!(
+            download_link(&repo, "1", "index", None, &d, "linux/arm64").as_deref(),
+            Some("/api/v1/export/team/app:1?platform=linux/arm64")
+        );
+        assert_eq!(
+            download_link(&repo, "1", "index", None, &d, "unknown/unknown"),
+            None
+        );
+        let image = |config: &str| {
+            ParsedManifest::parse(
+                format!(r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"{config}","digest":"{d}","size":2}},"layers":[]}}"#).as_bytes(),
+                None,
+            )
+            .unwrap()
+        };
+        let img = image(berth_oci::media_types::OCI_CONFIG);
+        assert_eq!(
+            download_link(&repo, "1", "image", Some(&img), &d, "").as_deref(),
+            Some("/api/v1/export/team/app:1")
+        );
+        let chart = image("application/vnd.cncf.helm.config.v1+json");
+        assert_eq!(
+            download_link(&repo, "1", "image", Some(&chart), &d, ""),
+            None
+        );
+    }
+
+    #[test]
     fn charts_escape_and_count() {
         let svg = bar_chart("versions", &[("1.0.0".into(), 3), ("<b>".into(), 1)]).into_string();
         assert_eq!(svg.matches("<rect").count(), 2);

@@ -274,6 +274,25 @@ async fn an_index_needs_a_platform_except_as_a_whole_oci_archive() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
 
+    // The dashboard links each platform's download.
+    let page = reg
+        .req(Method::GET, "/ui/r/app")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for arch in ["amd64", "arm64"] {
+        assert!(
+            page.contains(&format!(
+                "href=\"/api/v1/export/app:2?platform=linux/{arch}\""
+            )),
+            "{page}"
+        );
+    }
+    assert!(page.contains("Download for air-gapped install"));
+
     // The whole index as an oci-archive, by digest too.
     for target in ["app:2".to_owned(), format!("app@{index}")] {
         let (headers, body) =
