@@ -18,6 +18,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
+use berth_oci::archive::{blob_entry_name, tag_of, ArchivePlan, PlanBuilder, Segment};
 use berth_oci::{media_types as mt, Descriptor, Digest, Hasher, ParsedManifest};
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
@@ -30,16 +31,7 @@ use crate::layout::{blob_path, LayoutIndex, LayoutSource, LayoutWriter, IMAGE_NA
 /// Media type of an uncompressed Docker layer (used by containerd and Docker).
 pub const DOCKER_LAYER_TAR: &str = "application/vnd.docker.image.rootfs.diff.tar";
 
-/// One entry of a docker-archive `manifest.json`.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct ArchiveEntry {
-    #[serde(rename = "Config")]
-    pub config: String,
-    #[serde(rename = "RepoTags", default)]
-    pub repo_tags: Option<Vec<String>>,
-    #[serde(rename = "Layers", default)]
-    pub layers: Vec<String>,
-}
+pub use berth_oci::archive::ArchiveEntry;
 
 /// Docker's short form of a name: `docker.io/library/x:t` → `x:t`, `docker.io/o/x` → `o/x`.
 pub fn familiar_name(full: &str) -> String {
@@ -90,8 +82,10 @@ pub async fn unpack(path: &Path) -> Result<tempfile::TempDir> {
     .await
 }
 
-/// Packs `dir` into `out` through a temporary file renamed at the end. Top-level
-/// metadata files come first, then `blobs/`, all with fixed owner, mode and time.
+/// Packs `dir` into `out` through a temporary file renamed at the end. The entries,
+/// their order and their headers are `berth_oci::archive`'s plan (the one the registry
+/// serves tarballs by): top-level files first, then `blobs/`, with fixed owner, mode and
+/// time.
 pub async fn pack(dir: PathBuf, out: PathBuf) -> Result<()> {
     to_blocking(move || {
         let parent = match out.parent() {
@@ -102,25 +96,30 @@ pub async fn pack(dir: PathBuf, out: PathBuf) -> Result<()> {
             .prefix(".berth-tmp-")
             .tempfile_in(&parent)
             .map_err(|e| ClientError::io(&parent, e))?;
-        let mut files = Vec::new();
-        collect_files(&dir, &dir, &mut files)?;
-        files.sort_by_key(|rel| (rel.starts_with("blobs"), rel.clone()));
-        let mut builder = tar::Builder::new(std::io::BufWriter::new(tmp.as_file()));
-        for rel in &files {
-            let full = dir.join(rel);
-            let f = std::fs::File::open(&full).map_err(|e| ClientError::io(&full, e))?;
-            let len = f.metadata().map_err(|e| ClientError::io(&full, e))?.len();
-            let mut header = tar::Header::new_ustar();
-            header.set_size(len);
-            header.set_mode(0o644);
-            header.set_mtime(0);
-            header.set_entry_type(tar::EntryType::Regular);
-            let name = rel.to_string_lossy().replace('\\', "/");
-            builder
-                .append_data(&mut header, &name, f)
-                .map_err(|e| ClientError::io(&out, e))?;
+        let plan = plan_dir(&dir)?;
+        let mut w = std::io::BufWriter::new(tmp.as_file());
+        for (_, segment) in plan.segments() {
+            match segment {
+                Segment::Bytes(b) => w.write_all(b).map_err(|e| ClientError::io(&out, e))?,
+                Segment::Blob { digest, size } => {
+                    let path = blob_path(&dir, digest);
+                    let f = std::fs::File::open(&path).map_err(|e| ClientError::io(&path, e))?;
+                    // The plan was made from the file's size; a file that changed since
+                    // would corrupt every entry after it.
+                    let copied = std::io::copy(&mut f.take(*size), &mut w)
+                        .map_err(|e| ClientError::io(&path, e))?;
+                    if copied != *size {
+                        return Err(ClientError::invalid(
+                            path.display().to_string(),
+                            "the staged blob shrank while it was packed",
+                        ));
+                    }
+                }
+                Segment::Zeros(n) => std::io::copy(&mut std::io::repeat(0).take(*n), &mut w)
+                    .map(drop)
+                    .map_err(|e| ClientError::io(&out, e))?,
+            }
         }
-        let mut w = builder.into_inner().map_err(|e| ClientError::io(&out, e))?;
         w.flush().map_err(|e| ClientError::io(&out, e))?;
         drop(w);
         tmp.as_file()
@@ -131,6 +130,36 @@ pub async fn pack(dir: PathBuf, out: PathBuf) -> Result<()> {
         Ok(())
     })
     .await
+}
+
+/// The tarball plan of a staged layout: `blobs/<alg>/<hex>` files are blobs read while
+/// writing; any other file (`index.json`, `oci-layout`, `manifest.json`) is read now.
+fn plan_dir(dir: &Path) -> Result<ArchivePlan> {
+    let mut files = Vec::new();
+    collect_files(dir, dir, &mut files)?;
+    let mut plan = PlanBuilder::new();
+    for rel in &files {
+        let full = dir.join(rel);
+        let name = rel.to_string_lossy().replace('\\', "/");
+        let blob = name
+            .strip_prefix("blobs/")
+            .and_then(|r| r.split_once('/'))
+            .and_then(|(alg, hex)| format!("{alg}:{hex}").parse::<Digest>().ok())
+            .filter(|d| blob_entry_name(d) == name);
+        match blob {
+            Some(digest) => {
+                let len = std::fs::metadata(&full)
+                    .map_err(|e| ClientError::io(&full, e))?
+                    .len();
+                plan.blob(&digest, len);
+            }
+            None => {
+                let bytes = std::fs::read(&full).map_err(|e| ClientError::io(&full, e))?;
+                plan.file(&name, bytes);
+            }
+        }
+    }
+    Ok(plan.build())
 }
 
 fn collect_files(base: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
@@ -173,19 +202,17 @@ pub fn check_docker_image(m: &Manifest, what: &str) -> Result<()> {
     if m.is_index() {
         return Ok(());
     }
-    let parsed = m.parse()?;
-    let config = parsed.config.as_ref().map(|c| c.media_type.as_str());
-    let kind = match (&parsed.artifact_type, config) {
-        (Some(t), _) => t.as_str(),
-        (None, Some(c)) if c == mt::OCI_CONFIG || c == mt::DOCKER_CONFIG => return Ok(()),
-        (None, Some(c)) => c,
-        (None, None) => "a manifest without config",
-    };
-    Err(ClientError::Unsupported(format!(
-        "{what} is not a container image but an artifact ({kind}); a docker-archive holds \
-         only images that docker and podman can load: write it as oci:DIR or \
-         oci-archive:FILE instead"
-    )))
+    match berth_oci::archive::check_image(&m.parse()?, &m.digest) {
+        Ok(()) => Ok(()),
+        Err(berth_oci::archive::ArchiveError::NotAnImage { kind, .. }) => {
+            Err(ClientError::Unsupported(format!(
+                "{what} is not a container image but an artifact ({kind}); a docker-archive holds \
+                 only images that docker and podman can load: write it as oci:DIR or \
+                 oci-archive:FILE instead"
+            )))
+        }
+        Err(e) => Err(ClientError::invalid(what, e)),
+    }
 }
 
 /// Writes a `docker-archive` tarball holding one image.
@@ -199,11 +226,7 @@ impl DockerArchiveWriter {
     /// `repo_tag` is the `RepoTags` entry (`name:tag`), if any.
     pub fn create(out: &Path, repo_tag: Option<String>) -> Result<DockerArchiveWriter> {
         let what = format!("docker-archive:{}", out.display());
-        let tag = repo_tag
-            .as_deref()
-            .and_then(|n| n.rsplit_once(':'))
-            .map(|(_, t)| t.to_owned())
-            .filter(|t| !t.contains('/'));
+        let tag = repo_tag.as_deref().and_then(tag_of).map(str::to_owned);
         let mut layout = LayoutWriter::staging(out, tag, what)?;
         if let Some(n) = &repo_tag {
             layout.annotate_root(IMAGE_NAME, n.clone());
@@ -269,14 +292,17 @@ impl ImageDestination for DockerArchiveWriter {
             .map_err(|e| ClientError::io(self.layout.work_dir(), e))?;
         let parsed = ParsedManifest::parse(&bytes, Some(&root.media_type))
             .map_err(|e| ClientError::invalid("manifest", e))?;
-        let rel = |d: &Digest| format!("blobs/{}/{}", d.algorithm().as_str(), d.hex());
         let config = parsed.config.as_ref().ok_or_else(|| {
             ClientError::Unsupported("a docker-archive holds images, not indexes".into())
         })?;
         let entry = ArchiveEntry {
-            config: rel(&config.digest),
+            config: blob_entry_name(&config.digest),
             repo_tags: self.repo_tag.clone().map(|t| vec![t]),
-            layers: parsed.layers.iter().map(|l| rel(&l.digest)).collect(),
+            layers: parsed
+                .layers
+                .iter()
+                .map(|l| blob_entry_name(&l.digest))
+                .collect(),
         };
         let json =
             serde_json::to_vec(&[entry]).map_err(|e| ClientError::invalid("manifest.json", e))?;

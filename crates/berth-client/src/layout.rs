@@ -28,11 +28,7 @@ use crate::error::{ClientError, Result};
 use crate::image::{BlobStream, Manifest, MAX_MANIFEST_BYTES};
 use crate::referrers::{is_artifact_tag, legacy_tags, referrer_entry};
 
-/// The annotation holding a tag in `index.json`.
-pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
-/// The annotation Docker and containerd use for the full image name.
-pub const IMAGE_NAME: &str = "io.containerd.image.name";
-const OCI_LAYOUT: &str = r#"{"imageLayoutVersion":"1.0.0"}"#;
+pub use berth_oci::archive::{IMAGE_NAME, OCI_LAYOUT, REF_NAME};
 
 /// `blobs/<alg>/<hex>` under `root`.
 pub fn blob_path(root: &Path, digest: &Digest) -> PathBuf {

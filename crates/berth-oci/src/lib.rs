@@ -1,6 +1,9 @@
 //! Pure OCI types shared by the Berth server and client.
 //!
 //! # Layout
+//! - [`archive`]: the entries, order and tar headers of `docker-archive` and
+//!   `oci-archive` tarballs, as a plan of byte segments (shared by the server's tarball
+//!   downloads and the client's archive writer).
 //! - [`digest`]: content digests (`sha256:…`, `sha512:…`) and streaming hashers.
 //! - [`name`]: validated repository names and tags ([`RepoName`], [`Tag`]).
 //! - [`reference`]: the `<reference>` part of a manifest URL (tag or digest).
@@ -15,6 +18,7 @@
 //! **Invariant:** this crate does no I/O. It knows nothing about HTTP servers, storage
 //! or databases, so both the server and the client can depend on it.
 
+pub mod archive;
 pub mod config;
 pub mod digest;
 pub mod error;

@@ -160,6 +160,13 @@ impl From<RegistryError> for ApiError {
             E::NameUnknown(_) => ApiError::new(C::NameUnknown, message),
             E::BlobBusy(_) => ApiError::new(C::Unavailable, message).header("retry-after", "1"),
             E::ParameterInvalid(_) => ApiError::new(C::ParameterInvalid, message),
+            E::ExportNeedsPlatform { available, .. } => ApiError::new(C::ParameterInvalid, message)
+                .detail(serde_json::json!({ "platforms": available })),
+            E::ExportPlatformUnknown { available, .. } => {
+                ApiError::new(C::ManifestUnknown, message)
+                    .detail(serde_json::json!({ "platforms": available }))
+            }
+            E::ExportNotImage { .. } => ApiError::new(C::ParameterInvalid, message),
             E::StorageFull(cause) => {
                 tracing::error!(error = %cause, "storage is full");
                 ApiError::new(

@@ -13,7 +13,7 @@ use crate::AppState;
 
 /// A parsed `Range: bytes=...` request against a blob of `size` bytes.
 #[derive(Debug, PartialEq, Eq)]
-enum RangeReq {
+pub(super) enum RangeReq {
     Whole,
     Part(u64, u64),
     Unsatisfiable,
@@ -21,7 +21,7 @@ enum RangeReq {
 
 /// Parses a single byte range; anything this server does not understand is ignored and
 /// the whole blob is sent, as RFC 9110 allows.
-fn parse_range(value: Option<&str>, size: u64) -> RangeReq {
+pub(super) fn parse_range(value: Option<&str>, size: u64) -> RangeReq {
     let Some(spec) = value.and_then(|v| v.trim().strip_prefix("bytes=")) else {
         return RangeReq::Whole;
     };

@@ -6,7 +6,7 @@
 //! Every `/v2/<name>/...` request goes through [`dispatch`]: the path is parsed into an
 //! [`Endpoint`], the caller authenticated, and the action the endpoint needs checked
 //! before anything is looked up. The other routes (`/v2/`, `/token`, `/metrics`, the
-//! stats API and the dashboard) each authenticate with the same [`crate::auth::Auth`]
+//! stats API, tarball downloads and the dashboard) each authenticate with the same [`crate::auth::Auth`]
 //! and decide what their resource needs.
 
 mod admin;
@@ -14,6 +14,7 @@ mod admin_accounts;
 mod base;
 mod blobs;
 mod catalog;
+mod export;
 mod manifests;
 mod referrers;
 mod stats;
@@ -53,6 +54,7 @@ pub fn router(state: AppState) -> Router {
         .route("/token", get(token::get).post(token::post))
         .route("/metrics", get(metrics))
         .route("/api/v1/stats/top", get(stats::top))
+        .route("/api/v1/export/{*target}", get(export::get))
         .route("/api/v1/admin/gc", axum::routing::post(admin::gc))
         .route("/api/v1/admin/gc/explain/{digest}", get(admin::explain))
         .route("/api/v1/admin/accounts", get(admin_accounts::accounts))

@@ -9,6 +9,10 @@
 //! attestations with their formats and key fingerprints. Without a trust rule the server
 //! has no key to verify with, so attached signatures are shown as not verified.
 //!
+//! Each image (each platform of an index) links its tarball download ("Download for
+//! air-gapped install", `/api/v1/export/<name>:<tag>?platform=`), which the browser
+//! fetches with the viewer's Basic credentials.
+//!
 //! Sizes are what a pull moves: an image's size is the sum of its config and layers, and
 //! an index's is given per platform (each child's blobs), never the size of the JSON.
 //!
@@ -476,6 +480,32 @@ async fn tag_sizes(
     }
 }
 
+/// The tarball download of one platform of a tag (`/api/v1/export/...`), for images
+/// only: an artifact (a chart, a signature) cannot be loaded, and an index entry of no
+/// real platform (BuildKit's `unknown/unknown` attestations) is no image.
+fn download_link(
+    repo: &RepoName,
+    tag: &str,
+    kind: &str,
+    parsed: Option<&ParsedManifest>,
+    digest: &berth_oci::Digest,
+    platform: &str,
+) -> Option<String> {
+    let base = format!("{}{}:{tag}", super::export::PREFIX, repo.as_str());
+    match (kind, parsed) {
+        ("index", _) if platform.is_empty() || platform.starts_with("unknown") => None,
+        ("index", _) => Some(format!("{base}?platform={platform}")),
+        ("image", Some(pm)) if berth_oci::archive::check_image(pm, digest).is_ok() => {
+            Some(if platform.is_empty() {
+                base
+            } else {
+                format!("{base}?platform={platform}")
+            })
+        }
+        _ => None,
+    }
+}
+
 async fn render_repository(
     state: &AppState,
     repo: &RepoName,
@@ -560,6 +590,11 @@ async fn render_repository(
                         div {
                             @if !platform.is_empty() { (platform) " " }
                             span.size { (human_bytes(*size)) }
+                            @if let Some(href) = download_link(repo, &t.tag, kind, parsed.as_ref(), &m.digest, platform) {
+                                " " a.download href=(href) title="a docker-archive tarball for docker load / podman load" {
+                                    "Download for air-gapped install"
+                                }
+                            }
                         }
                     }
                 }
@@ -751,6 +786,37 @@ fn signatures_section(trust: &TrustOverview, tags: &[berth_meta::TagDetail]) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn downloads_are_linked_for_images_only() {
+        let repo = RepoName::parse("team/app").unwrap();
+        let d: berth_oci::Digest = format!("sha256:{}", "a".repeat(64)).parse().unwrap();
+        assert_eq!(
+            download_link(&repo, "1", "index", None, &d, "linux/arm64").as_deref(),
+            Some("/api/v1/export/team/app:1?platform=linux/arm64")
+        );
+        assert_eq!(
+            download_link(&repo, "1", "index", None, &d, "unknown/unknown"),
+            None
+        );
+        let image = |config: &str| {
+            ParsedManifest::parse(
+                format!(r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"{config}","digest":"{d}","size":2}},"layers":[]}}"#).as_bytes(),
+                None,
+            )
+            .unwrap()
+        };
+        let img = image(berth_oci::media_types::OCI_CONFIG);
+        assert_eq!(
+            download_link(&repo, "1", "image", Some(&img), &d, "").as_deref(),
+            Some("/api/v1/export/team/app:1")
+        );
+        let chart = image("application/vnd.cncf.helm.config.v1+json");
+        assert_eq!(
+            download_link(&repo, "1", "image", Some(&chart), &d, ""),
+            None
+        );
+    }
 
     #[test]
     fn charts_escape_and_count() {

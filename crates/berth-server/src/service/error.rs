@@ -73,6 +73,23 @@ pub enum RegistryError {
         limit: u64,
         attempted: u64,
     },
+    /// A tarball download of an index of several platforms that names none.
+    #[error("{reference} is an index of several platforms; name one with ?platform= (available: {})", .available.join(", "))]
+    ExportNeedsPlatform {
+        reference: String,
+        available: Vec<String>,
+    },
+    /// A tarball download names a platform the image does not have.
+    #[error("{reference} has no image for platform {platform} (available: {})", .available.join(", "))]
+    ExportPlatformUnknown {
+        reference: String,
+        platform: String,
+        available: Vec<String>,
+    },
+    /// A tarball download of an artifact (a Helm chart, a signature, an SBOM), which
+    /// `docker load` and `podman load` cannot load.
+    #[error("{reference} is not a container image but an artifact ({kind}); tarball downloads hold images only: pull it with oras or berth copy instead")]
+    ExportNotImage { reference: String, kind: String },
     #[error("only administrators of {0} may force a tag change")]
     ForceDenied(RepoName),
     #[error("repository {0} is not known")]

@@ -13,6 +13,7 @@
 
 mod blobs;
 mod error;
+mod export;
 mod gc;
 mod manifests;
 mod quota;
@@ -29,6 +30,7 @@ use berth_storage::BlobStore;
 
 pub use blobs::{BlobContent, Chunk};
 pub use error::RegistryError;
+pub use export::{parse_export_target, Export, ExportFormat};
 pub use gc::{
     Explanation, GcOptions, GcReport, GcRule, GcRuleError, GcSettings, GcStep, Reason, RepoFreed,
 };

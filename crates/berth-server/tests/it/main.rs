@@ -7,6 +7,7 @@ mod auth;
 mod blobs;
 mod common;
 mod concurrency;
+mod export;
 mod faults;
 mod gc;
 mod hardening;
