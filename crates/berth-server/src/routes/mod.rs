@@ -54,6 +54,15 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/stats/top", get(stats::top))
         .route("/api/v1/admin/gc", axum::routing::post(admin::gc))
         .route("/api/v1/admin/gc/explain/{digest}", get(admin::explain))
+        .route("/api/v1/admin/webhooks", get(admin::webhooks))
+        .route(
+            "/api/v1/admin/webhooks/{name}/redeliver",
+            axum::routing::post(admin::webhook_redeliver),
+        )
+        .route(
+            "/api/v1/admin/webhooks/{name}/ping",
+            axum::routing::post(admin::webhook_ping),
+        )
         // A browser pointed at the registry lands on the dashboard; temporary, so
         // nothing caches it should `/` ever serve something else.
         .route(
