@@ -1452,7 +1452,11 @@ pub async fn outbox_delivers_retries_and_gives_up(db: &dyn AccountStore) {
 pub async fn outbox_status_and_redelivery(db: &dyn AccountStore) {
     assert!(db.outbox_status().await.unwrap().is_empty());
     db.outbox_add(
-        &[delivery("a", "e1"), delivery("a", "e2"), delivery("a", "e3")],
+        &[
+            delivery("a", "e1"),
+            delivery("a", "e2"),
+            delivery("a", "e3"),
+        ],
         1_000,
     )
     .await
@@ -1497,10 +1501,7 @@ pub async fn outbox_status_and_redelivery(db: &dyn AccountStore) {
         .filter(|e| e.hook == "a")
         .map(|e| (e.event_id.as_str(), e.attempts, e.since_ms, e.dead))
         .collect();
-    assert_eq!(
-        revived,
-        [("e2", 0, 3_000, false), ("e3", 0, 3_000, false)]
-    );
+    assert_eq!(revived, [("e2", 0, 3_000, false), ("e3", 0, 3_000, false)]);
     let b = due.iter().find(|e| e.hook == "b").unwrap();
     assert_eq!(b.since_ms, 1_500, "another hook's deliveries are untouched");
 

@@ -1135,8 +1135,15 @@ mod tests {
             !format!("{:?}", c.webhook[0]).contains("s3cret"),
             "the secret stays out of logs"
         );
-        std::fs::write(&path, "[[webhook]]\nname = \"a\"\nurl = \"http://x/\"\nsecret = \"s\"\nsecrets = 1\n").unwrap();
-        assert!(Config::from_file(&path).is_err(), "unknown keys are refused");
+        std::fs::write(
+            &path,
+            "[[webhook]]\nname = \"a\"\nurl = \"http://x/\"\nsecret = \"s\"\nsecrets = 1\n",
+        )
+        .unwrap();
+        assert!(
+            Config::from_file(&path).is_err(),
+            "unknown keys are refused"
+        );
     }
 
     #[test]

@@ -193,7 +193,10 @@ pub fn webhook_source(config: &Config) -> String {
     config.webhook_source.clone().unwrap_or_else(|| {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         let host = host.trim();
-        format!("berth://{}", if host.is_empty() { "localhost" } else { host })
+        format!(
+            "berth://{}",
+            if host.is_empty() { "localhost" } else { host }
+        )
     })
 }
 
@@ -264,9 +267,7 @@ pub async fn run_with_ready(
         .map(|every| tokio::spawn(state.registry.clone().gc_forever(every)));
     // Rows left by an earlier run are delivered even when no hook is configured now:
     // they are then marked dead, visible to `berth admin webhooks`.
-    let deliverer = tokio::spawn(webhooks::delivery::deliver_forever(
-        state.webhooks.clone(),
-    ));
+    let deliverer = tokio::spawn(webhooks::delivery::deliver_forever(state.webhooks.clone()));
     let pulls = (!state.webhooks.is_empty())
         .then(|| tokio::spawn(state.webhooks.clone().flush_pulls_forever()));
     let webhooks = state.webhooks.clone();

@@ -308,5 +308,4 @@ impl AccountStore for SqliteStore {
     async fn outbox_redeliver(&self, hook: &str, now_ms: i64) -> Result<u64, MetaError> {
         self.outbox_retry_all(hook, now_ms).await
     }
-
 }

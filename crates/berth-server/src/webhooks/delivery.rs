@@ -138,8 +138,7 @@ async fn record(
             let retry_at = hook.and_then(|h| {
                 let delay = retry_delay(entry.attempts + 1, h.retry_max_interval, jitter());
                 let at = now.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
-                let give_up =
-                    i64::try_from(h.give_up_after.as_millis()).unwrap_or(i64::MAX);
+                let give_up = i64::try_from(h.give_up_after.as_millis()).unwrap_or(i64::MAX);
                 (at.saturating_sub(entry.since_ms) < give_up).then_some(at)
             });
             if retry_at.is_none() {

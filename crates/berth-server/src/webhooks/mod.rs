@@ -206,9 +206,7 @@ impl Hook {
             events,
             timeout: c.timeout.unwrap_or(Duration::from_secs(10)),
             retry_max_interval: c.retry_max_interval.unwrap_or(Duration::from_secs(600)),
-            give_up_after: c
-                .give_up_after
-                .unwrap_or(Duration::from_secs(24 * 3600)),
+            give_up_after: c.give_up_after.unwrap_or(Duration::from_secs(24 * 3600)),
         })
     }
 

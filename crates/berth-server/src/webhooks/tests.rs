@@ -82,7 +82,11 @@ fn invalid_hooks_are_refused_with_their_name() {
     c = hook("a", &[], &[]);
     c.secret = String::new();
     assert!(refused(c).contains("secret"));
-    let twice = Webhooks::new(&[hook("a", &[], &[]), hook("a", &[], &[])], "s", store.clone());
+    let twice = Webhooks::new(
+        &[hook("a", &[], &[]), hook("a", &[], &[])],
+        "s",
+        store.clone(),
+    );
     assert!(twice.err().unwrap().to_string().contains("two webhooks"));
     // Full type names are accepted as well as short ones.
     let ok = Webhooks::new(
@@ -120,7 +124,10 @@ fn events_are_described_once_for_every_reported_variant() {
         digest: Digest::sha256(b"m"),
     })
     .unwrap();
-    assert_eq!((moved.kind, moved.subject.as_str()), ("tag.moved", "r:latest"));
+    assert_eq!(
+        (moved.kind, moved.subject.as_str()),
+        ("tag.moved", "r:latest")
+    );
     let gc = describe(&Event::GcFinished {
         report: Arc::default(),
         actor: actor(),
@@ -128,7 +135,10 @@ fn events_are_described_once_for_every_reported_variant() {
     .unwrap();
     assert_eq!((gc.kind, gc.repo.as_deref()), ("gc.finished", None));
     assert_eq!(gc.data["report"]["dry_run"], false);
-    assert!(describe(&fetched("r", None, false)).is_none(), "pulls are counted instead");
+    assert!(
+        describe(&fetched("r", None, false)).is_none(),
+        "pulls are counted instead"
+    );
     assert!(describe(&Event::UploadStarted {
         repo: RepoName::parse("r").unwrap()
     })
@@ -231,7 +241,10 @@ async fn pulls_are_counted_and_written_as_one_event_per_reference() {
     want.sort();
     let mut summary = summary;
     summary.sort();
-    assert_eq!(summary, want, "HEADs and other repositories are not counted");
+    assert_eq!(
+        summary, want,
+        "HEADs and other repositories are not counted"
+    );
     assert!(events.iter().all(|e| e["type"] == "dev.berth.pulls"));
     // A new window starts empty.
     hooks.flush_pulls().await;
@@ -242,16 +255,29 @@ async fn pulls_are_counted_and_written_as_one_event_per_reference() {
 async fn ping_and_redeliver_name_a_configured_hook() {
     let (_dir, store) = store();
     let hooks = Webhooks::new(
-        &[hook("a", &["team/*"], &["manifest.pushed"]), hook("b", &[], &[])],
+        &[
+            hook("a", &["team/*"], &["manifest.pushed"]),
+            hook("b", &[], &[]),
+        ],
         "berth://test",
         store.clone(),
     )
     .unwrap();
     let id = hooks.ping("a", "alice").await.unwrap();
     let due = store.outbox_due(i64::MAX, 10).await.unwrap();
-    assert_eq!(due.len(), 1, "a ping goes to its hook only, whatever its filters");
-    assert_eq!((due[0].hook.as_str(), due[0].event_id.as_str()), ("a", id.as_str()));
-    assert!(matches!(hooks.ping("c", "alice").await, Err(WebhookError::Unknown(_))));
+    assert_eq!(
+        due.len(),
+        1,
+        "a ping goes to its hook only, whatever its filters"
+    );
+    assert_eq!(
+        (due[0].hook.as_str(), due[0].event_id.as_str()),
+        ("a", id.as_str())
+    );
+    assert!(matches!(
+        hooks.ping("c", "alice").await,
+        Err(WebhookError::Unknown(_))
+    ));
     store
         .outbox_failed(due[0].id, "HTTP 500", None, 1)
         .await
@@ -260,11 +286,17 @@ async fn ping_and_redeliver_name_a_configured_hook() {
     assert_eq!(report.webhooks.len(), 2);
     assert_eq!(report.webhooks[0].dead, 1);
     assert_eq!(report.webhooks[0].last_error.as_deref(), Some("HTTP 500"));
-    assert_eq!(report.webhooks[0].url.as_deref(), Some("http://127.0.0.1:9/a"));
+    assert_eq!(
+        report.webhooks[0].url.as_deref(),
+        Some("http://127.0.0.1:9/a")
+    );
     assert_eq!(report.webhooks[1].pending, 0);
     assert!(report.unconfigured.is_empty());
     assert_eq!(hooks.redeliver("a").await.unwrap(), 1);
-    assert!(matches!(hooks.redeliver("z").await, Err(WebhookError::Unknown(_))));
+    assert!(matches!(
+        hooks.redeliver("z").await,
+        Err(WebhookError::Unknown(_))
+    ));
     assert_eq!(hooks.report().await.unwrap().webhooks[0].pending, 1);
 
     // A hook removed from the configuration is reported apart.

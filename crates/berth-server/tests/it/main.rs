@@ -21,3 +21,4 @@ mod scrub;
 mod startup;
 mod trust;
 mod uploads;
+mod webhooks;
