@@ -265,11 +265,12 @@ pub async fn run_with_ready(
     let collector = state
         .gc_interval
         .map(|every| tokio::spawn(state.registry.clone().gc_forever(every)));
-    // Rows left by an earlier run are delivered even when no hook is configured now:
-    // they are then marked dead, visible to `berth admin webhooks`.
-    let deliverer = tokio::spawn(webhooks::delivery::deliver_forever(state.webhooks.clone()));
-    let pulls = (!state.webhooks.is_empty())
-        .then(|| tokio::spawn(state.webhooks.clone().flush_pulls_forever()));
+    // Without hooks nothing is delivered (rows of hooks removed since stay pending, shown
+    // by `berth admin webhooks`), and an idle registry does not poll the outbox.
+    let hooks = !state.webhooks.is_empty();
+    let deliverer =
+        hooks.then(|| tokio::spawn(webhooks::delivery::deliver_forever(state.webhooks.clone())));
+    let pulls = hooks.then(|| tokio::spawn(state.webhooks.clone().flush_pulls_forever()));
     let webhooks = state.webhooks.clone();
     let tls = state.tls.clone();
     let analytics = state.analytics.clone();
@@ -299,9 +300,8 @@ pub async fn run_with_ready(
         c.abort();
     }
     // An attempt in flight is made again at the next start (same event id).
-    deliverer.abort();
-    if let Some(p) = pulls {
-        p.abort();
+    for task in deliverer.into_iter().chain(pulls) {
+        task.abort();
     }
     webhooks.flush_pulls().await;
     // Refusals counted in the current window would otherwise never be written.

@@ -1,8 +1,9 @@
 //! `berth admin`: accounts, robot tokens, grants, public repositories, the audit log and
 //! the blob scrub, working directly on the data directory (also while the server runs:
 //! the server re-reads accounts within a second, and a scrub only reads, moving damaged
-//! blobs aside by atomic renames); and garbage collection, in process on a data
-//! directory no server holds, or through a running server's admin API.
+//! blobs aside by atomic renames); garbage collection, in process on a data directory
+//! no server holds, or through a running server's admin API; and webhooks' delivery
+//! status, on the data directory (the outbox) or through the admin API.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -34,7 +35,9 @@ use clap::{Args, Subcommand};
   berth admin scrub --repair
   berth admin gc --dry-run
   berth admin gc --registry localhost:5000 --grace 30m
-  berth admin gc --explain sha256:...")]
+  berth admin gc --explain sha256:...
+  berth admin webhooks --json
+  berth admin webhooks --registry localhost:5000 --ping ci")]
 pub struct AdminArgs {
     /// Data directory of the registry [default: ./berth-data].
     #[arg(long, value_name = "DIR", global = true)]
@@ -95,6 +98,26 @@ enum AdminCommand {
     /// Collect garbage now: blob files and untagged manifests nothing keeps (see
     /// `gc_grace` and `[[gc]]` in the configuration), or say why something is kept.
     Gc(GcArgs),
+    /// Show the configured webhooks (`[[webhook]]`) with their delivery status: pending,
+    /// failing and dead deliveries, last success, last error; or redeliver or ping one.
+    Webhooks(WebhooksArgs),
+}
+
+#[derive(Args)]
+struct WebhooksArgs {
+    /// Go through this running registry's admin API (HOST:PORT or URL; needs an account
+    /// with admin on * in the Docker config) instead of the data directory; its own
+    /// configuration then names the hooks.
+    #[arg(long, value_name = "URL")]
+    registry: Option<String>,
+    /// Retry every delivery of this hook now, dead ones included.
+    #[arg(long, value_name = "NAME", conflicts_with = "ping")]
+    redeliver: Option<String>,
+    /// Send this hook a `dev.berth.ping` event (delivered by the running server).
+    #[arg(long, value_name = "NAME")]
+    ping: Option<String>,
+    #[command(flatten)]
+    common: crate::cmd::Common,
 }
 
 #[derive(Args)]
@@ -249,6 +272,9 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
     if let AdminCommand::Gc(gc_args) = &args.command {
         return crate::cmd::block_on(gc(&config, gc_args, args.json));
     }
+    if let AdminCommand::Webhooks(hook_args) = &args.command {
+        return crate::cmd::block_on(webhooks(&config, hook_args, args.json));
+    }
     let actor = format!(
         "cli:{}",
         std::env::var("USER").unwrap_or_else(|_| "admin".into())
@@ -386,7 +412,7 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
             }
             AdminCommand::Scrub { repair } => scrub(&config, repair, json).await?,
             // Handled before the data directory is opened.
-            AdminCommand::Gc(_) => {}
+            AdminCommand::Gc(_) | AdminCommand::Webhooks(_) => {}
             AdminCommand::Audit { since, limit } => {
                 let now = berth_oci::time::now();
                 let since = since.map(|d| now - d.as_secs() as i64).unwrap_or(0);
@@ -616,4 +642,94 @@ async fn remote_gc(url: &str, args: &GcArgs) -> anyhow::Result<GcAnswer> {
     let resp = registry.send(&[], |c| c.post(&u).json(&body)).await?;
     let resp = registry.check(resp, "POST gc", host).await?;
     Ok((Some(resp.json().await?), None))
+}
+
+/// `berth admin webhooks`: the status report, or a redelivery or ping, through
+/// `--registry` or on the data directory's outbox (with this configuration's hooks).
+async fn webhooks(config: &Config, args: &WebhooksArgs, json: bool) -> anyhow::Result<()> {
+    use berth_server::webhooks::{WebhookReport, Webhooks};
+    let actor = format!(
+        "cli:{}",
+        std::env::var("USER").unwrap_or_else(|_| "admin".into())
+    );
+    let answer: serde_json::Value = match &args.registry {
+        Some(url) => {
+            let host = url
+                .trim_start_matches("http://")
+                .trim_start_matches("https://")
+                .trim_end_matches('/');
+            let clients = args.common.clients()?;
+            let registry = clients.registry(host)?;
+            let (method, path) = match (&args.redeliver, &args.ping) {
+                (Some(name), _) => ("POST", format!("/api/v1/admin/webhooks/{name}/redeliver")),
+                (None, Some(name)) => ("POST", format!("/api/v1/admin/webhooks/{name}/ping")),
+                (None, None) => ("GET", "/api/v1/admin/webhooks".to_owned()),
+            };
+            let u = registry.url(&path);
+            let resp = if method == "POST" {
+                registry.send(&[], |c| c.post(&u)).await?
+            } else {
+                registry.send(&[], |c| c.get(&u)).await?
+            };
+            let what = format!("{method} {path}");
+            registry.check(resp, &what, host).await?.json().await?
+        }
+        None => {
+            // Refuses a directory without a registry before anything is created in it.
+            let stores =
+                berth_server::backends::open_meta(config, berth_server::backends::Create::No)?;
+            let hooks = Webhooks::new(
+                &config.webhook,
+                &berth_server::webhook_source(config),
+                stores.accounts,
+            )?;
+            match (&args.redeliver, &args.ping) {
+                (Some(name), _) => {
+                    serde_json::json!({"redelivered": hooks.redeliver(name).await?})
+                }
+                (None, Some(name)) => serde_json::json!({"id": hooks.ping(name, &actor).await?}),
+                (None, None) => serde_json::to_value(hooks.report().await?)?,
+            }
+        }
+    };
+    if json {
+        return print_json(&answer);
+    }
+    if let Some(n) = answer.get("redelivered") {
+        println!(
+            "{n} deliver(ies) of {} are due now",
+            args.redeliver.as_deref().unwrap_or("")
+        );
+        return Ok(());
+    }
+    if let Some(id) = answer.get("id").and_then(|v| v.as_str()) {
+        println!(
+            "ping {id} queued for {}",
+            args.ping.as_deref().unwrap_or("")
+        );
+        return Ok(());
+    }
+    let report: WebhookReport = serde_json::from_value(answer)?;
+    println!(
+        "{:<20} {:>8} {:>8} {:>6} {:<21} {:<21} {:<40} LAST ERROR",
+        "NAME", "PENDING", "FAILING", "DEAD", "LAST SUCCESS", "LAST FAILURE", "URL"
+    );
+    let none = || "-".to_owned();
+    for h in report.webhooks.iter().chain(&report.unconfigured) {
+        println!(
+            "{:<20} {:>8} {:>8} {:>6} {:<21} {:<21} {:<40} {}",
+            h.name,
+            h.pending,
+            h.failing,
+            h.dead,
+            h.last_success.clone().unwrap_or_else(none),
+            h.last_failure.clone().unwrap_or_else(none),
+            h.url.clone().unwrap_or_else(|| "(not configured)".into()),
+            h.last_error.clone().unwrap_or_else(none)
+        );
+    }
+    if report.webhooks.is_empty() && report.unconfigured.is_empty() {
+        println!("no webhook is configured ([[webhook]] in the configuration file)");
+    }
+    Ok(())
 }

@@ -4,7 +4,8 @@
 //! One task per server reads due rows in batches and attempts up to [`CONCURRENCY`] at
 //! once; it sleeps until rows are added (the subscriber wakes it) or [`POLL`] passes,
 //! which is also how a row written by `berth admin webhooks --ping` or due for a retry is
-//! found. Attempts are recorded without an fsync: a success forgotten by a crash is sent
+//! found. A batch ends when its slowest attempt does (at most the hook's `timeout`), so a
+//! hook that hangs delays the others' next batch by that much, never longer. Attempts are recorded without an fsync: a success forgotten by a crash is sent
 //! again with the same event id (at least once), and a forgotten failure only retries
 //! sooner.
 

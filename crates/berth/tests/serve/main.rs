@@ -13,3 +13,4 @@ mod process;
 mod publish;
 mod scrub;
 mod skopeo;
+mod webhooks;
