@@ -3,7 +3,8 @@
 //!
 //! # Layout
 //! - [`MetadataStore`]: the trait the server talks to, one method per question it asks.
-//! - [`AccountStore`]: accounts, grants, public patterns and the audit log.
+//! - [`AccountStore`]: accounts, grants, public patterns, the audit log and the webhook
+//!   outbox ([`OutboxEntry`]).
 //! - [`StatsStore`]: download and request counters.
 //! - [`cache::CachingStore`]: a read cache in front of any [`MetadataStore`].
 //! - [`artifact_tags`]: the rules for tags that attach artifacts on registries without
@@ -684,7 +685,8 @@ pub struct AuditEvent {
     pub client: String,
 }
 
-/// Accounts and everything about who may do what. Every method is atomic.
+/// Accounts and everything about who may do what, and the durable records of what
+/// happened: the audit log and the webhook outbox. Every method is atomic.
 #[async_trait::async_trait]
 pub trait AccountStore: Send + Sync + 'static {
     /// Creates an account; [`MetaError::Conflict`] when the name is taken.
@@ -715,6 +717,91 @@ pub trait AccountStore: Send + Sync + 'static {
     async fn audit_list(&self, since: i64, limit: usize) -> Result<Vec<AuditEvent>, MetaError>;
     /// Deletes the entries before `before` (unix seconds), in batches; returns how many.
     async fn audit_prune(&self, before: i64) -> Result<u64, MetaError>;
+
+    // The webhook outbox (see [`OutboxEntry`]). Times are unix milliseconds.
+
+    /// Adds `entries` to the outbox in one transaction, durable when answered, each due
+    /// at `now_ms` with no attempt made and its retry window starting at `now_ms`.
+    async fn outbox_add(&self, entries: &[OutboxNew], now_ms: i64) -> Result<(), MetaError>;
+    /// Deliveries that are not dead and whose next attempt is at or before `now_ms`,
+    /// by next attempt then id, at most `limit`.
+    async fn outbox_due(&self, now_ms: i64, limit: usize) -> Result<Vec<OutboxEntry>, MetaError>;
+    /// A delivery succeeded: deletes it and records `at_ms` as its hook's last success.
+    /// `false` (and nothing recorded) when the delivery is gone. Need not be durable when
+    /// answered: a success lost to a crash is delivered again, with the same event id.
+    async fn outbox_delivered(&self, id: i64, at_ms: i64) -> Result<bool, MetaError>;
+    /// An attempt failed with `error`: counts it and keeps the error; the next attempt is
+    /// at `retry_at_ms`, or, with `None`, the delivery is dead (kept, never attempted
+    /// again until [`AccountStore::outbox_redeliver`]). Records `at_ms` and `error` as
+    /// the hook's last failure. `false` when the delivery is gone. Need not be durable.
+    async fn outbox_failed(
+        &self,
+        id: i64,
+        error: &str,
+        retry_at_ms: Option<i64>,
+        at_ms: i64,
+    ) -> Result<bool, MetaError>;
+    /// The delivery status of every hook that has deliveries in the outbox or a recorded
+    /// success or failure, by hook name.
+    async fn outbox_status(&self) -> Result<Vec<OutboxStatus>, MetaError>;
+    /// Makes every delivery of `hook`, dead ones included, due at `now_ms` with no
+    /// attempt counted and a retry window starting at `now_ms`; returns how many.
+    async fn outbox_redeliver(&self, hook: &str, now_ms: i64) -> Result<u64, MetaError>;
+}
+
+/// A webhook delivery to add to the outbox: one event for one configured hook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxNew {
+    /// The configured hook's name.
+    pub hook: String,
+    /// The event's id (CloudEvents `id`), the same for every hook the event goes to, so
+    /// that a receiver de-duplicates repeated deliveries by it.
+    pub event_id: String,
+    /// The event's type (CloudEvents `type`), for status and logs.
+    pub event_type: String,
+    /// The exact request body to send.
+    pub body: String,
+}
+
+/// A delivery in the webhook outbox: written before the request that caused its event
+/// is answered and deleted once the hook accepted it, so deliveries survive restarts
+/// (at least once: a success not yet recorded when the process stops is sent again).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    /// Unique among deliveries in the outbox.
+    pub id: i64,
+    pub hook: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub body: String,
+    /// When the current retry window began (added, or redelivered), unix milliseconds.
+    pub since_ms: i64,
+    /// Failed attempts in the current retry window.
+    pub attempts: u32,
+    /// When the next attempt is due, unix milliseconds.
+    pub next_attempt_ms: i64,
+    pub last_error: Option<String>,
+    /// Retrying gave up; kept until redelivered.
+    pub dead: bool,
+}
+
+/// The delivery status of one webhook.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutboxStatus {
+    pub hook: String,
+    /// Deliveries still to be attempted (failing ones included), not dead.
+    pub pending: u64,
+    /// Pending deliveries with at least one failed attempt.
+    pub failing: u64,
+    /// Deliveries given up on.
+    pub dead: u64,
+    /// When the oldest pending delivery's retry window began, unix milliseconds.
+    pub oldest_pending_ms: Option<i64>,
+    /// The last successful delivery, unix milliseconds.
+    pub last_success_ms: Option<i64>,
+    /// The last failed attempt, unix milliseconds, and its error.
+    pub last_failure_ms: Option<i64>,
+    pub last_error: Option<String>,
 }
 
 /// What a counted manifest fetch was: image content, or metadata only.

@@ -17,8 +17,8 @@ use bytes::Bytes;
 
 use crate::{
     Account, AccountKind, AccountStore, AuditEvent, DownloadKey, FetchKind, Gate, GroupBy,
-    MetaError, MetadataStore, NewManifest, Page, RequestKey, SignatureRecord, StatsStore,
-    StoredGrant, TagChange, TagGuard, TagListing, Unlinked,
+    MetaError, MetadataStore, NewManifest, OutboxNew, OutboxStatus, Page, RequestKey,
+    SignatureRecord, StatsStore, StoredGrant, TagChange, TagGuard, TagListing, Unlinked,
 };
 
 fn repo(s: &str) -> RepoName {
@@ -1375,6 +1375,150 @@ pub async fn accounts_grants_public_audit(accounts: &dyn AccountStore) {
     assert_eq!(db.audit_list(0, 10).await.unwrap().len(), 3);
 }
 
+fn delivery(hook: &str, event: &str) -> OutboxNew {
+    OutboxNew {
+        hook: hook.into(),
+        event_id: event.into(),
+        event_type: "dev.berth.test".into(),
+        body: format!("{{\"id\":\"{event}\"}}"),
+    }
+}
+
+/// Added deliveries are due at once, oldest first; a failure counts an attempt and
+/// waits for its retry time; a success deletes; a failure with no retry time is dead
+/// and never due again.
+pub async fn outbox_delivers_retries_and_gives_up(db: &dyn AccountStore) {
+    db.outbox_add(&[delivery("a", "e1"), delivery("b", "e1")], 1_000)
+        .await
+        .unwrap();
+    db.outbox_add(&[delivery("a", "e2")], 2_000).await.unwrap();
+    assert!(db.outbox_due(999, 10).await.unwrap().is_empty());
+    let due = db.outbox_due(2_000, 10).await.unwrap();
+    let names: Vec<(&str, &str)> = due
+        .iter()
+        .map(|e| (e.hook.as_str(), e.event_id.as_str()))
+        .collect();
+    assert_eq!(names, [("a", "e1"), ("b", "e1"), ("a", "e2")]);
+    assert_eq!(due[0].body, r#"{"id":"e1"}"#);
+    assert_eq!(due[0].event_type, "dev.berth.test");
+    assert_eq!((due[0].since_ms, due[0].attempts), (1_000, 0));
+    assert_eq!(due[2].next_attempt_ms, 2_000);
+    assert!(due.iter().all(|e| !e.dead && e.last_error.is_none()));
+    assert_eq!(db.outbox_due(2_000, 1).await.unwrap(), due[..1]);
+    let ids: std::collections::HashSet<i64> = due.iter().map(|e| e.id).collect();
+    assert_eq!(ids.len(), 3, "ids are unique");
+
+    // A failed attempt with a retry time waits for it, counted, its error kept.
+    assert!(db
+        .outbox_failed(due[0].id, "HTTP 500", Some(5_000), 2_100)
+        .await
+        .unwrap());
+    let now = db.outbox_due(4_999, 10).await.unwrap();
+    assert_eq!(now, due[1..]);
+    let later = db.outbox_due(5_000, 10).await.unwrap();
+    assert_eq!(later.len(), 3);
+    let retried = later.iter().find(|e| e.id == due[0].id).unwrap();
+    assert_eq!(retried.attempts, 1);
+    assert_eq!(retried.next_attempt_ms, 5_000);
+    assert_eq!(retried.last_error.as_deref(), Some("HTTP 500"));
+    assert_eq!(retried.since_ms, 1_000, "the retry window is unchanged");
+
+    // A success deletes; a second report of it finds nothing.
+    assert!(db.outbox_delivered(due[1].id, 2_200).await.unwrap());
+    assert!(!db.outbox_delivered(due[1].id, 2_300).await.unwrap());
+    assert!(!db
+        .outbox_failed(due[1].id, "late", Some(9_000), 2_300)
+        .await
+        .unwrap());
+
+    // Giving up: dead, never due again.
+    assert!(db
+        .outbox_failed(due[2].id, "refused", None, 2_400)
+        .await
+        .unwrap());
+    let left: Vec<i64> = db
+        .outbox_due(i64::MAX, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(left, [due[0].id]);
+}
+
+/// Status counts pending, failing and dead deliveries per hook and keeps the last
+/// outcome after its delivery is gone; redelivery revives a hook's dead deliveries with
+/// a fresh retry window, and leaves other hooks alone.
+pub async fn outbox_status_and_redelivery(db: &dyn AccountStore) {
+    assert!(db.outbox_status().await.unwrap().is_empty());
+    db.outbox_add(
+        &[
+            delivery("a", "e1"),
+            delivery("a", "e2"),
+            delivery("a", "e3"),
+        ],
+        1_000,
+    )
+    .await
+    .unwrap();
+    db.outbox_add(&[delivery("b", "e4")], 1_500).await.unwrap();
+    let due = db.outbox_due(2_000, 10).await.unwrap();
+    db.outbox_delivered(due[0].id, 1_100).await.unwrap();
+    db.outbox_failed(due[1].id, "timed out", Some(9_000), 1_200)
+        .await
+        .unwrap();
+    db.outbox_failed(due[2].id, "HTTP 410", None, 1_300)
+        .await
+        .unwrap();
+    let status = db.outbox_status().await.unwrap();
+    assert_eq!(
+        status,
+        [
+            OutboxStatus {
+                hook: "a".into(),
+                pending: 1,
+                failing: 1,
+                dead: 1,
+                oldest_pending_ms: Some(1_000),
+                last_success_ms: Some(1_100),
+                last_failure_ms: Some(1_300),
+                last_error: Some("HTTP 410".into()),
+            },
+            OutboxStatus {
+                hook: "b".into(),
+                pending: 1,
+                oldest_pending_ms: Some(1_500),
+                ..Default::default()
+            },
+        ]
+    );
+
+    assert_eq!(db.outbox_redeliver("a", 3_000).await.unwrap(), 2);
+    assert_eq!(db.outbox_redeliver("nobody", 3_000).await.unwrap(), 0);
+    let due = db.outbox_due(3_000, 10).await.unwrap();
+    let revived: Vec<(&str, u32, i64, bool)> = due
+        .iter()
+        .filter(|e| e.hook == "a")
+        .map(|e| (e.event_id.as_str(), e.attempts, e.since_ms, e.dead))
+        .collect();
+    assert_eq!(revived, [("e2", 0, 3_000, false), ("e3", 0, 3_000, false)]);
+    let b = due.iter().find(|e| e.hook == "b").unwrap();
+    assert_eq!(b.since_ms, 1_500, "another hook's deliveries are untouched");
+
+    // Once every delivery is gone, the hook's last outcome stays.
+    for e in &due {
+        db.outbox_delivered(e.id, 4_000).await.unwrap();
+    }
+    let status = db.outbox_status().await.unwrap();
+    assert_eq!(status.len(), 2);
+    assert_eq!(
+        (status[0].pending, status[0].dead, status[0].last_success_ms),
+        (0, 0, Some(4_000))
+    );
+    assert_eq!(status[0].last_error.as_deref(), Some("HTTP 410"));
+    assert_eq!(status[0].oldest_pending_ms, None);
+}
+
 /// Hourly counters of whole days before the cutoff become one row per day; totals over
 /// whole days, and everything from the cutoff day on, stay as they were.
 pub async fn hourly_counters_roll_up_into_days(stats: &dyn StatsStore) {
@@ -1745,11 +1889,20 @@ macro_rules! metadata_store_suite {
 #[macro_export]
 macro_rules! account_store_suite {
     ($fresh:path) => {
-        #[tokio::test]
-        async fn accounts_grants_public_audit() {
-            let (_keep, store) = $fresh().await;
-            $crate::testsuite::accounts_grants_public_audit(&store).await;
-        }
+        $crate::account_store_suite!(@each $fresh;
+            accounts_grants_public_audit,
+            outbox_delivers_retries_and_gives_up,
+            outbox_status_and_redelivery,
+        );
+    };
+    (@each $fresh:path; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                let (_keep, store) = $fresh().await;
+                $crate::testsuite::$name(&store).await;
+            }
+        )*
     };
 }
 

@@ -160,6 +160,14 @@ pub struct Settings {
     #[arg(long, env = "BERTH_AUDIT_RETENTION", value_name = "DURATION", value_parser = parse_duration)]
     #[serde(default, deserialize_with = "duration_str::option")]
     pub audit_retention: Option<Duration>,
+    // Webhooks (crate::webhooks).
+    /// Webhooks (`[[webhook]]`, in the file only).
+    #[arg(skip)]
+    pub webhook: Option<Vec<crate::webhooks::WebhookConfig>>,
+    /// The CloudEvents `source` of webhook events, e.g. the registry's URL
+    /// [default: berth://<host name>].
+    #[arg(long, env = "BERTH_WEBHOOK_SOURCE", value_name = "URI")]
+    pub webhook_source: Option<String>,
     /// Close a connection whose request head has not arrived this long after it opened
     /// or after the head's first byte [default: 30s].
     #[arg(long, env = "BERTH_HEADER_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
@@ -372,6 +380,11 @@ pub struct Config {
     /// Audit log entries older than this are deleted; `None` (the default, or `0` in the
     /// settings) keeps them.
     pub audit_retention: Option<Duration>,
+    /// Webhooks (`[[webhook]]`): where events are POSTed as CloudEvents, for which
+    /// repositories and event types. See [`crate::webhooks`].
+    pub webhook: Vec<crate::webhooks::WebhookConfig>,
+    /// The CloudEvents `source` of webhook events; `None`: `berth://<host name>`.
+    pub webhook_source: Option<String>,
     /// A connection must send its first request head within this long of opening, and
     /// an HTTP/1 request head within this long of its first byte.
     pub header_timeout: Duration,
@@ -495,6 +508,8 @@ impl Default for Config {
             gc: Vec::new(),
             retention: Vec::new(),
             quota: Vec::new(),
+            webhook: Vec::new(),
+            webhook_source: None,
             header_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(120),
             body_idle_timeout: Duration::from_secs(60),
@@ -560,6 +575,8 @@ impl Config {
             quota,
             stats_hourly_retention,
             audit_retention,
+            webhook,
+            webhook_source,
             header_timeout,
             idle_timeout,
             body_idle_timeout,
@@ -611,6 +628,8 @@ impl Config {
         set(&mut self.gc, gc);
         set(&mut self.retention, retention);
         set(&mut self.quota, quota);
+        set(&mut self.webhook, webhook);
+        set(&mut self.webhook_source, webhook_source.map(Some));
         set(&mut self.header_timeout, header_timeout);
         set(&mut self.idle_timeout, idle_timeout);
         set(&mut self.body_idle_timeout, body_idle_timeout);
@@ -908,9 +927,9 @@ mod tests {
     #[test]
     fn every_setting_has_a_key_a_variable_and_a_flag() {
         let vars = Settings::env_vars();
-        // All but `tag_policy`, `trust_policy` and `gc`, lists of tables, which only the
-        // file can hold.
-        assert_eq!(vars.len(), 26);
+        // All but `tag_policy`, `trust_policy`, `gc` and `webhook`, lists of tables,
+        // which only the file can hold.
+        assert_eq!(vars.len(), 27);
         for (var, long) in &vars {
             let key = long.replace('-', "_");
             assert_eq!(*var, format!("BERTH_{}", key.to_uppercase()));
@@ -1099,6 +1118,50 @@ mod tests {
         assert!(
             Config::from_file(&path).is_err(),
             "unknown keys of a rule are refused"
+        );
+    }
+
+    #[test]
+    fn webhooks_from_the_file_and_their_source_from_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("berth.toml");
+        std::fs::write(
+            &path,
+            "[[webhook]]\nname = \"ci\"\nurl = \"https://ci.example/hook\"\nsecret = \"s3cret\"\n\
+             repositories = [\"team/*\"]\nevents = [\"manifest.pushed\"]\nretry_max_interval = \"1m\"\n\n\
+             [[webhook]]\nname = \"all\"\nurl = \"http://127.0.0.1:9/\"\nsecret = \"x\"\n",
+        )
+        .unwrap();
+        let c = Config::load(
+            Some(&path),
+            from_env(&[("BERTH_WEBHOOK_SOURCE", "https://registry.example")]).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(c.webhook.len(), 2);
+        assert_eq!(c.webhook[0].name, "ci");
+        assert_eq!(c.webhook[0].repositories, ["team/*"]);
+        assert_eq!(c.webhook[0].events, ["manifest.pushed"]);
+        assert_eq!(
+            c.webhook[0].retry_max_interval,
+            Some(Duration::from_secs(60))
+        );
+        assert!(c.webhook[1].repositories.is_empty() && c.webhook[1].timeout.is_none());
+        assert_eq!(
+            c.webhook_source.as_deref(),
+            Some("https://registry.example")
+        );
+        assert!(
+            !format!("{:?}", c.webhook[0]).contains("s3cret"),
+            "the secret stays out of logs"
+        );
+        std::fs::write(
+            &path,
+            "[[webhook]]\nname = \"a\"\nurl = \"http://x/\"\nsecret = \"s\"\nsecrets = 1\n",
+        )
+        .unwrap();
+        assert!(
+            Config::from_file(&path).is_err(),
+            "unknown keys are refused"
         );
     }
 

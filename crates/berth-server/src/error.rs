@@ -250,6 +250,16 @@ impl From<crate::accounts::AdminError> for ApiError {
     }
 }
 
+impl From<crate::webhooks::WebhookError> for ApiError {
+    fn from(e: crate::webhooks::WebhookError) -> ApiError {
+        use crate::webhooks::WebhookError as E;
+        match e {
+            E::Unknown(_) => ApiError::new(ErrorCode::EndpointUnknown, e.to_string()),
+            E::Meta(m) => m.into(),
+        }
+    }
+}
+
 impl From<berth_meta::MetaError> for ApiError {
     fn from(e: berth_meta::MetaError) -> ApiError {
         RegistryError::from(e).into()

@@ -3,8 +3,9 @@
 //! Routes and the [`crate::service`] layer emit an [`Event`] when something happens (a
 //! blob committed, a manifest pushed or served, a tag deleted, a login refused); they do
 //! not know who listens. Subscribers (request metrics, download analytics, the audit log,
-//! and next webhooks, replication and the signature gate) register once, when the server
-//! is built, and each sees every event in the order it was emitted.
+//! webhooks, and next replication) register once, when the server is built, and each
+//! sees every event in the order it was emitted. A new variant that webhooks should
+//! report needs one arm in [`crate::webhooks::describe`].
 //!
 //! Delivery is in-process and awaited: [`Events::emit`] returns after every subscriber
 //! has handled the event, so an audit row is written before the request that caused it

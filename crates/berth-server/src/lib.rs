@@ -20,6 +20,8 @@
 //! - [`policy`]: the tag policy (immutable releases, forward-only floating tags) and the
 //!   trust policy's rules and keys (required signatures, the publish gate).
 //! - [`retention`]: hourly counters rolled up into days, old audit entries deleted.
+//! - [`webhooks`]: events as signed CloudEvents POSTed to configured URLs from a durable
+//!   outbox (a subscriber writes it, a background task delivers it).
 //! - [`listener`]: the accept loop (plain or TLS, HTTP/1.1 and HTTP/2, graceful drain);
 //!   [`zerocopy`]: `sendfile`/copy for blob GETs on plain HTTP/1.x.
 //!
@@ -44,6 +46,7 @@ pub mod routes;
 pub mod service;
 mod state;
 pub mod subscribers;
+pub mod webhooks;
 pub mod zerocopy;
 
 use std::future::Future;
@@ -82,6 +85,8 @@ pub enum StartError {
     Retention(#[from] service::RetentionRuleError),
     #[error(transparent)]
     Quota(#[from] service::QuotaRuleError),
+    #[error(transparent)]
+    Webhook(#[from] webhooks::WebhookConfigError),
     #[error("--tls-cert and --tls-key must be given together")]
     TlsHalf,
     #[error("cannot read the accounts: {0}")]
@@ -118,11 +123,21 @@ pub fn build_state(config: &Config) -> Result<AppState, StartError> {
     analytics.enabled = config.analytics;
     let analytics = Arc::new(analytics);
     let audit = Arc::new(subscribers::AuditSubscriber::new(stores.accounts.clone()));
-    let events = events::Events::new(vec![
+    let webhooks = Arc::new(webhooks::Webhooks::new(
+        &config.webhook,
+        &webhook_source(config),
+        stores.accounts.clone(),
+    )?);
+    let mut subscribers: Vec<Arc<dyn events::Subscriber>> = vec![
         Arc::new(subscribers::MetricsSubscriber(metrics.clone())),
         Arc::new(subscribers::AnalyticsSubscriber(analytics.clone())),
         audit.clone(),
-    ]);
+    ];
+    // Without hooks the subscriber would only cost every event a check.
+    if !webhooks.is_empty() {
+        subscribers.push(Arc::new(webhooks::WebhookSubscriber(webhooks.clone())));
+    }
+    let events = events::Events::new(subscribers);
     let auth = Arc::new(
         auth::Auth::new(
             stores.accounts,
@@ -178,7 +193,21 @@ pub fn build_state(config: &Config) -> Result<AppState, StartError> {
         audit,
         stats_hourly_retention: config.stats_hourly_retention,
         audit_retention: config.audit_retention,
+        webhooks,
     }))
+}
+
+/// The CloudEvents `source` of webhook events: the configured one, else
+/// `berth://<host name>` (Linux's, or `localhost` where it cannot be read).
+pub fn webhook_source(config: &Config) -> String {
+    config.webhook_source.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let host = host.trim();
+        format!(
+            "berth://{}",
+            if host.is_empty() { "localhost" } else { host }
+        )
+    })
 }
 
 /// The HTTP application: the router with the access-log layer (which also resolves the
@@ -246,6 +275,13 @@ pub async fn run_with_ready(
     let collector = state
         .gc_interval
         .map(|every| tokio::spawn(state.registry.clone().gc_forever(every)));
+    // Without hooks nothing is delivered (rows of hooks removed since stay pending, shown
+    // by `berth admin webhooks`), and an idle registry does not poll the outbox.
+    let hooks = !state.webhooks.is_empty();
+    let deliverer =
+        hooks.then(|| tokio::spawn(webhooks::delivery::deliver_forever(state.webhooks.clone())));
+    let pulls = hooks.then(|| tokio::spawn(state.webhooks.clone().flush_pulls_forever()));
+    let webhooks = state.webhooks.clone();
     let tls = state.tls.clone();
     let analytics = state.analytics.clone();
     let audit = state.audit.clone();
@@ -273,6 +309,11 @@ pub async fn run_with_ready(
     if let Some(c) = collector {
         c.abort();
     }
+    // An attempt in flight is made again at the next start (same event id).
+    for task in deliverer.into_iter().chain(pulls) {
+        task.abort();
+    }
+    webhooks.flush_pulls().await;
     // Refusals counted in the current window would otherwise never be written.
     audit.flush_refusals().await;
     if let Err(e) = analytics.flush(true).await {

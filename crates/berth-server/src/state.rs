@@ -56,4 +56,6 @@ pub struct StateParts {
     /// The windows of [`crate::retention`]: hourly counters, audit entries.
     pub stats_hourly_retention: Option<std::time::Duration>,
     pub audit_retention: Option<std::time::Duration>,
+    /// The configured webhooks and their outbox (delivered by a task of `run`).
+    pub webhooks: Arc<crate::webhooks::Webhooks>,
 }

@@ -1,8 +1,9 @@
 //! `berth admin`: accounts, robot tokens, grants, public repositories, the audit log and
 //! the blob scrub, working directly on the data directory (also while the server runs:
 //! the server re-reads accounts within a second, and a scrub only reads, moving damaged
-//! blobs aside by atomic renames); and garbage collection, in process on a data
-//! directory no server holds, or through a running server's admin API.
+//! blobs aside by atomic renames); garbage collection, in process on a data directory
+//! no server holds, or through a running server's admin API; and webhooks' delivery
+//! status, on the data directory (the outbox) or through the admin API.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -36,7 +37,9 @@ use clap::{Args, Subcommand};
   berth admin gc --dry-run
   berth admin gc --registry localhost:5000 --grace 30m
   berth admin gc --explain sha256:...
-  berth admin usage --registry localhost:5000")]
+  berth admin usage --registry localhost:5000
+  berth admin webhooks --json
+  berth admin webhooks --registry localhost:5000 --ping ci")]
 pub struct AdminArgs {
     /// Data directory of the registry [default: ./berth-data].
     #[arg(long, value_name = "DIR", global = true)]
@@ -108,6 +111,19 @@ enum AdminCommand {
     /// with its `[[quota]]`, and the distinct bytes stored. Reads the data directory
     /// (also beside a running server) or asks the registry with --registry.
     Usage,
+    /// Show the configured webhooks (`[[webhook]]`) with their delivery status: pending,
+    /// failing and dead deliveries, last success, last error; or redeliver or ping one.
+    Webhooks(WebhooksArgs),
+}
+
+#[derive(Args)]
+struct WebhooksArgs {
+    /// Retry every delivery of this hook now, dead ones included.
+    #[arg(long, value_name = "NAME", conflicts_with = "ping")]
+    redeliver: Option<String>,
+    /// Send this hook a `dev.berth.ping` event (delivered by the running server).
+    #[arg(long, value_name = "NAME")]
+    ping: Option<String>,
 }
 
 #[derive(Args)]
@@ -258,6 +274,22 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
         };
         return print_usage(&report, args.json);
     }
+    if let AdminCommand::Webhooks(hook_args) = &args.command {
+        let remote = match &args.registry {
+            Some(url) => Some(Remote::connect(url, &args.common)?),
+            None => None,
+        };
+        let config = match remote {
+            Some(_) => None,
+            None => Some(config(&args)?),
+        };
+        return crate::cmd::block_on(webhooks(
+            config.as_ref(),
+            remote.as_ref(),
+            hook_args,
+            args.json,
+        ));
+    }
     let actor = format!(
         "cli:{}",
         std::env::var("USER").unwrap_or_else(|_| "admin".into())
@@ -398,7 +430,7 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
             }
             AdminCommand::Scrub { repair } => scrub(&config(&args)?, repair, json).await?,
             // Handled before the data directory is opened.
-            AdminCommand::Gc(_) | AdminCommand::Usage => {}
+            AdminCommand::Gc(_) | AdminCommand::Usage | AdminCommand::Webhooks(_) => {}
             AdminCommand::Audit { since, limit } => {
                 let events = target.audit(since, limit).await?;
                 if json {
@@ -990,5 +1022,94 @@ fn print_usage(report: &serde_json::Value, json: bool) -> anyhow::Result<()> {
         report["stored_blobs"].as_u64().unwrap_or(0),
         report["stored_bytes"].as_u64().unwrap_or(0)
     );
+    Ok(())
+}
+
+/// `berth admin webhooks`: the status report, or a redelivery or ping, through
+/// `--registry` or on the data directory's outbox (with this configuration's hooks).
+async fn webhooks(
+    config: Option<&Config>,
+    remote: Option<&Remote>,
+    args: &WebhooksArgs,
+    json: bool,
+) -> anyhow::Result<()> {
+    use berth_server::webhooks::{WebhookReport, Webhooks};
+    let actor = format!(
+        "cli:{}",
+        std::env::var("USER").unwrap_or_else(|_| "admin".into())
+    );
+    let answer: serde_json::Value = match (remote, config) {
+        (Some(remote), _) => {
+            let (method, path) = match (&args.redeliver, &args.ping) {
+                (Some(name), _) => (
+                    Method::POST,
+                    format!("/api/v1/admin/webhooks/{}/redeliver", segment(name)),
+                ),
+                (None, Some(name)) => (
+                    Method::POST,
+                    format!("/api/v1/admin/webhooks/{}/ping", segment(name)),
+                ),
+                (None, None) => (Method::GET, "/api/v1/admin/webhooks".to_owned()),
+            };
+            remote.call(method, &path, None).await?
+        }
+        (None, None) => bail!("neither a registry nor a data directory to read"),
+        (None, Some(config)) => {
+            // Refuses a directory without a registry before anything is created in it.
+            let stores =
+                berth_server::backends::open_meta(config, berth_server::backends::Create::No)?;
+            let hooks = Webhooks::new(
+                &config.webhook,
+                &berth_server::webhook_source(config),
+                stores.accounts,
+            )?;
+            match (&args.redeliver, &args.ping) {
+                (Some(name), _) => {
+                    serde_json::json!({"redelivered": hooks.redeliver(name).await?})
+                }
+                (None, Some(name)) => serde_json::json!({"id": hooks.ping(name, &actor).await?}),
+                (None, None) => serde_json::to_value(hooks.report().await?)?,
+            }
+        }
+    };
+    if json {
+        return print_json(&answer);
+    }
+    if let Some(n) = answer.get("redelivered") {
+        println!(
+            "{n} deliver(ies) of {} are due now",
+            args.redeliver.as_deref().unwrap_or("")
+        );
+        return Ok(());
+    }
+    if let Some(id) = answer.get("id").and_then(|v| v.as_str()) {
+        println!(
+            "ping {id} queued for {}",
+            args.ping.as_deref().unwrap_or("")
+        );
+        return Ok(());
+    }
+    let report: WebhookReport = serde_json::from_value(answer)?;
+    println!(
+        "{:<20} {:>8} {:>8} {:>6} {:<21} {:<21} {:<40} LAST ERROR",
+        "NAME", "PENDING", "FAILING", "DEAD", "LAST SUCCESS", "LAST FAILURE", "URL"
+    );
+    let none = || "-".to_owned();
+    for h in report.webhooks.iter().chain(&report.unconfigured) {
+        println!(
+            "{:<20} {:>8} {:>8} {:>6} {:<21} {:<21} {:<40} {}",
+            h.name,
+            h.pending,
+            h.failing,
+            h.dead,
+            h.last_success.clone().unwrap_or_else(none),
+            h.last_failure.clone().unwrap_or_else(none),
+            h.url.clone().unwrap_or_else(|| "(not configured)".into()),
+            h.last_error.clone().unwrap_or_else(none)
+        );
+    }
+    if report.webhooks.is_empty() && report.unconfigured.is_empty() {
+        println!("no webhook is configured ([[webhook]] in the configuration file)");
+    }
     Ok(())
 }

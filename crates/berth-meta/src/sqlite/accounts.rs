@@ -1,9 +1,13 @@
-//! [`AccountStore`] on SQLite: accounts, grants, public patterns and the audit log.
+//! [`AccountStore`] on SQLite: accounts, grants, public patterns and the audit log; the
+//! webhook outbox's queries are in `outbox`.
 
 use rusqlite::{params, OptionalExtension};
 
 use super::{db_err, now, SqliteStore};
-use crate::{Account, AccountKind, AccountStore, AuditEvent, MetaError, StoredGrant};
+use crate::{
+    Account, AccountKind, AccountStore, AuditEvent, MetaError, OutboxEntry, OutboxNew,
+    OutboxStatus, StoredGrant,
+};
 
 fn account_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Account> {
     let kind: String = r.get(1)?;
@@ -273,5 +277,36 @@ impl AccountStore for SqliteStore {
             Ok(rows)
         })
         .await
+    }
+
+    async fn outbox_add(&self, entries: &[OutboxNew], now_ms: i64) -> Result<(), MetaError> {
+        self.outbox_insert(entries, now_ms).await
+    }
+
+    async fn outbox_due(&self, now_ms: i64, limit: usize) -> Result<Vec<OutboxEntry>, MetaError> {
+        self.outbox_list_due(now_ms, limit).await
+    }
+
+    async fn outbox_delivered(&self, id: i64, at_ms: i64) -> Result<bool, MetaError> {
+        self.outbox_done(id, at_ms).await
+    }
+
+    async fn outbox_failed(
+        &self,
+        id: i64,
+        error: &str,
+        retry_at_ms: Option<i64>,
+        at_ms: i64,
+    ) -> Result<bool, MetaError> {
+        self.outbox_attempt_failed(id, error, retry_at_ms, at_ms)
+            .await
+    }
+
+    async fn outbox_status(&self) -> Result<Vec<OutboxStatus>, MetaError> {
+        self.outbox_hooks().await
+    }
+
+    async fn outbox_redeliver(&self, hook: &str, now_ms: i64) -> Result<u64, MetaError> {
+        self.outbox_retry_all(hook, now_ms).await
     }
 }

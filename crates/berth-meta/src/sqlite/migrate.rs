@@ -7,7 +7,7 @@ use super::db_err;
 use crate::MetaError;
 
 /// Every migration, in order; the n-th is applied when `user_version` is below n.
-const MIGRATIONS: [&str; 10] = [
+const MIGRATIONS: [&str; 11] = [
     include_str!("../../migrations/sqlite/0001_init.sql"),
     include_str!("../../migrations/sqlite/0002_accounts.sql"),
     include_str!("../../migrations/sqlite/0003_manifest_version.sql"),
@@ -18,6 +18,7 @@ const MIGRATIONS: [&str; 10] = [
     include_str!("../../migrations/sqlite/0008_fetch_kinds.sql"),
     include_str!("../../migrations/sqlite/0009_publish_gate.sql"),
     include_str!("../../migrations/sqlite/0010_manifest_pulls.sql"),
+    include_str!("../../migrations/sqlite/0011_webhook_outbox.sql"),
 ];
 
 /// Applies the migrations `conn`'s database has not seen yet.

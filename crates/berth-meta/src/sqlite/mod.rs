@@ -13,7 +13,8 @@
 //!   [`StatsStore`] implementations, one per trait;
 //! - `blobs`: blob links with the claims and tombstones that order placing bytes against
 //!   deleting them, as transaction bodies for `registry`;
-//! - `gc`: the garbage collector's candidate queries and conditional batch writes.
+//! - `gc`: the garbage collector's candidate queries and conditional batch writes;
+//! - `outbox`: the webhook outbox, for the [`AccountStore`] implementation.
 //!
 //! The trait implementations call only the helpers of this module; they never touch the
 //! writer thread or the reader pool directly.
@@ -27,6 +28,7 @@ mod blobs;
 mod gate;
 mod gc;
 mod migrate;
+mod outbox;
 mod registry;
 mod stats;
 mod writer;

@@ -1,15 +1,21 @@
-//! The admin API's garbage collection and storage usage (JSON), for `berth admin gc
-//! --registry URL`, `berth admin usage --registry URL` and remote operators. Every route
-//! needs `admin` on `*` (or an open registry).
+//! The admin API (JSON): garbage collection, storage usage and webhooks, for `berth
+//! admin gc`, `berth admin usage` and `berth admin webhooks` with `--registry URL`, and
+//! remote operators. Every route needs `admin` on `*` (or an open registry).
 //!
 //! - `POST /api/v1/admin/gc` with `{"dry_run": bool, "grace": "1h"}` (both optional):
 //!   runs a collection now and answers its report.
 //! - `GET /api/v1/admin/gc/explain/<digest>`: why a blob or manifest is kept, or that it
 //!   is garbage.
 //! - `GET /api/v1/admin/usage`: every repository's stored bytes with its quota.
+//! - `GET /api/v1/admin/webhooks`: every hook with its delivery status
+//!   ([`crate::webhooks::WebhookReport`]).
+//! - `POST /api/v1/admin/webhooks/<name>/redeliver`: every delivery of the hook, dead
+//!   ones included, is due now (`{"redelivered": n}`).
+//! - `POST /api/v1/admin/webhooks/<name>/ping`: queues a `dev.berth.ping` event for that
+//!   hook only (`{"id": "<event id>"}`).
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use berth_auth::Action;
@@ -131,4 +137,54 @@ pub async fn usage(State(state): State<AppState>, req: Request) -> Response {
     result.unwrap_or_else(|e: ApiError| {
         error_response(&state, e, parts.headers.get(header::HOST), false)
     })
+}
+/// Runs `f` for an administrator, answering its JSON or the error.
+async fn as_admin<T, F>(state: &AppState, req: Request, f: F) -> Response
+where
+    T: serde::Serialize,
+    F: AsyncFnOnce(Actor) -> ApiResult<T>,
+{
+    let (parts, _) = req.into_parts();
+    let result = async {
+        let actor = administrator(state, &parts).await?;
+        json(&f(actor).await?)
+    }
+    .await;
+    result.unwrap_or_else(|e: ApiError| {
+        error_response(state, e, parts.headers.get(header::HOST), false)
+    })
+}
+
+/// `GET /api/v1/admin/webhooks`.
+pub async fn webhooks(State(state): State<AppState>, req: Request) -> Response {
+    let hooks = state.webhooks.clone();
+    as_admin(&state, req, async |_| Ok(hooks.report().await?)).await
+}
+
+/// `POST /api/v1/admin/webhooks/<name>/redeliver`.
+pub async fn webhook_redeliver(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    req: Request,
+) -> Response {
+    let hooks = state.webhooks.clone();
+    as_admin(&state, req, async |_| {
+        let n = hooks.redeliver(&name).await?;
+        Ok(serde_json::json!({ "redelivered": n }))
+    })
+    .await
+}
+
+/// `POST /api/v1/admin/webhooks/<name>/ping`.
+pub async fn webhook_ping(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    req: Request,
+) -> Response {
+    let hooks = state.webhooks.clone();
+    as_admin(&state, req, async |actor| {
+        let id = hooks.ping(&name, &actor.name).await?;
+        Ok(serde_json::json!({ "id": id }))
+    })
+    .await
 }

@@ -87,6 +87,15 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/admin/audit", get(admin_accounts::audit))
         .route("/api/v1/admin/usage", get(admin::usage))
+        .route("/api/v1/admin/webhooks", get(admin::webhooks))
+        .route(
+            "/api/v1/admin/webhooks/{name}/redeliver",
+            axum::routing::post(admin::webhook_redeliver),
+        )
+        .route(
+            "/api/v1/admin/webhooks/{name}/ping",
+            axum::routing::post(admin::webhook_ping),
+        )
         // A browser pointed at the registry lands on the dashboard; temporary, so
         // nothing caches it should `/` ever serve something else.
         .route(

@@ -23,3 +23,4 @@ mod scrub;
 mod startup;
 mod trust;
 mod uploads;
+mod webhooks;

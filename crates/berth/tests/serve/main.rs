@@ -15,3 +15,4 @@ mod process;
 mod publish;
 mod scrub;
 mod skopeo;
+mod webhooks;
