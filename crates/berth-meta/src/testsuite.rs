@@ -1697,8 +1697,8 @@ macro_rules! account_store_suite {
         #[tokio::test]
         async fn accounts_grants_public_audit() {
             let Some((_keep, store)) = $crate::testsuite::Fresh::into_option($fresh().await) else {
-                    return;
-                };
+                return;
+            };
             $crate::testsuite::accounts_grants_public_audit(&store).await;
         }
     };

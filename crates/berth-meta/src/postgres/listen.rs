@@ -36,7 +36,9 @@ impl PgStore {
                     .build()
                 {
                     Ok(rt) => rt.block_on(listen(config, instance, cache)),
-                    Err(e) => tracing::error!(error = %e, "cannot start the cache invalidation listener"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot start the cache invalidation listener")
+                    }
                 }
             })
             .map(|_| ())

@@ -16,12 +16,14 @@ const MIGRATION_LOCK: i64 = 0x62_6572_7468;
 
 /// Connects once to `config`'s database and applies the migrations it has not seen.
 pub(super) async fn migrate(config: &tokio_postgres::Config) -> Result<(), MetaError> {
-    let (mut client, connection) = config.connect(NoTls).await.map_err(|e| {
-        MetaError::Unavailable {
-            context: "connecting to the database",
-            message: describe(&e),
-        }
-    })?;
+    let (mut client, connection) =
+        config
+            .connect(NoTls)
+            .await
+            .map_err(|e| MetaError::Unavailable {
+                context: "connecting to the database",
+                message: describe(&e),
+            })?;
     let driver = tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!(error = %e, "migration connection ended");

@@ -112,9 +112,14 @@ fn connection_lost(e: &tokio_postgres::Error) -> bool {
     }
     // The driver's own words for the kinds it does not expose (connect, I/O, timeout).
     let text = e.to_string();
-    ["error connecting", "error communicating", "timeout", "connection closed"]
-        .iter()
-        .any(|p| text.starts_with(p))
+    [
+        "error connecting",
+        "error communicating",
+        "timeout",
+        "connection closed",
+    ]
+    .iter()
+    .any(|p| text.starts_with(p))
 }
 
 /// A driver error with its cause: `tokio_postgres::Error`'s own text is often only

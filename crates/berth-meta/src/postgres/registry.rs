@@ -23,8 +23,7 @@ use crate::gc::{BlobHolders, Link, LinkCursor, ManifestNode};
 use crate::{
     artifact_tags, BlobClaim, Gate, GateOutcome, MetaError, MetadataStore, NewManifest, Page,
     PendingTag, RecordedSignature, Referrer, RepositorySummary, StoredManifest, TagChange,
-    TagDetail, TagGuard, TagListing, TagTarget, Unlinked, CLAIM_STALE_SECS,
-    TOMBSTONE_STALE_SECS,
+    TagDetail, TagGuard, TagListing, TagTarget, Unlinked, CLAIM_STALE_SECS, TOMBSTONE_STALE_SECS,
 };
 
 async fn repo_id<C: GenericClient>(c: &C, repo: &str) -> Result<Option<i64>, MetaError> {
@@ -600,7 +599,10 @@ impl MetadataStore for PgStore {
         let repo = repo.as_str();
         let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
         let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(pg_err("storing a manifest"))?;
+        let tx = c
+            .transaction()
+            .await
+            .map_err(pg_err("storing a manifest"))?;
         // The repository's lock orders this push against every other change of its tags,
         // from any replica: the guard's check below and the write it allows are atomic.
         let id = ensure_repo(&tx, repo, true).await?;
@@ -642,7 +644,10 @@ impl MetadataStore for PgStore {
         }
         let digest = m.digest.to_string();
         let t = now();
-        if let Some(g) = guard.as_ref().filter(|g| tags.iter().any(|t| g.concerns(t))) {
+        if let Some(g) = guard
+            .as_ref()
+            .filter(|g| tags.iter().any(|t| g.concerns(t)))
+        {
             let mut after = target_of(&tx, id, &digest).await?;
             after.version = m.version.clone().or(after.version);
             for name in &tags {
@@ -818,7 +823,10 @@ impl MetadataStore for PgStore {
         guard: Option<Arc<dyn TagGuard>>,
     ) -> Result<bool, MetaError> {
         let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(pg_err("deleting a manifest"))?;
+        let tx = c
+            .transaction()
+            .await
+            .map_err(pg_err("deleting a manifest"))?;
         let Some(id) = lock_repo(&tx, repo.as_str()).await? else {
             return Ok(false);
         };
@@ -1223,9 +1231,7 @@ impl MetadataStore for PgStore {
             Ok(ManifestNode {
                 tags: tags.remove(&digest).unwrap_or_default(),
                 children: children.remove(&digest).unwrap_or_default(),
-                subject: get::<Option<String>>(r, 2)?
-                    .map(parse_digest)
-                    .transpose()?,
+                subject: get::<Option<String>>(r, 2)?.map(parse_digest).transpose()?,
                 created_at: get(r, 1)?,
                 digest: parse_digest(digest)?,
             })
@@ -1318,5 +1324,105 @@ impl MetadataStore for PgStore {
             linked_at: get(&link, 1)?,
             manifests,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use berth_oci::{Digest, RepoName};
+
+    use super::execute;
+    use crate::postgres::{testing, PgStore};
+    use crate::{MetaError, MetadataStore, Unlinked, CLAIM_STALE_SECS, TOMBSTONE_STALE_SECS};
+
+    /// Moves every claim and tombstone `secs` seconds into the past.
+    async fn age(db: &PgStore, secs: u64) {
+        let c = db.client().await.unwrap();
+        let secs = secs as i64;
+        for sql in [
+            "UPDATE blob_claims SET created_at = created_at - $1",
+            "UPDATE blob_tombstones SET created_at = created_at - $1",
+        ] {
+            execute(&c, "ageing", sql, &[&secs]).await.unwrap();
+        }
+    }
+
+    /// Staleness needs rows aged by hand, which only the backend can do; the rest of the
+    /// protocol is in the conformance suite. Claims here are rows another replica sees:
+    /// a claim taken through one store protects the bytes from an unlink through another.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stale_tombstones_and_claims_are_ignored_and_claims_are_shared() {
+        let Some(url) = testing::fresh_url() else {
+            return;
+        };
+        let db = PgStore::open(&url).unwrap();
+        let other = PgStore::open(&url).unwrap();
+        let a = RepoName::parse("a").unwrap();
+        let d = Digest::sha256(b"layer");
+        // A deleter that died: its tombstone blocks for a while, then no more.
+        db.blob_link(&a, &d, 5).await.unwrap();
+        assert_eq!(
+            db.blob_unlink(&a, &d).await.unwrap(),
+            Unlinked::Removed { orphaned: true }
+        );
+        assert!(matches!(
+            other.blob_claim(&d).await,
+            Err(MetaError::BlobBusy(_))
+        ));
+        age(&db, TOMBSTONE_STALE_SECS + 1).await;
+        let claim = other.blob_claim(&d).await.unwrap();
+        db.blob_link(&a, &d, 5).await.unwrap();
+        // The other replica's live claim keeps the bytes when the last link goes.
+        assert_eq!(
+            db.blob_unlink(&a, &d).await.unwrap(),
+            Unlinked::Removed { orphaned: false }
+        );
+        other.blob_link_claimed(&claim, &a, 5, None).await.unwrap();
+        // A placer that died: its claim protects the bytes for a while, then no more, and
+        // it can no longer be linked.
+        let claim = other.blob_claim(&d).await.unwrap();
+        age(&db, CLAIM_STALE_SECS + 1).await;
+        assert_eq!(
+            db.blob_unlink(&a, &d).await.unwrap(),
+            Unlinked::Removed { orphaned: true }
+        );
+        db.blob_deletion_done(&d).await.unwrap();
+        assert!(matches!(
+            other.blob_link_claimed(&claim, &a, 5, None).await,
+            Err(MetaError::ClaimLost(_))
+        ));
+        assert_eq!(db.blob_size(&a, &d).await.unwrap(), None);
+    }
+
+    /// Two stores starting together on an empty database: one migrates, the other waits
+    /// for it and finds the schema current.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replicas_starting_together_migrate_once() {
+        let Some(url) = testing::fresh_url() else {
+            return;
+        };
+        let opens: Vec<_> = (0..4)
+            .map(|_| {
+                let url = url.clone();
+                std::thread::spawn(move || PgStore::open(&url).map(|_| ()))
+            })
+            .collect();
+        for o in opens {
+            o.join().unwrap().unwrap();
+        }
+        let db = PgStore::open(&url).unwrap();
+        let c = db.client().await.unwrap();
+        let rows = super::query(
+            &c,
+            "reading versions",
+            "SELECT version FROM schema_version ORDER BY version",
+            &[],
+        )
+        .await
+        .unwrap();
+        let versions: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
+        assert_eq!(versions, vec![1]);
     }
 }

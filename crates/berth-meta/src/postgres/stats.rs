@@ -24,7 +24,9 @@ impl PgStore {
             GroupBy::Platform => "platform",
             GroupBy::Client => "client",
             // Days as YYYY-MM-DD (UTC).
-            GroupBy::Day => "to_char(to_timestamp(hour * 3600) AT TIME ZONE 'UTC', 'YYYY-MM-DD') COLLATE \"C\"",
+            GroupBy::Day => {
+                "to_char(to_timestamp(hour * 3600) AT TIME ZONE 'UTC', 'YYYY-MM-DD') COLLATE \"C\""
+            }
         };
         let c = self.client().await?;
         query(
@@ -152,7 +154,10 @@ impl StatsStore for PgStore {
         }
         counts.sort();
         let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(pg_err("recording requests"))?;
+        let tx = c
+            .transaction()
+            .await
+            .map_err(pg_err("recording requests"))?;
         for (k, n) in &counts {
             execute(
                 &tx,

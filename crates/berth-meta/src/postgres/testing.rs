@@ -249,7 +249,11 @@ impl Cluster {
                 self.data().display()
             )
         } else {
-            format!("{} -D {} -m immediate stop", pg_ctl.display(), self.data().display())
+            format!(
+                "{} -D {} -m immediate stop",
+                pg_ctl.display(),
+                self.data().display()
+            )
         };
         let script = format!(
             "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {stop} >/dev/null 2>&1; rm -rf {dir}",

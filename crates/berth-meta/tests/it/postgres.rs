@@ -239,7 +239,10 @@ async fn a_write_through_one_store_clears_the_other_stores_cache() {
             if now.unwrap().version == Some(v.to_string()) {
                 break;
             }
-            assert!(Instant::now() < deadline, "version {v} not seen through B's cache");
+            assert!(
+                Instant::now() < deadline,
+                "version {v} not seen through B's cache"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

@@ -7,12 +7,13 @@
 //! [`Endpoint`], the caller authenticated, and the action the endpoint needs checked
 //! before anything is looked up. The other routes (`/v2/`, `/token`, `/metrics`, the
 //! stats API and the dashboard) each authenticate with the same [`crate::auth::Auth`]
-//! and decide what their resource needs.
+//! and decide what their resource needs; `/healthz` and `/readyz` (probes) need none.
 
 mod admin;
 mod base;
 mod blobs;
 mod catalog;
+mod health;
 mod manifests;
 mod referrers;
 mod stats;
@@ -50,6 +51,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/", get(base::version_check))
         .route("/v2/{*rest}", any(dispatch))
         .route("/token", get(token::get).post(token::post))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics))
         .route("/api/v1/stats/top", get(stats::top))
         .route("/api/v1/admin/gc", axum::routing::post(admin::gc))

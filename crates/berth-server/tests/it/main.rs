@@ -10,12 +10,15 @@ mod concurrency;
 mod faults;
 mod gc;
 mod hardening;
+mod health;
 mod limits;
 mod lists;
 mod manifests;
 mod metrics;
 mod numbers;
 mod policy;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod proxy;
 mod scrub;
 mod startup;
