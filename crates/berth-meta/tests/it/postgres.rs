@@ -206,7 +206,7 @@ async fn a_write_through_one_store_clears_the_other_stores_cache() {
     ));
     b.invalidate_on_change(&cache).unwrap();
     let latest = Tag::parse("latest").unwrap();
-    a.manifest_put(&repo(), &manifest(1), &[latest.clone()], None)
+    a.manifest_put(&repo(), &manifest(1), std::slice::from_ref(&latest), None)
         .await
         .unwrap();
     let seen = cache.manifest_by_tag(&repo(), &latest).await.unwrap();
@@ -217,7 +217,7 @@ async fn a_write_through_one_store_clears_the_other_stores_cache() {
     let mut v = 1;
     loop {
         v += 1;
-        a.manifest_put(&repo(), &manifest(v), &[latest.clone()], None)
+        a.manifest_put(&repo(), &manifest(v), std::slice::from_ref(&latest), None)
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -230,7 +230,7 @@ async fn a_write_through_one_store_clears_the_other_stores_cache() {
     // Once listening, every move is seen promptly.
     for _ in 0..3 {
         v += 1;
-        a.manifest_put(&repo(), &manifest(v), &[latest.clone()], None)
+        a.manifest_put(&repo(), &manifest(v), std::slice::from_ref(&latest), None)
             .await
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -258,7 +258,7 @@ async fn an_outage_is_unavailable_and_passes() {
     };
     let db = PgStore::open(&cluster.fresh_database()).unwrap();
     let latest = Tag::parse("latest").unwrap();
-    db.manifest_put(&repo(), &manifest(1), &[latest.clone()], None)
+    db.manifest_put(&repo(), &manifest(1), std::slice::from_ref(&latest), None)
         .await
         .unwrap();
     db.ping().await.unwrap();
@@ -269,7 +269,7 @@ async fn an_outage_is_unavailable_and_passes() {
         other => panic!("expected Unavailable, got {other:?}"),
     }
     match db
-        .manifest_put(&repo(), &manifest(2), &[latest.clone()], None)
+        .manifest_put(&repo(), &manifest(2), std::slice::from_ref(&latest), None)
         .await
     {
         Err(MetaError::Unavailable { .. }) => {}
@@ -282,7 +282,7 @@ async fn an_outage_is_unavailable_and_passes() {
     );
     cluster.start();
     db.ping().await.unwrap();
-    db.manifest_put(&repo(), &manifest(2), &[latest.clone()], None)
+    db.manifest_put(&repo(), &manifest(2), std::slice::from_ref(&latest), None)
         .await
         .unwrap();
     let now = db.manifest_by_tag(&repo(), &latest).await.unwrap().unwrap();

@@ -40,6 +40,7 @@ async fn skopeo_pushes_and_pulls_through_postgres() {
     // Pull into an OCI layout, then push it back under another name.
     let out = skopeo(&[
         "copy",
+        "--preserve-digests",
         "--src-tls-verify=false",
         &format!("docker://{host}/team/app:1.0"),
         &layout,
@@ -51,6 +52,7 @@ async fn skopeo_pushes_and_pulls_through_postgres() {
     );
     let out = skopeo(&[
         "copy",
+        "--preserve-digests",
         "--dest-tls-verify=false",
         &layout,
         &format!("docker://{host}/team/copy:1.0"),
