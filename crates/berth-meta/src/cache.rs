@@ -3,8 +3,10 @@
 //!
 //! Every write that can change a cached answer goes through this wrapper and drops the
 //! repository's entries before returning, so a single server never serves a stale tag.
-//! Entries also expire after a short time, which bounds staleness when several servers
-//! share one database. Memory is bounded in bytes; large manifests are not cached.
+//! Entries also expire after a short time. When several servers share one database,
+//! the store's change notifications clear what another server changed
+//! ([`CachingStore::forget_repository`], fed by `postgres::PgStore::invalidate_on_change`),
+//! so the expiry only bounds staleness while those notifications are delayed. Memory is bounded in bytes; large manifests are not cached.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -99,6 +101,21 @@ impl CachingStore {
         }
     }
 
+    /// Drops every entry of `repo`: another process sharing the database changed it
+    /// (see `postgres::PgStore::invalidate_on_change`).
+    pub fn forget_repository(&self, repo: &str) {
+        self.invalidate(repo);
+    }
+
+    /// Drops every entry: changes made meanwhile by other processes may have been
+    /// missed (their notifications were lost with a connection).
+    pub fn forget_all(&self) {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache.generation += 1;
+        cache.repos.clear();
+        cache.bytes = 0;
+    }
+
     fn invalidate(&self, repo: &str) {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         cache.generation += 1;
@@ -135,6 +152,10 @@ impl CachingStore {
 
 #[async_trait::async_trait]
 impl MetadataStore for CachingStore {
+    async fn ping(&self) -> Result<(), MetaError> {
+        self.inner.ping().await
+    }
+
     async fn blob_link(
         &self,
         repo: &RepoName,

@@ -15,6 +15,9 @@
 //! - `testsuite` (feature `testsuite`): the conformance suite every backend must pass.
 //! - [`sqlite::SqliteStore`]: the embedded default backend. SQL specific to SQLite lives
 //!   only there, with its migrations under `migrations/sqlite/`.
+//! - `postgres::PgStore` (feature `postgres`): the backend several replicas share, with
+//!   its migrations under `migrations/postgres/`; its change notifications keep the
+//!   caches of every replica current.
 //!
 //! **Architecture Invariant:** every change that must be all-or-nothing (a manifest with
 //! its references and tags, a tag move, a deletion) is one transaction of the backend.
@@ -78,6 +81,8 @@
 pub mod artifact_tags;
 pub mod cache;
 pub mod gc;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod sqlite;
 #[cfg(any(test, feature = "testsuite"))]
 pub mod testsuite;
@@ -105,6 +110,14 @@ pub enum MetaError {
     /// more can be written until space is freed.
     #[error("metadata database is full while {context}: {message}")]
     Full {
+        context: &'static str,
+        message: String,
+    },
+    /// The database cannot be reached (down, restarting, or every pooled connection is
+    /// busy past the wait limit): a passing condition, worth retrying shortly. Only
+    /// networked backends (PostgreSQL) answer it.
+    #[error("metadata database is unavailable while {context}: {message}")]
+    Unavailable {
         context: &'static str,
         message: String,
     },
@@ -364,6 +377,11 @@ pub enum TagListing {
 /// The registry's metadata. Every method is atomic.
 #[async_trait::async_trait]
 pub trait MetadataStore: Send + Sync + 'static {
+    /// Whether the database answers, as cheaply as it can tell (for readiness probes).
+    async fn ping(&self) -> Result<(), MetaError> {
+        Ok(())
+    }
+
     /// Records that `repo` holds the verified blob `digest` (creating the repository),
     /// for callers that know the bytes are stored and need no claim. Refused with
     /// [`MetaError::BlobBusy`] while a deletion of the digest is under way; prefer the

@@ -2,9 +2,10 @@
 //! which blob store and which metadata database exist, used by `berth serve`,
 //! `berth admin` and the tests alike.
 //!
-//! Today: `storage = "fs"` (files under the data directory) and SQLite (`database_url`
-//! unset or `sqlite://`). A backend that is not built into this binary (PostgreSQL, for
-//! now) fails here, at start, with a message that names it.
+//! Today: `storage = "fs"` (files under the data directory), and SQLite (`database_url`
+//! unset or `sqlite://`) or PostgreSQL (`postgres://`, with the `postgres` feature, which
+//! the `berth` binary turns on). A backend that is not built into this binary fails
+//! here, at start, with a message that names it.
 //!
 //! [`MetaWatch`] notices the SQLite file being deleted or replaced under a running
 //! server (the open connection would go on writing to a file no path names, and every
@@ -15,6 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use berth_meta::cache::CachingStore;
 use berth_meta::sqlite::SqliteStore;
 use berth_meta::{AccountStore, MetadataStore, StatsStore};
 use berth_storage::fs::FsBlobStore;
@@ -35,7 +37,7 @@ pub enum BackendError {
     NoRegistry { path: PathBuf },
     #[error("{0}")]
     Config(#[from] crate::config::ConfigError),
-    #[error("database_url names PostgreSQL, which this build of berth does not include yet; use SQLite (leave database_url unset)")]
+    #[error("database_url names PostgreSQL, which this build of berth does not include (built without the `postgres` feature); use SQLite (leave database_url unset) or a build with it")]
     PostgresUnavailable,
     #[error(transparent)]
     Storage(#[from] berth_storage::StorageError),
@@ -49,7 +51,15 @@ pub struct MetaStores {
     pub meta: Arc<dyn MetadataStore>,
     pub accounts: Arc<dyn AccountStore>,
     pub stats: Arc<dyn StatsStore>,
+    /// For a database that other processes write too (PostgreSQL): keeps a cache in
+    /// front of `meta` current with their writes. `None` when this process is the only
+    /// writer (SQLite), whose cache sees every write itself.
+    pub invalidate_on_change: Option<InvalidateOnChange>,
 }
+
+/// Subscribes a cache to the changes other processes make to the database.
+pub type InvalidateOnChange =
+    Arc<dyn Fn(&Arc<CachingStore>) -> Result<(), berth_meta::MetaError> + Send + Sync>;
 
 /// Whether opening may create a new, empty registry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,7 +75,7 @@ pub enum Create {
 pub fn open_meta(config: &Config, create: Create) -> Result<MetaStores, BackendError> {
     let path = match config.metadata_backend()? {
         MetadataBackend::Sqlite(path) => path,
-        MetadataBackend::Postgres(_) => return Err(BackendError::PostgresUnavailable),
+        MetadataBackend::Postgres(url) => return open_postgres(&url),
     };
     match create {
         Create::Yes => {
@@ -94,7 +104,30 @@ pub fn open_meta(config: &Config, create: Create) -> Result<MetaStores, BackendE
         meta: Arc::new(sqlite.clone()),
         accounts: Arc::new(sqlite.clone()),
         stats: Arc::new(sqlite),
+        invalidate_on_change: None,
     })
+}
+
+/// Opens (and migrates) the PostgreSQL database `url` names. `create` does not apply:
+/// the database is the operator's to create, and opening an empty one is how a new
+/// registry starts.
+#[cfg(feature = "postgres")]
+fn open_postgres(url: &str) -> Result<MetaStores, BackendError> {
+    let pg = berth_meta::postgres::PgStore::open(url)?;
+    let follower = pg.clone();
+    Ok(MetaStores {
+        meta: Arc::new(pg.clone()),
+        accounts: Arc::new(pg.clone()),
+        stats: Arc::new(pg),
+        invalidate_on_change: Some(Arc::new(move |cache: &Arc<CachingStore>| {
+            follower.invalidate_on_change(cache)
+        })),
+    })
+}
+
+#[cfg(not(feature = "postgres"))]
+fn open_postgres(_url: &str) -> Result<MetaStores, BackendError> {
+    Err(BackendError::PostgresUnavailable)
 }
 
 /// Takes the data directory's exclusive lock for this process (`berth serve`), before
@@ -260,6 +293,7 @@ mod tests {
         assert!(!MetaWatch::new(&pg).unwrap().check());
     }
 
+    #[cfg(not(feature = "postgres"))]
     #[test]
     fn postgres_is_refused_by_name() {
         let config = Config {
@@ -268,6 +302,25 @@ mod tests {
         };
         let err = open_meta(&config, Create::Yes).err().unwrap().to_string();
         assert!(err.contains("PostgreSQL"), "{err}");
+        assert!(!err.contains("secret"), "{err}");
+    }
+
+    /// A database that cannot be reached fails the start with a reason, and the URL's
+    /// password is never part of it.
+    #[cfg(feature = "postgres")]
+    #[test]
+    fn an_unreachable_postgres_fails_without_its_password() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = Config {
+            database_url: Some(format!("postgres://u:secret@127.0.0.1:{port}/berth")),
+            ..Default::default()
+        };
+        let err = open_meta(&config, Create::Yes).err().unwrap().to_string();
+        assert!(err.contains("unavailable"), "{err}");
         assert!(!err.contains("secret"), "{err}");
     }
 }

@@ -182,6 +182,7 @@ impl From<RegistryError> for ApiError {
                 )
                 .header("retry-after", EXHAUSTED_RETRY_AFTER)
             }
+            E::MetaUnavailable(cause) => meta_unavailable(&cause),
             E::Storage(e) => ApiError::internal(&e),
             E::Meta(e) => ApiError::internal(&e),
         }
@@ -225,6 +226,9 @@ impl From<AuthError> for ApiError {
                 ApiError::new(ErrorCode::TooManyRequests, message).header("retry-after", "300")
             }
             AuthError::BadRequest(_) => ApiError::new(ErrorCode::ParameterInvalid, message),
+            AuthError::Internal(e @ berth_meta::MetaError::Unavailable { .. }) => {
+                meta_unavailable(&e)
+            }
             AuthError::Internal(e) => ApiError::internal(&e),
         }
     }
@@ -258,6 +262,17 @@ impl From<crate::webhooks::WebhookError> for ApiError {
             E::Meta(m) => m.into(),
         }
     }
+}
+
+/// The answer while the metadata database cannot be reached: 503 `UNAVAILABLE` with a
+/// short `Retry-After`, whichever layer noticed (the registry service or access control).
+fn meta_unavailable(cause: &berth_meta::MetaError) -> ApiError {
+    tracing::error!(error = %cause, "metadata database unavailable");
+    ApiError::new(
+        ErrorCode::Unavailable,
+        "the registry's database is unavailable; retry shortly",
+    )
+    .header("retry-after", EXHAUSTED_RETRY_AFTER)
 }
 
 impl From<berth_meta::MetaError> for ApiError {
@@ -328,6 +343,23 @@ mod tests {
         })
         .into();
         assert_eq!(e.status().as_u16(), 507);
+        // A database that cannot be reached is a passing 503, from either layer, and
+        // its cause (which may name the host) is not shown.
+        let down = || berth_meta::MetaError::Unavailable {
+            context: "connecting to the database",
+            message: "connection refused to db.internal:5432".into(),
+        };
+        for e in [
+            ApiError::from(RegistryError::from(down())),
+            ApiError::from(AuthError::Internal(down())),
+        ] {
+            assert_eq!((e.status().as_u16(), e.code.as_str()), (503, "UNAVAILABLE"));
+            assert!(!e.message.contains("db.internal"), "{}", e.message);
+            assert!(e
+                .headers
+                .iter()
+                .any(|(k, v)| k == "retry-after" && v == EXHAUSTED_RETRY_AFTER));
+        }
         for errno in [24, 23] {
             let e: ApiError =
                 RegistryError::from(StorageError::from_io("opening a blob", os_error(errno)))

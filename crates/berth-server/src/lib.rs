@@ -106,11 +106,16 @@ pub fn build_state(config: &Config) -> Result<AppState, StartError> {
     let meta_watch = Arc::new(backends::MetaWatch::new(config)?);
     // Pulls read manifests and blob links through a bounded cache; every write goes
     // through it too and invalidates what it changes.
-    let meta: Arc<dyn berth_meta::MetadataStore> = Arc::new(berth_meta::cache::CachingStore::new(
+    let cache = Arc::new(berth_meta::cache::CachingStore::new(
         stores.meta,
         64 << 20,
         Duration::from_secs(10),
     ));
+    // Replicas sharing a PostgreSQL database also clear what the others change.
+    if let Some(subscribe) = &stores.invalidate_on_change {
+        subscribe(&cache).map_err(backends::BackendError::Meta)?;
+    }
+    let meta: Arc<dyn berth_meta::MetadataStore> = cache;
     let key_path = config.data_dir.join("token.key");
     let key = auth::load_or_create_key(&key_path).map_err(|source| StartError::Key {
         path: key_path,

@@ -156,6 +156,16 @@ fn stored(row: ManifestRow) -> Result<StoredManifest, MetaError> {
 
 #[async_trait::async_trait]
 impl MetadataStore for SqliteStore {
+    async fn ping(&self) -> Result<(), MetaError> {
+        // A reader connection and one trivial query: the file opens and answers.
+        self.read(|c| {
+            c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+                .map(|_| ())
+                .map_err(db_err("pinging the database"))
+        })
+        .await
+    }
+
     async fn blob_link(
         &self,
         repo: &RepoName,

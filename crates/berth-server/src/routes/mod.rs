@@ -7,7 +7,7 @@
 //! [`Endpoint`], the caller authenticated, and the action the endpoint needs checked
 //! before anything is looked up. The other routes (`/v2/`, `/token`, `/metrics`, the
 //! stats API, tarball downloads and the dashboard) each authenticate with the same [`crate::auth::Auth`]
-//! and decide what their resource needs.
+//! and decide what their resource needs; `/healthz` and `/readyz` (probes) need none.
 
 mod admin;
 mod admin_accounts;
@@ -15,6 +15,7 @@ mod base;
 mod blobs;
 mod catalog;
 mod export;
+mod health;
 mod manifests;
 mod referrers;
 mod stats;
@@ -52,6 +53,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/", get(base::version_check))
         .route("/v2/{*rest}", any(dispatch))
         .route("/token", get(token::get).post(token::post))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics))
         .route("/api/v1/stats/top", get(stats::top))
         .route("/api/v1/export/{*target}", get(export::get))

@@ -107,6 +107,10 @@ pub enum RegistryError {
     /// shortly. The cause is logged, never shown.
     #[error("the registry is out of file descriptors: {0}")]
     Exhausted(Box<dyn std::error::Error + Send + Sync>),
+    /// The metadata database cannot be reached (down, restarting, failing over): a
+    /// passing condition, the client may retry shortly. The cause is logged, never shown.
+    #[error("the registry's database is unavailable: {0}")]
+    MetaUnavailable(MetaError),
     /// A storage failure; logged, never shown to a client.
     #[error(transparent)]
     Storage(StorageError),
@@ -132,6 +136,7 @@ impl From<MetaError> for RegistryError {
             MetaError::TagRefused(m) => RegistryError::TagRefused(m),
             MetaError::BlobBusy(d) => RegistryError::BlobBusy(d),
             e @ MetaError::Full { .. } => RegistryError::StorageFull(Box::new(e)),
+            e @ MetaError::Unavailable { .. } => RegistryError::MetaUnavailable(e),
             e => RegistryError::Meta(e),
         }
     }

@@ -104,6 +104,21 @@ impl Registry {
     }
 
     /// The largest manifest accepted, in bytes.
+    /// Whether the registry can serve: its metadata database answers within `within`.
+    /// `Err` says which dependency does not, in words fit for a load balancer's log.
+    pub async fn ready(&self, within: Duration) -> std::result::Result<(), String> {
+        match tokio::time::timeout(within, self.meta.ping()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "readiness: the metadata database does not answer");
+                return Err("metadata database unavailable".into());
+            }
+            Err(_) => return Err("metadata database did not answer in time".into()),
+        }
+        // TODO(lead): also ping the blob storage here (BlobStore::ping, added in parallel).
+        Ok(())
+    }
+
     pub fn max_manifest_bytes(&self) -> usize {
         self.max_manifest_bytes
     }

@@ -11,6 +11,7 @@ mod export;
 mod faults;
 mod gc;
 mod hardening;
+mod health;
 mod lifecycle;
 mod limits;
 mod lists;
@@ -18,6 +19,8 @@ mod manifests;
 mod metrics;
 mod numbers;
 mod policy;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod proxy;
 mod scrub;
 mod startup;

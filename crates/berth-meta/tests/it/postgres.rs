@@ -1,0 +1,290 @@
+//! PostgreSQL: the conformance suite (plain and behind the cache), and what only
+//! several replicas sharing one database can show: floating tags stay monotonic under
+//! concurrent pushes through two stores, counter flushes from two stores add up, a
+//! write through one store clears the other's cache, and an outage of the database is
+//! a clean, passing error.
+//!
+//! Each test gets a fresh database of one throwaway cluster
+//! (`berth_meta::postgres::testing`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use berth_meta::cache::CachingStore;
+use berth_meta::postgres::{testing, PgStore};
+use berth_meta::{
+    DownloadKey, GroupBy, MetaError, MetadataStore, NewManifest, StatsStore, TagChange, TagGuard,
+};
+use berth_oci::{Digest, RepoName, Tag};
+use bytes::Bytes;
+
+async fn fresh_pg() -> Option<((), PgStore)> {
+    let url = testing::fresh_url()?;
+    Some(((), PgStore::open(&url).unwrap()))
+}
+
+mod suite {
+    use super::*;
+
+    async fn fresh_meta() -> Option<((), Arc<dyn MetadataStore>)> {
+        let (keep, db) = fresh_pg().await?;
+        Some((keep, Arc::new(db)))
+    }
+
+    berth_meta::metadata_store_suite!(fresh_meta);
+    berth_meta::account_store_suite!(fresh_pg);
+    berth_meta::stats_store_suite!(fresh_pg);
+}
+
+mod cached {
+    use super::*;
+
+    async fn fresh_meta() -> Option<((), Arc<dyn MetadataStore>)> {
+        let (keep, db) = fresh_pg().await?;
+        let cache = Arc::new(CachingStore::new(
+            Arc::new(db.clone()),
+            1 << 20,
+            Duration::from_secs(60),
+        ));
+        db.invalidate_on_change(&cache).unwrap();
+        Some((keep, cache))
+    }
+
+    berth_meta::metadata_store_suite!(fresh_meta);
+}
+
+fn repo() -> RepoName {
+    RepoName::parse("team/app").unwrap()
+}
+
+fn manifest(version: u32) -> NewManifest {
+    let content = format!(r#"{{"schemaVersion":2,"v":{version}}}"#);
+    NewManifest {
+        digest: Digest::sha256(content.as_bytes()),
+        media_type: berth_oci::media_types::OCI_MANIFEST.into(),
+        content: Bytes::from(content),
+        blobs: vec![],
+        children: vec![],
+        subject: None,
+        artifact_type: None,
+        annotations_json: String::new(),
+        version: Some(version.to_string()),
+        platform: None,
+    }
+}
+
+/// The floating-tag rule in its simplest form: `latest` only ever moves to a higher
+/// version.
+struct Monotonic;
+
+impl TagGuard for Monotonic {
+    fn check(&self, change: &TagChange) -> Result<(), String> {
+        let version = |t: &Option<berth_meta::TagTarget>| {
+            t.as_ref()
+                .and_then(|t| t.version.as_deref())
+                .and_then(|v| v.parse::<u32>().ok())
+        };
+        match (version(&change.current), version(&change.new)) {
+            (Some(cur), Some(new)) if new < cur => {
+                Err(format!("latest is at {cur}; {new} is older"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn concerns(&self, tag: &str) -> bool {
+        tag == "latest"
+    }
+}
+
+/// Two replicas push versions in scrambled order, each with `latest`: every push is
+/// either stored with its tags or refused whole, and `latest` ends on the highest
+/// version, as if the pushes had run one at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn floating_tags_stay_monotonic_across_two_stores() {
+    let Some(url) = testing::fresh_url() else {
+        return;
+    };
+    let a = Arc::new(PgStore::open(&url).unwrap());
+    let b = Arc::new(PgStore::open(&url).unwrap());
+    let guard: Arc<dyn TagGuard> = Arc::new(Monotonic);
+    // A fixed scramble of 1..=40, so that later pushes often carry lower versions.
+    let versions: Vec<u32> = (0..40u32).map(|i| (i * 17) % 40 + 1).collect();
+    let mut tasks = Vec::new();
+    for (i, v) in versions.iter().copied().enumerate() {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let guard = guard.clone();
+        tasks.push(tokio::spawn(async move {
+            let tags = [
+                Tag::parse(&format!("v{v}")).unwrap(),
+                Tag::parse("latest").unwrap(),
+            ];
+            let outcome = store
+                .manifest_put(&repo(), &manifest(v), &tags, Some(guard))
+                .await;
+            (v, outcome)
+        }));
+    }
+    let mut stored = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            (v, Ok(())) => stored.push(v),
+            (_, Err(MetaError::TagRefused(_))) => {}
+            (v, Err(e)) => panic!("push of {v} failed: {e}"),
+        }
+    }
+    let latest = a
+        .manifest_by_tag(&repo(), &Tag::parse("latest").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let highest = stored.iter().max().copied().unwrap();
+    assert_eq!(highest, 40, "the highest version is never refused");
+    assert_eq!(latest.version.as_deref(), Some("40"));
+    // A refused push left nothing: exactly the stored versions have their tag.
+    for v in 1..=40 {
+        let tag = Tag::parse(&format!("v{v}")).unwrap();
+        let found = b.manifest_by_tag(&repo(), &tag).await.unwrap().is_some();
+        assert_eq!(found, stored.contains(&v), "v{v}");
+    }
+}
+
+/// Two replicas flush counters of the same keys at the same time: nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn counter_flushes_from_two_stores_add_up() {
+    let Some(url) = testing::fresh_url() else {
+        return;
+    };
+    let a = Arc::new(PgStore::open(&url).unwrap());
+    let b = Arc::new(PgStore::open(&url).unwrap());
+    let key = |platform: &str| DownloadKey {
+        repo: "team/app".into(),
+        version: "1.0".into(),
+        platform: platform.into(),
+        client: "docker".into(),
+        hour: 490_000,
+        ..DownloadKey::default()
+    };
+    let mut tasks = Vec::new();
+    for i in 0..40u64 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        // Both keys in each flush, in either order: the store sorts them, so two
+        // flushes never wait on each other's rows crosswise.
+        let mut counts = vec![(key("linux/amd64"), 1), (key("linux/arm64"), 2)];
+        if i % 3 == 0 {
+            counts.reverse();
+        }
+        tasks.push(tokio::spawn(async move {
+            store
+                .downloads_add(counts, vec![("team/app".into(), 490_000, 10)])
+                .await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(
+        a.downloads("team/app", 0, GroupBy::Platform).await.unwrap(),
+        vec![("linux/amd64".into(), 40), ("linux/arm64".into(), 80)]
+    );
+    assert_eq!(b.bytes_served("team/app", 0).await.unwrap(), 400);
+}
+
+/// Replica B caches a tag; replica A moves it; B's cache lets go of the old target on
+/// A's notification, long before the cache's expiry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_through_one_store_clears_the_other_stores_cache() {
+    let Some(url) = testing::fresh_url() else {
+        return;
+    };
+    let a = PgStore::open(&url).unwrap();
+    let b = PgStore::open(&url).unwrap();
+    let cache = Arc::new(CachingStore::new(
+        Arc::new(b.clone()),
+        1 << 20,
+        Duration::from_secs(3600),
+    ));
+    b.invalidate_on_change(&cache).unwrap();
+    let latest = Tag::parse("latest").unwrap();
+    a.manifest_put(&repo(), &manifest(1), std::slice::from_ref(&latest), None)
+        .await
+        .unwrap();
+    let seen = cache.manifest_by_tag(&repo(), &latest).await.unwrap();
+    assert_eq!(seen.unwrap().version.as_deref(), Some("1"));
+    // The listener connects in the background: wait until it clears the cache on a
+    // change, pushing new versions until one is seen.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut v = 1;
+    loop {
+        v += 1;
+        a.manifest_put(&repo(), &manifest(v), std::slice::from_ref(&latest), None)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = cache.manifest_by_tag(&repo(), &latest).await.unwrap();
+        if now.unwrap().version == Some(v.to_string()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "B's cache never saw A's write");
+    }
+    // Once listening, every move is seen promptly.
+    for _ in 0..3 {
+        v += 1;
+        a.manifest_put(&repo(), &manifest(v), std::slice::from_ref(&latest), None)
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let now = cache.manifest_by_tag(&repo(), &latest).await.unwrap();
+            if now.unwrap().version == Some(v.to_string()) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "version {v} not seen through B's cache"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// The database stops (connections cut) and comes back: meanwhile calls fail with
+/// [`MetaError::Unavailable`], quickly; afterwards the pool reconnects by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_outage_is_unavailable_and_passes() {
+    // A cluster of its own: stopping the shared one would fail every other test.
+    let Some(cluster) = testing::Cluster::start_new() else {
+        return;
+    };
+    let db = PgStore::open(&cluster.fresh_database()).unwrap();
+    let latest = Tag::parse("latest").unwrap();
+    db.manifest_put(&repo(), &manifest(1), std::slice::from_ref(&latest), None)
+        .await
+        .unwrap();
+    db.ping().await.unwrap();
+    cluster.stop();
+    let started = Instant::now();
+    match db.ping().await {
+        Err(MetaError::Unavailable { .. }) => {}
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    match db
+        .manifest_put(&repo(), &manifest(2), std::slice::from_ref(&latest), None)
+        .await
+    {
+        Err(MetaError::Unavailable { .. }) => {}
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "an outage must fail fast, took {:?}",
+        started.elapsed()
+    );
+    cluster.start();
+    db.ping().await.unwrap();
+    db.manifest_put(&repo(), &manifest(2), std::slice::from_ref(&latest), None)
+        .await
+        .unwrap();
+    let now = db.manifest_by_tag(&repo(), &latest).await.unwrap().unwrap();
+    assert_eq!(now.version.as_deref(), Some("2"));
+}
