@@ -2,7 +2,8 @@
 //! which blob store and which metadata database exist, used by `berth serve`,
 //! `berth admin` and the tests alike.
 //!
-//! Today: `storage = "fs"` (files under the data directory) and SQLite (`database_url`
+//! Today: `storage = "fs"` (files under the data directory) or `"s3"` (a bucket, with
+//! the `s3` feature) and SQLite (`database_url`
 //! unset or `sqlite://`). A backend that is not built into this binary (PostgreSQL, for
 //! now) fails here, at start, with a message that names it.
 //!
@@ -37,6 +38,10 @@ pub enum BackendError {
     Config(#[from] crate::config::ConfigError),
     #[error("database_url names PostgreSQL, which this build of berth does not include yet; use SQLite (leave database_url unset)")]
     PostgresUnavailable,
+    #[error("storage = \"s3\" needs s3_bucket (or BERTH_S3_BUCKET): the bucket, which must already exist")]
+    S3NoBucket,
+    #[error("storage = \"s3\" is not built into this berth; rebuild with the `s3` feature (cargo build --features s3)")]
+    S3Unavailable,
     #[error(transparent)]
     Storage(#[from] berth_storage::StorageError),
     #[error(transparent)]
@@ -207,7 +212,25 @@ pub fn open_blobs(config: &Config) -> Result<Arc<dyn BlobStore>, BackendError> {
             })?;
             Ok(Arc::new(FsBlobStore::open(&config.data_dir)?))
         }
+        Storage::S3 => open_s3(config),
     }
+}
+
+#[cfg(feature = "s3")]
+fn open_s3(config: &Config) -> Result<Arc<dyn BlobStore>, BackendError> {
+    let bucket = config.s3_bucket.clone().ok_or(BackendError::S3NoBucket)?;
+    let options = berth_storage::s3::S3Options {
+        bucket,
+        endpoint: config.s3_endpoint.clone(),
+        region: config.s3_region.clone(),
+        prefix: config.s3_prefix.clone(),
+    };
+    Ok(Arc::new(berth_storage::s3::S3BlobStore::open_s3(&options)?))
+}
+
+#[cfg(not(feature = "s3"))]
+fn open_s3(_config: &Config) -> Result<Arc<dyn BlobStore>, BackendError> {
+    Err(BackendError::S3Unavailable)
 }
 
 #[cfg(test)]

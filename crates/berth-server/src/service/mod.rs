@@ -56,6 +56,8 @@ pub struct Registry {
     /// Held by the one collection running in this process.
     gc_running: tokio::sync::Mutex<()>,
     last_gc: std::sync::Mutex<Option<Arc<GcReport>>>,
+    /// Blob downloads are redirected to the store for this long ([`Registry::with_redirect`]).
+    redirect: Option<Duration>,
 }
 
 /// How the service is built: its stores, its policy and its limits.
@@ -82,7 +84,15 @@ impl Registry {
             gc: GcSettings::default(),
             gc_running: tokio::sync::Mutex::new(()),
             last_gc: std::sync::Mutex::new(None),
+            redirect: None,
         }
+    }
+
+    /// The service answering blob downloads with a redirect to the blob store's own URL,
+    /// valid for `expires`, when the store gives one (`s3_redirect`).
+    pub fn with_redirect(mut self, expires: Option<Duration>) -> Registry {
+        self.redirect = expires;
+        self
     }
 
     /// The service with a trust policy (required signatures, the publish gate).

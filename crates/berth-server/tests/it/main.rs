@@ -17,6 +17,8 @@ mod metrics;
 mod numbers;
 mod policy;
 mod proxy;
+#[cfg(feature = "s3")]
+mod s3;
 mod scrub;
 mod startup;
 mod trust;
