@@ -284,6 +284,24 @@ mod tests {
     }
 
     #[test]
+    fn s3_needs_a_bucket_and_the_feature() {
+        let config = Config {
+            storage: Storage::S3,
+            ..Config::default()
+        };
+        let err = match open_blobs(&config) {
+            Ok(_) => panic!("an S3 store without a bucket"),
+            Err(e) => e,
+        };
+        if cfg!(feature = "s3") {
+            assert!(matches!(err, BackendError::S3NoBucket), "{err}");
+        } else {
+            assert!(matches!(err, BackendError::S3Unavailable), "{err}");
+        }
+        assert!(err.to_string().contains("s3"), "{err}");
+    }
+
+    #[test]
     fn postgres_is_refused_by_name() {
         let config = Config {
             database_url: Some("postgres://u:secret@127.0.0.1/berth".into()),

@@ -859,7 +859,7 @@ mod tests {
             ("BERTH_INSECURE_OPEN", "maybe"),
             ("BERTH_TOKEN_TTL", "soon"),
             ("BERTH_BLOB_TRANSFER", "splice"),
-            ("BERTH_STORAGE", "s3"),
+            ("BERTH_STORAGE", "gcs"),
             ("BERTH_TRUSTED_PROXIES", "10.0.0.0/8,proxy.local"),
         ] {
             match from_env(&[(var, value)]) {
@@ -1025,13 +1025,13 @@ mod tests {
         assert!(c.s3_redirect);
         let over = from_env(&[
             ("BERTH_S3_BUCKET", "other"),
-            ("BERTH_S3_PREFIX", ""),
+            ("BERTH_S3_PREFIX", "mirror/"),
             ("BERTH_S3_REDIRECT", "false"),
         ])
         .unwrap();
         let c = Config::load(Some(&path), over).unwrap();
         assert_eq!(c.s3_bucket.as_deref(), Some("other"));
-        assert_eq!(c.s3_prefix, "");
+        assert_eq!(c.s3_prefix, "mirror/");
         assert!(!c.s3_redirect);
     }
 

@@ -951,7 +951,10 @@ impl BlobStore for FsBlobStore {
         if !meta.is_dir() {
             return Err(StorageError::Io {
                 context: "checking the data directory",
-                source: std::io::Error::other(format!("{} is not a directory", self.root.display())),
+                source: std::io::Error::other(format!(
+                    "{} is not a directory",
+                    self.root.display()
+                )),
             });
         }
         Ok(())

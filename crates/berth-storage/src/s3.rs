@@ -171,8 +171,14 @@ impl S3BlobStore {
         if let Some(region) = &options.region {
             builder = builder.with_region(region);
         }
-        let store = builder.build().map_err(os_err("configuring the S3 client"))?;
-        let name = format!("s3://{}/{}", options.bucket, options.prefix.trim_matches('/'));
+        let store = builder
+            .build()
+            .map_err(os_err("configuring the S3 client"))?;
+        let name = format!(
+            "s3://{}/{}",
+            options.bucket,
+            options.prefix.trim_matches('/')
+        );
         Ok(S3BlobStore::new(Arc::new(store), &options.prefix, name))
     }
 
@@ -262,7 +268,10 @@ impl S3BlobStore {
 
     async fn load_state(&self, id: &str) -> Result<Option<UploadState>, StorageError> {
         const CONTEXT: &str = "reading an upload's state";
-        let Some(bytes) = self.read_small(&self.key(&Self::state_key(id)), CONTEXT).await? else {
+        let Some(bytes) = self
+            .read_small(&self.key(&Self::state_key(id)), CONTEXT)
+            .await?
+        else {
             return Ok(None);
         };
         serde_json::from_slice(&bytes)
@@ -501,7 +510,8 @@ impl BlobStore for S3BlobStore {
             .take(limit)
             .filter_map(|m| {
                 // `<prefix>/blobs/<algorithm>/<hex>`: the last two parts are the digest.
-                let parts: Vec<String> = m.location.parts().map(|p| p.as_ref().to_owned()).collect();
+                let parts: Vec<String> =
+                    m.location.parts().map(|p| p.as_ref().to_owned()).collect();
                 let [.., algorithm, hex] = parts.as_slice() else {
                     return None;
                 };
@@ -651,7 +661,15 @@ impl BlobStore for S3BlobStore {
                     actual,
                 });
             }
-            self.finish_data(&mut state).await?
+            let had_parts = state.multipart.is_some();
+            let data = self.finish_data(&mut state).await?;
+            if had_parts {
+                // The multipart upload is completed and cannot be completed again: a
+                // commit retried after a failure below must find the object instead.
+                state.sealed = Some(data.clone());
+                self.save_state(id, &state).await?;
+            }
+            data
         } else {
             // The bytes must be read back: complete the upload, record that it is sealed,
             // then hash what was stored.

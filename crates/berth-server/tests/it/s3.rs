@@ -57,7 +57,8 @@ async fn skopeo_pushes_to_s3_and_pulls_back() {
     // An image whose layer spans several multipart parts (skopeo streams it in one
     // PATCH), pushed with HTTP first and then copied by skopeo both ways.
     let layer: Vec<u8> = (0..(12u32 << 20)).map(|i| (i % 249) as u8).collect();
-    let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
     let c = reg.push_blob("src/app", config).await;
     let l = reg.push_blob("src/app", &layer).await;
     let m = image_manifest(&c, config.len(), &[(&l, layer.len())], None);
@@ -67,16 +68,31 @@ async fn skopeo_pushes_to_s3_and_pulls_back() {
     let host = reg.base.trim_start_matches("http://").to_owned();
     let dir = tempfile::tempdir().unwrap();
     let layout = format!("oci:{}:v1", dir.path().join("img").display());
-    skopeo(&["copy", "--src-tls-verify=false", &format!("docker://{host}/src/app:v1"), &layout]);
-    skopeo(&["copy", "--dest-tls-verify=false", &layout, &format!("docker://{host}/copy/app:v1")]);
+    skopeo(&[
+        "copy",
+        "--preserve-digests",
+        "--src-tls-verify=false",
+        &format!("docker://{host}/src/app:v1"),
+        &layout,
+    ]);
+    skopeo(&[
+        "copy",
+        "--preserve-digests",
+        "--dest-tls-verify=false",
+        &layout,
+        &format!("docker://{host}/copy/app:v1"),
+    ]);
     let back = format!("oci:{}:v1", dir.path().join("back").display());
-    skopeo(&["copy", "--src-tls-verify=false", &format!("docker://{host}/copy/app:v1"), &back]);
+    skopeo(&[
+        "copy",
+        "--preserve-digests",
+        "--src-tls-verify=false",
+        &format!("docker://{host}/copy/app:v1"),
+        &back,
+    ]);
 
     // The layer came back byte for byte, through S3 twice.
-    let blob = dir
-        .path()
-        .join("back/blobs/sha256")
-        .join(l.hex());
+    let blob = dir.path().join("back/blobs/sha256").join(l.hex());
     let got = std::fs::read(&blob).unwrap();
     assert!(got == layer, "the pulled layer differs");
     let r = reg
@@ -118,7 +134,10 @@ async fn s3_redirect_answers_a_presigned_url() {
         .await
         .unwrap();
     assert_eq!(followed.status(), StatusCode::OK);
-    assert_eq!(followed.bytes().await.unwrap().as_ref(), b"redirected bytes");
+    assert_eq!(
+        followed.bytes().await.unwrap().as_ref(),
+        b"redirected bytes"
+    );
     // HEAD is answered by Berth itself; an unknown blob is still BLOB_UNKNOWN.
     let head = no_follow
         .head(reg.url(&format!("/v2/app/blobs/{d}")))

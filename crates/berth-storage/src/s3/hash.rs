@@ -65,10 +65,7 @@ impl ResumableSha256 {
             if self.partial.len() < 64 {
                 return;
             }
-            sha2::compress256(
-                &mut self.state,
-                &[*GenericArray::from_slice(&self.partial)],
-            );
+            sha2::compress256(&mut self.state, &[*GenericArray::from_slice(&self.partial)]);
             self.partial.clear();
         }
         let mut blocks = data.chunks_exact(64);
@@ -112,7 +109,9 @@ mod hex_bytes {
         let text = String::deserialize(d)?;
         let bytes = hex::decode(text).map_err(serde::de::Error::custom)?;
         if bytes.len() >= 64 {
-            return Err(serde::de::Error::custom("a partial block is under 64 bytes"));
+            return Err(serde::de::Error::custom(
+                "a partial block is under 64 bytes",
+            ));
         }
         Ok(bytes)
     }
