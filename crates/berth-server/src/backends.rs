@@ -2,10 +2,11 @@
 //! which blob store and which metadata database exist, used by `berth serve`,
 //! `berth admin` and the tests alike.
 //!
-//! Today: `storage = "fs"` (files under the data directory), and SQLite (`database_url`
-//! unset or `sqlite://`) or PostgreSQL (`postgres://`, with the `postgres` feature, which
-//! the `berth` binary turns on). A backend that is not built into this binary fails
-//! here, at start, with a message that names it.
+//! Today: `storage = "fs"` (files under the data directory) or `"s3"` (a bucket, with
+//! the `s3` feature), and SQLite (`database_url` unset or `sqlite://`) or PostgreSQL
+//! (`postgres://`, with the `postgres` feature). The `berth` binary turns both features
+//! on; a backend that is not built into this binary fails here, at start, with a
+//! message that names it.
 //!
 //! [`MetaWatch`] notices the SQLite file being deleted or replaced under a running
 //! server (the open connection would go on writing to a file no path names, and every
@@ -39,6 +40,10 @@ pub enum BackendError {
     Config(#[from] crate::config::ConfigError),
     #[error("database_url names PostgreSQL, which this build of berth does not include (built without the `postgres` feature); use SQLite (leave database_url unset) or a build with it")]
     PostgresUnavailable,
+    #[error("storage = \"s3\" needs s3_bucket (or BERTH_S3_BUCKET): the bucket, which must already exist")]
+    S3NoBucket,
+    #[error("storage = \"s3\" is not built into this berth; rebuild with the `s3` feature (cargo build --features s3)")]
+    S3Unavailable,
     #[error(transparent)]
     Storage(#[from] berth_storage::StorageError),
     #[error(transparent)]
@@ -240,7 +245,25 @@ pub fn open_blobs(config: &Config) -> Result<Arc<dyn BlobStore>, BackendError> {
             })?;
             Ok(Arc::new(FsBlobStore::open(&config.data_dir)?))
         }
+        Storage::S3 => open_s3(config),
     }
+}
+
+#[cfg(feature = "s3")]
+fn open_s3(config: &Config) -> Result<Arc<dyn BlobStore>, BackendError> {
+    let bucket = config.s3_bucket.clone().ok_or(BackendError::S3NoBucket)?;
+    let options = berth_storage::s3::S3Options {
+        bucket,
+        endpoint: config.s3_endpoint.clone(),
+        region: config.s3_region.clone(),
+        prefix: config.s3_prefix.clone(),
+    };
+    Ok(Arc::new(berth_storage::s3::S3BlobStore::open_s3(&options)?))
+}
+
+#[cfg(not(feature = "s3"))]
+fn open_s3(_config: &Config) -> Result<Arc<dyn BlobStore>, BackendError> {
+    Err(BackendError::S3Unavailable)
 }
 
 #[cfg(test)]
@@ -294,6 +317,24 @@ mod tests {
     }
 
     #[cfg(not(feature = "postgres"))]
+    #[test]
+    fn s3_needs_a_bucket_and_the_feature() {
+        let config = Config {
+            storage: Storage::S3,
+            ..Config::default()
+        };
+        let err = match open_blobs(&config) {
+            Ok(_) => panic!("an S3 store without a bucket"),
+            Err(e) => e,
+        };
+        if cfg!(feature = "s3") {
+            assert!(matches!(err, BackendError::S3NoBucket), "{err}");
+        } else {
+            assert!(matches!(err, BackendError::S3Unavailable), "{err}");
+        }
+        assert!(err.to_string().contains("s3"), "{err}");
+    }
+
     #[test]
     fn postgres_is_refused_by_name() {
         let config = Config {

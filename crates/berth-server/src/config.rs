@@ -102,9 +102,26 @@ pub struct Settings {
     /// How blob bodies go out on plain HTTP/1.x: auto, sendfile or copy [default: auto].
     #[arg(long, env = "BERTH_BLOB_TRANSFER", value_name = "HOW")]
     pub blob_transfer: Option<BlobTransfer>,
-    /// Where blobs are stored: fs (files under the data directory) [default: fs].
+    /// Where blobs are stored: fs (files under the data directory) or s3 [default: fs].
     #[arg(long, env = "BERTH_STORAGE", value_name = "BACKEND")]
     pub storage: Option<Storage>,
+    /// The S3 bucket of `storage = "s3"`, which must already exist.
+    #[arg(long, env = "BERTH_S3_BUCKET", value_name = "NAME")]
+    pub s3_bucket: Option<String>,
+    /// The S3 endpoint URL; an http:// one is used without TLS [default: AWS].
+    #[arg(long, env = "BERTH_S3_ENDPOINT", value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    /// The S3 region [default: AWS_REGION, else us-east-1].
+    #[arg(long, env = "BERTH_S3_REGION", value_name = "REGION")]
+    pub s3_region: Option<String>,
+    /// The key prefix under which Berth keeps its objects in the bucket [default: none].
+    #[arg(long, env = "BERTH_S3_PREFIX", value_name = "PREFIX")]
+    pub s3_prefix: Option<String>,
+    /// Answer blob downloads with a 307 to a presigned S3 URL instead of streaming the
+    /// bytes through Berth [default: false].
+    #[arg(long, env = "BERTH_S3_REDIRECT", value_name = "BOOL", num_args = 0..=1,
+          require_equals = true, default_missing_value = "true", value_parser = boolish())]
+    pub s3_redirect: Option<bool>,
     /// Metadata database: sqlite:///abs/path, sqlite://relative/path or postgres://...
     /// [default: SQLite at <data_dir>/metadata.db].
     #[arg(long, env = "BERTH_DATABASE_URL", value_name = "URL")]
@@ -345,6 +362,17 @@ pub struct Config {
     pub blob_transfer: BlobTransfer,
     /// The blob storage backend.
     pub storage: Storage,
+    /// The bucket of `storage = "s3"` (required then). Credentials come from the usual
+    /// `AWS_*` variables, not from the settings.
+    pub s3_bucket: Option<String>,
+    /// The S3 endpoint; `None` is AWS. An `http://` endpoint is used without TLS.
+    pub s3_endpoint: Option<String>,
+    /// The S3 region; `None` takes `AWS_REGION`, else `us-east-1`.
+    pub s3_region: Option<String>,
+    /// The key prefix of Berth's objects in the bucket (empty: the bucket root).
+    pub s3_prefix: String,
+    /// Blob downloads answer `307` to a presigned URL of the object store.
+    pub s3_redirect: bool,
     /// The metadata database as a URL; `None` is SQLite at `<data_dir>/metadata.db`.
     /// Read it through [`Config::metadata_backend`].
     pub database_url: Option<String>,
@@ -398,12 +426,15 @@ pub struct Config {
     pub max_connections: NonZeroUsize,
 }
 
-/// Where blobs are stored (`storage = "fs"`).
+/// Where blobs are stored (`storage = "fs"` or `"s3"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Storage {
     /// Files under `<data_dir>/blobs` and `<data_dir>/uploads`.
     #[default]
     Fs,
+    /// An S3 bucket (`s3_bucket`, `s3_endpoint`, `s3_region`, `s3_prefix`), shared by
+    /// every replica. Needs the `s3` feature (see [`crate::backends`]).
+    S3,
 }
 
 impl std::str::FromStr for Storage {
@@ -412,9 +443,8 @@ impl std::str::FromStr for Storage {
     fn from_str(s: &str) -> Result<Storage, String> {
         match s {
             "fs" => Ok(Storage::Fs),
-            _ => Err(format!(
-                "unknown storage backend {s:?}: this build stores blobs in files only (fs)"
-            )),
+            "s3" => Ok(Storage::S3),
+            _ => Err(format!("unknown storage backend {s:?}: use fs or s3")),
         }
     }
 }
@@ -497,6 +527,11 @@ impl Default for Config {
             analytics: true,
             blob_transfer: BlobTransfer::Auto,
             storage: Storage::Fs,
+            s3_bucket: None,
+            s3_endpoint: None,
+            s3_region: None,
+            s3_prefix: String::new(),
+            s3_redirect: false,
             database_url: None,
             trusted_proxies: Vec::new(),
             metrics_open: false,
@@ -564,6 +599,11 @@ impl Config {
             analytics,
             blob_transfer,
             storage,
+            s3_bucket,
+            s3_endpoint,
+            s3_region,
+            s3_prefix,
+            s3_redirect,
             database_url,
             trusted_proxies,
             metrics_open,
@@ -603,6 +643,11 @@ impl Config {
         set(&mut self.analytics, analytics);
         set(&mut self.blob_transfer, blob_transfer);
         set(&mut self.storage, storage);
+        set(&mut self.s3_bucket, s3_bucket.map(Some));
+        set(&mut self.s3_endpoint, s3_endpoint.map(Some));
+        set(&mut self.s3_region, s3_region.map(Some));
+        set(&mut self.s3_prefix, s3_prefix);
+        set(&mut self.s3_redirect, s3_redirect);
         set(&mut self.database_url, database_url.map(Some));
         set(&mut self.trusted_proxies, trusted_proxies);
         set(&mut self.metrics_open, metrics_open);
@@ -852,7 +897,7 @@ mod tests {
             ("BERTH_INSECURE_OPEN", "maybe"),
             ("BERTH_TOKEN_TTL", "soon"),
             ("BERTH_BLOB_TRANSFER", "splice"),
-            ("BERTH_STORAGE", "s3"),
+            ("BERTH_STORAGE", "gcs"),
             ("BERTH_TRUSTED_PROXIES", "10.0.0.0/8,proxy.local"),
         ] {
             match from_env(&[(var, value)]) {
@@ -869,9 +914,9 @@ mod tests {
         }
         let err = from_env(&[("BERTH_BLOB_TRANSFER", "splice")]).unwrap_err();
         assert!(err.to_string().contains("auto, sendfile or copy"), "{err}");
-        let err = from_env(&[("BERTH_STORAGE", "s3")]).unwrap_err();
+        let err = from_env(&[("BERTH_STORAGE", "gcs")]).unwrap_err();
         assert!(
-            err.to_string().contains("unknown storage backend \"s3\""),
+            err.to_string().contains("unknown storage backend \"gcs\""),
             "{err}"
         );
     }
@@ -927,9 +972,9 @@ mod tests {
     #[test]
     fn every_setting_has_a_key_a_variable_and_a_flag() {
         let vars = Settings::env_vars();
-        // All but `tag_policy`, `trust_policy`, `gc` and `webhook`, lists of tables,
-        // which only the file can hold.
-        assert_eq!(vars.len(), 27);
+        // All but `tag_policy`, `trust_policy`, `gc`, `retention`, `quota` and `webhook`,
+        // lists of tables, which only the file can hold.
+        assert_eq!(vars.len(), 32);
         for (var, long) in &vars {
             let key = long.replace('-', "_");
             assert_eq!(*var, format!("BERTH_{}", key.to_uppercase()));
@@ -995,13 +1040,37 @@ mod tests {
         let path = dir.path().join("berth.toml");
         std::fs::write(&path, "storage = \"fs\"\n").unwrap();
         assert_eq!(Config::from_file(&path).unwrap().storage, Storage::Fs);
-        std::fs::write(&path, "storage = \"s3\"\n").unwrap();
+        std::fs::write(&path, "storage = \"floppy\"\n").unwrap();
         let err = Config::from_file(&path).unwrap_err().to_string();
-        assert!(err.contains("unknown storage backend \"s3\""), "{err}");
+        assert!(err.contains("unknown storage backend \"floppy\""), "{err}");
         assert_eq!(
             from_env(&[("BERTH_STORAGE", "fs")]).unwrap().storage,
             Some(Storage::Fs)
         );
+        std::fs::write(
+            &path,
+            "storage = \"s3\"\ns3_bucket = \"registry\"\n\
+             s3_endpoint = \"http://127.0.0.1:8333\"\ns3_region = \"us-east-1\"\n\
+             s3_prefix = \"berth\"\ns3_redirect = true\n",
+        )
+        .unwrap();
+        let c = Config::from_file(&path).unwrap();
+        assert_eq!(c.storage, Storage::S3);
+        assert_eq!(c.s3_bucket.as_deref(), Some("registry"));
+        assert_eq!(c.s3_endpoint.as_deref(), Some("http://127.0.0.1:8333"));
+        assert_eq!(c.s3_region.as_deref(), Some("us-east-1"));
+        assert_eq!(c.s3_prefix, "berth");
+        assert!(c.s3_redirect);
+        let over = from_env(&[
+            ("BERTH_S3_BUCKET", "other"),
+            ("BERTH_S3_PREFIX", "mirror/"),
+            ("BERTH_S3_REDIRECT", "false"),
+        ])
+        .unwrap();
+        let c = Config::load(Some(&path), over).unwrap();
+        assert_eq!(c.s3_bucket.as_deref(), Some("other"));
+        assert_eq!(c.s3_prefix, "mirror/");
+        assert!(!c.s3_redirect);
     }
 
     #[test]

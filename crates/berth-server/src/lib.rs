@@ -58,6 +58,10 @@ use tokio::net::TcpListener;
 pub use config::Config;
 pub use state::{AppState, StateParts};
 
+/// How long a presigned URL of a redirected blob download stays valid (Distribution uses
+/// 20 minutes too): long enough for a slow start, short enough that a leaked URL expires.
+const REDIRECT_EXPIRY: Duration = Duration::from_secs(20 * 60);
+
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -174,7 +178,8 @@ pub fn build_state(config: &Config) -> Result<AppState, StartError> {
             &config.retention,
             Some(analytics.stats().clone()),
         )?)
-        .with_quotas(service::Quotas::new(&config.quota)?),
+        .with_quotas(service::Quotas::new(&config.quota)?)
+        .with_redirect(config.s3_redirect.then_some(REDIRECT_EXPIRY)),
     );
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(c), Some(k)) => Some(listener::tls_acceptor(c, k)?),

@@ -942,6 +942,24 @@ impl FsBlobStore {
 
 #[async_trait::async_trait]
 impl BlobStore for FsBlobStore {
+    async fn ping(&self) -> Result<(), StorageError> {
+        // The data directory must still be there and be a directory (an unmounted volume
+        // or a deleted directory makes every later write fail).
+        let meta = tokio::fs::metadata(&self.root)
+            .await
+            .map_err(StorageError::io("checking the data directory"))?;
+        if !meta.is_dir() {
+            return Err(StorageError::Io {
+                context: "checking the data directory",
+                source: std::io::Error::other(format!(
+                    "{} is not a directory",
+                    self.root.display()
+                )),
+            });
+        }
+        Ok(())
+    }
+
     async fn stat(&self, digest: &Digest) -> Result<Option<u64>, StorageError> {
         match tokio::fs::metadata(self.blob_path(digest)).await {
             Ok(m) => Ok(Some(m.len())),

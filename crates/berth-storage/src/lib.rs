@@ -5,6 +5,8 @@
 //!   stat, ranged get, delete and paged listing of committed blobs, and resumable upload
 //!   sessions that are verified against their digest when committed.
 //! - [`fs::FsBlobStore`]: the embedded default, blobs as files under a data directory.
+//! - `s3::S3BlobStore` (feature `s3`): blobs in an S3 bucket (GCS and Azure with the
+//!   `gcs` and `azure` features), for replicas that share one store.
 //! - [`lock::DirLock`]: the exclusive lock that keeps a second process off a data directory.
 //! - `testsuite` (feature `testsuite`): the conformance suite every backend must pass,
 //!   one named check per behaviour, run by a backend with `blob_store_conformance!`.
@@ -15,6 +17,8 @@
 
 pub mod fs;
 pub mod lock;
+#[cfg(feature = "s3")]
+pub mod s3;
 #[cfg(any(test, feature = "testsuite"))]
 pub mod testsuite;
 
@@ -339,6 +343,25 @@ pub trait BlobStore: Send + Sync + 'static {
     /// space is available again.
     async fn release_reserve(&self) -> bool {
         false
+    }
+
+    /// Checks that the store can be reached and used (for a readiness probe): the data
+    /// directory exists, the bucket answers. The default says yes.
+    async fn ping(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
+
+    /// A URL from which a client can fetch the committed blob directly, valid for
+    /// `expires`, or `None` (the default) when this store serves its bytes itself. An
+    /// object store answers with a presigned URL, so that a registry can redirect a pull
+    /// and the bytes never pass through it. `BlobUnknown` when the blob is absent.
+    async fn redirect_url(
+        &self,
+        digest: &Digest,
+        expires: std::time::Duration,
+    ) -> Result<Option<String>, StorageError> {
+        let _ = (digest, expires);
+        Ok(None)
     }
 
     /// Ids of every upload session present, including those from before a restart (for

@@ -85,6 +85,14 @@ pub async fn get(state: &AppState, name: &RepoName, raw: &str, req: Req) -> ApiR
         RangeReq::Unsatisfiable => return Err(RegistryError::RangeUnsatisfiable { size }.into()),
     };
     let len = byte_range.as_ref().map(|r| r.end - r.start).unwrap_or(size);
+    // With `s3_redirect`, the client fetches the bytes from the object store itself (and
+    // sends its `Range` there).
+    if let Some(url) = state.registry.blob_redirect(name, &digest, len).await? {
+        let mut r = empty(StatusCode::TEMPORARY_REDIRECT);
+        set(&mut r, "location", url);
+        set(&mut r, "docker-content-digest", &digest_str);
+        return Ok(r);
+    }
     let zero_copy = req.zero_copy.as_ref().filter(|_| len >= MIN_ZERO_COPY);
     let content = state
         .registry

@@ -366,6 +366,29 @@ impl Registry {
         }
     }
 
+    /// Where the client can fetch a blob of `repo` itself, when downloads are redirected
+    /// ([`Registry::with_redirect`]) and the store gives such URLs; `len` is the number of
+    /// bytes the client asked for, counted as served. `BlobMissing` when the bytes are gone.
+    pub async fn blob_redirect(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        len: u64,
+    ) -> Result<Option<String>> {
+        let Some(expires) = self.redirect else {
+            return Ok(None);
+        };
+        match self.blobs.redirect_url(digest, expires).await {
+            Ok(Some(url)) => {
+                self.served(repo, len).await;
+                Ok(Some(url))
+            }
+            Ok(None) => Ok(None),
+            Err(StorageError::BlobUnknown(_)) => Err(self.missing(repo, digest)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Opens `range` (or all) of a blob of `repo` whose size is `size` (from
     /// [`Registry::blob_size`]). With `local`, a file that can be sent from directly is
     /// preferred. A blob whose bytes are missing or not of the recorded size is

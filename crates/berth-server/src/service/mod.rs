@@ -66,6 +66,8 @@ pub struct Registry {
     quotas: Quotas,
     /// Tag retention rules and the pull times they read ([`Registry::with_retention`]).
     retention: TagRetention,
+    /// Blob downloads are redirected to the store for this long ([`Registry::with_redirect`]).
+    redirect: Option<Duration>,
 }
 
 /// How the service is built: its stores, its policy and its limits.
@@ -94,7 +96,15 @@ impl Registry {
             last_gc: std::sync::Mutex::new(None),
             quotas: Quotas::default(),
             retention: TagRetention::default(),
+            redirect: None,
         }
+    }
+
+    /// The service answering blob downloads with a redirect to the blob store's own URL,
+    /// valid for `expires`, when the store gives one (`s3_redirect`).
+    pub fn with_redirect(mut self, expires: Option<Duration>) -> Registry {
+        self.redirect = expires;
+        self
     }
 
     /// The service with a trust policy (required signatures, the publish gate).
@@ -103,11 +113,14 @@ impl Registry {
         self
     }
 
-    /// The largest manifest accepted, in bytes.
-    /// Whether the registry can serve: its metadata database answers within `within`.
-    /// `Err` says which dependency does not, in words fit for a load balancer's log.
+    /// Whether the registry can serve: its metadata database and its blob storage both
+    /// answer within `within` (asked at the same time). `Err` says which does not, in
+    /// words fit for a load balancer's log.
     pub async fn ready(&self, within: Duration) -> std::result::Result<(), String> {
-        match tokio::time::timeout(within, self.meta.ping()).await {
+        let meta = tokio::time::timeout(within, self.meta.ping());
+        let blobs = tokio::time::timeout(within, self.blobs.ping());
+        let (meta, blobs) = tokio::join!(meta, blobs);
+        match meta {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "readiness: the metadata database does not answer");
@@ -115,10 +128,17 @@ impl Registry {
             }
             Err(_) => return Err("metadata database did not answer in time".into()),
         }
-        // TODO(lead): also ping the blob storage here (BlobStore::ping, added in parallel).
-        Ok(())
+        match blobs {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "readiness: the blob storage does not answer");
+                Err("blob storage unavailable".into())
+            }
+            Err(_) => Err("blob storage did not answer in time".into()),
+        }
     }
 
+    /// The largest manifest accepted, in bytes.
     pub fn max_manifest_bytes(&self) -> usize {
         self.max_manifest_bytes
     }

@@ -22,6 +22,8 @@ mod policy;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod proxy;
+#[cfg(feature = "s3")]
+mod s3;
 mod scrub;
 mod startup;
 mod trust;

@@ -1,0 +1,161 @@
+//! The S3 store against a real S3 server (SeaweedFS, see [`super::seaweed`]): the shared
+//! conformance suite, and what only a shared bucket can show (a second replica continuing
+//! an upload, multipart parts, presigned URLs).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use berth_oci::Digest;
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use super::seaweed::SeaweedFs;
+use super::*;
+
+/// A fresh store on the shared SeaweedFS (callers check [`skipped`] first).
+async fn fresh() -> (String, S3BlobStore) {
+    SeaweedFs::shared()
+        .expect("S3 tests are not skipped")
+        .fresh_store()
+        .await
+}
+
+/// Whether S3 tests are skipped here (`BERTH_TEST_SKIP_S3=1` without `weed`).
+fn skipped() -> bool {
+    SeaweedFs::shared().is_none()
+}
+
+mod conformance {
+    async fn fresh() -> (String, super::S3BlobStore) {
+        super::fresh().await
+    }
+
+    crate::blob_store_conformance!(fresh, skip_if = super::skipped);
+}
+
+fn body(parts: Vec<Vec<u8>>) -> crate::ByteStream {
+    Box::pin(futures_util::stream::iter(
+        parts.into_iter().map(|p| Ok(Bytes::from(p))),
+    ))
+}
+
+fn content(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 31 % 253) as u8).collect()
+}
+
+async fn read_all(store: &S3BlobStore, d: &Digest, range: Option<Range<u64>>) -> Vec<u8> {
+    let mut b = store.get(d, range).await.unwrap();
+    let mut out = Vec::new();
+    while let Some(chunk) = b.stream.next().await {
+        out.extend_from_slice(&chunk.unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_replica_continues_a_chunked_upload_across_parts() {
+    if skipped() {
+        return;
+    }
+    let (prefix, a) = fresh().await;
+    let b = SeaweedFs::shared().unwrap().store_at(&prefix);
+    // Three chunks alternating between the replicas: over one part, then a tail, then
+    // enough to flush a second part; the tail of each is continued by the other.
+    let data = content(MIN_PART_SIZE * 2 + 1234);
+    let cuts = [0, MIN_PART_SIZE + 100, MIN_PART_SIZE + 4000, data.len()];
+    a.upload_create("u1").await.unwrap();
+    for (i, w) in cuts.windows(2).enumerate() {
+        let replica = if i % 2 == 0 { &a } else { &b };
+        let at = replica.upload_size("u1").await.unwrap().unwrap();
+        assert_eq!(at, w[0] as u64);
+        let got = replica
+            .upload_append("u1", at, body(vec![data[w[0]..w[1]].to_vec()]))
+            .await
+            .unwrap();
+        assert_eq!(got, w[1] as u64);
+    }
+    let d = Digest::sha256(&data);
+    assert_eq!(b.upload_commit("u1", &d).await.unwrap(), data.len() as u64);
+    assert!(a.upload_list().await.unwrap().is_empty());
+    assert_eq!(a.stat(&d).await.unwrap(), Some(data.len() as u64));
+    assert!(read_all(&a, &d, None).await == data, "bytes differ");
+    let mid = (MIN_PART_SIZE as u64 - 10)..(MIN_PART_SIZE as u64 + 10);
+    assert_eq!(
+        read_all(&b, &d, Some(mid.clone())).await,
+        &data[mid.start as usize..mid.end as usize]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_blob_is_its_one_tail_object() {
+    if skipped() {
+        return;
+    }
+    let (prefix, store) = fresh().await;
+    store.upload_create("u1").await.unwrap();
+    store
+        .upload_append("u1", 0, body(vec![b"small".to_vec()]))
+        .await
+        .unwrap();
+    let d = Digest::sha256(b"small");
+    store.upload_commit("u1", &d).await.unwrap();
+    // Data objects: the one PUT of the append, nothing copied at commit.
+    let client = SeaweedFs::shared().unwrap().client();
+    let data: Vec<_> = client
+        .list(Some(&Path::from(format!("{prefix}/data"))))
+        .collect::<Vec<_>>()
+        .await;
+    assert_eq!(data.len(), 1, "{data:?}");
+    assert_eq!(data[0].as_ref().unwrap().size, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_presigned_url_serves_the_blob_without_credentials() {
+    if skipped() {
+        return;
+    }
+    let (_prefix, store) = fresh().await;
+    store.upload_create("u1").await.unwrap();
+    store
+        .upload_append("u1", 0, body(vec![b"fetch me".to_vec()]))
+        .await
+        .unwrap();
+    let d = Digest::sha256(b"fetch me");
+    store.upload_commit("u1", &d).await.unwrap();
+    let url = store
+        .redirect_url(&d, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    let got = reqwest::get(&url).await.unwrap();
+    assert!(got.status().is_success(), "{}", got.status());
+    assert_eq!(got.bytes().await.unwrap().as_ref(), b"fetch me");
+    assert!(matches!(
+        store
+            .redirect_url(&Digest::sha256(b"absent"), Duration::from_secs(60))
+            .await,
+        Err(StorageError::BlobUnknown(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_sees_a_missing_bucket() {
+    if skipped() {
+        return;
+    }
+    let (_prefix, store) = fresh().await;
+    store.ping().await.unwrap();
+    let s3 = SeaweedFs::shared().unwrap();
+    let missing = object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(&s3.endpoint)
+        .with_allow_http(true)
+        .with_region("us-east-1")
+        .with_bucket_name("no-such-bucket")
+        .with_access_key_id(super::seaweed::ACCESS_KEY)
+        .with_secret_access_key(super::seaweed::SECRET_KEY)
+        .build()
+        .unwrap();
+    let store = S3BlobStore::new(Arc::new(missing), "", "s3://no-such-bucket".into());
+    assert!(store.ping().await.is_err());
+}
