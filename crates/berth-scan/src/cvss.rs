@@ -62,13 +62,14 @@ pub struct UnknownSeverity(String);
 impl FromStr for Severity {
     type Err = UnknownSeverity;
 
-    /// Reads a severity word in any case; `moderate` (GitHub's word) is medium and
-    /// `important` (Red Hat's and others') is high.
+    /// Reads a severity word in any case; `moderate` (GitHub's word) is medium,
+    /// `important` (Red Hat's and others') high, `negligible` and `unimportant` low.
     fn from_str(s: &str) -> Result<Severity, UnknownSeverity> {
         Ok(match s.trim().to_ascii_lowercase().as_str() {
             "unknown" => Severity::Unknown,
             "none" => Severity::None,
-            "low" | "negligible" => Severity::Low,
+            // Debian's tracker says `unimportant`, Ubuntu's `negligible`.
+            "low" | "negligible" | "unimportant" => Severity::Low,
             "medium" | "moderate" => Severity::Medium,
             "high" | "important" => Severity::High,
             "critical" => Severity::Critical,

@@ -29,7 +29,7 @@ pub mod report;
 pub mod sbom;
 pub mod version;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use serde::Serialize;
 
@@ -132,6 +132,26 @@ pub fn scan(packages: &[Package], db: &Db) -> Vec<Finding> {
             .then_with(|| a.id.cmp(&b.id))
     });
     findings
+}
+
+/// Packages [`scan`] could not check, by reason: `"unsupported"` (a purl that does not
+/// parse, has no version, or is of a type the matcher does not know) or the name of a
+/// supported ecosystem the index holds no records of (`"PyPI"`: run an import).
+pub fn unchecked(packages: &[Package], db: &Db) -> BTreeMap<&'static str, usize> {
+    let mut out = BTreeMap::new();
+    for package in packages {
+        let reason = match Purl::parse(&package.purl) {
+            Ok(purl) => match Ecosystem::from_purl(&purl) {
+                Some(_) if purl.version.is_none() => "unsupported",
+                Some(eco) if !db.has(eco) => eco.osv_name(),
+                Some(_) => continue,
+                None => "unsupported",
+            },
+            Err(_) => "unsupported",
+        };
+        *out.entry(reason).or_insert(0) += 1;
+    }
+    out
 }
 
 /// The finding of an advisory for a package version, if one of its entries (of the

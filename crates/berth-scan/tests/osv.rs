@@ -327,6 +327,32 @@ fn an_import_replaces_its_ecosystems_and_keeps_the_others() {
 }
 
 #[test]
+fn packages_of_an_ecosystem_missing_from_the_index_are_counted_as_unchecked() {
+    let dir = tempfile::tempdir().unwrap();
+    let go = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        fixtures().join("GO-2023-2102.json"),
+        go.path().join("GO-2023-2102.json"),
+    )
+    .unwrap();
+    db::import(&[go.path().to_owned()], &[], dir.path()).unwrap();
+    let db = Db::open(dir.path()).unwrap();
+    let packages = [
+        "pkg:pypi/requests@2.30.0",
+        "pkg:pypi/idna@3.4",
+        "pkg:golang/golang.org/x/net@v0.16.0",
+    ]
+    .map(Package::new);
+    assert_eq!(scan(&packages, &db).len(), 1);
+    assert_eq!(
+        berth_scan::unchecked(&packages, &db)
+            .into_iter()
+            .collect::<Vec<_>>(),
+        [("PyPI", 2)]
+    );
+}
+
+#[test]
 fn a_missing_index_says_how_to_make_one() {
     let dir = tempfile::tempdir().unwrap();
     let err = Db::open(&dir.path().join("nothing")).err().unwrap();
