@@ -181,11 +181,22 @@ fn match_advisory(
                 .iter()
                 .any(|v| scheme.compare(v, version) == std::cmp::Ordering::Equal)
         };
-        let fixed = match in_range {
+        let mut fixed = match in_range {
             Some(fixed) => fixed,
             None if listed() => None,
             None => continue,
         };
+        // Go's OSV records write versions without the `v` every Go tool shows; print the
+        // fix the way the installed version is written.
+        if eco == Ecosystem::Go && version.starts_with('v') {
+            fixed = fixed.map(|f| {
+                if f.starts_with('v') {
+                    f
+                } else {
+                    format!("v{f}")
+                }
+            });
+        }
         let ecosystem = match &entry.release {
             Some(r) => format!("{}:{r}", eco.osv_name()),
             None => eco.osv_name().to_owned(),

@@ -174,13 +174,13 @@ fn go_cargo_and_maven() {
     let (_dir, db) = index();
     assert_eq!(
         found(&db, "pkg:golang/golang.org/x/net@v0.17.0"),
-        [pair("GO-2024-2687", Some("0.23.0"))]
+        [pair("GO-2024-2687", Some("v0.23.0"))]
     );
     assert_eq!(
         found(&db, "pkg:golang/golang.org/x/net@v0.16.0"),
         [
-            pair("GO-2023-2102", Some("0.17.0")),
-            pair("GO-2024-2687", Some("0.23.0"))
+            pair("GO-2023-2102", Some("v0.17.0")),
+            pair("GO-2024-2687", Some("v0.23.0"))
         ]
     );
     assert_eq!(found(&db, "pkg:golang/golang.org/x/net@v0.23.0"), []);
@@ -321,7 +321,7 @@ fn an_import_replaces_its_ecosystems_and_keeps_the_others() {
     let db = Db::open(dir.path()).unwrap();
     assert_eq!(
         found(&db, "pkg:golang/golang.org/x/net@v0.16.0"),
-        [pair("GO-2023-2102", Some("0.17.0"))]
+        [pair("GO-2023-2102", Some("v0.17.0"))]
     );
     assert_eq!(found(&db, "pkg:npm/lodash@4.17.20").len(), 1);
 }

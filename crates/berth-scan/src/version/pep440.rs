@@ -154,7 +154,7 @@ fn parse(v: &str) -> Option<Version> {
     }
     let local = match local {
         None => Vec::new(),
-        Some(l) if l.is_empty() => return None,
+        Some("") => return None,
         Some(l) => l
             .split(['.', '-', '_'])
             .map(|part| match part.parse() {
