@@ -29,6 +29,9 @@ use crate::osv::{self, Range, RangeKind, Record};
 
 const MAGIC: &[u8] = b"BERTHOSV1\n";
 const META: &str = "meta.json";
+/// The version of the index layout, in `meta.json`; an index of another version is
+/// refused (an update rewrites it).
+const FORMAT: u32 = 1;
 
 /// Errors of importing or opening the index.
 #[derive(Debug, thiserror::Error)]
@@ -294,8 +297,14 @@ pub fn import(
         move |source| DbError::Write { path, source }
     };
     fs::create_dir_all(dir).map_err(write_err(dir))?;
-    let mut meta = read_meta(dir)?.unwrap_or_default();
-    meta.format = 1;
+    // An index of another format, or a damaged meta.json, is started afresh: the
+    // ecosystems it lists could not be read alongside the new ones.
+    let mut meta = read_meta(dir)
+        .ok()
+        .flatten()
+        .filter(|m| m.format == FORMAT)
+        .unwrap_or_default();
+    meta.format = FORMAT;
     let mut summary = ImportSummary {
         skipped: gathered.skipped,
         ..ImportSummary::default()
@@ -491,6 +500,15 @@ impl Db {
         let meta = read_meta(dir)?.ok_or_else(|| DbError::Missing {
             dir: dir.to_owned(),
         })?;
+        if meta.format != FORMAT {
+            return Err(DbError::Corrupt {
+                path: dir.join(META),
+                reason: format!(
+                    "index format {} where this berth reads {FORMAT}: run `berth db update` again",
+                    meta.format
+                ),
+            });
+        }
         let mut indexes = BTreeMap::new();
         for eco in Ecosystem::ALL {
             if meta.ecosystems.contains_key(eco.osv_name()) {

@@ -377,3 +377,28 @@ fn a_damaged_index_file_is_reported_not_misread() {
     std::fs::write(&path, &bytes[..20]).unwrap();
     assert!(matches!(Db::open(dir.path()), Err(DbError::Corrupt { .. })));
 }
+
+#[test]
+fn an_index_of_another_format_is_refused_and_rebuilt_by_an_update() {
+    let (dir, _db) = index();
+    let meta = dir.path().join("meta.json");
+    let text = std::fs::read_to_string(&meta)
+        .unwrap()
+        .replace("\"format\": 1", "\"format\": 2");
+    std::fs::write(&meta, text).unwrap();
+    let err = Db::open(dir.path()).err().unwrap();
+    assert!(
+        err.to_string().contains("run `berth db update` again"),
+        "{err}"
+    );
+
+    let go = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        fixtures().join("GO-2023-2102.json"),
+        go.path().join("GO-2023-2102.json"),
+    )
+    .unwrap();
+    db::import(&[go.path().to_owned()], &[], dir.path()).unwrap();
+    let db = Db::open(dir.path()).unwrap();
+    assert_eq!(db.meta().ecosystems.keys().collect::<Vec<_>>(), ["Go"]);
+}
