@@ -178,6 +178,7 @@ mod tests {
             "BERTH_STORAGE",
             "BERTH_DOCKER_CONFIG",
             "BERTH_CA_CERT",
+            "BERTH_OSV_DB",
             "BERTH_LOG",
         ] {
             assert!(
