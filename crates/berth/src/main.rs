@@ -42,6 +42,8 @@ enum Command {
     Attest(cmd::sign::AttestArgs),
     Verify(cmd::verify::VerifyArgs),
     VerifyAttestation(cmd::verify::VerifyAttestationArgs),
+    Scan(cmd::scan::ScanArgs),
+    Db(cmd::db::DbArgs),
 }
 
 /// `BERTH_*` variables read without clap: logging (`serve`), the CI context of
@@ -133,6 +135,8 @@ fn main() -> std::process::ExitCode {
         Command::Attest(args) => cmd::sign::run_attest(args),
         Command::Verify(args) => cmd::verify::run_verify(args),
         Command::VerifyAttestation(args) => cmd::verify::run_verify_attestation(args),
+        Command::Scan(args) => cmd::scan::run(args),
+        Command::Db(args) => cmd::db::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -177,6 +181,7 @@ mod tests {
             "BERTH_STORAGE",
             "BERTH_DOCKER_CONFIG",
             "BERTH_CA_CERT",
+            "BERTH_OSV_DB",
             "BERTH_LOG",
         ] {
             assert!(

@@ -3,12 +3,14 @@
 
 pub mod catalog;
 pub mod copy;
+pub mod db;
 pub mod delete;
 pub mod digest;
 pub mod index;
 pub mod inspect;
 pub mod key;
 pub mod login;
+pub mod scan;
 pub mod sign;
 pub mod tag;
 pub mod tags;

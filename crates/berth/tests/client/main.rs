@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test helpers panic on failure by design.
 
+mod scan;
 mod verify;
 
 use std::process::{Command, Output};
