@@ -136,8 +136,8 @@ def main():
             check("required" in str(e) or "mode must be" in str(e), f"{label} refused: {str(e)[:100]}")
 
     if failures:
-        raise SystemExit(f"FAIL test_chart.py: {len(failures)} checks failed")
-    print("PASS test_chart.py")
+        raise SystemExit(f"FAIL helm_chart.py: {len(failures)} checks failed")
+    print("PASS helm_chart.py")
 
 
 if __name__ == "__main__":
