@@ -3,8 +3,8 @@
 # binary built on this host, the Containerfile's final stage, buildah with the vfs driver)
 # publishes it signed with `berth publish` to a throwaway Berth on 127.0.0.1, pulls it back
 # from there with podman, checks its configuration (user 65532, port 5000, /data, entrypoint),
-# then runs it: first `admin user add` on an empty /data (the documented bootstrap), then
-# `serve`, and asks the served registry for credentials. Prints the image's size.
+# then runs it the way docs/install.md bootstraps it: `serve` open on loopback, `admin user
+# add` beside it, and then the registry must ask for credentials. Prints the image's size.
 #
 # Running uses `podman run` where this machine lets podman start containers, else (a
 # container without the rights to set rlimits, as in CI sandboxes) the image's own root
@@ -51,6 +51,7 @@ step "scripts/build-image --prebuilt --publish $REG/berth/berth"
 COSIGN_PASSWORD="" "$ROOT/scripts/build-image" --prebuilt --storage-driver vfs --root "$WORK/storage" \
     --runroot "$WORK/run" --out "$WORK/out" --manifest localhost/berth:test \
     --publish "$REG/berth/berth" -- --version 0.1.0 --sha 0123456789abcdef --created 2026-01-01T00:00:00Z \
+    --sign-key "$WORK/cosign.key" \
     | tee "$WORK/build.out"
 grep -q '^image linux/amd64: ' "$WORK/build.out" || fail "no size line from build-image"
 "$bin" verify --key "$WORK/cosign.pub" "$REG/berth/berth:0.1.0" >"$WORK/verify.out" || fail "berth verify: $(cat "$WORK/verify.out")"
@@ -77,27 +78,33 @@ step "run the pulled image: bootstrap an account, then serve"
 PORT2="$(free_port)"
 if podman "${S[@]}" run --rm "$IMG" --version >/dev/null 2>"$WORK/podman-probe.log"; then
     how=podman
-    podman "${S[@]}" volume create berth-test-data >/dev/null
-    printf 'pw-%s' "$PORT2" | podman "${S[@]}" run --rm -i -v berth-test-data:/data "$IMG" \
-        admin user add ci --password-stdin --grant '*:pull,push' >/dev/null
-    CID="$(podman "${S[@]}" run -d -p "127.0.0.1:$PORT2:5000" -v berth-test-data:/data "$IMG")"
+    # As docs/install.md says: open on the host's loopback only until the account exists.
+    CID="$(podman "${S[@]}" run -d -p "127.0.0.1:$PORT2:5000" -e BERTH_INSECURE_OPEN=true "$IMG")"
+    wait_http "http://127.0.0.1:$PORT2/v2/" || fail "the image's berth serve did not answer"
+    printf 'pw-%s' "$PORT2" | podman "${S[@]}" exec -i "$CID" \
+        berth admin user add ci --password-stdin --grant '*:pull,push' >/dev/null
 else
     how="chroot (podman cannot start containers here: $(head -c 120 "$WORK/podman-probe.log"))"
     BC="$(buildah "${S[@]}" from "$IMG")"
     RFS="$(buildah "${S[@]}" mount "$BC")"
     # The image's own environment, user and working directory; the host's network, so
-    # loopback instead of a port mapping.
+    # loopback (where an open registry may listen) instead of a port mapping.
     run_image() {
         (cd / && exec env -i HOME=/home/berth BERTH_DATA_DIR=/data BERTH_LISTEN="127.0.0.1:$PORT2" \
             /usr/sbin/chroot --userspec=65532:65532 "$RFS" /usr/local/bin/berth "$@")
     }
-    printf 'pw-%s' "$PORT2" | run_image admin user add ci --password-stdin --grant '*:pull,push' >/dev/null
     run_image serve >"$WORK/image-serve.log" 2>&1 &
     PIDS+=($!)
+    wait_http "http://127.0.0.1:$PORT2/v2/" || fail "the image's berth serve did not answer"
+    printf 'pw-%s' "$PORT2" | run_image admin user add ci --password-stdin --grant '*:pull,push' >/dev/null
 fi
 echo "ok   running with $how"
-wait_http "http://127.0.0.1:$PORT2/v2/" || fail "the image's berth serve did not answer"
-code="$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT2/v2/")"
+# The server sees a new account within a second (it re-reads accounts at most once a second).
+for _ in $(seq 1 50); do
+    code="$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT2/v2/")"
+    [[ "$code" == 401 ]] && break
+    sleep 0.1
+done
 [[ "$code" == 401 ]] || fail "anonymous /v2/ answered $code, want 401 (the bootstrap account exists)"
 code="$(curl -s -o /dev/null -w '%{http_code}' -u "ci:pw-$PORT2" "http://127.0.0.1:$PORT2/v2/")"
 [[ "$code" == 200 ]] || fail "/v2/ with the bootstrap account answered $code"
