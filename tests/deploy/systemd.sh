@@ -10,6 +10,8 @@ BERTH_BIN="${BERTH_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/debug/berth}"
 fail() { echo "FAIL: $*" >&2; exit 1; }
 command -v systemd-analyze >/dev/null || { echo "SKIP systemd.sh: no systemd-analyze"; exit 0; }
 [[ -x "$BERTH_BIN" ]] || (cd "$ROOT" && cargo build -q -p berth) || fail "cannot build berth"
+# systemd wants an absolute ExecStart path.
+BERTH_BIN="$(realpath "$BERTH_BIN")"
 
 for opt in 'User=berth' 'StateDirectory=berth' 'NoNewPrivileges=yes' 'ProtectSystem=strict' \
            'ProtectHome=yes' 'PrivateTmp=yes' 'CapabilityBoundingSet=' \
