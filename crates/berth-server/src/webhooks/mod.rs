@@ -36,7 +36,7 @@
 //! # Adding an event
 //! [`describe`] is the one place that decides what a webhook says about an [`Event`]: a
 //! new variant that webhooks report needs one arm there, with a type listed in
-//! [`EVENT_TYPES`] (`quota.refused` is listed for the quota refusal event).
+//! [`EVENT_TYPES`].
 
 pub mod delivery;
 
@@ -314,6 +314,31 @@ pub fn describe(event: &Event) -> Option<Described> {
             data: json!({"report": serde_json::to_value(&**report).unwrap_or(Value::Null),
                          "actor": actor.name}),
         },
+        Event::QuotaRefused {
+            repo,
+            used,
+            limit,
+            attempted,
+        } => described(
+            "quota.refused",
+            repo,
+            repo.to_string(),
+            json!({"repository": repo.as_str(), "used": used, "limit": limit,
+                   "attempted": attempted}),
+        ),
+        // A tag a retention rule deleted is a tag deletion, saying which rule did it.
+        Event::TagExpired {
+            repo,
+            tag,
+            rule,
+            actor,
+        } => described(
+            "tag.deleted",
+            repo,
+            format!("{repo}:{tag}"),
+            json!({"repository": repo.as_str(), "tag": tag.as_str(), "actor": actor.name,
+                   "retention_rule": rule}),
+        ),
         _ => return None,
     })
 }

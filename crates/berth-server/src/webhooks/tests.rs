@@ -143,8 +143,32 @@ fn events_are_described_once_for_every_reported_variant() {
         repo: RepoName::parse("r").unwrap()
     })
     .is_none());
+    let quota = describe(&Event::QuotaRefused {
+        repo: RepoName::parse("team/app").unwrap(),
+        used: 900,
+        limit: 1000,
+        attempted: 200,
+    })
+    .unwrap();
+    assert_eq!(quota.kind, "quota.refused");
+    assert_eq!(
+        (&quota.data["used"], &quota.data["limit"], &quota.data["attempted"]),
+        (&serde_json::json!(900), &serde_json::json!(1000), &serde_json::json!(200))
+    );
+    let expired = describe(&Event::TagExpired {
+        repo: RepoName::parse("ci/app").unwrap(),
+        tag: Tag::parse("sha-0123abc").unwrap(),
+        rule: "ci/*".into(),
+        actor: actor(),
+    })
+    .unwrap();
+    assert_eq!(
+        (expired.kind, expired.subject.as_str()),
+        ("tag.deleted", "ci/app:sha-0123abc")
+    );
+    assert_eq!(expired.data["retention_rule"], "ci/*");
     // Every kind described is one a hook may name.
-    for d in [d, moved, gc] {
+    for d in [d, moved, gc, quota, expired] {
         assert!(EVENT_TYPES.contains(&d.kind), "{}", d.kind);
     }
 }
