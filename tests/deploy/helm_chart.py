@@ -4,6 +4,7 @@ helm-python-sdk`; no helm binary, no cluster) in both modes, and checks the rend
 kinds, replicas, the PVC of the embedded mode, the Secret-fed environment of the scale-out
 mode, probes, the non-root read-only security context, the optional Ingress, and that a
 scale-out release without its settings fails to render instead of starting empty."""
+import base64
 import os
 import sys
 
@@ -100,7 +101,16 @@ def main():
     (dep,) = objs["Deployment"]
     check(dep["spec"]["replicas"] == 3, "scaleOut: replicaCount 3")
     spec, c, _ = check_pod("Deployment", dep)
-    (secret,) = objs["Secret"]
+    secrets = {s["metadata"]["name"]: s for s in objs["Secret"]}
+    check(len(secrets) == 2, f"scaleOut: the settings and the token key Secrets, got {sorted(secrets)}")
+    (key_secret,) = [s for n, s in secrets.items() if n.endswith("-token-key")]
+    check(len(base64.b64decode(key_secret["data"]["token.key"])) == 32, "scaleOut: a 32-byte token key")
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    check(env.get("BERTH_TOKEN_KEY_FILE") == "/etc/berth/token-key/token.key",
+          "scaleOut: every replica signs tokens with the shared key")
+    check({"name": "token-key", "secret": {"secretName": key_secret["metadata"]["name"], "defaultMode": 0o400}}
+          in spec["volumes"], "scaleOut: the token key Secret is mounted")
+    (secret,) = [s for n, s in secrets.items() if not n.endswith("-token-key")]
     check(c["envFrom"] == [{"secretRef": {"name": secret["metadata"]["name"]}}], "scaleOut: env from the chart's Secret")
     data = secret["stringData"]
     check(data == {"BERTH_STORAGE": "s3", "BERTH_S3_BUCKET": "blobs", "BERTH_S3_ENDPOINT": "http://minio:9000",
@@ -116,7 +126,9 @@ def main():
                           "tls": [{"secretName": "reg-tls", "hosts": ["registry.example.com"]}]}}
     lint(values, "scaleOut + existingSecret + ingress")
     objs = render(values)
-    check(sorted(objs) == ["Deployment", "Ingress", "Service"], f"existingSecret kinds {sorted(objs)} (no Secret made)")
+    check(sorted(objs) == ["Deployment", "Ingress", "Secret", "Service"], f"existingSecret kinds {sorted(objs)}")
+    check([s["metadata"]["name"].endswith("-token-key") for s in objs["Secret"]] == [True],
+          "existingSecret: only the token key Secret is made")
     _, c = container_of(objs["Deployment"][0])
     check(c["envFrom"] == [{"secretRef": {"name": "berth-prod"}}], "existingSecret: env from berth-prod")
     (ing,) = objs["Ingress"]

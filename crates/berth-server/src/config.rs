@@ -70,6 +70,10 @@ pub struct Settings {
     /// PEM private key for --tls-cert.
     #[arg(long, env = "BERTH_TLS_KEY", value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
+    /// The key that signs bearer tokens [default: <data_dir>/token.key, created on first
+    /// start]. Replicas behind one load balancer must share it (32 random bytes).
+    #[arg(long, env = "BERTH_TOKEN_KEY_FILE", value_name = "FILE")]
+    pub token_key_file: Option<PathBuf>,
     /// Allow a non-loopback address while no account exists (anyone could push and delete).
     #[arg(long, env = "BERTH_INSECURE_OPEN", value_name = "BOOL", num_args = 0..=1,
           require_equals = true, default_missing_value = "true", value_parser = boolish())]
@@ -339,6 +343,8 @@ pub struct Config {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key for `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// The token signing key's file; `None`: `<data_dir>/token.key`.
+    pub token_key_file: Option<PathBuf>,
     /// Allow listening on a non-loopback address while no account exists (anyone could push).
     pub insecure_open: bool,
     /// The `service` of issued tokens and of the `WWW-Authenticate` challenge.
@@ -517,6 +523,7 @@ impl Default for Config {
             upload_idle_timeout: Duration::from_secs(24 * 3600),
             tls_cert: None,
             tls_key: None,
+            token_key_file: None,
             insecure_open: false,
             token_service: "berth".to_owned(),
             token_realm: None,
@@ -589,6 +596,7 @@ impl Config {
             upload_idle_timeout,
             tls_cert,
             tls_key,
+            token_key_file,
             insecure_open,
             token_service,
             token_realm,
@@ -633,6 +641,7 @@ impl Config {
         set(&mut self.upload_idle_timeout, upload_idle_timeout);
         set(&mut self.tls_cert, tls_cert.map(Some));
         set(&mut self.tls_key, tls_key.map(Some));
+        set(&mut self.token_key_file, token_key_file.map(Some));
         set(&mut self.insecure_open, insecure_open);
         set(&mut self.token_service, token_service);
         set(&mut self.token_realm, token_realm.map(Some));
@@ -974,7 +983,7 @@ mod tests {
         let vars = Settings::env_vars();
         // All but `tag_policy`, `trust_policy`, `gc`, `retention`, `quota` and `webhook`,
         // lists of tables, which only the file can hold.
-        assert_eq!(vars.len(), 32);
+        assert_eq!(vars.len(), 33);
         for (var, long) in &vars {
             let key = long.replace('-', "_");
             assert_eq!(*var, format!("BERTH_{}", key.to_uppercase()));

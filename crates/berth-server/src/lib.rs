@@ -120,7 +120,10 @@ pub fn build_state(config: &Config) -> Result<AppState, StartError> {
         subscribe(&cache).map_err(backends::BackendError::Meta)?;
     }
     let meta: Arc<dyn berth_meta::MetadataStore> = cache;
-    let key_path = config.data_dir.join("token.key");
+    let key_path = config
+        .token_key_file
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("token.key"));
     let key = auth::load_or_create_key(&key_path).map_err(|source| StartError::Key {
         path: key_path,
         source,

@@ -152,8 +152,16 @@ fn events_are_described_once_for_every_reported_variant() {
     .unwrap();
     assert_eq!(quota.kind, "quota.refused");
     assert_eq!(
-        (&quota.data["used"], &quota.data["limit"], &quota.data["attempted"]),
-        (&serde_json::json!(900), &serde_json::json!(1000), &serde_json::json!(200))
+        (
+            &quota.data["used"],
+            &quota.data["limit"],
+            &quota.data["attempted"]
+        ),
+        (
+            &serde_json::json!(900),
+            &serde_json::json!(1000),
+            &serde_json::json!(200)
+        )
     );
     let expired = describe(&Event::TagExpired {
         repo: RepoName::parse("ci/app").unwrap(),

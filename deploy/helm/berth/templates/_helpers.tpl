@@ -67,6 +67,10 @@ spec:
           value: /data
         - name: BERTH_INSECURE_OPEN
           value: {{ .Values.auth.insecureOpen | quote }}
+        {{- if eq .Values.mode "scaleOut" }}
+        - name: BERTH_TOKEN_KEY_FILE
+          value: /etc/berth/token-key/token.key
+        {{- end }}
         {{- with .Values.extraEnv }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
@@ -111,6 +115,11 @@ spec:
         {{- /* The root filesystem is read-only; the client and uploads spool here. */}}
         - name: tmp
           mountPath: /tmp
+        {{- if eq .Values.mode "scaleOut" }}
+        - name: token-key
+          mountPath: /etc/berth/token-key
+          readOnly: true
+        {{- end }}
   volumes:
     - name: tmp
       emptyDir: {}
@@ -118,6 +127,11 @@ spec:
     {{- /* Blobs and metadata are in S3 and PostgreSQL; /data keeps only per-pod files. */}}
     - name: data
       emptyDir: {}
+    {{- /* One token signing key for every replica (see token-key-secret.yaml). */}}
+    - name: token-key
+      secret:
+        secretName: {{ .Values.scaleOut.tokenKeySecret | default (printf "%s-token-key" (include "berth.fullname" .)) }}
+        defaultMode: 0400
     {{- end }}
   {{- with .Values.nodeSelector }}
   nodeSelector:
