@@ -38,6 +38,7 @@ enum Command {
     Key(cmd::key::KeyArgs),
     Sign(cmd::sign::SignArgs),
     Attest(cmd::sign::AttestArgs),
+    Sbom(cmd::sbom::SbomArgs),
     Verify(cmd::verify::VerifyArgs),
     VerifyAttestation(cmd::verify::VerifyAttestationArgs),
 }
@@ -128,6 +129,7 @@ fn main() -> std::process::ExitCode {
         Command::Key(args) => cmd::key::run(args),
         Command::Sign(args) => cmd::sign::run_sign(args),
         Command::Attest(args) => cmd::sign::run_attest(args),
+        Command::Sbom(args) => cmd::sbom::run(args),
         Command::Verify(args) => cmd::verify::run_verify(args),
         Command::VerifyAttestation(args) => cmd::verify::run_verify_attestation(args),
     };

@@ -9,6 +9,7 @@ pub mod index;
 pub mod inspect;
 pub mod key;
 pub mod login;
+pub mod sbom;
 pub mod sign;
 pub mod tag;
 pub mod tags;
