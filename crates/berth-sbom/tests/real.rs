@@ -4,6 +4,8 @@
 //! validator (CycloneDX's Python library against the 1.5 JSON schema, SPDX's
 //! `pyspdxtools`). Set `BERTH_TEST_SKIP_PY=1` to skip the Python validators.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test helpers panic on failure by design.
+
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -139,7 +141,7 @@ fn python_dist_info_matches_pip_list_and_whiteouts_remove() {
         .collect();
     let files: Vec<_> = metadata_files(&site).iter().map(|p| file(p)).collect();
     let lower = layer(&files);
-    let inv = scan(&[lower.clone()]);
+    let inv = scan(std::slice::from_ref(&lower));
     assert!(expected.len() > 3, "{expected:?}");
     assert_eq!(found(&inv, Kind::Python), expected);
 

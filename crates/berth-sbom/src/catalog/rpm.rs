@@ -101,7 +101,7 @@ pub(crate) mod tests {
         let mut entries = Vec::new();
         let mut data = Vec::new();
         if let Some(e) = epoch {
-            while data.len() % 4 != 0 {
+            while !data.len().is_multiple_of(4) {
                 data.push(0);
             }
             entries.push((TAG_EPOCH, TYPE_INT32, data.len() as u32));
