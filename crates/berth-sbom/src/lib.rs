@@ -210,13 +210,15 @@ impl Format {
         subject: &Subject,
         stamp: &Stamp,
     ) -> Result<Vec<u8>, SbomError> {
-        let value = match self {
-            Format::SpdxJson => serde_json::to_value(spdx::document(inventory, subject, stamp))?,
+        // Serialised straight from the models, so fields keep the order the specs list.
+        let mut out = match self {
+            Format::SpdxJson => {
+                serde_json::to_vec_pretty(&spdx::document(inventory, subject, stamp))?
+            }
             Format::CycloneDxJson => {
-                serde_json::to_value(cyclonedx::document(inventory, subject, stamp))?
+                serde_json::to_vec_pretty(&cyclonedx::document(inventory, subject, stamp))?
             }
         };
-        let mut out = serde_json::to_vec_pretty(&value)?;
         out.push(b'\n');
         Ok(out)
     }
