@@ -43,6 +43,17 @@ fn us(v: u64) -> Option<usize> {
     usize::try_from(v).ok()
 }
 
+/// Whether the file has a section header table (`e_shnum` > 0): without one, sections
+/// can only be found by searching the contents.
+pub fn has_section_headers(bytes: &[u8]) -> bool {
+    let wide = bytes.get(4) == Some(&2);
+    let r = Reader {
+        b: bytes,
+        big: bytes.get(5) == Some(&2),
+    };
+    is_elf(bytes) && r.u16(if wide { 0x3c } else { 0x30 }).is_some_and(|n| n > 0)
+}
+
 /// The bytes of the section called `name`, if the file has one with contents.
 pub fn section<'a>(bytes: &'a [u8], name: &str) -> Option<&'a [u8]> {
     if !is_elf(bytes) {
@@ -146,6 +157,10 @@ pub(crate) mod tests {
         assert_eq!(section(&f, ".go.buildinfo"), None);
         assert_eq!(section(&f[..70], ".text"), None);
         assert_eq!(section(b"#!/bin/sh\n", ".text"), None);
+        assert!(has_section_headers(&f));
+        assert!(!has_section_headers(
+            &[b"\x7fELF\x02\x01".as_slice(), &[0; 64]].concat()
+        ));
     }
 
     #[test]

@@ -6,8 +6,8 @@
 //! 2) the Go version and the module info follow inline as varint-length-prefixed
 //! strings; the module info is framed by 16-byte sentinels and holds tab-separated
 //! lines (`path`, `mod`, `dep`, `=>` for a replacement of the line before, `build`).
-//! Without section headers the magic is searched for at 16-byte aligned offsets, as
-//! Go's reader does in the data segment. Binaries of older Go versions keep pointers
+//! In a file without section headers the magic is searched for at 16-byte aligned
+//! offsets, as Go's reader does in the data segment. Binaries of older Go versions keep pointers
 //! instead of strings and are reported in a note.
 //!
 //! **Rust**: `cargo auditable` stores zlib-compressed JSON in the `.dep-v0` section:
@@ -54,6 +54,9 @@ pub fn catalogue(path: &str, bytes: &[u8]) -> Found {
 pub fn go_buildinfo(bytes: &[u8]) -> Option<Result<Vec<Package>, String>> {
     let data = match elf::section(bytes, ".go.buildinfo") {
         Some(s) if s.starts_with(GO_MAGIC) => s,
+        // Sections are listed and none is Go's: not a Go binary (searching every C
+        // binary's bytes for the magic would cost more than reading it).
+        _ if elf::has_section_headers(bytes) => return None,
         _ => {
             let at = (0..bytes.len().saturating_sub(32))
                 .step_by(16)
