@@ -43,13 +43,17 @@ Examples:
   berth scan app.cdx.json --severity high
   berth scan --sbom app.spdx.json --sarif > berth.sarif
 
-Scanning an image reference (berth scan REF) will generate the SBOM with `berth sbom`;
-until then, pass an SBOM file (from berth sbom, syft or trivy)."
+  berth scan localhost:5000/team/app:1.0 --severity critical   # an image: its SBOM made on the way
+  berth scan oci:./layout:1.0 --platform linux/arm64
+
+A TARGET that is an existing file is read as an SBOM (from berth sbom, syft or trivy);
+anything else is an image (registry reference, oci:, oci-archive: or docker-archive:),
+whose layers are read as `berth sbom` reads them."
 )]
 pub struct ScanArgs {
-    /// An SBOM file (the same as --sbom).
+    /// An SBOM file, or an image reference to make the SBOM of.
     #[arg(value_name = "TARGET", conflicts_with = "sbom")]
-    target: Option<PathBuf>,
+    target: Option<String>,
     /// The SBOM to scan: SPDX 2.3 JSON or CycloneDX JSON.
     #[arg(long, value_name = "FILE")]
     sbom: Option<PathBuf>,
@@ -66,23 +70,64 @@ pub struct ScanArgs {
     /// Print the findings as SARIF 2.1.0 (for code-scanning dashboards).
     #[arg(long)]
     sarif: bool,
+    /// For an image index, the platform's image [default: this machine's].
+    #[arg(long, value_name = "PLATFORM")]
+    platform: Option<berth_client::PlatformFilter>,
+    #[command(flatten)]
+    common: super::Common,
+}
+
+/// The packages of an image, read from its layers as `berth sbom` reads them.
+fn image_packages(args: &ScanArgs, reference: &str) -> anyhow::Result<Vec<berth_scan::Package>> {
+    let loc = berth_client::Location::parse(reference)?;
+    let talk = !args.common.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    super::block_on(async {
+        let clients = args.common.clients()?;
+        let src = berth_client::open_source(&clients, &loc).await?;
+        if talk {
+            eprintln!("reading the layers of {}…", src.describe());
+        }
+        let scanned = berth_client::sbom::inventory(
+            src.as_ref(),
+            args.platform.as_ref(),
+            super::default_jobs(),
+        )
+        .await?;
+        if !args.common.quiet {
+            for note in &scanned.inventory.notes {
+                eprintln!("note: {note}");
+            }
+        }
+        Ok(scanned
+            .inventory
+            .packages
+            .iter()
+            .filter(|p| !p.purl.is_empty())
+            .map(|p| berth_scan::Package::new(p.purl.clone()))
+            .collect())
+    })
+}
+
+/// The packages of an SBOM file.
+fn sbom_packages(path: &PathBuf) -> anyhow::Result<Vec<berth_scan::Package>> {
+    if !path.is_file() {
+        bail!("{} is not a file", path.display());
+    }
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    sbom::packages(&bytes).with_context(|| format!("cannot read {}", path.display()))
 }
 
 pub fn run(args: ScanArgs) -> anyhow::Result<()> {
-    let Some(path) = args.sbom.or(args.target) else {
-        bail!("nothing to scan: pass an SBOM file (berth scan FILE or --sbom FILE)");
+    // The index first: a missing one is said before any layer is read.
+    let db = Db::open(&resolve_dir(args.db.clone())?)?;
+    let packages = match (&args.sbom, &args.target) {
+        (Some(path), _) => sbom_packages(path)?,
+        (None, Some(t)) if std::path::Path::new(t).is_file() => sbom_packages(&PathBuf::from(t))?,
+        (None, Some(reference)) => image_packages(&args, reference)?,
+        (None, None) => bail!(
+            "nothing to scan: pass an SBOM file or an image (berth scan FILE|REF, or --sbom FILE)"
+        ),
     };
-    if !path.is_file() {
-        bail!(
-            "{} is not a file: berth scan reads an SBOM (SPDX or CycloneDX JSON); scanning an \
-             image reference needs `berth sbom`, which is not available yet",
-            path.display()
-        );
-    }
-    let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let packages =
-        sbom::packages(&bytes).with_context(|| format!("cannot read {}", path.display()))?;
-    let db = Db::open(&resolve_dir(args.db)?)?;
     let findings = berth_scan::scan(&packages, &db);
     for (reason, count) in berth_scan::unchecked(&packages, &db) {
         if reason == "unsupported" {

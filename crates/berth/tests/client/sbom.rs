@@ -163,6 +163,51 @@ fn sbom_lists_what_the_stacked_layers_hold() {
 }
 
 #[test]
+fn scan_of_an_image_reads_its_layers_like_sbom() {
+    let reg = Registry::start();
+    let cfg = tempfile::tempdir().unwrap();
+    let c = cfg.path();
+    push_app(&reg, "app", "1", "amd64");
+    let db = c.join("osv");
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../berth-scan/tests/fixtures/osv")
+        .display()
+        .to_string();
+    ok(
+        &[
+            "db",
+            "update",
+            "--from",
+            &fixtures,
+            "--db",
+            db.to_str().unwrap(),
+        ],
+        c,
+    );
+    let report: serde_json::Value = serde_json::from_str(&ok(
+        &[
+            "scan",
+            &format!("{}/app:1", reg.host),
+            "--db",
+            db.to_str().unwrap(),
+            "--json",
+        ],
+        c,
+    ))
+    .unwrap();
+    // openssl 3.0.11-1~deb12u2 is the fixed version of DSA-5532-1, not yet that of
+    // CVE-2023-5678 for Debian 12 (3.0.13-1~deb12u1); the npm package has no record.
+    let ids: Vec<&str> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["DEBIAN-CVE-2023-5678"], "{report}");
+    assert_eq!(report["findings"][0]["fixed"], "3.0.13-1~deb12u1");
+}
+
+#[test]
 fn sbom_attach_stores_a_referrer_and_a_signed_attestation() {
     let reg = Registry::start();
     let cfg = tempfile::tempdir().unwrap();

@@ -203,15 +203,3 @@ fn cyclonedx_and_the_default_index_directory() {
         "No known vulnerabilities in 2 packages."
     );
 }
-
-#[test]
-fn an_image_reference_is_not_scanned_yet() {
-    let cache = tempfile::tempdir().unwrap();
-    let out = berth(&["scan", "localhost:5000/app:1.0"], cache.path());
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("berth sbom"),
-        "{}",
-        text(&out.stderr)
-    );
-}
