@@ -4,6 +4,8 @@
 //!
 //! - `POST /api/v1/admin/gc` with `{"dry_run": bool, "grace": "1h"}` (both optional):
 //!   runs a collection now and answers its report.
+//! - `GET /api/v1/admin/gc[?limit=20]`: the last run of this server (its report) and the
+//!   runs the audit log records, newest first.
 //! - `GET /api/v1/admin/gc/explain/<digest>`: why a blob or manifest is kept, or that it
 //!   is garbage.
 //! - `GET /api/v1/admin/usage`: every repository's stored bytes with its quota.
@@ -100,6 +102,43 @@ pub async fn gc(State(state): State<AppState>, req: Request) -> Response {
         };
         let report = state.registry.gc(options, actor).await?;
         json(&report)
+    }
+    .await;
+    result.unwrap_or_else(|e: ApiError| {
+        error_response(&state, e, parts.headers.get(header::HOST), false)
+    })
+}
+
+/// How many audit entries `GET /api/v1/admin/gc` searches for runs.
+const GC_RUN_SEARCH: usize = 2_000;
+
+/// `GET /api/v1/admin/gc`: the last run this server made (its full report) and the runs
+/// the audit log records (newest first, at most `?limit=`, default 20), from every
+/// server of the registry.
+pub async fn gc_runs(State(state): State<AppState>, req: Request) -> Response {
+    let (parts, _) = req.into_parts();
+    let result = async {
+        let actor = administrator(&state, &parts).await?;
+        let query = super::Query::parse(parts.uri.query());
+        let limit = match query.get("limit") {
+            None => 20,
+            Some(raw) => raw.parse::<usize>().map_err(|_| {
+                RegistryError::ParameterInvalid(format!("limit {raw:?} is not a number"))
+            })?,
+        };
+        let admin = state.auth.admin(&actor.name, actor.client);
+        let runs: Vec<serde_json::Value> = admin
+            .audit_log(0, GC_RUN_SEARCH)
+            .await?
+            .into_iter()
+            .filter(|e| e.action == "gc")
+            .take(limit)
+            .map(|e| {
+                serde_json::json!({"at": berth_oci::time::rfc3339(e.at), "actor": e.actor,
+                    "detail": e.detail, "client": e.client})
+            })
+            .collect();
+        json(&serde_json::json!({"last": state.registry.last_gc().as_deref(), "runs": runs}))
     }
     .await;
     result.unwrap_or_else(|e: ApiError| {

@@ -236,7 +236,7 @@ pub async fn index(State(state): State<AppState>, req: Request) -> Response {
             }
         }
         @if gc.is_some() {
-            p { a href="/ui/admin" { "Administration" } ": accounts, storage, garbage collection, audit log" }
+            p { a href="/ui/admin" { "Administration" } ": accounts, storage, garbage collection, webhooks, audit log" }
         }
         h1 { "Repositories" }
         @if anonymous {
@@ -291,6 +291,10 @@ pub async fn admin(State(state): State<AppState>, req: Request) -> Response {
     let public = admin.public_list().await.unwrap_or_default();
     let usage = match state.registry.usage().await {
         Ok(u) => u,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let hooks = match state.webhooks.report().await {
+        Ok(r) => r,
         Err(e) => return ApiError::from(e).into_response(),
     };
     let last = state.registry.last_gc();
@@ -366,6 +370,28 @@ pub async fn admin(State(state): State<AppState>, req: Request) -> Response {
                         tr { td { (date(e.at)) } td { (e.actor) } td { (e.detail) } }
                     }
                 }
+            }
+        }
+        section #webhooks {
+            h2 { "Events: webhooks" }
+            @if hooks.webhooks.is_empty() && hooks.unconfigured.is_empty() {
+                p.muted { "No webhook configured (" code { "[[webhook]]" } " in berth.toml)." }
+            } @else {
+                table {
+                    tr { th { "Hook" } th { "URL" } th { "Pending" } th { "Failing" } th { "Dead" } th { "Last success" } th { "Last error" } }
+                    @for h in hooks.webhooks.iter().chain(&hooks.unconfigured) {
+                        tr {
+                            td { (h.name) }
+                            td { (h.url.as_deref().unwrap_or("(no longer configured)")) }
+                            td { (h.pending) }
+                            td { (h.failing) }
+                            td { (h.dead) }
+                            td { (h.last_success.as_deref().unwrap_or("never")) }
+                            td { (h.last_error.as_deref().unwrap_or("")) }
+                        }
+                    }
+                }
+                p.muted { "Retry a hook's deliveries with " code { "berth admin webhooks --redeliver NAME" } "." }
             }
         }
         section #audit {

@@ -290,6 +290,20 @@ async fn admin_commands_work_through_a_running_registry() {
         "{list}"
     );
 
+    // GC runs: one started through the API shows in the list of runs, with its report.
+    ok(&remote(&["gc", "--json"], ""));
+    let r = client()
+        .get(format!("{}/api/v1/admin/gc", server.base))
+        .basic_auth("root", Some("root-password"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let runs: Value = r.json().await.unwrap();
+    assert_eq!(runs["runs"].as_array().unwrap().len(), 1, "{runs}");
+    assert_eq!(runs["runs"][0]["actor"], "root");
+    assert_eq!(runs["last"]["dry_run"], false, "{runs}");
+
     // The dashboard's admin page: administrators only.
     let page = |user: Option<(&str, &str)>| {
         let rb = client().get(format!("{}/ui/admin", server.base));
