@@ -454,8 +454,8 @@ impl Registry {
             })?;
         let body: berth_storage::ByteStream = Box::pin(stream.map_err(std::io::Error::other));
         match self.put_blob(repo, digest, body).await {
-            Ok(_) => {
-                tracing::info!(repo = %repo, digest = %digest, bytes = size, upstream = %mirror.upstream, "mirrored a blob from the upstream");
+            Ok(stored) => {
+                tracing::info!(repo = %repo, digest = %digest, bytes = stored, upstream = %mirror.upstream, "mirrored a blob from the upstream");
                 Ok(())
             }
             Err(RegistryError::DigestMismatch { expected, actual }) => {

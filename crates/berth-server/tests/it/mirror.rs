@@ -1,0 +1,220 @@
+//! The pull-through mirror (`[[mirror]]`): a second Berth, or a fake registry, as the
+//! upstream on loopback.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_oci::Digest;
+use reqwest::{Method, StatusCode};
+
+use crate::common::{error_code, TestRegistry, OCI_MANIFEST};
+
+fn mirror_config(upstream: &str, tag_ttl: Duration) -> berth_server::Config {
+    berth_server::Config {
+        mirror: vec![berth_server::service::MirrorRule {
+            prefix: "docker.io".into(),
+            upstream: upstream.into(),
+            tag_ttl: Some(tag_ttl),
+            credentials: None,
+        }],
+        ..Default::default()
+    }
+}
+
+async fn get(reg: &TestRegistry, path: &str) -> reqwest::Response {
+    reg.req(Method::GET, path)
+        .header("accept", OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The sum of `berth_http_requests_total` samples of `route` and `method` with status
+/// 200 in a registry's metrics.
+async fn served(reg: &TestRegistry, route: &str, method: &str) -> u64 {
+    let text = get(reg, "/metrics").await.text().await.unwrap();
+    let prefix =
+        format!("berth_http_requests_total{{route=\"{route}\",method=\"{method}\",status=\"200\"}}");
+    text.lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .map(|v| v.trim().parse::<u64>().unwrap())
+        .sum()
+}
+
+#[tokio::test]
+async fn pulls_through_and_serves_the_cache_when_the_upstream_is_down() {
+    let upstream = TestRegistry::start().await;
+    let (manifest, digest) = upstream.push_image("library/alpine", "3.20", "one").await;
+    // A TTL of zero asks the upstream on every pull, so a stopped upstream shows at once.
+    let mirror = TestRegistry::start_with(mirror_config(&upstream.base, Duration::ZERO)).await;
+
+    let r = get(&mirror, "/v2/docker.io/library/alpine/manifests/3.20").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.headers()["docker-content-digest"].to_str().unwrap(),
+        digest.to_string()
+    );
+    assert!(r.headers().get("x-berth-mirror-stale").is_none());
+    assert_eq!(r.bytes().await.unwrap(), manifest);
+    let parsed: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    let layer = parsed["layers"][0]["digest"].as_str().unwrap().to_owned();
+    let config = parsed["config"]["digest"].as_str().unwrap().to_owned();
+    let r = get(&mirror, &format!("/v2/docker.io/library/alpine/blobs/{layer}")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.bytes().await.unwrap(), "layer-one".as_bytes());
+
+    // containerd's form: the upstream registry in `ns`, Docker Hub's `library/` implied.
+    let r = get(&mirror, "/v2/alpine/manifests/3.20?ns=docker.io").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.bytes().await.unwrap(), manifest);
+    let r = get(&mirror, &format!("/v2/alpine/blobs/{config}?ns=docker.io")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+
+    // Pushes and deletions under the prefix are refused.
+    let r = mirror
+        .req(
+            Method::POST,
+            "/v2/docker.io/library/alpine/blobs/uploads/",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("DENIED"), "{body}");
+    assert!(
+        body.contains("repository docker.io/library/alpine is a read-only mirror of http://"),
+        "{body}"
+    );
+    let r = mirror
+        .put_manifest("docker.io/library/alpine", "3.21", OCI_MANIFEST, &manifest)
+        .await;
+    assert_eq!(error_code(r).await, "DENIED");
+
+    // The upstream moves its tag: the mirror follows.
+    let (moved, moved_digest) = upstream.push_image("library/alpine", "3.20", "two").await;
+    let r = get(&mirror, "/v2/docker.io/library/alpine/manifests/3.20").await;
+    assert_eq!(
+        r.headers()["docker-content-digest"].to_str().unwrap(),
+        moved_digest.to_string()
+    );
+    assert_eq!(r.bytes().await.unwrap(), moved);
+
+    // The upstream stops: what was pulled is still served, the tag marked stale.
+    let _kept = upstream.stop().await;
+    let r = get(&mirror, "/v2/docker.io/library/alpine/manifests/3.20").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["x-berth-mirror-stale"], "true");
+    assert_eq!(r.headers()["warning"], "110 - \"Response is stale\"");
+    assert_eq!(r.bytes().await.unwrap(), moved);
+    let r = get(&mirror, &format!("/v2/docker.io/library/alpine/manifests/{digest}")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.headers().get("x-berth-mirror-stale").is_none());
+    let r = get(&mirror, &format!("/v2/docker.io/library/alpine/blobs/{layer}")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.bytes().await.unwrap(), "layer-one".as_bytes());
+    // What was never pulled cannot be served.
+    let r = get(&mirror, "/v2/docker.io/library/alpine/manifests/edge").await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let r = get(&mirror, "/v2/docker.io/library/alpine/blobs/sha256:0000000000000000000000000000000000000000000000000000000000000000").await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test]
+async fn unknown_upstream_content_is_unknown_here() {
+    let upstream = TestRegistry::start().await;
+    let mirror = TestRegistry::start_with(mirror_config(&upstream.base, Duration::from_secs(600))).await;
+    let r = get(&mirror, "/v2/docker.io/library/nothing/manifests/1").await;
+    assert_eq!(error_code(r).await, "MANIFEST_UNKNOWN");
+    let r = get(&mirror, &format!("/v2/docker.io/library/nothing/blobs/{}", Digest::sha256(b"x"))).await;
+    assert_eq!(error_code(r).await, "BLOB_UNKNOWN");
+}
+
+#[tokio::test]
+async fn concurrent_pulls_of_an_uncached_blob_fetch_it_once() {
+    const SIZE: usize = 256 << 20;
+    let upstream = TestRegistry::start().await;
+    let content: Vec<u8> = (0..SIZE).map(|i| (i % 251) as u8).collect();
+    let digest = upstream.push_blob("library/big", &content).await;
+    drop(content);
+    let before = served(&upstream, "blob", "GET").await;
+    let mirror = TestRegistry::start_with(mirror_config(&upstream.base, Duration::from_secs(600))).await;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(300))
+        .build()
+        .unwrap();
+    let url = mirror.url(&format!("/v2/docker.io/library/big/blobs/{digest}"));
+    let pulls = (0..16).map(|_| {
+        let (http, url) = (http.clone(), url.clone());
+        tokio::spawn(async move {
+            let mut r = http.get(&url).send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+            let mut hasher = berth_oci::Hasher::new(berth_oci::Algorithm::Sha256);
+            let mut n = 0usize;
+            while let Some(chunk) = r.chunk().await.unwrap() {
+                n += chunk.len();
+                hasher.update(&chunk);
+            }
+            (n, hasher.finish())
+        })
+    });
+    for pull in futures_util::future::join_all(pulls).await {
+        let (n, got) = pull.unwrap();
+        assert_eq!(n, SIZE);
+        assert_eq!(got, digest);
+    }
+    assert_eq!(served(&upstream, "blob", "GET").await - before, 1);
+}
+
+/// A fake upstream that answers every blob request with bytes that do not match the
+/// digest asked for, and counts the downloads.
+async fn corrupt_upstream(gets: Arc<AtomicUsize>) -> (String, tokio::task::JoinHandle<()>) {
+    use axum::http::{header, Method as M};
+    let app = axum::Router::new()
+        .route("/v2/", axum::routing::get(|| async { "{}" }))
+        .fallback(move |req: axum::extract::Request| {
+            let gets = gets.clone();
+            async move {
+                let body = b"not what you asked for".to_vec();
+                if req.method() == M::GET {
+                    gets.fetch_add(1, Ordering::SeqCst);
+                }
+                let mut r = axum::response::Response::new(axum::body::Body::from(
+                    if req.method() == M::HEAD { Vec::new() } else { body.clone() },
+                ));
+                r.headers_mut()
+                    .insert(header::CONTENT_LENGTH, body.len().to_string().parse().unwrap());
+                r
+            }
+        });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (format!("http://{addr}"), task)
+}
+
+#[tokio::test]
+async fn a_corrupted_upstream_blob_is_refused_and_not_stored() {
+    let gets = Arc::new(AtomicUsize::new(0));
+    let (base, task) = corrupt_upstream(gets.clone()).await;
+    let mirror = TestRegistry::start_with(mirror_config(&base, Duration::from_secs(600))).await;
+    let digest = Digest::sha256(b"the real content");
+    let path = format!("/v2/docker.io/library/bad/blobs/{digest}");
+    let r = get(&mirror, &path).await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("was not stored"), "{body}");
+    // Nothing was stored: the next pull asks the upstream again and is refused again.
+    let r = get(&mirror, &path).await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(gets.load(Ordering::SeqCst), 2);
+    let repo = berth_oci::RepoName::parse("docker.io/library/bad").unwrap();
+    assert!(matches!(
+        mirror.state.registry.blob_check(&repo, &digest).await,
+        Err(berth_server::service::RegistryError::BlobUnknown { .. })
+    ));
+    task.abort();
+}
