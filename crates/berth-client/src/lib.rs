@@ -20,6 +20,8 @@
 //! - [`copy`]: the copy engine over the [`copy::ImageSource`]/[`copy::ImageDestination`]
 //!   pair, with parallel blob transfer, skip, mount and retry.
 //! - [`inspect`]: what an image is made of (platforms, config, layers, sizes).
+//! - [`sbom`]: an image's inventory (with `berth_sbom`, layers streamed in parallel)
+//!   and SBOM referrers.
 //! - [`index`]: assembling and editing multi-platform indexes.
 //! - [`verify`]: finding a digest's signatures, attestations and SBOMs and checking
 //!   them with `berth_trust`; the release check (`berth verify --release`).
@@ -43,6 +45,7 @@ pub mod progress;
 pub mod reference;
 pub mod referrers;
 pub mod registry;
+pub mod sbom;
 pub mod sign;
 pub mod tls;
 pub mod transport;
