@@ -35,6 +35,9 @@ use tokio::sync::watch;
 
 use super::{Registry, RegistryError, Result};
 
+/// The most referrers of one subject fetched from an upstream per listing.
+const MAX_REFERRERS: usize = 256;
+
 /// How long a tag resolution is trusted without `tag_ttl`.
 pub const DEFAULT_TAG_TTL: Duration = Duration::from_secs(600);
 
@@ -358,6 +361,41 @@ impl Registry {
         Ok(())
     }
 
+    /// Caches the referrers (signatures, SBOMs, attestations) the upstream lists for
+    /// `subject` in a mirror repository, so that the local referrers answer includes
+    /// them; through the upstream's referrers API, or its referrers tag schema. An
+    /// unreachable upstream leaves the cached ones. Does nothing outside mirrors.
+    pub async fn mirror_referrers(&self, repo: &RepoName, subject: &Digest) -> Result<()> {
+        let Some((mirror, upstream_repo)) = self.mirrors.of(repo) else {
+            return Ok(());
+        };
+        let listed = match mirror.client.referrers(&upstream_repo, subject, None).await {
+            Ok(listed) => listed,
+            Err(e) => {
+                tracing::warn!(repo = %repo, subject = %subject, upstream = %mirror.upstream, error = %e, "cannot list the upstream's referrers; answering from the cache");
+                return Ok(());
+            }
+        };
+        for desc in listed.iter().take(MAX_REFERRERS) {
+            if self
+                .meta
+                .manifest_by_digest(repo, &desc.digest)
+                .await?
+                .is_some()
+            {
+                continue;
+            }
+            let by_digest = Reference::Digest(desc.digest.clone());
+            match mirror.client.get_manifest(&upstream_repo, &by_digest).await {
+                Ok(m) => self.store_mirrored(repo, &m, None).await?,
+                Err(e) => {
+                    tracing::warn!(repo = %repo, referrer = %desc.digest, upstream = %mirror.upstream, error = %e, "cannot fetch a referrer from the upstream");
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Makes sure blob `digest` of a mirror repository is stored locally, fetching it
     /// from the upstream once however many clients ask at the same time. Does nothing
     /// outside mirrors or when the blob is already here.
@@ -372,11 +410,10 @@ impl Registry {
             }
             let key = (repo.to_string(), digest.clone());
             let joined = {
-                let mut flights = self
-                    .mirrors
-                    .flights
-                    .lock()
-                    .map_err(|_| RegistryError::MirrorUpstream("mirror state poisoned".into()))?;
+                let mut flights =
+                    self.mirrors.flights.lock().map_err(|_| {
+                        RegistryError::MirrorUpstream("mirror state poisoned".into())
+                    })?;
                 match flights.get(&key) {
                     Some(rx) => Err(rx.clone()),
                     None => {
@@ -398,7 +435,11 @@ impl Registry {
                     return result;
                 }
                 Err(mut rx) => {
-                    let outcome = rx.wait_for(Option::is_some).await.ok().and_then(|r| r.clone());
+                    let outcome = rx
+                        .wait_for(Option::is_some)
+                        .await
+                        .ok()
+                        .and_then(|r| r.clone());
                     match outcome {
                         Some(Ok(())) => return Ok(()),
                         Some(Err(message)) => return Err(RegistryError::MirrorUpstream(message)),
@@ -527,10 +568,15 @@ mod tests {
         let (mirror, up) = m
             .of(&RepoName::parse("docker.io/library/alpine").unwrap())
             .unwrap();
-        assert_eq!((mirror.prefix.as_str(), up.as_str()), ("docker.io", "library/alpine"));
+        assert_eq!(
+            (mirror.prefix.as_str(), up.as_str()),
+            ("docker.io", "library/alpine")
+        );
         let (_, up) = m.of(&RepoName::parse("mirrors/quay/a/b").unwrap()).unwrap();
         assert_eq!(up.as_str(), "a/b");
-        assert!(m.of(&RepoName::parse("docker.iox/alpine").unwrap()).is_none());
+        assert!(m
+            .of(&RepoName::parse("docker.iox/alpine").unwrap())
+            .is_none());
         assert!(m.of(&RepoName::parse("team/app").unwrap()).is_none());
         assert_eq!(mirror.tag_ttl, DEFAULT_TAG_TTL);
     }
@@ -544,7 +590,9 @@ mod tests {
             "docker.io/library/alpine"
         );
         assert_eq!(
-            m.local_name("docker.io", &name("bitnami/redis")).unwrap().as_str(),
+            m.local_name("docker.io", &name("bitnami/redis"))
+                .unwrap()
+                .as_str(),
             "docker.io/bitnami/redis"
         );
         assert!(m.local_name("quay.io", &name("alpine")).is_none());
@@ -569,7 +617,10 @@ mod tests {
     fn credentials_come_from_the_environment() {
         std::env::set_var("BERTH_TEST_MIRROR_CREDS", "alice:s3cret");
         let c = credentials("env:BERTH_TEST_MIRROR_CREDS").unwrap();
-        assert_eq!((c.username.as_str(), c.password.as_str()), ("alice", "s3cret"));
+        assert_eq!(
+            (c.username.as_str(), c.password.as_str()),
+            ("alice", "s3cret")
+        );
         assert!(credentials("env:BERTH_TEST_MIRROR_UNSET").is_err());
         assert!(credentials("alice:s3cret").is_err());
     }
