@@ -182,6 +182,11 @@ impl Mirrors {
         })
     }
 
+    /// Whether `repo` is under a mirror prefix.
+    pub fn covers(&self, repo: &RepoName) -> bool {
+        self.of(repo).is_some()
+    }
+
     /// The local name of `name` asked for with containerd's `?ns=<registry>`: the mirror
     /// whose prefix is `ns`, with `library/` before a one-segment Docker Hub name (what
     /// Docker does). `None` when no mirror has that prefix.

@@ -507,3 +507,47 @@ async fn skopeo_and_podman_pull_through_berth_and_distribution_upstreams() {
         .unwrap();
     assert_eq!(got, from_berth.to_string());
 }
+
+#[tokio::test]
+async fn collection_and_scrub_respect_partly_fetched_mirrored_images() {
+    use berth_server::events::Actor;
+    use berth_server::service::{GcOptions, ScrubOptions};
+    let upstream = TestRegistry::start().await;
+    let (manifest, _) = upstream.push_image("library/app", "1", "gc").await;
+    let mirror =
+        TestRegistry::start_with(mirror_config(&upstream.base, Duration::from_secs(600))).await;
+    let r = get(&mirror, "/v2/docker.io/library/app/manifests/1").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let parsed: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    let layer = parsed["layers"][0]["digest"].as_str().unwrap().to_owned();
+    let r = get(&mirror, &format!("/v2/docker.io/library/app/blobs/{layer}")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+
+    // The config was never pulled: not a missing blob, just not fetched yet.
+    let report = mirror
+        .state
+        .registry
+        .scrub(ScrubOptions {
+            repair: false,
+            pace: None,
+        })
+        .await
+        .unwrap();
+    assert!(report.missing.is_empty(), "{:?}", report.missing);
+    assert_eq!(report.checked, 1);
+    // The fetched layer is referenced by the cached manifest: collection keeps it.
+    let actor = Actor {
+        name: "test".into(),
+        client: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+    };
+    let gc = GcOptions {
+        grace: Some(Duration::ZERO),
+        ..GcOptions::default()
+    };
+    let report = mirror.state.registry.gc(gc, actor).await.unwrap();
+    assert_eq!(report.blobs_deleted, 0);
+    let _kept = upstream.stop().await;
+    let r = get(&mirror, &format!("/v2/docker.io/library/app/blobs/{layer}")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.bytes().await.unwrap(), "layer-gc".as_bytes());
+}
