@@ -1006,6 +1006,32 @@ mod tests {
     }
 
     #[test]
+    fn mirror_tables_come_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("berth.toml");
+        std::fs::write(
+            &path,
+            "[[mirror]]\nprefix = \"docker.io\"\nupstream = \"https://registry-1.docker.io\"\ntag_ttl = \"5m\"\n\n[[mirror]]\nprefix = \"ghcr\"\nupstream = \"https://ghcr.io\"\ncredentials = \"env:GHCR_AUTH\"\n",
+        )
+        .unwrap();
+        let c = Config::from_file(&path).unwrap();
+        assert_eq!(c.mirror.len(), 2);
+        assert_eq!(c.mirror[0].prefix, "docker.io");
+        assert_eq!(c.mirror[0].tag_ttl, Some(Duration::from_secs(300)));
+        assert_eq!(c.mirror[1].tag_ttl, None);
+        assert_eq!(c.mirror[1].credentials.as_deref(), Some("env:GHCR_AUTH"));
+        std::fs::write(
+            &path,
+            "[[mirror]]\nprefix = \"x\"\nupstream = \"https://x\"\nttl = \"1m\"\n",
+        )
+        .unwrap();
+        assert!(
+            Config::from_file(&path).is_err(),
+            "unknown keys are refused"
+        );
+    }
+
+    #[test]
     fn blob_transfer_from_file_env_and_peer() {
         use crate::zerocopy::Transfer;
         let dir = tempfile::tempdir().unwrap();
