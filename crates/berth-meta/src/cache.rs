@@ -469,6 +469,7 @@ mod tests {
             annotations_json: String::new(),
             version: None,
             platform: None,
+            mirrored: false,
         };
         cache
             .manifest_put(&repo, &m("one"), std::slice::from_ref(&tag), None)

@@ -178,6 +178,11 @@ pub struct NewManifest {
     pub version: Option<String>,
     /// `os/arch[/variant]` of a single-platform image, from its config.
     pub platform: Option<String>,
+    /// A copy of an upstream registry's manifest in a pull-through mirror repository:
+    /// its blobs and children are recorded as references (so garbage collection keeps
+    /// them once they are fetched) but not required to be present, since a mirror
+    /// fetches them only when a client asks for them.
+    pub mirrored: bool,
 }
 
 /// What a tag points to, as a tag policy sees it.

@@ -41,6 +41,7 @@ fn manifest(content: &str, blobs: Vec<Digest>, subject: Option<Digest>) -> NewMa
         annotations_json: String::new(),
         version: None,
         platform: None,
+        mirrored: false,
     }
 }
 
@@ -1665,6 +1666,40 @@ fn later() -> i64 {
 
 /// Links no manifest references are the collector's candidates; a link made after the
 /// cutoff is not one; the unlink re-checks both conditions in its transaction.
+/// A mirrored manifest is stored before its blobs and children are fetched, with its
+/// references recorded: a blob linked later is then referenced, so the collector keeps it
+/// and an unlink is refused.
+pub async fn mirrored_manifests_record_references_without_requiring_them(
+    meta: Arc<dyn MetadataStore>,
+) {
+    let r = repo("docker.io/library/alpine");
+    let layer = Digest::sha256(b"mirrored layer");
+    let child = Digest::sha256(b"mirrored child");
+    let mut m = manifest("mirrored", vec![layer.clone()], None);
+    m.children = vec![child.clone()];
+    m.mirrored = true;
+    meta.manifest_put(&r, &m, &tags(&["3.20"]), None)
+        .await
+        .unwrap();
+    let got = meta
+        .manifest_by_tag(&r, &Tag::parse("3.20").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.digest, m.digest);
+    meta.blob_link(&r, &layer, 14).await.unwrap();
+    assert!(meta
+        .gc_unreferenced_links(None, later(), 100)
+        .await
+        .unwrap()
+        .iter()
+        .all(|l| l.digest != layer));
+    assert!(matches!(
+        meta.blob_unlink(&r, &layer).await,
+        Err(MetaError::BlobInUse(_))
+    ));
+}
+
 pub async fn gc_lists_and_unlinks_only_unreferenced_links(meta: Arc<dyn MetadataStore>) {
     let (a, b) = (repo("a"), repo("b"));
     let used = Digest::sha256(b"used");
@@ -1894,6 +1929,7 @@ macro_rules! metadata_store_suite {
             gate_and_signature_race_consistently,
             index_parents_list_indexes_of_a_child,
             gc_lists_and_unlinks_only_unreferenced_links,
+            mirrored_manifests_record_references_without_requiring_them,
             gc_tombstones_only_unlinked_unclaimed_digests,
             gc_manifest_graph_and_conditional_deletes,
             repository_usage_counts_each_blob_once_per_repository,

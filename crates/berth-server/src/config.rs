@@ -170,6 +170,9 @@ pub struct Settings {
     /// Storage quotas by repository pattern (`[[quota]]`, in the file only).
     #[arg(skip)]
     pub quota: Option<Vec<crate::service::QuotaRule>>,
+    /// Pull-through mirrors by repository prefix (`[[mirror]]`, in the file only).
+    #[arg(skip)]
+    pub mirror: Option<Vec<crate::service::MirrorRule>>,
     // Retention of Berth's own tables (crate::retention).
     /// Roll hourly download, byte and request counters older than this up into daily
     /// totals (e.g. 30d; 0 keeps them hourly forever) [default: 30d].
@@ -408,6 +411,9 @@ pub struct Config {
     /// Storage quotas by repository pattern (`[[quota]]`): the first matching rule
     /// applies; without one, a repository has no quota.
     pub quota: Vec<crate::service::QuotaRule>,
+    /// Pull-through mirrors (`[[mirror]]`): repositories under `prefix` are read-only
+    /// copies of `upstream`, filled as clients pull. See [`crate::service::Mirrors`].
+    pub mirror: Vec<crate::service::MirrorRule>,
     /// Hourly counters older than this are rolled up into daily totals; `None` (or `0` in
     /// the settings) keeps them hourly. See [`crate::retention`].
     pub stats_hourly_retention: Option<Duration>,
@@ -550,6 +556,7 @@ impl Default for Config {
             gc: Vec::new(),
             retention: Vec::new(),
             quota: Vec::new(),
+            mirror: Vec::new(),
             webhook: Vec::new(),
             webhook_source: None,
             header_timeout: Duration::from_secs(30),
@@ -621,6 +628,7 @@ impl Config {
             gc,
             retention,
             quota,
+            mirror,
             stats_hourly_retention,
             audit_retention,
             webhook,
@@ -682,6 +690,7 @@ impl Config {
         set(&mut self.gc, gc);
         set(&mut self.retention, retention);
         set(&mut self.quota, quota);
+        set(&mut self.mirror, mirror);
         set(&mut self.webhook, webhook);
         set(&mut self.webhook_source, webhook_source.map(Some));
         set(&mut self.header_timeout, header_timeout);
@@ -981,7 +990,7 @@ mod tests {
     #[test]
     fn every_setting_has_a_key_a_variable_and_a_flag() {
         let vars = Settings::env_vars();
-        // All but `tag_policy`, `trust_policy`, `gc`, `retention`, `quota` and `webhook`,
+        // All but `tag_policy`, `trust_policy`, `gc`, `retention`, `quota`, `mirror` and `webhook`,
         // lists of tables, which only the file can hold.
         assert_eq!(vars.len(), 33);
         for (var, long) in &vars {
@@ -994,6 +1003,32 @@ mod tests {
                 .to_string();
             assert!(!err.contains("unknown field"), "{key}: {err}");
         }
+    }
+
+    #[test]
+    fn mirror_tables_come_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("berth.toml");
+        std::fs::write(
+            &path,
+            "[[mirror]]\nprefix = \"docker.io\"\nupstream = \"https://registry-1.docker.io\"\ntag_ttl = \"5m\"\n\n[[mirror]]\nprefix = \"ghcr\"\nupstream = \"https://ghcr.io\"\ncredentials = \"env:GHCR_AUTH\"\n",
+        )
+        .unwrap();
+        let c = Config::from_file(&path).unwrap();
+        assert_eq!(c.mirror.len(), 2);
+        assert_eq!(c.mirror[0].prefix, "docker.io");
+        assert_eq!(c.mirror[0].tag_ttl, Some(Duration::from_secs(300)));
+        assert_eq!(c.mirror[1].tag_ttl, None);
+        assert_eq!(c.mirror[1].credentials.as_deref(), Some("env:GHCR_AUTH"));
+        std::fs::write(
+            &path,
+            "[[mirror]]\nprefix = \"x\"\nupstream = \"https://x\"\nttl = \"1m\"\n",
+        )
+        .unwrap();
+        assert!(
+            Config::from_file(&path).is_err(),
+            "unknown keys are refused"
+        );
     }
 
     #[test]

@@ -105,6 +105,19 @@ impl Endpoint {
         }
     }
 
+    /// The same resource in repository `name` (the catalog has none and stays as is).
+    pub fn with_repository(self, name: RepoName) -> Endpoint {
+        match self {
+            Endpoint::Catalog => Endpoint::Catalog,
+            Endpoint::Manifest { reference, .. } => Endpoint::Manifest { name, reference },
+            Endpoint::Blob { digest, .. } => Endpoint::Blob { name, digest },
+            Endpoint::UploadStart { .. } => Endpoint::UploadStart { name },
+            Endpoint::Upload { id, .. } => Endpoint::Upload { name, id },
+            Endpoint::Tags { .. } => Endpoint::Tags { name },
+            Endpoint::Referrers { digest, .. } => Endpoint::Referrers { name, digest },
+        }
+    }
+
     /// The route template, for logs and metrics (bounded cardinality).
     pub fn route(&self) -> &'static str {
         match self {

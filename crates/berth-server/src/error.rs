@@ -167,6 +167,8 @@ impl From<RegistryError> for ApiError {
                     .detail(serde_json::json!({ "platforms": available }))
             }
             E::ExportNotImage { .. } => ApiError::new(C::ParameterInvalid, message),
+            E::MirrorReadOnly { .. } => ApiError::new(C::Denied, message),
+            E::MirrorUpstream(_) => ApiError::new(C::Unavailable, message),
             E::StorageFull(cause) => {
                 tracing::error!(error = %cause, "storage is full");
                 ApiError::new(

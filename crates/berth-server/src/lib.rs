@@ -90,6 +90,8 @@ pub enum StartError {
     #[error(transparent)]
     Quota(#[from] service::QuotaRuleError),
     #[error(transparent)]
+    Mirror(#[from] service::MirrorRuleError),
+    #[error(transparent)]
     Webhook(#[from] webhooks::WebhookConfigError),
     #[error("--tls-cert and --tls-key must be given together")]
     TlsHalf,
@@ -182,7 +184,8 @@ pub fn build_state(config: &Config) -> Result<AppState, StartError> {
             Some(analytics.stats().clone()),
         )?)
         .with_quotas(service::Quotas::new(&config.quota)?)
-        .with_redirect(config.s3_redirect.then_some(REDIRECT_EXPIRY)),
+        .with_redirect(config.s3_redirect.then_some(REDIRECT_EXPIRY))
+        .with_mirrors(service::Mirrors::new(&config.mirror)?),
     );
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(c), Some(k)) => Some(listener::tls_acceptor(c, k)?),

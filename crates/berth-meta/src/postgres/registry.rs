@@ -689,7 +689,8 @@ impl MetadataStore for PgStore {
             )
             .map(|(d, _)| d.clone())
             .collect();
-        if !missing.is_empty() {
+        // A mirrored manifest's references are fetched later, when pulled.
+        if !missing.is_empty() && !m.mirrored {
             return Err(MetaError::MissingReferences(missing));
         }
         let digest = m.digest.to_string();

@@ -400,7 +400,8 @@ impl MetadataStore for SqliteStore {
         self.write(move |tx| {
             let id = ensure_repo(tx, &repo)?;
             let mut missing = Vec::new();
-            {
+            // A mirrored manifest's references are fetched later, when pulled.
+            if !m.mirrored {
                 let mut has_blob = tx
                     .prepare_cached("SELECT EXISTS (SELECT 1 FROM blobs WHERE repo_id = ?1 AND digest = ?2)")
                     .map_err(db_err("checking references"))?;

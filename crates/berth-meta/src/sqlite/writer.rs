@@ -199,6 +199,7 @@ mod tests {
                         annotations_json: String::new(),
                         version: None,
                         platform: None,
+                        mirrored: false,
                     };
                     let t = Tag::parse(&format!("t{i}")).unwrap();
                     assert!(matches!(

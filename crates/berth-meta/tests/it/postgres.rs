@@ -72,6 +72,7 @@ fn manifest(version: u32) -> NewManifest {
         annotations_json: String::new(),
         version: Some(version.to_string()),
         platform: None,
+        mirrored: false,
     }
 }
 

@@ -187,6 +187,7 @@ async fn a_first_schema_database_upgrades_with_its_data() {
         annotations_json: String::new(),
         version: Some("2.0".into()),
         platform: Some("linux/amd64".into()),
+        mirrored: false,
     };
     db.manifest_put(&app, &v2, &[Tag::parse("v1").unwrap()], None)
         .await

@@ -68,6 +68,8 @@ pub(super) fn parse_range(value: Option<&str>, size: u64) -> RangeReq {
 pub async fn get(state: &AppState, name: &RepoName, raw: &str, req: Req) -> ApiResult {
     let digest = parse_digest(raw)?;
     let digest_str = digest.to_string();
+    // A mirror repository fetches a missing blob from its upstream first.
+    state.registry.mirror_blob(name, &digest).await?;
     if req.method == Method::HEAD {
         let size = state.registry.blob_check(name, &digest).await?;
         let mut r = empty(StatusCode::OK);

@@ -15,6 +15,10 @@ use crate::events::Event;
 use crate::service::{accepted, Fetch, ManifestPush, RegistryError};
 use crate::AppState;
 
+/// The `Warning` of a mirrored tag served while its upstream could not confirm it
+/// (RFC 7234's code 110).
+const STALE_WARNING: &str = "110 - \"Response is stale\"";
+
 pub async fn get(state: &AppState, name: &RepoName, raw: &str, req: Req) -> ApiResult {
     let accept = accepted(
         req.headers
@@ -31,6 +35,8 @@ pub async fn get(state: &AppState, name: &RepoName, raw: &str, req: Req) -> ApiR
     } else {
         Fetch::Content
     };
+    // A mirror repository first makes sure its copy is here and current.
+    let stale = state.registry.mirror_manifest(name, raw).await?;
     let (reference, m) = state
         .registry
         .fetch_manifest(name, raw, &accept, fetch)
@@ -72,6 +78,10 @@ pub async fn get(state: &AppState, name: &RepoName, raw: &str, req: Req) -> ApiR
     set(&mut r, "content-type", &media_type);
     set(&mut r, "etag", format!("\"{digest}\""));
     set(&mut r, "docker-content-digest", digest);
+    if stale {
+        set(&mut r, "warning", STALE_WARNING);
+        set(&mut r, "x-berth-mirror-stale", "true");
+    }
     Ok(r)
 }
 

@@ -287,6 +287,19 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
             return error_response(&state, e.into(), parts.headers.get(header::HOST), is_head)
         }
     };
+    // containerd's mirror requests (`/v2/library/alpine/...?ns=docker.io`) name the
+    // upstream registry in a query; a mirror with that prefix serves them, and access
+    // control sees the local name.
+    let endpoint = match Query::parse(parts.uri.query()).get("ns") {
+        Some(ns) => match endpoint
+            .repository()
+            .and_then(|n| state.registry.mirrors().local_name(ns, n))
+        {
+            Some(local) => endpoint.with_repository(local),
+            None => endpoint,
+        },
+        None => endpoint,
+    };
     let route = endpoint.route();
     let repo = endpoint.repository().cloned();
     // Writes stop once the metadata database file is gone (reads may still be served).
@@ -433,6 +446,11 @@ async fn metrics(State(state): State<AppState>, req: Request) -> Response {
 async fn handle(state: &AppState, endpoint: Endpoint, req: Req) -> ApiResult {
     use Endpoint as E;
     let m = req.method.clone();
+    if !matches!(m, Method::GET | Method::HEAD) {
+        if let Some(repo) = endpoint.repository() {
+            state.registry.check_writable(repo)?;
+        }
+    }
     match (endpoint, m) {
         (E::Catalog, Method::GET) => catalog::list(state, req).await,
         (E::Tags { name }, Method::GET) => tags::list(state, &name, req).await,

@@ -17,6 +17,8 @@ use crate::AppState;
 pub async fn list(state: &AppState, name: &RepoName, raw: &str, req: Req) -> ApiResult {
     let subject = parse_digest(raw)?;
     let filter = req.query.get("artifactType").filter(|s| !s.is_empty());
+    // A mirror repository first caches what its upstream lists.
+    state.registry.mirror_referrers(name, &subject).await?;
     let referrers = state.registry.referrers(name, &subject, filter).await?;
     let manifests: Vec<serde_json::Value> = referrers
         .into_iter()

@@ -111,6 +111,13 @@ pub enum RegistryError {
     /// passing condition, the client may retry shortly. The cause is logged, never shown.
     #[error("the registry's database is unavailable: {0}")]
     MetaUnavailable(MetaError),
+    /// A change (push, delete) of a pull-through mirror's repository.
+    #[error("repository {repo} is a read-only mirror of {upstream}")]
+    MirrorReadOnly { repo: RepoName, upstream: String },
+    /// A mirror's upstream could not give what a client asked for (unreachable,
+    /// refusing, or sending content that does not match its digest).
+    #[error("{0}")]
+    MirrorUpstream(String),
     /// A storage failure; logged, never shown to a client.
     #[error(transparent)]
     Storage(StorageError),

@@ -226,6 +226,7 @@ impl Registry {
             annotations_json,
             version,
             platform,
+            mirrored: false,
         };
         let gate = self
             .push_gate(repo, &digest, &new.content, &parsed, &tags)

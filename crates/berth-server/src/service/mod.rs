@@ -16,6 +16,7 @@ mod error;
 mod export;
 mod gc;
 mod manifests;
+mod mirror;
 mod quota;
 mod scrub;
 mod tag_retention;
@@ -35,6 +36,7 @@ pub use gc::{
     Explanation, GcOptions, GcReport, GcRule, GcRuleError, GcSettings, GcStep, Reason, RepoFreed,
 };
 pub use manifests::{accepted, ManifestPush, PushedManifest};
+pub use mirror::{MirrorRule, MirrorRuleError, Mirrors, DEFAULT_TAG_TTL};
 pub use quota::{parse_size, QuotaRule, QuotaRuleError, Quotas, RepositoryUsage, UsageReport};
 pub use scrub::{CorruptBlob, Damage, MissingBlob, Pace, ScrubOptions, ScrubReport};
 pub use tag_retention::{RetentionRule, RetentionRuleError, TagRetention, TagVerdict};
@@ -68,6 +70,8 @@ pub struct Registry {
     retention: TagRetention,
     /// Blob downloads are redirected to the store for this long ([`Registry::with_redirect`]).
     redirect: Option<Duration>,
+    /// Pull-through mirrors by repository prefix ([`Registry::with_mirrors`]).
+    mirrors: Arc<Mirrors>,
 }
 
 /// How the service is built: its stores, its policy and its limits.
@@ -97,6 +101,7 @@ impl Registry {
             quotas: Quotas::default(),
             retention: TagRetention::default(),
             redirect: None,
+            mirrors: Arc::default(),
         }
     }
 

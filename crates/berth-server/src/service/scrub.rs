@@ -322,6 +322,8 @@ impl Registry {
             .collect();
         let mut seen_manifests: HashSet<Digest> = HashSet::new();
         let mut seen_blobs: HashSet<Digest> = HashSet::new();
+        // A mirror fetches blobs when they are pulled: one it never linked is not lost.
+        let mirror = self.mirrors.covers(repo);
         while let Some(manifest) = queue.pop() {
             if !seen_manifests.insert(manifest.digest.clone()) {
                 continue;
@@ -342,6 +344,9 @@ impl Registry {
             for blob in parsed.required_blobs() {
                 let d = &blob.digest;
                 if skip.contains(d) || !seen_blobs.insert(d.clone()) {
+                    continue;
+                }
+                if mirror && self.meta.blob_size(repo, d).await?.is_none() {
                     continue;
                 }
                 if self.blobs.stat(d).await?.is_some() {

@@ -526,6 +526,7 @@ async fn gc_at_scale() {
                     annotations_json: String::new(),
                     version: None,
                     platform: None,
+                    mirrored: false,
                 };
                 // Every fifth image is untagged: its tag moved on.
                 let tags: Vec<berth_oci::Tag> = if i % 5 == 0 {

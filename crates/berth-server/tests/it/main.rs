@@ -17,6 +17,7 @@ mod limits;
 mod lists;
 mod manifests;
 mod metrics;
+mod mirror;
 mod numbers;
 mod policy;
 #[cfg(feature = "postgres")]
