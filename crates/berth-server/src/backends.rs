@@ -335,6 +335,9 @@ mod tests {
         assert!(err.to_string().contains("s3"), "{err}");
     }
 
+    /// Without the `postgres` feature, a PostgreSQL URL is refused by name (and without
+    /// its password).
+    #[cfg(not(feature = "postgres"))]
     #[test]
     fn postgres_is_refused_by_name() {
         let config = Config {
