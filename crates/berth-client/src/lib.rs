@@ -20,6 +20,8 @@
 //! - [`copy`]: the copy engine over the [`copy::ImageSource`]/[`copy::ImageDestination`]
 //!   pair, with parallel blob transfer, skip, mount and retry.
 //! - [`inspect`]: what an image is made of (platforms, config, layers, sizes).
+//! - [`layers`]: the layer report (sizes, wasted and duplicate bytes, the zstd
+//!   estimate, the efficiency score), each layer streamed once.
 //! - [`index`]: assembling and editing multi-platform indexes.
 //! - [`verify`]: finding a digest's signatures, attestations and SBOMs and checking
 //!   them with `berth_trust`; the release check (`berth verify --release`).
@@ -37,6 +39,7 @@ pub mod error;
 pub mod image;
 pub mod index;
 pub mod inspect;
+pub mod layers;
 pub mod layout;
 pub mod location;
 pub mod progress;
