@@ -22,6 +22,8 @@
 //! - [`inspect`]: what an image is made of (platforms, config, layers, sizes).
 //! - [`layers`]: the layer report (sizes, wasted and duplicate bytes, the zstd
 //!   estimate, the efficiency score), each layer streamed once.
+//! - [`sbom`]: an image's inventory (with `berth_sbom`, layers streamed in parallel)
+//!   and SBOM referrers.
 //! - [`index`]: assembling and editing multi-platform indexes.
 //! - [`verify`]: finding a digest's signatures, attestations and SBOMs and checking
 //!   them with `berth_trust`; the release check (`berth verify --release`).
@@ -46,6 +48,7 @@ pub mod progress;
 pub mod reference;
 pub mod referrers;
 pub mod registry;
+pub mod sbom;
 pub mod sign;
 pub mod tls;
 pub mod transport;

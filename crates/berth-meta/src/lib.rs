@@ -761,7 +761,9 @@ pub trait AccountStore: Send + Sync + 'static {
     /// at `now_ms` with no attempt made and its retry window starting at `now_ms`.
     async fn outbox_add(&self, entries: &[OutboxNew], now_ms: i64) -> Result<(), MetaError>;
     /// Deliveries that are not dead and whose next attempt is at or before `now_ms`,
-    /// by next attempt then id, at most `limit`.
+    /// by next attempt then id, at most `limit`. A store shared by several processes
+    /// may leave out, for a while, deliveries it just gave to another process (a lease:
+    /// the PostgreSQL store does), so that two do not send the same one at once.
     async fn outbox_due(&self, now_ms: i64, limit: usize) -> Result<Vec<OutboxEntry>, MetaError>;
     /// A delivery succeeded: deletes it and records `at_ms` as its hook's last success.
     /// `false` (and nothing recorded) when the delivery is gone. Need not be durable when

@@ -36,6 +36,7 @@ use crate::cmd::{block_on, default_jobs, print_json, registry_ref, Common};
   GITHUB_REF=refs/tags/v2.0.0 GITHUB_SHA=$SHA berth publish oci:./img --repo ghcr.io/org/app --json
   berth publish oci:./img --repo localhost:5000/app --version 1.4.0 --tag-template '{{major}}.{{minor}}' --tag-template stable
   berth publish oci:./amd64 oci:./arm64 --repo localhost:5000/app --version 2.0.0 --sign-key cosign.key --attest sbom.spdx.json:spdxjson
+  berth publish oci:./amd64 oci:./arm64 --repo localhost:5000/app --version 2.1.0 --sbom --sign-key cosign.key
 
 With --sign-key, the password of an encrypted key comes from COSIGN_PASSWORD or a prompt,
 and every manifest is signed before any tag is pushed. Keyless signing (Fulcio, Rekor)
@@ -109,6 +110,11 @@ pub struct PublishArgs {
     /// custom); repeat. Needs --sign-key.
     #[arg(long = "attest", value_name = "FILE[:TYPE]", requires = "sign_key")]
     attest: Vec<String>,
+    /// Make an SBOM of every published platform's image (as `berth sbom`: spdx-json, the
+    /// default, or cyclonedx-json) and attach it as a referrer before any tag is pushed;
+    /// with --sign-key it is also signed as an attestation.
+    #[arg(long, value_name = "FORMAT", num_args = 0..=1, default_missing_value = "spdx-json")]
+    sbom: Option<berth_sbom::Format>,
     /// Print the plan and push nothing.
     #[arg(long)]
     dry_run: bool,
@@ -309,14 +315,20 @@ pub fn run(args: PublishArgs) -> anyhow::Result<()> {
         let tags: Vec<&str> = plan.tags.iter().map(|t| t.tag.as_str()).collect();
 
         let mut signed: Vec<Signed> = Vec::new();
-        if let Some(signer) = &signer {
-            // By digest first, so that the signatures exist before any tag does.
+        if signer.is_some() || args.sbom.is_some() {
+            // By digest first, so that signatures and SBOMs exist before any tag does.
             reg.put_manifest(
                 &target.repository,
                 &berth_oci::Reference::Digest(top.digest.clone()),
                 &top,
             )
             .await?;
+        }
+        let sboms = match args.sbom {
+            Some(format) => sboms(&reg, &target, &top, format, &args.common).await?,
+            None => Vec::new(),
+        };
+        if let Some(signer) = &signer {
             let mut subjects = vec![top.descriptor()];
             if top.is_index() {
                 subjects.extend(top.parse()?.manifests);
@@ -331,7 +343,15 @@ pub fn run(args: PublishArgs) -> anyhow::Result<()> {
             };
             let name = target.name();
             for subject in &subjects {
-                for claim in std::iter::once(&Claim::Signature).chain(&attestations) {
+                let sbom = sboms
+                    .iter()
+                    .filter(|s| s.subject == subject.digest)
+                    .map(|s| s.claim.clone());
+                let claims: Vec<Claim> = std::iter::once(Claim::Signature)
+                    .chain(attestations.iter().cloned())
+                    .chain(sbom)
+                    .collect();
+                for claim in &claims {
                     signed.push(
                         sign_subject(
                             &reg,
@@ -395,6 +415,11 @@ pub fn run(args: PublishArgs) -> anyhow::Result<()> {
                 "tags": tags,
                 "atomic": atomic,
                 "signed": signed,
+                "sboms": sboms.iter().map(|s| serde_json::json!({
+                    "subject": s.subject.to_string(),
+                    "referrer": s.referrer.to_string(),
+                    "packages": s.packages,
+                })).collect::<Vec<_>>(),
             }));
         }
         print_plan(&plan);
@@ -415,6 +440,12 @@ pub fn run(args: PublishArgs) -> anyhow::Result<()> {
                 " (ordered pushes: the registry has no multi-tag push)"
             }
         );
+        for s in &sboms {
+            println!(
+                "SBOM of {} ({} packages): referrer {}",
+                s.subject, s.packages, s.referrer
+            );
+        }
         if let Some(signer) = &signer {
             println!(
                 "signed {} manifests with key {} ({} signatures and attestations)",
@@ -432,6 +463,86 @@ pub fn run(args: PublishArgs) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+/// An SBOM `--sbom` attached to one published image.
+struct Sbom {
+    /// The platform image it describes.
+    subject: berth_oci::Digest,
+    /// The referrer pushed.
+    referrer: berth_oci::Digest,
+    packages: usize,
+    /// The document as an attestation, for --sign-key.
+    claim: Claim,
+}
+
+/// Makes and attaches the SBOM of each platform image of `top` (already pushed with its
+/// images), reading the layers back from the target repository.
+async fn sboms(
+    reg: &berth_client::Registry,
+    target: &ImageRef,
+    top: &Manifest,
+    format: berth_sbom::Format,
+    common: &Common,
+) -> anyhow::Result<Vec<Sbom>> {
+    let src = berth_client::transport::RegistrySource::new(
+        reg.clone(),
+        target.with_digest(top.digest.clone()),
+    );
+    let images: Vec<(Manifest, Option<berth_oci::Platform>)> = if top.is_index() {
+        let mut out = Vec::new();
+        // Attestation manifests of build tools (platform unknown/unknown) are no images.
+        for d in top.parse()?.manifests {
+            if d.platform.as_ref().is_some_and(|p| p.os == "unknown") {
+                continue;
+            }
+            out.push((
+                berth_client::ImageSource::manifest(&src, &d).await?,
+                d.platform,
+            ));
+        }
+        out
+    } else {
+        vec![(top.clone(), None)]
+    };
+    let stamp = crate::cmd::sbom::stamp();
+    let mut out = Vec::new();
+    for (image, platform) in images {
+        let scanned =
+            berth_client::sbom::inventory_of(&src, &image, platform, default_jobs()).await?;
+        let subject = berth_sbom::Subject {
+            name: target.name(),
+            digest: image.digest.to_string(),
+            tag: None,
+            platform: scanned.platform.as_ref().map(|p| p.to_string()),
+        };
+        let doc = format.write(&scanned.inventory, &subject, &stamp)?;
+        let claim = Claim::Attestation {
+            predicate_type: format.predicate_type().to_owned(),
+            predicate: serde_json::from_slice(&doc)?,
+        };
+        let referrer = berth_client::sbom::attach(
+            reg,
+            &target.repository,
+            &scanned.manifest,
+            format,
+            doc,
+            &stamp.created,
+        )
+        .await?;
+        if !common.quiet {
+            for note in &scanned.inventory.notes {
+                eprintln!("note: {note}");
+            }
+        }
+        out.push(Sbom {
+            subject: image.digest.clone(),
+            referrer,
+            packages: scanned.inventory.packages.len(),
+            claim,
+        });
+    }
+    Ok(out)
 }
 
 /// An `--attest FILE[:TYPE]` argument as the claim to sign. The type is what follows

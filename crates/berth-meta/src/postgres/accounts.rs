@@ -1,11 +1,14 @@
 //! [`AccountStore`] on PostgreSQL: accounts, grants, public patterns and the audit log.
 //! Each method is one statement or one transaction; none needs a lock beyond the rows
-//! it writes.
+//! it writes. The webhook outbox's queries are in `outbox`.
 
 use tokio_postgres::Row;
 
 use super::{execute, get, now, query, query_one, query_opt, PgStore};
-use crate::{Account, AccountKind, AccountStore, AuditEvent, MetaError, StoredGrant};
+use crate::{
+    Account, AccountKind, AccountStore, AuditEvent, MetaError, OutboxEntry, OutboxNew,
+    OutboxStatus, StoredGrant,
+};
 
 const ACCOUNT_COLUMNS: &str = "name, kind, secret_hash, disabled, expires_at, created_at";
 
@@ -274,5 +277,36 @@ impl AccountStore for PgStore {
                 return Ok(pruned);
             }
         }
+    }
+
+    async fn outbox_add(&self, entries: &[OutboxNew], now_ms: i64) -> Result<(), MetaError> {
+        self.outbox_insert(entries, now_ms).await
+    }
+
+    async fn outbox_due(&self, now_ms: i64, limit: usize) -> Result<Vec<OutboxEntry>, MetaError> {
+        self.outbox_list_due(now_ms, limit).await
+    }
+
+    async fn outbox_delivered(&self, id: i64, at_ms: i64) -> Result<bool, MetaError> {
+        self.outbox_done(id, at_ms).await
+    }
+
+    async fn outbox_failed(
+        &self,
+        id: i64,
+        error: &str,
+        retry_at_ms: Option<i64>,
+        at_ms: i64,
+    ) -> Result<bool, MetaError> {
+        self.outbox_attempt_failed(id, error, retry_at_ms, at_ms)
+            .await
+    }
+
+    async fn outbox_status(&self) -> Result<Vec<OutboxStatus>, MetaError> {
+        self.outbox_hooks().await
+    }
+
+    async fn outbox_redeliver(&self, hook: &str, now_ms: i64) -> Result<u64, MetaError> {
+        self.outbox_retry_all(hook, now_ms).await
     }
 }

@@ -9,7 +9,10 @@ use super::{describe, pg_err};
 use crate::MetaError;
 
 /// Every migration, in order; the n-th is applied when `schema_version` lacks n.
-const MIGRATIONS: [&str; 1] = [include_str!("../../migrations/postgres/0001_init.sql")];
+const MIGRATIONS: [&str; 2] = [
+    include_str!("../../migrations/postgres/0001_init.sql"),
+    include_str!("../../migrations/postgres/0002_pulls_and_outbox.sql"),
+];
 
 /// The advisory lock key held while migrating ("berth" in ASCII).
 const MIGRATION_LOCK: i64 = 0x62_6572_7468;

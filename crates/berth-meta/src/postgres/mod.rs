@@ -27,6 +27,8 @@
 //! - this module: [`PgStore`], opening, errors and the query helpers;
 //! - `migrate`: the schema migrations;
 //! - `registry`, `accounts`, `stats`: the trait implementations;
+//! - `outbox`: the webhook outbox's queries, leased to one replica at a time, for the
+//!   [`AccountStore`](crate::AccountStore) implementation;
 //! - `listen`: the notification listener that invalidates caches;
 //! - `testing` (feature `testsuite`): a throwaway PostgreSQL cluster for tests.
 
@@ -34,6 +36,7 @@ mod accounts;
 mod gate;
 mod listen;
 mod migrate;
+mod outbox;
 mod registry;
 mod stats;
 
@@ -46,6 +49,8 @@ use tokio_postgres::types::{FromSql, ToSql};
 use tokio_postgres::{NoTls, Row};
 
 use crate::MetaError;
+
+pub use outbox::LEASE_MS as OUTBOX_LEASE_MS;
 
 /// Connections kept by the pool of one store.
 const POOL_SIZE: usize = 16;

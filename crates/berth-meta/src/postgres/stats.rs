@@ -2,9 +2,12 @@
 //! aggregated per hour. Several replicas flush counters into the same rows: each flush is
 //! one transaction of `INSERT ... ON CONFLICT DO UPDATE SET count = count + n` (an
 //! atomic increment under the row's lock), over keys in sorted order so that two
-//! flushes of overlapping keys cannot deadlock.
+//! flushes of overlapping keys cannot deadlock. Manifest pulls are upserts that keep
+//! the latest time (`GREATEST`), so flushes from two replicas in either order agree.
 
-use super::{execute, get, pg_err, query, query_one, PgStore};
+use berth_oci::Digest;
+
+use super::{execute, get, parse_digest, pg_err, query, query_one, PgStore};
 use crate::{DownloadKey, FetchKind, GroupBy, MetaError, RequestKey, StatsStore};
 
 /// The advisory lock key that serialises roll-ups across replicas ("rollup").
@@ -94,6 +97,42 @@ impl StatsStore for PgStore {
             .await?;
         }
         tx.commit().await.map_err(pg_err("recording downloads"))
+    }
+
+    async fn pulls_add(&self, mut pulls: Vec<(String, Digest, i64)>) -> Result<(), MetaError> {
+        if pulls.is_empty() {
+            return Ok(());
+        }
+        // Sorted keys: two flushes of overlapping pulls lock their rows in the same order.
+        pulls.sort();
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg_err("recording pulls"))?;
+        for (repo, digest, at) in &pulls {
+            execute(
+                &tx,
+                "recording pulls",
+                "INSERT INTO manifest_pulls (repo, digest, pulled_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (repo, digest)
+                 DO UPDATE SET pulled_at = GREATEST(manifest_pulls.pulled_at, excluded.pulled_at)",
+                &[repo, &digest.to_string(), at],
+            )
+            .await?;
+        }
+        tx.commit().await.map_err(pg_err("recording pulls"))
+    }
+
+    async fn last_pulls(&self, repo: &str) -> Result<Vec<(Digest, i64)>, MetaError> {
+        let c = self.client().await?;
+        query(
+            &c,
+            "reading pulls",
+            "SELECT digest, pulled_at FROM manifest_pulls WHERE repo = $1 ORDER BY digest",
+            &[&repo],
+        )
+        .await?
+        .iter()
+        .map(|r| Ok((parse_digest(get(r, 0)?)?, get(r, 1)?)))
+        .collect()
     }
 
     async fn downloads(

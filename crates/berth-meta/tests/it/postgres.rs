@@ -1,8 +1,9 @@
 //! PostgreSQL: the conformance suite (plain and behind the cache), and what only
 //! several replicas sharing one database can show: floating tags stay monotonic under
 //! concurrent pushes through two stores, counter flushes from two stores add up, a
-//! write through one store clears the other's cache, and an outage of the database is
-//! a clean, passing error.
+//! write through one store clears the other's cache, pulls recorded by two stores keep
+//! the latest time, two stores reading the webhook outbox at once never get the same
+//! delivery, and an outage of the database is a clean, passing error.
 //!
 //! Each test gets a fresh database of one throwaway cluster
 //! (`berth_meta::postgres::testing`).
@@ -13,7 +14,8 @@ use std::time::{Duration, Instant};
 use berth_meta::cache::CachingStore;
 use berth_meta::postgres::{testing, PgStore};
 use berth_meta::{
-    DownloadKey, GroupBy, MetaError, MetadataStore, NewManifest, StatsStore, TagChange, TagGuard,
+    AccountStore, DownloadKey, GroupBy, MetaError, MetadataStore, NewManifest, OutboxNew,
+    StatsStore, TagChange, TagGuard,
 };
 use berth_oci::{Digest, RepoName, Tag};
 use bytes::Bytes;
@@ -188,6 +190,125 @@ async fn counter_flushes_from_two_stores_add_up() {
         vec![("linux/amd64".into(), 40), ("linux/arm64".into(), 80)]
     );
     assert_eq!(b.bytes_served("team/app", 0).await.unwrap(), 400);
+}
+
+/// Two replicas record pulls of the same manifests at the same time, with their times
+/// in any order: each manifest keeps the latest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pulls_from_two_stores_keep_the_latest_time() {
+    let Some(url) = testing::fresh_url() else {
+        return;
+    };
+    let a = Arc::new(PgStore::open(&url).unwrap());
+    let b = Arc::new(PgStore::open(&url).unwrap());
+    let one = Digest::sha256(b"one");
+    let two = Digest::sha256(b"two");
+    let mut tasks = Vec::new();
+    for i in 0..40i64 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        // Times rise and fall across the flushes; the largest given is 1_000 + 39 * 7.
+        let at = 1_000 + (i * 7) % 40 * 7;
+        let mut pulls = vec![
+            ("team/app".to_owned(), one.clone(), at),
+            ("team/app".to_owned(), two.clone(), at - 500),
+        ];
+        if i % 3 == 0 {
+            pulls.reverse();
+        }
+        tasks.push(tokio::spawn(async move { store.pulls_add(pulls).await }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let latest = 1_000 + 39 * 7;
+    let mut want = vec![(one, latest), (two, latest - 500)];
+    // In digest order, as the store lists them.
+    want.sort_by_key(|(d, _)| d.to_string());
+    assert_eq!(a.last_pulls("team/app").await.unwrap(), want);
+}
+
+fn delivery(n: usize) -> OutboxNew {
+    OutboxNew {
+        hook: "ci".into(),
+        event_id: format!("e{n}"),
+        event_type: "dev.berth.test".into(),
+        body: format!("{{\"n\":{n}}}"),
+    }
+}
+
+/// Two replicas read the due deliveries at the same moment: each delivery goes to one
+/// of them. The other replica gets a delivery once its holder reports a failure (the
+/// retry may go anywhere) or once the lease ends (the holder died); the holder itself
+/// always sees its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_stores_never_read_the_same_due_delivery() {
+    let Some(url) = testing::fresh_url() else {
+        return;
+    };
+    let a = Arc::new(PgStore::open(&url).unwrap());
+    let b = Arc::new(PgStore::open(&url).unwrap());
+    let added: Vec<OutboxNew> = (0..20).map(delivery).collect();
+    a.outbox_add(&added, 1_000).await.unwrap();
+
+    let (got_a, got_b) = {
+        let (a, b) = (a.clone(), b.clone());
+        tokio::join!(
+            tokio::spawn(async move { a.outbox_due(1_000, 15).await }),
+            tokio::spawn(async move { b.outbox_due(1_000, 15).await })
+        )
+    };
+    let (got_a, got_b) = (got_a.unwrap().unwrap(), got_b.unwrap().unwrap());
+    let ids_a: std::collections::BTreeSet<i64> = got_a.iter().map(|e| e.id).collect();
+    let ids_b: std::collections::BTreeSet<i64> = got_b.iter().map(|e| e.id).collect();
+    assert!(ids_a.is_disjoint(&ids_b), "{ids_a:?} and {ids_b:?} overlap");
+    assert_eq!(
+        ids_a.len() + ids_b.len(),
+        20,
+        "every due delivery went somewhere"
+    );
+
+    // Within the lease each replica sees only its own, however often it asks.
+    let again_a: Vec<i64> = a
+        .outbox_due(2_000, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(again_a, ids_a.iter().copied().collect::<Vec<_>>());
+    let (held, holder, other) = if ids_a.is_empty() {
+        (ids_b.clone(), b.clone(), a.clone())
+    } else {
+        (ids_a.clone(), a.clone(), b.clone())
+    };
+    let first = *held.iter().next().unwrap();
+    assert!(!other
+        .outbox_due(2_000, 100)
+        .await
+        .unwrap()
+        .iter()
+        .any(|e| held.contains(&e.id)));
+
+    // A failure ends the holder's lease: the retry is due for anyone.
+    assert!(holder
+        .outbox_failed(first, "HTTP 503", Some(3_000), 2_500)
+        .await
+        .unwrap());
+    let retried = other.outbox_due(3_000, 100).await.unwrap();
+    assert!(retried.iter().any(|e| e.id == first && e.attempts == 1));
+
+    // The holder stops reporting: once the lease it last renewed (reading at 2_000)
+    // ends, the other replica takes the rest.
+    let after = 2_000 + berth_meta::postgres::OUTBOX_LEASE_MS;
+    let taken: std::collections::BTreeSet<i64> = other
+        .outbox_due(after, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(taken.len(), 20);
+    assert!(holder.outbox_due(after, 100).await.unwrap().is_empty());
 }
 
 /// Replica B caches a tag; replica A moves it; B's cache lets go of the old target on

@@ -11,6 +11,7 @@ pub mod inspect;
 pub mod key;
 pub mod login;
 pub mod scan;
+pub mod sbom;
 pub mod sign;
 pub mod tag;
 pub mod tags;

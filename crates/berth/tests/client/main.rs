@@ -8,6 +8,7 @@ mod verify;
 
 use std::process::{Command, Output};
 
+mod sbom;
 mod sign;
 
 use berth_client::image::Manifest;
@@ -147,6 +148,7 @@ fn every_client_command_has_examples_in_help() {
         &["logout"],
         &["verify"],
         &["verify-attestation"],
+        &["sbom"],
     ] {
         let mut args = cmd.to_vec();
         args.push("--help");

@@ -19,7 +19,7 @@ const PASSWORD: &str = "correct horse";
 const SPDX: &str = "https://spdx.dev/Document";
 
 /// Runs berth with `COSIGN_PASSWORD` set to `password`.
-fn berth_pw(args: &[&str], cfg: &Path, password: &str) -> Output {
+pub(super) fn berth_pw(args: &[&str], cfg: &Path, password: &str) -> Output {
     Command::new(env!("CARGO_BIN_EXE_berth"))
         .args(args)
         .env("DOCKER_CONFIG", cfg)
@@ -33,7 +33,7 @@ fn berth_pw(args: &[&str], cfg: &Path, password: &str) -> Output {
         .expect("run berth")
 }
 
-fn ok_pw(args: &[&str], cfg: &Path) -> serde_json::Value {
+pub(super) fn ok_pw(args: &[&str], cfg: &Path) -> serde_json::Value {
     let out = berth_pw(args, cfg, PASSWORD);
     assert!(
         out.status.success(),
@@ -46,7 +46,7 @@ fn ok_pw(args: &[&str], cfg: &Path) -> serde_json::Value {
 
 /// A key pair in `dir` made by `berth key generate`; returns the key's path and the
 /// public key.
-fn key_pair(dir: &Path) -> (String, PublicKey) {
+pub(super) fn key_pair(dir: &Path) -> (String, PublicKey) {
     let key = dir.join("cosign.key");
     let public = dir.join("cosign.pub");
     let out = berth_pw(
@@ -70,7 +70,7 @@ fn key_pair(dir: &Path) -> (String, PublicKey) {
     (key.to_str().unwrap().to_owned(), public)
 }
 
-fn client(host: &str) -> Client {
+pub(super) fn client(host: &str) -> Client {
     Clients::new(ClientOptions {
         docker_config: Some("/nonexistent/config.json".into()),
         ..ClientOptions::default()
@@ -80,7 +80,7 @@ fn client(host: &str) -> Client {
     .unwrap()
 }
 
-async fn blob(reg: &Client, repo: &RepoName, layer: &oci::Descriptor) -> Vec<u8> {
+pub(super) async fn blob(reg: &Client, repo: &RepoName, layer: &oci::Descriptor) -> Vec<u8> {
     let d = Descriptor {
         media_type: layer.media_type.clone(),
         digest: layer.digest.parse().unwrap(),
@@ -99,7 +99,7 @@ async fn blob(reg: &Client, repo: &RepoName, layer: &oci::Descriptor) -> Vec<u8>
 }
 
 /// Every bundle referrer of `subject` that verifies against `req`.
-async fn verified_bundles(
+pub(super) async fn verified_bundles(
     reg: &Client,
     repo: &RepoName,
     subject: &Digest,
