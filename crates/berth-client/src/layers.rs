@@ -537,16 +537,11 @@ impl LayerReport {
             self.duplicate_files,
             human_bytes(self.duplicate_bytes)
         );
-        let verb = if self.zstd_saving >= 0 {
-            "save"
-        } else {
-            "add"
-        };
+        let verb = if self.zstd_saving >= 0 { "save" } else { "add" };
         let _ = writeln!(
             s,
-            "zstd -{ZSTD_LEVEL}:    {} ({} would {verb} {}, {})",
+            "zstd -{ZSTD_LEVEL}:    {} (recompressing would {verb} {}, {})",
             human_bytes(self.zstd_size),
-            "recompressing",
             human_bytes(self.zstd_saving.unsigned_abs()),
             percent(self.zstd_saving.unsigned_abs() as f64, self.size as f64)
         );
@@ -695,7 +690,10 @@ mod tests {
         // that file is the layer's own and stays.
         let l2 = tar_bytes(&[E::File("opt/a/3", &[4; 7]), E::File("opt/.wh.a", b"")]);
         let r = analyze(&[l1, l2]);
-        assert_eq!(r.layers[0].wasted_bytes, 30, "opt/ab is a sibling, not a child");
+        assert_eq!(
+            r.layers[0].wasted_bytes, 30,
+            "opt/ab is a sibling, not a child"
+        );
         assert_eq!(r.layers[1].wasted_bytes, 0);
         assert_eq!(r.wasted_bytes, 30);
     }
@@ -715,7 +713,9 @@ mod tests {
 
     #[test]
     fn zstd_layers_are_read_and_the_estimate_compresses_the_uncompressed_stream() {
-        let data: Vec<u8> = (0..20_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+        let data: Vec<u8> = (0..20_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
         let l = tar_bytes(&[E::File("data", &data)]);
         let zst = zstd::encode_all(&l[..], ZSTD_LEVEL).unwrap();
         let r = analyze(&[zst.clone(), l.clone()]);
@@ -745,7 +745,10 @@ mod tests {
         let l2 = tar_bytes(&[E::File(".wh.f", b"")]);
         let text = analyze(&[l1, l2]).to_text();
         assert!(text.contains("Efficiency: 0.0 %"), "{text}");
-        assert!(text.contains("Wasted:     2.0 KiB (100.0 % of the file bytes"), "{text}");
+        assert!(
+            text.contains("Wasted:     2.0 KiB (100.0 % of the file bytes"),
+            "{text}"
+        );
         assert!(text.contains("  2.0 KiB  1x  f"), "{text}");
     }
 }

@@ -127,12 +127,22 @@ mod tests {
     fn base_names_drop_the_registry_host_and_need_a_tag() {
         let b = DeclaredBase::parse(Some("docker.io/library/debian:12"), None).unwrap();
         assert_eq!((b.repo.as_str(), b.tag.as_str()), ("library/debian", "12"));
-        let b = DeclaredBase::parse(Some("localhost:5000/base:12"), Some(d(7).to_string().as_str())).unwrap();
+        let b = DeclaredBase::parse(
+            Some("localhost:5000/base:12"),
+            Some(d(7).to_string().as_str()),
+        )
+        .unwrap();
         assert_eq!((b.repo.as_str(), b.tag.as_str()), ("base", "12"));
         assert_eq!(b.digest, Some(d(7)));
         let b = DeclaredBase::parse(Some("team/base:1.0"), Some("not a digest")).unwrap();
-        assert_eq!((b.repo.as_str(), b.tag.as_str(), b.digest), ("team/base", "1.0", None));
+        assert_eq!(
+            (b.repo.as_str(), b.tag.as_str(), b.digest),
+            ("team/base", "1.0", None)
+        );
         assert_eq!(DeclaredBase::parse(Some("localhost:5000/base"), None), None);
-        assert_eq!(DeclaredBase::parse(None, Some(d(1).to_string().as_str())), None);
+        assert_eq!(
+            DeclaredBase::parse(None, Some(d(1).to_string().as_str())),
+            None
+        );
     }
 }

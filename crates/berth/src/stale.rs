@@ -140,9 +140,15 @@ mod tests {
         assert!(lines[0].starts_with("REBUILD"), "{text}");
         assert!(lines[1].starts_with("team/app:1,latest "), "{text}");
         assert!(lines[1].contains("base:12 (declared)"), "{text}");
-        assert!(lines[1].contains(&"1".repeat(12)) && lines[1].contains(&"2".repeat(12)), "{text}");
+        assert!(
+            lines[1].contains(&"1".repeat(12)) && lines[1].contains(&"2".repeat(12)),
+            "{text}"
+        );
         assert!(lines[1].ends_with(" 2h"), "{text}");
         assert_eq!(lines[2], "1 stale image(s)");
-        assert_eq!(table(&serde_json::json!({"images": []})), "no stale images\n");
+        assert_eq!(
+            table(&serde_json::json!({"images": []})),
+            "no stale images\n"
+        );
     }
 }

@@ -47,6 +47,9 @@ fn prefix_base(tx: &Transaction<'_>, image: &ImageLayers) -> Result<Option<Image
     Ok(None)
 }
 
+/// The base columns of a row: repository, tag, digest (all or none set) and declared.
+type BaseColumns = (Option<String>, Option<String>, Option<String>, bool);
+
 /// The base recorded for the image `digest` of `repo_id`: `None` when the image is not
 /// recorded, `Some(None)` when it is, on no base.
 fn recorded(
@@ -54,7 +57,7 @@ fn recorded(
     repo_id: i64,
     digest: &str,
 ) -> Result<Option<Option<ImageBase>>, MetaError> {
-    let row: Option<(Option<String>, Option<String>, Option<String>, bool)> = tx
+    let row: Option<BaseColumns> = tx
         .prepare_cached(
             "SELECT base_repo, base_tag, base_digest, base_declared FROM image_layers
              WHERE repo_id = ?1 AND digest = ?2",
@@ -164,7 +167,17 @@ pub(super) fn stale(c: &Connection) -> Result<Vec<StaleImage>, MetaError> {
         .map_err(db_err("listing stale images"))?;
     rows.into_iter()
         .map(
-            |(repo, digest, base_repo, base_tag, base_digest, declared, now_digest, moved, tags)| {
+            |(
+                repo,
+                digest,
+                base_repo,
+                base_tag,
+                base_digest,
+                declared,
+                now_digest,
+                moved,
+                tags,
+            )| {
                 Ok(StaleImage {
                     repo,
                     digest: parse_digest(digest)?,
@@ -186,4 +199,97 @@ pub(super) fn stale(c: &Connection) -> Result<Vec<StaleImage>, MetaError> {
             },
         )
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use berth_oci::{Digest, RepoName, Tag};
+    use bytes::Bytes;
+
+    use crate::bases::ImageLayers;
+    use crate::sqlite::SqliteStore;
+    use crate::{MetadataStore, NewManifest};
+
+    fn manifest(name: &str) -> NewManifest {
+        NewManifest {
+            digest: Digest::sha256(name.as_bytes()),
+            media_type: berth_oci::media_types::OCI_MANIFEST.into(),
+            content: Bytes::from(name.to_owned()),
+            blobs: vec![],
+            children: vec![],
+            subject: None,
+            artifact_type: None,
+            annotations_json: String::new(),
+            version: None,
+            platform: None,
+        }
+    }
+
+    /// The cost of finding bases among 10,000 images (50 bases of 2 to 6 layers, each
+    /// extended by 200 images of 1 to 5 more layers): every push finds its base, and one
+    /// query lists every image once all bases move. `cargo test -p berth-meta --lib --
+    /// --ignored ten_thousand --nocapture` prints the timings (docs/security.md).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "a measurement: 10,000 pushes"]
+    async fn ten_thousand_images_find_their_bases() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = SqliteStore::open(dir.path().join("m.db")).unwrap();
+        let layer = |s: String| Digest::sha256(s.as_bytes());
+        let tag = Tag::parse("1").unwrap();
+        let mut bases = Vec::new();
+        for b in 0..50 {
+            let repo = RepoName::parse(&format!("base{b}")).unwrap();
+            let m = manifest(&format!("base {b}"));
+            db.manifest_put(&repo, &m, std::slice::from_ref(&tag), None)
+                .await
+                .unwrap();
+            let layers: Vec<Digest> = (0..2 + b % 5).map(|i| layer(format!("b{b}-{i}"))).collect();
+            let image = ImageLayers {
+                digest: m.digest.clone(),
+                layers: layers.clone(),
+                declared: None,
+            };
+            db.image_layers_put(&repo, &image).await.unwrap();
+            bases.push((repo, m.digest, layers));
+        }
+        let mut pushes = std::time::Duration::ZERO;
+        for i in 0..10_000usize {
+            let (base_repo, base_digest, base_layers) = &bases[i % 50];
+            let repo = RepoName::parse(&format!("app{}", i % 500)).unwrap();
+            let m = manifest(&format!("app {i}"));
+            db.manifest_put(&repo, &m, &[Tag::parse(&format!("v{i}")).unwrap()], None)
+                .await
+                .unwrap();
+            let mut layers = base_layers.clone();
+            layers.extend((0..1 + i % 5).map(|j| layer(format!("a{i}-{j}"))));
+            let image = ImageLayers {
+                digest: m.digest,
+                layers,
+                declared: None,
+            };
+            let start = Instant::now();
+            let base = db.image_layers_put(&repo, &image).await.unwrap().unwrap();
+            pushes += start.elapsed();
+            assert_eq!(
+                (&base.repo, &base.digest),
+                (&base_repo.to_string(), base_digest)
+            );
+        }
+        for (b, (repo, _, _)) in bases.iter().enumerate() {
+            let m = manifest(&format!("base {b} rebuilt"));
+            db.manifest_put(repo, &m, std::slice::from_ref(&tag), None)
+                .await
+                .unwrap();
+        }
+        let start = Instant::now();
+        let stale = db.stale_images().await.unwrap();
+        let query = start.elapsed();
+        assert_eq!(stale.len(), 10_000);
+        println!(
+            "10000 image_layers_put: {pushes:?} ({:?} each); stale_images over 10000: {query:?}",
+            pushes / 10_000
+        );
+    }
 }

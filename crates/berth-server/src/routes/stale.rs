@@ -34,7 +34,11 @@ pub async fn list(State(state): State<AppState>, req: Request) -> Response {
         // As the catalog: a token with the `registry:catalog:*` scope (what `berth
         // stale` asks for) sees what its account may pull now; everyone else what they may.
         let may_pull = |repo: &str| match &p {
-            Principal::Token { claims, grants, public } if claims.allows_catalog() => {
+            Principal::Token {
+                claims,
+                grants,
+                public,
+            } if claims.allows_catalog() => {
                 public.iter().any(|pat| pat.matches(repo))
                     || berth_auth::grant::actions_on(grants.iter(), repo).allows(Action::Pull)
             }

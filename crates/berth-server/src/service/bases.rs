@@ -24,7 +24,12 @@ fn is_image(parsed: &ParsedManifest) -> bool {
 impl Registry {
     /// Records the layers of the image `digest` of `repo` and its base, when `parsed`
     /// is an image with layers.
-    pub(super) async fn record_layers(&self, repo: &RepoName, digest: &Digest, parsed: &ParsedManifest) {
+    pub(super) async fn record_layers(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        parsed: &ParsedManifest,
+    ) {
         if !is_image(parsed) || parsed.layers.is_empty() {
             return;
         }

@@ -48,7 +48,12 @@ async fn push(
     }
     let body = serde_json::to_vec(&m).unwrap();
     let r = reg.put_manifest(repo, tag, OCI_MANIFEST, &body).await;
-    assert_eq!(r.status(), StatusCode::CREATED, "{}", r.text().await.unwrap());
+    assert_eq!(
+        r.status(),
+        StatusCode::CREATED,
+        "{}",
+        r.text().await.unwrap()
+    );
     Digest::sha256(&body)
 }
 
@@ -82,7 +87,10 @@ async fn a_moved_base_tag_lists_the_images_built_on_it() {
         "pref",
         "1",
         &["debian-1", "debian-2", "pref-1"],
-        &[("org.opencontainers.image.base.name", "registry.example.com/other:1")],
+        &[(
+            "org.opencontainers.image.base.name",
+            "registry.example.com/other:1",
+        )],
     )
     .await;
     // Sharing no layer with base:12 but declaring it (by name only: the digest is what
@@ -92,7 +100,10 @@ async fn a_moved_base_tag_lists_the_images_built_on_it() {
         "decl",
         "2",
         &["copied-1"],
-        &[("org.opencontainers.image.base.name", "localhost:5000/base:12")],
+        &[(
+            "org.opencontainers.image.base.name",
+            "localhost:5000/base:12",
+        )],
     )
     .await;
     assert!(stale(&reg, "", None).await.is_empty(), "nothing moved yet");
@@ -113,6 +124,17 @@ async fn a_moved_base_tag_lists_the_images_built_on_it() {
     assert_eq!(images[1]["digest"], declared.to_string());
     assert_eq!(images[1]["base"]["declared"], true);
     assert_eq!(images[1]["base"]["built_on"], old_base.to_string());
+
+    // The dashboard's repository page says so beside the tag.
+    let page = reg
+        .req(Method::GET, "/ui/r/app")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("base moved: base:12"), "{page}");
 
     // A pattern narrows the list; rebuilding the app on the new base clears it.
     assert_eq!(repos(&stale(&reg, "?repo=de*", None).await), ["decl"]);
@@ -140,7 +162,10 @@ async fn only_images_and_bases_the_caller_may_pull_are_listed() {
         .user_add("dev", PW, &g(&["team/*:pull", "base/*:pull"]))
         .await
         .unwrap();
-    admin.user_add("nobase", PW, &g(&["team/*:pull"])).await.unwrap();
+    admin
+        .user_add("nobase", PW, &g(&["team/*:pull"]))
+        .await
+        .unwrap();
     admin.user_add("boss", PW, &g(&["*:admin"])).await.unwrap();
     admin
         .public_add(&berth_auth::Pattern::parse("pub/*").unwrap())
