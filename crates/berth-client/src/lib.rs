@@ -20,6 +20,8 @@
 //! - [`copy`]: the copy engine over the [`copy::ImageSource`]/[`copy::ImageDestination`]
 //!   pair, with parallel blob transfer, skip, mount and retry.
 //! - [`inspect`]: what an image is made of (platforms, config, layers, sizes).
+//! - [`layers`]: the layer report (sizes, wasted and duplicate bytes, the zstd
+//!   estimate, the efficiency score), each layer streamed once.
 //! - [`sbom`]: an image's inventory (with `berth_sbom`, layers streamed in parallel)
 //!   and SBOM referrers.
 //! - [`index`]: assembling and editing multi-platform indexes.
@@ -39,6 +41,7 @@ pub mod error;
 pub mod image;
 pub mod index;
 pub mod inspect;
+pub mod layers;
 pub mod layout;
 pub mod location;
 pub mod progress;

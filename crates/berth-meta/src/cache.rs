@@ -251,6 +251,18 @@ impl MetadataStore for CachingStore {
         self.inner.stored_bytes().await
     }
 
+    async fn image_layers_put(
+        &self,
+        repo: &RepoName,
+        image: &crate::bases::ImageLayers,
+    ) -> Result<Option<crate::bases::ImageBase>, MetaError> {
+        self.inner.image_layers_put(repo, image).await
+    }
+
+    async fn stale_images(&self) -> Result<Vec<crate::bases::StaleImage>, MetaError> {
+        self.inner.stale_images().await
+    }
+
     async fn manifest_put_gated(
         &self,
         repo: &RepoName,

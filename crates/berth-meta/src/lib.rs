@@ -10,6 +10,8 @@
 //! - [`artifact_tags`]: the rules for tags that attach artifacts on registries without
 //!   the referrers API (cosign v2's `.sig`/`.att`/`.sbom`, the referrers tag schema).
 //! - [`Gate`]: the publish gate's bookkeeping (pending tags, recorded signatures).
+//! - [`bases`]: the values of the stale-base report (an image's layers, its base, a
+//!   stale image) and their backend-neutral rules.
 //! - [`gc`]: the values the garbage collector's store methods exchange (the
 //!   `gc_*` methods of [`MetadataStore`]).
 //! - `testsuite` (feature `testsuite`): the conformance suite every backend must pass.
@@ -79,6 +81,7 @@
 //! ([`MetaError::ClaimLost`]).
 
 pub mod artifact_tags;
+pub mod bases;
 pub mod cache;
 pub mod gc;
 #[cfg(feature = "postgres")]
@@ -658,6 +661,22 @@ pub trait MetadataStore: Send + Sync + 'static {
         repo: &RepoName,
         digest: &Digest,
     ) -> Result<Option<gc::BlobHolders>, MetaError>;
+
+    /// Records the ordered layers of the image manifest `image.digest` of `repo` with
+    /// the base it was built on, and returns that base (an image already recorded keeps
+    /// its first record, since re-tagging it does not rebuild it): the declared one when the annotations name one (its declared digest, else
+    /// what its tag points at now; `None` when that tag does not exist here), else the
+    /// image tagged (in any repository) whose whole layer list is the longest proper
+    /// prefix of these layers, the most recently tagged one on a tie.
+    async fn image_layers_put(
+        &self,
+        repo: &RepoName,
+        image: &bases::ImageLayers,
+    ) -> Result<Option<bases::ImageBase>, MetaError>;
+
+    /// Every tagged image whose recorded base tag now points at another digest than the
+    /// one it was built on, by repository then digest.
+    async fn stale_images(&self) -> Result<Vec<bases::StaleImage>, MetaError>;
 }
 
 /// Whether an account is a person or a machine.

@@ -1896,6 +1896,128 @@ impl<K, S> Fresh for Option<(K, S)> {
     }
 }
 
+/// An image's base is the tagged image whose layers are its longest proper layer prefix;
+/// once the base tag moves, the image is stale (with its tags and the base's old and new
+/// digests); declared bases take precedence; images on no base, and untagged ones, are
+/// never listed.
+pub async fn stale_images_follow_base_tags(meta: Arc<dyn MetadataStore>) {
+    use crate::bases::{DeclaredBase, ImageLayers};
+    let l = |n: &str| Digest::sha256(n.as_bytes());
+    let layered = |digest: &Digest, layers: &[&str], declared: Option<DeclaredBase>| ImageLayers {
+        digest: digest.clone(),
+        layers: layers.iter().map(|n| l(n)).collect(),
+        declared,
+    };
+    let (base, app, other) = (repo("base"), repo("app"), repo("other"));
+    let base12 = manifest("base 12", vec![], None);
+    meta.manifest_put(&base, &base12, &tags(&["12"]), None)
+        .await
+        .unwrap();
+    let root = meta
+        .image_layers_put(&base, &layered(&base12.digest, &["a", "b"], None))
+        .await
+        .unwrap();
+    assert_eq!(root, None, "no tagged image is a prefix of the base");
+    // A one-layer image below the base, untagged: never a base.
+    let untagged = manifest("untagged", vec![], None);
+    meta.manifest_put(&base, &untagged, &[], None)
+        .await
+        .unwrap();
+    meta.image_layers_put(&base, &layered(&untagged.digest, &["a"], None))
+        .await
+        .unwrap();
+    let app1 = manifest("app 1", vec![], None);
+    meta.manifest_put(&app, &app1, &tags(&["1", "latest"]), None)
+        .await
+        .unwrap();
+    let found = meta
+        .image_layers_put(&app, &layered(&app1.digest, &["a", "b", "c"], None))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((found.repo.as_str(), found.tag.as_str()), ("base", "12"));
+    assert_eq!(
+        (found.digest.clone(), found.declared),
+        (base12.digest.clone(), false)
+    );
+    // An image on other layers, and one declaring a base that does not exist here.
+    let lone = manifest("lone", vec![], None);
+    meta.manifest_put(&other, &lone, &tags(&["1"]), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        meta.image_layers_put(&other, &layered(&lone.digest, &["x", "y"], None))
+            .await
+            .unwrap(),
+        None
+    );
+    // Declared: base:12 by annotation, on layers that share nothing with it.
+    let decl = manifest("declared", vec![], None);
+    meta.manifest_put(&other, &decl, &tags(&["2"]), None)
+        .await
+        .unwrap();
+    let declared = DeclaredBase::parse(Some("localhost:5000/base:12"), None);
+    let got = meta
+        .image_layers_put(&other, &layered(&decl.digest, &["z"], declared))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (got.digest.clone(), got.declared),
+        (base12.digest.clone(), true)
+    );
+    assert!(meta.stale_images().await.unwrap().is_empty());
+
+    // base:12 is rebuilt on new layers.
+    let rebuilt = manifest("base 12 rebuilt", vec![], None);
+    meta.manifest_put(&base, &rebuilt, &tags(&["12"]), None)
+        .await
+        .unwrap();
+    meta.image_layers_put(&base, &layered(&rebuilt.digest, &["a2", "b2"], None))
+        .await
+        .unwrap();
+    // Pushing app:1 again (another tag) keeps the base it was built on.
+    let again = meta
+        .image_layers_put(&app, &layered(&app1.digest, &["a", "b", "c"], None))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.digest, base12.digest);
+    let stale = meta.stale_images().await.unwrap();
+    let listed: Vec<(&str, &Digest)> = stale.iter().map(|s| (s.repo.as_str(), &s.digest)).collect();
+    assert_eq!(listed, [("app", &app1.digest), ("other", &decl.digest)]);
+    let s = &stale[0];
+    assert_eq!(s.tags, ["1", "latest"]);
+    assert_eq!((s.base.repo.as_str(), s.base.tag.as_str()), ("base", "12"));
+    assert_eq!(
+        (&s.base.digest, &s.base_now),
+        (&base12.digest, &rebuilt.digest)
+    );
+    assert!(s.base_moved_at > 0);
+    assert!(stale[1].base.declared);
+
+    // An image built on the new base is not stale; an untagged stale image is not listed.
+    let app2 = manifest("app 2", vec![], None);
+    meta.manifest_put(&app, &app2, &tags(&["2"]), None)
+        .await
+        .unwrap();
+    let on_new = meta
+        .image_layers_put(&app, &layered(&app2.digest, &["a2", "b2", "c"], None))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(on_new.digest, rebuilt.digest);
+    meta.tag_delete(&app, &Tag::parse("1").unwrap(), None)
+        .await
+        .unwrap();
+    meta.tag_delete(&app, &Tag::parse("latest").unwrap(), None)
+        .await
+        .unwrap();
+    let stale = meta.stale_images().await.unwrap();
+    assert_eq!(stale.len(), 1);
+    assert_eq!(stale[0].digest, decl.digest);
+}
+
 /// Runs every [`MetadataStore`] function of the suite, one `#[tokio::test]` each.
 /// `$fresh` is an async function returning `(keep, Arc<dyn MetadataStore>)`, a fresh
 /// empty store and whatever must live as long as it (a temporary directory...), or an
@@ -1933,6 +2055,7 @@ macro_rules! metadata_store_suite {
             gc_tombstones_only_unlinked_unclaimed_digests,
             gc_manifest_graph_and_conditional_deletes,
             repository_usage_counts_each_blob_once_per_repository,
+            stale_images_follow_base_tags,
         );
     };
     (@each $fresh:path; $($name:ident),* $(,)?) => {

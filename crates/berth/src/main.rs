@@ -6,6 +6,7 @@ mod cmd;
 mod migrate;
 mod publish;
 mod serve;
+mod stale;
 mod stats;
 
 use clap::{CommandFactory as _, Parser, Subcommand};
@@ -26,6 +27,7 @@ enum Command {
     Admin(admin::AdminArgs),
     Migrate(migrate::MigrateArgs),
     Stats(stats::StatsArgs),
+    Stale(stale::StaleArgs),
     Publish(publish::PublishArgs),
     Copy(cmd::copy::CopyArgs),
     Push(cmd::copy::PushArgs),
@@ -120,6 +122,7 @@ fn main() -> std::process::ExitCode {
         Command::Admin(args) => admin::run(args),
         Command::Migrate(args) => migrate::run(args),
         Command::Stats(args) => stats::run(args),
+        Command::Stale(args) => stale::run(args),
         Command::Publish(args) => publish::run(args),
         Command::Copy(args) => cmd::copy::run_copy(args),
         Command::Push(args) => cmd::copy::run_push(args),

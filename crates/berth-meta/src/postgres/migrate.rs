@@ -9,9 +9,11 @@ use super::{describe, pg_err};
 use crate::MetaError;
 
 /// Every migration, in order; the n-th is applied when `schema_version` lacks n.
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     include_str!("../../migrations/postgres/0001_init.sql"),
     include_str!("../../migrations/postgres/0002_pulls_and_outbox.sql"),
+    // 0003 is another branch's; the merge puts it before this one.
+    include_str!("../../migrations/postgres/0004_image_layers.sql"),
 ];
 
 /// The advisory lock key held while migrating ("berth" in ASCII).

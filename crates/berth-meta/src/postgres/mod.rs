@@ -27,12 +27,14 @@
 //! - this module: [`PgStore`], opening, errors and the query helpers;
 //! - `migrate`: the schema migrations;
 //! - `registry`, `accounts`, `stats`: the trait implementations;
+//! - `bases`: the stale-base report's recording and query, for `registry`;
 //! - `outbox`: the webhook outbox's queries, leased to one replica at a time, for the
 //!   [`AccountStore`](crate::AccountStore) implementation;
 //! - `listen`: the notification listener that invalidates caches;
 //! - `testing` (feature `testsuite`): a throwaway PostgreSQL cluster for tests.
 
 mod accounts;
+mod bases;
 mod gate;
 mod listen;
 mod migrate;

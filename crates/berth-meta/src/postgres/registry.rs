@@ -16,9 +16,10 @@ use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
 use super::{
-    execute, gate, get, limit, lock_digests, now, parse_digest, pg_err, query, query_one,
+    bases, execute, gate, get, limit, lock_digests, now, parse_digest, pg_err, query, query_one,
     query_opt, PgStore,
 };
+use crate::bases::{ImageBase, ImageLayers, StaleImage};
 use crate::gc::{BlobHolders, Link, LinkCursor, ManifestNode};
 use crate::{
     artifact_tags, BlobClaim, Gate, GateOutcome, MetaError, MetadataStore, NewManifest, Page,
@@ -1376,6 +1377,29 @@ impl MetadataStore for PgStore {
             manifests,
         }))
     }
+
+    async fn image_layers_put(
+        &self,
+        repo: &RepoName,
+        image: &ImageLayers,
+    ) -> Result<Option<ImageBase>, MetaError> {
+        let mut c = self.client().await?;
+        let tx = c
+            .transaction()
+            .await
+            .map_err(pg_err("recording image layers"))?;
+        let id = ensure_repo(&tx, repo.as_str(), false).await?;
+        let base = bases::put(&tx, id, image).await?;
+        tx.commit()
+            .await
+            .map_err(pg_err("recording image layers"))?;
+        Ok(base)
+    }
+
+    async fn stale_images(&self) -> Result<Vec<StaleImage>, MetaError> {
+        let c = self.client().await?;
+        bases::stale(&c).await
+    }
 }
 
 #[cfg(test)]
@@ -1474,6 +1498,6 @@ mod tests {
         .await
         .unwrap();
         let versions: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
-        assert_eq!(versions, vec![1, 2]);
+        assert_eq!(versions, vec![1, 2, 3]);
     }
 }

@@ -7,7 +7,7 @@ use super::db_err;
 use crate::MetaError;
 
 /// Every migration, in order; the n-th is applied when `user_version` is below n.
-const MIGRATIONS: [&str; 11] = [
+const MIGRATIONS: [&str; 12] = [
     include_str!("../../migrations/sqlite/0001_init.sql"),
     include_str!("../../migrations/sqlite/0002_accounts.sql"),
     include_str!("../../migrations/sqlite/0003_manifest_version.sql"),
@@ -19,6 +19,8 @@ const MIGRATIONS: [&str; 11] = [
     include_str!("../../migrations/sqlite/0009_publish_gate.sql"),
     include_str!("../../migrations/sqlite/0010_manifest_pulls.sql"),
     include_str!("../../migrations/sqlite/0011_webhook_outbox.sql"),
+    // 0012 is another branch's; the merge puts it before this one.
+    include_str!("../../migrations/sqlite/0013_image_layers.sql"),
 ];
 
 /// Applies the migrations `conn`'s database has not seen yet.

@@ -13,6 +13,7 @@
 //!   [`StatsStore`] implementations, one per trait;
 //! - `blobs`: blob links with the claims and tombstones that order placing bytes against
 //!   deleting them, as transaction bodies for `registry`;
+//! - `bases`: the stale-base report's recording and query, for `registry`;
 //! - `gc`: the garbage collector's candidate queries and conditional batch writes;
 //! - `outbox`: the webhook outbox, for the [`AccountStore`] implementation.
 //!
@@ -24,6 +25,7 @@
 //! [`StatsStore`]: crate::StatsStore
 
 mod accounts;
+mod bases;
 mod blobs;
 mod gate;
 mod gc;

@@ -8,7 +8,8 @@ use berth_oci::{Digest, RepoName, Tag};
 use bytes::Bytes;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{blobs, db_err, gate, gc, limit, now, parse_digest, SqliteStore};
+use super::{bases, blobs, db_err, gate, gc, limit, now, parse_digest, SqliteStore};
+use crate::bases::{ImageBase, ImageLayers, StaleImage};
 use crate::gc::{BlobHolders, Link, LinkCursor, ManifestNode};
 use crate::{
     artifact_tags, BlobClaim, Gate, GateOutcome, MetaError, MetadataStore, NewManifest, Page,
@@ -912,5 +913,22 @@ impl MetadataStore for SqliteStore {
         let (repo, digest) = (repo.clone(), digest.clone());
         self.read(move |c| gc::blob_holders(c, &repo, &digest))
             .await
+    }
+
+    async fn image_layers_put(
+        &self,
+        repo: &RepoName,
+        image: &ImageLayers,
+    ) -> Result<Option<ImageBase>, MetaError> {
+        let (repo, image) = (repo.to_string(), image.clone());
+        self.write(move |tx| {
+            let id = ensure_repo(tx, &repo)?;
+            bases::put(tx, id, &image)
+        })
+        .await
+    }
+
+    async fn stale_images(&self) -> Result<Vec<StaleImage>, MetaError> {
+        self.read(bases::stale).await
     }
 }

@@ -6,7 +6,7 @@
 //! Every `/v2/<name>/...` request goes through [`dispatch`]: the path is parsed into an
 //! [`Endpoint`], the caller authenticated, and the action the endpoint needs checked
 //! before anything is looked up. The other routes (`/v2/`, `/token`, `/metrics`, the
-//! stats API, tarball downloads and the dashboard) each authenticate with the same [`crate::auth::Auth`]
+//! stats API, the stale-base API, tarball downloads and the dashboard) each authenticate with the same [`crate::auth::Auth`]
 //! and decide what their resource needs; `/healthz` and `/readyz` (probes) need none.
 
 mod admin;
@@ -18,6 +18,7 @@ mod export;
 mod health;
 mod manifests;
 mod referrers;
+mod stale;
 mod stats;
 mod tags;
 mod token;
@@ -57,6 +58,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics))
         .route("/api/v1/stats/top", get(stats::top))
+        .route("/api/v1/stale", get(stale::list))
         .route("/api/v1/export/{*target}", get(export::get))
         .route(
             "/api/v1/admin/gc",

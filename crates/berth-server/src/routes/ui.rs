@@ -51,7 +51,7 @@ code{font-size:12px}.muted{color:#6b7280}
 #tags{table-layout:fixed}#tags td{overflow-wrap:anywhere;word-break:break-word}
 #tags col.tag{width:22%}#tags col.digest{width:13%}#tags col.kind{width:7%}#tags col.platforms{width:18%}
 #tags col.annotations{width:16%}#tags col.trust{width:12%}#tags col.updated{width:8%}
-.signed{color:#166534}.unsigned{color:#991b1b}.waiting{color:#92400e}
+.signed{color:#166534}.unsigned{color:#991b1b}.waiting{color:#92400e}.stale{color:#92400e;font-size:.85em}
 code.pull{display:block;margin-top:4px;padding:2px 4px;background:#eef0f3;user-select:all;cursor:text}";
 
 fn human_bytes(n: u64) -> String {
@@ -441,7 +441,16 @@ pub async fn repository(State(state): State<AppState>, req: Request) -> Response
         .unwrap_or("REGISTRY")
         .to_owned();
     let admin = p.may(repo.as_str(), Action::Admin);
-    match render_repository(&state, &repo, &host, admin).await {
+    // Tags whose base tag moved get a hint; only bases the viewer may pull are named.
+    let stale = match state
+        .registry
+        .stale_images(|r, base| r == repo.as_str() && p.may(base, Action::Pull))
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => return crate::error::ApiError::from(e).into_response(),
+    };
+    match render_repository(&state, &repo, &host, admin, &stale).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
@@ -537,6 +546,7 @@ async fn render_repository(
     repo: &RepoName,
     host: &str,
     admin: bool,
+    stale: &[berth_meta::bases::StaleImage],
 ) -> Result<Response, ApiError> {
     state.analytics.flush(false).await?;
     let stats = state.analytics.stats();
@@ -630,7 +640,14 @@ async fn render_repository(
                     }
                 }
                 td.trust { (trust_cell(&trust, &m.digest)) }
-                td { (date(t.updated_at)) }
+                td {
+                    (date(t.updated_at))
+                    @if let Some(s) = stale.iter().find(|s| s.digest == m.digest) {
+                        div.stale title=(format!("built on {}, {}:{} is now {} (since {})", s.base.digest, s.base.repo, s.base.tag, s.base_now, date(s.base_moved_at))) {
+                            "base moved: " (s.base.repo) ":" (s.base.tag)
+                        }
+                    }
+                }
             }
         });
     }

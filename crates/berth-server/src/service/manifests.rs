@@ -235,6 +235,7 @@ impl Registry {
             .meta
             .manifest_put_gated(repo, &new, &tags, Some(guard), &gate)
             .await?;
+        self.record_layers(repo, &digest, &parsed).await;
         // A new referrer (or cosign v2 tag) of a digest may be a signature of it.
         let attached_to = gate
             .signs

@@ -11,6 +11,7 @@
 //! claim protocol of [`MetadataStore::blob_claim`], which the store enforces in its
 //! transactions, so two processes sharing the stores cannot link bytes a third deletes.
 
+mod bases;
 mod blobs;
 mod error;
 mod export;

@@ -26,6 +26,7 @@ mod proxy;
 #[cfg(feature = "s3")]
 mod s3;
 mod scrub;
+mod stale;
 mod startup;
 mod trust;
 mod uploads;

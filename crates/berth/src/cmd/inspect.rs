@@ -1,5 +1,6 @@
 //! `berth inspect`: manifest or index, artifact type, annotations, platforms, config,
-//! layers and sizes, and the referrers of a registry image.
+//! layers and sizes, and the referrers of a registry image; with `--layers`, the layer
+//! report of [`berth_client::layers`] (each layer streamed once).
 
 use std::io::Write;
 
@@ -17,7 +18,9 @@ use super::{block_on, print_json, Common};
   berth inspect localhost:5000/app:1.0 --platform linux/arm64
   berth inspect --raw localhost:5000/app:1.0 | jq .      # the exact manifest bytes
   berth inspect --json oci:./layout:1.0
-  berth inspect docker-archive:app.tar")]
+  berth inspect docker-archive:app.tar
+  berth inspect --layers localhost:5000/app:1.0           # wasted bytes, zstd estimate
+  berth inspect --layers --json localhost:5000/app:1.0 --platform linux/amd64")]
 pub struct InspectArgs {
     /// Image (registry reference, oci:, oci-archive: or docker-archive:).
     reference: String,
@@ -27,7 +30,12 @@ pub struct InspectArgs {
     /// Print a JSON summary (with a `referrers` array for a registry image).
     #[arg(long)]
     json: bool,
-    /// For an index, also show this platform's image.
+    /// Read every layer (once, streamed) and report per layer: sizes compressed and
+    /// not, files added, bytes wasted (overwritten or deleted later), duplicate files,
+    /// the zstd recompression estimate, and the image's efficiency score.
+    #[arg(long, conflicts_with = "raw")]
+    layers: bool,
+    /// For an index, also show this platform's image (with --layers, the image to read).
     #[arg(long, value_name = "PLATFORM")]
     platform: Option<PlatformFilter>,
     #[command(flatten)]
@@ -43,6 +51,16 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
             let m = src.root().await?;
             std::io::stdout().write_all(&m.bytes)?;
             return Ok(());
+        }
+        if args.layers {
+            let report =
+                berth_client::layers::layer_report(src.as_ref(), args.platform.as_ref()).await?;
+            return if args.json {
+                print_json(&report)
+            } else {
+                print!("{}", report.to_text());
+                Ok(())
+            };
         }
         let info = berth_client::inspect::inspect(src.as_ref(), args.platform.as_ref()).await?;
         if args.json {
