@@ -12,8 +12,7 @@ use crate::MetaError;
 const MIGRATIONS: [&str; 3] = [
     include_str!("../../migrations/postgres/0001_init.sql"),
     include_str!("../../migrations/postgres/0002_pulls_and_outbox.sql"),
-    // 0003 is another branch's; the merge puts it before this one.
-    include_str!("../../migrations/postgres/0004_image_layers.sql"),
+    include_str!("../../migrations/postgres/0003_image_layers.sql"),
 ];
 
 /// The advisory lock key held while migrating ("berth" in ASCII).

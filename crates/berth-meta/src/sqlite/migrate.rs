@@ -19,8 +19,7 @@ const MIGRATIONS: [&str; 12] = [
     include_str!("../../migrations/sqlite/0009_publish_gate.sql"),
     include_str!("../../migrations/sqlite/0010_manifest_pulls.sql"),
     include_str!("../../migrations/sqlite/0011_webhook_outbox.sql"),
-    // 0012 is another branch's; the merge puts it before this one.
-    include_str!("../../migrations/sqlite/0013_image_layers.sql"),
+    include_str!("../../migrations/sqlite/0012_image_layers.sql"),
 ];
 
 /// Applies the migrations `conn`'s database has not seen yet.
