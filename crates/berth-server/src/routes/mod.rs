@@ -60,10 +60,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/stats/top", get(stats::top))
         .route("/api/v1/stale", get(stale::list))
         .route("/api/v1/export/{*target}", get(export::get))
-        .route(
-            "/api/v1/admin/gc",
-            get(admin::gc_runs).post(admin::gc),
-        )
+        .route("/api/v1/admin/gc", get(admin::gc_runs).post(admin::gc))
         .route("/api/v1/admin/gc/explain/{digest}", get(admin::explain))
         .route("/api/v1/admin/accounts", get(admin_accounts::accounts))
         .route(
