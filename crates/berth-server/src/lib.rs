@@ -209,6 +209,10 @@ pub fn build_state(config: &Config) -> Result<AppState, StartError> {
         audit,
         stats_hourly_retention: config.stats_hourly_retention,
         audit_retention: config.audit_retention,
+        shared_metadata: matches!(
+            config.metadata_backend(),
+            Ok(config::MetadataBackend::Postgres(_))
+        ),
         webhooks,
     }))
 }
@@ -234,6 +238,10 @@ fn app(state: AppState) -> axum::Router {
         access_log::log_request,
     ))
 }
+
+/// How long an upload must disagree with its session (bytes without a session, or the
+/// reverse) before a server sharing its metadata with replicas removes it at start.
+const UPLOAD_SETTLE: Duration = Duration::from_secs(10);
 
 /// Serves the registry on `listener` until `shutdown` completes, then lets in-flight
 /// requests finish. Also runs upload-session housekeeping in the background.
@@ -267,7 +275,27 @@ pub async fn run_with_ready(
             "no account exists and --insecure-open is set: anyone who can reach {addr} may push and delete"
         );
     }
-    state.registry.reconcile_uploads().await?;
+    // Alone on its data (SQLite: the directory lock keeps other servers out), nothing
+    // creates uploads yet, so what disagrees is left over and goes now. Beside replicas,
+    // an upload being created elsewhere disagrees for an instant (its bytes' state is
+    // written before its session row): only what still disagrees after a while goes, in
+    // the background.
+    let reconciler = if state.shared_metadata {
+        Some(tokio::spawn({
+            let registry = state.registry.clone();
+            async move {
+                if let Err(e) = registry.reconcile_uploads(UPLOAD_SETTLE).await {
+                    tracing::warn!(error = %e, "cannot reconcile upload sessions with their bytes");
+                }
+            }
+        }))
+    } else {
+        state
+            .registry
+            .reconcile_uploads(std::time::Duration::ZERO)
+            .await?;
+        None
+    };
     let janitor = tokio::spawn(state.registry.clone().expire_uploads_forever());
     let flusher = tokio::spawn(state.analytics.clone().flush_forever());
     let retention = tokio::spawn(
@@ -316,6 +344,9 @@ pub async fn run_with_ready(
     )
     .await;
     janitor.abort();
+    if let Some(r) = reconciler {
+        r.abort();
+    }
     flusher.abort();
     retention.abort();
     watcher.abort();

@@ -58,4 +58,7 @@ pub struct StateParts {
     pub audit_retention: Option<std::time::Duration>,
     /// The configured webhooks and their outbox (delivered by a task of `run`).
     pub webhooks: Arc<crate::webhooks::Webhooks>,
+    /// Whether other servers share the metadata database (PostgreSQL replicas), so that
+    /// another process may be creating uploads while this one starts.
+    pub shared_metadata: bool,
 }

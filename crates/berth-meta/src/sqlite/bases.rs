@@ -224,6 +224,7 @@ mod tests {
             annotations_json: String::new(),
             version: None,
             platform: None,
+            mirrored: false,
         }
     }
 

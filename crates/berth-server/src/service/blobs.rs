@@ -473,18 +473,41 @@ impl Registry {
 
     /// At start-up, drops upload files without a session record and records without
     /// files (a crash between the two steps of creating or ending a session leaves one).
-    pub async fn reconcile_uploads(&self) -> Result<()> {
-        let stored: HashSet<String> = self.blobs.upload_list().await?.into_iter().collect();
-        let known: HashSet<String> = self.meta.upload_ids().await?.into_iter().collect();
-        for id in stored.difference(&known) {
+    /// With a `settle` time, only what still disagrees after it (replicas create uploads
+    /// meanwhile; see `run`).
+    pub async fn reconcile_uploads(&self, settle: std::time::Duration) -> Result<()> {
+        let (bytes_only, session_only) = self.upload_disagreements().await?;
+        if bytes_only.is_empty() && session_only.is_empty() {
+            return Ok(());
+        }
+        // An upload being created (bytes' state first, then its session row) or deleted
+        // disagrees for an instant: only what still disagrees after `settle` goes.
+        let (bytes_now, sessions_now) = if settle.is_zero() {
+            (bytes_only.clone(), session_only.clone())
+        } else {
+            tokio::time::sleep(settle).await;
+            self.upload_disagreements().await?
+        };
+        for id in bytes_only.intersection(&bytes_now) {
             tracing::info!(upload = %id, "removing upload bytes without a session");
             self.blobs.upload_abort(id).await?;
         }
-        for id in known.difference(&stored) {
+        for id in session_only.intersection(&sessions_now) {
             tracing::info!(upload = %id, "removing upload session without bytes");
             self.meta.upload_delete(id).await?;
         }
         Ok(())
+    }
+
+    /// Uploads whose bytes have no session, and sessions without bytes. The bytes are
+    /// listed first: an upload created in between has its session by the second listing.
+    async fn upload_disagreements(&self) -> Result<(HashSet<String>, HashSet<String>)> {
+        let stored: HashSet<String> = self.blobs.upload_list().await?.into_iter().collect();
+        let known: HashSet<String> = self.meta.upload_ids().await?.into_iter().collect();
+        Ok((
+            stored.difference(&known).cloned().collect(),
+            known.difference(&stored).cloned().collect(),
+        ))
     }
 
     /// Deletes upload sessions idle for longer than the configured timeout; returns how
