@@ -70,6 +70,14 @@ async fn pair_on(url: String, accounts: bool) -> Option<Pair> {
         ..config.clone()
     })
     .await;
+    // A server answers its first request only after its start-up checks, among them the
+    // reconciliation of upload sessions with the bucket, which on a replica pair would
+    // drop an upload the other replica is in the middle of creating (its state object is
+    // written before its session row). So no test begins before both have finished
+    // starting.
+    for reg in [&a, &b] {
+        wait_status(reg, "/readyz", StatusCode::OK).await;
+    }
     if accounts {
         let admin = Admin::open(
             &berth_server::Config {
@@ -170,7 +178,12 @@ async fn a_token_from_one_replica_is_accepted_by_the_other() {
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), StatusCode::CREATED, "{}", r.text().await.unwrap());
+        assert_eq!(
+            r.status(),
+            StatusCode::CREATED,
+            "{}",
+            r.text().await.unwrap()
+        );
         // Read back through the issuer with the same token.
         let r = issuer
             .req(Method::GET, &format!("/v2/team/app/blobs/{d}"))
@@ -213,7 +226,8 @@ fn two_platform_layout(layout: &std::path::Path) -> String {
         let len = if i == 0 { 6 << 20 } else { 300_000 };
         let layer: Vec<u8> = (0..len).map(|n| ((n * 7 + i * 13) % 251) as u8).collect();
         let (ld, ln) = write_blob(layout, &layer);
-        let config = json!({"architecture":arch,"os":"linux","rootfs":{"type":"layers","diff_ids":[]}});
+        let config =
+            json!({"architecture":arch,"os":"linux","rootfs":{"type":"layers","diff_ids":[]}});
         let (cd, cn) = write_blob(layout, config.to_string().as_bytes());
         let manifest = json!({"schemaVersion":2,"mediaType":OCI_MANIFEST,
             "config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":cd,"size":cn},
@@ -268,7 +282,15 @@ async fn skopeo_pushes_through_one_replica_and_pulls_through_the_other() {
 
     // B serves the index byte for byte (its token comes from A's realm).
     let from_b = format!("docker://{b}/team/multi:v1");
-    let raw = skopeo(&["inspect", "--raw", "--tls-verify=false", "--creds", &creds, &from_b]).await;
+    let raw = skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        "--creds",
+        &creds,
+        &from_b,
+    ])
+    .await;
     assert_eq!(Digest::sha256(raw.as_bytes()).to_string(), index_digest);
 
     let out = dir.path().join("out");
@@ -303,12 +325,11 @@ async fn a_chunked_upload_started_on_one_replica_is_finished_on_the_other() {
         .map(|n| (n % 241) as u8)
         .collect();
     let cuts = [0, 6 << 20, (7 << 20) + 1, (12 << 20) + 3, blob.len()];
-    let r = p
-        .a
-        .req(Method::POST, "/v2/team/big/blobs/uploads/")
-        .send()
-        .await
-        .unwrap();
+    let r =
+        p.a.req(Method::POST, "/v2/team/big/blobs/uploads/")
+            .send()
+            .await
+            .unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     let mut location = r.headers()["location"].to_str().unwrap().to_owned();
     for (i, w) in cuts.windows(2).enumerate() {
@@ -338,13 +359,17 @@ async fn a_chunked_upload_started_on_one_replica_is_finished_on_the_other() {
     }
     let d = Digest::sha256(&blob);
     let sep = if location.contains('?') { '&' } else { '?' };
-    let r = p
-        .b
-        .req(Method::PUT, &format!("{location}{sep}digest={d}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED, "{}", r.text().await.unwrap());
+    let r =
+        p.b.req(Method::PUT, &format!("{location}{sep}digest={d}"))
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::CREATED,
+        "{}",
+        r.text().await.unwrap()
+    );
     for reg in [&p.a, &p.b] {
         let r = reg
             .req(Method::GET, &format!("/v2/team/big/blobs/{d}"))
@@ -370,14 +395,19 @@ fn version_of(manifest: &Value) -> (u64, u64, u64) {
 /// A release of `team/race` with its version annotation, its blobs pushed; returns the
 /// manifest bytes.
 async fn release(reg: &TestRegistry, patch: u64) -> Vec<u8> {
-    let config = json!({"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}})
-        .to_string();
+    let config =
+        json!({"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}})
+            .to_string();
     let layer = format!("release 1.0.{patch}");
     let c = reg.push_blob("team/race", config.as_bytes()).await;
     let l = reg.push_blob("team/race", layer.as_bytes()).await;
-    let mut m: Value =
-        serde_json::from_slice(&image_manifest(&c, config.len(), &[(&l, layer.len())], None))
-            .unwrap();
+    let mut m: Value = serde_json::from_slice(&image_manifest(
+        &c,
+        config.len(),
+        &[(&l, layer.len())],
+        None,
+    ))
+    .unwrap();
     m["annotations"] = json!({"org.opencontainers.image.version": format!("1.0.{patch}")});
     serde_json::to_vec(&m).unwrap()
 }
@@ -448,8 +478,15 @@ async fn racing_pushers_on_both_replicas_never_move_a_floating_tag_back() {
                 let d = Digest::sha256(&m);
                 // The release tag first, on its own: it must never be lost to a refusal
                 // of a floating tag.
-                let r = reg.put_manifest("team/race", &format!("1.0.{j}"), OCI_MANIFEST, &m).await;
-                assert_eq!(r.status(), StatusCode::CREATED, "{}", r.text().await.unwrap());
+                let r = reg
+                    .put_manifest("team/race", &format!("1.0.{j}"), OCI_MANIFEST, &m)
+                    .await;
+                assert_eq!(
+                    r.status(),
+                    StatusCode::CREATED,
+                    "{}",
+                    r.text().await.unwrap()
+                );
                 let r = reg
                     .req(
                         Method::PUT,
@@ -499,7 +536,10 @@ async fn racing_pushers_on_both_replicas_never_move_a_floating_tag_back() {
             .map(|t| t.as_str().unwrap())
             .collect();
         for j in 0..VERSIONS {
-            assert!(tags.contains(&format!("1.0.{j}").as_str()), "1.0.{j} lost: {tags:?}");
+            assert!(
+                tags.contains(&format!("1.0.{j}").as_str()),
+                "1.0.{j} lost: {tags:?}"
+            );
         }
         for tag in FLOATING {
             // The other replica's cache is cleared through NOTIFY: allow it a moment.
@@ -515,7 +555,11 @@ async fn racing_pushers_on_both_replicas_never_move_a_floating_tag_back() {
                 if v == (1, 0, VERSIONS - 1) {
                     break;
                 }
-                assert!(Instant::now() < deadline, "{} keeps {tag} on {v:?}", reg.base);
+                assert!(
+                    Instant::now() < deadline,
+                    "{} keeps {tag} on {v:?}",
+                    reg.base
+                );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
@@ -571,7 +615,10 @@ async fn the_conformance_replay_passes_across_the_pair() {
         return;
     };
     let proxy = round_robin(vec![p.a.base.clone(), p.b.base.clone()]).await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/conformance/run.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/conformance/run.py"
+    );
     // The replay is blocking Python: off the worker threads the servers run on.
     let out = tokio::task::spawn_blocking(move || {
         Command::new("python3")

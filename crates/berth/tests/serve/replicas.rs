@@ -124,7 +124,12 @@ async fn an_upload_survives_the_sigkill_of_its_replica_and_finishes_on_the_other
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), StatusCode::ACCEPTED, "{}", r.text().await.unwrap());
+    assert_eq!(
+        r.status(),
+        StatusCode::ACCEPTED,
+        "{}",
+        r.text().await.unwrap()
+    );
     let location = r.headers()["location"].to_str().unwrap().to_owned();
     let d = digest(&blob);
     let sep = if location.contains('?') { '&' } else { '?' };
@@ -133,7 +138,12 @@ async fn an_upload_survives_the_sigkill_of_its_replica_and_finishes_on_the_other
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED, "{}", r.text().await.unwrap());
+    assert_eq!(
+        r.status(),
+        StatusCode::CREATED,
+        "{}",
+        r.text().await.unwrap()
+    );
     let got = http
         .get(format!("{}/v2/team/app/blobs/{d}", b.base))
         .send()
@@ -152,5 +162,8 @@ async fn an_upload_survives_the_sigkill_of_its_replica_and_finishes_on_the_other
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    assert_eq!(r.headers()["content-length"], blob.len().to_string().as_str());
+    assert_eq!(
+        r.headers()["content-length"],
+        blob.len().to_string().as_str()
+    );
 }
