@@ -23,6 +23,8 @@ mod policy;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod proxy;
+#[cfg(all(feature = "s3", feature = "postgres"))]
+mod replicas;
 #[cfg(feature = "s3")]
 mod s3;
 mod scrub;

@@ -13,6 +13,8 @@ mod migrate;
 mod numbers;
 mod process;
 mod publish;
+#[cfg(all(feature = "s3", feature = "postgres"))]
+mod replicas;
 mod scrub;
 mod skopeo;
 mod webhooks;
