@@ -321,26 +321,30 @@ async fn accounts(
         report.public_patterns += 1;
     }
     observer.note("audit log");
-    // The destination's newest entry tells where a previous run stopped; entries of that
-    // very second are compared one by one.
+    // Where a previous run stopped: its last entry (newest by insertion). Entries are
+    // compared over an hour before its time, since times are not strictly in insertion
+    // order (refusals counted over a minute are written at its end); entries found in
+    // the destination are skipped one for one.
     let newest = to.accounts.audit_list(0, 1).await?;
-    let since = newest.first().map(|e| e.at).unwrap_or(0);
-    let same_second: Vec<AuditEvent> = match newest.first() {
-        Some(e) => to
-            .accounts
-            .audit_list(e.at, ALL)
-            .await?
-            .into_iter()
-            .filter(|x| x.at == e.at)
-            .collect(),
-        None => Vec::new(),
-    };
+    let since = newest
+        .first()
+        .map(|e| e.at.saturating_sub(AUDIT_SLACK_SECS))
+        .unwrap_or(0);
+    let mut present: HashMap<AuditKey, u64> = HashMap::new();
+    if !newest.is_empty() {
+        for e in to.accounts.audit_list(since, ALL).await? {
+            *present.entry(key(&e)).or_default() += 1;
+        }
+    }
     let mut entries = from.accounts.audit_list(since, ALL).await?;
     // Oldest first, so that an interruption leaves a prefix of the log.
     entries.reverse();
     for e in entries {
-        if e.at == since && same_second.iter().any(|x| same_entry(x, &e)) {
-            continue;
+        if let Some(n) = present.get_mut(&key(&e)) {
+            if *n > 0 {
+                *n -= 1;
+                continue;
+            }
         }
         to.accounts.audit_append(&e).await?;
         report.audit_entries += 1;
@@ -348,13 +352,21 @@ async fn accounts(
     Ok(())
 }
 
-fn same_entry(a: &AuditEvent, b: &AuditEvent) -> bool {
-    a.at == b.at
-        && a.actor == b.actor
-        && a.action == b.action
-        && a.target == b.target
-        && a.detail == b.detail
-        && a.client == b.client
+/// How far before the destination's last entry a resumed run compares entries.
+const AUDIT_SLACK_SECS: i64 = 3600;
+
+/// An audit entry's fields, for finding it in the destination.
+type AuditKey = (i64, String, String, String, String, String);
+
+fn key(e: &AuditEvent) -> AuditKey {
+    (
+        e.at,
+        e.actor.clone(),
+        e.action.clone(),
+        e.target.clone(),
+        e.detail.clone(),
+        e.client.clone(),
+    )
 }
 
 #[cfg(test)]
