@@ -195,6 +195,9 @@ pub struct Analytics {
     /// When false, downloads are not stored (requests and bytes still are, and the
     /// download metrics still count).
     pub enabled: bool,
+    /// Whether manifest pull times are noted: only a retention rule with
+    /// `keep_pulled_within` reads them, and without one the pull path does no such work.
+    pub track_pulls: bool,
 }
 
 impl Analytics {
@@ -214,6 +217,7 @@ impl Analytics {
             metrics: None,
             flush_interval,
             enabled: true,
+            track_pulls: true,
         }
     }
 
@@ -266,7 +270,9 @@ impl Analytics {
 
     /// Records a successful manifest `GET`.
     pub fn manifest_served(&self, f: &Fetch<'_>, m: &StoredManifest) {
-        self.pulled(f.repo, &m.digest);
+        if self.track_pulls {
+            self.pulled(f.repo, &m.digest);
+        }
         let family = client_family(f.user_agent);
         let hour = hour_now();
         let version = Self::version_of(f, m);
@@ -474,7 +480,7 @@ impl Analytics {
     }
 
     /// Notes that `digest` of `repo` was pulled now. Pull times are kept whether or not
-    /// download analytics are on: retention rules need them. Only served manifests get
+    /// download analytics are on: retention rules need them (see `track_pulls`). Only served manifests get
     /// here, so entries are bounded by what is stored; [`MAX_PULLS`] bounds one
     /// interval's memory all the same (later pulls of new digests wait for the next).
     fn pulled(&self, repo: &RepoName, digest: &Digest) {

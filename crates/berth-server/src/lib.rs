@@ -135,6 +135,10 @@ pub fn build_state(config: &Config) -> Result<AppState, StartError> {
         analytics::Analytics::new(stores.stats, meta.clone(), config.analytics_flush_interval)
             .with_metrics(metrics.clone());
     analytics.enabled = config.analytics;
+    analytics.track_pulls = config
+        .retention
+        .iter()
+        .any(|r| r.keep_pulled_within.is_some());
     let analytics = Arc::new(analytics);
     let audit = Arc::new(subscribers::AuditSubscriber::new(stores.accounts.clone()));
     let webhooks = Arc::new(webhooks::Webhooks::new(
