@@ -18,6 +18,8 @@ pub struct Pattern(String);
 pub enum GrantError {
     #[error("pattern {0:?} is invalid: use a repository name, with * for any characters")]
     Pattern(String),
+    #[error("no repository pattern given: write one (\"team/*\") or a list ([\"a/*\", \"b\"])")]
+    NoPattern,
     #[error("grant {0:?} is not of the form PATTERN:ACTIONS, e.g. 'team/*:pull,push'")]
     Form(String),
     #[error(transparent)]
@@ -72,6 +74,102 @@ impl Pattern {
 impl fmt::Display for Pattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// The `repositories` key of a configuration rule as written: one pattern (`"ci/*"`) or a
+/// list of them (`["ci/*", "pr/*"]`); both spellings are accepted because Harbor, zot and
+/// Berth's own examples use each. [`RepoPatterns::compile`] validates it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(transparent)]
+pub struct RepoPatterns(Vec<String>);
+
+impl RepoPatterns {
+    /// Whether no pattern was given (a webhook without `repositories` wants every one).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The patterns as written.
+    pub fn as_slice(&self) -> &[String] {
+        &self.0
+    }
+
+    /// Every pattern parsed; an empty list is refused (a rule must say what it covers).
+    pub fn compile(&self) -> Result<PatternSet, GrantError> {
+        if self.0.is_empty() {
+            return Err(GrantError::NoPattern);
+        }
+        self.0
+            .iter()
+            .map(|p| Pattern::parse(p))
+            .collect::<Result<Vec<_>, _>>()
+            .map(PatternSet)
+    }
+}
+
+impl From<&str> for RepoPatterns {
+    fn from(p: &str) -> RepoPatterns {
+        RepoPatterns(vec![p.to_owned()])
+    }
+}
+
+impl FromIterator<String> for RepoPatterns {
+    fn from_iter<I: IntoIterator<Item = String>>(i: I) -> RepoPatterns {
+        RepoPatterns(i.into_iter().collect())
+    }
+}
+
+impl From<Vec<String>> for RepoPatterns {
+    fn from(p: Vec<String>) -> RepoPatterns {
+        RepoPatterns(p)
+    }
+}
+
+impl fmt::Display for RepoPatterns {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join(", "))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for RepoPatterns {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<RepoPatterns, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged, expecting = "a repository pattern or a list of them")]
+        enum Written {
+            One(String),
+            Many(Vec<String>),
+        }
+        Ok(match Written::deserialize(d)? {
+            Written::One(p) => RepoPatterns(vec![p]),
+            Written::Many(p) => RepoPatterns(p),
+        })
+    }
+}
+
+/// Parsed patterns; a repository matches when any of them does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatternSet(Vec<Pattern>);
+
+impl PatternSet {
+    pub fn matches(&self, repo: &str) -> bool {
+        self.0.iter().any(|p| p.matches(repo))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Pattern> {
+        self.0.iter()
+    }
+}
+
+impl fmt::Display for PatternSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
     }
 }
 
@@ -145,5 +243,22 @@ mod tests {
         assert!("team/*".parse::<Grant>().is_err());
         assert!("team/*:".parse::<Grant>().is_err());
         assert!("team/*:fly".parse::<Grant>().is_err());
+    }
+
+    #[test]
+    fn repositories_are_one_pattern_or_a_list() {
+        #[derive(serde::Deserialize)]
+        struct Rule {
+            repositories: RepoPatterns,
+        }
+        let one: Rule = toml::from_str("repositories = \"ci/*\"").unwrap();
+        let many: Rule = toml::from_str("repositories = [\"ci/*\", \"pr/app\"]").unwrap();
+        assert_eq!(one.repositories, RepoPatterns::from("ci/*"));
+        let set = many.repositories.compile().unwrap();
+        assert!(set.matches("ci/x/y") && set.matches("pr/app") && !set.matches("pr/other"));
+        assert_eq!(set.to_string(), "ci/*, pr/app");
+        assert!(toml::from_str::<Rule>("repositories = 3").is_err());
+        assert!(RepoPatterns::default().compile().is_err());
+        assert!(RepoPatterns::from("Bad Pattern").compile().is_err());
     }
 }

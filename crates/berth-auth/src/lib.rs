@@ -22,5 +22,5 @@ pub mod secret;
 pub mod token;
 
 pub use action::{Action, Actions};
-pub use grant::{Grant, Pattern};
+pub use grant::{Grant, Pattern, PatternSet, RepoPatterns};
 pub use scope::Scope;

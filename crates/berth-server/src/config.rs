@@ -1203,6 +1203,31 @@ mod tests {
     }
 
     #[test]
+    fn every_rule_table_takes_one_pattern_or_a_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("berth.toml");
+        std::fs::write(
+            &path,
+            "[[gc]]\nrepositories = [\"ci/*\", \"pr/*\"]\nuntagged_ttl = \"1d\"\n\n\
+             [[retention]]\nrepositories = [\"ci/*\"]\nkeep_last = 3\n\n\
+             [[quota]]\nrepositories = [\"team-a/*\", \"team-b/*\"]\nmax_bytes = \"1GiB\"\n\n\
+             [[tag_policy]]\nrepositories = [\"sandbox/*\"]\nimmutable_releases = false\n\n\
+             [[webhook]]\nname = \"h\"\nurl = \"http://127.0.0.1:9/\"\nsecret = \"s\"\nrepositories = \"team/*\"\n",
+        )
+        .unwrap();
+        let c = Config::from_file(&path).unwrap();
+        assert_eq!(c.gc[0].repositories.as_slice(), ["ci/*", "pr/*"]);
+        assert_eq!(c.retention[0].repositories, "ci/*".into());
+        assert!(c.quota[0]
+            .repositories
+            .compile()
+            .unwrap()
+            .matches("team-b/x"));
+        assert_eq!(c.tag_policy[0].repositories, "sandbox/*".into());
+        assert_eq!(c.webhook[0].repositories.as_slice(), ["team/*"]);
+    }
+
+    #[test]
     fn gc_settings_and_rules_from_the_file() {
         let c = Config::default();
         assert_eq!(c.gc_grace, Duration::from_secs(3600));
@@ -1219,7 +1244,7 @@ mod tests {
         assert_eq!(c.gc_grace, Duration::from_secs(1800));
         assert_eq!(c.gc_interval, Some(Duration::from_secs(6 * 3600)));
         assert_eq!(c.gc.len(), 1);
-        assert_eq!(c.gc[0].repositories, "ci/*");
+        assert_eq!(c.gc[0].repositories, "ci/*".into());
         assert_eq!(c.gc[0].untagged_ttl, Some(Duration::from_secs(7 * 86400)));
         let off = Settings {
             gc_interval: Some(Duration::ZERO),
@@ -1252,7 +1277,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.webhook.len(), 2);
         assert_eq!(c.webhook[0].name, "ci");
-        assert_eq!(c.webhook[0].repositories, ["team/*"]);
+        assert_eq!(c.webhook[0].repositories.as_slice(), ["team/*"]);
         assert_eq!(c.webhook[0].events, ["manifest.pushed"]);
         assert_eq!(
             c.webhook[0].retry_max_interval,

@@ -22,7 +22,7 @@
 
 use std::path::PathBuf;
 
-use berth_auth::Pattern;
+use berth_auth::{PatternSet, RepoPatterns};
 use berth_meta::{TagChange, TagGuard, TagTarget};
 // Re-exported so the rest of the server names tag kinds through the policy that uses them.
 pub use berth_oci::version::{classify, TagKind};
@@ -35,8 +35,8 @@ use serde::Deserialize;
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TagPolicyRule {
-    /// Repository pattern (`*` matches anything, slashes included).
-    pub repositories: String,
+    /// Repository pattern or list of them (`*` matches anything, slashes included).
+    pub repositories: RepoPatterns,
     #[serde(default = "yes")]
     pub immutable_releases: bool,
     #[serde(default = "yes")]
@@ -73,7 +73,7 @@ pub fn version_of(t: &TagTarget) -> Option<Version> {
 /// The configured rules.
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
-    rules: Vec<(Pattern, TagPolicyRule)>,
+    rules: Vec<(PatternSet, TagPolicyRule)>,
 }
 
 /// Why a policy configuration is invalid.
@@ -86,7 +86,8 @@ impl Policy {
         let rules = rules
             .iter()
             .map(|r| {
-                Pattern::parse(&r.repositories)
+                r.repositories
+                    .compile()
                     .map(|p| (p, r.clone()))
                     .map_err(|e| PolicyError(e.to_string()))
             })
@@ -191,8 +192,8 @@ impl TagGuard for Guard {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrustPolicyRule {
-    /// Repository pattern (`*` matches anything, slashes included).
-    pub repositories: String,
+    /// Repository pattern or list of them (`*` matches anything, slashes included).
+    pub repositories: RepoPatterns,
     /// Public key files (PEM: PKIX, as `cosign generate-key-pair` and `berth key generate`
     /// write them); a manifest needs a valid signature by any one of them to be pulled.
     /// Relative paths are relative to the config file.
@@ -218,7 +219,7 @@ pub struct TrustRule {
 /// The configured trust rules, with their keys read.
 #[derive(Debug, Clone, Default)]
 pub struct TrustPolicy {
-    rules: Vec<(Pattern, Option<TrustRule>)>,
+    rules: Vec<(PatternSet, Option<TrustRule>)>,
 }
 
 /// Why a trust policy configuration is invalid; each names the rule or file at fault.
@@ -250,10 +251,13 @@ impl TrustPolicy {
         let mut out = Vec::with_capacity(rules.len());
         for r in rules {
             let rule_error = |message: String| TrustPolicyError::Rule {
-                repositories: r.repositories.clone(),
+                repositories: r.repositories.to_string(),
                 message,
             };
-            let pattern = Pattern::parse(&r.repositories).map_err(|e| rule_error(e.to_string()))?;
+            let pattern = r
+                .repositories
+                .compile()
+                .map_err(|e| rule_error(e.to_string()))?;
             if r.require_signature.is_empty() {
                 if r.gate_release_tags {
                     return Err(rule_error(

@@ -47,7 +47,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use berth_auth::Pattern;
+use berth_auth::{PatternSet, RepoPatterns};
 use berth_meta::gc::{Link, LinkCursor, ManifestNode};
 use berth_meta::Page;
 use berth_oci::{Digest, RepoName};
@@ -77,7 +77,8 @@ const MAX_MANIFEST_PASSES: usize = 16;
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GcRule {
-    pub repositories: String,
+    /// A repository pattern or a list of them.
+    pub repositories: RepoPatterns,
     /// E.g. `"7d"`; absent: untagged manifests are kept.
     #[serde(default, deserialize_with = "crate::config::duration_str::option")]
     pub untagged_ttl: Option<Duration>,
@@ -92,7 +93,7 @@ pub struct GcRuleError(String);
 #[derive(Debug, Clone)]
 pub struct GcSettings {
     pub grace: Duration,
-    rules: Vec<(Pattern, Option<Duration>)>,
+    rules: Vec<(PatternSet, Option<Duration>)>,
 }
 
 impl Default for GcSettings {
@@ -109,7 +110,8 @@ impl GcSettings {
         let rules = rules
             .iter()
             .map(|r| {
-                Pattern::parse(&r.repositories)
+                r.repositories
+                    .compile()
                     .map(|p| (p, r.untagged_ttl))
                     .map_err(|e| GcRuleError(e.to_string()))
             })

@@ -25,7 +25,7 @@
 //! next push is refused. Repositories no rule covers are not checked at all, which
 //! keeps the push path of an unquoted registry exactly as fast as before.
 
-use berth_auth::Pattern;
+use berth_auth::{PatternSet, RepoPatterns};
 use berth_oci::{Digest, RepoName};
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -38,7 +38,8 @@ use crate::events::Event;
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QuotaRule {
-    pub repositories: String,
+    /// A repository pattern or a list of them.
+    pub repositories: RepoPatterns,
     /// Bytes, as an integer (`1073741824`) or a size for people (`"10GiB"`, `"500MB"`).
     #[serde(deserialize_with = "byte_size")]
     pub max_bytes: u64,
@@ -74,7 +75,7 @@ pub struct QuotaRuleError(String);
 /// The configured quotas, first matching rule first.
 #[derive(Debug, Clone, Default)]
 pub struct Quotas {
-    rules: Vec<(Pattern, u64)>,
+    rules: Vec<(PatternSet, u64)>,
 }
 
 impl Quotas {
@@ -82,7 +83,8 @@ impl Quotas {
         let rules = rules
             .iter()
             .map(|r| {
-                Pattern::parse(&r.repositories)
+                r.repositories
+                    .compile()
                     .map(|p| (p, r.max_bytes))
                     .map_err(|e| QuotaRuleError(e.to_string()))
             })

@@ -39,7 +39,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_auth::Pattern;
+use berth_auth::{PatternSet, RepoPatterns};
 use berth_meta::StatsStore;
 use berth_oci::version::{classify, TagKind};
 use berth_oci::{Digest, RepoName, Tag};
@@ -53,7 +53,8 @@ use crate::events::{Actor, Event};
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetentionRule {
-    pub repositories: String,
+    /// A repository pattern or a list of them.
+    pub repositories: RepoPatterns,
     /// Keep the N most recently pushed tags the rule governs.
     #[serde(default)]
     pub keep_last: Option<usize>,
@@ -84,7 +85,7 @@ pub struct RetentionRuleError(String);
 /// A rule ready to judge tags.
 #[derive(Debug, Clone)]
 struct Rule {
-    repositories: Pattern,
+    repositories: PatternSet,
     keep_last: Option<usize>,
     keep_pulled_within: Option<Duration>,
     keep_semver: bool,
@@ -116,7 +117,9 @@ impl TagRetention {
         let rules = rules
             .iter()
             .map(|r| {
-                let repositories = Pattern::parse(&r.repositories)
+                let repositories = r
+                    .repositories
+                    .compile()
                     .map_err(|e| RetentionRuleError(e.to_string()))?;
                 if r.keep_last.is_none()
                     && r.keep_pulled_within.is_none()
@@ -124,7 +127,7 @@ impl TagRetention {
                     && r.delete_older_than.is_none()
                 {
                     return Err(RetentionRuleError(format!(
-                        "the rule for {:?} would delete every tag that is not a release: give it at least one of keep_last, keep_pulled_within, delete_matching, delete_older_than",
+                        "the rule for {} would delete every tag that is not a release: give it at least one of keep_last, keep_pulled_within, delete_matching, delete_older_than",
                         r.repositories
                     )));
                 }

@@ -44,7 +44,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use berth_auth::Pattern;
+use berth_auth::{PatternSet, RepoPatterns};
 use berth_meta::{AccountStore, MetaError, OutboxNew, OutboxStatus};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -85,11 +85,11 @@ pub struct WebhookConfig {
     pub url: String,
     /// The HMAC-SHA256 key of `X-Berth-Signature`.
     pub secret: String,
-    /// Repository patterns (`team/*`); events about other repositories are not sent.
-    /// Empty (the default): every repository. Registry-wide events (`gc.finished`,
+    /// A repository pattern (`team/*`) or a list of them; events about other repositories
+    /// are not sent. Empty (the default): every repository. Registry-wide events (`gc.finished`,
     /// `ping`) pass this filter.
     #[serde(default)]
-    pub repositories: Vec<String>,
+    pub repositories: RepoPatterns,
     /// Event types (`manifest.pushed`, or `dev.berth.manifest.pushed`); empty (the
     /// default): all of them.
     #[serde(default)]
@@ -144,7 +144,7 @@ struct Hook {
     name: String,
     url: reqwest::Url,
     secret: String,
-    repositories: Vec<Pattern>,
+    repositories: Option<PatternSet>,
     /// Types without the prefix; empty: all.
     events: Vec<String>,
     timeout: Duration,
@@ -178,11 +178,15 @@ impl Hook {
                 "a secret is required: receivers check X-Berth-Signature with it".into(),
             ));
         }
-        let repositories = c
-            .repositories
-            .iter()
-            .map(|p| Pattern::parse(p).map_err(|e| invalid(e.to_string())))
-            .collect::<Result<_, _>>()?;
+        let repositories = if c.repositories.is_empty() {
+            None
+        } else {
+            Some(
+                c.repositories
+                    .compile()
+                    .map_err(|e| invalid(e.to_string()))?,
+            )
+        };
         let events = c
             .events
             .iter()
@@ -214,9 +218,7 @@ impl Hook {
     fn wants(&self, kind: &str, repo: Option<&str>) -> bool {
         (self.events.is_empty() || self.events.iter().any(|e| e == kind))
             && match repo {
-                Some(r) => {
-                    self.repositories.is_empty() || self.repositories.iter().any(|p| p.matches(r))
-                }
+                Some(r) => self.repositories.as_ref().is_none_or(|p| p.matches(r)),
                 None => true,
             }
     }
@@ -584,7 +586,8 @@ impl Webhooks {
                 name: name.to_owned(),
                 url: hook.map(|h| redact(h.url.as_str())),
                 repositories: hook
-                    .map(|h| h.repositories.iter().map(|p| p.to_string()).collect())
+                    .and_then(|h| h.repositories.as_ref())
+                    .map(|p| p.iter().map(|p| p.to_string()).collect())
                     .unwrap_or_default(),
                 events: hook.map(|h| h.events.clone()).unwrap_or_default(),
                 pending: s.pending,

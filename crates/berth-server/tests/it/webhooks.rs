@@ -129,7 +129,7 @@ impl Receiver {
             name: name.into(),
             url: format!("{}/{name}", self.url),
             secret: SECRET.into(),
-            repositories: vec![],
+            repositories: Default::default(),
             events: vec![],
             timeout: Some(Duration::from_secs(5)),
             // Retries at most a second apart, so that the test does not wait long.
@@ -283,7 +283,7 @@ async fn every_event_arrives_once_per_id_across_a_restart_in_mid_delivery() {
 async fn hooks_filter_by_repository_and_event_type_and_pulls_are_aggregated() {
     let receiver = Receiver::start().await;
     let mut team = receiver.hook("team");
-    team.repositories = vec!["team/*".into()];
+    team.repositories = "team/*".into();
     let mut deletions = receiver.hook("deletions");
     deletions.events = vec!["tag.deleted".into(), "dev.berth.manifest.deleted".into()];
     let mut pulls = receiver.hook("pulls");
