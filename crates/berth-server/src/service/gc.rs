@@ -171,7 +171,8 @@ pub struct GcReport {
     /// Retention's verdicts: for a dry run every judged tag with the rule that keeps or
     /// deletes it, for a real run the deleted tags only.
     pub retention: Vec<super::TagVerdict>,
-    /// Unix seconds when the run started.
+    /// Unix seconds when the run started (RFC 3339 in JSON).
+    #[serde(serialize_with = "rfc3339")]
     pub started_at: i64,
     pub duration_ms: u64,
     pub grace_secs: u64,
@@ -362,6 +363,10 @@ impl Mark {
 }
 
 /// Unix seconds `d` before `now`.
+fn rfc3339<S: serde::Serializer>(secs: &i64, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&berth_oci::time::rfc3339(*secs))
+}
+
 fn before(now: i64, d: Duration) -> i64 {
     now.saturating_sub(i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
