@@ -44,7 +44,11 @@ impl AccountStore for PgStore {
                 &a.disabled,
                 &a.expires_at,
                 // A given time is kept (`berth migrate` carries accounts over).
-                &if a.created_at == 0 { now() } else { a.created_at },
+                &if a.created_at == 0 {
+                    now()
+                } else {
+                    a.created_at
+                },
             ],
         )
         .await?;

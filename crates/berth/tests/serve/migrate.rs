@@ -324,7 +324,10 @@ async fn a_registry_moves_into_s3_and_postgres_resumably_and_back() {
     assert_eq!(public_before, json!(["team/*"]));
     let users_before = admin(&on_a, &["robot", "list"]);
     let audit_before = admin(&on_a, &["audit", "--limit", "1000"]);
-    assert!(audit_before.as_array().unwrap().len() >= 3, "{audit_before}");
+    assert!(
+        audit_before.as_array().unwrap().len() >= 3,
+        "{audit_before}"
+    );
     let mut server = ServerProcess::start(&a, &[]);
     let before = registry_view(&server.base, &index_digest, &secret, &big).await;
     assert!(server.terminate().success());
@@ -383,10 +386,7 @@ async fn a_registry_moves_into_s3_and_postgres_resumably_and_back() {
     assert_eq!(again["blobs_present"], blobs, "{again}");
     assert_eq!(admin(&on_toml, &["robot", "list"]), users_before);
     assert_eq!(admin(&on_toml, &["public"]), public_before);
-    assert_eq!(
-        admin(&on_toml, &["audit", "--limit", "1000"]),
-        audit_before
-    );
+    assert_eq!(admin(&on_toml, &["audit", "--limit", "1000"]), audit_before);
 
     // Served from S3 + PostgreSQL: the same registry.
     let mut server = ServerProcess::start(
