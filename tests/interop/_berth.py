@@ -1,4 +1,8 @@
-"""Python counterpart of lib.sh: a private Berth on a free loopback port."""
+"""Python counterpart of lib.sh: a private Berth on a free loopback port.
+
+`host` is where a script writes, `pull_host` where it reads back: the same Berth, or, with
+INTEROP_PUSH and INTEROP_PULL set (replicas.sh), the two replicas of a running pair (then
+nothing is started here)."""
 import os
 import shutil
 import socket
@@ -13,6 +17,13 @@ BERTH_BIN = os.environ.get("BERTH_BIN", os.path.join(os.environ.get("CARGO_TARGE
 
 class Berth:
     def __enter__(self):
+        self.proc = None
+        if os.environ.get("INTEROP_PUSH"):
+            self.host = os.environ["INTEROP_PUSH"]
+            self.pull_host = os.environ.get("INTEROP_PULL") or self.host
+            self.log_path = os.environ.get("INTEROP_PUSH_LOG")
+            print(f"--- pushing through {self.host}, reading back through {self.pull_host}")
+            return self
         if not os.access(BERTH_BIN, os.X_OK):
             subprocess.run(["cargo", "build", "-q", "-p", "berth"], cwd=ROOT, check=True)
         self.work = tempfile.mkdtemp(prefix="berth-interop.")
@@ -21,7 +32,9 @@ class Berth:
         self.port = s.getsockname()[1]
         s.close()
         self.host = f"127.0.0.1:{self.port}"
-        self.log = open(os.path.join(self.work, "berth.log"), "w")
+        self.pull_host = self.host
+        self.log_path = os.path.join(self.work, "berth.log")
+        self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen([BERTH_BIN, "serve", "--listen", self.host, "--data-dir",
                                       os.path.join(self.work, "data")], stdout=self.log, stderr=self.log)
         for _ in range(100):
@@ -36,6 +49,11 @@ class Berth:
         return self
 
     def __exit__(self, *exc):
+        if self.proc is None:
+            if exc[0] is not None and self.log_path:
+                with open(self.log_path) as f:
+                    print("--- last lines of replica A's log:\n" + "".join(f.readlines()[-20:]))
+            return False
         self.proc.terminate()
         try:
             self.proc.wait(10)

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Helm (v4, through `pip install helm-python-sdk`, which embeds Helm as a library; no helm
 binary) against Berth: package a tiny chart, push it to oci://HOST/charts over plain HTTP,
-list its tags, resolve, pull it back (identical bytes), show chart."""
+list its tags, resolve, pull it back (identical bytes), show chart. Pushes go to `b.host`, reads
+to `b.pull_host` (the same Berth, or the other replica of a pair: see _berth.py)."""
 import hashlib
 import os
 import sys
@@ -34,7 +35,7 @@ def main():
         client = hreg.RegistryClient(plain_http=True, credentials_file=os.path.join(tmp, "creds.json"))
         res = client.push(tgz, f"oci://{b.host}/charts", plain_http=True)
         print(f"    push result: {res}")
-        ref = f"oci://{b.host}/charts/tiny"
+        ref = f"oci://{b.pull_host}/charts/tiny"
         tags = client.tags(ref)
         check(tags == ["0.1.0"], f"tags {tags}")
         desc = client.resolve(f"{ref}:0.1.0")

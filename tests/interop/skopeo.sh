@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # skopeo against Berth: copy --all of a two-platform OCI layout in, list-tags, copy back out with
-# identical digests, copy between repositories (mount), sync, delete.
+# identical digests, copy between repositories (mount), sync, delete. Writes go to REG, reads to
+# PULL (the same Berth, or the other replica of a pair: see lib.sh).
 source "$(dirname "$0")/lib.sh"
 command -v skopeo >/dev/null || fail "skopeo missing"
 start_berth
@@ -42,36 +43,41 @@ IDX=$(cat "$WORK/index.digest")
 
 step "skopeo copy --all oci: -> berth"
 skopeo copy -q --all --dest-tls-verify=false "oci:$WORK/src:1.0" "docker://$REG/team/app:1.0"
-got=$(skopeo inspect --raw --tls-verify=false "docker://$REG/team/app:1.0" | sha256sum | cut -d' ' -f1)
+got=$(skopeo inspect --raw --tls-verify=false "docker://$PULL/team/app:1.0" | sha256sum | cut -d' ' -f1)
 [[ "sha256:$got" == "$IDX" ]] || fail "index digest changed: sha256:$got vs $IDX"
 
 step "skopeo inspect picks the platform"
-arch=$(skopeo inspect --tls-verify=false --override-arch arm64 "docker://$REG/team/app:1.0" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Architecture"])')
+arch=$(skopeo inspect --tls-verify=false --override-arch arm64 "docker://$PULL/team/app:1.0" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Architecture"])')
 [[ "$arch" == "arm64" ]] || fail "inspect arch $arch"
 
 step "skopeo list-tags"
-skopeo copy -q --all --src-tls-verify=false --dest-tls-verify=false "docker://$REG/team/app:1.0" "docker://$REG/team/app:latest"
-tags=$(skopeo list-tags --tls-verify=false "docker://$REG/team/app" | python3 -c 'import json,sys; print(" ".join(sorted(json.load(sys.stdin)["Tags"])))')
+skopeo copy -q --all --src-tls-verify=false --dest-tls-verify=false "docker://$PULL/team/app:1.0" "docker://$REG/team/app:latest"
+tags=$(skopeo list-tags --tls-verify=false "docker://$PULL/team/app" | python3 -c 'import json,sys; print(" ".join(sorted(json.load(sys.stdin)["Tags"])))')
 [[ "$tags" == "1.0 latest" ]] || fail "tags '$tags'"
 
 step "skopeo copy --all berth -> oci: with identical digests"
-skopeo copy -q --all --src-tls-verify=false "docker://$REG/team/app:1.0" "oci:$WORK/back:1.0"
+skopeo copy -q --all --src-tls-verify=false "docker://$PULL/team/app:1.0" "oci:$WORK/back:1.0"
 back=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["manifests"][0]["digest"])' "$WORK/back/index.json")
 [[ "$back" == "$IDX" ]] || fail "pulled index $back vs $IDX"
 diff <(cd "$WORK/src/blobs/sha256" && ls | sort) <(cd "$WORK/back/blobs/sha256" && ls | sort) >/dev/null || fail "blob sets differ"
 
 step "skopeo copy to another repository (cross-repo mount) and nested name"
 skopeo copy -q --all --src-tls-verify=false --dest-tls-verify=false "docker://$REG/team/app:1.0" "docker://$REG/other/deep/name/app:1.0"
-got=$(skopeo inspect --raw --tls-verify=false "docker://$REG/other/deep/name/app:1.0" | sha256sum | cut -d' ' -f1)
+got=$(skopeo inspect --raw --tls-verify=false "docker://$PULL/other/deep/name/app:1.0" | sha256sum | cut -d' ' -f1)
 [[ "sha256:$got" == "$IDX" ]] || fail "copy changed digest"
-grep -q 'POST path=/v2/other/deep/name/app/blobs/uploads/ status=201' "$WORK/berth.log" || fail "no mount (201 POST) seen in the log"
+grep -q 'POST path=/v2/other/deep/name/app/blobs/uploads/ status=201' "$BLOG" || fail "no mount (201 POST) seen in the log"
 
 step "skopeo sync docker -> dir"
-skopeo sync --all --src-tls-verify=false --src docker --dest dir "$REG/team/app" "$WORK/sync" >/dev/null 2>&1
+skopeo sync --all --src-tls-verify=false --src docker --dest dir "$PULL/team/app" "$WORK/sync" >/dev/null 2>&1
 [[ -d "$WORK/sync/app:1.0" || -n "$(ls "$WORK/sync")" ]] || fail "sync produced nothing"
 
 step "skopeo delete (by tag: deletes the manifest)"
 skopeo delete --tls-verify=false "docker://$REG/team/app:latest"
-code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Accept: application/vnd.oci.image.index.v1+json' "http://$REG/v2/team/app/manifests/1.0")
+# (Another replica learns of the delete from the database's change notification: a moment.)
+for _ in $(seq 1 20); do
+    code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Accept: application/vnd.oci.image.index.v1+json' "http://$PULL/v2/team/app/manifests/1.0")
+    [[ "$code" == "404" ]] && break
+    sleep 0.1
+done
 [[ "$code" == "404" ]] || fail "after skopeo delete, the other tag still answers $code (Distribution: 404)"
 echo "PASS skopeo.sh"

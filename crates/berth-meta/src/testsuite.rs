@@ -1289,6 +1289,17 @@ pub async fn accounts_grants_public_audit(accounts: &dyn AccountStore) {
     let ci = db.account_get("ci").await.unwrap().unwrap();
     assert_eq!(ci.kind, AccountKind::Robot);
     assert_eq!(ci.expires_at, Some(4_000_000_000));
+    assert!(ci.created_at > 0, "0 means now");
+    // A given creation time is kept, as `berth migrate` copies accounts (PostgreSQL
+    // once replaced it with the time of the copy).
+    let mut old = account("old", AccountKind::User);
+    old.created_at = 1_600_000_000;
+    db.account_create(&old).await.unwrap();
+    assert_eq!(
+        db.account_get("old").await.unwrap().unwrap().created_at,
+        1_600_000_000
+    );
+    assert!(db.account_delete("old").await.unwrap());
     assert!(db.account_get("nobody").await.unwrap().is_none());
     assert_eq!(
         db.account_list()

@@ -336,9 +336,10 @@ async fn accounts(
             *present.entry(key(&e)).or_default() += 1;
         }
     }
-    let mut entries = from.accounts.audit_list(since, ALL).await?;
-    // Oldest first, so that an interruption leaves a prefix of the log.
-    entries.reverse();
+    // Oldest first (as `audit_list` answers), so that the destination's log keeps the
+    // source's order and an interruption leaves a prefix of it. (This once reversed the
+    // list, copying the log newest first.)
+    let entries = from.accounts.audit_list(since, ALL).await?;
     for e in entries {
         if let Some(n) = present.get_mut(&key(&e)) {
             if *n > 0 {

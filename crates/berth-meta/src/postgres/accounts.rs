@@ -43,7 +43,12 @@ impl AccountStore for PgStore {
                 &a.secret_hash,
                 &a.disabled,
                 &a.expires_at,
-                &now(),
+                // A given time is kept (`berth migrate` carries accounts over).
+                &if a.created_at == 0 {
+                    now()
+                } else {
+                    a.created_at
+                },
             ],
         )
         .await?;

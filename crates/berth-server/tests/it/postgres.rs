@@ -166,3 +166,214 @@ async fn probes_follow_a_database_outage_and_requests_recover() {
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["tags"], serde_json::json!(["1.0", "2.0"]));
 }
+
+/// What the client saw of one request while the database went away and came back.
+struct Seen {
+    what: String,
+    status: Option<StatusCode>,
+    /// For a 503: its `Retry-After` header and OCI error code.
+    retry_after: bool,
+    code: Option<String>,
+    took: Duration,
+    at: Instant,
+}
+
+/// One round of what a client does: list, pull, check a blob, push a blob and a
+/// manifest, read the catalog. Each request is bounded by the client's timeout.
+async fn round(
+    http: &reqwest::Client,
+    base: &str,
+    i: u64,
+    layer: &berth_oci::Digest,
+    manifest: &[u8],
+    out: &std::sync::Mutex<Vec<Seen>>,
+) {
+    let blob = format!("blob of round {i}");
+    let d = berth_oci::Digest::sha256(blob.as_bytes());
+    let requests = [
+        (
+            "GET tags",
+            http.get(format!("{base}/v2/team/app/tags/list")),
+        ),
+        (
+            "GET manifest",
+            http.get(format!("{base}/v2/team/app/manifests/1.0"))
+                .header("accept", crate::common::OCI_MANIFEST),
+        ),
+        (
+            "HEAD blob",
+            http.head(format!("{base}/v2/team/app/blobs/{layer}")),
+        ),
+        (
+            "POST blob",
+            http.post(format!("{base}/v2/team/app/blobs/uploads/?digest={d}"))
+                .body(blob.clone()),
+        ),
+        (
+            "PUT manifest",
+            http.put(format!("{base}/v2/team/app/manifests/r{i}"))
+                .header("content-type", crate::common::OCI_MANIFEST)
+                .body(manifest.to_vec()),
+        ),
+        ("GET catalog", http.get(format!("{base}/v2/_catalog"))),
+    ];
+    for (what, rb) in requests {
+        let started = Instant::now();
+        let seen = match rb.send().await {
+            Ok(r) => {
+                let status = r.status();
+                let retry_after = r.headers().contains_key("retry-after");
+                let code = if status.is_success() || what.starts_with("HEAD") {
+                    None
+                } else {
+                    r.json::<serde_json::Value>()
+                        .await
+                        .ok()
+                        .and_then(|v| v["errors"][0]["code"].as_str().map(str::to_owned))
+                };
+                Seen {
+                    what: what.to_owned(),
+                    status: Some(status),
+                    retry_after,
+                    code,
+                    took: started.elapsed(),
+                    at: started,
+                }
+            }
+            Err(_) => Seen {
+                what: what.to_owned(),
+                status: None,
+                retry_after: false,
+                code: None,
+                took: started.elapsed(),
+                at: started,
+            },
+        };
+        out.lock().unwrap().push(seen);
+    }
+}
+
+/// Polls `cond` until it holds, for at most `within`.
+async fn wait_until(what: &str, within: Duration, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + within;
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_in_flight_across_a_database_restart_fail_cleanly_and_recover() {
+    // A cluster of its own: stopping the shared one would fail the other tests.
+    let Some(cluster) = testing::Cluster::start_new() else {
+        return;
+    };
+    let reg = TestRegistry::start_with(config(cluster.fresh_database())).await;
+    let (manifest, _) = reg.push_image("team/app", "1.0", "restart").await;
+    let layer = berth_oci::Digest::sha256(b"layer-restart");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Seen>::new()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // A client making requests all along, each bounded by a 30 s timeout.
+    let client = tokio::spawn({
+        let (seen, stop, base) = (seen.clone(), stop.clone(), reg.base.clone());
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        async move {
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                round(&http, &base, i, &layer, &manifest, &seen).await;
+                i += 1;
+            }
+        }
+    });
+    let count =
+        |pred: &dyn Fn(&Seen) -> bool| seen.lock().unwrap().iter().filter(|s| pred(s)).count();
+    wait_until(
+        "a few rounds before the outage",
+        Duration::from_secs(20),
+        || count(&|s| s.status.is_some_and(|st| st.is_success())) >= 12,
+    )
+    .await;
+
+    // (Taken before: the stop itself takes a moment, during which requests fail.)
+    let stopped = Instant::now();
+    cluster.stop();
+    wait_until("503s during the outage", Duration::from_secs(20), || {
+        count(&|s| s.status == Some(StatusCode::SERVICE_UNAVAILABLE)) >= 6
+    })
+    .await;
+    wait_for(
+        &reg,
+        "/readyz",
+        StatusCode::SERVICE_UNAVAILABLE,
+        Duration::from_secs(10),
+    )
+    .await;
+
+    cluster.start();
+    let restarted = Instant::now();
+    wait_for(&reg, "/readyz", StatusCode::OK, Duration::from_secs(20)).await;
+    // Recovered by itself: a full round of requests, all answered, after readiness.
+    let ready = Instant::now();
+    wait_until(
+        "a clean round after the restart",
+        Duration::from_secs(30),
+        || {
+            let seen = seen.lock().unwrap();
+            let after: Vec<&Seen> = seen.iter().filter(|s| s.at > ready).collect();
+            after.len() >= 12
+                && after
+                    .iter()
+                    .rev()
+                    .take(6)
+                    .all(|s| s.status.is_some_and(|st| st.is_success()))
+        },
+    )
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    tokio::time::timeout(Duration::from_secs(60), client)
+        .await
+        .unwrap()
+        .unwrap();
+
+    let seen = seen.lock().unwrap();
+    let mut unavailable = 0;
+    for s in seen.iter() {
+        assert!(
+            s.took < Duration::from_secs(15),
+            "{} took {:?} (status {:?})",
+            s.what,
+            s.took,
+            s.status
+        );
+        match s.status {
+            Some(st) if st.is_success() => {}
+            Some(StatusCode::SERVICE_UNAVAILABLE) => {
+                unavailable += 1;
+                assert!(s.retry_after, "{}: a 503 without Retry-After", s.what);
+                if !s.what.starts_with("HEAD") {
+                    assert_eq!(s.code.as_deref(), Some("UNAVAILABLE"), "{}", s.what);
+                }
+                assert!(
+                    s.at + s.took >= stopped && s.at <= ready,
+                    "{}: a 503 outside the outage: started {:?} before the stop, {:?} after \
+                     readiness returned; took {:?}",
+                    s.what,
+                    stopped.saturating_duration_since(s.at),
+                    s.at.saturating_duration_since(ready),
+                    s.took
+                );
+            }
+            other => panic!(
+                "{}: {other:?} (code {:?}) {:?} after the stop, {:?} after the restart",
+                s.what,
+                s.code,
+                s.at.saturating_duration_since(stopped),
+                s.at.saturating_duration_since(restarted)
+            ),
+        }
+    }
+    assert!(unavailable >= 6);
+}
