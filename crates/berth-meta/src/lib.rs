@@ -86,9 +86,9 @@ pub mod artifact_tags;
 pub mod bases;
 pub mod cache;
 pub mod gc;
-pub mod scans;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+pub mod scans;
 pub mod sqlite;
 #[cfg(any(test, feature = "testsuite"))]
 pub mod testsuite;

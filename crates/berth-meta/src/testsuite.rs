@@ -16,12 +16,12 @@ use std::sync::{Arc, Mutex};
 use berth_oci::{Digest, RepoName, Tag};
 use bytes::Bytes;
 
+use crate::scans::{DbStamp, ScanOutcome, ScanState, ScanStore, SeverityCounts};
 use crate::{
     Account, AccountKind, AccountStore, AuditEvent, DownloadKey, FetchKind, Gate, GroupBy,
     MetaError, MetadataStore, NewManifest, OutboxNew, OutboxStatus, Page, RequestKey,
     SignatureRecord, StatsStore, StoredGrant, TagChange, TagGuard, TagListing, Unlinked,
 };
-use crate::scans::{DbStamp, ScanOutcome, ScanState, ScanStore, SeverityCounts};
 
 fn repo(s: &str) -> RepoName {
     RepoName::parse(s).unwrap()
@@ -2064,7 +2064,10 @@ pub async fn scans_queue_and_record<S: ScanStore + ?Sized>(scans: &S) {
     );
     assert_eq!(scans.scan_pending(1).await.unwrap().len(), 1);
 
-    let purls = ["pkg:deb/debian/openssl@3.0.9-1?arch=amd64&distro=debian-12", "pkg:npm/left-pad@1.3.0"];
+    let purls = [
+        "pkg:deb/debian/openssl@3.0.9-1?arch=amd64&distro=debian-12",
+        "pkg:npm/left-pad@1.3.0",
+    ];
     let done = scan_outcome(&purls, 1, "v1", 300);
     assert!(scans.scan_record("team/app", &a, &done).await.unwrap());
     let failed = ScanOutcome {
@@ -2086,27 +2089,51 @@ pub async fn scans_queue_and_record<S: ScanStore + ?Sized>(scans: &S) {
         .await
         .unwrap();
     assert_eq!(got.len(), 2);
-    assert_eq!((got[0].digest.clone(), got[1].digest.clone()), (b.clone(), a.clone()), "in the order asked");
+    assert_eq!(
+        (got[0].digest.clone(), got[1].digest.clone()),
+        (b.clone(), a.clone()),
+        "in the order asked"
+    );
     let r = &got[1];
-    assert_eq!((r.repo.as_str(), r.state, r.queued_at), ("team/app", ScanState::Done, 100));
+    assert_eq!(
+        (r.repo.as_str(), r.state, r.queued_at),
+        ("team/app", ScanState::Done, 100)
+    );
     assert_eq!(r.packages, purls);
     assert_eq!(r.counts, done.counts);
     assert_eq!(r.counts.total(), 15);
     assert_eq!(r.db, done.db);
-    assert_eq!((r.scanned_at, r.matched_at, r.error.as_deref()), (Some(300), Some(300), None));
+    assert_eq!(
+        (r.scanned_at, r.matched_at, r.error.as_deref()),
+        (Some(300), Some(300), None)
+    );
     let f = &got[0];
-    assert_eq!((f.state, f.error.as_deref(), f.db.as_ref(), f.matched_at), (ScanState::Failed, Some("layer unreadable"), None, None));
+    assert_eq!(
+        (f.state, f.error.as_deref(), f.db.as_ref(), f.matched_at),
+        (ScanState::Failed, Some("layer unreadable"), None, None)
+    );
     assert!(scans.scan_get("team/app", &[]).await.unwrap().is_empty());
 
     let mut states = scans.scan_states().await.unwrap();
     states.sort_by_key(|(s, _)| s.as_str());
-    assert_eq!(states, vec![(ScanState::Done, 1), (ScanState::Failed, 1), (ScanState::Pending, 1)]);
+    assert_eq!(
+        states,
+        vec![
+            (ScanState::Done, 1),
+            (ScanState::Failed, 1),
+            (ScanState::Pending, 1)
+        ]
+    );
 
     // A manifest deleted before its scan ends: the outcome finds no row and is dropped.
     assert!(scans.scan_forget("other", &a).await.unwrap());
     assert!(!scans.scan_forget("other", &a).await.unwrap());
     assert!(!scans.scan_record("other", &a, &done).await.unwrap());
-    assert!(scans.scan_get("other", &[a.clone()]).await.unwrap().is_empty());
+    assert!(scans
+        .scan_get("other", &[a.clone()])
+        .await
+        .unwrap()
+        .is_empty());
     assert!(scans.scan_pending(10).await.unwrap().is_empty());
 }
 
@@ -2120,7 +2147,10 @@ pub async fn scans_rematch_in_pages<S: ScanStore + ?Sized>(scans: &S) {
         scans.scan_enqueue(repo, &d, 10).await.unwrap();
         let packages = [format!("pkg:npm/p{i}@1.0.0")];
         let refs: Vec<&str> = packages.iter().map(String::as_str).collect();
-        scans.scan_record(repo, &d, &scan_outcome(&refs, 0, "v1", 20)).await.unwrap();
+        scans
+            .scan_record(repo, &d, &scan_outcome(&refs, 0, "v1", 20))
+            .await
+            .unwrap();
         done.push(((*repo).to_owned(), d));
     }
     let pending = Digest::sha256(b"pending");
@@ -2156,16 +2186,28 @@ pub async fn scans_rematch_in_pages<S: ScanStore + ?Sized>(scans: &S) {
         ..SeverityCounts::default()
     };
     let (repo, digest) = &done[0];
-    assert!(scans.scan_rematched(repo, digest, &counts, &new_db, 40).await.unwrap());
+    assert!(scans
+        .scan_rematched(repo, digest, &counts, &new_db, 40)
+        .await
+        .unwrap());
     let r = &scans.scan_get(repo, &[digest.clone()]).await.unwrap()[0];
-    assert_eq!((r.counts, r.db.as_ref(), r.matched_at, r.scanned_at), (counts, Some(&new_db), Some(40), Some(20)));
+    assert_eq!(
+        (r.counts, r.db.as_ref(), r.matched_at, r.scanned_at),
+        (counts, Some(&new_db), Some(40), Some(20))
+    );
     assert_eq!(r.packages.len(), 1, "packages kept");
     assert!(
-        !scans.scan_rematched("a", &pending, &counts, &new_db, 40).await.unwrap(),
+        !scans
+            .scan_rematched("a", &pending, &counts, &new_db, 40)
+            .await
+            .unwrap(),
         "a pending scan is not re-matched"
     );
     let p = &scans.scan_get("a", &[pending.clone()]).await.unwrap()[0];
-    assert_eq!((p.state, p.counts, p.db.as_ref()), (ScanState::Pending, SeverityCounts::default(), None));
+    assert_eq!(
+        (p.state, p.counts, p.db.as_ref()),
+        (ScanState::Pending, SeverityCounts::default(), None)
+    );
 }
 
 /// Runs every [`MetadataStore`] function of the suite, one `#[tokio::test]` each.

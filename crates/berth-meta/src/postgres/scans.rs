@@ -19,7 +19,8 @@ fn record(r: &Row) -> Result<ScanRecord, MetaError> {
     let state: String = get(r, 2)?;
     let state = ScanState::parse(&state)
         .ok_or_else(|| MetaError::Corrupt(format!("scan state {state:?}")))?;
-    let n = |i: usize| -> Result<u64, MetaError> { Ok(u64::try_from(get::<i64>(r, i)?).unwrap_or(0)) };
+    let n =
+        |i: usize| -> Result<u64, MetaError> { Ok(u64::try_from(get::<i64>(r, i)?).unwrap_or(0)) };
     let packages: String = get(r, 4)?;
     let version: Option<String> = get(r, 10)?;
     let imported: Option<String> = get(r, 11)?;

@@ -103,8 +103,10 @@ impl ScanStore for SqliteStore {
                      ORDER BY queued_at, repo, digest LIMIT ?1",
                 )
                 .and_then(|mut s| {
-                    s.query_map([limit], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
-                        .collect::<Result<Vec<_>, _>>()
+                    s.query_map([limit], |r| {
+                        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()
                 })
                 .map_err(db_err("reading pending scans"))
             })
