@@ -2130,7 +2130,7 @@ pub async fn scans_queue_and_record<S: ScanStore + ?Sized>(scans: &S) {
     assert!(!scans.scan_forget("other", &a).await.unwrap());
     assert!(!scans.scan_record("other", &a, &done).await.unwrap());
     assert!(scans
-        .scan_get("other", &[a.clone()])
+        .scan_get("other", std::slice::from_ref(&a))
         .await
         .unwrap()
         .is_empty());
@@ -2190,7 +2190,10 @@ pub async fn scans_rematch_in_pages<S: ScanStore + ?Sized>(scans: &S) {
         .scan_rematched(repo, digest, &counts, &new_db, 40)
         .await
         .unwrap());
-    let r = &scans.scan_get(repo, &[digest.clone()]).await.unwrap()[0];
+    let r = &scans
+        .scan_get(repo, std::slice::from_ref(digest))
+        .await
+        .unwrap()[0];
     assert_eq!(
         (r.counts, r.db.as_ref(), r.matched_at, r.scanned_at),
         (counts, Some(&new_db), Some(40), Some(20))
@@ -2203,7 +2206,10 @@ pub async fn scans_rematch_in_pages<S: ScanStore + ?Sized>(scans: &S) {
             .unwrap(),
         "a pending scan is not re-matched"
     );
-    let p = &scans.scan_get("a", &[pending.clone()]).await.unwrap()[0];
+    let p = &scans
+        .scan_get("a", std::slice::from_ref(&pending))
+        .await
+        .unwrap()[0];
     assert_eq!(
         (p.state, p.counts, p.db.as_ref()),
         (ScanState::Pending, SeverityCounts::default(), None)
