@@ -696,9 +696,11 @@ impl Scanner {
         Ok(report)
     }
 
-    /// Reloads the index and matches every stored scan against it (the admin API).
+    /// Reloads the index and matches every stored scan against it (the admin API); the
+    /// worker is woken too, for scans that were waiting for an index.
     pub async fn rematch_now(&self) -> Result<Rematch, ScanError> {
         let (db, _) = self.current_db().await?;
+        self.wake.notify_one();
         self.rematch(&db, true).await
     }
 
