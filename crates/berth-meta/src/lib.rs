@@ -14,6 +14,8 @@
 //!   stale image) and their backend-neutral rules.
 //! - [`gc`]: the values the garbage collector's store methods exchange (the
 //!   `gc_*` methods of [`MetadataStore`]).
+//! - [`scans`]: [`ScanStore`], vulnerability scans of pushed images and the durable
+//!   queue of those still to make.
 //! - `testsuite` (feature `testsuite`): the conformance suite every backend must pass.
 //! - [`sqlite::SqliteStore`]: the embedded default backend. SQL specific to SQLite lives
 //!   only there, with its migrations under `migrations/sqlite/`.
@@ -86,6 +88,7 @@ pub mod cache;
 pub mod gc;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+pub mod scans;
 pub mod sqlite;
 #[cfg(any(test, feature = "testsuite"))]
 pub mod testsuite;
@@ -94,6 +97,8 @@ use std::sync::Arc;
 
 use berth_oci::{Digest, RepoName, Tag};
 use bytes::Bytes;
+
+pub use scans::ScanStore;
 
 /// Errors of a metadata store.
 #[derive(Debug, thiserror::Error)]

@@ -4,7 +4,8 @@
 //! A backend runs all of them with one `#[tokio::test]` each through
 //! [`metadata_store_suite!`](crate::metadata_store_suite),
 //! [`account_store_suite!`](crate::account_store_suite) and
-//! [`stats_store_suite!`](crate::stats_store_suite), so that a function added here is run
+//! [`stats_store_suite!`](crate::stats_store_suite) and
+//! [`scan_store_suite!`](crate::scan_store_suite), so that a function added here is run
 //! by every backend. Nothing here may depend on one backend: stores are used only through
 //! their traits.
 
@@ -15,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use berth_oci::{Digest, RepoName, Tag};
 use bytes::Bytes;
 
+use crate::scans::{DbStamp, ScanOutcome, ScanState, ScanStore, SeverityCounts};
 use crate::{
     Account, AccountKind, AccountStore, AuditEvent, DownloadKey, FetchKind, Gate, GroupBy,
     MetaError, MetadataStore, NewManifest, OutboxNew, OutboxStatus, Page, RequestKey,
@@ -2029,6 +2031,202 @@ pub async fn stale_images_follow_base_tags(meta: Arc<dyn MetadataStore>) {
     assert_eq!(stale[0].digest, decl.digest);
 }
 
+fn scan_outcome(packages: &[&str], critical: u64, db: &str, at: i64) -> ScanOutcome {
+    ScanOutcome {
+        state: ScanState::Done,
+        packages: packages.iter().map(|p| (*p).to_owned()).collect(),
+        counts: SeverityCounts {
+            critical,
+            high: 2,
+            medium: 3,
+            low: 4,
+            unknown: 5,
+        },
+        db: Some(DbStamp {
+            version: db.into(),
+            imported: "2026-01-02T03:04:05Z".into(),
+        }),
+        at,
+        error: None,
+    }
+}
+
+/// A queued scan is pending until recorded, queuing it again changes nothing, and the
+/// recorded outcome reads back whole; a deleted manifest's scan is forgotten and an
+/// outcome for it is not written.
+pub async fn scans_queue_and_record<S: ScanStore + ?Sized>(scans: &S) {
+    let a = Digest::sha256(b"image a");
+    let b = Digest::sha256(b"image b");
+    assert!(scans.scan_enqueue("team/app", &a, 100).await.unwrap());
+    assert!(scans.scan_enqueue("team/app", &b, 101).await.unwrap());
+    assert!(scans.scan_enqueue("other", &a, 102).await.unwrap());
+    assert!(
+        !scans.scan_enqueue("team/app", &a, 200).await.unwrap(),
+        "queued once"
+    );
+    assert_eq!(
+        scans.scan_pending(10).await.unwrap(),
+        vec![
+            ("team/app".to_owned(), a.clone()),
+            ("team/app".to_owned(), b.clone()),
+            ("other".to_owned(), a.clone()),
+        ],
+        "oldest first"
+    );
+    assert_eq!(scans.scan_pending(1).await.unwrap().len(), 1);
+
+    let purls = [
+        "pkg:deb/debian/openssl@3.0.9-1?arch=amd64&distro=debian-12",
+        "pkg:npm/left-pad@1.3.0",
+    ];
+    let done = scan_outcome(&purls, 1, "v1", 300);
+    assert!(scans.scan_record("team/app", &a, &done).await.unwrap());
+    let failed = ScanOutcome {
+        state: ScanState::Failed,
+        packages: vec![],
+        counts: SeverityCounts::default(),
+        db: None,
+        at: 301,
+        error: Some("layer unreadable".into()),
+    };
+    assert!(scans.scan_record("team/app", &b, &failed).await.unwrap());
+    assert_eq!(
+        scans.scan_pending(10).await.unwrap(),
+        vec![("other".to_owned(), a.clone())]
+    );
+
+    let got = scans
+        .scan_get("team/app", &[b.clone(), Digest::sha256(b"none"), a.clone()])
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 2);
+    assert_eq!(
+        (got[0].digest.clone(), got[1].digest.clone()),
+        (b.clone(), a.clone()),
+        "in the order asked"
+    );
+    let r = &got[1];
+    assert_eq!(
+        (r.repo.as_str(), r.state, r.queued_at),
+        ("team/app", ScanState::Done, 100)
+    );
+    assert_eq!(r.packages, purls);
+    assert_eq!(r.counts, done.counts);
+    assert_eq!(r.counts.total(), 15);
+    assert_eq!(r.db, done.db);
+    assert_eq!(
+        (r.scanned_at, r.matched_at, r.error.as_deref()),
+        (Some(300), Some(300), None)
+    );
+    let f = &got[0];
+    assert_eq!(
+        (f.state, f.error.as_deref(), f.db.as_ref(), f.matched_at),
+        (ScanState::Failed, Some("layer unreadable"), None, None)
+    );
+    assert!(scans.scan_get("team/app", &[]).await.unwrap().is_empty());
+
+    let mut states = scans.scan_states().await.unwrap();
+    states.sort_by_key(|(s, _)| s.as_str());
+    assert_eq!(
+        states,
+        vec![
+            (ScanState::Done, 1),
+            (ScanState::Failed, 1),
+            (ScanState::Pending, 1)
+        ]
+    );
+
+    // A manifest deleted before its scan ends: the outcome finds no row and is dropped.
+    assert!(scans.scan_forget("other", &a).await.unwrap());
+    assert!(!scans.scan_forget("other", &a).await.unwrap());
+    assert!(!scans.scan_record("other", &a, &done).await.unwrap());
+    assert!(scans
+        .scan_get("other", std::slice::from_ref(&a))
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(scans.scan_pending(10).await.unwrap().is_empty());
+}
+
+/// A re-match walks the done scans page by page in (repository, digest) order and
+/// replaces their counts and database, never their packages; scans not done are left
+/// alone.
+pub async fn scans_rematch_in_pages<S: ScanStore + ?Sized>(scans: &S) {
+    let mut done = Vec::new();
+    for (i, repo) in ["b", "a", "a/x", "c"].iter().enumerate() {
+        let d = Digest::sha256(format!("image {i}").as_bytes());
+        scans.scan_enqueue(repo, &d, 10).await.unwrap();
+        let packages = [format!("pkg:npm/p{i}@1.0.0")];
+        let refs: Vec<&str> = packages.iter().map(String::as_str).collect();
+        scans
+            .scan_record(repo, &d, &scan_outcome(&refs, 0, "v1", 20))
+            .await
+            .unwrap();
+        done.push(((*repo).to_owned(), d));
+    }
+    let pending = Digest::sha256(b"pending");
+    scans.scan_enqueue("a", &pending, 30).await.unwrap();
+    done.sort();
+
+    let mut walked = Vec::new();
+    let mut after: Option<(String, Digest)> = None;
+    loop {
+        let page = scans
+            .scan_done_page(after.as_ref().map(|(r, d)| (r.as_str(), d)), 3)
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        for r in &page {
+            assert_eq!(r.state, ScanState::Done);
+            assert_eq!(r.packages.len(), 1);
+            walked.push((r.repo.clone(), r.digest.clone()));
+        }
+        let last = page.last().unwrap();
+        after = Some((last.repo.clone(), last.digest.clone()));
+    }
+    assert_eq!(walked, done, "every done scan once, in order");
+
+    let new_db = DbStamp {
+        version: "v2".into(),
+        imported: "2026-02-03T04:05:06Z".into(),
+    };
+    let counts = SeverityCounts {
+        critical: 7,
+        ..SeverityCounts::default()
+    };
+    let (repo, digest) = &done[0];
+    assert!(scans
+        .scan_rematched(repo, digest, &counts, &new_db, 40)
+        .await
+        .unwrap());
+    let r = &scans
+        .scan_get(repo, std::slice::from_ref(digest))
+        .await
+        .unwrap()[0];
+    assert_eq!(
+        (r.counts, r.db.as_ref(), r.matched_at, r.scanned_at),
+        (counts, Some(&new_db), Some(40), Some(20))
+    );
+    assert_eq!(r.packages.len(), 1, "packages kept");
+    assert!(
+        !scans
+            .scan_rematched("a", &pending, &counts, &new_db, 40)
+            .await
+            .unwrap(),
+        "a pending scan is not re-matched"
+    );
+    let p = &scans
+        .scan_get("a", std::slice::from_ref(&pending))
+        .await
+        .unwrap()[0];
+    assert_eq!(
+        (p.state, p.counts, p.db.as_ref()),
+        (ScanState::Pending, SeverityCounts::default(), None)
+    );
+}
+
 /// Runs every [`MetadataStore`] function of the suite, one `#[tokio::test]` each.
 /// `$fresh` is an async function returning `(keep, Arc<dyn MetadataStore>)`, a fresh
 /// empty store and whatever must live as long as it (a temporary directory...), or an
@@ -2115,6 +2313,28 @@ macro_rules! stats_store_suite {
             request_counters,
             hourly_counters_roll_up_into_days,
             pulls_keep_the_latest_time,
+        );
+    };
+    (@each $fresh:path; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                let Some((_keep, store)) = $crate::testsuite::Fresh::into_option($fresh().await) else {
+                    return;
+                };
+                $crate::testsuite::$name(&store).await;
+            }
+        )*
+    };
+}
+
+/// Runs every [`ScanStore`] function of the suite; `$fresh` returns `(keep, store)`.
+#[macro_export]
+macro_rules! scan_store_suite {
+    ($fresh:path) => {
+        $crate::scan_store_suite!(@each $fresh;
+            scans_queue_and_record,
+            scans_rematch_in_pages,
         );
     };
     (@each $fresh:path; $($name:ident),* $(,)?) => {

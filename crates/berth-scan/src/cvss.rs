@@ -1,6 +1,8 @@
 //! Severity: the CVSS v3.x base score computed from a vector string (the formula of
-//! the CVSS v3.1 specification, §7.1 and Appendix A's Roundup), and the qualitative
-//! rating scale that turns a score into none/low/medium/high/critical.
+//! the CVSS v3.1 specification, §7.1 and Appendix A's Roundup), the CVSS v4.0 score
+//! (through RustSec's `cvss` crate, which implements the v4.0 specification's
+//! macrovector lookup table and interpolation), and the qualitative rating scale that
+//! turns a score into none/low/medium/high/critical.
 
 use std::fmt;
 use std::str::FromStr;
@@ -78,11 +80,31 @@ impl FromStr for Severity {
     }
 }
 
+/// The score of a CVSS v4.0 vector (`CVSS:4.0/AV:N/AC:L/AT:N/...`): the base score
+/// (CVSS-B) for a vector of base metrics, as OSV records carry them; threat and
+/// environmental metrics in the vector are applied as the specification says
+/// (CVSS-BT, CVSS-BE).
+pub fn score_v4(vector: &str) -> Result<f64, CvssError> {
+    let vector = vector.trim();
+    if !vector.starts_with("CVSS:4.0/") {
+        return Err(CvssError::Version(vector.to_owned()));
+    }
+    vector
+        .parse::<cvss::v4::Vector>()
+        .map(|v| v.score().value())
+        .map_err(|e| CvssError::V4 {
+            vector: vector.to_owned(),
+            reason: e.to_string(),
+        })
+}
+
 /// Why a vector string was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CvssError {
-    #[error("not a CVSS v3 vector: {0}")]
+    #[error("not a CVSS vector of the expected version: {0}")]
     Version(String),
+    #[error("unreadable CVSS v4.0 vector {vector}: {reason}")]
+    V4 { vector: String, reason: String },
     #[error("CVSS vector without a valid value for {metric}: {vector}")]
     Metric {
         metric: &'static str,
@@ -192,6 +214,43 @@ mod tests {
         ] {
             assert_eq!(base_score(vector), Ok(score), "{vector}");
         }
+    }
+
+    #[test]
+    fn scores_of_cvss_v4_vectors() {
+        // Vectors and scores of FIRST's CVSS v4.0 calculator.
+        for (vector, score) in [
+            // Everything high on the vulnerable system, nothing on others.
+            (
+                "CVSS:4.0/AV:N/AC:L/AT:N/PR:N/UI:N/VC:H/VI:H/VA:H/SC:N/SI:N/SA:N",
+                9.3,
+            ),
+            // And on subsequent systems too: the maximum.
+            (
+                "CVSS:4.0/AV:N/AC:L/AT:N/PR:N/UI:N/VC:H/VI:H/VA:H/SC:H/SI:H/SA:H",
+                10.0,
+            ),
+            // The v4.0 examples document's CVE-2022-41741 (nginx, local).
+            (
+                "CVSS:4.0/AV:L/AC:L/AT:N/PR:L/UI:N/VC:H/VI:H/VA:H/SC:N/SI:N/SA:N",
+                8.5,
+            ),
+            // No impact at all.
+            (
+                "CVSS:4.0/AV:N/AC:L/AT:N/PR:N/UI:N/VC:N/VI:N/VA:N/SC:N/SI:N/SA:N",
+                0.0,
+            ),
+        ] {
+            assert_eq!(score_v4(vector), Ok(score), "{vector}");
+        }
+        assert!(matches!(
+            score_v4("CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"),
+            Err(CvssError::Version(_))
+        ));
+        assert!(matches!(
+            score_v4("CVSS:4.0/AV:Q/AC:L"),
+            Err(CvssError::V4 { .. })
+        ));
     }
 
     #[test]

@@ -162,14 +162,21 @@ pub fn range_affects(scheme: Scheme, range: &Range, version: &str) -> Option<Opt
 }
 
 /// The severity of a record for one of its `affected` entries: a CVSS v3 vector (of the
-/// entry, else of the record) gives a score and its rating; otherwise a severity word in
+/// entry, else of the record), else a CVSS v4.0 one, gives a score and its rating; otherwise a severity word in
 /// `database_specific.severity` (GitHub, Alpine's secdb and others) or
 /// `ecosystem_specific.severity`/`urgency` (Ubuntu, Debian) gives the rating alone.
 pub fn severity(record: &Record, affected: &Affected) -> (Severity, Option<f64>) {
-    let vectors = affected.severity.iter().chain(&record.severity);
-    for s in vectors {
-        if s.kind == "CVSS_V3" {
-            match cvss::base_score(&s.score) {
+    // A v3 vector first, so that the scores of records carrying both stay those every
+    // v3-era tool shows; a v4.0 vector alone (more and more records) is scored as v4.0.
+    for kind in ["CVSS_V3", "CVSS_V4"] {
+        let vectors = affected.severity.iter().chain(&record.severity);
+        for s in vectors.filter(|s| s.kind == kind) {
+            let score = if kind == "CVSS_V3" {
+                cvss::base_score(&s.score)
+            } else {
+                cvss::score_v4(&s.score)
+            };
+            match score {
                 Ok(score) => return (Severity::from_score(score), Some(score)),
                 Err(e) => tracing::debug!(id = %record.id, error = %e, "unreadable CVSS vector"),
             }
@@ -218,6 +225,38 @@ mod tests {
         let r = range(serde_json::json!([{"fixed": "1.0~rc2-1"}, {"introduced": "0"}]));
         assert!(range_affects(Scheme::Dpkg, &r, "1.0~rc1-1").is_some());
         assert!(range_affects(Scheme::Dpkg, &r, "1.0-1").is_none());
+    }
+
+    #[test]
+    fn cvss_v4_vectors_score_when_no_v3_one_does() {
+        let v4 = "CVSS:4.0/AV:N/AC:L/AT:N/PR:N/UI:N/VC:H/VI:H/VA:H/SC:N/SI:N/SA:N";
+        let v3 = "CVSS:3.1/AV:N/AC:L/PR:L/UI:N/S:U/C:H/I:N/A:N";
+        let record = |severity: serde_json::Value| -> Record {
+            serde_json::from_value(serde_json::json!({
+                "id": "GHSA-test",
+                "severity": severity,
+                "affected": [{"package": {"ecosystem": "npm", "name": "a"}}],
+            }))
+            .unwrap()
+        };
+        let only_v4 = record(serde_json::json!([{"type": "CVSS_V4", "score": v4}]));
+        assert_eq!(
+            severity(&only_v4, &only_v4.affected[0]),
+            (Severity::Critical, Some(9.3))
+        );
+        let both = record(serde_json::json!([
+            {"type": "CVSS_V4", "score": v4},
+            {"type": "CVSS_V3", "score": v3},
+        ]));
+        assert_eq!(
+            severity(&both, &both.affected[0]),
+            (Severity::Medium, Some(6.5))
+        );
+        let broken = record(serde_json::json!([{"type": "CVSS_V4", "score": "CVSS:4.0/AV:N"}]));
+        assert_eq!(
+            severity(&broken, &broken.affected[0]),
+            (Severity::Unknown, None)
+        );
     }
 
     #[test]

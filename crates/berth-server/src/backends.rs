@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use berth_meta::cache::CachingStore;
 use berth_meta::sqlite::SqliteStore;
-use berth_meta::{AccountStore, MetadataStore, StatsStore};
+use berth_meta::{AccountStore, MetadataStore, ScanStore, StatsStore};
 use berth_storage::fs::FsBlobStore;
 use berth_storage::BlobStore;
 
@@ -50,12 +50,14 @@ pub enum BackendError {
     Meta(#[from] berth_meta::MetaError),
 }
 
-/// The metadata database's stores (one database behind three traits).
+/// The metadata database's stores (one database behind four traits).
 #[derive(Clone)]
 pub struct MetaStores {
     pub meta: Arc<dyn MetadataStore>,
     pub accounts: Arc<dyn AccountStore>,
     pub stats: Arc<dyn StatsStore>,
+    /// Vulnerability scans of pushed images and their queue.
+    pub scans: Arc<dyn ScanStore>,
     /// For a database that other processes write too (PostgreSQL): keeps a cache in
     /// front of `meta` current with their writes. `None` when this process is the only
     /// writer (SQLite), whose cache sees every write itself.
@@ -108,7 +110,8 @@ pub fn open_meta(config: &Config, create: Create) -> Result<MetaStores, BackendE
     Ok(MetaStores {
         meta: Arc::new(sqlite.clone()),
         accounts: Arc::new(sqlite.clone()),
-        stats: Arc::new(sqlite),
+        stats: Arc::new(sqlite.clone()),
+        scans: Arc::new(sqlite),
         invalidate_on_change: None,
     })
 }
@@ -123,7 +126,8 @@ fn open_postgres(url: &str) -> Result<MetaStores, BackendError> {
     Ok(MetaStores {
         meta: Arc::new(pg.clone()),
         accounts: Arc::new(pg.clone()),
-        stats: Arc::new(pg),
+        stats: Arc::new(pg.clone()),
+        scans: Arc::new(pg),
         invalidate_on_change: Some(Arc::new(move |cache: &Arc<CachingStore>| {
             follower.invalidate_on_change(cache)
         })),

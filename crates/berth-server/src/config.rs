@@ -173,6 +173,14 @@ pub struct Settings {
     /// Pull-through mirrors by repository prefix (`[[mirror]]`, in the file only).
     #[arg(skip)]
     pub mirror: Option<Vec<crate::service::MirrorRule>>,
+    // Vulnerability scanning on push (crate::scanning).
+    /// The vulnerability database that pushed images are matched against: the directory
+    /// `berth db update --db DIR` writes [default: <data_dir>/vulndb].
+    #[arg(long, env = "BERTH_SCAN_DB", value_name = "DIR")]
+    pub scan_db: Option<PathBuf>,
+    /// Scanning rules by repository pattern (`[[scan]]`, in the file only).
+    #[arg(skip)]
+    pub scan: Option<Vec<crate::scanning::ScanRule>>,
     // Retention of Berth's own tables (crate::retention).
     /// Roll hourly download, byte and request counters older than this up into daily
     /// totals (e.g. 30d; 0 keeps them hourly forever) [default: 30d].
@@ -414,6 +422,12 @@ pub struct Config {
     /// Pull-through mirrors (`[[mirror]]`): repositories under `prefix` are read-only
     /// copies of `upstream`, filled as clients pull. See [`crate::service::Mirrors`].
     pub mirror: Vec<crate::service::MirrorRule>,
+    /// The vulnerability database directory; `None` is `<data_dir>/vulndb`. Read it
+    /// through [`Config::scan_db_dir`].
+    pub scan_db: Option<PathBuf>,
+    /// Scanning rules (`[[scan]]`): the first rule whose `repositories` match decides
+    /// whether a push is scanned. See [`crate::scanning`].
+    pub scan: Vec<crate::scanning::ScanRule>,
     /// Hourly counters older than this are rolled up into daily totals; `None` (or `0` in
     /// the settings) keeps them hourly. See [`crate::retention`].
     pub stats_hourly_retention: Option<Duration>,
@@ -557,6 +571,8 @@ impl Default for Config {
             retention: Vec::new(),
             quota: Vec::new(),
             mirror: Vec::new(),
+            scan_db: None,
+            scan: Vec::new(),
             webhook: Vec::new(),
             webhook_source: None,
             header_timeout: Duration::from_secs(30),
@@ -629,6 +645,8 @@ impl Config {
             retention,
             quota,
             mirror,
+            scan_db,
+            scan,
             stats_hourly_retention,
             audit_retention,
             webhook,
@@ -691,12 +709,21 @@ impl Config {
         set(&mut self.retention, retention);
         set(&mut self.quota, quota);
         set(&mut self.mirror, mirror);
+        set(&mut self.scan_db, scan_db.map(Some));
+        set(&mut self.scan, scan);
         set(&mut self.webhook, webhook);
         set(&mut self.webhook_source, webhook_source.map(Some));
         set(&mut self.header_timeout, header_timeout);
         set(&mut self.idle_timeout, idle_timeout);
         set(&mut self.body_idle_timeout, body_idle_timeout);
         set(&mut self.max_connections, max_connections);
+    }
+
+    /// The vulnerability database directory: `scan_db`, else `<data_dir>/vulndb`.
+    pub fn scan_db_dir(&self) -> PathBuf {
+        self.scan_db
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("vulndb"))
     }
 
     /// The metadata database to open: SQLite at `<data_dir>/metadata.db` without a
@@ -990,9 +1017,9 @@ mod tests {
     #[test]
     fn every_setting_has_a_key_a_variable_and_a_flag() {
         let vars = Settings::env_vars();
-        // All but `tag_policy`, `trust_policy`, `gc`, `retention`, `quota`, `mirror` and `webhook`,
-        // lists of tables, which only the file can hold.
-        assert_eq!(vars.len(), 33);
+        // All but `tag_policy`, `trust_policy`, `gc`, `retention`, `quota`, `mirror`, `scan`
+        // and `webhook`, lists of tables, which only the file can hold.
+        assert_eq!(vars.len(), 34);
         for (var, long) in &vars {
             let key = long.replace('-', "_");
             assert_eq!(*var, format!("BERTH_{}", key.to_uppercase()));

@@ -266,6 +266,22 @@ impl From<crate::webhooks::WebhookError> for ApiError {
     }
 }
 
+impl From<crate::scanning::ScanError> for ApiError {
+    fn from(e: crate::scanning::ScanError) -> ApiError {
+        use crate::scanning::ScanError as E;
+        match e {
+            E::Meta(m) => m.into(),
+            // No index at scan_db yet: the operator's to import, so said in words.
+            E::Db(berth_scan::DbError::Missing { .. }) => ApiError::new(
+                ErrorCode::Unavailable,
+                "no vulnerability database at scan_db: import one with `berth db update --db DIR`",
+            ),
+            E::Gone => ApiError::new(ErrorCode::ManifestUnknown, e.to_string()),
+            E::Db(_) | E::Manifest(_) | E::Layer { .. } | E::Join(_) => ApiError::internal(&e),
+        }
+    }
+}
+
 /// The answer while the metadata database cannot be reached: 503 `UNAVAILABLE` with a
 /// short `Retry-After`, whichever layer noticed (the registry service or access control).
 fn meta_unavailable(cause: &berth_meta::MetaError) -> ApiError {

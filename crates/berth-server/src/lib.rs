@@ -20,6 +20,8 @@
 //! - [`policy`]: the tag policy (immutable releases, forward-only floating tags) and the
 //!   trust policy's rules and keys (required signatures, the publish gate).
 //! - [`retention`]: hourly counters rolled up into days, old audit entries deleted.
+//! - [`scanning`]: vulnerability scans of pushed images (`[[scan]]`), queued by a
+//!   subscriber, made by a background worker, re-matched when the database changes.
 //! - [`webhooks`]: events as signed CloudEvents POSTed to configured URLs from a durable
 //!   outbox (a subscriber writes it, a background task delivers it).
 //! - [`listener`]: the accept loop (plain or TLS, HTTP/1.1 and HTTP/2, graceful drain);
@@ -43,6 +45,7 @@ pub mod migrate;
 pub mod policy;
 pub mod retention;
 pub mod routes;
+pub mod scanning;
 pub mod service;
 mod state;
 pub mod subscribers;
@@ -93,6 +96,8 @@ pub enum StartError {
     Mirror(#[from] service::MirrorRuleError),
     #[error(transparent)]
     Webhook(#[from] webhooks::WebhookConfigError),
+    #[error(transparent)]
+    Scan(#[from] scanning::ScanRuleError),
     #[error("--tls-cert and --tls-key must be given together")]
     TlsHalf,
     #[error("cannot read the accounts: {0}")]
@@ -110,6 +115,7 @@ pub fn build_state(config: &Config) -> Result<AppState, StartError> {
     let blobs = backends::open_blobs(config)?;
     let stores = backends::open_meta(config, backends::Create::Yes)?;
     let meta_watch = Arc::new(backends::MetaWatch::new(config)?);
+    let scan_store = stores.scans.clone();
     // Pulls read manifests and blob links through a bounded cache; every write goes
     // through it too and invalidates what it changes.
     let cache = Arc::new(berth_meta::cache::CachingStore::new(
@@ -146,6 +152,14 @@ pub fn build_state(config: &Config) -> Result<AppState, StartError> {
         &webhook_source(config),
         stores.accounts.clone(),
     )?);
+    let scanner = Arc::new(scanning::Scanner::new(
+        scanning::ScanRules::new(&config.scan)?,
+        config.scan_db_dir(),
+        scan_store,
+        meta.clone(),
+        blobs.clone(),
+        metrics.clone(),
+    ));
     let mut subscribers: Vec<Arc<dyn events::Subscriber>> = vec![
         Arc::new(subscribers::MetricsSubscriber(metrics.clone())),
         Arc::new(subscribers::AnalyticsSubscriber(analytics.clone())),
@@ -154,6 +168,10 @@ pub fn build_state(config: &Config) -> Result<AppState, StartError> {
     // Without hooks the subscriber would only cost every event a check.
     if !webhooks.is_empty() {
         subscribers.push(Arc::new(webhooks::WebhookSubscriber(webhooks.clone())));
+    }
+    // Without a rule that scans, pushes are not queued at all.
+    if scanner.enabled() {
+        subscribers.push(Arc::new(scanning::ScanSubscriber(scanner.clone())));
     }
     let events = events::Events::new(subscribers);
     let auth = Arc::new(
@@ -218,6 +236,7 @@ pub fn build_state(config: &Config) -> Result<AppState, StartError> {
             Ok(config::MetadataBackend::Postgres(_))
         ),
         webhooks,
+        scanner,
     }))
 }
 
@@ -329,6 +348,11 @@ pub async fn run_with_ready(
     let deliverer =
         hooks.then(|| tokio::spawn(webhooks::delivery::deliver_forever(state.webhooks.clone())));
     let pulls = hooks.then(|| tokio::spawn(state.webhooks.clone().flush_pulls_forever()));
+    // Scans pending at the last stop are made now; new ones as pushes queue them.
+    let scanner = state
+        .scanner
+        .enabled()
+        .then(|| tokio::spawn(state.scanner.clone().run_forever()));
     let webhooks = state.webhooks.clone();
     let tls = state.tls.clone();
     let analytics = state.analytics.clone();
@@ -361,6 +385,10 @@ pub async fn run_with_ready(
         c.abort();
     }
     // An attempt in flight is made again at the next start (same event id).
+    // A scan in flight stays pending and is made again at the next start.
+    if let Some(s) = scanner {
+        s.abort();
+    }
     for task in deliverer.into_iter().chain(pulls) {
         task.abort();
     }

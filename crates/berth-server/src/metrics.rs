@@ -71,6 +71,10 @@ const BUCKETS: [f64; 11] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0,
 ];
 
+/// Upper bounds (seconds) of the scan duration histogram: an image takes from well
+/// under a second to minutes (gigabytes of layers).
+const SCAN_BUCKETS: [f64; 9] = [0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0, 300.0];
+
 /// The route a response came from, set by the router for the metrics layer.
 #[derive(Debug, Clone, Copy)]
 pub struct RouteLabel(pub &'static str);
@@ -127,6 +131,10 @@ pub struct Metrics {
     gc_manifests_deleted: Counter,
     /// Milliseconds the last collection took.
     gc_last_duration_ms: Gauge,
+    scans: Counter,
+    scan_failures: Counter,
+    scan_rematched: Counter,
+    scan_duration: Histogram,
 }
 
 impl Default for Metrics {
@@ -153,6 +161,10 @@ impl Default for Metrics {
             gc_blobs_deleted: Counter::default(),
             gc_manifests_deleted: Counter::default(),
             gc_last_duration_ms: Gauge::default(),
+            scans: Counter::default(),
+            scan_failures: Counter::default(),
+            scan_rematched: Counter::default(),
+            scan_duration: Histogram::new(SCAN_BUCKETS),
         };
         m.registered()
     }
@@ -242,9 +254,30 @@ impl Metrics {
                 "Untagged manifests deleted by garbage collection",
                 &self.gc_manifests_deleted,
             ),
+            (
+                "berth_scan_images",
+                "Images scanned for vulnerabilities on push (failed scans included)",
+                &self.scans,
+            ),
+            (
+                "berth_scan_failures",
+                "Image scans that failed (a layer unreadable, a blob gone)",
+                &self.scan_failures,
+            ),
+            (
+                "berth_scan_rematched",
+                "Stored scans matched again after the vulnerability database changed",
+                &self.scan_rematched,
+            ),
         ] {
             r.register(name, help, counter.clone());
         }
+        r.register_with_unit(
+            "berth_scan_duration",
+            "How long scanning one image took (reading its layers and matching)",
+            Unit::Seconds,
+            self.scan_duration.clone(),
+        );
         r.register(
             "berth_gc_last_duration_milliseconds",
             "How long the last garbage collection took",
@@ -341,6 +374,20 @@ impl Metrics {
             .set(i64::try_from(report.duration_ms).unwrap_or(i64::MAX));
     }
 
+    /// Counts a finished image scan (called by [`crate::scanning`] only).
+    pub fn scan_finished(&self, failed: bool, took: Duration) {
+        self.scans.inc();
+        if failed {
+            self.scan_failures.inc();
+        }
+        self.scan_duration.observe(took.as_secs_f64());
+    }
+
+    /// Counts stored scans matched again against a new database.
+    pub fn scans_rematched(&self, n: u64) {
+        self.scan_rematched.inc_by(n);
+    }
+
     /// Counts a damaged or missing blob a scrub found.
     pub fn scrub_corrupt(&self) {
         self.scrub_corrupt.inc();
@@ -434,6 +481,12 @@ mod tests {
         assert!(text.contains("berth_gc_blobs_deleted_total 0"));
         assert!(text.contains("berth_gc_manifests_deleted_total 0"));
         assert!(text.contains("berth_gc_last_duration_milliseconds 0"));
+        m.scan_finished(true, Duration::from_millis(300));
+        let text = m.render((3, 1000));
+        assert!(text.contains("berth_scan_images_total 1"));
+        assert!(text.contains("berth_scan_failures_total 1"));
+        assert!(text.contains("berth_scan_rematched_total 0"));
+        assert!(text.contains("berth_scan_duration_seconds_count 1"));
         assert!(text.contains("# TYPE berth_http_requests counter"));
         assert!(text.ends_with("# EOF\n"));
     }

@@ -30,6 +30,7 @@
 //! - `bases`: the stale-base report's recording and query, for `registry`;
 //! - `outbox`: the webhook outbox's queries, leased to one replica at a time, for the
 //!   [`AccountStore`](crate::AccountStore) implementation;
+//! - `scans`: the [`ScanStore`](crate::ScanStore) implementation (scans and their queue);
 //! - `listen`: the notification listener that invalidates caches;
 //! - `testing` (feature `testsuite`): a throwaway PostgreSQL cluster for tests.
 
@@ -40,6 +41,7 @@ mod listen;
 mod migrate;
 mod outbox;
 mod registry;
+mod scans;
 mod stats;
 
 use std::time::Duration;

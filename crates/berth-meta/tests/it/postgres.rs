@@ -36,6 +36,7 @@ mod suite {
     berth_meta::metadata_store_suite!(fresh_meta);
     berth_meta::account_store_suite!(fresh_pg);
     berth_meta::stats_store_suite!(fresh_pg);
+    berth_meta::scan_store_suite!(fresh_pg);
 }
 
 mod cached {

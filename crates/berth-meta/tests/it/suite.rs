@@ -26,6 +26,7 @@ mod sqlite {
     berth_meta::metadata_store_suite!(fresh_meta);
     berth_meta::account_store_suite!(fresh_sqlite);
     berth_meta::stats_store_suite!(fresh_sqlite);
+    berth_meta::scan_store_suite!(fresh_sqlite);
 }
 
 mod cached_sqlite {

@@ -6,7 +6,7 @@
 //! Every `/v2/<name>/...` request goes through [`dispatch`]: the path is parsed into an
 //! [`Endpoint`], the caller authenticated, and the action the endpoint needs checked
 //! before anything is looked up. The other routes (`/v2/`, `/token`, `/metrics`, the
-//! stats API, the stale-base API, tarball downloads and the dashboard) each authenticate with the same [`crate::auth::Auth`]
+//! stats API, the scan API, the stale-base API, tarball downloads and the dashboard) each authenticate with the same [`crate::auth::Auth`]
 //! and decide what their resource needs; `/healthz` and `/readyz` (probes) need none.
 
 mod admin;
@@ -18,6 +18,7 @@ mod export;
 mod health;
 mod manifests;
 mod referrers;
+mod scan;
 mod stale;
 mod stats;
 mod tags;
@@ -94,6 +95,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/admin/usage", get(admin::usage))
         .route("/api/v1/admin/webhooks", get(admin::webhooks))
         .route(
+            "/api/v1/admin/scan/rematch",
+            axum::routing::post(scan::rematch),
+        )
+        .route(
             "/api/v1/admin/webhooks/{name}/redeliver",
             axum::routing::post(admin::webhook_redeliver),
         )
@@ -116,6 +121,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ui/admin", get(ui::admin))
         .route("/ui/r/{*name}", get(ui::repository))
         .route("/api/v1/stats/repositories/{*name}", get(stats::repository))
+        .route("/api/v1/scan/{*target}", get(scan::get))
         .fallback(not_found)
         .with_state(state)
 }

@@ -5,6 +5,10 @@
 //!
 //! - `GET /api/v1/stats/repositories/<name>?by=version|platform|client|day|account&since=7d`
 //! - `GET /api/v1/stats/top?since=7d&n=10`
+//!
+//! A repository's answer also carries `vulnerabilities`: for each tag (cosign and
+//! referrers-schema tags left out), the counts by severity of its image's scan, or of
+//! each platform image's for an index ([`crate::scanning::TagScan`]).
 
 use axum::extract::{Request, State};
 use axum::http::header;
@@ -128,9 +132,16 @@ pub async fn repository(State(state): State<AppState>, req: Request) -> Response
             .map(|(k, n)| serde_json::json!({"route": k.route, "status_class": format!("{}xx", k.class), "code": k.code, "requests": n}))
             .collect();
         let usage = state.registry.repository_usage(&repo).await?;
+        let mut tags = state.registry.tag_details(&repo).await?;
+        tags.retain(|t| !berth_meta::artifact_tags::is_hidden(&t.tag));
+        let vulnerabilities = state.scanner.tag_scans(repo.as_str(), &tags).await?;
         Ok(json(serde_json::json!({
             "repository": repo.as_str(),
             "storage": usage,
+            "vulnerabilities": {
+                "scan_on_push": state.scanner.rules().scans_on_push(repo.as_str()),
+                "tags": vulnerabilities,
+            },
             "by": by_name,
             "since_hour": since,
             "total": total,

@@ -49,8 +49,10 @@ th,td{text-align:left;padding:6px 10px;border-bottom:1px solid #e3e6ea;vertical-
 section{background:#fff;border:1px solid #e3e6ea;padding:10px 14px;margin:12px 0}h2{font-size:15px;margin:4px 0 8px}
 code{font-size:12px}.muted{color:#6b7280}
 #tags{table-layout:fixed}#tags td{overflow-wrap:anywhere;word-break:break-word}
-#tags col.tag{width:22%}#tags col.digest{width:13%}#tags col.kind{width:7%}#tags col.platforms{width:18%}
-#tags col.annotations{width:16%}#tags col.trust{width:12%}#tags col.updated{width:8%}
+#tags col.tag{width:18%}#tags col.digest{width:13%}#tags col.kind{width:7%}#tags col.platforms{width:16%}
+#tags col.annotations{width:14%}#tags col.trust{width:12%}#tags col.vulns{width:10%}#tags col.updated{width:8%}
+.sev{display:inline-block;min-width:1.4em;padding:0 4px;margin:0 2px 2px 0;border-radius:3px;color:#fff;text-align:center;font-size:.85em}
+.sev.critical{background:#7f1d1d}.sev.high{background:#dc2626}.sev.medium{background:#d97706}.sev.low{background:#4d7c0f}.sev.unknown{background:#6b7280}.clean{color:#166534}
 .signed{color:#166534}.unsigned{color:#991b1b}.waiting{color:#92400e}.stale{color:#92400e;font-size:.85em}
 code.pull{display:block;margin-top:4px;padding:2px 4px;background:#eef0f3;user-select:all;cursor:text}";
 
@@ -577,6 +579,7 @@ async fn render_repository(
     let tags = state.registry.tag_details(repo).await?;
     let digests: Vec<_> = tags.iter().map(|t| t.manifest.digest.clone()).collect();
     let trust = state.registry.trust_overview(repo, &digests).await?;
+    let scans = state.scanner.tag_scans(repo.as_str(), &tags).await?;
 
     // Every day of the last 30, zeros included.
     let days: Vec<(String, u64)> = (0..30)
@@ -640,6 +643,7 @@ async fn render_repository(
                     }
                 }
                 td.trust { (trust_cell(&trust, &m.digest)) }
+                td.vulns { (vulnerability_cell(scans.iter().find(|s| s.tag == t.tag))) }
                 td {
                     (date(t.updated_at))
                     @if let Some(s) = stale.iter().find(|s| s.digest == m.digest) {
@@ -662,6 +666,7 @@ async fn render_repository(
                 td.muted { "-" }
                 td.muted { "not visible to pulls or the tags list" }
                 td.trust { span.waiting { "waiting for signature" } }
+                td.muted { "-" }
                 td { (date(p.since)) }
             }
         });
@@ -720,11 +725,11 @@ async fn render_repository(
             table #tags {
                 colgroup {
                     col.tag; col.digest; col.kind; col.platforms; col.annotations; col.trust;
-                    col.updated;
+                    col.vulns; col.updated;
                 }
                 tr {
                     th { "Tag" } th { "Digest" } th { "Kind" } th { "Size per platform" }
-                    th { "Annotations" } th { "Trust" } th { "Updated" }
+                    th { "Annotations" } th { "Trust" } th { "Vulnerabilities" } th { "Updated" }
                 }
                 @for row in tag_rows { (row) }
             }
@@ -732,6 +737,43 @@ async fn render_repository(
         (signatures_section(&trust, &tags))
     };
     Ok(page(repo.as_str(), body))
+}
+
+/// A tag's vulnerability counts with severity colours (an index shows its worst
+/// platform's), or where its scan stands.
+fn vulnerability_cell(scan: Option<&crate::scanning::TagScan>) -> Markup {
+    let Some(scan) = scan else {
+        return html! { span.muted { "-" } };
+    };
+    if let Some(c) = scan.counts {
+        let db = scan
+            .images
+            .iter()
+            .find_map(|i| i.db_imported.clone())
+            .unwrap_or_default();
+        return html! {
+            @if c.total() == 0 {
+                span.clean title=(format!("database of {db}")) { "none known" }
+            } @else {
+                span title=(format!("{} known vulnerabilities (database of {db})", c.total())) {
+                    @for (class, n) in [("critical", c.critical), ("high", c.high), ("medium", c.medium), ("low", c.low), ("unknown", c.unknown)] {
+                        @if n > 0 {
+                            span class=(format!("sev {class}")) title=(class) { (n) }
+                        }
+                    }
+                }
+            }
+        };
+    }
+    let first = scan.images.first();
+    match first.map(|i| i.state) {
+        Some("pending") => html! { span.muted { "scanning" } },
+        Some("failed") => {
+            html! { span.unsigned title=(first.and_then(|i| i.error.clone()).unwrap_or_default()) { "scan failed" } }
+        }
+        Some("skipped") => html! { span.muted { "not an image" } },
+        _ => html! { span.muted { "not scanned" } },
+    }
 }
 
 /// The first 16 hex digits of a key fingerprint, enough to tell keys apart on a page.

@@ -27,6 +27,7 @@ mod proxy;
 mod replicas;
 #[cfg(feature = "s3")]
 mod s3;
+mod scan;
 mod scrub;
 mod stale;
 mod startup;
