@@ -9,10 +9,11 @@ use super::{describe, pg_err};
 use crate::MetaError;
 
 /// Every migration, in order; the n-th is applied when `schema_version` lacks n.
-const MIGRATIONS: [&str; 3] = [
+const MIGRATIONS: [&str; 4] = [
     include_str!("../../migrations/postgres/0001_init.sql"),
     include_str!("../../migrations/postgres/0002_pulls_and_outbox.sql"),
     include_str!("../../migrations/postgres/0003_image_layers.sql"),
+    include_str!("../../migrations/postgres/0004_replication.sql"),
 ];
 
 /// The advisory lock key held while migrating ("berth" in ASCII).

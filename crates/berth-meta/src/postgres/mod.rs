@@ -29,7 +29,8 @@
 //! - `registry`, `accounts`, `stats`: the trait implementations;
 //! - `bases`: the stale-base report's recording and query, for `registry`;
 //! - `outbox`: the webhook outbox's queries, leased to one replica at a time, for the
-//!   [`AccountStore`](crate::AccountStore) implementation;
+//!   [`AccountStore`](crate::AccountStore) implementation; `replication`: the replication
+//!   queue, leased the same way;
 //! - `listen`: the notification listener that invalidates caches;
 //! - `testing` (feature `testsuite`): a throwaway PostgreSQL cluster for tests.
 
@@ -40,6 +41,7 @@ mod listen;
 mod migrate;
 mod outbox;
 mod registry;
+mod replication;
 mod stats;
 
 use std::time::Duration;

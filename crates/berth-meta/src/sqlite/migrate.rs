@@ -7,7 +7,7 @@ use super::db_err;
 use crate::MetaError;
 
 /// Every migration, in order; the n-th is applied when `user_version` is below n.
-const MIGRATIONS: [&str; 12] = [
+const MIGRATIONS: [&str; 13] = [
     include_str!("../../migrations/sqlite/0001_init.sql"),
     include_str!("../../migrations/sqlite/0002_accounts.sql"),
     include_str!("../../migrations/sqlite/0003_manifest_version.sql"),
@@ -20,6 +20,7 @@ const MIGRATIONS: [&str; 12] = [
     include_str!("../../migrations/sqlite/0010_manifest_pulls.sql"),
     include_str!("../../migrations/sqlite/0011_webhook_outbox.sql"),
     include_str!("../../migrations/sqlite/0012_image_layers.sql"),
+    include_str!("../../migrations/sqlite/0013_replication.sql"),
 ];
 
 /// Applies the migrations `conn`'s database has not seen yet.

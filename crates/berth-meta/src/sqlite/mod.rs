@@ -15,7 +15,8 @@
 //!   deleting them, as transaction bodies for `registry`;
 //! - `bases`: the stale-base report's recording and query, for `registry`;
 //! - `gc`: the garbage collector's candidate queries and conditional batch writes;
-//! - `outbox`: the webhook outbox, for the [`AccountStore`] implementation.
+//! - `outbox`: the webhook outbox, and `replication`: the replication queue, for the
+//!   [`AccountStore`] implementation.
 //!
 //! The trait implementations call only the helpers of this module; they never touch the
 //! writer thread or the reader pool directly.
@@ -32,6 +33,7 @@ mod gc;
 mod migrate;
 mod outbox;
 mod registry;
+mod replication;
 mod stats;
 mod writer;
 
