@@ -22,6 +22,9 @@
 //! - [`retention`]: hourly counters rolled up into days, old audit entries deleted.
 //! - [`webhooks`]: events as signed CloudEvents POSTed to configured URLs from a durable
 //!   outbox (a subscriber writes it, a background task delivers it).
+//! - [`replication`]: pushes, tag moves and (optionally) deletions copied to other
+//!   registries from a durable queue (a subscriber writes it, a background task copies
+//!   from the local stores with the client's copy engine).
 //! - [`listener`]: the accept loop (plain or TLS, HTTP/1.1 and HTTP/2, graceful drain);
 //!   [`zerocopy`]: `sendfile`/copy for blob GETs on plain HTTP/1.x.
 //!
@@ -41,6 +44,7 @@ pub mod listener;
 pub mod metrics;
 pub mod migrate;
 pub mod policy;
+pub mod replication;
 pub mod retention;
 pub mod routes;
 pub mod service;
@@ -93,6 +97,8 @@ pub enum StartError {
     Mirror(#[from] service::MirrorRuleError),
     #[error(transparent)]
     Webhook(#[from] webhooks::WebhookConfigError),
+    #[error(transparent)]
+    Replication(#[from] replication::ReplicationConfigError),
     #[error("--tls-cert and --tls-key must be given together")]
     TlsHalf,
     #[error("cannot read the accounts: {0}")]
@@ -142,6 +148,12 @@ pub fn build_state(config: &Config) -> Result<AppState, StartError> {
         &webhook_source(config),
         stores.accounts.clone(),
     )?);
+    let replication = Arc::new(replication::Replication::new(
+        &config.replication,
+        stores.accounts.clone(),
+        meta.clone(),
+        true,
+    )?);
     let mut subscribers: Vec<Arc<dyn events::Subscriber>> = vec![
         Arc::new(subscribers::MetricsSubscriber(metrics.clone())),
         Arc::new(subscribers::AnalyticsSubscriber(analytics.clone())),
@@ -150,6 +162,11 @@ pub fn build_state(config: &Config) -> Result<AppState, StartError> {
     // Without hooks the subscriber would only cost every event a check.
     if !webhooks.is_empty() {
         subscribers.push(Arc::new(webhooks::WebhookSubscriber(webhooks.clone())));
+    }
+    if !replication.is_empty() {
+        subscribers.push(Arc::new(replication::ReplicationSubscriber(
+            replication.clone(),
+        )));
     }
     let events = events::Events::new(subscribers);
     let auth = Arc::new(
@@ -214,6 +231,7 @@ pub fn build_state(config: &Config) -> Result<AppState, StartError> {
             Ok(config::MetadataBackend::Postgres(_))
         ),
         webhooks,
+        replication,
     }))
 }
 
@@ -326,6 +344,16 @@ pub async fn run_with_ready(
         hooks.then(|| tokio::spawn(webhooks::delivery::deliver_forever(state.webhooks.clone())));
     let pulls = hooks.then(|| tokio::spawn(state.webhooks.clone().flush_pulls_forever()));
     let webhooks = state.webhooks.clone();
+    // Without rules nothing is replicated (rows of removed rules stay, shown by `berth
+    // admin replication status`).
+    let replicator = (!state.replication.is_empty()).then(|| {
+        tokio::spawn(replication::worker::replicate_forever(
+            state.replication.clone(),
+            state.registry.clone(),
+            state.events.clone(),
+            state.metrics.clone(),
+        ))
+    });
     let tls = state.tls.clone();
     let analytics = state.analytics.clone();
     let audit = state.audit.clone();
@@ -356,8 +384,9 @@ pub async fn run_with_ready(
     if let Some(c) = collector {
         c.abort();
     }
-    // An attempt in flight is made again at the next start (same event id).
-    for task in deliverer.into_iter().chain(pulls) {
+    // An attempt in flight is made again at the next start (same event id; a copy
+    // finds what it wrote already at the target).
+    for task in deliverer.into_iter().chain(pulls).chain(replicator) {
         task.abort();
     }
     webhooks.flush_pulls().await;

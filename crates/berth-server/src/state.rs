@@ -58,6 +58,8 @@ pub struct StateParts {
     pub audit_retention: Option<std::time::Duration>,
     /// The configured webhooks and their outbox (delivered by a task of `run`).
     pub webhooks: Arc<crate::webhooks::Webhooks>,
+    /// The replication rules and their queue (replicated by a task of `run`).
+    pub replication: Arc<crate::replication::Replication>,
     /// Whether other servers share the metadata database (PostgreSQL replicas), so that
     /// another process may be creating uploads while this one starts.
     pub shared_metadata: bool,

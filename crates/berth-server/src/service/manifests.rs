@@ -253,6 +253,7 @@ impl Registry {
             repo: repo.clone(),
             digest: digest.clone(),
             tags: tags.clone(),
+            subject: subject.clone(),
             forced: push.force,
             actor: push.actor,
         })

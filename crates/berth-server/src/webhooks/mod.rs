@@ -267,6 +267,7 @@ pub fn describe(event: &Event) -> Option<Described> {
             tags,
             forced,
             actor,
+            ..
         } => described(
             "manifest.pushed",
             repo,

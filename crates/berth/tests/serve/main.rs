@@ -13,6 +13,7 @@ mod migrate;
 mod numbers;
 mod process;
 mod publish;
+mod replication;
 #[cfg(all(feature = "s3", feature = "postgres"))]
 mod replicas;
 mod scrub;
