@@ -74,7 +74,7 @@ pub fn accepted<'a>(values: impl Iterator<Item = &'a str>) -> Vec<String> {
 }
 
 impl Registry {
-    async fn lookup(
+    pub(super) async fn lookup(
         &self,
         repo: &RepoName,
         reference: &Reference,

@@ -13,9 +13,9 @@ mod migrate;
 mod numbers;
 mod process;
 mod publish;
-mod replication;
 #[cfg(all(feature = "s3", feature = "postgres"))]
 mod replicas;
+mod replication;
 mod scrub;
 mod skopeo;
 mod webhooks;
