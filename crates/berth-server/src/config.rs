@@ -999,9 +999,8 @@ mod tests {
     #[test]
     fn every_setting_has_a_key_a_variable_and_a_flag() {
         let vars = Settings::env_vars();
-        // All but `tag_policy`, `trust_policy`, `gc`, `retention`, `quota`, `mirror`, `webhook` and
-        // `replication`,
-        // lists of tables, which only the file can hold.
+        // All but `tag_policy`, `trust_policy`, `gc`, `retention`, `quota`, `mirror`,
+        // `webhook` and `replication`, lists of tables, which only the file can hold.
         assert_eq!(vars.len(), 33);
         for (var, long) in &vars {
             let key = long.replace('-', "_");
