@@ -121,7 +121,12 @@ enum AdminCommand {
     Webhooks(WebhooksArgs),
     /// Replication to other registries (`[[replication]]`): `status` shows each rule's
     /// pending changes, lag, failures and dead changes.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:
+  berth admin replication status
+  berth admin replication status --registry localhost:5000 --json"
+    )]
     Replication(ReplicationCommand),
     /// Queue a full sync of a replication rule: every tag of every repository it
     /// matches (tags the target holds cost one HEAD each; dead changes come alive).
