@@ -235,8 +235,10 @@ async fn gather(
         blobs.extend(parsed.required_blobs().cloned());
         return Ok(());
     }
-    let fetched: Vec<Manifest> = futures_util::stream::iter(parsed.manifests.iter())
-        .map(|d| src.manifest(d))
+    // Owned descriptors: a closure over borrowed ones makes the copy's future fail to be
+    // `Send` for a caller that spawns it (rustc cannot prove it for every lifetime).
+    let fetched: Vec<Manifest> = futures_util::stream::iter(parsed.manifests.iter().cloned())
+        .map(|d| async move { src.manifest(&d).await })
         .buffered(jobs.max(1))
         .try_collect()
         .await?;
@@ -310,10 +312,10 @@ async fn gather_referrers(
         if level.is_empty() {
             break;
         }
-        let found: Vec<Found> = futures_util::stream::iter(level.iter())
+        let found: Vec<Found> = futures_util::stream::iter(level.iter().cloned())
             .map(|d| async move {
-                let listed = src.referrers(d, None).await?;
-                let legacy = src.legacy_referrers(d).await?;
+                let listed = src.referrers(&d, None).await?;
+                let legacy = src.legacy_referrers(&d).await?;
                 Ok::<_, ClientError>((listed, legacy))
             })
             .buffered(jobs.max(1))
@@ -333,8 +335,8 @@ async fn gather_referrers(
                 .into_iter()
                 .filter(|d| seen.insert(d.digest.clone()))
                 .collect();
-            let fetched: Vec<Manifest> = futures_util::stream::iter(descs.iter())
-                .map(|d| src.manifest(d))
+            let fetched: Vec<Manifest> = futures_util::stream::iter(descs.iter().cloned())
+                .map(|d| async move { src.manifest(&d).await })
                 .buffered(jobs.max(1))
                 .try_collect()
                 .await?;
@@ -409,11 +411,11 @@ pub async fn copy_image(
 ) -> Result<CopyReport> {
     let plan = plan(src, dst, opts).await?;
     progress.plan(plan.blobs.len(), plan.blobs.iter().map(|b| b.size).sum());
-    let outcomes: Vec<(BlobOutcome, u64)> = futures_util::stream::iter(plan.blobs.iter())
+    let outcomes: Vec<(BlobOutcome, u64)> = futures_util::stream::iter(plan.blobs.iter().cloned())
         .map(|b| {
             let progress = &progress;
             async move {
-                copy_blob(src, dst, b, opts, progress)
+                copy_blob(src, dst, &b, opts, progress)
                     .await
                     .map(|o| (o, b.size))
             }

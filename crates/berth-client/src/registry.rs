@@ -711,6 +711,25 @@ impl Registry {
         Ok(())
     }
 
+    /// Deletes a tag; the manifest it pointed at stays (OCI Distribution 1.1). `Ok(false)`
+    /// when the registry has no such tag; a registry that cannot delete tags (CNCF
+    /// Distribution 2.x) refuses with its error.
+    pub async fn delete_tag(&self, repo: &RepoName, tag: &berth_oci::Tag) -> Result<bool> {
+        let url = self.url(&format!("/v2/{repo}/manifests/{tag}"));
+        let scopes = [format!("repository:{repo}:delete"), repo_scope(repo, true)];
+        let resp = self.send(&scopes, |c| c.delete(&url)).await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(false);
+        }
+        self.check(
+            resp,
+            "DELETE tag",
+            &format!("image {}/{repo}:{tag}", self.inner.host),
+        )
+        .await?;
+        Ok(true)
+    }
+
     /// `HEAD` a blob: its size, or `None` if the repository does not have it.
     pub async fn head_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>> {
         let url = self.url(&format!("/v2/{repo}/blobs/{digest}"));

@@ -3,8 +3,8 @@
 //!
 //! # Layout
 //! - [`MetadataStore`]: the trait the server talks to, one method per question it asks.
-//! - [`AccountStore`]: accounts, grants, public patterns, the audit log and the webhook
-//!   outbox ([`OutboxEntry`]).
+//! - [`AccountStore`]: accounts, grants, public patterns, the audit log, the webhook
+//!   outbox ([`OutboxEntry`]) and the replication queue ([`ReplicationTask`]).
 //! - [`StatsStore`]: download and request counters.
 //! - [`cache::CachingStore`]: a read cache in front of any [`MetadataStore`].
 //! - [`artifact_tags`]: the rules for tags that attach artifacts on registries without
@@ -796,6 +796,138 @@ pub trait AccountStore: Send + Sync + 'static {
     /// Makes every delivery of `hook`, dead ones included, due at `now_ms` with no
     /// attempt counted and a retry window starting at `now_ms`; returns how many.
     async fn outbox_redeliver(&self, hook: &str, now_ms: i64) -> Result<u64, MetaError>;
+
+    // The replication queue (see [`ReplicationTask`]). Times are unix milliseconds.
+
+    /// Queues `tasks` in one transaction, durable when answered. A task whose (rule,
+    /// repository, reference) is already queued supersedes that row instead of adding
+    /// one: its operation is replaced, its `seq` raised, its attempts reset, it is due
+    /// at `now_ms` and no longer dead (a dead row's lag starts again at `now_ms`; a
+    /// pending one keeps its `created_ms`). A new row is due at `now_ms`.
+    async fn replication_enqueue(
+        &self,
+        tasks: &[ReplicationNew],
+        now_ms: i64,
+    ) -> Result<(), MetaError>;
+    /// Rows that are not dead and whose next attempt is at or before `now_ms`, by next
+    /// attempt then id, at most `limit`. A store shared by several processes leases them
+    /// to the caller for `lease_ms` (the PostgreSQL store does; the holder itself still
+    /// gets them), so that two processes do not copy the same row at once.
+    async fn replication_claim(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<ReplicationTask>, MetaError>;
+    /// The row `id` was replicated as of its `seq`: deleted if no change superseded it
+    /// meanwhile (else only its lease ends, so the newer change is replicated too);
+    /// counts a success of its rule at `at_ms`. `false` when the row was not deleted.
+    /// Need not be durable: a success lost to a crash is replicated again, which finds
+    /// the target already holding it.
+    async fn replication_done(&self, id: i64, seq: i64, at_ms: i64) -> Result<bool, MetaError>;
+    /// An attempt of the row `id` failed with `error`: counts it (for the row and its
+    /// rule), keeps the error and ends the lease; the next attempt is at `retry_at_ms`,
+    /// or with `None` the row is dead (kept, not attempted until a change or a full sync
+    /// queues it again). A row superseded since (another `seq`) is only released, due at
+    /// once. `false` when the row is gone. Need not be durable.
+    async fn replication_failed(
+        &self,
+        id: i64,
+        seq: i64,
+        error: &str,
+        retry_at_ms: Option<i64>,
+        at_ms: i64,
+    ) -> Result<bool, MetaError>;
+    /// The status of every rule that has queued rows or a recorded outcome, by rule.
+    async fn replication_status(&self) -> Result<Vec<ReplicationStatus>, MetaError>;
+    /// Rows that failed at least once (dead ones included), newest row
+    /// first (by id, descending), at most `limit`.
+    async fn replication_failing(&self, limit: usize) -> Result<Vec<ReplicationTask>, MetaError>;
+}
+
+/// What a replication row asks of the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicationOp {
+    /// Make the target's reference what it is here (the image, its referrers).
+    Copy,
+    /// Delete the reference at the target.
+    Delete,
+}
+
+impl ReplicationOp {
+    /// The name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplicationOp::Copy => "copy",
+            ReplicationOp::Delete => "delete",
+        }
+    }
+
+    /// The operation stored as `name`.
+    pub fn parse(name: &str) -> Result<ReplicationOp, MetaError> {
+        match name {
+            "copy" => Ok(ReplicationOp::Copy),
+            "delete" => Ok(ReplicationOp::Delete),
+            other => Err(MetaError::Corrupt(format!(
+                "replication operation {other:?}"
+            ))),
+        }
+    }
+}
+
+/// A change to queue for a replication rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicationNew {
+    /// The configured rule's name.
+    pub rule: String,
+    /// The local repository.
+    pub repo: String,
+    /// A tag, or a digest (`sha256:...`).
+    pub reference: String,
+    pub op: ReplicationOp,
+}
+
+/// A queued replication: written before the change that caused it is answered and
+/// deleted once the rule's target holds the change, so it survives restarts. One row
+/// per (rule, repository, reference): a newer change supersedes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicationTask {
+    pub id: i64,
+    pub rule: String,
+    pub repo: String,
+    pub reference: String,
+    pub op: ReplicationOp,
+    /// Raised by every superseding change.
+    pub seq: i64,
+    /// When the oldest change not yet replicated was queued, unix milliseconds.
+    pub created_ms: i64,
+    /// Failed attempts since the row was last queued.
+    pub attempts: u32,
+    /// When the next attempt is due, unix milliseconds.
+    pub next_attempt_ms: i64,
+    pub last_error: Option<String>,
+    /// Retrying gave up; kept until queued again.
+    pub dead: bool,
+}
+
+/// The replication status of one rule.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplicationStatus {
+    pub rule: String,
+    /// Rows still to replicate (failing ones included), not dead.
+    pub pending: u64,
+    /// Pending rows with at least one failed attempt.
+    pub failing: u64,
+    /// Rows given up on.
+    pub dead: u64,
+    /// When the oldest pending change was queued, unix milliseconds (the lag).
+    pub oldest_pending_ms: Option<i64>,
+    /// Rows replicated and failed attempts, ever.
+    pub copied: u64,
+    pub failures: u64,
+    pub last_success_ms: Option<i64>,
+    pub last_failure_ms: Option<i64>,
+    pub last_error: Option<String>,
 }
 
 /// A webhook delivery to add to the outbox: one event for one configured hook.

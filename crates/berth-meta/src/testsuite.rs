@@ -1389,6 +1389,180 @@ pub async fn accounts_grants_public_audit(accounts: &dyn AccountStore) {
     assert_eq!(db.audit_list(0, 10).await.unwrap().len(), 3);
 }
 
+fn replication(
+    rule: &str,
+    repo: &str,
+    reference: &str,
+    op: crate::ReplicationOp,
+) -> crate::ReplicationNew {
+    crate::ReplicationNew {
+        rule: rule.into(),
+        repo: repo.into(),
+        reference: reference.into(),
+        op,
+    }
+}
+
+/// Queued changes are due at once, oldest first, one row per (rule, repository,
+/// reference): a newer change supersedes the pending row (its operation replaced, its
+/// seq raised, its lag kept), and a success recorded for the older seq leaves the row
+/// for the newer change. A claim returns the rows again to the same store (a restart
+/// resumes); a success deletes and counts.
+pub async fn replication_queue_coalesces_and_resumes(db: &dyn AccountStore) {
+    use crate::ReplicationOp::{Copy, Delete};
+    assert!(db.replication_status().await.unwrap().is_empty());
+    db.replication_enqueue(
+        &[
+            replication("r1", "app", "v1", Copy),
+            replication("r2", "app", "v1", Copy),
+        ],
+        1_000,
+    )
+    .await
+    .unwrap();
+    db.replication_enqueue(&[replication("r1", "app", "v2", Copy)], 2_000)
+        .await
+        .unwrap();
+    assert!(db
+        .replication_claim(999, 60_000, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let due = db.replication_claim(2_000, 60_000, 10).await.unwrap();
+    let keys: Vec<(&str, &str, i64)> = due
+        .iter()
+        .map(|t| (t.rule.as_str(), t.reference.as_str(), t.seq))
+        .collect();
+    assert_eq!(keys, [("r1", "v1", 1), ("r2", "v1", 1), ("r1", "v2", 1)]);
+    assert!(due
+        .iter()
+        .all(|t| t.attempts == 0 && !t.dead && t.op == Copy));
+    assert_eq!(due[0].created_ms, 1_000);
+    // Claimed again by the same store: a restarted worker finds its rows.
+    assert_eq!(db.replication_claim(2_000, 60_000, 10).await.unwrap(), due);
+
+    // v1 moves while its copy runs: the row stays, for the newer change.
+    db.replication_enqueue(&[replication("r1", "app", "v1", Copy)], 3_000)
+        .await
+        .unwrap();
+    assert!(!db.replication_done(due[0].id, 1, 3_100).await.unwrap());
+    let again = db.replication_claim(3_100, 60_000, 10).await.unwrap();
+    let v1 = again
+        .iter()
+        .find(|t| t.rule == "r1" && t.reference == "v1")
+        .unwrap();
+    assert_eq!(
+        (v1.id, v1.seq, v1.created_ms, v1.next_attempt_ms),
+        (due[0].id, 2, 1_000, 3_000)
+    );
+    assert!(db.replication_done(v1.id, 2, 3_200).await.unwrap());
+    assert!(!db.replication_done(v1.id, 2, 3_300).await.unwrap());
+
+    // A deletion supersedes a pending copy.
+    db.replication_enqueue(&[replication("r1", "app", "v2", Delete)], 4_000)
+        .await
+        .unwrap();
+    let rows = db.replication_claim(4_000, 60_000, 10).await.unwrap();
+    let v2 = rows.iter().find(|t| t.reference == "v2").unwrap();
+    assert_eq!((v2.op, v2.seq), (Delete, 2));
+
+    let status = db.replication_status().await.unwrap();
+    assert_eq!(status.len(), 2);
+    assert_eq!(
+        (status[0].rule.as_str(), status[0].pending, status[0].copied),
+        ("r1", 1, 2)
+    );
+    assert_eq!(status[0].oldest_pending_ms, Some(2_000));
+    assert!(status[0].last_success_ms.unwrap() >= 3_100);
+    assert_eq!(
+        (status[1].rule.as_str(), status[1].pending, status[1].copied),
+        ("r2", 1, 0)
+    );
+    assert_eq!(status[1].last_success_ms, None);
+}
+
+/// A failure counts an attempt, keeps its error and waits for its retry time; a
+/// failure with no retry time is dead, never due, but visible, until the reference is
+/// queued again, which revives it with a fresh lag.
+pub async fn replication_failures_back_off_and_die(db: &dyn AccountStore) {
+    use crate::ReplicationOp::Copy;
+    db.replication_enqueue(
+        &[
+            replication("t", "app", "a", Copy),
+            replication("t", "app", "b", Copy),
+        ],
+        1_000,
+    )
+    .await
+    .unwrap();
+    let due = db.replication_claim(1_000, 60_000, 10).await.unwrap();
+    assert_eq!(due.len(), 2);
+    assert!(db
+        .replication_failed(
+            due[0].id,
+            due[0].seq,
+            "connection refused",
+            Some(5_000),
+            1_100
+        )
+        .await
+        .unwrap());
+    assert!(db
+        .replication_failed(due[1].id, due[1].seq, "HTTP 500", None, 1_200)
+        .await
+        .unwrap());
+    assert!(db
+        .replication_claim(4_999, 60_000, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let later = db.replication_claim(5_000, 60_000, 10).await.unwrap();
+    assert_eq!(later.len(), 1);
+    assert_eq!(later[0].attempts, 1);
+    assert_eq!(later[0].last_error.as_deref(), Some("connection refused"));
+
+    let status = db.replication_status().await.unwrap();
+    assert_eq!(status.len(), 1);
+    let s = &status[0];
+    assert_eq!(
+        (s.pending, s.failing, s.dead, s.failures, s.copied),
+        (1, 1, 1, 2, 0)
+    );
+    assert_eq!(s.oldest_pending_ms, Some(1_000));
+    assert_eq!(s.last_failure_ms, Some(1_200));
+    assert_eq!(s.last_error.as_deref(), Some("HTTP 500"));
+    let failing = db.replication_failing(10).await.unwrap();
+    assert_eq!(failing.len(), 2);
+    assert_eq!(failing[0].reference, "b");
+    assert!(failing[0].dead);
+    assert_eq!(db.replication_failing(1).await.unwrap().len(), 1);
+
+    // Queued again (a new push, a full sync): alive, due, no attempts, a new lag.
+    db.replication_enqueue(&[replication("t", "app", "b", Copy)], 9_000)
+        .await
+        .unwrap();
+    let due = db.replication_claim(9_000, 60_000, 10).await.unwrap();
+    let b = due.iter().find(|t| t.reference == "b").unwrap();
+    assert!(!b.dead);
+    assert_eq!((b.attempts, b.created_ms, b.seq), (0, 9_000, 2));
+    // An outcome of an older seq does not count against the newer change.
+    assert!(db
+        .replication_failed(b.id, 1, "late", Some(20_000), 9_100)
+        .await
+        .unwrap());
+    let due = db.replication_claim(9_100, 60_000, 10).await.unwrap();
+    let b = due.iter().find(|t| t.reference == "b").unwrap();
+    assert_eq!((b.attempts, b.next_attempt_ms, b.dead), (0, 9_000, false));
+    assert!(db
+        .replication_failed(b.id, 2, "gone", Some(20_000), 9_200)
+        .await
+        .unwrap());
+    assert!(!db
+        .replication_failed(b.id + 1_000, 1, "x", None, 9_300)
+        .await
+        .unwrap());
+}
+
 fn delivery(hook: &str, event: &str) -> OutboxNew {
     OutboxNew {
         hook: hook.into(),
@@ -2289,6 +2463,8 @@ macro_rules! account_store_suite {
             accounts_grants_public_audit,
             outbox_delivers_retries_and_gives_up,
             outbox_status_and_redelivery,
+            replication_queue_coalesces_and_resumes,
+            replication_failures_back_off_and_die,
         );
     };
     (@each $fresh:path; $($name:ident),* $(,)?) => {

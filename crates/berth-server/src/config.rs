@@ -196,6 +196,9 @@ pub struct Settings {
     /// Webhooks (`[[webhook]]`, in the file only).
     #[arg(skip)]
     pub webhook: Option<Vec<crate::webhooks::WebhookConfig>>,
+    /// Replication rules (`[[replication]]`, in the file only).
+    #[arg(skip)]
+    pub replication: Option<Vec<crate::replication::ReplicationRule>>,
     /// The CloudEvents `source` of webhook events, e.g. the registry's URL
     /// [default: berth://<host name>].
     #[arg(long, env = "BERTH_WEBHOOK_SOURCE", value_name = "URI")]
@@ -437,6 +440,9 @@ pub struct Config {
     /// Webhooks (`[[webhook]]`): where events are POSTed as CloudEvents, for which
     /// repositories and event types. See [`crate::webhooks`].
     pub webhook: Vec<crate::webhooks::WebhookConfig>,
+    /// Replication (`[[replication]]`): changes of matching repositories and tags pushed
+    /// to other registries from a durable queue. See [`crate::replication`].
+    pub replication: Vec<crate::replication::ReplicationRule>,
     /// The CloudEvents `source` of webhook events; `None`: `berth://<host name>`.
     pub webhook_source: Option<String>,
     /// A connection must send its first request head within this long of opening, and
@@ -574,6 +580,7 @@ impl Default for Config {
             scan_db: None,
             scan: Vec::new(),
             webhook: Vec::new(),
+            replication: Vec::new(),
             webhook_source: None,
             header_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(120),
@@ -650,6 +657,7 @@ impl Config {
             stats_hourly_retention,
             audit_retention,
             webhook,
+            replication,
             webhook_source,
             header_timeout,
             idle_timeout,
@@ -712,6 +720,7 @@ impl Config {
         set(&mut self.scan_db, scan_db.map(Some));
         set(&mut self.scan, scan);
         set(&mut self.webhook, webhook);
+        set(&mut self.replication, replication);
         set(&mut self.webhook_source, webhook_source.map(Some));
         set(&mut self.header_timeout, header_timeout);
         set(&mut self.idle_timeout, idle_timeout);
@@ -1017,8 +1026,8 @@ mod tests {
     #[test]
     fn every_setting_has_a_key_a_variable_and_a_flag() {
         let vars = Settings::env_vars();
-        // All but `tag_policy`, `trust_policy`, `gc`, `retention`, `quota`, `mirror`, `scan`
-        // and `webhook`, lists of tables, which only the file can hold.
+        // All but `tag_policy`, `trust_policy`, `gc`, `retention`, `quota`, `mirror`, `scan`,
+        // `webhook` and `replication`, lists of tables, which only the file can hold.
         assert_eq!(vars.len(), 34);
         for (var, long) in &vars {
             let key = long.replace('-', "_");

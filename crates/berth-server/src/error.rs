@@ -282,6 +282,16 @@ impl From<crate::scanning::ScanError> for ApiError {
     }
 }
 
+impl From<crate::replication::ReplicationError> for ApiError {
+    fn from(e: crate::replication::ReplicationError) -> ApiError {
+        use crate::replication::ReplicationError as E;
+        match e {
+            E::Unknown(_) => ApiError::new(ErrorCode::EndpointUnknown, e.to_string()),
+            E::Meta(m) => m.into(),
+        }
+    }
+}
+
 /// The answer while the metadata database cannot be reached: 503 `UNAVAILABLE` with a
 /// short `Retry-After`, whichever layer noticed (the registry service or access control).
 fn meta_unavailable(cause: &berth_meta::MetaError) -> ApiError {

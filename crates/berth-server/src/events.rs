@@ -3,7 +3,7 @@
 //! Routes and the [`crate::service`] layer emit an [`Event`] when something happens (a
 //! blob committed, a manifest pushed or served, a tag deleted, a login refused); they do
 //! not know who listens. Subscribers (request metrics, download analytics, the audit log,
-//! webhooks, and next replication) register once, when the server is built, and each
+//! webhooks, replication) register once, when the server is built, and each
 //! sees every event in the order it was emitted. A new variant that webhooks should
 //! report needs one arm in [`crate::webhooks::describe`].
 //!
@@ -54,6 +54,8 @@ pub enum Event {
         repo: RepoName,
         digest: Digest,
         tags: Vec<Tag>,
+        /// The manifest's `subject`: it is a referrer of that digest.
+        subject: Option<Digest>,
         /// The tag policy was skipped by an administrator (`?force=true`).
         forced: bool,
         actor: Actor,
@@ -137,6 +139,15 @@ pub enum Event {
         tag: Tag,
         rule: String,
         actor: Actor,
+    },
+    /// The replication rule `rule` attempted a queued change of `repo` (`reference`, a
+    /// tag or digest): `error` is `None` when the target now holds it.
+    Replicated {
+        rule: String,
+        repo: String,
+        reference: String,
+        delete: bool,
+        error: Option<String>,
     },
     /// A garbage collection (not a dry run) finished; `actor` started it (the
     /// scheduler's runs are the server's own).

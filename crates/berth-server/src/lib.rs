@@ -24,6 +24,9 @@
 //!   subscriber, made by a background worker, re-matched when the database changes.
 //! - [`webhooks`]: events as signed CloudEvents POSTed to configured URLs from a durable
 //!   outbox (a subscriber writes it, a background task delivers it).
+//! - [`replication`]: pushes, tag moves and (optionally) deletions copied to other
+//!   registries from a durable queue (a subscriber writes it, a background task copies
+//!   from the local stores with the client's copy engine).
 //! - [`listener`]: the accept loop (plain or TLS, HTTP/1.1 and HTTP/2, graceful drain);
 //!   [`zerocopy`]: `sendfile`/copy for blob GETs on plain HTTP/1.x.
 //!
@@ -43,6 +46,7 @@ pub mod listener;
 pub mod metrics;
 pub mod migrate;
 pub mod policy;
+pub mod replication;
 pub mod retention;
 pub mod routes;
 pub mod scanning;
@@ -98,6 +102,8 @@ pub enum StartError {
     Webhook(#[from] webhooks::WebhookConfigError),
     #[error(transparent)]
     Scan(#[from] scanning::ScanRuleError),
+    #[error(transparent)]
+    Replication(#[from] replication::ReplicationConfigError),
     #[error("--tls-cert and --tls-key must be given together")]
     TlsHalf,
     #[error("cannot read the accounts: {0}")]
@@ -160,6 +166,12 @@ pub fn build_state(config: &Config) -> Result<AppState, StartError> {
         blobs.clone(),
         metrics.clone(),
     ));
+    let replication = Arc::new(replication::Replication::new(
+        &config.replication,
+        stores.accounts.clone(),
+        meta.clone(),
+        true,
+    )?);
     let mut subscribers: Vec<Arc<dyn events::Subscriber>> = vec![
         Arc::new(subscribers::MetricsSubscriber(metrics.clone())),
         Arc::new(subscribers::AnalyticsSubscriber(analytics.clone())),
@@ -172,6 +184,11 @@ pub fn build_state(config: &Config) -> Result<AppState, StartError> {
     // Without a rule that scans, pushes are not queued at all.
     if scanner.enabled() {
         subscribers.push(Arc::new(scanning::ScanSubscriber(scanner.clone())));
+    }
+    if !replication.is_empty() {
+        subscribers.push(Arc::new(replication::ReplicationSubscriber(
+            replication.clone(),
+        )));
     }
     let events = events::Events::new(subscribers);
     let auth = Arc::new(
@@ -237,6 +254,7 @@ pub fn build_state(config: &Config) -> Result<AppState, StartError> {
         ),
         webhooks,
         scanner,
+        replication,
     }))
 }
 
@@ -354,6 +372,16 @@ pub async fn run_with_ready(
         .enabled()
         .then(|| tokio::spawn(state.scanner.clone().run_forever()));
     let webhooks = state.webhooks.clone();
+    // Without rules nothing is replicated (rows of removed rules stay, shown by `berth
+    // admin replication status`).
+    let replicator = (!state.replication.is_empty()).then(|| {
+        tokio::spawn(replication::worker::replicate_forever(
+            state.replication.clone(),
+            state.registry.clone(),
+            state.events.clone(),
+            state.metrics.clone(),
+        ))
+    });
     let tls = state.tls.clone();
     let analytics = state.analytics.clone();
     let audit = state.audit.clone();
@@ -384,12 +412,13 @@ pub async fn run_with_ready(
     if let Some(c) = collector {
         c.abort();
     }
-    // An attempt in flight is made again at the next start (same event id).
     // A scan in flight stays pending and is made again at the next start.
     if let Some(s) = scanner {
         s.abort();
     }
-    for task in deliverer.into_iter().chain(pulls) {
+    // An attempt in flight is made again at the next start (same event id; a copy
+    // finds what it wrote already at the target).
+    for task in deliverer.into_iter().chain(pulls).chain(replicator) {
         task.abort();
     }
     webhooks.flush_pulls().await;

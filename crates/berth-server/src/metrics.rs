@@ -97,6 +97,11 @@ struct CodeLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuleLabels {
+    rule: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RepositoryLabels {
     repository: String,
 }
@@ -135,6 +140,10 @@ pub struct Metrics {
     scan_failures: Counter,
     scan_rematched: Counter,
     scan_duration: Histogram,
+    /// Replication by configured rule (a bounded label: rules come from the file).
+    replication_copied: Family<RuleLabels, Counter>,
+    replication_failures: Family<RuleLabels, Counter>,
+    replication_pending: Family<RuleLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -165,6 +174,9 @@ impl Default for Metrics {
             scan_failures: Counter::default(),
             scan_rematched: Counter::default(),
             scan_duration: Histogram::new(SCAN_BUCKETS),
+            replication_copied: Family::default(),
+            replication_failures: Family::default(),
+            replication_pending: Family::default(),
         };
         m.registered()
     }
@@ -284,6 +296,21 @@ impl Metrics {
             self.gc_last_duration_ms.clone(),
         );
         r.register(
+            "berth_replication_copied",
+            "Changes replicated to a target (copies and deletions), by replication rule",
+            self.replication_copied.clone(),
+        );
+        r.register(
+            "berth_replication_failures",
+            "Failed replication attempts, by replication rule",
+            self.replication_failures.clone(),
+        );
+        r.register(
+            "berth_replication_pending",
+            "Changes queued and not yet replicated (dead ones excluded), by replication rule",
+            self.replication_pending.clone(),
+        );
+        r.register(
             "berth_storage_blobs",
             "Distinct blobs stored",
             self.storage_blobs.clone(),
@@ -386,6 +413,27 @@ impl Metrics {
     /// Counts stored scans matched again against a new database.
     pub fn scans_rematched(&self, n: u64) {
         self.scan_rematched.inc_by(n);
+    }
+
+    /// Counts a replication attempt of `rule`: a change replicated, or a failure.
+    pub fn replicated(&self, rule: &str, ok: bool) {
+        let labels = RuleLabels {
+            rule: rule.to_owned(),
+        };
+        if ok {
+            self.replication_copied.get_or_create(&labels).inc();
+        } else {
+            self.replication_failures.get_or_create(&labels).inc();
+        }
+    }
+
+    /// Sets how many changes of `rule` wait to be replicated.
+    pub fn replication_pending(&self, rule: &str, pending: u64) {
+        self.replication_pending
+            .get_or_create(&RuleLabels {
+                rule: rule.to_owned(),
+            })
+            .set(i64::try_from(pending).unwrap_or(i64::MAX));
     }
 
     /// Counts a damaged or missing blob a scrub found.

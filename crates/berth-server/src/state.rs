@@ -60,6 +60,8 @@ pub struct StateParts {
     pub webhooks: Arc<crate::webhooks::Webhooks>,
     /// Scanning on push (`[[scan]]`): the queue's worker and what the APIs read.
     pub scanner: Arc<crate::scanning::Scanner>,
+    /// The replication rules and their queue (replicated by a task of `run`).
+    pub replication: Arc<crate::replication::Replication>,
     /// Whether other servers share the metadata database (PostgreSQL replicas), so that
     /// another process may be creating uploads while this one starts.
     pub shared_metadata: bool,

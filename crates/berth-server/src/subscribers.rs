@@ -33,6 +33,7 @@ impl Subscriber for MetricsSubscriber {
             Event::BlobChecked { .. } => self.0.scrub_checked(),
             Event::BlobCorrupt { .. } => self.0.scrub_corrupt(),
             Event::GcFinished { report, .. } => self.0.gc_finished(report),
+            Event::Replicated { rule, error, .. } => self.0.replicated(rule, error.is_none()),
             _ => {}
         }
     }
@@ -301,6 +302,7 @@ impl Subscriber for AuditSubscriber {
                 tags,
                 forced,
                 actor,
+                ..
             } => {
                 if *forced {
                     self.by(actor, "tag_force", repo.as_str(), &digest.to_string())

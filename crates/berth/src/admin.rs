@@ -2,8 +2,10 @@
 //! the blob scrub, working directly on the data directory (also while the server runs:
 //! the server re-reads accounts within a second, and a scrub only reads, moving damaged
 //! blobs aside by atomic renames); garbage collection, in process on a data directory
-//! no server holds, or through a running server's admin API; and webhooks' delivery
-//! status, on the data directory (the outbox) or through the admin API.
+//! no server holds, or through a running server's admin API; webhooks' delivery
+//! status, on the data directory (the outbox) or through the admin API; and
+//! replication's status and full syncs, on the data directory (the queue, which the
+//! running server works) or through the admin API.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -39,7 +41,10 @@ use clap::{Args, Subcommand};
   berth admin gc --explain sha256:...
   berth admin usage --registry localhost:5000
   berth admin webhooks --json
-  berth admin webhooks --registry localhost:5000 --ping ci")]
+  berth admin webhooks --registry localhost:5000 --ping ci
+  berth admin replication status
+  berth admin replication status --registry localhost:5000 --json
+  berth admin replicate --rule dr-site --all")]
 pub struct AdminArgs {
     /// Data directory of the registry [default: ./berth-data].
     #[arg(long, value_name = "DIR", global = true)]
@@ -114,6 +119,43 @@ enum AdminCommand {
     /// Show the configured webhooks (`[[webhook]]`) with their delivery status: pending,
     /// failing and dead deliveries, last success, last error; or redeliver or ping one.
     Webhooks(WebhooksArgs),
+    /// Replication to other registries (`[[replication]]`): `status` shows each rule's
+    /// pending changes, lag, failures and dead changes.
+    #[command(
+        subcommand,
+        after_help = "Examples:
+  berth admin replication status
+  berth admin replication status --registry localhost:5000 --json"
+    )]
+    Replication(ReplicationCommand),
+    /// Queue a full sync of a replication rule: every tag of every repository it
+    /// matches (tags the target holds cost one HEAD each; dead changes come alive).
+    #[command(after_help = "Examples:
+  berth admin replicate --rule dr-site --all
+  berth admin replicate --rule dr-site --all --registry localhost:5000 --json")]
+    Replicate(ReplicateArgs),
+}
+
+#[derive(Subcommand)]
+enum ReplicationCommand {
+    /// Per rule: the target, pending changes, lag (the oldest pending change's age),
+    /// copies and failures so far, the last success and error, dead changes; then the
+    /// latest failing changes with their errors.
+    #[command(after_help = "Examples:
+  berth admin replication status
+  berth admin replication status --config berth.toml --json
+  berth admin replication status --registry localhost:5000")]
+    Status,
+}
+
+#[derive(Args)]
+struct ReplicateArgs {
+    /// The replication rule's name.
+    #[arg(long, value_name = "NAME")]
+    rule: String,
+    /// Every tag of every matching repository (required: the one kind of sync).
+    #[arg(long, required = true)]
+    all: bool,
 }
 
 #[derive(Args)]
@@ -290,6 +332,25 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
             args.json,
         ));
     }
+    if matches!(
+        args.command,
+        AdminCommand::Replication(_) | AdminCommand::Replicate(_)
+    ) {
+        let remote = match &args.registry {
+            Some(url) => Some(Remote::connect(url, &args.common)?),
+            None => None,
+        };
+        let config = match remote {
+            Some(_) => None,
+            None => Some(config(&args)?),
+        };
+        return crate::cmd::block_on(replication(
+            config.as_ref(),
+            remote.as_ref(),
+            &args.command,
+            args.json,
+        ));
+    }
     let actor = format!(
         "cli:{}",
         std::env::var("USER").unwrap_or_else(|_| "admin".into())
@@ -430,7 +491,11 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
             }
             AdminCommand::Scrub { repair } => scrub(&config(&args)?, repair, json).await?,
             // Handled before the data directory is opened.
-            AdminCommand::Gc(_) | AdminCommand::Usage | AdminCommand::Webhooks(_) => {}
+            AdminCommand::Gc(_)
+            | AdminCommand::Usage
+            | AdminCommand::Webhooks(_)
+            | AdminCommand::Replication(_)
+            | AdminCommand::Replicate(_) => {}
             AdminCommand::Audit { since, limit } => {
                 let events = target.audit(since, limit).await?;
                 if json {
@@ -1110,6 +1175,101 @@ async fn webhooks(
     }
     if report.webhooks.is_empty() && report.unconfigured.is_empty() {
         println!("no webhook is configured ([[webhook]] in the configuration file)");
+    }
+    Ok(())
+}
+
+/// `berth admin replication status` and `berth admin replicate`: through `--registry`,
+/// or on the data directory's queue with this configuration's rules (a running server
+/// replicates what is queued there within a second).
+async fn replication(
+    config: Option<&Config>,
+    remote: Option<&Remote>,
+    command: &AdminCommand,
+    json: bool,
+) -> anyhow::Result<()> {
+    use berth_server::replication::{Replication, ReplicationReport, SyncReport};
+    let sync = match command {
+        AdminCommand::Replicate(a) => Some(a.rule.as_str()),
+        _ => None,
+    };
+    let answer: serde_json::Value = match (remote, config) {
+        (Some(remote), _) => match sync {
+            Some(name) => {
+                let path = format!("/api/v1/admin/replication/{}/sync", segment(name));
+                remote.call(Method::POST, &path, None).await?
+            }
+            None => {
+                remote
+                    .call(Method::GET, "/api/v1/admin/replication", None)
+                    .await?
+            }
+        },
+        (None, None) => bail!("neither a registry nor a data directory to read"),
+        (None, Some(config)) => {
+            // Refuses a directory without a registry before anything is created in it.
+            let stores =
+                berth_server::backends::open_meta(config, berth_server::backends::Create::No)?;
+            let repl = Replication::new(&config.replication, stores.accounts, stores.meta, false)?;
+            match sync {
+                Some(name) => serde_json::to_value(repl.sync(name).await?)?,
+                None => serde_json::to_value(repl.report().await?)?,
+            }
+        }
+    };
+    if json {
+        return print_json(&answer);
+    }
+    if sync.is_some() {
+        let r: SyncReport = serde_json::from_value(answer)?;
+        println!(
+            "{} tag(s) of {} repositor(ies) queued for replication by {}",
+            r.queued, r.repositories, r.rule
+        );
+        return Ok(());
+    }
+    let report: ReplicationReport = serde_json::from_value(answer)?;
+    let none = || "-".to_owned();
+    println!(
+        "{:<16} {:>7} {:>7} {:>5} {:>8} {:>7} {:>8} {:<21} {:<32} LAST ERROR",
+        "RULE", "PENDING", "FAILING", "DEAD", "LAG", "COPIED", "FAILURES", "LAST SUCCESS", "TARGET"
+    );
+    for r in report.rules.iter().chain(&report.unconfigured) {
+        println!(
+            "{:<16} {:>7} {:>7} {:>5} {:>8} {:>7} {:>8} {:<21} {:<32} {}",
+            r.name,
+            r.pending,
+            r.failing,
+            r.dead,
+            r.lag_seconds.map_or_else(none, |s| format!("{s}s")),
+            r.copied,
+            r.failures,
+            r.last_success.clone().unwrap_or_else(none),
+            r.url.clone().unwrap_or_else(|| "(not configured)".into()),
+            r.last_error.clone().unwrap_or_else(none)
+        );
+    }
+    if report.rules.is_empty() && report.unconfigured.is_empty() {
+        println!("no replication rule is configured ([[replication]] in the configuration file)");
+    }
+    if !report.failing.is_empty() {
+        println!();
+        println!(
+            "{:<16} {:<40} {:<8} {:>8} {:<21} ERROR",
+            "RULE", "CHANGE", "OP", "ATTEMPTS", "NEXT ATTEMPT"
+        );
+        for f in &report.failing {
+            let sep = if f.reference.contains(':') { '@' } else { ':' };
+            println!(
+                "{:<16} {:<40} {:<8} {:>8} {:<21} {}",
+                f.rule,
+                format!("{}{sep}{}", f.repository, f.reference),
+                f.operation,
+                f.attempts,
+                f.next_attempt.clone().unwrap_or_else(|| "dead".into()),
+                f.last_error.clone().unwrap_or_else(none)
+            );
+        }
     }
     Ok(())
 }

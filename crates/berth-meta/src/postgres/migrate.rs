@@ -9,12 +9,11 @@ use super::{describe, pg_err};
 use crate::MetaError;
 
 /// Every migration, in order; the n-th is applied when `schema_version` lacks n.
-const MIGRATIONS: [&str; 4] = [
+const MIGRATIONS: [&str; 5] = [
     include_str!("../../migrations/postgres/0001_init.sql"),
     include_str!("../../migrations/postgres/0002_pulls_and_outbox.sql"),
     include_str!("../../migrations/postgres/0003_image_layers.sql"),
-    // 0004 is being written in parallel; 0005 is idempotent so that it may run in
-    // either place.
+    include_str!("../../migrations/postgres/0004_replication.sql"),
     include_str!("../../migrations/postgres/0005_scans.sql"),
 ];
 

@@ -31,6 +31,8 @@
 //! - `outbox`: the webhook outbox's queries, leased to one replica at a time, for the
 //!   [`AccountStore`](crate::AccountStore) implementation;
 //! - `scans`: the [`ScanStore`](crate::ScanStore) implementation (scans and their queue);
+//!   [`AccountStore`](crate::AccountStore) implementation; `replication`: the replication
+//!   queue, leased the same way;
 //! - `listen`: the notification listener that invalidates caches;
 //! - `testing` (feature `testsuite`): a throwaway PostgreSQL cluster for tests.
 
@@ -41,6 +43,7 @@ mod listen;
 mod migrate;
 mod outbox;
 mod registry;
+mod replication;
 mod scans;
 mod stats;
 

@@ -6,7 +6,7 @@ use rusqlite::{params, OptionalExtension};
 use super::{db_err, now, SqliteStore};
 use crate::{
     Account, AccountKind, AccountStore, AuditEvent, MetaError, OutboxEntry, OutboxNew,
-    OutboxStatus, StoredGrant,
+    OutboxStatus, ReplicationNew, ReplicationStatus, ReplicationTask, StoredGrant,
 };
 
 fn account_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Account> {
@@ -308,5 +308,46 @@ impl AccountStore for SqliteStore {
 
     async fn outbox_redeliver(&self, hook: &str, now_ms: i64) -> Result<u64, MetaError> {
         self.outbox_retry_all(hook, now_ms).await
+    }
+
+    async fn replication_enqueue(
+        &self,
+        tasks: &[ReplicationNew],
+        now_ms: i64,
+    ) -> Result<(), MetaError> {
+        self.replication_insert(tasks, now_ms).await
+    }
+
+    async fn replication_claim(
+        &self,
+        now_ms: i64,
+        _lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<ReplicationTask>, MetaError> {
+        self.replication_due(now_ms, limit).await
+    }
+
+    async fn replication_done(&self, id: i64, seq: i64, at_ms: i64) -> Result<bool, MetaError> {
+        self.replication_success(id, seq, at_ms).await
+    }
+
+    async fn replication_failed(
+        &self,
+        id: i64,
+        seq: i64,
+        error: &str,
+        retry_at_ms: Option<i64>,
+        at_ms: i64,
+    ) -> Result<bool, MetaError> {
+        self.replication_failure(id, seq, error, retry_at_ms, at_ms)
+            .await
+    }
+
+    async fn replication_status(&self) -> Result<Vec<ReplicationStatus>, MetaError> {
+        self.replication_rules().await
+    }
+
+    async fn replication_failing(&self, limit: usize) -> Result<Vec<ReplicationTask>, MetaError> {
+        self.replication_failing_rows(limit).await
     }
 }

@@ -7,7 +7,7 @@ use super::db_err;
 use crate::MetaError;
 
 /// Every migration, in order; the n-th is applied when `user_version` is below n.
-const MIGRATIONS: [&str; 13] = [
+const MIGRATIONS: [&str; 14] = [
     include_str!("../../migrations/sqlite/0001_init.sql"),
     include_str!("../../migrations/sqlite/0002_accounts.sql"),
     include_str!("../../migrations/sqlite/0003_manifest_version.sql"),
@@ -20,8 +20,7 @@ const MIGRATIONS: [&str; 13] = [
     include_str!("../../migrations/sqlite/0010_manifest_pulls.sql"),
     include_str!("../../migrations/sqlite/0011_webhook_outbox.sql"),
     include_str!("../../migrations/sqlite/0012_image_layers.sql"),
-    // 0013 is being written in parallel; 0014 is idempotent so that it may run in
-    // either place.
+    include_str!("../../migrations/sqlite/0013_replication.sql"),
     include_str!("../../migrations/sqlite/0014_scans.sql"),
 ];
 

@@ -17,6 +17,8 @@
 //! - `gc`: the garbage collector's candidate queries and conditional batch writes;
 //! - `outbox`: the webhook outbox, for the [`AccountStore`] implementation;
 //! - `scans`: the [`ScanStore`](crate::ScanStore) implementation (scans and their queue).
+//! - `outbox`: the webhook outbox, and `replication`: the replication queue, for the
+//!   [`AccountStore`] implementation.
 //!
 //! The trait implementations call only the helpers of this module; they never touch the
 //! writer thread or the reader pool directly.
@@ -33,6 +35,7 @@ mod gc;
 mod migrate;
 mod outbox;
 mod registry;
+mod replication;
 mod scans;
 mod stats;
 mod writer;

@@ -1,6 +1,7 @@
-//! The admin API (JSON): garbage collection, storage usage and webhooks, for `berth
-//! admin gc`, `berth admin usage` and `berth admin webhooks` with `--registry URL`, and
-//! remote operators. Every route needs `admin` on `*` (or an open registry).
+//! The admin API (JSON): garbage collection, storage usage, webhooks and replication,
+//! for `berth admin gc`, `berth admin usage`, `berth admin webhooks`, `berth admin
+//! replication status` and `berth admin replicate` with `--registry URL`, and remote
+//! operators. Every route needs `admin` on `*` (or an open registry).
 //!
 //! - `POST /api/v1/admin/gc` with `{"dry_run": bool, "grace": "1h"}` (both optional):
 //!   runs a collection now and answers its report.
@@ -15,6 +16,11 @@
 //!   ones included, is due now (`{"redelivered": n}`).
 //! - `POST /api/v1/admin/webhooks/<name>/ping`: queues a `dev.berth.ping` event for that
 //!   hook only (`{"id": "<event id>"}`).
+//! - `GET /api/v1/admin/replication`: every replication rule with its status (pending,
+//!   lag, failures, dead) and the latest failing changes
+//!   ([`crate::replication::ReplicationReport`]).
+//! - `POST /api/v1/admin/replication/<name>/sync`: queues every tag of every repository
+//!   the rule matches, a full sync ([`crate::replication::SyncReport`]).
 
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
@@ -224,6 +230,28 @@ pub async fn webhook_ping(
     as_admin(&state, req, async |actor| {
         let id = hooks.ping(&name, &actor.name).await?;
         Ok(serde_json::json!({ "id": id }))
+    })
+    .await
+}
+
+/// `GET /api/v1/admin/replication`.
+pub async fn replication(State(state): State<AppState>, req: Request) -> Response {
+    let repl = state.replication.clone();
+    as_admin(&state, req, async |_| Ok(repl.report().await?)).await
+}
+
+/// `POST /api/v1/admin/replication/<name>/sync`.
+pub async fn replication_sync(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    req: Request,
+) -> Response {
+    let repl = state.replication.clone();
+    as_admin(&state, req, async |actor| {
+        let report = repl.sync(&name).await?;
+        tracing::info!(rule = %name, actor = %actor.name, queued = report.queued,
+            repositories = report.repositories, "full replication sync queued");
+        Ok(report)
     })
     .await
 }

@@ -106,6 +106,11 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/admin/webhooks/{name}/ping",
             axum::routing::post(admin::webhook_ping),
         )
+        .route("/api/v1/admin/replication", get(admin::replication))
+        .route(
+            "/api/v1/admin/replication/{name}/sync",
+            axum::routing::post(admin::replication_sync),
+        )
         // A browser pointed at the registry lands on the dashboard; temporary, so
         // nothing caches it should `/` ever serve something else.
         .route(

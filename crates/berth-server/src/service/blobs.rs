@@ -358,7 +358,7 @@ impl Registry {
         }
     }
 
-    fn missing(&self, repo: &RepoName, digest: &Digest) -> RegistryError {
+    pub(super) fn missing(&self, repo: &RepoName, digest: &Digest) -> RegistryError {
         tracing::warn!(%digest, %repo, "blob linked but missing or of the wrong size in storage");
         RegistryError::BlobMissing {
             repo: repo.clone(),

@@ -74,7 +74,7 @@ pub fn accepted<'a>(values: impl Iterator<Item = &'a str>) -> Vec<String> {
 }
 
 impl Registry {
-    async fn lookup(
+    pub(super) async fn lookup(
         &self,
         repo: &RepoName,
         reference: &Reference,
@@ -253,6 +253,7 @@ impl Registry {
             repo: repo.clone(),
             digest: digest.clone(),
             tags: tags.clone(),
+            subject: subject.clone(),
             forced: push.force,
             actor: push.actor,
         })

@@ -19,6 +19,7 @@ mod gc;
 mod manifests;
 mod mirror;
 mod quota;
+mod replica;
 mod scrub;
 mod tag_retention;
 mod trust;

@@ -54,7 +54,7 @@ pub fn retry_delay(failures: u32, max: Duration, jitter: f64) -> Duration {
 
 /// A random number in `[0, 1)` from the OS (0.5 if it cannot be read: the wait is then
 /// still bounded, only not spread).
-fn jitter() -> f64 {
+pub fn jitter() -> f64 {
     let mut b = [0u8; 4];
     match getrandom::fill(&mut b) {
         Ok(()) => f64::from(u32::from_le_bytes(b)) / (f64::from(u32::MAX) + 1.0),

@@ -269,6 +269,7 @@ pub fn describe(event: &Event) -> Option<Described> {
             tags,
             forced,
             actor,
+            ..
         } => described(
             "manifest.pushed",
             repo,

@@ -38,6 +38,7 @@ fn pushed(repo: &str) -> Event {
         repo: RepoName::parse(repo).unwrap(),
         digest: Digest::sha256(b"m"),
         tags: vec![Tag::parse("v1").unwrap()],
+        subject: None,
         forced: false,
         actor: actor(),
     }

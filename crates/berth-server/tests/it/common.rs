@@ -37,11 +37,20 @@ impl TestRegistry {
     }
 
     /// Starts a server over an existing data directory (to test restarts).
-    pub async fn start_in(data_dir: &Path, mut config: berth_server::Config) -> TestRegistry {
+    pub async fn start_in(data_dir: &Path, config: berth_server::Config) -> TestRegistry {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        TestRegistry::start_on(listener, data_dir, config).await
+    }
+
+    /// Starts a server on `listener` (a known address, to test a peer coming back).
+    pub async fn start_on(
+        listener: tokio::net::TcpListener,
+        data_dir: &Path,
+        mut config: berth_server::Config,
+    ) -> TestRegistry {
         config.data_dir = data_dir.to_owned();
         let state = berth_server::build_state(&config).unwrap();
         let kept = state.clone();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {

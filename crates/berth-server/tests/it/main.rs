@@ -25,6 +25,7 @@ mod postgres;
 mod proxy;
 #[cfg(all(feature = "s3", feature = "postgres"))]
 mod replicas;
+mod replication;
 #[cfg(feature = "s3")]
 mod s3;
 mod scan;

@@ -265,14 +265,14 @@ async fn a_corrupted_upstream_blob_is_refused_and_not_stored() {
 }
 
 /// CNCF Distribution (`docker-registry`) on a loopback port, killed on drop.
-struct Distribution {
-    base: String,
+pub struct Distribution {
+    pub base: String,
     child: std::process::Child,
     _dir: tempfile::TempDir,
 }
 
 impl Distribution {
-    fn start() -> Distribution {
+    pub fn start() -> Distribution {
         use std::io::BufRead;
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("config.yml");

@@ -15,6 +15,7 @@ mod process;
 mod publish;
 #[cfg(all(feature = "s3", feature = "postgres"))]
 mod replicas;
+mod replication;
 mod scrub;
 mod skopeo;
 mod webhooks;
