@@ -226,8 +226,8 @@ def main():
           "HTTP/2: the blobs as parallel streams); medians over rounds. Completion is from the "
           "common start, handshake included; peak RSS is `VmRSS` sampled every 20 ms.")
         p("")
-        p("| Fan-out | Server | Aggregate MB/s | p50 s | p99 s | p99 ÷ p50 | CPU-s/GiB | Peak RSS MiB | RSS before MiB |")
-        p("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+        p("| Fan-out | Server | Aggregate MB/s | p50 s | p99 s | p99 ÷ p50 | CPU-s/GiB | Peak RSS MiB | RSS before MiB | Failed clients |")
+        p("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for w in sorted({r["workload"] for r in fan}):
             for t in [A, B]:
                 rs = [r for r in fan if r["workload"] == w and r["target"] == t]
@@ -238,7 +238,8 @@ def main():
                   f"{fmt(med(r['p99_over_p50'] for r in rs), 2)} | "
                   f"{fmt(med(r['server_cpu_s_per_gib'] for r in rs))} | "
                   f"{fmt(med((r['peak_rss_kib'] or 0) / 1024 for r in rs))} | "
-                  f"{fmt(med((r['rss_before_kib'] or 0) / 1024 for r in rs))} |")
+                  f"{fmt(med((r['rss_before_kib'] or 0) / 1024 for r in rs))} | "
+                  f"{sum(r.get('failed', 0) for r in rs)} |")
     cm = [r for r in recs if r["kind"] == "connmem"]
     if cm:
         p("")
