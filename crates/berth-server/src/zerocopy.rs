@@ -829,6 +829,40 @@ mod tests {
         assert_eq!(budget_left(&budget), 2 * COPY_BUF);
     }
 
+    /// Every frame of a body, or its error.
+    async fn frames<B: http_body::Body<Data = Bytes> + Unpin>(
+        mut body: B,
+    ) -> Result<Vec<Bytes>, B::Error> {
+        let mut out = Vec::new();
+        while let Some(f) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+            if let Ok(d) = f?.into_data() {
+                out.push(d);
+            }
+        }
+        Ok(out)
+    }
+
+    #[tokio::test]
+    async fn a_paged_body_sends_the_range_in_frames_of_at_most_64_kib() {
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(&data).unwrap();
+        let body = PagedBody::new(f, 1000, 200_000);
+        assert_eq!(http_body::Body::size_hint(&body).exact(), Some(200_000));
+        let got = frames(body).await.unwrap();
+        assert!(got.iter().all(|b| !b.is_empty() && b.len() <= PAGED_FRAME));
+        assert!(got.len() >= 200_000 / PAGED_FRAME);
+        assert_eq!(got.concat(), &data[1000..201_000]);
+    }
+
+    #[tokio::test]
+    async fn a_paged_body_of_a_short_file_ends_in_an_error_not_zeros() {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(&[9u8; 1000]).unwrap();
+        let err = frames(PagedBody::new(f, 0, 5000)).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
     #[test]
     fn an_empty_body_queues_nothing() {
         let conn = ZeroCopy::default();
