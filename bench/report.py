@@ -46,12 +46,18 @@ ROWS = [
     ("copy_out_skopeo", "7b. skopeo copy out of registry", "CPU-s/copy", cpu_s, None),
     ("copy_in_berth", "7c. berth copy into registry", "CPU-s/copy", cpu_s, None),
     ("copy_out_berth", "7d. berth copy out of registry", "CPU-s/copy", cpu_s, None),
+    ("tls_get_h1", "9a. TLS blob GET, HTTP/1.1", "CPU-s/GiB", cpu_per_gib, "tls"),
+    ("tls_get_h2", "9b. TLS blob GET, HTTP/2", "CPU-s/GiB", cpu_per_gib, "tls"),
+    ("plain_get_h1", "9c. Plain blob GET, HTTP/1.1 (TLS phase's client)", "CPU-s/GiB", cpu_per_gib, "pull"),
 ]
 LIMITS = [
     ("sha256_one_core", "SHA-256, one core"),
     ("disk_write_fdatasync", "Data disk, sequential write + fdatasync"),
     ("fdatasync_4k", "Data disk, 4 KiB write + fdatasync"),
     ("loopback_tcp", "Loopback TCP, one stream"),
+    ("aes_128_gcm_one_core", "AES-128-GCM seal, 16 KiB records, one core (ring)"),
+    ("aes_256_gcm_one_core", "AES-256-GCM seal, 16 KiB records, one core (ring)"),
+    ("rustls_loopback", "Minimal rustls sender to receiver over loopback"),
 ]
 
 
@@ -111,7 +117,8 @@ def main():
     push_limit = None
     if lim.get("sha256_one_core") and lim.get("disk_write_fdatasync"):
         push_limit = min(lim["sha256_one_core"], lim["disk_write_fdatasync"])
-    limit_of = {"push": push_limit, "pull": lim.get("loopback_tcp"), "fsync": None}
+    limit_of = {"push": push_limit, "pull": lim.get("loopback_tcp"), "fsync": None,
+                "tls": lim.get("rustls_loopback")}
 
     out = []
     p = out.append
@@ -209,6 +216,42 @@ def main():
             lo, hi = row.get(sizes[0]), row.get(sizes[-1])
             growth = f"{hi / lo:.2f}" if lo and hi else "–"
             p(f"| {t} | " + " | ".join(cells) + f" | {growth} |")
+
+    fan = [r for r in recs if r["kind"] == "fanout"]
+    if fan:
+        r0 = fan[0]
+        p("")
+        p(f"Fan-out: {r0['clients']} clients at once, each on its own connection pulling one "
+          f"image of {fmt(r0.get('image_bytes', 0) / (1 << 20))} MiB (manifest, config, layers; "
+          "HTTP/2: the blobs as parallel streams); medians over rounds. Completion is from the "
+          "common start, handshake included; peak RSS is `VmRSS` sampled every 20 ms.")
+        p("")
+        p("| Fan-out | Server | Aggregate MB/s | p50 s | p99 s | p99 ÷ p50 | CPU-s/GiB | Peak RSS MiB | RSS before MiB | Failed clients |")
+        p("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for w in sorted({r["workload"] for r in fan}):
+            for t in [A, B]:
+                rs = [r for r in fan if r["workload"] == w and r["target"] == t]
+                if not rs:
+                    continue
+                p(f"| {w} | {t} | {fmt(med(r['value'] for r in rs))} | "
+                  f"{fmt(med(r['p50_s'] for r in rs))} | {fmt(med(r['p99_s'] for r in rs))} | "
+                  f"{fmt(med(r['p99_over_p50'] for r in rs), 2)} | "
+                  f"{fmt(med(r['server_cpu_s_per_gib'] for r in rs))} | "
+                  f"{fmt(med((r['peak_rss_kib'] or 0) / 1024 for r in rs))} | "
+                  f"{fmt(med((r['rss_before_kib'] or 0) / 1024 for r in rs))} | "
+                  f"{sum(r.get('failed', 0) for r in rs)} |")
+    cm = [r for r in recs if r["kind"] == "connmem"]
+    if cm:
+        p("")
+        p("Server memory per connection: RSS growth over opening the connections (idle: "
+          "handshake and one request done; slow: a blob GET whose body the client stops "
+          "reading after 64 KiB), in KiB per connection.")
+        p("")
+        p("| Server | Scheme | Idle conns | KiB per idle | Slow conns | KiB per slow |")
+        p("|---|---|---:|---:|---:|---:|")
+        for r in cm:
+            p(f"| {r['target']} | {r.get('scheme', '')} | {r['idle_conns']} | "
+              f"{fmt(r['idle_kib_per_conn'])} | {r['slow_conns']} | {fmt(r['slow_kib_per_conn'])} |")
 
     if lim:
         p("")

@@ -1,16 +1,97 @@
 //! A minimal HTTP/1.1 client for load generation.
 //!
-//! One keep-alive connection per worker, no connection pool, no redirects, no TLS. A
+//! One keep-alive connection per worker, no connection pool, no redirects; TLS (rustls)
+//! when given a connector, for the TLS rows ([`crate::tls`]). A
 //! general-purpose client (hyper with its pool, or reqwest) costs several times more CPU
 //! per request, and on a 2-core machine every microsecond the load generator spends is
 //! taken from the server under test. Responses are parsed with `httparse`; bodies are
 //! discarded or collected straight from the read buffer.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
 
 use anyhow::{bail, Context, Result};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+/// A connection's byte stream: plain TCP or TLS over it.
+pub enum Io {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Io {
+    /// Connects to `addr`, with a TLS handshake (server name: the address) when
+    /// `tls` is given.
+    pub async fn connect(addr: SocketAddr, tls: Option<&TlsConnector>) -> Result<Io> {
+        let s = TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("connecting to {addr}"))?;
+        s.set_nodelay(true)?;
+        match tls {
+            None => Ok(Io::Plain(s)),
+            Some(c) => {
+                let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
+                let t = c
+                    .connect(name, s)
+                    .await
+                    .with_context(|| format!("TLS handshake with {addr}"))?;
+                Ok(Io::Tls(Box::new(t)))
+            }
+        }
+    }
+
+    /// The protocol the server chose by ALPN (`None` on plain TCP or without ALPN).
+    pub fn alpn(&self) -> Option<&[u8]> {
+        match self {
+            Io::Plain(_) => None,
+            Io::Tls(t) => t.get_ref().1.alpn_protocol(),
+        }
+    }
+}
+
+impl AsyncRead for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
 
 /// Where a response body goes.
 pub enum Sink<'a> {
@@ -51,7 +132,8 @@ impl Response {
 pub struct Conn {
     addr: SocketAddr,
     host: String,
-    stream: Option<TcpStream>,
+    tls: Option<TlsConnector>,
+    stream: Option<Io>,
     buf: Vec<u8>,
     start: usize,
     end: usize,
@@ -71,10 +153,19 @@ impl Conn {
         Conn {
             addr,
             host: addr.to_string(),
+            tls: None,
             stream: None,
             buf: vec![0; buf_size.max(16 << 10)],
             start: 0,
             end: 0,
+        }
+    }
+
+    /// The same over TLS (an HTTP/1.1 connector: its ALPN must not offer `h2`).
+    pub fn with_tls(addr: SocketAddr, buf_size: usize, tls: TlsConnector) -> Conn {
+        Conn {
+            tls: Some(tls),
+            ..Conn::new(addr, buf_size)
         }
     }
 
@@ -105,11 +196,7 @@ impl Conn {
     }
 
     async fn connect(&mut self) -> Result<()> {
-        let s = TcpStream::connect(self.addr)
-            .await
-            .with_context(|| format!("connecting to {}", self.addr))?;
-        s.set_nodelay(true)?;
-        self.stream = Some(s);
+        self.stream = Some(Io::connect(self.addr, self.tls.as_ref()).await?);
         self.start = 0;
         self.end = 0;
         Ok(())
@@ -155,6 +242,7 @@ impl Conn {
             s.write_all(&buf[..n]).await?;
             left -= n as u64;
         }
+        s.flush().await?;
         match self.read_head().await {
             Ok(Some(r)) => self.finish(r, false, sink).await,
             Ok(None) => bail!("server closed the connection without answering"),
@@ -217,6 +305,8 @@ impl Conn {
             s.write_all(head).await?;
             s.write_all(body).await?;
         }
+        // A TLS stream may hold the last record until flushed.
+        s.flush().await?;
         Ok(())
     }
 

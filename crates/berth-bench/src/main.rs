@@ -8,6 +8,8 @@
 //! - [`http`]: a deliberately minimal HTTP/1.1 client, so that the load generator takes
 //!   as little of a 2-core machine as possible from the servers it measures.
 //! - [`memory`]: peak server memory as blob size grows (one fresh server per size).
+//! - [`tls`]: TLS blob GETs over HTTP/1.1 and HTTP/2, rollout fan-out, memory per
+//!   idle and slow connection, and the TLS limits (one-core AES-GCM, rustls loopback).
 //! - [`limits`]: the machine's ceilings (one-core SHA-256, write+fdatasync, loopback).
 //! - [`procstat`], [`data`]: `/proc` readings; random blobs and digests.
 //!
@@ -20,6 +22,7 @@ mod limits;
 mod memory;
 mod procstat;
 mod suite;
+mod tls;
 mod workloads;
 
 use std::path::PathBuf;
@@ -44,6 +47,8 @@ enum Command {
     Suite(Box<suite::SuiteArgs>),
     /// Peak memory of one fresh server over a push, chunked push and pull of one blob.
     Memory(memory::MemoryArgs),
+    /// TLS and HTTP/2 blob GETs, fan-out of many clients, memory per connection.
+    Tls(Box<tls::TlsArgs>),
     /// Measure only this machine's limits and print them as JSON.
     Limits {
         /// Directory on the disk to probe.
@@ -68,6 +73,11 @@ fn main() -> Result<()> {
             .enable_all()
             .build()?
             .block_on(memory::run(args)),
+        Command::Tls(args) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cli.threads.max(1))
+            .enable_all()
+            .build()?
+            .block_on(tls::run(*args)),
         Command::Limits { dir, mib } => {
             let data = data::random_bytes(9, mib.max(1) << 20);
             let out = serde_json::json!({

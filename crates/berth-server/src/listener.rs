@@ -19,6 +19,9 @@
 //!   while the handler waits for it ends with an error, so a stalled upload releases its
 //!   session (keeping the bytes received) and its HTTP/1 connection is closed.
 //!
+//! HTTP/2 is set for bulk transfer ([`H2_STREAM_WINDOW`], [`H2_CONNECTION_WINDOW`],
+//! [`H2_MAX_FRAME_SIZE`]) with a stated stream limit ([`H2_MAX_CONCURRENT_STREAMS`]).
+//!
 //! Each connection's task watches its [`Activity`] (requests in flight, the first byte
 //! read while idle) and, when a deadline passes, starts a graceful shutdown of the
 //! connection and drops it if it has not closed [`CLOSE_GRACE`] later.
@@ -127,6 +130,35 @@ impl Default for Limits {
         Limits::from_config(&crate::Config::default())
     }
 }
+
+/// Streams one HTTP/2 connection may have open at once (`SETTINGS_MAX_CONCURRENT_STREAMS`).
+/// Pull clients open a few in parallel (containerd and Docker 3 layers, skopeo 6); 100 is
+/// what RFC 9113 recommends as the least, and bounds the handlers one connection can hold.
+/// A client past the limit queues its requests until streams end (HTTP/2 clients must).
+pub const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
+
+/// The receive window of each HTTP/2 stream (`SETTINGS_INITIAL_WINDOW_SIZE`): what a
+/// client may send on one upload before the server acknowledges it. hyper's 1 MiB caps an
+/// upload at 1 MiB per round trip (80 MB/s at 12 ms); 4 MiB is Go's HTTP/2 client's value.
+pub const H2_STREAM_WINDOW: u32 = 4 << 20;
+
+/// The receive window of an HTTP/2 connection, all its streams together: bounds the
+/// upload bytes one connection can have in the server's memory unread, while two streams
+/// still both get their full window.
+pub const H2_CONNECTION_WINDOW: u32 = 8 << 20;
+
+/// The largest HTTP/2 frame the server accepts (`SETTINGS_MAX_FRAME_SIZE`): 64 KiB DATA
+/// frames carry an upload with a quarter of the frame headers and wake-ups of the
+/// 16 KiB default. (What the server sends is sized by the client's own setting.)
+pub const H2_MAX_FRAME_SIZE: u32 = 64 << 10;
+
+/// The most a TLS connection's HTTP/1 buffers hold (hyper's `max_buf_size`, for reading
+/// and writing; its default is about 400 KiB). Response bodies wait in the write buffer
+/// until the TLS layer takes them, so this bounds what a slow reader's connection holds
+/// beside rustls' own 64 KiB: a blob body's frames are [`crate::zerocopy::PAGED_FRAME`]
+/// long, so one frame is queued while one is encrypted. Request heads up to this size
+/// are accepted. (Plain connections queue only placeholders, which take no memory.)
+pub const TLS_WRITE_BUF: usize = 64 << 10;
 
 /// File descriptors kept back from connections for the database, blob and upload files,
 /// logs and the listener itself.
@@ -560,6 +592,12 @@ pub async fn serve(
     // Queue body buffers instead of copying them into one: needed by zero-copy bodies
     // (see `zerocopy`), and one copy fewer for every response.
     builder.http1().writev(true);
+    builder
+        .http2()
+        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
+        .max_frame_size(H2_MAX_FRAME_SIZE);
     let copy_budget = CopyBudget::new(COPY_BUDGET);
     let max = connection_cap(limits.max_connections, open_files_limit());
     if max < limits.max_connections {
@@ -697,6 +735,8 @@ pub async fn serve(
             }
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
+                let mut builder = builder;
+                builder.http1().max_buf_size(TLS_WRITE_BUF);
                 tokio::spawn(async move {
                     // The handshake counts against the time to the first request head.
                     let tls_stream = match tokio::time::timeout_at(

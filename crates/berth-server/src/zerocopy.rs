@@ -128,6 +128,103 @@ impl http_body::Body for ZeroCopyBody {
     }
 }
 
+/// Size of one frame of a [`PagedBody`]: four full TLS records.
+pub const PAGED_FRAME: usize = 64 << 10;
+
+/// A blob body for connections that cannot take placeholders (TLS, HTTP/2): the file
+/// read with `pread` in [`PAGED_FRAME`]-sized frames, from the page cache on the
+/// connection's worker (`RWF_NOWAIT`, as [`Transfer::Copy`] does), on the blocking pool
+/// only when the bytes must come from the disk. A `tokio::fs::File` stream instead sends
+/// every read to the blocking pool and copies twice (into the file's own buffer, kept
+/// while the connection lives, then into the frame); and small frames keep what a slow
+/// client's connection holds small (the listener also caps a TLS connection's HTTP/1
+/// write buffer, see `listener::TLS_WRITE_BUF`).
+pub struct PagedBody {
+    file: Arc<std::fs::File>,
+    offset: u64,
+    left: u64,
+    /// A read waiting for the disk on the blocking pool.
+    reading: Option<tokio::task::JoinHandle<io::Result<Vec<u8>>>>,
+}
+
+impl PagedBody {
+    /// A body of `len` bytes of `file` from `offset`; the file must hold them.
+    pub fn new(file: std::fs::File, offset: u64, len: u64) -> PagedBody {
+        PagedBody {
+            file: Arc::new(file),
+            offset,
+            left: len,
+            reading: None,
+        }
+    }
+
+    fn next(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Bytes>>> {
+        loop {
+            if let Some(read) = self.reading.as_mut() {
+                let got = ready!(std::future::Future::poll(Pin::new(read), cx));
+                self.reading = None;
+                return Poll::Ready(self.advance(got.map_err(io::Error::other)??));
+            }
+            if self.left == 0 {
+                return Poll::Ready(Ok(None));
+            }
+            let n = self.left.min(PAGED_FRAME as u64) as usize;
+            let mut buf = vec![0u8; n];
+            match read_cached(&self.file, &mut buf, self.offset)? {
+                Some(k) => {
+                    buf.truncate(k);
+                    return Poll::Ready(self.advance(buf));
+                }
+                None => {
+                    let (file, offset) = (self.file.clone(), self.offset);
+                    self.reading = Some(tokio::task::spawn_blocking(move || {
+                        let k = rustix::io::pread(&*file, &mut buf, offset)?;
+                        buf.truncate(k);
+                        Ok(buf)
+                    }));
+                }
+            }
+        }
+    }
+
+    fn advance(&mut self, buf: Vec<u8>) -> io::Result<Option<Bytes>> {
+        if buf.is_empty() {
+            self.left = 0;
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "blob file is shorter than its recorded size",
+            ));
+        }
+        self.offset += buf.len() as u64;
+        self.left -= buf.len() as u64;
+        Ok(Some(Bytes::from(buf)))
+    }
+}
+
+impl http_body::Body for PagedBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        match ready!(self.get_mut().next(cx)) {
+            Ok(Some(b)) => Poll::Ready(Some(Ok(Frame::data(b)))),
+            Ok(None) => Poll::Ready(None),
+            Err(e) => Poll::Ready(Some(Err(e))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0 && self.reading.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.left)
+    }
+}
+
 /// How a connection sends the file bytes that placeholders stand for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transfer {
@@ -730,6 +827,40 @@ mod tests {
         assert!(budget.take().is_none());
         drop((b, c));
         assert_eq!(budget_left(&budget), 2 * COPY_BUF);
+    }
+
+    /// Every frame of a body, or its error.
+    async fn frames<B: http_body::Body<Data = Bytes> + Unpin>(
+        mut body: B,
+    ) -> Result<Vec<Bytes>, B::Error> {
+        let mut out = Vec::new();
+        while let Some(f) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+            if let Ok(d) = f?.into_data() {
+                out.push(d);
+            }
+        }
+        Ok(out)
+    }
+
+    #[tokio::test]
+    async fn a_paged_body_sends_the_range_in_frames_of_at_most_64_kib() {
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(&data).unwrap();
+        let body = PagedBody::new(f, 1000, 200_000);
+        assert_eq!(http_body::Body::size_hint(&body).exact(), Some(200_000));
+        let got = frames(body).await.unwrap();
+        assert!(got.iter().all(|b| !b.is_empty() && b.len() <= PAGED_FRAME));
+        assert!(got.len() >= 200_000 / PAGED_FRAME);
+        assert_eq!(got.concat(), &data[1000..201_000]);
+    }
+
+    #[tokio::test]
+    async fn a_paged_body_of_a_short_file_ends_in_an_error_not_zeros() {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(&[9u8; 1000]).unwrap();
+        let err = frames(PagedBody::new(f, 0, 5000)).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
     }
 
     #[test]

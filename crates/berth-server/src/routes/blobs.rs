@@ -6,9 +6,9 @@ use axum::response::Response;
 use berth_oci::RepoName;
 
 use super::{empty, set, Req};
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::service::{parse_digest, BlobContent, RegistryError};
-use crate::zerocopy::MIN_ZERO_COPY;
+use crate::zerocopy::{PagedBody, MIN_ZERO_COPY};
 use crate::AppState;
 
 /// A parsed `Range: bytes=...` request against a blob of `size` bytes.
@@ -96,21 +96,28 @@ pub async fn get(state: &AppState, name: &RepoName, raw: &str, req: Req) -> ApiR
         return Ok(r);
     }
     let zero_copy = req.zero_copy.as_ref().filter(|_| len >= MIN_ZERO_COPY);
+    // A local file is sent from directly: by placeholders on plain HTTP/1.x, else (TLS,
+    // HTTP/2) read in small frames straight from the page cache.
     let content = state
         .registry
-        .blob_open(name, &digest, size, byte_range.clone(), zero_copy.is_some())
+        .blob_open(
+            name,
+            &digest,
+            size,
+            byte_range.clone(),
+            len >= MIN_ZERO_COPY,
+        )
         .await?;
     let body = match (content, zero_copy) {
         (BlobContent::Local { file, range }, Some(zc)) => {
             Body::new(zc.body(file.file, range.start, range.end - range.start))
         }
+        (BlobContent::Local { file, range }, None) => Body::new(PagedBody::new(
+            file.file,
+            range.start,
+            range.end - range.start,
+        )),
         (BlobContent::Stream(stream), _) => Body::from_stream(stream),
-        // `blob_open` returns a local file only when asked for one.
-        (BlobContent::Local { .. }, None) => {
-            return Err(ApiError::internal(&std::io::Error::other(
-                "a local blob file without a zero-copy connection",
-            )))
-        }
     };
     Ok(blob_response(
         status,

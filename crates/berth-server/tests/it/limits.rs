@@ -260,3 +260,75 @@ async fn connections_past_the_limit_wait_and_are_served_once_others_close() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
 }
+
+/// GETs `path` on an HTTP/2 connection (waiting for a free stream first, as clients
+/// must), releasing flow-control capacity as the body arrives; the body's length.
+async fn h2_get_len(client: h2::client::SendRequest<bytes::Bytes>, base: &str, path: &str) -> u64 {
+    let mut client = client.ready().await.unwrap();
+    let req = http::Request::get(format!("{base}{path}"))
+        .body(())
+        .unwrap();
+    let (resp, _) = client.send_request(req, true).unwrap();
+    let resp = resp.await.unwrap();
+    assert_eq!(resp.status(), http::StatusCode::OK);
+    let mut body = resp.into_body();
+    let mut n = 0u64;
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        n += chunk.len() as u64;
+        body.flow_control().release_capacity(chunk.len()).unwrap();
+    }
+    n
+}
+
+#[tokio::test]
+async fn http2_states_its_stream_limit_and_serves_more_requests_than_it_in_turn() {
+    let reg = TestRegistry::start().await;
+    let blob = vec![7u8; 200 << 10];
+    let digest = reg.push_blob("h2/limit", &blob).await;
+    let path = format!("/v2/h2/limit/blobs/{digest}");
+    let tcp = TcpStream::connect(addr(&reg)).await.unwrap();
+    let (client, mut conn) = h2::client::Builder::new()
+        .initial_window_size(1 << 20)
+        .initial_connection_window_size(32 << 20)
+        .handshake::<_, bytes::Bytes>(tcp)
+        .await
+        .unwrap();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let driver = tokio::spawn(async move {
+        tokio::select! {
+            r = &mut conn => panic!("the connection ended early: {r:?}"),
+            _ = done_rx => conn.max_concurrent_send_streams(),
+        }
+    });
+    // One request first: the server's SETTINGS arrive before its response, so the
+    // client knows the limit before it opens the rest.
+    let first = tokio::time::timeout(
+        Duration::from_secs(10),
+        h2_get_len(client.clone(), &reg.base, &path),
+    )
+    .await
+    .unwrap();
+    assert_eq!(first, blob.len() as u64);
+    let want = berth_server::listener::H2_MAX_CONCURRENT_STREAMS as usize * 3 / 2;
+    let tasks: Vec<_> = (0..want)
+        .map(|_| {
+            let (client, base, path) = (client.clone(), reg.base.clone(), path.clone());
+            tokio::spawn(async move { h2_get_len(client, &base, &path).await })
+        })
+        .collect();
+    for t in tasks {
+        let n = tokio::time::timeout(Duration::from_secs(60), t)
+            .await
+            .expect("every request past the limit is served in turn")
+            .unwrap();
+        assert_eq!(n, blob.len() as u64);
+    }
+    done_tx.send(()).unwrap();
+    let advertised = driver.await.unwrap();
+    assert_eq!(
+        advertised,
+        berth_server::listener::H2_MAX_CONCURRENT_STREAMS as usize,
+        "SETTINGS_MAX_CONCURRENT_STREAMS"
+    );
+}
