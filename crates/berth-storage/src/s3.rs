@@ -30,7 +30,8 @@
 //! append is sent as one more part when it is at least a part, so a client's chunks of a
 //! part or more leave nothing behind; a rest under one part is stored as its own object,
 //! the tail, and read back by the next append. Memory per upload is bounded by the parts
-//! in flight plus two being filled, whatever the blob size. A blob that never filled a
+//! in flight plus two being filled (buffers of the part size, allocated once each),
+//! whatever the blob size. A blob that never filled a
 //! part is its tail: its commit writes only the index entry, so a small monolithic push
 //! writes its bytes once, in one PUT. A larger one sends the tail as its last part and
 //! completes the multipart upload.
@@ -317,7 +318,7 @@ impl S3BlobStore {
         &self,
         state: &mut UploadState,
         index: usize,
-        data: Bytes,
+        data: PutPayload,
     ) -> Result<PartTask, StorageError> {
         let key = self.key(&Self::data_key(state));
         let multipart = match &state.multipart {
@@ -333,10 +334,10 @@ impl S3BlobStore {
             }
         };
         let store = Arc::clone(&self.store);
-        let len = data.len() as u64;
+        let len = data.content_length() as u64;
         Ok(PartTask(tokio::spawn(async move {
             store
-                .put_part(&key, &multipart, index, PutPayload::from(data))
+                .put_part(&key, &multipart, index, data)
                 .await
                 .map(|part| (part.content_id, len))
         })))
@@ -344,7 +345,9 @@ impl S3BlobStore {
 
     /// Sends `data` as the next part of the upload and waits for it.
     async fn flush_part(&self, state: &mut UploadState, data: Bytes) -> Result<(), StorageError> {
-        let task = self.start_part(state, state.parts.len(), data).await?;
+        let task = self
+            .start_part(state, state.parts.len(), PutPayload::from(data))
+            .await?;
         let (id, len) = task.finish().await?;
         state.parts.push(id);
         state.parts_len += len;
@@ -630,8 +633,14 @@ impl BlobStore for S3BlobStore {
                 ),
             });
         }
-        let mut buffer = BytesMut::new();
+        // Each part is filled in a buffer of its own, allocated at the part size: no buffer
+        // grows or is copied while parts cut from it are still being sent.
+        let part_size = self.part_size;
+        let mut buffer = BytesMut::with_capacity(part_size);
         buffer.extend_from_slice(&self.read_tail(&state).await?);
+        // A full part kept back, so that the end of the body finds a whole part to send
+        // rather than a tail to store and read back.
+        let mut held: Option<Bytes> = None;
         let mut failure = None;
         // Parts being sent, oldest first; dropping the queue (on an error) aborts them.
         let mut sending: VecDeque<PartTask> = VecDeque::new();
@@ -645,26 +654,33 @@ impl BlobStore for S3BlobStore {
             };
             state.hash.update(&chunk);
             state.size += chunk.len() as u64;
-            buffer.extend_from_slice(&chunk);
-            // One part is kept back, so that the end of the body finds a whole part to send
-            // rather than a tail to store and read back.
-            while buffer.len() >= 2 * self.part_size {
-                if sending.len() >= PARTS_IN_FLIGHT {
-                    Self::part_done(&mut state, &mut sending).await?;
+            let mut rest = &chunk[..];
+            while !rest.is_empty() {
+                let n = rest.len().min(part_size.saturating_sub(buffer.len()));
+                buffer.extend_from_slice(&rest[..n]);
+                rest = &rest[n..];
+                if buffer.len() >= part_size {
+                    let full = std::mem::replace(&mut buffer, BytesMut::with_capacity(part_size));
+                    if let Some(part) = held.replace(full.freeze()) {
+                        if sending.len() >= PARTS_IN_FLIGHT {
+                            Self::part_done(&mut state, &mut sending).await?;
+                        }
+                        let index = state.parts.len() + sending.len();
+                        sending.push_back(
+                            self.start_part(&mut state, index, PutPayload::from(part))
+                                .await?,
+                        );
+                    }
                 }
-                let part = buffer.split_to(self.part_size).freeze();
-                let index = state.parts.len() + sending.len();
-                sending.push_back(self.start_part(&mut state, index, part).await?);
             }
         }
-        // Every byte received is kept, also when the body failed: the parts are sent and
-        // the rest becomes the last part when it is one, else the tail.
-        if buffer.len() >= self.part_size {
+        // Every byte received is kept, also when the body failed: the parts are sent, the
+        // part kept back with the rest as the last one (two pieces, no copy), and a rest
+        // under one part alone becomes the tail.
+        if let Some(part) = held.take() {
+            let last = PutPayload::from_iter([part, buffer.split().freeze()]);
             let index = state.parts.len() + sending.len();
-            sending.push_back(
-                self.start_part(&mut state, index, buffer.split().freeze())
-                    .await?,
-            );
+            sending.push_back(self.start_part(&mut state, index, last).await?);
         }
         while !sending.is_empty() {
             Self::part_done(&mut state, &mut sending).await?;
