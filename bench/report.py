@@ -153,6 +153,49 @@ def main():
             share = va / limit_of[limit]
         p(f"| {title} | {unit} | {fmt(va)} | {fmt(vb)} | {fmt(speed, 2)}× | {fmt(ca)} {cpu_unit} | {fmt(cb)} {cpu_unit} | {fmt(ratio(ca, cb), 2)} | {pct(share)} | {pct(spread([r['value'] for r in ra]))} / {pct(spread([r['value'] for r in rb]))} | {pct(spread(cpus(ra)))} / {pct(spread(cpus(rb)))} |")
 
+    # The backends' CPU (bench/run --s3: SeaweedFS, PostgreSQL) in the same steps.
+    backends = config.get("backends") or []
+    if backends:
+        p("")
+        p("CPU per operation of the server and of the shared backends during the same steps "
+          f"({', '.join(backends)}: the CPU of their process trees; both servers use the same ones).")
+        p("")
+        heads = " | ".join(f"{t} {b}" for t in (A, B) for b in ["server"] + backends + ["total"])
+        p(f"| Workload | Unit | {heads} | total {A} ÷ {B} |")
+        p("|---|---|" + "---:|" * (2 * (len(backends) + 2) + 1))
+        for key, title, cpu_unit, cpu_fn, _limit in rows:
+            ra, rb = by.get((key, A), []), by.get((key, B), [])
+            if not ra and not rb:
+                continue
+
+            def part(rs, name):
+                # cpu_fn reads server_cpu_s: give it the backend's (or the total) instead.
+                out = []
+                for r in rs:
+                    b = r.get("backend_cpu_s") or {}
+                    if r.get("server_cpu_s") is None:
+                        continue
+                    if name == "server":
+                        v = r["server_cpu_s"]
+                    elif name == "total":
+                        v = r["server_cpu_s"] + sum(b.get(n, 0.0) for n in backends)
+                    else:
+                        v = b.get(name)
+                    if v is not None:
+                        out.append(cpu_fn(dict(r, server_cpu_s=v)))
+                return med(out)
+
+            cells = []
+            totals = []
+            for rs in (ra, rb):
+                for name in ["server"] + backends + ["total"]:
+                    v = part(rs, name)
+                    cells.append(fmt(v))
+                    if name == "total":
+                        totals.append(v)
+            p(f"| {title} | {cpu_unit} | " + " | ".join(cells)
+              + f" | {fmt(ratio(totals[0], totals[1]), 2)} |")
+
     # Latency and paging details.
     extra = []
     for c in config.get("conns", [16, 64]):

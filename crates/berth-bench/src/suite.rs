@@ -52,6 +52,26 @@ impl std::str::FromStr for Target {
     }
 }
 
+/// A process tree the servers depend on (the S3 server, the metadata database), whose
+/// CPU is recorded beside the server's in every step: `NAME=PID`.
+#[derive(Clone, Debug)]
+pub struct Backend {
+    pub name: String,
+    pub pid: u32,
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Backend, String> {
+        let (name, pid) = s.split_once('=').ok_or("expected NAME=PID")?;
+        Ok(Backend {
+            name: name.to_owned(),
+            pid: pid.parse().map_err(|_| format!("bad pid {pid:?}"))?,
+        })
+    }
+}
+
 /// A client that copies an OCI layout into a registry and back (`NAME|IN|OUT`, shell
 /// templates with `{src}` (OCI layout directory), `{registry}` (host:port), `{repo}` and
 /// `{out}` (a fresh directory to copy back into)).
@@ -84,6 +104,10 @@ pub struct SuiteArgs {
     /// A registry to measure: NAME=ADDR[@PID] (repeat; the first is "A" in the table).
     #[arg(long = "target", required = true)]
     pub targets: Vec<Target>,
+    /// A backend shared by the targets (NAME=PID, repeat): the CPU of its process tree
+    /// is recorded in every step as `backend_cpu_s.NAME`.
+    #[arg(long = "backend")]
+    pub backends: Vec<Backend>,
     /// Rounds; the order of the targets alternates every round.
     #[arg(long, default_value_t = 5)]
     pub rounds: u32,
@@ -180,18 +204,31 @@ struct Mark {
     at: Instant,
     server: Option<f64>,
     client: f64,
+    /// (name, pid, CPU seconds of its tree) of each backend.
+    backends: Vec<(String, u32, f64)>,
 }
 
 /// Starts a measurement. First flushes every dirty page on the machine (`sync`, not
 /// measured), so that no step pays for the writeback of an earlier one: Distribution
 /// never fsyncs, and without this the server measured next would find up to 1 GiB of
 /// its data still being written back.
-fn mark(t: &Target, clk: f64) -> Result<Mark> {
+fn mark(t: &Target, clk: f64, backends: &[Backend]) -> Result<Mark> {
     rustix::fs::sync();
+    let backends = backends
+        .iter()
+        .map(|b| {
+            Ok((
+                b.name.clone(),
+                b.pid,
+                procstat::tree_cpu_seconds(b.pid, clk)?,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
     Ok(Mark {
         at: Instant::now(),
         server: t.pid.map(|p| procstat::cpu_seconds(p, clk)).transpose()?,
         client: procstat::self_cpu_seconds(clk)?,
+        backends,
     })
 }
 
@@ -212,6 +249,11 @@ fn record(
     };
     let rss = t.pid.map(procstat::peak_rss_kib).transpose()?;
     let client = procstat::self_cpu_seconds(clk)? - m.client;
+    let mut backend = serde_json::Map::new();
+    for (name, pid, before) in &m.backends {
+        let now = procstat::tree_cpu_seconds(*pid, clk)?;
+        backend.insert(name.clone(), json!(now - before));
+    }
     if let Value::Object(map) = &mut fields {
         let mut base = serde_json::Map::new();
         base.insert("kind".into(), json!(kind));
@@ -222,6 +264,9 @@ fn record(
         base.insert("server_cpu_s".into(), json!(server));
         base.insert("client_cpu_s".into(), json!(client));
         base.insert("server_peak_rss_kib".into(), json!(rss));
+        if !backend.is_empty() {
+            base.insert("backend_cpu_s".into(), Value::Object(backend));
+        }
         base.append(map);
         return Ok(Value::Object(base));
     }
@@ -272,7 +317,8 @@ pub async fn run(a: SuiteArgs) -> Result<()> {
         "tags": a.tags, "page": a.page, "tags_secs": a.tags_secs,
         "targets": a.targets.iter().map(|t| t.name.clone()).collect::<Vec<_>>(),
         "copy_clients": a.copy_clients.iter().map(|c| c.name.clone()).collect::<Vec<_>>(),
-        "image": a.image_cmd.is_some()}))?;
+        "image": a.image_cmd.is_some(),
+        "backends": a.backends.iter().map(|b| b.name.clone()).collect::<Vec<_>>()}))?;
 
     // Setup, once per target: the manifest to GET and the repository of many tags.
     let mut manifest_len = Vec::new();
@@ -293,7 +339,7 @@ pub async fn run(a: SuiteArgs) -> Result<()> {
         manifest_len.push(m);
         if a.wants("tags") {
             let image = Arc::new(w::setup_image(t.addr, "bench/tags", 2).await?);
-            let mk = mark(t, clk)?;
+            let mk = mark(t, clk, &a.backends)?;
             w::setup_tags(t.addr, "bench/tags", image, a.tags, a.tag_parallel).await?;
             let wall = mk.at.elapsed().as_secs_f64();
             let v = record(
@@ -327,7 +373,7 @@ pub async fn run(a: SuiteArgs) -> Result<()> {
                 data::stamp(&mut blob, round, ti as u32, 0);
                 mono[ti] = data::digest(&blob);
                 let t = &a.targets[ti];
-                let mk = mark(t, clk)?;
+                let mk = mark(t, clk, &a.backends)?;
                 w::push_monolithic(t.addr, "bench/blob", &blob, &mono[ti])
                     .await
                     .context("monolithic push")?;
@@ -351,7 +397,7 @@ pub async fn run(a: SuiteArgs) -> Result<()> {
                     data::stamp(&mut blob, round, ti as u32, 1);
                     chunked[ti] = data::digest(&blob);
                     let t = &a.targets[ti];
-                    let mk = mark(t, clk)?;
+                    let mk = mark(t, clk, &a.backends)?;
                     w::push_chunked(t.addr, "bench/blob", &blob, &chunked[ti], a.chunk_mib << 20)
                         .await
                         .context("chunked push")?;
@@ -378,7 +424,7 @@ pub async fn run(a: SuiteArgs) -> Result<()> {
                 ] {
                     for &ti in &order {
                         let t = &a.targets[ti];
-                        let mk = mark(t, clk)?;
+                        let mk = mark(t, clk, &a.backends)?;
                         let n = w::pull(
                             t.addr,
                             "bench/blob",
@@ -429,7 +475,7 @@ pub async fn run(a: SuiteArgs) -> Result<()> {
                     })
                     .collect();
                 let t = &a.targets[ti];
-                let mk = mark(t, clk)?;
+                let mk = mark(t, clk, &a.backends)?;
                 w::small_blobs(t.addr, "bench/small", Arc::new(blobs), a.small_parallel)
                     .await
                     .context("small blobs")?;
@@ -455,7 +501,7 @@ pub async fn run(a: SuiteArgs) -> Result<()> {
             for &conns in &a.conns {
                 for &ti in &order {
                     let t = &a.targets[ti];
-                    let mk = mark(t, clk)?;
+                    let mk = mark(t, clk, &a.backends)?;
                     let r = w::manifest_get(
                         t.addr,
                         "/v2/bench/manifest/manifests/latest",
@@ -490,7 +536,7 @@ pub async fn run(a: SuiteArgs) -> Result<()> {
         if a.wants("tags") {
             for &ti in &order {
                 let t = &a.targets[ti];
-                let mk = mark(t, clk)?;
+                let mk = mark(t, clk, &a.backends)?;
                 let r = w::tag_walks(
                     t.addr,
                     "bench/tags",
@@ -600,7 +646,7 @@ async fn copy_round(
             let _ = std::fs::remove_dir_all(&out);
             let (s, o) = (src.display().to_string(), out.display().to_string());
             for (name, template) in [("copy_in", &client.copy_in), ("copy_out", &client.copy_out)] {
-                let mk = mark(t, clk)?;
+                let mk = mark(t, clk, &a.backends)?;
                 let result = sh(&fill(template, &s, &registry, &repo, &o))
                     .await
                     .with_context(|| format!("{name} with {}", client.name));

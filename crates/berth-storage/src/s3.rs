@@ -22,13 +22,19 @@
 //! small GET of the index entry and then the ranged GET of the bytes.
 //!
 //! # Uploads
-//! Bytes are hashed as they arrive and buffered up to the part size (at least 5 MiB, the
-//! S3 minimum), then sent as one part of a multipart upload started at the first flush;
-//! what is left at the end of an append (under one part) is stored as its own object, the
-//! tail, and read back by the next append. Memory per upload is one part buffer. A blob
-//! that never filled a part is its tail: its commit writes only the index entry, so a
-//! small monolithic push writes its bytes once, in one PUT. A larger one sends the tail as
-//! its last part and completes the multipart upload.
+//! Bytes are hashed as they arrive and buffered; a part of the part size (at least 5 MiB,
+//! the S3 minimum) is sent as soon as a second one has begun to fill behind it, as one part
+//! of a multipart upload started at the first flush. Up to [`PARTS_IN_FLIGHT`] parts are
+//! sent at the same time, each in its own task, while the body goes on being read (S3
+//! parts may differ in size; only their order counts). What is left at the end of an
+//! append is sent as one more part when it is at least a part, so a client's chunks of a
+//! part or more leave nothing behind; a rest under one part is stored as its own object,
+//! the tail, and read back by the next append. Memory per upload is bounded by the parts
+//! in flight plus two being filled (buffers of the part size, allocated once each),
+//! whatever the blob size. A blob that never filled a
+//! part is its tail: its commit writes only the index entry, so a small monolithic push
+//! writes its bytes once, in one PUT. A larger one sends the tail as its last part and
+//! completes the multipart upload.
 //!
 //! The state object is written after the bytes it names, so a crash between the two
 //! leaves the previous state, which is consistent, and at worst an orphaned object.
@@ -49,7 +55,7 @@ mod hash;
 #[cfg(any(test, feature = "testsuite"))]
 pub mod seaweed;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -69,6 +75,10 @@ use crate::{BlobBody, BlobInfo, BlobPage, BlobStore, ByteStream, StorageError};
 
 /// The smallest part S3 accepts in a multipart upload (except the last one).
 pub const MIN_PART_SIZE: usize = 5 << 20;
+
+/// How many parts of one upload are sent to the object store at the same time, while the
+/// rest of the body is read and hashed.
+pub const PARTS_IN_FLIGHT: usize = 2;
 
 /// How many index entries a listing reads at the same time (for their sizes).
 const LIST_CONCURRENCY: usize = 16;
@@ -302,9 +312,14 @@ impl S3BlobStore {
         format!("data/{}/blob", state.session)
     }
 
-    /// Sends `data` as the next part of the upload, starting the multipart upload first
-    /// when this is its first part.
-    async fn flush_part(&self, state: &mut UploadState, data: Bytes) -> Result<(), StorageError> {
+    /// Starts sending `data` as part number `index` of the upload in a task of its own,
+    /// starting the multipart upload first when there is none yet.
+    async fn start_part(
+        &self,
+        state: &mut UploadState,
+        index: usize,
+        data: PutPayload,
+    ) -> Result<PartTask, StorageError> {
         let key = self.key(&Self::data_key(state));
         let multipart = match &state.multipart {
             Some(id) => id.clone(),
@@ -318,13 +333,23 @@ impl S3BlobStore {
                 id
             }
         };
-        let len = data.len() as u64;
-        let part = self
-            .store
-            .put_part(&key, &multipart, state.parts.len(), PutPayload::from(data))
-            .await
-            .map_err(os_err("uploading a part"))?;
-        state.parts.push(part.content_id);
+        let store = Arc::clone(&self.store);
+        let len = data.content_length() as u64;
+        Ok(PartTask(tokio::spawn(async move {
+            store
+                .put_part(&key, &multipart, index, data)
+                .await
+                .map(|part| (part.content_id, len))
+        })))
+    }
+
+    /// Sends `data` as the next part of the upload and waits for it.
+    async fn flush_part(&self, state: &mut UploadState, data: Bytes) -> Result<(), StorageError> {
+        let task = self
+            .start_part(state, state.parts.len(), PutPayload::from(data))
+            .await?;
+        let (id, len) = task.finish().await?;
+        state.parts.push(id);
         state.parts_len += len;
         Ok(())
     }
@@ -608,9 +633,17 @@ impl BlobStore for S3BlobStore {
                 ),
             });
         }
-        let mut buffer = BytesMut::new();
+        // Each part is filled in a buffer of its own, allocated at the part size: no buffer
+        // grows or is copied while parts cut from it are still being sent.
+        let part_size = self.part_size;
+        let mut buffer = BytesMut::with_capacity(part_size);
         buffer.extend_from_slice(&self.read_tail(&state).await?);
+        // A full part kept back, so that the end of the body finds a whole part to send
+        // rather than a tail to store and read back.
+        let mut held: Option<Bytes> = None;
         let mut failure = None;
+        // Parts being sent, oldest first; dropping the queue (on an error) aborts them.
+        let mut sending: VecDeque<PartTask> = VecDeque::new();
         while let Some(chunk) = data.next().await {
             let chunk = match chunk {
                 Ok(chunk) => chunk,
@@ -621,14 +654,37 @@ impl BlobStore for S3BlobStore {
             };
             state.hash.update(&chunk);
             state.size += chunk.len() as u64;
-            buffer.extend_from_slice(&chunk);
-            if buffer.len() >= self.part_size {
-                let part = buffer.split().freeze();
-                self.flush_part(&mut state, part).await?;
+            let mut rest = &chunk[..];
+            while !rest.is_empty() {
+                let n = rest.len().min(part_size.saturating_sub(buffer.len()));
+                buffer.extend_from_slice(&rest[..n]);
+                rest = &rest[n..];
+                if buffer.len() >= part_size {
+                    let full = std::mem::replace(&mut buffer, BytesMut::with_capacity(part_size));
+                    if let Some(part) = held.replace(full.freeze()) {
+                        if sending.len() >= PARTS_IN_FLIGHT {
+                            Self::part_done(&mut state, &mut sending).await?;
+                        }
+                        let index = state.parts.len() + sending.len();
+                        sending.push_back(
+                            self.start_part(&mut state, index, PutPayload::from(part))
+                                .await?,
+                        );
+                    }
+                }
             }
         }
-        // Every byte received is kept, also when the body failed: the parts are sent and
-        // the rest becomes the tail.
+        // Every byte received is kept, also when the body failed: the parts are sent, the
+        // part kept back with the rest as the last one (two pieces, no copy), and a rest
+        // under one part alone becomes the tail.
+        if let Some(part) = held.take() {
+            let last = PutPayload::from_iter([part, buffer.split().freeze()]);
+            let index = state.parts.len() + sending.len();
+            sending.push_back(self.start_part(&mut state, index, last).await?);
+        }
+        while !sending.is_empty() {
+            Self::part_done(&mut state, &mut sending).await?;
+        }
         self.store_tail(id, &mut state, buffer.freeze()).await?;
         match failure {
             Some(e) => Err(StorageError::Body(e)),
@@ -786,7 +842,43 @@ impl BlobStore for S3BlobStore {
     }
 }
 
+/// A part being sent in a task of its own; aborted when dropped unfinished (an append
+/// that failed does not leave parts being sent behind it).
+struct PartTask(tokio::task::JoinHandle<Result<(String, u64), object_store::Error>>);
+
+impl PartTask {
+    /// Waits for the part: its id and length.
+    async fn finish(mut self) -> Result<(String, u64), StorageError> {
+        match (&mut self.0).await {
+            Ok(sent) => sent.map_err(os_err("uploading a part")),
+            Err(e) => Err(StorageError::Io {
+                context: "uploading a part",
+                source: std::io::Error::other(e),
+            }),
+        }
+    }
+}
+
+impl Drop for PartTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 impl S3BlobStore {
+    /// Waits for the oldest part being sent and records it in `state`.
+    async fn part_done(
+        state: &mut UploadState,
+        sending: &mut VecDeque<PartTask>,
+    ) -> Result<(), StorageError> {
+        if let Some(task) = sending.pop_front() {
+            let (id, len) = task.finish().await?;
+            state.parts.push(id);
+            state.parts_len += len;
+        }
+        Ok(())
+    }
+
     /// Drops an upload's objects; the caller holds its lock.
     async fn abort_locked(&self, id: &str) -> Result<(), StorageError> {
         let Some(state) = self.load_state(id).await? else {

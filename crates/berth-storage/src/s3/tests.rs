@@ -60,8 +60,8 @@ async fn a_second_replica_continues_a_chunked_upload_across_parts() {
     }
     let (prefix, a) = fresh().await;
     let b = SeaweedFs::shared().unwrap().store_at(&prefix);
-    // Three chunks alternating between the replicas: over one part, then a tail, then
-    // enough to flush a second part; the tail of each is continued by the other.
+    // Three chunks alternating between the replicas: over one part (sent whole), then a
+    // tail, then enough to send it with a second part; each continues the other's upload.
     let data = content(MIN_PART_SIZE * 2 + 1234);
     let cuts = [0, MIN_PART_SIZE + 100, MIN_PART_SIZE + 4000, data.len()];
     a.upload_create("u1").await.unwrap();
@@ -158,4 +158,46 @@ async fn ping_sees_a_missing_bucket() {
         .unwrap();
     let store = S3BlobStore::new(Arc::new(missing), "", "s3://no-such-bucket".into());
     assert!(store.ping().await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_of_a_part_or_more_leave_no_tail_and_parts_keep_their_order() {
+    if skipped() {
+        return;
+    }
+    let (_prefix, store) = fresh().await;
+    let data = content(MIN_PART_SIZE * 5 + 4321);
+    // A first chunk of three parts and a little, in 1 MiB pieces: parts are sent while
+    // the body is read, and the end of the body is sent as a part, not stored as a tail.
+    let first = MIN_PART_SIZE * 3 + 17;
+    store.upload_create("u1").await.unwrap();
+    let pieces: Vec<Vec<u8>> = data[..first].chunks(1 << 20).map(<[u8]>::to_vec).collect();
+    assert_eq!(
+        store.upload_append("u1", 0, body(pieces)).await.unwrap(),
+        first as u64
+    );
+    let state = store.load_state("u1").await.unwrap().unwrap();
+    assert_eq!(state.tail, None);
+    assert_eq!(state.parts.len(), 3, "two parts and the rest as the third");
+    assert_eq!(state.parts_len, first as u64);
+    // A chunk under a part becomes the tail, and the next one sends it with its bytes.
+    let second = first + 1000;
+    store
+        .upload_append("u1", first as u64, body(vec![data[first..second].to_vec()]))
+        .await
+        .unwrap();
+    let state = store.load_state("u1").await.unwrap().unwrap();
+    assert!(state.tail.is_some());
+    store
+        .upload_append("u1", second as u64, body(vec![data[second..].to_vec()]))
+        .await
+        .unwrap();
+    let state = store.load_state("u1").await.unwrap().unwrap();
+    assert_eq!(state.tail, None);
+    let d = Digest::sha256(&data);
+    assert_eq!(
+        store.upload_commit("u1", &d).await.unwrap(),
+        data.len() as u64
+    );
+    assert!(read_all(&store, &d, None).await == data, "bytes differ");
 }
