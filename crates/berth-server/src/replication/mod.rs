@@ -50,7 +50,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_auth::Pattern;
+use berth_auth::PatternSet;
 use berth_client::auth::Credentials;
 use berth_meta::{
     artifact_tags, AccountStore, MetaError, MetadataStore, Page, ReplicationNew, ReplicationOp,
@@ -61,7 +61,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::events::{Event, Subscriber};
-use crate::webhooks::now_ms;
+use crate::webhooks::{name_ok, now_ms, redact, NAME_RULE};
 
 /// How long a claimed row is left to the replica that claimed it (PostgreSQL): longer
 /// than a large copy usually takes, short enough that the rows of a replica that died
@@ -158,7 +158,8 @@ pub(crate) struct Rule {
     /// The target's base URL, without credentials.
     url: String,
     namespace: Option<String>,
-    repositories: Vec<Pattern>,
+    /// `None`: every repository.
+    repositories: Option<PatternSet>,
     tags: Vec<String>,
     pub(crate) delete: bool,
     pub(crate) referrers: bool,
@@ -175,15 +176,8 @@ impl Rule {
             name: c.name.clone(),
             message,
         };
-        let name_ok = !c.name.is_empty()
-            && c.name.len() <= 64
-            && c.name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
-        if !name_ok {
-            return Err(invalid(
-                "the name must be 1 to 64 of a-z, 0-9, '.', '_' and '-'".into(),
-            ));
+        if !name_ok(&c.name) {
+            return Err(invalid(NAME_RULE.into()));
         }
         let url = reqwest::Url::parse(&c.url)
             .map_err(|e| invalid(format!("url {:?}: {e}", redact(&c.url))))?;
@@ -211,12 +205,15 @@ impl Rule {
         if let Some(ns) = &c.namespace {
             RepoName::parse(ns).map_err(|e| invalid(format!("namespace {ns:?}: {e}")))?;
         }
-        let repositories = c
-            .repositories
-            .as_slice()
-            .iter()
-            .map(|p| Pattern::parse(p).map_err(|e| invalid(e.to_string())))
-            .collect::<Result<_, _>>()?;
+        let repositories = if c.repositories.is_empty() {
+            None
+        } else {
+            Some(
+                c.repositories
+                    .compile()
+                    .map_err(|e| invalid(e.to_string()))?,
+            )
+        };
         for t in &c.tags {
             let ok = !t.is_empty()
                 && t.len() <= 128
@@ -282,7 +279,7 @@ impl Rule {
 
     /// Whether changes of `repo` go to this rule's target.
     pub(crate) fn wants_repo(&self, repo: &str) -> bool {
-        self.repositories.is_empty() || self.repositories.iter().any(|p| p.matches(repo))
+        self.repositories.as_ref().is_none_or(|p| p.matches(repo))
     }
 
     /// Whether a tag is replicated on its own: one of the tag patterns (all by
@@ -356,21 +353,6 @@ fn credentials(spec: &str) -> Result<Credentials, String> {
             password: value,
         },
     })
-}
-
-/// A URL as logs and the admin API show it: without user information and query.
-fn redact(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut u) => {
-            let _ = u.set_username("");
-            let _ = u.set_password(None);
-            if u.query().is_some() {
-                u.set_query(Some("..."));
-            }
-            u.to_string()
-        }
-        Err(_) => "<invalid url>".into(),
-    }
 }
 
 /// The configured rules, the queue they are replicated from and the listings a full
@@ -610,7 +592,8 @@ impl Replication {
                 url: rule.map(|r| r.url.clone()),
                 namespace: rule.and_then(|r| r.namespace.clone()),
                 repositories: rule
-                    .map(|r| r.repositories.iter().map(|p| p.to_string()).collect())
+                    .and_then(|r| r.repositories.as_ref())
+                    .map(|p| p.iter().map(|p| p.to_string()).collect())
                     .unwrap_or_default(),
                 tags: rule.map(|r| r.tags.clone()).unwrap_or_default(),
                 delete: rule.is_some_and(|r| r.delete),

@@ -158,15 +158,8 @@ impl Hook {
             name: c.name.clone(),
             message,
         };
-        let name_ok = !c.name.is_empty()
-            && c.name.len() <= 64
-            && c.name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
-        if !name_ok {
-            return Err(invalid(
-                "the name must be 1 to 64 of a-z, 0-9, '.', '_' and '-'".into(),
-            ));
+        if !name_ok(&c.name) {
+            return Err(invalid(NAME_RULE.into()));
         }
         let url = reqwest::Url::parse(&c.url)
             .map_err(|e| invalid(format!("url {:?}: {e}", redact(&c.url))))?;
@@ -224,9 +217,21 @@ impl Hook {
     }
 }
 
+/// What a hook's or a replication rule's name may be (it appears in admin API paths).
+pub(crate) const NAME_RULE: &str = "the name must be 1 to 64 of a-z, 0-9, '.', '_' and '-'";
+
+/// Whether `name` follows [`NAME_RULE`].
+pub(crate) fn name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+}
+
 /// A URL as logs and the admin API show it: without user information and query, which
 /// may hold credentials.
-fn redact(url: &str) -> String {
+pub(crate) fn redact(url: &str) -> String {
     match reqwest::Url::parse(url) {
         Ok(mut u) => {
             let _ = u.set_username("");
