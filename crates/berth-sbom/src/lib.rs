@@ -105,6 +105,12 @@ pub struct Package {
     /// An RPM epoch (dpkg keeps the epoch in the version).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub epoch: Option<String>,
+    /// The source package an OS package was built from, when its name differs (dpkg's
+    /// `Source`, apk's origin `o`): `openssl` for `libssl3`, or `gcc-12@12.2.0-14` when
+    /// the source version differs too, as syft writes the purl's `upstream` qualifier.
+    /// Distributions' advisories name source packages.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
     /// Licences as the package records them (an SPDX expression or free text), in order.
     pub licenses: Vec<String>,
     /// The digest of the layer the package was found in (set by [`layers::merge`]).
@@ -125,6 +131,7 @@ impl Package {
             version: version.into(),
             arch: None,
             epoch: None,
+            upstream: None,
             licenses: Vec::new(),
             layer: String::new(),
             path: String::new(),

@@ -30,6 +30,9 @@ pub fn of(p: &Package, os: Option<&OsRelease>) -> String {
             if let Some(epoch) = &p.epoch {
                 qualifiers.push(("epoch", epoch.clone()));
             }
+            if let Some(upstream) = &p.upstream {
+                qualifiers.push(("upstream", upstream.clone()));
+            }
             let os = os.filter(|o| !o.id.is_empty());
             if let Some(os) = os {
                 let distro = if os.version_id.is_empty() {
@@ -112,6 +115,12 @@ mod tests {
         assert_eq!(
             of(&p, Some(&debian())),
             "pkg:deb/debian/openssl@3.0.11-1?arch=amd64&distro=debian-12"
+        );
+        let mut p = Package::new(Kind::Deb, "libssl3", "3.0.11-1");
+        p.upstream = Some("openssl".into());
+        assert_eq!(
+            of(&p, Some(&debian())),
+            "pkg:deb/debian/libssl3@3.0.11-1?distro=debian-12&upstream=openssl"
         );
         let mut p = Package::new(Kind::Deb, "libc6", "1:2.36+b1");
         assert_eq!(of(&p, None), "pkg:deb/debian/libc6@1%3A2.36%2Bb1");

@@ -18,10 +18,15 @@ pub fn parse(text: &str) -> Vec<Package> {
                 "V" => p.version = v.to_owned(),
                 "A" => p.arch = Some(v.to_owned()),
                 "L" if !v.is_empty() => p.licenses = vec![v.to_owned()],
+                "o" if !v.is_empty() => p.upstream = Some(v.to_owned()),
                 _ => {}
             }
         }
         if !p.name.is_empty() && !p.version.is_empty() {
+            // The origin is worth saying only when it is another package.
+            if p.upstream.as_deref() == Some(p.name.as_str()) {
+                p.upstream = None;
+            }
             out.push(p);
         }
     }

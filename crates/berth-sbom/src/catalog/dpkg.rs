@@ -27,6 +27,20 @@ pub fn parse(text: &str) -> Vec<Package> {
             }
             let mut p = Package::new(Kind::Deb, name, version);
             p.arch = get("Architecture").map(str::to_owned);
+            // `Source: openssl`, or `Source: gcc-12 (12.2.0-14)` when the source version
+            // differs from the binary's.
+            p.upstream = get("Source").and_then(|s| {
+                let (source, version) = match s.split_once('(') {
+                    Some((n, v)) => (n.trim(), Some(v.trim_end_matches(')').trim())),
+                    None => (s.trim(), None),
+                };
+                match version {
+                    _ if source.is_empty() => None,
+                    Some(v) if !v.is_empty() => Some(format!("{source}@{v}")),
+                    _ if source == name => None,
+                    _ => Some(source.to_owned()),
+                }
+            });
             Some(p)
         })
         .collect()
@@ -46,5 +60,23 @@ mod tests {
             .collect();
         assert_eq!(names, [("a", "1:2.3-4"), ("distroless", "5")]);
         assert_eq!(p[0].arch.as_deref(), Some("amd64"));
+    }
+
+    #[test]
+    fn the_source_package_is_the_upstream() {
+        let text = "Package: libssl3\nStatus: install ok installed\nSource: openssl\nVersion: 3.0.11-1\n\n\
+                    Package: libgcc-s1\nStatus: install ok installed\nSource: gcc-12 (12.2.0-14)\nVersion: 12.2.0-14\n\n\
+                    Package: bash\nStatus: install ok installed\nSource: bash\nVersion: 5.2-15\n\n\
+                    Package: curl\nStatus: install ok installed\nVersion: 7.88.1-10\n";
+        let up: Vec<Option<String>> = parse(text).into_iter().map(|p| p.upstream).collect();
+        assert_eq!(
+            up,
+            [
+                Some("openssl".into()),
+                Some("gcc-12@12.2.0-14".into()),
+                None,
+                None
+            ]
+        );
     }
 }
