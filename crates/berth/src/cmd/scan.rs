@@ -28,9 +28,9 @@ impl std::error::Error for ThresholdReached {}
 /// Match the packages of an SBOM against known vulnerabilities (OSV records).
 ///
 /// Prints each vulnerability's id, package, installed and fixed versions, and severity
-/// (from the record's CVSS v3 vector, else its severity word). Packages are read from
-/// an SPDX 2.3 JSON (purl external references) or CycloneDX JSON (component purls)
-/// document. Supported: Debian, Ubuntu, Alpine, PyPI, npm, Go, crates.io, Maven.
+/// (from the record's CVSS v3 vector, else its CVSS v4 vector, else its severity word).
+/// Packages are read from an SPDX 2.3 JSON (purl external references) or CycloneDX
+/// JSON (component purls) document. Supported: Debian, Ubuntu, Alpine, PyPI, npm, Go, crates.io, Maven.
 #[derive(Args, Debug)]
 #[command(
     after_help = "The index is built beforehand by `berth db update`; a scan does no network I/O.
