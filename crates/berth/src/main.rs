@@ -115,7 +115,27 @@ fn render(e: &anyhow::Error) -> String {
     out
 }
 
+/// A reader that stops early (`berth tags R | head -1`) closes the pipe: `println!` then
+/// panics with "failed printing to stdout: Broken pipe". Like any Unix filter, end quietly
+/// with the status of a process killed by SIGPIPE instead of printing a panic.
+fn quiet_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> std::process::ExitCode {
+    quiet_on_broken_pipe();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),

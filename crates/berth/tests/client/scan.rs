@@ -203,3 +203,49 @@ fn cyclonedx_and_the_default_index_directory() {
         "No known vulnerabilities in 2 packages."
     );
 }
+
+/// Regression: a reader that closes the pipe early (`berth scan ... --json | head -c1`)
+/// made `berth` print a panic about a broken pipe; it now ends quietly, as a Unix filter
+/// killed by SIGPIPE does (status 141).
+#[test]
+fn a_closed_pipe_ends_the_output_quietly() {
+    use std::process::Stdio;
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let from = fixtures();
+    let out = berth(
+        &[
+            "db",
+            "update",
+            "--from",
+            from.to_str().unwrap(),
+            "--db",
+            db.to_str().unwrap(),
+        ],
+        cache.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let sbom = spdx(dir.path());
+    // The read end is closed before the child writes: its first write fails with EPIPE.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args([
+            "scan",
+            sbom.to_str().unwrap(),
+            "--db",
+            db.to_str().unwrap(),
+            "--json",
+            "-q",
+        ])
+        .env("XDG_CACHE_HOME", cache.path())
+        .env_remove("BERTH_OSV_DB")
+        .stdout(Stdio::from(writer))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+}
