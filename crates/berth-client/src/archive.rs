@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use berth_oci::archive::{blob_entry_name, tag_of, ArchivePlan, PlanBuilder, Segment};
-use berth_oci::{media_types as mt, Descriptor, Digest, Hasher, ParsedManifest};
+use berth_oci::{media_types as mt, Descriptor, Digest, Hasher, ParsedManifest, Tag};
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 
@@ -254,6 +254,17 @@ impl ImageDestination for OciArchiveWriter {
         self.layout.put_manifest(m, root).await
     }
 
+    // An oci-archive is a tarred layout, so it carries signatures, SBOMs and other
+    // referrers as `index.json` entries exactly as `oci:DIR` does (an air-gapped site
+    // verifies what it loads from the tarball).
+    fn accepts_referrers(&self) -> bool {
+        true
+    }
+
+    async fn put_referrer(&self, m: &Manifest, tag: Option<&Tag>) -> Result<()> {
+        self.layout.put_referrer(m, tag).await
+    }
+
     async fn commit(&self) -> Result<()> {
         let dir = self.layout.finish_staging()?;
         let result = pack(dir.path().to_owned(), self.out.clone()).await;
@@ -348,6 +359,16 @@ impl ImageSource for OciArchiveSource {
     }
     fn tag(&self) -> Option<String> {
         self.layout.tag()
+    }
+    async fn referrers(
+        &self,
+        digest: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Option<Vec<Descriptor>>> {
+        self.layout.referrers(digest, artifact_type).await
+    }
+    async fn legacy_referrers(&self, subject: &Digest) -> Result<Vec<(Tag, Manifest)>> {
+        self.layout.legacy_referrers(subject).await
     }
 }
 

@@ -58,7 +58,7 @@ pub trait ImageSource: Send + Sync {
         None
     }
     /// The referrers of the manifest `digest` (only those of `artifact_type` when given),
-    /// or `None` when the source cannot list referrers (layouts and archives).
+    /// or `None` when the source cannot list referrers (a docker-archive holds none).
     async fn referrers(
         &self,
         _digest: &Digest,

@@ -353,3 +353,44 @@ async fn referrers_go_through_an_oci_layout() {
     assert_eq!(n, 4);
     assert_carried(&rb, "from-layout/app", &s, true).await;
 }
+
+/// An oci-archive is a tarred layout: signatures, attestations and SBOMs go into the
+/// tarball with the image and come out of it onto a registry again (the air-gapped path).
+#[tokio::test(flavor = "multi_thread")]
+async fn referrers_go_through_an_oci_archive() {
+    let berth = TestBerth::start().await;
+    let c = clients();
+    let rb = c.registry(&berth.host()).unwrap();
+    let s = push_signed(&rb, "app").await;
+    let tmp = tempfile::tempdir().unwrap();
+    let tarball = tmp.path().join("app.tar");
+
+    let n = copy(
+        &c,
+        &format!("{}/app:v1", berth.host()),
+        &format!("oci-archive:{}", tarball.display()),
+        &CopyOptions::default(),
+    )
+    .await;
+    assert_eq!(n, 4);
+    let unpacked = berth_client::archive::unpack(&tarball).await.unwrap();
+    let index = LayoutIndex::read(unpacked.path()).unwrap();
+    let listed: Vec<Digest> = index.manifests.iter().map(|d| d.digest.clone()).collect();
+    for m in [&s.index, &s.sig, &s.note, &s.sbom, &s.legacy] {
+        assert!(
+            listed.contains(&m.digest),
+            "{} in the tarball's index.json",
+            m.digest
+        );
+    }
+
+    let n = copy(
+        &c,
+        &format!("oci-archive:{}", tarball.display()),
+        &format!("{}/from-archive/app:v1", berth.host()),
+        &CopyOptions::default(),
+    )
+    .await;
+    assert_eq!(n, 4);
+    assert_carried(&rb, "from-archive/app", &s, true).await;
+}
