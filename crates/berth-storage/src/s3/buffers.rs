@@ -48,6 +48,7 @@ impl BufferPool {
     }
 
     /// How many idle buffers the pool keeps at most.
+    #[cfg(test)]
     pub(super) fn keep(&self) -> usize {
         self.keep
     }
