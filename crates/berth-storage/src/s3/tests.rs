@@ -220,7 +220,7 @@ async fn part_buffers_are_reused_across_parts_and_appends() {
         at = store.upload_append("u1", at, body(pieces)).await.unwrap();
         let idle = store.buffers.idle();
         assert!(
-            idle >= 2 && idle <= BUFFERS_PER_APPEND,
+            (2..=BUFFERS_PER_APPEND).contains(&idle),
             "after an append its buffers are back in the pool, no more than it keeps: {idle}"
         );
     }
