@@ -259,6 +259,27 @@ def main():
             lo, hi = row.get(sizes[0]), row.get(sizes[-1])
             growth = f"{hi / lo:.2f}" if lo and hi else "–"
             p(f"| {t} | " + " | ".join(cells) + f" | {growth} |")
+        # Each operation's own peak, when the run measured them (the peak is reset before
+        # each one through /proc/PID/clear_refs).
+        ops = [("push", "monolithic push"), ("chunked", "chunked push"), ("pull", "pull")]
+        if any(f"{o}_peak_rss_kib" in r for r in mem for o, _ in ops):
+            p("")
+            p("Peak RSS of each operation on its own (MiB; the peak is reset before each, so "
+              "an operation's figure includes what earlier ones left resident):")
+            p("")
+            p("| Server | Operation | " + " | ".join(f"{m:,} MiB blob" for m in sizes)
+              + " | largest ÷ smallest |")
+            p("|---|---|" + "---:|" * len(sizes) + "---:|")
+            for t in [A, B] + sorted({r["target"] for r in mem} - {A, B}):
+                for o, label in ops:
+                    row = {r["blob_mib"]: r[f"{o}_peak_rss_kib"] / 1024 for r in mem
+                           if r["target"] == t and f"{o}_peak_rss_kib" in r}
+                    if not row:
+                        continue
+                    cells = [fmt(row.get(m)) for m in sizes]
+                    lo, hi = row.get(sizes[0]), row.get(sizes[-1])
+                    growth = f"{hi / lo:.2f}" if lo and hi else "–"
+                    p(f"| {t} | {label} | " + " | ".join(cells) + f" | {growth} |")
 
     fan = [r for r in recs if r["kind"] == "fanout"]
     if fan:

@@ -1,7 +1,9 @@
 //! Memory as blob size grows: one fresh server, one blob of a given size pushed
-//! monolithically, pushed again in chunks, and pulled whole; then the server's peak
-//! resident memory (`VmHWM`). The blob is generated while it is sent, so the load
-//! generator's own memory stays flat too and any size fits.
+//! monolithically, pushed again in chunks, and pulled whole; the server's peak resident
+//! memory (`VmHWM`) over each of the three operations and over all of them. The peak is
+//! reset before each operation (`/proc/PID/clear_refs`), so a growth is pinned to the
+//! operation that caused it, not only seen at the end. The blob is generated while it is
+//! sent, so the load generator's own memory stays flat too and any size fits.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -61,6 +63,17 @@ pub async fn run(args: MemoryArgs) -> Result<()> {
     let chunk = (args.chunk_mib.max(1) << 20) as usize;
     let repo = "bench/memory";
     let rss_before = procstat::peak_rss_kib(pid)?;
+    let mut whole = rss_before;
+    // Each operation's peak, then the peak reset for the next one (when the kernel lets
+    // us; otherwise every phase reports the peak so far, which is still an upper bound).
+    let phase_peak = |whole: &mut u64| -> Result<(u64, u64)> {
+        let peak = procstat::peak_rss_kib(pid)?;
+        let after = procstat::rss_kib(pid)?;
+        *whole = (*whole).max(peak);
+        procstat::reset_peak_rss(pid);
+        Ok((peak, after))
+    };
+    procstat::reset_peak_rss(pid);
 
     // Monolithic: POST, then one PUT streaming the whole blob.
     let (seed_mono, seed_chunked) = (1_000 + args.mib, 2_000 + args.mib);
@@ -83,6 +96,7 @@ pub async fn run(args: MemoryArgs) -> Result<()> {
         .await?;
     check(&r, 201, "monolithic PUT", &body)?;
     let push_mbps = mb_per_s(len, t);
+    let (push_peak, push_after) = phase_peak(&mut whole)?;
 
     // Chunked: PATCH per chunk, then PUT.
     let digest_chunked = digest_of(seed_chunked, len);
@@ -121,29 +135,42 @@ pub async fn run(args: MemoryArgs) -> Result<()> {
         .await?;
     check(&r, 201, "closing PUT", &body)?;
     let chunked_mbps = mb_per_s(len, t);
+    let (chunked_peak, chunked_after) = phase_peak(&mut whole)?;
 
     // Pull whole.
     let t = Instant::now();
     let got = workloads::pull(addr, repo, &digest, len, None, false).await?;
     ensure!(got == len, "pulled {got} bytes of {len}");
     let pull_mbps = mb_per_s(len, t);
+    let (pull_peak, pull_after) = phase_peak(&mut whole)?;
 
-    let peak = procstat::peak_rss_kib(pid)?;
+    let peak = whole;
     let line = serde_json::json!({
         "kind": "memory",
         "target": args.target.name,
         "blob_mib": args.mib,
         "peak_rss_kib": peak,
         "rss_before_kib": rss_before,
+        "push_peak_rss_kib": push_peak,
+        "chunked_peak_rss_kib": chunked_peak,
+        "pull_peak_rss_kib": pull_peak,
+        "push_after_rss_kib": push_after,
+        "chunked_after_rss_kib": chunked_after,
+        "pull_after_rss_kib": pull_after,
         "push_MBps": push_mbps,
         "chunked_MBps": chunked_mbps,
         "pull_MBps": pull_mbps,
     });
+    let mib = |kib: u64| kib as f64 / 1024.0;
     eprintln!(
-        "[memory] {:<12} {:>6} MiB blob: peak RSS {:>7.1} MiB (push {:.0}, chunked {:.0}, pull {:.0} MB/s)",
+        "[memory] {:<12} {:>6} MiB blob: peak RSS {:>7.1} MiB (push {:.1}, chunked {:.1}, pull {:.1} MiB; \
+         push {:.0}, chunked {:.0}, pull {:.0} MB/s)",
         args.target.name,
         args.mib,
-        peak as f64 / 1024.0,
+        mib(peak),
+        mib(push_peak),
+        mib(chunked_peak),
+        mib(pull_peak),
         push_mbps,
         chunked_mbps,
         pull_mbps

@@ -109,6 +109,25 @@ pub fn peak_rss_kib(pid: u32) -> Result<u64> {
         .context("no VmHWM in /proc/PID/status")
 }
 
+/// Resident set size of `pid` in KiB (`VmRSS`).
+pub fn rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmRSS in /proc/PID/status")
+}
+
+/// Resets the peak resident set size of `pid` (`VmHWM`) to its current one, so that the
+/// next reading is the peak of what follows. Writing `5` to `/proc/PID/clear_refs` does
+/// that (Linux 4.0 and later); it needs the rights to trace `pid` (the same user, or
+/// root). Whether it worked is returned; a failure leaves the peak running on, so later
+/// readings are upper bounds of what they measure.
+pub fn reset_peak_rss(pid: u32) -> bool {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,8 +30,11 @@
 //! append is sent as one more part when it is at least a part, so a client's chunks of a
 //! part or more leave nothing behind; a rest under one part is stored as its own object,
 //! the tail, and read back by the next append. Memory per upload is bounded by the parts
-//! in flight plus two being filled (buffers of the part size, allocated once each),
-//! whatever the blob size. A blob that never filled a
+//! in flight plus two being filled ([`BUFFERS_PER_APPEND`] buffers of the part size),
+//! whatever the blob size. The buffers come from a pool of the store and go back to it
+//! when their part is sent, so they are allocated once, not once per part: freed and
+//! allocated again, they stayed resident in the allocator's arenas and made the peak
+//! memory grow with the blob size (see `buffers`). A blob that never filled a
 //! part is its tail: its commit writes only the index entry, so a small monolithic push
 //! writes its bytes once, in one PUT. A larger one sends the tail as its last part and
 //! completes the multipart upload.
@@ -51,6 +54,7 @@
 //! **Architecture Invariant:** a blob is visible only through its index entry, which is
 //! written after its bytes were verified and made durable by the object store.
 
+mod buffers;
 mod hash;
 #[cfg(any(test, feature = "testsuite"))]
 pub mod seaweed;
@@ -61,7 +65,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use berth_oci::{Algorithm, Digest};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
@@ -71,6 +75,8 @@ use serde::{Deserialize, Serialize};
 
 pub use hash::ResumableSha256;
 
+use buffers::BufferPool;
+
 use crate::{BlobBody, BlobInfo, BlobPage, BlobStore, ByteStream, StorageError};
 
 /// The smallest part S3 accepts in a multipart upload (except the last one).
@@ -79,6 +85,10 @@ pub const MIN_PART_SIZE: usize = 5 << 20;
 /// How many parts of one upload are sent to the object store at the same time, while the
 /// rest of the body is read and hashed.
 pub const PARTS_IN_FLIGHT: usize = 2;
+
+/// How many part buffers one append holds at most: the parts in flight, the full part
+/// kept back, and the one being filled. The buffer pool keeps as many idle.
+const BUFFERS_PER_APPEND: usize = PARTS_IN_FLIGHT + 2;
 
 /// How many index entries a listing reads at the same time (for their sizes).
 const LIST_CONCURRENCY: usize = 16;
@@ -107,7 +117,8 @@ pub struct S3BlobStore {
     prefix: String,
     /// A name for messages (`s3://bucket/prefix`).
     name: String,
-    part_size: usize,
+    /// The part buffers, of the part size, reused from part to part (see `buffers`).
+    buffers: BufferPool,
     /// Serializes the operations on one upload within this process.
     uploads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -199,14 +210,14 @@ impl S3BlobStore {
             store,
             prefix: prefix.trim_matches('/').to_owned(),
             name,
-            part_size: MIN_PART_SIZE,
+            buffers: BufferPool::new(MIN_PART_SIZE, BUFFERS_PER_APPEND),
             uploads: Mutex::new(HashMap::new()),
         }
     }
 
     /// Sets the part size of multipart uploads (at least [`MIN_PART_SIZE`]).
     pub fn with_part_size(mut self, bytes: usize) -> S3BlobStore {
-        self.part_size = bytes.max(MIN_PART_SIZE);
+        self.buffers = BufferPool::new(bytes.max(MIN_PART_SIZE), BUFFERS_PER_APPEND);
         self
     }
 
@@ -312,13 +323,13 @@ impl S3BlobStore {
         format!("data/{}/blob", state.session)
     }
 
-    /// Starts sending `data` as part number `index` of the upload in a task of its own,
-    /// starting the multipart upload first when there is none yet.
+    /// Starts sending `pieces` (in order) as part number `index` of the upload in a task
+    /// of its own, starting the multipart upload first when there is none yet.
     async fn start_part(
         &self,
         state: &mut UploadState,
         index: usize,
-        data: PutPayload,
+        pieces: Vec<Bytes>,
     ) -> Result<PartTask, StorageError> {
         let key = self.key(&Self::data_key(state));
         let multipart = match &state.multipart {
@@ -334,21 +345,25 @@ impl S3BlobStore {
             }
         };
         let store = Arc::clone(&self.store);
+        // The task sends clones of the pieces; the originals stay here, to go back to the
+        // buffer pool once the task (and with it every clone) is done.
+        let data = PutPayload::from_iter(pieces.iter().cloned());
         let len = data.content_length() as u64;
-        Ok(PartTask(tokio::spawn(async move {
+        let handle = tokio::spawn(async move {
             store
                 .put_part(&key, &multipart, index, data)
                 .await
                 .map(|part| (part.content_id, len))
-        })))
+        });
+        Ok(PartTask { handle, pieces })
     }
 
     /// Sends `data` as the next part of the upload and waits for it.
     async fn flush_part(&self, state: &mut UploadState, data: Bytes) -> Result<(), StorageError> {
         let task = self
-            .start_part(state, state.parts.len(), PutPayload::from(data))
+            .start_part(state, state.parts.len(), vec![data])
             .await?;
-        let (id, len) = task.finish().await?;
+        let (id, len) = task.finish(&self.buffers).await?;
         state.parts.push(id);
         state.parts_len += len;
         Ok(())
@@ -633,10 +648,11 @@ impl BlobStore for S3BlobStore {
                 ),
             });
         }
-        // Each part is filled in a buffer of its own, allocated at the part size: no buffer
-        // grows or is copied while parts cut from it are still being sent.
-        let part_size = self.part_size;
-        let mut buffer = BytesMut::with_capacity(part_size);
+        // Each part is filled in a buffer of its own, of the part size, taken from the
+        // pool and given back once sent: no buffer grows or is copied while parts cut from
+        // it are still being sent, and none is allocated again for every part.
+        let part_size = self.buffers.size();
+        let mut buffer = self.buffers.take();
         buffer.extend_from_slice(&self.read_tail(&state).await?);
         // A full part kept back, so that the end of the body finds a whole part to send
         // rather than a tail to store and read back.
@@ -660,16 +676,13 @@ impl BlobStore for S3BlobStore {
                 buffer.extend_from_slice(&rest[..n]);
                 rest = &rest[n..];
                 if buffer.len() >= part_size {
-                    let full = std::mem::replace(&mut buffer, BytesMut::with_capacity(part_size));
+                    let full = std::mem::replace(&mut buffer, self.buffers.take());
                     if let Some(part) = held.replace(full.freeze()) {
                         if sending.len() >= PARTS_IN_FLIGHT {
-                            Self::part_done(&mut state, &mut sending).await?;
+                            self.part_done(&mut state, &mut sending).await?;
                         }
                         let index = state.parts.len() + sending.len();
-                        sending.push_back(
-                            self.start_part(&mut state, index, PutPayload::from(part))
-                                .await?,
-                        );
+                        sending.push_back(self.start_part(&mut state, index, vec![part]).await?);
                     }
                 }
             }
@@ -678,14 +691,18 @@ impl BlobStore for S3BlobStore {
         // part kept back with the rest as the last one (two pieces, no copy), and a rest
         // under one part alone becomes the tail.
         if let Some(part) = held.take() {
-            let last = PutPayload::from_iter([part, buffer.split().freeze()]);
+            // The rest goes with its whole buffer (not a split-off piece), so that the
+            // buffer returns to the pool at its full capacity.
+            let rest = std::mem::take(&mut buffer).freeze();
             let index = state.parts.len() + sending.len();
-            sending.push_back(self.start_part(&mut state, index, last).await?);
+            sending.push_back(self.start_part(&mut state, index, vec![part, rest]).await?);
         }
         while !sending.is_empty() {
-            Self::part_done(&mut state, &mut sending).await?;
+            self.part_done(&mut state, &mut sending).await?;
         }
-        self.store_tail(id, &mut state, buffer.freeze()).await?;
+        let tail = buffer.freeze();
+        self.store_tail(id, &mut state, tail.clone()).await?;
+        self.buffers.give(tail);
         match failure {
             Some(e) => Err(StorageError::Body(e)),
             None => Ok(state.size),
@@ -844,12 +861,21 @@ impl BlobStore for S3BlobStore {
 
 /// A part being sent in a task of its own; aborted when dropped unfinished (an append
 /// that failed does not leave parts being sent behind it).
-struct PartTask(tokio::task::JoinHandle<Result<(String, u64), object_store::Error>>);
+struct PartTask {
+    handle: tokio::task::JoinHandle<Result<(String, u64), object_store::Error>>,
+    /// The bytes of the part, which the task sends clones of.
+    pieces: Vec<Bytes>,
+}
 
 impl PartTask {
-    /// Waits for the part: its id and length.
-    async fn finish(mut self) -> Result<(String, u64), StorageError> {
-        match (&mut self.0).await {
+    /// Waits for the part: its id and length. Its buffers then go back to `buffers`: the
+    /// task is over, so nothing else holds their bytes.
+    async fn finish(mut self, buffers: &BufferPool) -> Result<(String, u64), StorageError> {
+        let sent = (&mut self.handle).await;
+        for piece in std::mem::take(&mut self.pieces) {
+            buffers.give(piece);
+        }
+        match sent {
             Ok(sent) => sent.map_err(os_err("uploading a part")),
             Err(e) => Err(StorageError::Io {
                 context: "uploading a part",
@@ -861,18 +887,19 @@ impl PartTask {
 
 impl Drop for PartTask {
     fn drop(&mut self) {
-        self.0.abort();
+        self.handle.abort();
     }
 }
 
 impl S3BlobStore {
     /// Waits for the oldest part being sent and records it in `state`.
     async fn part_done(
+        &self,
         state: &mut UploadState,
         sending: &mut VecDeque<PartTask>,
     ) -> Result<(), StorageError> {
         if let Some(task) = sending.pop_front() {
-            let (id, len) = task.finish().await?;
+            let (id, len) = task.finish(&self.buffers).await?;
             state.parts.push(id);
             state.parts_len += len;
         }

@@ -201,3 +201,33 @@ async fn chunks_of_a_part_or_more_leave_no_tail_and_parts_keep_their_order() {
     );
     assert!(read_all(&store, &d, None).await == data, "bytes differ");
 }
+
+/// Regression test for the peak memory that grew with the blob size on S3: every part
+/// buffer was allocated anew and freed, and the allocator kept the freed ones resident.
+/// The buffers now go back to the store's pool once their part is sent, and the next
+/// parts and appends are filled in them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn part_buffers_are_reused_across_parts_and_appends() {
+    if skipped() {
+        return;
+    }
+    let (_prefix, store) = fresh().await;
+    let data = content(MIN_PART_SIZE * 9 + 999);
+    store.upload_create("u1").await.unwrap();
+    let mut at = 0;
+    for chunk in data.chunks(MIN_PART_SIZE * 3 + 1) {
+        let pieces: Vec<Vec<u8>> = chunk.chunks(256 << 10).map(<[u8]>::to_vec).collect();
+        at = store.upload_append("u1", at, body(pieces)).await.unwrap();
+        let idle = store.buffers.idle();
+        assert!(
+            (2..=BUFFERS_PER_APPEND).contains(&idle),
+            "after an append its buffers are back in the pool, no more than it keeps: {idle}"
+        );
+    }
+    let d = Digest::sha256(&data);
+    assert_eq!(
+        store.upload_commit("u1", &d).await.unwrap(),
+        data.len() as u64
+    );
+    assert!(read_all(&store, &d, None).await == data, "bytes differ");
+}
