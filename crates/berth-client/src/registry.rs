@@ -730,7 +730,8 @@ impl Registry {
         Ok(true)
     }
 
-    /// `HEAD` a blob: its size, or `None` if the repository does not have it.
+    /// `HEAD` a blob: its size (0 when the registry sends no length), or `None` if the
+    /// repository does not have it.
     pub async fn head_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>> {
         let url = self.url(&format!("/v2/{repo}/blobs/{digest}"));
         let resp = self
@@ -742,7 +743,14 @@ impl Registry {
         let resp = self
             .check(resp, "HEAD blob", &format!("blob {digest}"))
             .await?;
-        Ok(Some(resp.content_length().unwrap_or(0)))
+        // The header, not `content_length()`: that is the size of the body received, which
+        // a HEAD response never has.
+        let size = resp
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        Ok(Some(size.unwrap_or(0)))
     }
 
     /// Opens a blob for reading from byte `offset` on.

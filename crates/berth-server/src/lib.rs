@@ -224,7 +224,7 @@ pub fn build_state(config: &Config) -> Result<AppState, StartError> {
         )?)
         .with_quotas(service::Quotas::new(&config.quota)?)
         .with_redirect(config.s3_redirect.then_some(REDIRECT_EXPIRY))
-        .with_mirrors(service::Mirrors::new(&config.mirror)?),
+        .with_mirrors(mirrors(config)?),
     );
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(c), Some(k)) => Some(listener::tls_acceptor(c, k)?),
@@ -256,6 +256,16 @@ pub fn build_state(config: &Config) -> Result<AppState, StartError> {
         scanner,
         replication,
     }))
+}
+
+/// The pull-through mirrors; their downloads spill into the filesystem store's upload
+/// directory (with S3 storage, into the system's temporary directory).
+fn mirrors(config: &Config) -> Result<service::Mirrors, StartError> {
+    let mirrors = service::Mirrors::new(&config.mirror)?;
+    Ok(match config.storage {
+        config::Storage::Fs => mirrors.with_spill_dir(config.data_dir.join("uploads")),
+        config::Storage::S3 => mirrors,
+    })
 }
 
 /// The CloudEvents `source` of webhook events: the configured one, else

@@ -68,8 +68,31 @@ pub(super) fn parse_range(value: Option<&str>, size: u64) -> RangeReq {
 pub async fn get(state: &AppState, name: &RepoName, raw: &str, req: Req) -> ApiResult {
     let digest = parse_digest(raw)?;
     let digest_str = digest.to_string();
-    // A mirror repository fetches a missing blob from its upstream first.
-    state.registry.mirror_blob(name, &digest).await?;
+    // A mirror repository fetches a missing blob from its upstream first. A `GET` of a
+    // blob still on its way is answered at once, with the bytes as they arrive; a `HEAD`
+    // waits for the commit.
+    if req.method == Method::HEAD {
+        state.registry.mirror_blob(name, &digest).await?;
+    } else if let Some(pull) = state.registry.mirror_blob_pull(name, &digest).await? {
+        let size = pull.size();
+        let (status, byte_range) = match parse_range(req.header(header::RANGE), size) {
+            RangeReq::Whole => (StatusCode::OK, None),
+            RangeReq::Part(s, e) => (StatusCode::PARTIAL_CONTENT, Some(s..e + 1)),
+            RangeReq::Unsatisfiable => {
+                return Err(RegistryError::RangeUnsatisfiable { size }.into())
+            }
+        };
+        let len = byte_range.as_ref().map(|r| r.end - r.start).unwrap_or(size);
+        let stream = pull.open(byte_range.clone()).await?;
+        return Ok(blob_response(
+            status,
+            Body::from_stream(stream),
+            len,
+            &digest_str,
+            byte_range,
+            size,
+        ));
+    }
     if req.method == Method::HEAD {
         let size = state.registry.blob_check(name, &digest).await?;
         let mut r = empty(StatusCode::OK);

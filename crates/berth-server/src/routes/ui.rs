@@ -238,7 +238,7 @@ pub async fn index(State(state): State<AppState>, req: Request) -> Response {
             }
         }
         @if gc.is_some() {
-            p { a href="/ui/admin" { "Administration" } ": accounts, storage, garbage collection, webhooks, audit log" }
+            p { a href="/ui/admin" { "Administration" } ": accounts, storage, garbage collection, webhooks, replication, audit log" }
         }
         h1 { "Repositories" }
         @if anonymous {
@@ -262,7 +262,8 @@ pub async fn index(State(state): State<AppState>, req: Request) -> Response {
 /// How many audit entries the admin page reads (its GC runs are found among them).
 const ADMIN_AUDIT_ROWS: usize = 500;
 
-/// `GET /ui/admin`: accounts, storage housekeeping and the audit log, for administrators
+/// `GET /ui/admin`: accounts, storage housekeeping, webhooks, replication (the status
+/// of `GET /api/v1/admin/replication`) and the audit log, for administrators
 /// of the whole registry. It only shows: changes go through `berth admin` (on the data
 /// directory or `--registry`) or the admin API, which keeps the dashboard free of forms
 /// that Basic credentials would let another site submit.
@@ -296,6 +297,10 @@ pub async fn admin(State(state): State<AppState>, req: Request) -> Response {
         Err(e) => return ApiError::from(e).into_response(),
     };
     let hooks = match state.webhooks.report().await {
+        Ok(r) => r,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let replication = match state.replication.report().await {
         Ok(r) => r,
         Err(e) => return ApiError::from(e).into_response(),
     };
@@ -394,6 +399,58 @@ pub async fn admin(State(state): State<AppState>, req: Request) -> Response {
                     }
                 }
                 p.muted { "Retry a hook's deliveries with " code { "berth admin webhooks --redeliver NAME" } "." }
+            }
+        }
+        section #replication {
+            h2 { "Replication" }
+            @if replication.rules.is_empty() && replication.unconfigured.is_empty() {
+                p.muted { "No replication rule configured (" code { "[[replication]]" } " in berth.toml)." }
+            } @else {
+                table {
+                    tr { th { "Rule" } th { "Target" } th { "Queued" } th { "Lag" } th { "Failing" } th { "Dead" } th { "Copied" } th { "Failures" } th { "Last success" } th { "Last error" } }
+                    @for r in replication.rules.iter().chain(&replication.unconfigured) {
+                        tr.rule {
+                            td { (r.name) }
+                            td {
+                                (r.url.as_deref().unwrap_or("(no longer configured)"))
+                                @if let Some(ns) = &r.namespace { " into " code { (ns) } }
+                            }
+                            td { (r.pending) }
+                            td {
+                                @match r.lag_seconds {
+                                    Some(s) => { (s) " s" @if let Some(t) = &r.oldest_pending { br; span.muted { "since " (t) } } }
+                                    None => { "none" }
+                                }
+                            }
+                            td { (r.failing) }
+                            td { (r.dead) }
+                            td { (r.copied) }
+                            td { (r.failures) }
+                            td { (r.last_success.as_deref().unwrap_or("never")) }
+                            td {
+                                (r.last_error.as_deref().unwrap_or(""))
+                                @if let Some(t) = &r.last_failure { br; span.muted { "at " (t) } }
+                            }
+                        }
+                    }
+                }
+                @if !replication.failing.is_empty() {
+                    h2 { "Failing changes" }
+                    table {
+                        tr { th { "Rule" } th { "Change" } th { "Attempts" } th { "Next attempt" } th { "Last error" } }
+                        @for f in replication.failing.iter().take(20) {
+                            tr {
+                                td { (f.rule) }
+                                td { (f.operation) " " code { (f.repository) ":" (f.reference) } }
+                                td { (f.attempts) }
+                                td { @if f.dead { "given up" } @else { (f.next_attempt.as_deref().unwrap_or("")) } }
+                                td { (f.last_error.as_deref().unwrap_or("")) }
+                            }
+                        }
+                    }
+                }
+                p.muted { "Status as JSON: " code { "berth admin replication status" } " or " code { "/api/v1/admin/replication" }
+                    "; a full sync: " code { "berth admin replicate --rule NAME --all" } "." }
             }
         }
         section #audit {

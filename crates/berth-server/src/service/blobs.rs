@@ -425,7 +425,7 @@ impl Registry {
         }
     }
 
-    async fn served(&self, repo: &RepoName, bytes: u64) {
+    pub(super) async fn served(&self, repo: &RepoName, bytes: u64) {
         self.emit(Event::BlobServed {
             repo: repo.clone(),
             bytes,

@@ -16,12 +16,16 @@
 //!   ([`berth_meta::NewManifest::mirrored`]): blobs arrive when pulled, and once linked
 //!   they are referenced, so garbage collection keeps them like any pushed blob.
 //! - A blob missing locally is fetched by one download per (repository, digest) however
-//!   many clients ask at once: the first becomes the leader, streams the upstream body
-//!   into an upload session (the blob store hashes it) and commits it, which verifies the
-//!   digest; the others wait for the commit and then read the stored blob. A mismatch
-//!   stores nothing and every waiting client gets the error.
+//!   many clients ask at once: a task of its own (the `flight` submodule) tees the
+//!   upstream body into the blob store, whose commit verifies the digest, and into a
+//!   spill file that every `GET` reads as it grows, holding back the last bytes until the
+//!   commit. A mismatch stores nothing, and every client's body ends with an error
+//!   instead of those last bytes. `HEAD` waits for the commit.
+
+mod flight;
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -34,6 +38,8 @@ use serde::Deserialize;
 use tokio::sync::watch;
 
 use super::{Registry, RegistryError, Result};
+use flight::FlightState;
+pub use flight::{MirrorPull, HELD_BACK};
 
 /// The most referrers of one subject fetched from an upstream per listing.
 const MAX_REFERRERS: usize = 256;
@@ -78,14 +84,14 @@ struct Mirror {
     confirmed: Mutex<HashMap<(String, String), Instant>>,
 }
 
-/// The outcome of a download shared by the clients waiting for it: `None` while it runs.
-type FlightResult = Option<std::result::Result<(), String>>;
-
 /// The configured mirrors and the blob downloads in flight.
 #[derive(Default)]
 pub struct Mirrors {
     mirrors: Vec<Mirror>,
-    flights: Mutex<HashMap<(String, Digest), watch::Receiver<FlightResult>>>,
+    flights: Mutex<HashMap<(String, Digest), watch::Receiver<FlightState>>>,
+    /// Where downloads' spill files are created ([`Mirrors::with_spill_dir`]); the
+    /// system's temporary directory without one.
+    spill_dir: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Mirrors {
@@ -171,7 +177,25 @@ impl Mirrors {
         Ok(Mirrors {
             mirrors,
             flights: Mutex::default(),
+            spill_dir: None,
         })
+    }
+
+    /// The mirrors with downloads spilling into `dir`: the filesystem store's upload
+    /// directory, so that a download's two copies (the upload and the spill file) land on
+    /// the disk that was sized for blobs, not on a small `/tmp`.
+    pub fn with_spill_dir(mut self, dir: PathBuf) -> Mirrors {
+        self.spill_dir = Some(dir);
+        self
+    }
+
+    /// A new spill file: anonymous (unlinked at once, `O_TMPFILE` where the filesystem
+    /// has it), so that it is gone when its last reader closes it, whatever happens.
+    fn spill_file(&self) -> std::io::Result<std::fs::File> {
+        match &self.spill_dir {
+            Some(dir) => tempfile::tempfile_in(dir),
+            None => tempfile::tempfile(),
+        }
     }
 
     /// The mirror `repo` is under, with the upstream's name for it.
@@ -402,73 +426,113 @@ impl Registry {
     }
 
     /// Makes sure blob `digest` of a mirror repository is stored locally, fetching it
-    /// from the upstream once however many clients ask at the same time. Does nothing
-    /// outside mirrors or when the blob is already here.
-    pub async fn mirror_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
-        let Some((mirror, upstream_repo)) = self.mirrors.of(repo) else {
-            return Ok(());
-        };
-        // A leader whose client went away drops its download; a waiter then takes over.
-        for _ in 0..3 {
-            if self.meta.blob_size(repo, digest).await?.is_some() {
-                return Ok(());
-            }
-            let key = (repo.to_string(), digest.clone());
-            let joined = {
-                let mut flights =
-                    self.mirrors.flights.lock().map_err(|_| {
-                        RegistryError::MirrorUpstream("mirror state poisoned".into())
-                    })?;
-                match flights.get(&key) {
-                    Some(rx) => Err(rx.clone()),
-                    None => {
-                        let (tx, rx) = watch::channel(None);
-                        flights.insert(key.clone(), rx);
-                        Ok(tx)
-                    }
-                }
-            };
-            match joined {
-                Ok(tx) => {
-                    let _flight = FlightGuard {
-                        mirrors: &self.mirrors,
-                        key,
-                    };
-                    let result = self.fetch_blob(mirror, repo, &upstream_repo, digest).await;
-                    let shared = result.as_ref().map(|_| ()).map_err(|e| e.to_string());
-                    let _ = tx.send(Some(shared));
-                    return result;
-                }
-                Err(mut rx) => {
-                    let outcome = rx
-                        .wait_for(Option::is_some)
-                        .await
-                        .ok()
-                        .and_then(|r| r.clone());
-                    match outcome {
-                        Some(Ok(())) => return Ok(()),
-                        Some(Err(message)) => return Err(RegistryError::MirrorUpstream(message)),
-                        // The leader was dropped before it finished: try again.
-                        None => continue,
-                    }
-                }
-            }
+    /// from the upstream once however many clients ask at the same time, and waits for
+    /// it to be committed (`HEAD` answers, and the `GET`s that cannot stream). Does
+    /// nothing outside mirrors or when the blob is already here.
+    pub async fn mirror_blob(self: &Arc<Self>, repo: &RepoName, digest: &Digest) -> Result<()> {
+        match self.mirror_flight(repo, digest).await? {
+            Some(mut flight) => committed(&mut flight, digest).await,
+            None => Ok(()),
         }
-        Err(RegistryError::MirrorUpstream(format!(
-            "the download of {digest} from {} kept being abandoned",
-            mirror.upstream
-        )))
     }
 
-    /// One download of a blob into the blob store (verified at commit) and its link.
-    async fn fetch_blob(
-        &self,
-        mirror: &Mirror,
+    /// Like [`Registry::mirror_blob`], but does not wait for the commit when the blob is
+    /// being downloaded: `Some` is the running download, whose bytes a client reads as
+    /// they arrive ([`MirrorPull::open`]); `None` when the blob is stored (or the
+    /// repository is no mirror), and the ordinary read path serves it.
+    pub async fn mirror_blob_pull(
+        self: &Arc<Self>,
         repo: &RepoName,
-        upstream_repo: &RepoName,
         digest: &Digest,
-    ) -> Result<()> {
-        let size = match mirror.client.head_blob(upstream_repo, digest).await {
+    ) -> Result<Option<MirrorPull>> {
+        let Some(mut flight) = self.mirror_flight(repo, digest).await? else {
+            return Ok(None);
+        };
+        let started = flight
+            .wait_for(|s| s.size.is_some() || s.outcome.is_some())
+            .await
+            .map(|s| (s.outcome.clone(), s.size, s.spill.clone()));
+        match started {
+            Ok((Some(Ok(_)), _, _)) => Ok(None),
+            Ok((Some(Err(e)), _, _)) => Err(flight::shared(&e)),
+            // A size of zero is what an upstream that sends no length answers too: only
+            // the commit says how large such a blob is.
+            Ok((None, Some(size), Some(spill))) if size > 0 => Ok(Some(MirrorPull::new(
+                self.clone(),
+                repo.clone(),
+                digest.clone(),
+                size,
+                spill,
+                flight,
+            ))),
+            Ok(_) => committed(&mut flight, digest).await.map(|()| None),
+            Err(_) => Err(flight::abandoned(digest)),
+        }
+    }
+
+    /// The download of blob `digest` of mirror repository `repo`: the running one, or
+    /// one started now. `None` outside mirrors and when the blob is already stored.
+    async fn mirror_flight(
+        self: &Arc<Self>,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<watch::Receiver<FlightState>>> {
+        if !self.mirrors.covers(repo) || self.meta.blob_size(repo, digest).await?.is_some() {
+            return Ok(None);
+        }
+        let key = (repo.to_string(), digest.clone());
+        let (tx, rx) = {
+            let mut flights = self
+                .mirrors
+                .flights
+                .lock()
+                .map_err(|_| RegistryError::MirrorUpstream("mirror state poisoned".into()))?;
+            if let Some(rx) = flights.get(&key) {
+                return Ok(Some(rx.clone()));
+            }
+            let (tx, rx) = watch::channel(FlightState::default());
+            flights.insert(key.clone(), rx.clone());
+            (tx, rx)
+        };
+        // The download belongs to no client: it goes on when they all leave, and the
+        // blob is cached.
+        let (this, repo, digest) = (self.clone(), repo.clone(), digest.clone());
+        tokio::spawn(async move {
+            let _flight = FlightGuard {
+                mirrors: this.mirrors.clone(),
+                key,
+            };
+            let result = this.fly(&repo, &digest, &tx).await;
+            if let Err(e) = &result {
+                if !matches!(
+                    e,
+                    RegistryError::BlobUnknown { .. } | RegistryError::MirrorUpstream(_)
+                ) {
+                    tracing::error!(repo = %repo, digest = %digest, error = %e, "the mirror could not store a blob it fetched");
+                }
+            }
+            tx.send_modify(|s| s.outcome = Some(result.map_err(Arc::new)));
+        });
+        Ok(Some(rx))
+    }
+
+    /// One download of a blob: the upstream body teed into the blob store (verified at
+    /// commit) and the spill file clients read. Returns the stored size.
+    async fn fly(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        state: &watch::Sender<FlightState>,
+    ) -> Result<u64> {
+        let Some((mirror, upstream_repo)) = self.mirrors.of(repo) else {
+            return Ok(0);
+        };
+        // A client that looked just before the previous download committed starts a
+        // new one: it finds the blob here.
+        if let Some(size) = self.meta.blob_size(repo, digest).await? {
+            return Ok(size);
+        }
+        let size = match mirror.client.head_blob(&upstream_repo, digest).await {
             Ok(Some(size)) => size,
             Ok(None) | Err(ClientError::NotFound(_)) => {
                 return Err(RegistryError::BlobUnknown {
@@ -489,7 +553,7 @@ impl Registry {
         };
         let stream = mirror
             .client
-            .get_blob(upstream_repo, &desc)
+            .get_blob(&upstream_repo, &desc)
             .await
             .map_err(|e| match e {
                 ClientError::NotFound(_) => RegistryError::BlobUnknown {
@@ -498,11 +562,27 @@ impl Registry {
                 },
                 e => upstream_error(mirror, repo, &digest.to_string(), &e),
             })?;
-        let body: berth_storage::ByteStream = Box::pin(stream.map_err(std::io::Error::other));
-        match self.put_blob(repo, digest, body).await {
+        let spill = match self.mirrors.spill_file() {
+            Ok(file) => Some(Arc::new(file)),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot create the mirror's spill file; clients wait for the stored blob");
+                None
+            }
+        };
+        state.send_modify(|s| {
+            s.size = Some(size);
+            s.spill = spill.clone();
+        });
+        let upstream: berth_storage::ByteStream = Box::pin(stream.map_err(std::io::Error::other));
+        let (to_store, from_tee) = flight::store_queue();
+        let (_, stored) = tokio::join!(
+            flight::tee(upstream, to_store, spill, state),
+            self.put_blob(repo, digest, flight::store_body(from_tee)),
+        );
+        match stored {
             Ok(stored) => {
                 tracing::info!(repo = %repo, digest = %digest, bytes = stored, upstream = %mirror.upstream, "mirrored a blob from the upstream");
-                Ok(())
+                Ok(stored)
             }
             Err(RegistryError::DigestMismatch { expected, actual }) => {
                 tracing::error!(repo = %repo, expected = %expected, actual = %actual, upstream = %mirror.upstream, "the upstream sent a blob whose digest does not match; nothing stored");
@@ -520,13 +600,26 @@ impl Registry {
     }
 }
 
+/// Waits for the outcome of a download.
+async fn committed(flight: &mut watch::Receiver<FlightState>, digest: &Digest) -> Result<()> {
+    let outcome = flight
+        .wait_for(|s| s.outcome.is_some())
+        .await
+        .map(|s| s.outcome.clone());
+    match outcome {
+        Ok(Some(Ok(_))) => Ok(()),
+        Ok(Some(Err(e))) => Err(flight::shared(&e)),
+        Ok(None) | Err(_) => Err(flight::abandoned(digest)),
+    }
+}
+
 /// Removes a finished (or abandoned) download from the flights.
-struct FlightGuard<'a> {
-    mirrors: &'a Mirrors,
+struct FlightGuard {
+    mirrors: Arc<Mirrors>,
     key: (String, Digest),
 }
 
-impl Drop for FlightGuard<'_> {
+impl Drop for FlightGuard {
     fn drop(&mut self) {
         if let Ok(mut f) = self.mirrors.flights.lock() {
             f.remove(&self.key);

@@ -38,7 +38,7 @@ pub use gc::{
     Explanation, GcOptions, GcReport, GcRule, GcRuleError, GcSettings, GcStep, Reason, RepoFreed,
 };
 pub use manifests::{accepted, ManifestPush, PushedManifest};
-pub use mirror::{MirrorRule, MirrorRuleError, Mirrors, DEFAULT_TAG_TTL};
+pub use mirror::{MirrorPull, MirrorRule, MirrorRuleError, Mirrors, DEFAULT_TAG_TTL, HELD_BACK};
 pub use quota::{parse_size, QuotaRule, QuotaRuleError, Quotas, RepositoryUsage, UsageReport};
 pub use scrub::{CorruptBlob, Damage, MissingBlob, Pace, ScrubOptions, ScrubReport};
 pub use tag_retention::{RetentionRule, RetentionRuleError, TagRetention, TagVerdict};

@@ -551,3 +551,290 @@ async fn collection_and_scrub_respect_partly_fetched_mirrored_images() {
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.bytes().await.unwrap(), "layer-gc".as_bytes());
 }
+
+/// A fake upstream holding one blob, `content`, under whatever digest is asked for: a
+/// GET sends the first half at once and the rest only when the test opens the gate. It
+/// counts the GETs.
+struct GatedUpstream {
+    base: String,
+    gets: Arc<AtomicUsize>,
+    gate: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl GatedUpstream {
+    async fn start(content: bytes::Bytes) -> GatedUpstream {
+        use axum::http::{header, Method as M};
+        let gets = Arc::new(AtomicUsize::new(0));
+        let (gate, opened) = tokio::sync::watch::channel(false);
+        let counted = gets.clone();
+        let app = axum::Router::new()
+            .route("/v2/", axum::routing::get(|| async { "{}" }))
+            .fallback(move |req: axum::extract::Request| {
+                let (gets, content, mut opened) =
+                    (counted.clone(), content.clone(), opened.clone());
+                async move {
+                    let len = content.len();
+                    let body = if req.method() == M::HEAD {
+                        // A body of no announced size, so that the server keeps the
+                        // Content-Length set below (an empty body would set it to 0).
+                        axum::body::Body::from_stream(futures_util::stream::empty::<
+                            Result<bytes::Bytes, std::convert::Infallible>,
+                        >())
+                    } else {
+                        gets.fetch_add(1, Ordering::SeqCst);
+                        let half = len / 2;
+                        let first: Vec<Result<bytes::Bytes, std::convert::Infallible>> = (0..half)
+                            .step_by(64 << 10)
+                            .map(|at| Ok(content.slice(at..(at + (64 << 10)).min(half))))
+                            .collect();
+                        let rest = content.slice(half..);
+                        let second = futures_util::stream::once(async move {
+                            let _ = opened.wait_for(|open| *open).await;
+                            Ok(rest)
+                        });
+                        axum::body::Body::from_stream(futures_util::StreamExt::chain(
+                            futures_util::stream::iter(first),
+                            second,
+                        ))
+                    };
+                    let mut r = axum::response::Response::new(body);
+                    r.headers_mut()
+                        .insert(header::CONTENT_LENGTH, len.to_string().parse().unwrap());
+                    r
+                }
+            });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        GatedUpstream {
+            base: format!("http://{addr}"),
+            gets,
+            gate,
+            task,
+        }
+    }
+
+    fn release(&self) {
+        self.gate.send_replace(true);
+    }
+}
+
+/// Content of `len` bytes that no two offsets of a small period share.
+fn pattern(len: usize) -> bytes::Bytes {
+    (0..len)
+        .map(|i| (i % 251) as u8)
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+/// Reads `r` until `buf` holds at least `n` bytes (at most 20 s).
+async fn read_until(r: &mut reqwest::Response, buf: &mut Vec<u8>, n: usize) {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while buf.len() < n {
+            let chunk = r.chunk().await.unwrap().expect("the body goes on");
+            buf.extend_from_slice(&chunk);
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("only {} of {n} bytes arrived within 20 s", buf.len()));
+}
+
+/// Reads the rest of `r` into `buf` (at most 60 s); the body's error, if it ends with one.
+async fn read_rest(r: &mut reqwest::Response, buf: &mut Vec<u8>) -> Result<(), reqwest::Error> {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(chunk) = r.chunk().await? {
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(())
+    })
+    .await
+    .expect("the body ends within 60 s")
+}
+
+/// Waits until the mirror has stored `digest` in `repo` (at most 30 s).
+async fn stored(mirror: &TestRegistry, repo: &str, digest: &Digest) -> u64 {
+    let repo = berth_oci::RepoName::parse(repo).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if let Ok(size) = mirror.state.registry.blob_check(&repo, digest).await {
+                return size;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the blob is stored within 30 s")
+}
+
+#[tokio::test]
+async fn a_pull_streams_the_blob_while_the_upstream_sends_it() {
+    const SIZE: usize = 4 << 20;
+    let content = pattern(SIZE);
+    let digest = Digest::sha256(&content);
+    let upstream = GatedUpstream::start(content.clone()).await;
+    let mirror =
+        TestRegistry::start_with(mirror_config(&upstream.base, Duration::from_secs(600))).await;
+    let path = format!("/v2/docker.io/library/big/blobs/{digest}");
+
+    let mut r = get(&mirror, &path).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.content_length(), Some(SIZE as u64));
+    assert_eq!(r.headers()["docker-content-digest"], digest.to_string());
+    // The first half arrives while the upstream still holds back the second.
+    let mut got = Vec::new();
+    read_until(&mut r, &mut got, SIZE / 2).await;
+    assert_eq!(got.len(), SIZE / 2, "nothing the upstream has not sent");
+    assert_eq!(got[..], content[..SIZE / 2]);
+    let repo = berth_oci::RepoName::parse("docker.io/library/big").unwrap();
+    assert!(
+        mirror
+            .state
+            .registry
+            .blob_check(&repo, &digest)
+            .await
+            .is_err(),
+        "not stored before it is complete"
+    );
+
+    upstream.release();
+    read_rest(&mut r, &mut got).await.unwrap();
+    assert_eq!(got.len(), SIZE);
+    assert!(got[..] == content[..], "the same bytes");
+    assert_eq!(
+        stored(&mirror, "docker.io/library/big", &digest).await,
+        SIZE as u64
+    );
+    assert_eq!(upstream.gets.load(Ordering::SeqCst), 1);
+    // The next pull is served from the cache.
+    let r = get(&mirror, &path).await;
+    assert_eq!(r.bytes().await.unwrap(), content);
+    assert_eq!(upstream.gets.load(Ordering::SeqCst), 1);
+    upstream.task.abort();
+}
+
+#[tokio::test]
+async fn sixteen_pulls_share_one_download_and_all_stream() {
+    const SIZE: usize = 2 << 20;
+    let content = pattern(SIZE);
+    let digest = Digest::sha256(&content);
+    let upstream = GatedUpstream::start(content.clone()).await;
+    let mirror =
+        TestRegistry::start_with(mirror_config(&upstream.base, Duration::from_secs(600))).await;
+    let url = mirror.url(&format!("/v2/docker.io/library/shared/blobs/{digest}"));
+    let (halves_tx, mut halves) = tokio::sync::mpsc::channel(16);
+    let pulls: Vec<_> = (0..16)
+        .map(|_| {
+            let (url, halves_tx) = (url.clone(), halves_tx.clone());
+            tokio::spawn(async move {
+                // One connection each: sixteen clients, not one client's pool.
+                let http = reqwest::Client::new();
+                let mut r = http.get(&url).send().await.unwrap();
+                assert_eq!(r.status(), StatusCode::OK);
+                let mut got = Vec::new();
+                read_until(&mut r, &mut got, SIZE / 2).await;
+                halves_tx.send(got.len()).await.unwrap();
+                read_rest(&mut r, &mut got).await.unwrap();
+                Digest::sha256(&got)
+            })
+        })
+        .collect();
+    // Every client has the first half before the upstream sends the second.
+    for _ in 0..16 {
+        let n = tokio::time::timeout(Duration::from_secs(30), halves.recv())
+            .await
+            .expect("every client streams the first half")
+            .unwrap();
+        assert_eq!(n, SIZE / 2);
+    }
+    upstream.release();
+    for pull in futures_util::future::join_all(pulls).await {
+        assert_eq!(pull.unwrap(), digest);
+    }
+    assert_eq!(upstream.gets.load(Ordering::SeqCst), 1, "one upstream GET");
+    assert_eq!(
+        stored(&mirror, "docker.io/library/shared", &digest).await,
+        SIZE as u64
+    );
+    upstream.task.abort();
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_does_not_stop_the_download() {
+    const SIZE: usize = 2 << 20;
+    let content = pattern(SIZE);
+    let digest = Digest::sha256(&content);
+    let upstream = GatedUpstream::start(content.clone()).await;
+    let mirror =
+        TestRegistry::start_with(mirror_config(&upstream.base, Duration::from_secs(600))).await;
+    let path = format!("/v2/docker.io/library/left/blobs/{digest}");
+    let mut r = get(&mirror, &path).await;
+    let mut got = Vec::new();
+    read_until(&mut r, &mut got, SIZE / 2).await;
+    // The only client goes away mid-download.
+    drop(r);
+    upstream.release();
+    assert_eq!(
+        stored(&mirror, "docker.io/library/left", &digest).await,
+        SIZE as u64
+    );
+    // With the upstream gone, the cache serves the whole blob.
+    upstream.task.abort();
+    let _ = upstream.task.await;
+    let r = get(&mirror, &path).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.bytes().await.unwrap(), content);
+    assert_eq!(upstream.gets.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_corrupted_blob_ends_every_streaming_body_with_an_error() {
+    const SIZE: usize = 2 << 20;
+    let content = pattern(SIZE);
+    let digest = Digest::sha256(&content);
+    // The upstream sends the right length with one byte changed at the end.
+    let mut wrong = content.to_vec();
+    wrong[SIZE - 1] ^= 0xff;
+    let upstream = GatedUpstream::start(wrong.into()).await;
+    let mirror =
+        TestRegistry::start_with(mirror_config(&upstream.base, Duration::from_secs(600))).await;
+    let url = mirror.url(&format!("/v2/docker.io/library/bad/blobs/{digest}"));
+    let mut clients = Vec::new();
+    for _ in 0..2 {
+        let mut r = reqwest::Client::new().get(&url).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let mut got = Vec::new();
+        read_until(&mut r, &mut got, SIZE / 2).await;
+        clients.push((r, got));
+    }
+    upstream.release();
+    for (mut r, mut got) in clients {
+        let end = read_rest(&mut r, &mut got).await;
+        assert!(end.is_err(), "the body ends with an error");
+        assert!(
+            got.len() as u64 <= SIZE as u64 - berth_server::service::HELD_BACK,
+            "the end of the body is held back: {} bytes arrived",
+            got.len()
+        );
+        assert!(got[..] == content[..got.len()]);
+    }
+    // Nothing was stored: the next pull asks the upstream again.
+    let repo = berth_oci::RepoName::parse("docker.io/library/bad").unwrap();
+    assert!(matches!(
+        mirror.state.registry.blob_check(&repo, &digest).await,
+        Err(berth_server::service::RegistryError::BlobUnknown { .. })
+    ));
+    assert_eq!(upstream.gets.load(Ordering::SeqCst), 1);
+    // The upstream now sends everything at once: the download may fail before the
+    // answer starts (an error answer) or after (a body that ends with an error).
+    let mut r = reqwest::Client::new().get(&url).send().await.unwrap();
+    if r.status() == StatusCode::OK {
+        assert!(read_rest(&mut r, &mut Vec::new()).await.is_err());
+    } else {
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+    assert_eq!(upstream.gets.load(Ordering::SeqCst), 2);
+    upstream.task.abort();
+}

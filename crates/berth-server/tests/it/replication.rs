@@ -407,3 +407,96 @@ async fn tags_and_signatures_reach_cncf_distribution() {
         .collect();
     assert_eq!(listed, [pushed.referrer.to_string().as_str()]);
 }
+
+/// The dashboard's admin page shows each rule's status, the same as the status API's,
+/// and only to administrators.
+#[tokio::test]
+async fn the_dashboard_shows_replication_to_administrators_only() {
+    let target = TestRegistry::start().await;
+    // A target with nothing listening: connections are refused.
+    let spot = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let down = spot.local_addr().unwrap();
+    drop(spot);
+    let source = TestRegistry::start_with(config(vec![
+        rule("dr", &target.base, false),
+        rule("offsite", &format!("http://{down}"), false),
+    ]))
+    .await;
+    source.push_image("team/app", "v1", "dashboard").await;
+    let start = Instant::now();
+    let r = loop {
+        let r = report(&source).await;
+        let (dr, offsite) = (&r.rules[0], &r.rules[1]);
+        if dr.pending == 0 && dr.last_success.is_some() && offsite.last_error.is_some() {
+            break r;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "replication did not settle: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let (dr, offsite) = (&r.rules[0], &r.rules[1]);
+
+    let admin = berth_server::accounts::Admin::open_dir(source.data_dir(), "test").unwrap();
+    admin
+        .user_add("boss", "password-123", &["*:admin".parse().unwrap()])
+        .await
+        .unwrap();
+    admin
+        .user_add("alice", "password-123", &["team/*:pull".parse().unwrap()])
+        .await
+        .unwrap();
+    source.state.auth.invalidate();
+    let page = |user: Option<&str>| {
+        let rb = source.req(Method::GET, "/ui/admin");
+        match user {
+            Some(u) => rb.basic_auth(u, Some("password-123")),
+            None => rb,
+        }
+        .send()
+    };
+    assert_eq!(page(None).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        page(Some("alice")).await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+    let r = page(Some("boss")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let html = r.text().await.unwrap();
+    let section = html
+        .split("<section id=\"replication\">")
+        .nth(1)
+        .and_then(|s| s.split("</section>").next())
+        .expect("a replication section");
+    let rows: Vec<&str> = section.split("<tr class=\"rule\">").skip(1).collect();
+    assert_eq!(rows.len(), 2, "{section}");
+    let cells = |row: &str| -> Vec<String> {
+        row.split("<td>")
+            .skip(1)
+            .map(|c| c.split("</td>").next().unwrap().to_owned())
+            .collect()
+    };
+    let ok = cells(rows[0]);
+    assert_eq!(ok[0], "dr");
+    assert_eq!(
+        Some(ok[1].as_str()),
+        dr.url.as_deref(),
+        "the target as the API gives it"
+    );
+    assert!(ok[1].starts_with(&target.base));
+    assert_eq!(ok[2], "0", "nothing queued");
+    assert_eq!(ok[3], "none", "no lag");
+    assert_eq!(ok[6], dr.copied.to_string());
+    assert_eq!(&ok[8], dr.last_success.as_ref().unwrap(), "RFC 3339");
+    assert!(ok[8].ends_with('Z'), "{}", ok[8]);
+    let failing = cells(rows[1]);
+    assert_eq!(failing[0], "offsite");
+    assert_eq!(Some(failing[1].as_str()), offsite.url.as_deref());
+    assert!(failing[2].parse::<u64>().unwrap() >= 1, "{failing:?}");
+    assert!(failing[3].contains(" s"), "a lag: {failing:?}");
+    assert!(failing[7].parse::<u64>().unwrap() >= offsite.failures.max(1));
+    assert_eq!(failing[8], "never");
+    assert!(failing[9].contains(&down.to_string()), "{failing:?}");
+    assert!(section.contains("Failing changes"), "{section}");
+}
