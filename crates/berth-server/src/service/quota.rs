@@ -20,12 +20,30 @@
 //! - A manifest push: its own bytes (the blobs it lists are already counted).
 //!
 //! A blob the repository already links adds nothing, so pushing it again is never
-//! refused. The check reads the usage and the write follows, so concurrent pushes into
-//! one repository can overshoot the limit by what they push at the same moment; the
-//! next push is refused. Repositories no rule covers are not checked at all, which
-//! keeps the push path of an unquoted registry exactly as fast as before.
+//! refused. Repositories no rule covers are not checked at all, which keeps the push
+//! path of an unquoted registry exactly as fast as before.
+//!
+//! # Concurrent pushes
+//!
+//! The checks before a body is read are early refusals only: they read the usage, and
+//! the write would follow later. What holds the limit is the check of each write that
+//! adds bytes (a commit, a mount, a manifest): it *reserves* its bytes with
+//! [`MetadataStore::quota_reserve`](berth_meta::MetadataStore::quota_reserve), which
+//! counts the repository's usage plus every other live reservation and records this one
+//! in one transaction, ordered against every other reservation of the repository (on
+//! SQLite by the one writer thread, on PostgreSQL by an advisory lock of the repository,
+//! so across replicas too). A reservation stops counting in the very transaction that
+//! links its blob or stores its manifest, where the bytes start counting as usage; it is
+//! released just after, or when the write fails ([`Hold`] releases it when dropped, so
+//! a request dropped halfway releases it too). So however many uploads into one
+//! repository commit at the same moment (a client pushing layers in parallel), together
+//! they never take it over its quota: those that do not fit are refused and store
+//! nothing. An upload's bytes in flight count only once it commits.
+
+use std::sync::Arc;
 
 use berth_auth::{PatternSet, RepoPatterns};
+use berth_meta::{MetadataStore, QuotaReservation, Reserved, ReservedKind};
 use berth_oci::{Digest, RepoName};
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -150,6 +168,52 @@ pub(super) fn words(n: u64) -> String {
     format!("{} ({n} bytes)", bytesize::ByteSize(n).display().iec())
 }
 
+/// A quota reservation held for one write, released by [`Hold::release`] or, on any
+/// other way out of the write (an error, a request dropped halfway), when dropped.
+pub(super) struct Hold {
+    meta: Arc<dyn MetadataStore>,
+    id: Option<String>,
+}
+
+impl Hold {
+    /// Releases the reservation now: after the write that stored its content (which
+    /// already counts as usage) or that failed.
+    pub(super) async fn release(mut self) {
+        if let Some(id) = self.id.take() {
+            if let Err(e) = self.meta.quota_release(&id).await {
+                // It counts only until it goes stale, and not at all once its content
+                // is stored.
+                tracing::warn!(reservation = %id, error = %e, "cannot release a quota reservation");
+            }
+        }
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        let Some(id) = self.id.take() else {
+            return;
+        };
+        // Drop cannot wait: the release runs as a task of its own. Outside a runtime
+        // (never on the request path) the reservation goes stale by itself.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let meta = self.meta.clone();
+            rt.spawn(async move {
+                if let Err(e) = meta.quota_release(&id).await {
+                    tracing::warn!(reservation = %id, error = %e, "cannot release a quota reservation");
+                }
+            });
+        }
+    }
+}
+
+/// Releases `hold`, if there is one.
+pub(super) async fn release(hold: Option<Hold>) {
+    if let Some(hold) = hold {
+        hold.release().await;
+    }
+}
+
 impl Registry {
     /// The service with storage quotas.
     pub fn with_quotas(mut self, quotas: Quotas) -> Registry {
@@ -179,6 +243,55 @@ impl Registry {
         if used.saturating_add(attempted) <= limit {
             return Ok(());
         }
+        Err(self.refuse(repo, used, limit, attempted).await)
+    }
+
+    /// Reserves `bytes` of `repo`'s quota for the write of `digest` that follows (a
+    /// blob's link or a manifest): `None` when no quota covers `repo`, else the
+    /// reservation to release once the write is done. Refuses like
+    /// [`Registry::check_quota`] when the bytes do not fit beside what the repository
+    /// stores and what concurrent writes hold; content the repository already holds is
+    /// never refused.
+    pub(super) async fn reserve_quota(
+        &self,
+        repo: &RepoName,
+        kind: ReservedKind,
+        digest: &Digest,
+        bytes: u64,
+    ) -> Result<Option<Hold>> {
+        let Some(limit) = self.quota_of(repo) else {
+            return Ok(None);
+        };
+        let r = QuotaReservation {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            repo: repo.clone(),
+            kind,
+            digest: digest.clone(),
+            bytes,
+        };
+        // Held before asking, so that a reservation whose answer is lost is released.
+        let mut hold = Hold {
+            meta: self.meta.clone(),
+            id: Some(r.id.clone()),
+        };
+        match self.meta.quota_reserve(&r, limit).await? {
+            Reserved::Granted => Ok(Some(hold)),
+            Reserved::Refused { used } => {
+                // Nothing was recorded: there is nothing to release.
+                hold.id = None;
+                Err(self.refuse(repo, used, limit, bytes).await)
+            }
+        }
+    }
+
+    /// The refusal of `attempted` bytes into `repo`, logged and emitted.
+    async fn refuse(
+        &self,
+        repo: &RepoName,
+        used: u64,
+        limit: u64,
+        attempted: u64,
+    ) -> RegistryError {
         tracing::info!(repo = %repo, used, limit, attempted, "push refused: over quota");
         self.emit(Event::QuotaRefused {
             repo: repo.clone(),
@@ -187,12 +300,12 @@ impl Registry {
             attempted,
         })
         .await;
-        Err(RegistryError::QuotaExceeded {
+        RegistryError::QuotaExceeded {
             repo: repo.clone(),
             used,
             limit,
             attempted,
-        })
+        }
     }
 
     /// [`Registry::check_quota`] for a blob of `size` bytes, which adds nothing when
