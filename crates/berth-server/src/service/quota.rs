@@ -40,6 +40,7 @@
 //! they never take it over its quota: those that do not fit are refused and store
 //! nothing. An upload's bytes in flight count only once it commits.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use berth_auth::{PatternSet, RepoPatterns};
@@ -53,7 +54,7 @@ use crate::events::Event;
 /// One `[[quota]]` rule of the configuration: repositories matching `repositories`
 /// (`*` matches any characters) may hold at most `max_bytes`. The first matching rule
 /// applies; without one, a repository has no quota.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct QuotaRule {
     /// A repository pattern or a list of them.
@@ -61,6 +62,34 @@ pub struct QuotaRule {
     /// Bytes, as an integer (`1073741824`) or a size for people (`"10GiB"`, `"500MB"`).
     #[serde(deserialize_with = "byte_size")]
     pub max_bytes: u64,
+}
+
+/// The file of the data directory where a server records the `[[quota]]` rules it
+/// enforces (JSON, the rules as configured), so that `berth admin usage --data-dir`,
+/// which reads the data directory without the server's configuration file, shows the
+/// same quotas as the admin API does.
+pub const QUOTA_RULES_FILE: &str = "quotas.json";
+
+/// Records `rules` as the quotas enforced on `data_dir` (replacing the file whole, so a
+/// reader never sees half of it).
+pub fn write_rules_file(data_dir: &Path, rules: &[QuotaRule]) -> std::io::Result<()> {
+    let text = serde_json::to_vec_pretty(rules).map_err(std::io::Error::other)?;
+    let path = data_dir.join(QUOTA_RULES_FILE);
+    let temp = data_dir.join(format!("{QUOTA_RULES_FILE}.tmp"));
+    std::fs::write(&temp, text)?;
+    std::fs::rename(&temp, &path)
+}
+
+/// The quotas a server last recorded on `data_dir`; `None` when none ever did.
+pub fn read_rules_file(data_dir: &Path) -> std::result::Result<Option<Vec<QuotaRule>>, String> {
+    let path = data_dir.join(QUOTA_RULES_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| format!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
 }
 
 /// A size as an integer or text that `bytesize` reads (`"10GiB"`, `"1.5 GB"`).
@@ -383,6 +412,23 @@ mod tests {
             toml::from_str::<QuotaRule>("repositories = \"x\"\nmax_bytes = 1\nmax = 2").is_err(),
             "unknown keys are refused"
         );
+    }
+
+    #[test]
+    fn recorded_rules_read_back_as_configured() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(read_rules_file(dir.path()).unwrap(), None);
+        let rules: Vec<QuotaRule> = vec![
+            toml::from_str("repositories = [\"team-a/*\", \"team-b/*\"]\nmax_bytes = \"1GiB\"")
+                .unwrap(),
+            toml::from_str("repositories = \"x\"\nmax_bytes = 1234").unwrap(),
+        ];
+        write_rules_file(dir.path(), &rules).unwrap();
+        assert_eq!(read_rules_file(dir.path()).unwrap(), Some(rules));
+        write_rules_file(dir.path(), &[]).unwrap();
+        assert_eq!(read_rules_file(dir.path()).unwrap(), Some(vec![]));
+        std::fs::write(dir.path().join(QUOTA_RULES_FILE), "not json").unwrap();
+        assert!(read_rules_file(dir.path()).unwrap_err().contains(QUOTA_RULES_FILE));
     }
 
     #[test]
