@@ -114,7 +114,8 @@ enum AdminCommand {
     Gc(GcArgs),
     /// Storage used per repository (each blob once per repository, plus manifests)
     /// with its `[[quota]]`, and the distinct bytes stored. Reads the data directory
-    /// (also beside a running server) or asks the registry with --registry.
+    /// (also beside a running server; the quotas of --config, else those the server
+    /// recorded there) or asks the registry with --registry.
     Usage,
     /// Show the configured webhooks (`[[webhook]]`) with their delivery status: pending,
     /// failing and dead deliveries, last success, last error; or redeliver or ping one.

@@ -428,7 +428,9 @@ mod tests {
         write_rules_file(dir.path(), &[]).unwrap();
         assert_eq!(read_rules_file(dir.path()).unwrap(), Some(vec![]));
         std::fs::write(dir.path().join(QUOTA_RULES_FILE), "not json").unwrap();
-        assert!(read_rules_file(dir.path()).unwrap_err().contains(QUOTA_RULES_FILE));
+        assert!(read_rules_file(dir.path())
+            .unwrap_err()
+            .contains(QUOTA_RULES_FILE));
     }
 
     #[test]

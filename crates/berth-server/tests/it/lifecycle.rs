@@ -364,10 +364,13 @@ async fn declared_sizes_manifests_and_mounts_are_checked_and_usage_is_reported()
     let recorded = berth_server::service::read_rules_file(reg.data_dir())
         .unwrap()
         .unwrap();
-    assert_eq!(recorded, [QuotaRule {
-        repositories: "team-a/*".into(),
-        max_bytes: 10_000,
-    }]);
+    assert_eq!(
+        recorded,
+        [QuotaRule {
+            repositories: "team-a/*".into(),
+            max_bytes: 10_000,
+        }]
+    );
 }
 
 #[tokio::test]

@@ -46,15 +46,22 @@ async fn concurrent_uploads_through_two_replicas_hold_the_quota() {
     // which would drop the other's sessions: no upload begins before both are ready.
     for reg in [&a, &b] {
         let deadline = Instant::now() + Duration::from_secs(20);
-        while reg.req(Method::GET, "/readyz").send().await.unwrap().status() != StatusCode::OK {
+        while reg
+            .req(Method::GET, "/readyz")
+            .send()
+            .await
+            .unwrap()
+            .status()
+            != StatusCode::OK
+        {
             assert!(Instant::now() < deadline, "{} is not ready", reg.base);
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    let (committed, refused) = crate::lifecycle::race_uploads(&[&a, &b], "team-a/app", 8, MIB).await;
+    let (committed, refused) =
+        crate::lifecycle::race_uploads(&[&a, &b], "team-a/app", 8, MIB).await;
     assert_eq!((committed.len(), refused.len()), (4, 4));
-    crate::lifecycle::assert_stores_only(&[&a, &b], "team-a/app", &committed, &refused, MIB)
-        .await;
+    crate::lifecycle::assert_stores_only(&[&a, &b], "team-a/app", &committed, &refused, MIB).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
