@@ -239,6 +239,19 @@ impl MetadataStore for CachingStore {
         self.inner.repository_usage(repo).await
     }
 
+    // Reservations change no cached answer: they are only ever read by reserving.
+    async fn quota_reserve(
+        &self,
+        r: &crate::QuotaReservation,
+        limit: u64,
+    ) -> Result<crate::Reserved, MetaError> {
+        self.inner.quota_reserve(r, limit).await
+    }
+
+    async fn quota_release(&self, id: &str) -> Result<(), MetaError> {
+        self.inner.quota_release(id).await
+    }
+
     async fn tag_details(&self, repo: &RepoName) -> Result<Vec<crate::TagDetail>, MetaError> {
         self.inner.tag_details(repo).await
     }

@@ -160,6 +160,46 @@ pub const TOMBSTONE_STALE_SECS: u64 = 5 * 60;
 /// no longer be linked: its holder is taken to have died.
 pub const CLAIM_STALE_SECS: u64 = 24 * 3600;
 
+/// Age in seconds after which a quota reservation no longer counts against its
+/// repository: its holder is taken to have died, or its request to have been dropped
+/// before it could release it. A reservation lives from just before an upload's bytes
+/// are committed (or a mount or manifest stored) until just after, seconds at most.
+pub const RESERVATION_STALE_SECS: u64 = 15 * 60;
+
+/// What a quota reservation holds bytes for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReservedKind {
+    /// A blob about to be linked into the repository (a commit or a mount).
+    Blob,
+    /// A manifest about to be stored in the repository.
+    Manifest,
+}
+
+/// Bytes about to be added to a repository under a `[[quota]]`, held by
+/// [`MetadataStore::quota_reserve`] so that concurrent pushes cannot together exceed
+/// the limit that each of them alone respects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaReservation {
+    /// Unique among reservations and chosen by the caller, so that a caller can release
+    /// a reservation even when the answer to reserving it was lost.
+    pub id: String,
+    pub repo: RepoName,
+    pub kind: ReservedKind,
+    pub digest: Digest,
+    pub bytes: u64,
+}
+
+/// The answer of [`MetadataStore::quota_reserve`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reserved {
+    /// The bytes fit and are held (or the repository already holds the content, which
+    /// then adds nothing and holds nothing).
+    Granted,
+    /// The bytes do not fit: `used` is what the repository stores plus what other live
+    /// reservations hold. Nothing was recorded.
+    Refused { used: u64 },
+}
+
 fn join<T: std::fmt::Display>(items: &[T]) -> String {
     items
         .iter()
@@ -470,6 +510,26 @@ pub trait MetadataStore: Send + Sync + 'static {
         repo: Option<&RepoName>,
     ) -> Result<Vec<RepositoryUsage>, MetaError>;
 
+    /// Reserves `r.bytes` of `r.repo`'s quota of `limit` bytes, in one transaction that
+    /// is ordered against every other reservation of the repository, on every process
+    /// sharing the store. It counts what the repository stores (as
+    /// [`MetadataStore::repository_usage`]) plus the live reservations of other ids whose
+    /// content the repository does not hold yet (each kind and digest once, at its
+    /// largest), and records `r` unless that count plus what `r` adds to it (`r.bytes`
+    /// beyond what another reservation of the same content holds) exceeds `limit`
+    /// ([`Reserved::Refused`], nothing recorded). Content the repository already holds is
+    /// granted without being recorded: it adds nothing.
+    ///
+    /// A reservation stops counting the moment its blob is linked (or its manifest
+    /// stored) in the repository, in the transaction of that write, which so turns the
+    /// reservation into usage atomically; the caller then releases it with
+    /// [`MetadataStore::quota_release`], which it must also do when the write fails.
+    /// Reservations older than [`RESERVATION_STALE_SECS`] count no longer.
+    async fn quota_reserve(&self, r: &QuotaReservation, limit: u64) -> Result<Reserved, MetaError>;
+
+    /// Ends the reservation `id`; ending one that does not exist does nothing.
+    async fn quota_release(&self, id: &str) -> Result<(), MetaError>;
+
     /// Every tag of `repo` with its manifest, in lexical order.
     async fn tag_details(&self, repo: &RepoName) -> Result<Vec<TagDetail>, MetaError>;
 
@@ -648,7 +708,8 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// subject (for the collector's mark and its explanations).
     async fn gc_manifests(&self, repo: &RepoName) -> Result<Vec<gc::ManifestNode>, MetaError>;
 
-    /// Deletes each manifest of `digests` from `repo` (with its references) that, when
+    /// Deletes each manifest of `digests` from `repo` (with its references, what the
+    /// publish gate recorded of it, and its [`ScanStore`] row, done or queued) that, when
     /// the transaction runs, no tag points at, no manifest of the repository lists as a
     /// child, whose subject is not a manifest of the repository, and that was stored at
     /// or before `created_before`; in one transaction. Returns those deleted.

@@ -19,8 +19,9 @@ use bytes::Bytes;
 use crate::scans::{DbStamp, ScanOutcome, ScanState, ScanStore, SeverityCounts};
 use crate::{
     Account, AccountKind, AccountStore, AuditEvent, DownloadKey, FetchKind, Gate, GroupBy,
-    MetaError, MetadataStore, NewManifest, OutboxNew, OutboxStatus, Page, RequestKey,
-    SignatureRecord, StatsStore, StoredGrant, TagChange, TagGuard, TagListing, Unlinked,
+    MetaError, MetadataStore, NewManifest, OutboxNew, OutboxStatus, Page, QuotaReservation,
+    RequestKey, Reserved, ReservedKind, SignatureRecord, StatsStore, StoredGrant, TagChange,
+    TagGuard, TagListing, Unlinked,
 };
 
 fn repo(s: &str) -> RepoName {
@@ -1818,6 +1819,150 @@ pub async fn repository_usage_counts_each_blob_once_per_repository(meta: Arc<dyn
     assert_eq!(meta.repository_usage(Some(&b)).await.unwrap()[0].bytes(), 0);
 }
 
+fn reservation(
+    id: &str,
+    repo: &RepoName,
+    kind: ReservedKind,
+    digest: &Digest,
+    bytes: u64,
+) -> QuotaReservation {
+    QuotaReservation {
+        id: id.into(),
+        repo: repo.clone(),
+        kind,
+        digest: digest.clone(),
+        bytes,
+    }
+}
+
+/// A reservation counts against its repository's quota until its content is stored
+/// there, then the content counts instead (never both, never neither); content already
+/// stored, released reservations and other repositories' reservations count nothing;
+/// one digest reserved twice counts once.
+pub async fn quota_reservations_hold_bytes_until_their_content_is_stored(
+    meta: Arc<dyn MetadataStore>,
+) {
+    use ReservedKind::{Blob, Manifest};
+    let (r, other) = (repo("team/app"), repo("team/other"));
+    let (one, two, three) = (
+        Digest::sha256(b"one"),
+        Digest::sha256(b"two"),
+        Digest::sha256(b"three"),
+    );
+    let reserve = |id: &str, kind, digest: &Digest, bytes| {
+        let res = reservation(id, &r, kind, digest, bytes);
+        let meta = meta.clone();
+        async move { meta.quota_reserve(&res, 100).await.unwrap() }
+    };
+    // A repository that does not exist yet stores nothing.
+    assert_eq!(reserve("a", Blob, &one, 60).await, Reserved::Granted);
+    assert_eq!(
+        reserve("b", Blob, &two, 50).await,
+        Reserved::Refused { used: 60 },
+        "a live reservation counts"
+    );
+    assert_eq!(reserve("b", Blob, &two, 40).await, Reserved::Granted);
+    // Another repository's reservations are its own.
+    let elsewhere = reservation("c", &other, Blob, &three, 100);
+    assert_eq!(
+        meta.quota_reserve(&elsewhere, 100).await.unwrap(),
+        Reserved::Granted
+    );
+
+    // The link turns reservation "a" into usage: the count stays 100.
+    meta.blob_link(&r, &one, 60).await.unwrap();
+    assert_eq!(
+        reserve("d", Blob, &three, 1).await,
+        Reserved::Refused { used: 100 }
+    );
+    meta.quota_release("a").await.unwrap();
+    assert_eq!(
+        reserve("d", Blob, &three, 1).await,
+        Reserved::Refused { used: 100 },
+        "releasing a reservation whose content is stored changes nothing"
+    );
+    // Content the repository holds adds nothing, whatever its size.
+    assert_eq!(reserve("e", Blob, &one, 1000).await, Reserved::Granted);
+
+    // A released reservation counts no more; releasing an unknown one is no error.
+    meta.quota_release("b").await.unwrap();
+    meta.quota_release("never").await.unwrap();
+    assert_eq!(reserve("d", Blob, &three, 30).await, Reserved::Granted);
+    // The same digest reserved again (two uploads of one blob) counts once, at its
+    // largest: 60 + 30.
+    assert_eq!(reserve("f", Blob, &three, 30).await, Reserved::Granted);
+    assert_eq!(
+        reserve("g", Blob, &two, 11).await,
+        Reserved::Refused { used: 90 }
+    );
+    // Reserving again under the same id replaces the reservation.
+    assert_eq!(reserve("d", Blob, &three, 5).await, Reserved::Granted);
+    meta.quota_release("f").await.unwrap();
+    assert_eq!(
+        reserve("g", Blob, &two, 36).await,
+        Reserved::Refused { used: 65 }
+    );
+    meta.quota_release("d").await.unwrap();
+
+    // A manifest: reserved by its digest, stored, then counted as usage.
+    let m = manifest("a manifest of 23 bytes.", vec![one.clone()], None);
+    assert_eq!(m.content.len(), 23);
+    assert_eq!(
+        reserve("m", Manifest, &m.digest, 23).await,
+        Reserved::Granted
+    );
+    assert_eq!(
+        reserve("g", Blob, &two, 20).await,
+        Reserved::Refused { used: 83 }
+    );
+    meta.manifest_put(&r, &m, &tags(&["v1"]), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        reserve("g", Blob, &two, 18).await,
+        Reserved::Refused { used: 83 },
+        "the stored manifest counts once"
+    );
+    assert_eq!(reserve("g", Blob, &two, 17).await, Reserved::Granted);
+    // A manifest already stored adds nothing; a blob of the same digest would.
+    assert_eq!(
+        reserve("h", Manifest, &m.digest, 50).await,
+        Reserved::Granted
+    );
+    assert_eq!(
+        reserve("h", Blob, &m.digest, 50).await,
+        Reserved::Refused { used: 100 }
+    );
+}
+
+/// Reservations racing for one repository's quota, however many at once, grant no more
+/// than the limit holds.
+pub async fn concurrent_quota_reservations_never_exceed_the_limit(meta: Arc<dyn MetadataStore>) {
+    let r = repo("team/app");
+    meta.blob_link(&r, &Digest::sha256(b"base"), 5)
+        .await
+        .unwrap();
+    let racers = (0..16).map(|i| {
+        let res = reservation(
+            &format!("upload-{i}"),
+            &r,
+            ReservedKind::Blob,
+            &Digest::sha256(format!("layer {i}").as_bytes()),
+            10,
+        );
+        let meta = meta.clone();
+        tokio::spawn(async move { meta.quota_reserve(&res, 45).await.unwrap() })
+    });
+    let mut granted = 0;
+    for racer in racers.collect::<Vec<_>>() {
+        match racer.await.unwrap() {
+            Reserved::Granted => granted += 1,
+            Reserved::Refused { used } => assert!(used + 10 > 45, "refused at {used}"),
+        }
+    }
+    assert_eq!(granted, 4, "5 bytes stored + 4 x 10 reserved fit in 45");
+}
+
 /// Pulls keep the latest time per (repository, digest): a later time moves it, an earlier
 /// one does not; repositories are separate.
 pub async fn pulls_keep_the_latest_time(stats: &dyn StatsStore) {
@@ -2322,6 +2467,69 @@ pub async fn scans_queue_and_record<S: ScanStore + ?Sized>(scans: &S) {
     assert!(scans.scan_pending(10).await.unwrap().is_empty());
 }
 
+/// The collector's deletion of a manifest deletes its scan in the same transaction, a
+/// queued one as well as a done one; the scans of manifests it keeps, and of the same
+/// digest in another repository, stay.
+pub async fn collected_manifests_lose_their_scans<S: MetadataStore + ScanStore>(store: &S) {
+    let (r, other) = (repo("team/app"), repo("team/other"));
+    let kept = manifest("kept", vec![], None);
+    let scanned = manifest("untagged and scanned", vec![], None);
+    let queued = manifest("untagged and queued", vec![], None);
+    store
+        .manifest_put(&r, &kept, &tags(&["v1"]), None)
+        .await
+        .unwrap();
+    for m in [&scanned, &queued] {
+        store.manifest_put(&r, m, &[], None).await.unwrap();
+    }
+    store
+        .manifest_put(&other, &queued, &[], None)
+        .await
+        .unwrap();
+    for (repo, m) in [
+        (&r, &kept),
+        (&r, &scanned),
+        (&r, &queued),
+        (&other, &queued),
+    ] {
+        assert!(store
+            .scan_enqueue(repo.as_str(), &m.digest, 100)
+            .await
+            .unwrap());
+    }
+    let done = scan_outcome(&["pkg:npm/left-pad@1.3.0"], 1, "v1", 200);
+    for m in [&kept, &scanned] {
+        assert!(store
+            .scan_record(r.as_str(), &m.digest, &done)
+            .await
+            .unwrap());
+    }
+
+    let all = [
+        kept.digest.clone(),
+        scanned.digest.clone(),
+        queued.digest.clone(),
+    ];
+    let mut deleted = store.gc_delete_manifests(&r, &all, later()).await.unwrap();
+    deleted.sort();
+    let mut want = vec![scanned.digest.clone(), queued.digest.clone()];
+    want.sort();
+    assert_eq!(deleted, want, "the tagged manifest is kept");
+
+    let left = store.scan_get(r.as_str(), &all).await.unwrap();
+    let left: Vec<&Digest> = left.iter().map(|s| &s.digest).collect();
+    assert_eq!(
+        left,
+        [&kept.digest],
+        "only the kept manifest keeps its scan"
+    );
+    assert_eq!(
+        store.scan_pending(10).await.unwrap(),
+        vec![(other.to_string(), queued.digest.clone())],
+        "the queued scan of the deleted manifest is gone; another repository's stays"
+    );
+}
+
 /// A re-match walks the done scans page by page in (repository, digest) order and
 /// replaces their counts and database, never their packages; scans not done are left
 /// alone.
@@ -2438,6 +2646,8 @@ macro_rules! metadata_store_suite {
             gc_tombstones_only_unlinked_unclaimed_digests,
             gc_manifest_graph_and_conditional_deletes,
             repository_usage_counts_each_blob_once_per_repository,
+            quota_reservations_hold_bytes_until_their_content_is_stored,
+            concurrent_quota_reservations_never_exceed_the_limit,
             stale_images_follow_base_tags,
         );
     };
@@ -2511,6 +2721,7 @@ macro_rules! scan_store_suite {
         $crate::scan_store_suite!(@each $fresh;
             scans_queue_and_record,
             scans_rematch_in_pages,
+            collected_manifests_lose_their_scans,
         );
     };
     (@each $fresh:path; $($name:ident),* $(,)?) => {

@@ -226,6 +226,13 @@ pub fn build_state(config: &Config) -> Result<AppState, StartError> {
         .with_redirect(config.s3_redirect.then_some(REDIRECT_EXPIRY))
         .with_mirrors(mirrors(config)?),
     );
+    // `berth admin usage --data-dir` reads the quotas from here; a data directory it
+    // cannot write to only costs that command its quota column, never the start.
+    if config.data_dir.is_dir() {
+        if let Err(e) = service::write_rules_file(&config.data_dir, &config.quota) {
+            tracing::warn!(dir = %config.data_dir.display(), error = %e, "cannot record the quota rules in the data directory");
+        }
+    }
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(c), Some(k)) => Some(listener::tls_acceptor(c, k)?),
         (None, None) => None,

@@ -27,6 +27,12 @@
 //! Without an index at `scan_db`, pushes are still queued and wait: they are scanned
 //! once an import appears there (the scanner logs that it is waiting, once).
 //!
+//! A scan row lives as long as its manifest: a deletion through the API forgets it
+//! ([`Event::ManifestDeleted`]), and the garbage collector's
+//! [`MetadataStore::gc_delete_manifests`](berth_meta::MetadataStore::gc_delete_manifests)
+//! deletes it, queued or done, in the transaction that deletes the manifest (no event
+//! follows a collection, so no subscriber could).
+//!
 //! The findings of a scanned image (`GET /api/v1/scan/<name>/<reference>`) are matched
 //! from its stored package URLs when asked, against the index as it is then, so they
 //! never disagree with the counts after a re-match.

@@ -114,7 +114,8 @@ enum AdminCommand {
     Gc(GcArgs),
     /// Storage used per repository (each blob once per repository, plus manifests)
     /// with its `[[quota]]`, and the distinct bytes stored. Reads the data directory
-    /// (also beside a running server) or asks the registry with --registry.
+    /// (also beside a running server; the quotas of --config, else those the server
+    /// recorded there) or asks the registry with --registry.
     Usage,
     /// Show the configured webhooks (`[[webhook]]`) with their delivery status: pending,
     /// failing and dead deliveries, last success, last error; or redeliver or ping one.
@@ -1047,8 +1048,21 @@ async fn local_usage(config: &Config) -> anyhow::Result<serde_json::Value> {
         max_manifest_bytes: config.max_manifest_bytes,
         upload_idle_timeout: config.upload_idle_timeout,
     })
-    .with_quotas(Quotas::new(&config.quota)?);
+    .with_quotas(Quotas::new(&quota_rules(config)?)?);
     Ok(serde_json::to_value(registry.usage().await?)?)
+}
+
+/// The quotas of `berth admin usage` on a data directory: the `[[quota]]` rules of
+/// `--config` when it has some, else those the server last recorded in the data
+/// directory (it does at every start), so that the report shows the quotas without the
+/// server's configuration file, as `--registry` does.
+fn quota_rules(config: &Config) -> anyhow::Result<Vec<berth_server::service::QuotaRule>> {
+    if !config.quota.is_empty() {
+        return Ok(config.quota.clone());
+    }
+    Ok(berth_server::service::read_rules_file(&config.data_dir)
+        .map_err(anyhow::Error::msg)?
+        .unwrap_or_default())
 }
 
 /// Prints a usage report (the admin API's answer, or the local one, which is the same).

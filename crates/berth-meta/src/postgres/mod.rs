@@ -28,6 +28,8 @@
 //! - `migrate`: the schema migrations;
 //! - `registry`, `accounts`, `stats`: the trait implementations;
 //! - `bases`: the stale-base report's recording and query, for `registry`;
+//! - `quota`: quota reservations, decided one at a time per repository under an
+//!   advisory lock, for `registry`;
 //! - `outbox`: the webhook outbox's queries, leased to one replica at a time, for the
 //!   [`AccountStore`](crate::AccountStore) implementation;
 //! - `scans`: the [`ScanStore`](crate::ScanStore) implementation (scans and their queue);
@@ -42,6 +44,7 @@ mod gate;
 mod listen;
 mod migrate;
 mod outbox;
+mod quota;
 mod registry;
 mod replication;
 mod scans;

@@ -593,6 +593,18 @@ impl MetadataStore for PgStore {
             .collect()
     }
 
+    async fn quota_reserve(
+        &self,
+        r: &crate::QuotaReservation,
+        limit: u64,
+    ) -> Result<crate::Reserved, MetaError> {
+        self.reserve(r, limit).await
+    }
+
+    async fn quota_release(&self, id: &str) -> Result<(), MetaError> {
+        self.release(id).await
+    }
+
     async fn tag_details(&self, repo: &RepoName) -> Result<Vec<TagDetail>, MetaError> {
         let c = self.client().await?;
         query(
@@ -1328,8 +1340,17 @@ impl MetadataStore for PgStore {
                     &[&id, &s],
                 )
                 .await?;
-                // What the publish gate recorded about it goes with it.
+                // What the publish gate recorded about it goes with it, and so does its
+                // scan, done or still queued: nothing else would ever remove it, since no
+                // `ManifestDeleted` event follows a collection.
                 gate::forget_manifest(&tx, id, &s).await?;
+                execute(
+                    &tx,
+                    ctx,
+                    "DELETE FROM scans WHERE repo = $1 AND digest = $2",
+                    &[&repo.as_str(), &s],
+                )
+                .await?;
                 deleted.push(d.clone());
             }
         }

@@ -235,6 +235,9 @@ pub(super) fn delete_manifests(
     let mut refs = tx
         .prepare_cached("DELETE FROM manifest_refs WHERE repo_id = ?1 AND manifest = ?2")
         .map_err(&err)?;
+    let mut scans = tx
+        .prepare_cached("DELETE FROM scans WHERE repo = ?1 AND digest = ?2")
+        .map_err(&err)?;
     let mut deleted = Vec::new();
     for d in digests {
         let s = d.to_string();
@@ -246,6 +249,9 @@ pub(super) fn delete_manifests(
             refs.execute(params![id, s]).map_err(&err)?;
             // What the publish gate recorded about it goes with it, as in `manifest_delete`.
             super::gate::forget_manifest(tx, id, &s)?;
+            // So does its scan, done or still queued: nothing else would ever remove it,
+            // since no `ManifestDeleted` event follows a collection.
+            scans.execute(params![repo.as_str(), s]).map_err(&err)?;
             deleted.push(d.clone());
         }
     }

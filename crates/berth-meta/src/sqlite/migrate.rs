@@ -7,7 +7,7 @@ use super::db_err;
 use crate::MetaError;
 
 /// Every migration, in order; the n-th is applied when `user_version` is below n.
-const MIGRATIONS: [&str; 14] = [
+const MIGRATIONS: [&str; 15] = [
     include_str!("../../migrations/sqlite/0001_init.sql"),
     include_str!("../../migrations/sqlite/0002_accounts.sql"),
     include_str!("../../migrations/sqlite/0003_manifest_version.sql"),
@@ -22,6 +22,7 @@ const MIGRATIONS: [&str; 14] = [
     include_str!("../../migrations/sqlite/0012_image_layers.sql"),
     include_str!("../../migrations/sqlite/0013_replication.sql"),
     include_str!("../../migrations/sqlite/0014_scans.sql"),
+    include_str!("../../migrations/sqlite/0015_scans_of_collected_manifests.sql"),
 ];
 
 /// Applies the migrations `conn`'s database has not seen yet.

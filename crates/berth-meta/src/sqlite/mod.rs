@@ -15,6 +15,7 @@
 //!   deleting them, as transaction bodies for `registry`;
 //! - `bases`: the stale-base report's recording and query, for `registry`;
 //! - `gc`: the garbage collector's candidate queries and conditional batch writes;
+//! - `quota`: quota reservations, held in memory and checked on the writer thread;
 //! - `outbox`: the webhook outbox, for the [`AccountStore`] implementation;
 //! - `scans`: the [`ScanStore`](crate::ScanStore) implementation (scans and their queue).
 //! - `outbox`: the webhook outbox, and `replication`: the replication queue, for the
@@ -34,6 +35,7 @@ mod gate;
 mod gc;
 mod migrate;
 mod outbox;
+mod quota;
 mod registry;
 mod replication;
 mod scans;
@@ -66,6 +68,8 @@ struct Inner {
     readers: Mutex<Vec<Connection>>,
     /// Live blob claims (see [`blobs::Claims`]), used on the writer thread only.
     claims: Arc<blobs::Claims>,
+    /// Live quota reservations (see [`quota::Reservations`]), taken on the writer thread.
+    reservations: Arc<quota::Reservations>,
 }
 
 /// The error of a failed SQLite call while `context`: [`MetaError::Full`] when the disk
@@ -120,6 +124,7 @@ impl SqliteStore {
                 jobs,
                 readers: Mutex::new(Vec::new()),
                 claims: Arc::default(),
+                reservations: Arc::default(),
             }),
         })
     }

@@ -8,7 +8,7 @@ use berth_oci::{Digest, RepoName, Tag};
 use bytes::Bytes;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{bases, blobs, db_err, gate, gc, limit, now, parse_digest, SqliteStore};
+use super::{bases, blobs, db_err, gate, gc, limit, now, parse_digest, quota, SqliteStore};
 use crate::bases::{ImageBase, ImageLayers, StaleImage};
 use crate::gc::{BlobHolders, Link, LinkCursor, ManifestNode};
 use crate::{
@@ -335,6 +335,23 @@ impl MetadataStore for SqliteStore {
             .map_err(db_err("reading repository usage"))
         })
         .await
+    }
+
+    async fn quota_reserve(
+        &self,
+        r: &crate::QuotaReservation,
+        limit: u64,
+    ) -> Result<crate::Reserved, MetaError> {
+        let (r, held) = (r.clone(), self.inner.reservations.clone());
+        // Lazy: the reservation itself is in memory; the transaction only reads, on the
+        // writer thread so that it is ordered against every link and manifest write.
+        self.write_lazy(move |tx| quota::reserve(tx, &held, &r, limit))
+            .await
+    }
+
+    async fn quota_release(&self, id: &str) -> Result<(), MetaError> {
+        self.inner.reservations.release(id);
+        Ok(())
     }
 
     async fn tag_details(&self, repo: &RepoName) -> Result<Vec<TagDetail>, MetaError> {

@@ -1,7 +1,8 @@
 //! PostgreSQL: the conformance suite (plain and behind the cache), and what only
 //! several replicas sharing one database can show: floating tags stay monotonic under
 //! concurrent pushes through two stores, counter flushes from two stores add up, a
-//! write through one store clears the other's cache, pulls recorded by two stores keep
+//! write through one store clears the other's cache, quota reservations through two
+//! stores never grant more than the limit, pulls recorded by two stores keep
 //! the latest time, two stores reading the webhook outbox at once never get the same
 //! delivery, and an outage of the database is a clean, passing error.
 //!
@@ -15,7 +16,7 @@ use berth_meta::cache::CachingStore;
 use berth_meta::postgres::{testing, PgStore};
 use berth_meta::{
     AccountStore, DownloadKey, GroupBy, MetaError, MetadataStore, NewManifest, OutboxNew,
-    StatsStore, TagChange, TagGuard,
+    QuotaReservation, Reserved, ReservedKind, StatsStore, TagChange, TagGuard,
 };
 use berth_oci::{Digest, RepoName, Tag};
 use bytes::Bytes;
@@ -99,6 +100,51 @@ impl TagGuard for Monotonic {
     fn concerns(&self, tag: &str) -> bool {
         tag == "latest"
     }
+}
+
+/// Two replicas commit blobs into one repository under a quota at once, each reserving
+/// before it links and releasing after: exactly as many blobs are granted as the limit
+/// holds, every granted one is stored, and the repository never holds more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn quota_reservations_from_two_stores_never_exceed_the_limit() {
+    let Some(url) = testing::fresh_url() else {
+        return;
+    };
+    let a = Arc::new(PgStore::open(&url).unwrap());
+    let b = Arc::new(PgStore::open(&url).unwrap());
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            let r = QuotaReservation {
+                id: format!("upload-{i}"),
+                repo: repo(),
+                kind: ReservedKind::Blob,
+                digest: Digest::sha256(format!("blob {i}").as_bytes()),
+                bytes: 10,
+            };
+            match store.quota_reserve(&r, 105).await.unwrap() {
+                Reserved::Granted => {
+                    store.blob_link(&r.repo, &r.digest, r.bytes).await.unwrap();
+                    store.quota_release(&r.id).await.unwrap();
+                    true
+                }
+                Reserved::Refused { used } => {
+                    assert!(used + 10 > 105, "refused at {used}");
+                    false
+                }
+            }
+        }));
+    }
+    let mut granted = 0;
+    for t in tasks {
+        if t.await.unwrap() {
+            granted += 1;
+        }
+    }
+    let used = a.repository_usage(Some(&repo())).await.unwrap()[0].bytes();
+    assert_eq!(granted, 10, "105 bytes hold ten blobs of 10");
+    assert_eq!(used, 100, "every granted blob is stored, and no other");
 }
 
 /// Two replicas push versions in scrambled order, each with `latest`: every push is

@@ -4,11 +4,11 @@
 use std::collections::HashSet;
 use std::ops::Range;
 
-use berth_meta::Unlinked;
+use berth_meta::{ReservedKind, Unlinked};
 use berth_oci::{Digest, RepoName};
 use berth_storage::{ByteStream, LocalBlob, StorageError};
 
-use super::{Registry, RegistryError, Result};
+use super::{quota, Registry, RegistryError, Result};
 use crate::events::{Actor, Event};
 
 /// How many times a commit waits for a concurrent deletion of the same digest (in this
@@ -232,18 +232,42 @@ impl Registry {
         digest: &Digest,
         session: bool,
     ) -> Result<u64> {
-        if self.quota_of(repo).is_some() {
+        // The bytes are reserved before they enter the blob namespace, so that commits
+        // racing into one repository cannot together exceed its quota; the link below
+        // turns the reservation into usage in its own transaction.
+        let hold = if self.quota_of(repo).is_some() {
             let size = self.blobs.upload_size(id).await?.unwrap_or(0);
-            if let Err(e) = self.check_blob_quota(repo, digest, size).await {
-                // A refused commit stores nothing: the session ends with its bytes.
-                if session {
-                    self.drop_upload(id).await?;
-                } else {
-                    self.blobs.upload_abort(id).await?;
+            match self
+                .reserve_quota(repo, ReservedKind::Blob, digest, size)
+                .await
+            {
+                Ok(hold) => hold,
+                Err(e) => {
+                    // A refused commit stores nothing: the session ends with its bytes.
+                    if session {
+                        self.drop_upload(id).await?;
+                    } else {
+                        self.blobs.upload_abort(id).await?;
+                    }
+                    return Err(e);
                 }
-                return Err(e);
             }
-        }
+        } else {
+            None
+        };
+        let placed = self.place_reserved(repo, id, digest, session).await;
+        quota::release(hold).await;
+        placed
+    }
+
+    /// [`Registry::place_blob`] once the quota, if any, is reserved.
+    async fn place_reserved(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        digest: &Digest,
+        session: bool,
+    ) -> Result<u64> {
         let claim = self.claim(digest).await?;
         let size = match self.blobs.upload_commit(id, digest).await {
             Ok(size) => size,
@@ -308,12 +332,19 @@ impl Registry {
             }
             return Ok(false);
         }
-        if self.quota_of(to).is_some() {
-            if let Some(size) = self.meta.blob_size(from, digest).await? {
-                self.check_blob_quota(to, digest, size).await?;
-            }
-        }
-        if self.meta.blob_mount(from, to, digest).await?.is_none() {
+        let hold = match self.quota_of(to) {
+            Some(_) => match self.meta.blob_size(from, digest).await? {
+                Some(size) => {
+                    self.reserve_quota(to, ReservedKind::Blob, digest, size)
+                        .await?
+                }
+                None => None,
+            },
+            None => None,
+        };
+        let mounted = self.meta.blob_mount(from, to, digest).await;
+        quota::release(hold).await;
+        if mounted?.is_none() {
             return Ok(false);
         }
         self.emit(Event::BlobMounted {

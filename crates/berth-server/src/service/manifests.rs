@@ -200,12 +200,21 @@ impl Registry {
             }
         };
         let guard = self.guard(repo, push.force, push.may_force)?;
-        // A manifest already stored adds no bytes: re-tagging is never refused.
-        if self.quota_of(repo).is_some()
+        // A manifest already stored adds no bytes: re-tagging is never refused. Its bytes
+        // are reserved until the write below stores them (see `quota`'s module docs).
+        let hold = if self.quota_of(repo).is_some()
             && self.meta.manifest_by_digest(repo, &digest).await?.is_none()
         {
-            self.check_quota(repo, body.len() as u64).await?;
-        }
+            self.reserve_quota(
+                repo,
+                berth_meta::ReservedKind::Manifest,
+                &digest,
+                body.len() as u64,
+            )
+            .await?
+        } else {
+            None
+        };
         let parsed = ParsedManifest::parse(&body, push.content_type.as_deref())
             .map_err(|e| RegistryError::ManifestInvalid(e.to_string()))?;
         let annotations_json = if parsed.annotations.is_empty() {
@@ -234,7 +243,9 @@ impl Registry {
         let outcome = self
             .meta
             .manifest_put_gated(repo, &new, &tags, Some(guard), &gate)
-            .await?;
+            .await;
+        super::quota::release(hold).await;
+        let outcome = outcome?;
         self.record_layers(repo, &digest, &parsed).await;
         // A new referrer (or cosign v2 tag) of a digest may be a signature of it.
         let attached_to = gate

@@ -39,7 +39,10 @@ pub use gc::{
 };
 pub use manifests::{accepted, ManifestPush, PushedManifest};
 pub use mirror::{MirrorPull, MirrorRule, MirrorRuleError, Mirrors, DEFAULT_TAG_TTL, HELD_BACK};
-pub use quota::{parse_size, QuotaRule, QuotaRuleError, Quotas, RepositoryUsage, UsageReport};
+pub use quota::{
+    parse_size, read_rules_file, write_rules_file, QuotaRule, QuotaRuleError, Quotas,
+    RepositoryUsage, UsageReport, QUOTA_RULES_FILE,
+};
 pub use scrub::{CorruptBlob, Damage, MissingBlob, Pace, ScrubOptions, ScrubReport};
 pub use tag_retention::{RetentionRule, RetentionRuleError, TagRetention, TagVerdict};
 pub use trust::{ArtifactKind, AttachedArtifact, Fetch, TrustOverview};

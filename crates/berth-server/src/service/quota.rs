@@ -20,12 +20,31 @@
 //! - A manifest push: its own bytes (the blobs it lists are already counted).
 //!
 //! A blob the repository already links adds nothing, so pushing it again is never
-//! refused. The check reads the usage and the write follows, so concurrent pushes into
-//! one repository can overshoot the limit by what they push at the same moment; the
-//! next push is refused. Repositories no rule covers are not checked at all, which
-//! keeps the push path of an unquoted registry exactly as fast as before.
+//! refused. Repositories no rule covers are not checked at all, which keeps the push
+//! path of an unquoted registry exactly as fast as before.
+//!
+//! # Concurrent pushes
+//!
+//! The checks before a body is read are early refusals only: they read the usage, and
+//! the write would follow later. What holds the limit is the check of each write that
+//! adds bytes (a commit, a mount, a manifest): it *reserves* its bytes with
+//! [`MetadataStore::quota_reserve`](berth_meta::MetadataStore::quota_reserve), which
+//! counts the repository's usage plus every other live reservation and records this one
+//! in one transaction, ordered against every other reservation of the repository (on
+//! SQLite by the one writer thread, on PostgreSQL by an advisory lock of the repository,
+//! so across replicas too). A reservation stops counting in the very transaction that
+//! links its blob or stores its manifest, where the bytes start counting as usage; it is
+//! released just after, or when the write fails ([`Hold`] releases it when dropped, so
+//! a request dropped halfway releases it too). So however many uploads into one
+//! repository commit at the same moment (a client pushing layers in parallel), together
+//! they never take it over its quota: those that do not fit are refused and store
+//! nothing. An upload's bytes in flight count only once it commits.
+
+use std::path::Path;
+use std::sync::Arc;
 
 use berth_auth::{PatternSet, RepoPatterns};
+use berth_meta::{MetadataStore, QuotaReservation, Reserved, ReservedKind};
 use berth_oci::{Digest, RepoName};
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -35,7 +54,7 @@ use crate::events::Event;
 /// One `[[quota]]` rule of the configuration: repositories matching `repositories`
 /// (`*` matches any characters) may hold at most `max_bytes`. The first matching rule
 /// applies; without one, a repository has no quota.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct QuotaRule {
     /// A repository pattern or a list of them.
@@ -43,6 +62,34 @@ pub struct QuotaRule {
     /// Bytes, as an integer (`1073741824`) or a size for people (`"10GiB"`, `"500MB"`).
     #[serde(deserialize_with = "byte_size")]
     pub max_bytes: u64,
+}
+
+/// The file of the data directory where a server records the `[[quota]]` rules it
+/// enforces (JSON, the rules as configured), so that `berth admin usage --data-dir`,
+/// which reads the data directory without the server's configuration file, shows the
+/// same quotas as the admin API does.
+pub const QUOTA_RULES_FILE: &str = "quotas.json";
+
+/// Records `rules` as the quotas enforced on `data_dir` (replacing the file whole, so a
+/// reader never sees half of it).
+pub fn write_rules_file(data_dir: &Path, rules: &[QuotaRule]) -> std::io::Result<()> {
+    let text = serde_json::to_vec_pretty(rules).map_err(std::io::Error::other)?;
+    let path = data_dir.join(QUOTA_RULES_FILE);
+    let temp = data_dir.join(format!("{QUOTA_RULES_FILE}.tmp"));
+    std::fs::write(&temp, text)?;
+    std::fs::rename(&temp, &path)
+}
+
+/// The quotas a server last recorded on `data_dir`; `None` when none ever did.
+pub fn read_rules_file(data_dir: &Path) -> std::result::Result<Option<Vec<QuotaRule>>, String> {
+    let path = data_dir.join(QUOTA_RULES_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| format!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
 }
 
 /// A size as an integer or text that `bytesize` reads (`"10GiB"`, `"1.5 GB"`).
@@ -150,6 +197,52 @@ pub(super) fn words(n: u64) -> String {
     format!("{} ({n} bytes)", bytesize::ByteSize(n).display().iec())
 }
 
+/// A quota reservation held for one write, released by [`Hold::release`] or, on any
+/// other way out of the write (an error, a request dropped halfway), when dropped.
+pub(super) struct Hold {
+    meta: Arc<dyn MetadataStore>,
+    id: Option<String>,
+}
+
+impl Hold {
+    /// Releases the reservation now: after the write that stored its content (which
+    /// already counts as usage) or that failed.
+    pub(super) async fn release(mut self) {
+        if let Some(id) = self.id.take() {
+            if let Err(e) = self.meta.quota_release(&id).await {
+                // It counts only until it goes stale, and not at all once its content
+                // is stored.
+                tracing::warn!(reservation = %id, error = %e, "cannot release a quota reservation");
+            }
+        }
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        let Some(id) = self.id.take() else {
+            return;
+        };
+        // Drop cannot wait: the release runs as a task of its own. Outside a runtime
+        // (never on the request path) the reservation goes stale by itself.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let meta = self.meta.clone();
+            rt.spawn(async move {
+                if let Err(e) = meta.quota_release(&id).await {
+                    tracing::warn!(reservation = %id, error = %e, "cannot release a quota reservation");
+                }
+            });
+        }
+    }
+}
+
+/// Releases `hold`, if there is one.
+pub(super) async fn release(hold: Option<Hold>) {
+    if let Some(hold) = hold {
+        hold.release().await;
+    }
+}
+
 impl Registry {
     /// The service with storage quotas.
     pub fn with_quotas(mut self, quotas: Quotas) -> Registry {
@@ -179,6 +272,55 @@ impl Registry {
         if used.saturating_add(attempted) <= limit {
             return Ok(());
         }
+        Err(self.refuse(repo, used, limit, attempted).await)
+    }
+
+    /// Reserves `bytes` of `repo`'s quota for the write of `digest` that follows (a
+    /// blob's link or a manifest): `None` when no quota covers `repo`, else the
+    /// reservation to release once the write is done. Refuses like
+    /// [`Registry::check_quota`] when the bytes do not fit beside what the repository
+    /// stores and what concurrent writes hold; content the repository already holds is
+    /// never refused.
+    pub(super) async fn reserve_quota(
+        &self,
+        repo: &RepoName,
+        kind: ReservedKind,
+        digest: &Digest,
+        bytes: u64,
+    ) -> Result<Option<Hold>> {
+        let Some(limit) = self.quota_of(repo) else {
+            return Ok(None);
+        };
+        let r = QuotaReservation {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            repo: repo.clone(),
+            kind,
+            digest: digest.clone(),
+            bytes,
+        };
+        // Held before asking, so that a reservation whose answer is lost is released.
+        let mut hold = Hold {
+            meta: self.meta.clone(),
+            id: Some(r.id.clone()),
+        };
+        match self.meta.quota_reserve(&r, limit).await? {
+            Reserved::Granted => Ok(Some(hold)),
+            Reserved::Refused { used } => {
+                // Nothing was recorded: there is nothing to release.
+                hold.id = None;
+                Err(self.refuse(repo, used, limit, bytes).await)
+            }
+        }
+    }
+
+    /// The refusal of `attempted` bytes into `repo`, logged and emitted.
+    async fn refuse(
+        &self,
+        repo: &RepoName,
+        used: u64,
+        limit: u64,
+        attempted: u64,
+    ) -> RegistryError {
         tracing::info!(repo = %repo, used, limit, attempted, "push refused: over quota");
         self.emit(Event::QuotaRefused {
             repo: repo.clone(),
@@ -187,12 +329,12 @@ impl Registry {
             attempted,
         })
         .await;
-        Err(RegistryError::QuotaExceeded {
+        RegistryError::QuotaExceeded {
             repo: repo.clone(),
             used,
             limit,
             attempted,
-        })
+        }
     }
 
     /// [`Registry::check_quota`] for a blob of `size` bytes, which adds nothing when
@@ -270,6 +412,25 @@ mod tests {
             toml::from_str::<QuotaRule>("repositories = \"x\"\nmax_bytes = 1\nmax = 2").is_err(),
             "unknown keys are refused"
         );
+    }
+
+    #[test]
+    fn recorded_rules_read_back_as_configured() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(read_rules_file(dir.path()).unwrap(), None);
+        let rules: Vec<QuotaRule> = vec![
+            toml::from_str("repositories = [\"team-a/*\", \"team-b/*\"]\nmax_bytes = \"1GiB\"")
+                .unwrap(),
+            toml::from_str("repositories = \"x\"\nmax_bytes = 1234").unwrap(),
+        ];
+        write_rules_file(dir.path(), &rules).unwrap();
+        assert_eq!(read_rules_file(dir.path()).unwrap(), Some(rules));
+        write_rules_file(dir.path(), &[]).unwrap();
+        assert_eq!(read_rules_file(dir.path()).unwrap(), Some(vec![]));
+        std::fs::write(dir.path().join(QUOTA_RULES_FILE), "not json").unwrap();
+        assert!(read_rules_file(dir.path())
+            .unwrap_err()
+            .contains(QUOTA_RULES_FILE));
     }
 
     #[test]

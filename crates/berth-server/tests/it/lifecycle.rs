@@ -1,12 +1,13 @@
-//! Storage lifecycle: quotas refused with real clients (skopeo) and over HTTP, usage in
-//! the admin and stats APIs, and retention rules applied by garbage collection.
+//! Storage lifecycle: quotas refused with real clients (skopeo) and over HTTP, held by
+//! uploads committed at the same moment, usage in the admin and stats APIs, and
+//! retention rules applied by garbage collection.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use berth_oci::Digest;
+use berth_oci::{Digest, RepoName};
 use berth_server::events::Actor;
 use berth_server::service::{GcOptions, GcRule, QuotaRule, RetentionRule};
 use reqwest::{Method, StatusCode};
@@ -21,7 +22,7 @@ fn actor() -> Actor {
     }
 }
 
-fn quota(pattern: &str, max_bytes: u64) -> berth_server::Config {
+pub(crate) fn quota(pattern: &str, max_bytes: u64) -> berth_server::Config {
     berth_server::Config {
         quota: vec![QuotaRule {
             repositories: pattern.into(),
@@ -76,6 +77,120 @@ fn files(dir: &Path) -> usize {
             }
         })
         .sum()
+}
+
+/// Uploads `n` distinct blobs of `size` bytes into `repo`, spread over `regs`, as clients
+/// that push layers in parallel do: every body is sent first (one streamed `PATCH`
+/// declaring no size, as skopeo and containerd send them, so nothing can be refused
+/// early), then every commit at once. Returns the digests committed and those refused
+/// over the quota (`403 DENIED`).
+pub(crate) async fn race_uploads(
+    regs: &[&TestRegistry],
+    repo: &str,
+    n: usize,
+    size: usize,
+) -> (Vec<Digest>, Vec<Digest>) {
+    let mut sessions = Vec::new();
+    for i in 0..n {
+        let reg = regs[i % regs.len()];
+        let blob = noise(&format!("racing upload {i}"), size);
+        let r = reg
+            .req(Method::POST, &format!("/v2/{repo}/blobs/uploads/"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        let location = r.headers()["location"].to_str().unwrap().to_owned();
+        let digest = Digest::sha256(&blob);
+        let r = reg
+            .req(Method::PATCH, &location)
+            .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+                vec![Ok::<_, std::io::Error>(blob)],
+            )))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        sessions.push((reg, location, digest));
+    }
+    let commits = sessions.iter().map(|(reg, location, digest)| async move {
+        let r = reg
+            .req(Method::PUT, &format!("{location}?digest={digest}"))
+            .send()
+            .await
+            .unwrap();
+        (digest.clone(), r.status(), r.text().await.unwrap())
+    });
+    let (mut committed, mut refused) = (Vec::new(), Vec::new());
+    for (digest, status, body) in futures_util::future::join_all(commits).await {
+        match status {
+            StatusCode::CREATED => committed.push(digest),
+            StatusCode::FORBIDDEN => {
+                assert!(body.contains("DENIED"), "{body}");
+                assert!(body.contains("over its storage quota"), "{body}");
+                refused.push(digest);
+            }
+            other => panic!("a commit answered {other}: {body}"),
+        }
+    }
+    (committed, refused)
+}
+
+/// `repo` stores exactly the `committed` blobs of `size` bytes, within its quota, their
+/// files in the blob directory of one of `regs`; the `refused` ones are nowhere on any of
+/// `regs`: not linked, no file, no upload left.
+pub(crate) async fn assert_stores_only(
+    regs: &[&TestRegistry],
+    repo: &str,
+    committed: &[Digest],
+    refused: &[Digest],
+    size: usize,
+) {
+    let usage = regs[0]
+        .state
+        .registry
+        .repository_usage(&RepoName::parse(repo).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(usage.bytes, (committed.len() * size) as u64, "{usage:?}");
+    assert!(usage.bytes <= usage.limit.unwrap(), "{usage:?}");
+    let stored = |reg: &TestRegistry, d: &Digest| {
+        let hex = d.to_string().trim_start_matches("sha256:").to_owned();
+        let blobs = reg.data_dir().join("blobs/sha256");
+        blobs.join(&hex).exists() || blobs.join(&hex[..2]).join(&hex).exists()
+    };
+    // Replicas here keep blob files apart: a committed blob is in the one it went to.
+    for d in committed {
+        assert!(regs.iter().any(|reg| stored(reg, d)), "{d}");
+    }
+    for reg in regs {
+        for d in refused {
+            let r = reg
+                .req(Method::HEAD, &format!("/v2/{repo}/blobs/{d}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::NOT_FOUND, "{d}");
+            assert!(!stored(reg, d), "{d}");
+        }
+        assert_eq!(
+            files(&reg.data_dir().join("uploads")),
+            0,
+            "no upload file stays"
+        );
+    }
+}
+
+/// Regression: eight 1 MiB uploads committed at once into a 4 MiB quota each saw the
+/// usage before the others committed, and together went over it. Now exactly four fit
+/// and are stored; the other four are refused and store nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_uploads_never_take_a_repository_over_its_quota() {
+    const MIB: usize = 1 << 20;
+    let reg = TestRegistry::start_with(quota("team-a/*", 4 * MIB as u64)).await;
+    let (committed, refused) = race_uploads(&[&reg], "team-a/app", 8, MIB).await;
+    assert_eq!((committed.len(), refused.len()), (4, 4));
+    assert_stores_only(&[&reg], "team-a/app", &committed, &refused, MIB).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -244,6 +359,18 @@ async fn declared_sizes_manifests_and_mounts_are_checked_and_usage_is_reported()
         .unwrap();
     assert_eq!(stats["storage"]["bytes"], 6_000);
     assert_eq!(stats["storage"]["limit"], 10_000);
+    // The server recorded its quotas in the data directory, where `berth admin usage
+    // --data-dir` reads them without the configuration file.
+    let recorded = berth_server::service::read_rules_file(reg.data_dir())
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        recorded,
+        [QuotaRule {
+            repositories: "team-a/*".into(),
+            max_bytes: 10_000,
+        }]
+    );
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! The server over PostgreSQL (`database_url = "postgres://..."`), each test on a fresh
 //! database of a throwaway cluster (`berth_meta::postgres::testing`): skopeo pushes and
-//! pulls through it; `/healthz` and `/readyz` answer probes; while the database is down
+//! pulls through it; uploads committed at once through two replicas never take a
+//! repository over its quota; `/healthz` and `/readyz` answer probes; while the database is down
 //! requests fail with a clean 503 and readiness says why, and both recover by
 //! themselves when it returns.
 
@@ -24,6 +25,43 @@ fn skopeo(args: &[&str]) -> std::process::Output {
         .args(args)
         .output()
         .expect("skopeo is installed by scripts/test-all")
+}
+
+/// Two replicas over one database, each with its own blob directory (the quota is the
+/// database's business): eight 1 MiB uploads committed at once, half through each, into
+/// a 4 MiB quota store exactly four; the others are refused and store nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_uploads_through_two_replicas_hold_the_quota() {
+    const MIB: usize = 1 << 20;
+    let Some(url) = testing::fresh_url() else {
+        return;
+    };
+    let config = berth_server::Config {
+        database_url: Some(url),
+        ..crate::lifecycle::quota("team-a/*", 4 * MIB as u64)
+    };
+    let a = TestRegistry::start_with(config.clone()).await;
+    let b = TestRegistry::start_with(config).await;
+    // Each replica's start-up reconciles upload sessions with its own blob directory,
+    // which would drop the other's sessions: no upload begins before both are ready.
+    for reg in [&a, &b] {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while reg
+            .req(Method::GET, "/readyz")
+            .send()
+            .await
+            .unwrap()
+            .status()
+            != StatusCode::OK
+        {
+            assert!(Instant::now() < deadline, "{} is not ready", reg.base);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let (committed, refused) =
+        crate::lifecycle::race_uploads(&[&a, &b], "team-a/app", 8, MIB).await;
+    assert_eq!((committed.len(), refused.len()), (4, 4));
+    crate::lifecycle::assert_stores_only(&[&a, &b], "team-a/app", &committed, &refused, MIB).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use berth_oci::Digest;
+use berth_server::events::Actor;
+use berth_server::service::{GcOptions, GcRule};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -241,6 +243,61 @@ async fn pushes_are_scanned_counted_and_rematched() {
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     let states = reg.state.scanner.store().scan_states().await.unwrap();
     assert!(states.is_empty(), "{states:?}");
+}
+
+/// Regression: a manifest that garbage collection deleted kept its scan row forever
+/// (only a deletion through the API forgot it). Now the collector's transaction deletes
+/// it; the scan of a manifest still tagged stays.
+#[tokio::test]
+async fn collected_manifests_lose_their_scans() {
+    let db = tempfile::tempdir().unwrap();
+    import(db.path(), &["DSA-5532-1.json", "GHSA-35jh-r3h4-6jhm.json"]);
+    let mut config = scan_config(db.path());
+    config.gc_grace = Duration::ZERO;
+    config.gc = vec![GcRule {
+        repositories: "*".into(),
+        untagged_ttl: Some(Duration::ZERO),
+    }];
+    let reg = TestRegistry::start_with(config).await;
+    let old = push_vulnerable(&reg, "team/app", "old", "amd64").await;
+    let kept = push_vulnerable(&reg, "team/app", "kept", "arm64").await;
+    counts_of(&reg, "team/app", "old").await;
+    counts_of(&reg, "team/app", "kept").await;
+    let store = reg.state.scanner.store().clone();
+    let both = [old.clone(), kept.clone()];
+    assert_eq!(store.scan_get("team/app", &both).await.unwrap().len(), 2);
+
+    // Untagged, the old image is the collector's; its scan goes with it.
+    let r = reg
+        .req(Method::DELETE, "/v2/team/app/manifests/old")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let actor = Actor {
+        name: "test".into(),
+        client: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+    };
+    let report = reg
+        .state
+        .registry
+        .gc(GcOptions::default(), actor)
+        .await
+        .unwrap();
+    assert_eq!(report.manifests_deleted, 1);
+    let left = store.scan_get("team/app", &both).await.unwrap();
+    let left: Vec<&Digest> = left.iter().map(|s| &s.digest).collect();
+    assert_eq!(left, [&kept], "only the tagged image keeps its scan");
+    let r = reg
+        .req(Method::GET, &format!("/api/v1/scan/team/app/{old}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        tag_scan(&reg, "team/app", "kept").await["images"][0]["state"],
+        "done"
+    );
 }
 
 #[tokio::test]
