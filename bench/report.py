@@ -55,10 +55,28 @@ LIMITS = [
     ("disk_write_fdatasync", "Data disk, sequential write + fdatasync"),
     ("fdatasync_4k", "Data disk, 4 KiB write + fdatasync"),
     ("loopback_tcp", "Loopback TCP, one stream"),
+    # Results before the provider was recorded measured ring only.
     ("aes_128_gcm_one_core", "AES-128-GCM seal, 16 KiB records, one core (ring)"),
     ("aes_256_gcm_one_core", "AES-256-GCM seal, 16 KiB records, one core (ring)"),
+]
+# Keyed WORKLOAD@PROVIDER (see limit_key); Berth's provider is marked in the table.
+for _provider in ("ring", "aws-lc-rs"):
+    for _bits in ("128", "256"):
+        LIMITS.append((f"aes_{_bits}_gcm_one_core@{_provider}",
+                       f"AES-{_bits}-GCM seal, 16 KiB records, one core ({_provider})"))
+        LIMITS.append((f"rustls_records_aes_{_bits}_one_core@{_provider}",
+                       f"rustls record layer, AES-{_bits}-GCM, 64 KiB writes, one core ({_provider})"))
+LIMITS += [
     ("rustls_loopback", "Minimal rustls sender to receiver over loopback"),
 ]
+
+
+def limit_key(r):
+    """A limit's key: its workload, and for the cipher probes the provider measured."""
+    w = r["workload"]
+    if r.get("provider") and (w.startswith("aes_") or w.startswith("rustls_records")):
+        return f"{w}@{r['provider']}"
+    return w
 
 
 def med(xs):
@@ -110,9 +128,12 @@ def main():
         if r["kind"] == "workload":
             by[(r["workload"], r["target"])].append(r)
     limits = defaultdict(list)
+    berth_provider = set()
     for r in recs:
         if r["kind"] == "limit":
-            limits[r["workload"]].append(r["value"])
+            limits[limit_key(r)].append(r["value"])
+            if r.get("berth_provider"):
+                berth_provider.add(limit_key(r))
     lim = {k: med(v) for k, v in limits.items()}
     push_limit = None
     if lim.get("sha256_one_core") and lim.get("disk_write_fdatasync"):
@@ -323,7 +344,9 @@ def main():
         p("|---|---:|---:|")
         for key, title in LIMITS:
             if key in limits:
-                unit = next(r["unit"] for r in recs if r["kind"] == "limit" and r["workload"] == key)
+                unit = next(r["unit"] for r in recs if r["kind"] == "limit" and limit_key(r) == key)
+                if key in berth_provider and "@" in key:
+                    title += ", Berth's provider"
                 p(f"| {title} | {fmt(lim[key])} {unit} | {pct(spread(limits[key]))} |")
         if push_limit:
             p(f"| Durable push limit: min(SHA-256, write+fdatasync) | {fmt(push_limit)} MB/s | |")

@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 
 use anyhow::{bail, Context, Result};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
@@ -20,8 +20,14 @@ use tokio_rustls::TlsConnector;
 /// A connection's byte stream: plain TCP or TLS over it.
 pub enum Io {
     Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
+    Tls(Box<TlsStream<BufReader<TcpStream>>>),
 }
+
+/// The socket reads under a TLS client: rustls asks its transport for at most 4 KiB at a
+/// time (its receive buffer grows in 4 KiB steps and shrinks after every record), which
+/// on a socket is four or five `read` calls per 16 KiB record. A buffer between them
+/// turns those into one large `read` per this many bytes, and costs one copy in memory.
+const TLS_SOCKET_READ: usize = 256 << 10;
 
 impl Io {
     /// Connects to `addr`, with a TLS handshake (server name: the address) when
@@ -36,7 +42,7 @@ impl Io {
             Some(c) => {
                 let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
                 let t = c
-                    .connect(name, s)
+                    .connect(name, BufReader::with_capacity(TLS_SOCKET_READ, s))
                     .await
                     .with_context(|| format!("TLS handshake with {addr}"))?;
                 Ok(Io::Tls(Box::new(t)))

@@ -21,6 +21,7 @@ mod http;
 mod limits;
 mod memory;
 mod procstat;
+mod seal;
 mod suite;
 mod tls;
 mod workloads;

@@ -12,9 +12,13 @@
 //! - **connection memory**: server RSS growth per idle TLS connection (handshake and
 //!   one request done) and per slow one (a blob GET whose body the client stops
 //!   reading after 64 KiB);
-//! - **limits**, in the same run: one-core AES-128-GCM and AES-256-GCM sealing of 16 KiB
-//!   records with ring (the provider Berth's rustls uses), and the throughput of a
-//!   minimal blocking rustls sender and receiver over loopback.
+//! - **limits**, in the same run: one-core AES-128-GCM and AES-256-GCM sealing with both
+//!   of rustls' providers, raw and through rustls' record layer ([`seal`]; Berth's provider
+//!   marked), and the throughput of a minimal blocking rustls sender and receiver over
+//!   loopback.
+//!
+//! The client side runs on the same provider as Berth (the fastest here) and offers the
+//! cipher suites in Go's order, as pull clients do (see `client_provider`).
 //!
 //! `--plain` measures plain-HTTP servers instead (fan-out and memory over HTTP/1.1).
 //! Output: JSON lines like the suite's (`kind`: `limit`, `workload`, `fanout`,
@@ -42,7 +46,7 @@ use tokio_rustls::TlsConnector;
 use crate::http::{with_query, Conn, Io, Sink};
 use crate::suite::Target;
 use crate::workloads::{check, upload_start, OCI_MANIFEST, OCTETS};
-use crate::{data, procstat};
+use crate::{data, procstat, seal};
 
 /// The receive windows of the HTTP/2 client: those of Go's HTTP/2 transport
 /// (containerd, Docker), so the server's sending is not throttled by a small window.
@@ -121,13 +125,36 @@ fn client_config(ca: &Path, alpn: &[u8]) -> Result<Arc<rustls::ClientConfig>> {
     {
         roots.add(cert.with_context(|| format!("reading {}", ca.display()))?)?;
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(client_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = vec![alpn.to_vec()];
     Ok(Arc::new(config))
+}
+
+/// The load generator's TLS: the fastest provider on this CPU (so the client takes as
+/// little of the shared cores as it can), offering the cipher suites in the order of Go's
+/// TLS client on a CPU with AES instructions (containerd, Docker, skopeo): AES-128-GCM,
+/// then AES-256-GCM, then ChaCha20-Poly1305. The servers see the offer real pull clients
+/// make.
+fn client_provider() -> rustls::crypto::CryptoProvider {
+    let mut p = seal::SERVER_PROVIDER.crypto();
+    p.cipher_suites.sort_by_key(|s| go_rank(s.suite()));
+    p
+}
+
+/// Rank of a cipher suite in Go's client preference (lower first).
+fn go_rank(suite: rustls::CipherSuite) -> u8 {
+    let name = format!("{suite:?}");
+    if name.contains("AES_128_GCM") {
+        0
+    } else if name.contains("AES_256_GCM") {
+        1
+    } else {
+        2
+    }
 }
 
 fn connectors(ca: &Path) -> Result<Connectors> {
@@ -692,59 +719,40 @@ async fn conn_memory(
 
 fn limits(a: &TlsArgs) -> Result<()> {
     let data = data::random_bytes(41, 64 << 20);
-    let mut rows = vec![
-        (
-            "aes_128_gcm_one_core",
-            aes_gcm(&ring::aead::AES_128_GCM, &data, 1 << 30)?,
-        ),
-        (
-            "aes_256_gcm_one_core",
-            aes_gcm(&ring::aead::AES_256_GCM, &data, 1 << 30)?,
-        ),
-    ];
+    let mut rows = Vec::new();
+    for p in seal::Provider::ALL {
+        for (bits, suite) in [
+            (128, rustls::CipherSuite::TLS13_AES_128_GCM_SHA256),
+            (256, rustls::CipherSuite::TLS13_AES_256_GCM_SHA384),
+        ] {
+            let aead = seal::aead_seal(p, bits == 256, &data, 1 << 30)?;
+            rows.push((format!("aes_{bits}_gcm_one_core"), p, aead));
+            if let (Some(ca), Some(key)) = (&a.ca, &a.key) {
+                let rec = seal::record_seal(p, suite, ca, key, &data, 1 << 30)?;
+                rows.push((format!("rustls_records_aes_{bits}_one_core"), p, rec));
+            }
+        }
+    }
     if let (Some(ca), Some(key)) = (&a.ca, &a.key) {
         rows.push((
-            "rustls_loopback",
+            "rustls_loopback".to_owned(),
+            seal::SERVER_PROVIDER,
             rustls_loopback(ca, key, &data, (a.blob_mib.max(64) as u64) << 20)?,
         ));
     }
-    for (name, bps) in rows {
-        let v = json!({"kind": "limit", "round": 0, "workload": name, "value": bps / 1e6, "unit": "MB/s"});
-        eprintln!("limit {name:<24} {:>10.1} MB/s", bps / 1e6);
+    for (name, p, bps) in rows {
+        let berth = p == seal::SERVER_PROVIDER;
+        let v = json!({"kind": "limit", "round": 0, "workload": name, "provider": p.name(),
+            "berth_provider": berth, "value": bps / 1e6, "unit": "MB/s"});
+        eprintln!(
+            "limit {name:<34} {:<10}{} {:>10.1} MB/s",
+            p.name(),
+            if berth { "*" } else { " " },
+            bps / 1e6
+        );
         emit(&a.out, &v)?;
     }
     Ok(())
-}
-
-/// One-core AEAD sealing of `total` bytes in 16 KiB records (the TLS record size), in
-/// bytes per second.
-pub fn aes_gcm(alg: &'static ring::aead::Algorithm, data: &[u8], total: u64) -> Result<f64> {
-    use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey};
-    let key = LessSafeKey::new(
-        UnboundKey::new(alg, &data[..alg.key_len()]).map_err(|_| anyhow::anyhow!("AEAD key"))?,
-    );
-    let mut record = vec![0u8; 16 << 10];
-    let mut done = 0u64;
-    let mut seq = 0u64;
-    let t = Instant::now();
-    while done < total {
-        let off = (done % (data.len() - record.len()) as u64) as usize;
-        let len = record.len();
-        record.copy_from_slice(&data[off..off + len]);
-        let mut nonce = [0u8; 12];
-        nonce[4..].copy_from_slice(&seq.to_be_bytes());
-        let tag = key
-            .seal_in_place_separate_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from([23u8, 3, 3, 0x40, 0x11]),
-                &mut record,
-            )
-            .map_err(|_| anyhow::anyhow!("AEAD seal"))?;
-        let _ = std::hint::black_box(tag);
-        seq += 1;
-        done += record.len() as u64;
-    }
-    Ok(done as f64 / t.elapsed().as_secs_f64())
 }
 
 /// A minimal rustls sender and receiver (blocking, one thread each, the run's
@@ -753,7 +761,7 @@ pub fn aes_gcm(alg: &'static ring::aead::Algorithm, data: &[u8], total: u64) -> 
 pub fn rustls_loopback(ca: &Path, key: &Path, data: &[u8], total: u64) -> Result<f64> {
     let certs = CertificateDer::pem_file_iter(ca)?.collect::<Result<Vec<_>, _>>()?;
     let key = PrivateKeyDer::from_pem_file(key)?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(seal::SERVER_PROVIDER.crypto());
     let server = Arc::new(
         rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
@@ -815,10 +823,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn aead_probe_runs() {
-        let data = data::random_bytes(3, 1 << 20);
-        assert!(aes_gcm(&ring::aead::AES_128_GCM, &data, 4 << 20).unwrap() > 0.0);
-        assert!(aes_gcm(&ring::aead::AES_256_GCM, &data, 4 << 20).unwrap() > 0.0);
+    fn the_client_offers_aes_128_first_as_go_does() {
+        let p = client_provider();
+        let first13 = p
+            .cipher_suites
+            .iter()
+            .find(|s| s.version() == &rustls::version::TLS13)
+            .unwrap();
+        assert_eq!(
+            first13.suite(),
+            rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
+        );
+        assert_eq!(go_rank(rustls::CipherSuite::TLS13_AES_256_GCM_SHA384), 1);
+        assert_eq!(
+            go_rank(rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256),
+            2
+        );
     }
 
     #[test]

@@ -20,7 +20,13 @@
 //!   session (keeping the bytes received) and its HTTP/1 connection is closed.
 //!
 //! HTTP/2 is set for bulk transfer ([`H2_STREAM_WINDOW`], [`H2_CONNECTION_WINDOW`],
-//! [`H2_MAX_FRAME_SIZE`]) with a stated stream limit ([`H2_MAX_CONCURRENT_STREAMS`]).
+//! [`H2_MAX_FRAME_SIZE`]) with a stated stream limit ([`H2_MAX_CONCURRENT_STREAMS`]) and a
+//! bounded send buffer per stream ([`H2_SEND_BUF`]).
+//!
+//! TLS runs on rustls with the aws-lc-rs provider and the server's own cipher preference
+//! ([`tls_provider`]), with stateless session tickets. The kernel's TLS offload (kTLS,
+//! then `sendfile` under TLS) is not used: the kernels this was measured on lack it
+//! (`CONFIG_TLS` unset), so every TLS byte is sealed in user space.
 //!
 //! Each connection's task watches its [`Activity`] (requests in flight, the first byte
 //! read while idle) and, when a deadline passes, starts a graceful shutdown of the
@@ -86,15 +92,116 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
         path: key.display().to_string(),
         message: e.to_string(),
     })?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(tls_provider()))
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|e| TlsError::Config(e.to_string()))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // The server's order of cipher suites decides, not the client's (see `tls_provider`),
+    // unless the client prefers ChaCha20-Poly1305 (`TlsConfigs`).
+    config.ignore_client_order = true;
+    // Stateless session tickets (TLS 1.3 resumption): a client that reconnects (a node
+    // pulling the next image of a rollout) skips the certificate signature and key
+    // exchange, and the server keeps no per-client session state. The ticket key is made
+    // at start and rotated by rustls; a restart only costs clients one full handshake.
+    config.ticketer =
+        rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| TlsError::Config(e.to_string()))?;
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The crypto of the TLS listener: rustls' aws-lc-rs provider, whose AES-GCM uses this
+/// generation of x86 CPUs' wide AES and carry-less multiply instructions (VAES,
+/// VPCLMULQDQ with AVX-512 or AVX2) and seals records faster per core than ring's
+/// (docs/benchmarks.md, TLS run C), with its cipher suites reordered by
+/// [`suite_rank`]: AES-128-GCM first, as Go's TLS (containerd, Docker, Distribution)
+/// prefers. Both AES key sizes are sound; AES-128 does 10 rounds per block to AES-256's
+/// 14, and a registry's TLS cost is mostly bulk encryption.
+pub fn tls_provider() -> rustls::crypto::CryptoProvider {
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    provider
+        .cipher_suites
+        .sort_by_key(|s| suite_rank(s.suite()));
+    provider
+}
+
+/// The two server configurations of a TLS listener, the same but for whose order of
+/// cipher suites decides.
+#[derive(Clone)]
+struct TlsConfigs {
+    /// The server's ([`tls_provider`]): for clients that prefer an AES-GCM suite.
+    server_order: Arc<rustls::ServerConfig>,
+    /// The client's: for clients that prefer ChaCha20-Poly1305, as clients without AES
+    /// instructions do (small ARM boards), for which AES-GCM in software is slow and not
+    /// constant-time. Go's TLS server makes the same exception.
+    client_order: Arc<rustls::ServerConfig>,
+}
+
+impl TlsConfigs {
+    fn new(acceptor: &TlsAcceptor) -> TlsConfigs {
+        let server_order = acceptor.config().clone();
+        let mut client_order = (*server_order).clone();
+        client_order.ignore_client_order = false;
+        TlsConfigs {
+            server_order,
+            client_order: Arc::new(client_order),
+        }
+    }
+
+    /// The configuration for a client offering `suites`, in its order.
+    fn for_client(&self, suites: &[rustls::CipherSuite]) -> Arc<rustls::ServerConfig> {
+        if prefers_chacha(suites) {
+            self.client_order.clone()
+        } else {
+            self.server_order.clone()
+        }
+    }
+}
+
+/// Whether a client lists ChaCha20-Poly1305 before every AES-GCM suite.
+fn prefers_chacha(suites: &[rustls::CipherSuite]) -> bool {
+    suites
+        .iter()
+        .find(|s| suite_rank(**s) < 2 || is_chacha(**s))
+        .is_some_and(|s| is_chacha(*s))
+}
+
+fn is_chacha(suite: rustls::CipherSuite) -> bool {
+    use rustls::CipherSuite as S;
+    matches!(
+        suite,
+        S::TLS13_CHACHA20_POLY1305_SHA256
+            | S::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+            | S::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256
+    )
+}
+
+/// TLS handshake of an accepted connection: reads the ClientHello, picks the
+/// configuration for the client's cipher preference, and completes the handshake.
+async fn tls_handshake(
+    configs: &TlsConfigs,
+    stream: tokio::net::TcpStream,
+) -> io::Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+    let start =
+        tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
+    let config = configs.for_client(start.client_hello().cipher_suites());
+    start.into_stream(config).await
+}
+
+/// The server's preference among cipher suites of one TLS version (lower first): AES-128-GCM,
+/// AES-256-GCM, then the rest (ChaCha20-Poly1305) in the provider's order.
+fn suite_rank(suite: rustls::CipherSuite) -> u8 {
+    use rustls::CipherSuite as S;
+    match suite {
+        S::TLS13_AES_128_GCM_SHA256
+        | S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+        | S::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => 0,
+        S::TLS13_AES_256_GCM_SHA384
+        | S::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
+        | S::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => 1,
+        _ => 2,
+    }
 }
 
 /// The timeouts and the connection limit the accept loop enforces (from the
@@ -151,6 +258,13 @@ pub const H2_CONNECTION_WINDOW: u32 = 8 << 20;
 /// frames carry an upload with a quarter of the frame headers and wake-ups of the
 /// 16 KiB default. (What the server sends is sized by the client's own setting.)
 pub const H2_MAX_FRAME_SIZE: u32 = 64 << 10;
+
+/// What one HTTP/2 stream may have queued for sending (hyper's `max_send_buf_size`; its
+/// default is 400 KiB): two [`crate::zerocopy::PAGED_FRAME`]s, one being framed and
+/// encrypted while the next is read. A rollout's clients open several streams each, and
+/// every stream of a slow or congested connection held up to the default: this bounds
+/// the fan-out's memory (docs/benchmarks.md, TLS section).
+pub const H2_SEND_BUF: usize = 128 << 10;
 
 /// The most a TLS connection's HTTP/1 buffers hold (hyper's `max_buf_size`, for reading
 /// and writing; its default is about 400 KiB). Response bodies wait in the write buffer
@@ -588,6 +702,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     drain: Duration,
 ) -> std::io::Result<()> {
+    let tls = tls.as_ref().map(TlsConfigs::new);
     let mut builder = Builder::new(TokioExecutor::new());
     // Queue body buffers instead of copying them into one: needed by zero-copy bodies
     // (see `zerocopy`), and one copy fewer for every response.
@@ -597,7 +712,8 @@ pub async fn serve(
         .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
         .initial_stream_window_size(H2_STREAM_WINDOW)
         .initial_connection_window_size(H2_CONNECTION_WINDOW)
-        .max_frame_size(H2_MAX_FRAME_SIZE);
+        .max_frame_size(H2_MAX_FRAME_SIZE)
+        .max_send_buf_size(H2_SEND_BUF);
     let copy_budget = CopyBudget::new(COPY_BUDGET);
     let max = connection_cap(limits.max_connections, open_files_limit());
     if max < limits.max_connections {
@@ -733,15 +849,15 @@ pub async fn serve(
                     drop(permit);
                 });
             }
-            Some(acceptor) => {
-                let acceptor = acceptor.clone();
+            Some(configs) => {
+                let configs = configs.clone();
                 let mut builder = builder;
                 builder.http1().max_buf_size(TLS_WRITE_BUF);
                 tokio::spawn(async move {
                     // The handshake counts against the time to the first request head.
                     let tls_stream = match tokio::time::timeout_at(
                         activity.accepted + limits.header_timeout,
-                        acceptor.accept(stream),
+                        tls_handshake(&configs, stream),
                     )
                     .await
                     {
@@ -795,6 +911,155 @@ mod tests {
             body_idle_timeout: Duration::from_secs(60),
             max_connections: 4096,
         }
+    }
+
+    /// A self-signed P-256 certificate for 127.0.0.1 and its key, made by `openssl`.
+    fn self_signed(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        let out = std::process::Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+            .args(["ec_paramgen_curve:P-256", "-nodes", "-days", "1"])
+            .args([
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+            ])
+            .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+            .args(["-addext", "extendedKeyUsage=serverAuth", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (cert, key)
+    }
+
+    /// Runs a TLS handshake between `server` and a client on `client` in memory, and
+    /// returns the server's side.
+    fn handshake(
+        server: Arc<rustls::ServerConfig>,
+        client: rustls::ClientConfig,
+    ) -> rustls::ServerConnection {
+        let mut s = rustls::Connection::Server(rustls::ServerConnection::new(server).unwrap());
+        let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let mut c = rustls::Connection::Client(
+            rustls::ClientConnection::new(Arc::new(client), name).unwrap(),
+        );
+        fn pass(from: &mut rustls::Connection, to: &mut rustls::Connection) {
+            let mut wire = Vec::new();
+            while from.wants_write() {
+                from.write_tls(&mut wire).unwrap();
+            }
+            let mut rd = &wire[..];
+            while !rd.is_empty() {
+                to.read_tls(&mut rd).unwrap();
+                to.process_new_packets().unwrap();
+            }
+        }
+        for _ in 0..10 {
+            pass(&mut c, &mut s);
+            pass(&mut s, &mut c);
+        }
+        assert!(!s.is_handshaking() && !c.is_handshaking());
+        match s {
+            rustls::Connection::Server(s) => s,
+            rustls::Connection::Client(_) => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn the_server_prefers_aes_128_gcm_in_both_tls_versions() {
+        let p = tls_provider();
+        for v in [&rustls::version::TLS13, &rustls::version::TLS12] {
+            let first = p.cipher_suites.iter().find(|s| s.version() == v).unwrap();
+            assert!(
+                format!("{:?}", first.suite()).contains("AES_128_GCM"),
+                "{v:?}: {:?}",
+                first.suite()
+            );
+        }
+        // Nothing is dropped by the reordering.
+        let all = rustls::crypto::aws_lc_rs::default_provider().cipher_suites;
+        assert_eq!(p.cipher_suites.len(), all.len());
+    }
+
+    #[test]
+    fn a_client_preferring_aes_256_gets_aes_128_gcm_and_a_ticket() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = self_signed(dir.path());
+        let server = tls_acceptor(&cert, &key).unwrap().config().clone();
+        assert_eq!(server.alpn_protocols, [&b"h2"[..], b"http/1.1"]);
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(&cert).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        // rustls' own client order (also OpenSSL's and curl's): AES-256-GCM first.
+        let provider = rustls::crypto::aws_lc_rs::default_provider();
+        assert_eq!(
+            provider.cipher_suites[0].suite(),
+            rustls::CipherSuite::TLS13_AES_256_GCM_SHA384
+        );
+        let client = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let conn = handshake(server.clone(), client);
+        assert_eq!(
+            conn.negotiated_cipher_suite().map(|s| s.suite()),
+            Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256)
+        );
+        assert!(server.ticketer.enabled(), "stateless session tickets");
+    }
+
+    #[test]
+    fn a_client_preferring_chacha20_keeps_it() {
+        use rustls::CipherSuite as S;
+        assert!(prefers_chacha(&[
+            S::TLS13_CHACHA20_POLY1305_SHA256,
+            S::TLS13_AES_128_GCM_SHA256
+        ]));
+        // Unknown values before it (GREASE, signalling suites) do not count.
+        assert!(prefers_chacha(&[
+            S::Unknown(0x0a0a),
+            S::TLS_EMPTY_RENEGOTIATION_INFO_SCSV,
+            S::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+            S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+        ]));
+        assert!(!prefers_chacha(&[
+            S::TLS13_AES_256_GCM_SHA384,
+            S::TLS13_CHACHA20_POLY1305_SHA256
+        ]));
+        assert!(!prefers_chacha(&[]));
+
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = self_signed(dir.path());
+        let configs = TlsConfigs::new(&tls_acceptor(&cert, &key).unwrap());
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(&cert).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+        provider
+            .cipher_suites
+            .sort_by_key(|s| !is_chacha(s.suite()));
+        let offered: Vec<_> = provider.cipher_suites.iter().map(|s| s.suite()).collect();
+        let client = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let conn = handshake(configs.for_client(&offered), client);
+        assert_eq!(
+            conn.negotiated_cipher_suite().map(|s| s.suite()),
+            Some(S::TLS13_CHACHA20_POLY1305_SHA256)
+        );
     }
 
     #[test]

@@ -143,8 +143,8 @@ pub struct PagedBody {
     file: Arc<std::fs::File>,
     offset: u64,
     left: u64,
-    /// A read waiting for the disk on the blocking pool.
-    reading: Option<tokio::task::JoinHandle<io::Result<Vec<u8>>>>,
+    /// A read waiting for the disk on the blocking pool: the frame and the bytes read.
+    reading: Option<tokio::task::JoinHandle<io::Result<(Vec<u8>, usize)>>>,
 }
 
 impl PagedBody {
@@ -163,41 +163,107 @@ impl PagedBody {
             if let Some(read) = self.reading.as_mut() {
                 let got = ready!(std::future::Future::poll(Pin::new(read), cx));
                 self.reading = None;
-                return Poll::Ready(self.advance(got.map_err(io::Error::other)??));
+                let (buf, k) = got.map_err(io::Error::other)??;
+                return Poll::Ready(self.advance(buf, k));
             }
             if self.left == 0 {
                 return Poll::Ready(Ok(None));
             }
             let n = self.left.min(PAGED_FRAME as u64) as usize;
-            let mut buf = vec![0u8; n];
-            match read_cached(&self.file, &mut buf, self.offset)? {
-                Some(k) => {
-                    buf.truncate(k);
-                    return Poll::Ready(self.advance(buf));
-                }
+            let mut buf = FRAMES.take();
+            match read_cached(&self.file, &mut buf[..n], self.offset)? {
+                Some(k) => return Poll::Ready(self.advance(buf, k)),
                 None => {
                     let (file, offset) = (self.file.clone(), self.offset);
                     self.reading = Some(tokio::task::spawn_blocking(move || {
-                        let k = rustix::io::pread(&*file, &mut buf, offset)?;
-                        buf.truncate(k);
-                        Ok(buf)
+                        let k = rustix::io::pread(&*file, &mut buf[..n], offset)?;
+                        Ok((buf, k))
                     }));
                 }
             }
         }
     }
 
-    fn advance(&mut self, buf: Vec<u8>) -> io::Result<Option<Bytes>> {
-        if buf.is_empty() {
+    /// The frame of the first `len` bytes of `buf`, just read.
+    fn advance(&mut self, buf: Vec<u8>, len: usize) -> io::Result<Option<Bytes>> {
+        if len == 0 {
             self.left = 0;
+            FRAMES.give_back(buf);
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "blob file is shorter than its recorded size",
             ));
         }
-        self.offset += buf.len() as u64;
-        self.left -= buf.len() as u64;
-        Ok(Some(Bytes::from(buf)))
+        self.offset += len as u64;
+        self.left -= len as u64;
+        Ok(Some(Bytes::from_owner(PooledFrame {
+            buf,
+            len,
+            pool: &FRAMES,
+        })))
+    }
+}
+
+/// Frame buffers of [`PagedBody`] kept for reuse: a frame goes back to the pool when the
+/// connection drops its last reference, after the bytes are handed to TLS or HTTP/2. A
+/// fresh 64 KiB allocation per frame was zeroed (`memset`) and, when the allocator had
+/// given the memory back to the system, page-faulted in again: about 5 % of the server's
+/// CPU in a TLS blob GET (docs/benchmarks.md, TLS profiles).
+static FRAMES: FramePool = FramePool::new(FRAME_POOL);
+
+/// Frames the pool keeps at most (4 MiB); more in flight are allocated and freed.
+const FRAME_POOL: usize = 64;
+
+/// A bounded stack of [`PAGED_FRAME`]-long buffers.
+struct FramePool {
+    free: Mutex<Vec<Vec<u8>>>,
+    keep: usize,
+}
+
+impl FramePool {
+    const fn new(keep: usize) -> FramePool {
+        FramePool {
+            free: Mutex::new(Vec::new()),
+            keep,
+        }
+    }
+
+    fn free(&self) -> std::sync::MutexGuard<'_, Vec<Vec<u8>>> {
+        self.free.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A [`PAGED_FRAME`]-long buffer; its bytes are whatever it last held.
+    fn take(&self) -> Vec<u8> {
+        self.free().pop().unwrap_or_else(|| vec![0u8; PAGED_FRAME])
+    }
+
+    fn give_back(&self, buf: Vec<u8>) {
+        if buf.len() == PAGED_FRAME {
+            let mut free = self.free();
+            if free.len() < self.keep {
+                free.push(buf);
+            }
+        }
+    }
+}
+
+/// The owner of a frame's bytes inside its [`Bytes`]: the first `len` bytes of `buf`,
+/// which goes back to `pool` when dropped.
+struct PooledFrame {
+    buf: Vec<u8>,
+    len: usize,
+    pool: &'static FramePool,
+}
+
+impl AsRef<[u8]> for PooledFrame {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl Drop for PooledFrame {
+    fn drop(&mut self) {
+        self.pool.give_back(std::mem::take(&mut self.buf));
     }
 }
 
@@ -853,6 +919,36 @@ mod tests {
         assert!(got.iter().all(|b| !b.is_empty() && b.len() <= PAGED_FRAME));
         assert!(got.len() >= 200_000 / PAGED_FRAME);
         assert_eq!(got.concat(), &data[1000..201_000]);
+    }
+
+    #[test]
+    fn a_sent_frame_goes_back_to_the_pool_and_is_reused() {
+        static POOL: FramePool = FramePool::new(1);
+        let mut buf = POOL.take();
+        assert_eq!(buf.len(), PAGED_FRAME);
+        buf[..3].copy_from_slice(b"abc");
+        let addr = buf.as_ptr();
+        let frame = Bytes::from_owner(PooledFrame {
+            buf,
+            len: 3,
+            pool: &POOL,
+        });
+        let clone = frame.slice(1..);
+        assert_eq!(&frame[..], b"abc");
+        drop(frame);
+        assert!(POOL.free().is_empty(), "a clone still holds the frame");
+        assert_eq!(&clone[..], b"bc");
+        drop(clone);
+        let again = POOL.take();
+        assert_eq!(again.as_ptr(), addr, "the same buffer, not a new one");
+        // The pool keeps at most what it was made for.
+        POOL.give_back(again);
+        POOL.give_back(vec![0u8; PAGED_FRAME]);
+        assert_eq!(POOL.free().len(), 1);
+        // Buffers of another length are not pooled.
+        POOL.free().clear();
+        POOL.give_back(vec![0u8; 10]);
+        assert!(POOL.free().is_empty());
     }
 
     #[tokio::test]
