@@ -144,8 +144,11 @@ pub struct PagedBody {
     offset: u64,
     left: u64,
     /// A read waiting for the disk on the blocking pool: the frame and the bytes read.
-    reading: Option<tokio::task::JoinHandle<io::Result<(Vec<u8>, usize)>>>,
+    reading: Option<DiskRead>,
 }
+
+/// A frame read from the disk on the blocking pool: the frame and the bytes read.
+type DiskRead = tokio::task::JoinHandle<io::Result<(Vec<u8>, usize)>>;
 
 impl PagedBody {
     /// A body of `len` bytes of `file` from `offset`; the file must hold them.
