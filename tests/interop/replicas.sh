@@ -35,26 +35,39 @@ as_pg "$PGBIN/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/log" -w \
     || { cat "$PGDIR/log" >&2; fail "PostgreSQL did not start"; }
 DATABASE_URL="postgres://berth@127.0.0.1:$PGPORT/postgres"
 
-ports=(); for _ in 1 2 3 4 5 6 7 8; do ports+=("$(free_port)"); done
-S3="http://127.0.0.1:${ports[6]}"
 ACCESS=berthinterop; SECRET=berthinteropsecret; BUCKET=berth-interop
 printf '{"identities":[{"name":"berth","credentials":[{"accessKey":"%s","secretKey":"%s"}],"actions":["Admin","Read","Write","List","Tagging"]}]}' \
     "$ACCESS" "$SECRET" >"$WORK/s3.json"
-mkdir -p "$WORK/weed"
-weed server -ip=127.0.0.1 -ip.bind=127.0.0.1 -dir="$WORK/weed" \
-    -master.port="${ports[0]}" -master.port.grpc="${ports[1]}" -master.volumeSizeLimitMB=64 \
-    -volume.port="${ports[2]}" -volume.port.grpc="${ports[3]}" -volume.max=16 \
-    -filer.port="${ports[4]}" -filer.port.grpc="${ports[5]}" \
-    -s3 -s3.port="${ports[6]}" -s3.port.grpc="${ports[7]}" -s3.port.iceberg=0 -s3.port.lance=0 \
-    -s3.config="$WORK/s3.json" >"$WORK/weed.log" 2>&1 &
-WEED_PID=$!
-# The bucket must exist before Berth starts; the first PUT also waits for the filer (bounded).
-for i in $(seq 1 300); do
-    code=$(curl -s -o /dev/null -w '%{http_code}' --aws-sigv4 "aws:amz:us-east-1:s3" \
-        --user "$ACCESS:$SECRET" -X PUT "$S3/$BUCKET" || true)
-    [[ "$code" == "200" || "$code" == "409" ]] && break
-    [[ $i -eq 300 ]] && { tail -n 20 "$WORK/weed.log" >&2; fail "SeaweedFS took no bucket within 60 s (last answer $code)"; }
-    sleep 0.2
+# SeaweedFS on eight distinct free ports. Another process can take one of them between the
+# choice and weed's bind (weed then exits): up to three starts on fresh ports.
+for attempt in 1 2 3; do
+    read -r -a ports <<<"$(free_ports 8)"
+    S3="http://127.0.0.1:${ports[6]}"
+    rm -rf "$WORK/weed"; mkdir -p "$WORK/weed"
+    weed server -ip=127.0.0.1 -ip.bind=127.0.0.1 -dir="$WORK/weed" \
+        -master.port="${ports[0]}" -master.port.grpc="${ports[1]}" -master.volumeSizeLimitMB=64 \
+        -volume.port="${ports[2]}" -volume.port.grpc="${ports[3]}" -volume.max=16 \
+        -filer.port="${ports[4]}" -filer.port.grpc="${ports[5]}" \
+        -s3 -s3.port="${ports[6]}" -s3.port.grpc="${ports[7]}" -s3.port.iceberg=0 -s3.port.lance=0 \
+        -s3.config="$WORK/s3.json" >"$WORK/weed.log" 2>&1 &
+    WEED_PID=$!
+    # The bucket must exist before Berth starts; the first PUT also waits for the filer (bounded).
+    up=""
+    for i in $(seq 1 300); do
+        code=$(curl -s -o /dev/null -w '%{http_code}' --aws-sigv4 "aws:amz:us-east-1:s3" \
+            --user "$ACCESS:$SECRET" -X PUT "$S3/$BUCKET" || true)
+        [[ "$code" == "200" || "$code" == "409" ]] && { up=1; break; }
+        # weed exits when a port was taken (a fatal "bind: address already in use" in its log).
+        kill -0 "$WEED_PID" 2>/dev/null || break
+        sleep 0.2
+    done
+    [[ -n "$up" ]] && break
+    kill -KILL "$WEED_PID" 2>/dev/null || true; wait "$WEED_PID" 2>/dev/null || true; WEED_PID=""
+    if [[ $attempt -eq 3 ]] || ! grep -q "address already in use" "$WORK/weed.log"; then
+        tail -n 20 "$WORK/weed.log" >&2
+        fail "SeaweedFS took no bucket within 60 s (last answer $code)"
+    fi
+    echo "SeaweedFS lost a port to another process; starting it again on fresh ports" >&2
 done
 
 head -c 32 /dev/urandom >"$WORK/token.key"

@@ -9,7 +9,7 @@ use super::{describe, pg_err};
 use crate::MetaError;
 
 /// Every migration, in order; the n-th is applied when `schema_version` lacks n.
-const MIGRATIONS: [&str; 6] = [
+pub(super) const MIGRATIONS: [&str; 6] = [
     include_str!("../../migrations/postgres/0001_init.sql"),
     include_str!("../../migrations/postgres/0002_pulls_and_outbox.sql"),
     include_str!("../../migrations/postgres/0003_image_layers.sql"),
