@@ -2370,6 +2370,55 @@ fn scan_outcome(packages: &[&str], critical: u64, db: &str, at: i64) -> ScanOutc
     }
 }
 
+/// A claimed scan is not handed out again until its lease runs out, concurrent claims
+/// (two replicas) take disjoint rows, and a recorded scan is never claimed again.
+pub async fn scans_are_claimed_once_until_the_lease_runs_out<S: ScanStore + ?Sized>(scans: &S) {
+    let d: Vec<Digest> = (0..12u8).map(|i| Digest::sha256(&[i])).collect();
+    for (i, digest) in d.iter().enumerate() {
+        assert!(scans
+            .scan_enqueue("team/app", digest, 100 + i as i64)
+            .await
+            .unwrap());
+    }
+    let repo = |ds: &[Digest]| -> Vec<(String, Digest)> {
+        ds.iter()
+            .map(|x| ("team/app".to_owned(), x.clone()))
+            .collect()
+    };
+    assert_eq!(
+        scans.scan_claim(2, 1000, 600).await.unwrap(),
+        repo(&d[0..2]),
+        "oldest first"
+    );
+    // Two scanners claiming at once take different rows.
+    let (x, y) = tokio::join!(
+        scans.scan_claim(5, 1000, 600),
+        scans.scan_claim(5, 1000, 600)
+    );
+    let (x, y) = (x.unwrap(), y.unwrap());
+    assert_eq!(x.len() + y.len(), 10);
+    let mut both: Vec<_> = x.iter().chain(&y).cloned().collect();
+    both.sort();
+    let mut want = repo(&d[2..]);
+    want.sort();
+    assert_eq!(both, want, "no row taken twice");
+    // Everything is claimed: nothing more until the lease runs out.
+    assert!(scans.scan_claim(20, 1599, 600).await.unwrap().is_empty());
+    assert_eq!(
+        scans.scan_pending(20).await.unwrap().len(),
+        12,
+        "still pending"
+    );
+    let done = scan_outcome(&[], 0, "v1", 1200);
+    assert!(scans.scan_record("team/app", &d[0], &done).await.unwrap());
+    // Lease over: the rows of a scanner that stopped are taken again, the recorded one not.
+    assert_eq!(
+        scans.scan_claim(20, 1600, 600).await.unwrap(),
+        repo(&d[1..]),
+        "expired claims, oldest first"
+    );
+}
+
 /// A queued scan is pending until recorded, queuing it again changes nothing, and the
 /// recorded outcome reads back whole; a deleted manifest's scan is forgotten and an
 /// outcome for it is not written.
@@ -2720,6 +2769,7 @@ macro_rules! scan_store_suite {
     ($fresh:path) => {
         $crate::scan_store_suite!(@each $fresh;
             scans_queue_and_record,
+            scans_are_claimed_once_until_the_lease_runs_out,
             scans_rematch_in_pages,
             collected_manifests_lose_their_scans,
         );

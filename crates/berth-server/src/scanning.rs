@@ -8,8 +8,9 @@
 //!    and queues the manifest: a `pending` row of [`ScanStore`], written before the push
 //!    is answered (one small write, like the audit row), so that a crash or a restart
 //!    never forgets it. The scan itself is not on the request path.
-//! 2. [`Scanner::run_forever`] (a task of [`crate::run`]) is woken, takes pending rows
-//!    oldest first and scans [`CONCURRENCY`] images at a time: each layer blob is read
+//! 2. [`Scanner::run_forever`] (a task of [`crate::run`]) is woken, claims pending rows
+//!    oldest first (a claim keeps other replicas' scanners off them for [`CLAIM_LEASE`])
+//!    and scans [`CONCURRENCY`] images at a time: each layer blob is read
 //!    from the blob store as a stream into [`berth_sbom::layers::scan_layer`] on the
 //!    blocking pool (nothing is unpacked to disk, memory is bounded by
 //!    [`berth_sbom::layers::Limits`]), the scans are stacked with
@@ -68,6 +69,10 @@ pub const CONCURRENCY: usize = 2;
 pub const REMATCH_CHECK: Duration = Duration::from_secs(60);
 /// Pending rows taken per round, and stored scans re-matched per page.
 const BATCH: usize = 32;
+/// How long a claim on pending scans keeps other scanners (other replicas) off them: far
+/// longer than a batch of scans takes; a scanner that stopped mid-batch leaves its rows
+/// to the others (or to itself after a restart) once it runs out.
+pub const CLAIM_LEASE: Duration = Duration::from_secs(10 * 60);
 
 /// One `[[scan]]` rule of the configuration: pushes into repositories matching
 /// `repositories` (one pattern or a list; `*` matches any characters, slashes
@@ -470,7 +475,11 @@ impl Scanner {
     /// Scans every pending image, [`CONCURRENCY`] at a time.
     async fn scan_pending(&self, db: &Arc<LoadedDb>) -> Result<(), MetaError> {
         loop {
-            let pending = self.scans.scan_pending(BATCH).await?;
+            let lease = CLAIM_LEASE.as_secs() as i64;
+            let pending = self
+                .scans
+                .scan_claim(BATCH, berth_oci::time::now(), lease)
+                .await?;
             if pending.is_empty() {
                 return Ok(());
             }

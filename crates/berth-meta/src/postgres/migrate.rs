@@ -9,13 +9,14 @@ use super::{describe, pg_err};
 use crate::MetaError;
 
 /// Every migration, in order; the n-th is applied when `schema_version` lacks n.
-pub(super) const MIGRATIONS: [&str; 6] = [
+pub(super) const MIGRATIONS: [&str; 7] = [
     include_str!("../../migrations/postgres/0001_init.sql"),
     include_str!("../../migrations/postgres/0002_pulls_and_outbox.sql"),
     include_str!("../../migrations/postgres/0003_image_layers.sql"),
     include_str!("../../migrations/postgres/0004_replication.sql"),
     include_str!("../../migrations/postgres/0005_scans.sql"),
     include_str!("../../migrations/postgres/0006_quota_reservations.sql"),
+    include_str!("../../migrations/postgres/0007_scan_claims.sql"),
 ];
 
 /// The advisory lock key held while migrating ("berth" in ASCII).

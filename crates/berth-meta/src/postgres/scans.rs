@@ -82,6 +82,48 @@ impl ScanStore for PgStore {
             .collect()
     }
 
+    async fn scan_claim(
+        &self,
+        limit: usize,
+        now: i64,
+        lease: i64,
+    ) -> Result<Vec<(String, Digest)>, MetaError> {
+        let limit = limit.min(i64::MAX as usize) as i64;
+        let before = now.saturating_sub(lease);
+        let c = self.client().await?;
+        // SKIP LOCKED: a replica claiming at the same moment takes other rows instead of
+        // waiting for these and then taking them too.
+        let rows = query(
+            &c,
+            "claiming scans",
+            "UPDATE scans SET claimed_at = $2
+             WHERE (repo, digest) IN (
+               SELECT repo, digest FROM scans
+               WHERE state = 'pending' AND (claimed_at IS NULL OR claimed_at <= $3)
+               ORDER BY queued_at, repo, digest LIMIT $1
+               FOR UPDATE SKIP LOCKED)
+             RETURNING queued_at, repo, digest",
+            &[&limit, &now, &before],
+        )
+        .await?;
+        let mut taken = rows
+            .iter()
+            .map(|r| {
+                Ok((
+                    get::<i64>(r, 0)?,
+                    get::<String>(r, 1)?,
+                    get::<String>(r, 2)?,
+                ))
+            })
+            .collect::<Result<Vec<_>, MetaError>>()?;
+        // RETURNING follows no order: oldest queued first, as the trait says.
+        taken.sort();
+        taken
+            .into_iter()
+            .map(|(_, repo, digest)| Ok((repo, parse_digest(digest)?)))
+            .collect()
+    }
+
     async fn scan_record(
         &self,
         repo: &str,

@@ -7,7 +7,7 @@ use super::db_err;
 use crate::MetaError;
 
 /// Every migration, in order; the n-th is applied when `user_version` is below n.
-const MIGRATIONS: [&str; 15] = [
+const MIGRATIONS: [&str; 16] = [
     include_str!("../../migrations/sqlite/0001_init.sql"),
     include_str!("../../migrations/sqlite/0002_accounts.sql"),
     include_str!("../../migrations/sqlite/0003_manifest_version.sql"),
@@ -23,6 +23,7 @@ const MIGRATIONS: [&str; 15] = [
     include_str!("../../migrations/sqlite/0013_replication.sql"),
     include_str!("../../migrations/sqlite/0014_scans.sql"),
     include_str!("../../migrations/sqlite/0015_scans_of_collected_manifests.sql"),
+    include_str!("../../migrations/sqlite/0016_scan_claims.sql"),
 ];
 
 /// Applies the migrations `conn`'s database has not seen yet.

@@ -116,6 +116,48 @@ impl ScanStore for SqliteStore {
             .collect()
     }
 
+    async fn scan_claim(
+        &self,
+        limit: usize,
+        now: i64,
+        lease: i64,
+    ) -> Result<Vec<(String, Digest)>, MetaError> {
+        let limit = limit.min(i64::MAX as usize) as i64;
+        let before = now.saturating_sub(lease);
+        // A claim need not survive a crash: a lost one only lets the row be taken again.
+        let rows = self
+            .write_lazy(move |tx| {
+                let rows = tx
+                    .prepare_cached(
+                        "SELECT repo, digest FROM scans
+                         WHERE state = 'pending' AND (claimed_at IS NULL OR claimed_at <= ?2)
+                         ORDER BY queued_at, repo, digest LIMIT ?1",
+                    )
+                    .and_then(|mut s| {
+                        s.query_map(params![limit, before], |r| {
+                            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                        })?
+                        .collect::<Result<Vec<_>, _>>()
+                    })
+                    .map_err(db_err("reading pending scans"))?;
+                let mut claim = tx
+                    .prepare_cached(
+                        "UPDATE scans SET claimed_at = ?3 WHERE repo = ?1 AND digest = ?2",
+                    )
+                    .map_err(db_err("claiming scans"))?;
+                for (repo, digest) in &rows {
+                    claim
+                        .execute(params![repo, digest, now])
+                        .map_err(db_err("claiming scans"))?;
+                }
+                Ok(rows)
+            })
+            .await?;
+        rows.into_iter()
+            .map(|(r, d)| Ok((r, parse_digest(d)?)))
+            .collect()
+    }
+
     async fn scan_record(
         &self,
         repo: &str,
