@@ -88,12 +88,14 @@ else
     BC="$(buildah "${S[@]}" from "$IMG")"
     RFS="$(buildah "${S[@]}" mount "$BC")"
     # The image's own environment, user and working directory; the host's network, so
-    # loopback (where an open registry may listen) instead of a port mapping.
+    # loopback (where an open registry may listen) instead of a port mapping. It replaces
+    # the (sub)shell it runs in: always call it in one (a pipeline, `( ... ) &`), so that
+    # the PID of a background call is the server's own and the cleanup stops it.
     run_image() {
-        (cd / && exec env -i HOME=/home/berth BERTH_DATA_DIR=/data BERTH_LISTEN="127.0.0.1:$PORT2" \
-            /usr/sbin/chroot --userspec=65532:65532 "$RFS" /usr/local/bin/berth "$@")
+        cd / && exec env -i HOME=/home/berth BERTH_DATA_DIR=/data BERTH_LISTEN="127.0.0.1:$PORT2" \
+            /usr/sbin/chroot --userspec=65532:65532 "$RFS" /usr/local/bin/berth "$@"
     }
-    run_image serve >"$WORK/image-serve.log" 2>&1 &
+    (run_image serve) >"$WORK/image-serve.log" 2>&1 &
     PIDS+=($!)
     wait_http "http://127.0.0.1:$PORT2/v2/" || fail "the image's berth serve did not answer"
     printf 'pw-%s' "$PORT2" | run_image admin user add ci --password-stdin --grant '*:pull,push' >/dev/null
