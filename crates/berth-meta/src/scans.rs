@@ -137,14 +137,12 @@ pub trait ScanStore: Send + Sync + 'static {
         now: i64,
     ) -> Result<bool, crate::MetaError>;
 
-    /// Pending scans, oldest queued first, at most `limit` (claimed or not).
-    async fn scan_pending(&self, limit: usize) -> Result<Vec<(String, Digest)>, crate::MetaError>;
-
     /// Takes up to `limit` pending scans for a scanner, oldest queued first, marking them
     /// claimed at `now`. A row another scanner (another replica) claimed less than
     /// `lease` seconds before `now` is left to it, so scanners sharing a database never
     /// take one image at once; the claim of a scanner that stopped runs out after `lease`.
-    /// Recording the outcome ends the claim with the row's pending state.
+    /// Recording the outcome ends the claim with the row's pending state. With a `lease`
+    /// of 0 every pending row is taken, claimed or not.
     async fn scan_claim(
         &self,
         limit: usize,

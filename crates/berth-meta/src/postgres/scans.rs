@@ -66,22 +66,6 @@ impl ScanStore for PgStore {
         Ok(n > 0)
     }
 
-    async fn scan_pending(&self, limit: usize) -> Result<Vec<(String, Digest)>, MetaError> {
-        let limit = limit.min(i64::MAX as usize) as i64;
-        let c = self.client().await?;
-        let rows = query(
-            &c,
-            "reading pending scans",
-            "SELECT repo, digest FROM scans WHERE state = 'pending'
-             ORDER BY queued_at, repo, digest LIMIT $1",
-            &[&limit],
-        )
-        .await?;
-        rows.iter()
-            .map(|r| Ok((get(r, 0)?, parse_digest(get(r, 1)?)?)))
-            .collect()
-    }
-
     async fn scan_claim(
         &self,
         limit: usize,

@@ -94,28 +94,6 @@ impl ScanStore for SqliteStore {
         .await
     }
 
-    async fn scan_pending(&self, limit: usize) -> Result<Vec<(String, Digest)>, MetaError> {
-        let limit = limit.min(i64::MAX as usize) as i64;
-        let rows = self
-            .read(move |c| {
-                c.prepare_cached(
-                    "SELECT repo, digest FROM scans WHERE state = 'pending'
-                     ORDER BY queued_at, repo, digest LIMIT ?1",
-                )
-                .and_then(|mut s| {
-                    s.query_map([limit], |r| {
-                        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-                    })?
-                    .collect::<Result<Vec<_>, _>>()
-                })
-                .map_err(db_err("reading pending scans"))
-            })
-            .await?;
-        rows.into_iter()
-            .map(|(r, d)| Ok((r, parse_digest(d)?)))
-            .collect()
-    }
-
     async fn scan_claim(
         &self,
         limit: usize,
