@@ -173,7 +173,20 @@ async fn a_registry_that_had_accounts_refuses_to_start_open() {
     assert!(marker.exists(), "the server wrote the marker at start");
     reg.stop().await;
 
-    // The accounts are lost (the database deleted): no open start.
+    // The accounts are lost (the database deleted): no open start. The stopped server's
+    // store closes its SQLite connection on its own thread once the last reference goes;
+    // deleting the files under an open connection made the next open fail with a disk
+    // I/O error, so wait until this process holds none of them.
+    let db = dir.path().join("metadata.db");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while open_here(&db) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stopped server still holds {}",
+            db.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(dir.path().join(format!("metadata.db{suffix}")));
     }
@@ -289,4 +302,15 @@ async fn removing_the_metadata_database_refuses_later_pushes() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
+}
+
+/// Whether this process has `path` (or its `-wal`/`-shm` files) open.
+fn open_here(path: &std::path::Path) -> bool {
+    let Ok(fds) = std::fs::read_dir("/proc/self/fd") else {
+        return false;
+    };
+    let path = path.to_string_lossy();
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path()).is_ok_and(|t| t.to_string_lossy().starts_with(&*path))
+    })
 }
