@@ -8,8 +8,8 @@
 //!   TLS layer does per byte besides the socket: the copy of the plaintext into each
 //!   record's own buffer, the record's allocation and the sealing.
 //!
-//! Berth's server runs on [`SERVER_PROVIDER`]; the other provider's rows show what the
-//! choice buys.
+//! Berth's server seals with [`server_provider`] on this CPU; the other provider's rows
+//! show what the choice buys.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -22,45 +22,24 @@ use rustls::{CipherSuite, ClientConnection, Connection, ServerConnection};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-/// A crypto provider of rustls.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Provider {
-    Ring,
-    AwsLcRs,
+/// The crypto library whose AES-GCM is measured (`berth_tls::AeadImpl`).
+pub use berth_tls::AeadImpl as Provider;
+
+/// The library Berth's TLS listener seals records with on this CPU.
+pub fn server_provider() -> Provider {
+    Provider::for_this_cpu()
 }
 
-/// The provider Berth's TLS listener runs on (`berth_server::listener`).
-pub const SERVER_PROVIDER: Provider = Provider::AwsLcRs;
-
-impl Provider {
-    pub const ALL: [Provider; 2] = [Provider::Ring, Provider::AwsLcRs];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Provider::Ring => "ring",
-            Provider::AwsLcRs => "aws-lc-rs",
-        }
-    }
-
-    /// The provider with its default cipher suites.
-    pub fn crypto(self) -> CryptoProvider {
-        match self {
-            Provider::Ring => rustls::crypto::ring::default_provider(),
-            Provider::AwsLcRs => rustls::crypto::aws_lc_rs::default_provider(),
-        }
-    }
-
-    /// The provider offering only `suite`, so a handshake must choose it.
-    fn only(self, suite: CipherSuite) -> Result<CryptoProvider> {
-        let mut p = self.crypto();
-        p.cipher_suites.retain(|s| s.suite() == suite);
-        ensure!(
-            !p.cipher_suites.is_empty(),
-            "{} has no {suite:?}",
-            self.name()
-        );
-        Ok(p)
-    }
+/// `provider` offering only `suite`, so a handshake must choose it.
+fn only(provider: Provider, suite: CipherSuite) -> Result<CryptoProvider> {
+    let mut p = provider.provider();
+    p.cipher_suites.retain(|s| s.suite() == suite);
+    ensure!(
+        !p.cipher_suites.is_empty(),
+        "{} has no {suite:?}",
+        provider.name()
+    );
+    Ok(p)
 }
 
 /// One-core AEAD sealing of `total` bytes in 16 KiB records (the TLS record size) with
@@ -106,7 +85,7 @@ pub fn aead_seal(provider: Provider, aes256: bool, data: &[u8], total: u64) -> R
     );
     match provider {
         Provider::Ring => seal!(ring::aead),
-        Provider::AwsLcRs => seal!(aws_lc_rs::aead),
+        Provider::AwsLc => seal!(aws_lc_rs::aead),
     }
 }
 
@@ -124,11 +103,11 @@ fn connected_pair(
         roots.add(c.clone())?;
     }
     let key = PrivateKeyDer::from_pem_file(key)?;
-    let server = rustls::ServerConfig::builder_with_provider(Arc::new(provider.only(suite)?))
+    let server = rustls::ServerConfig::builder_with_provider(Arc::new(only(provider, suite)?))
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(certs, key)?;
-    let client = rustls::ClientConfig::builder_with_provider(Arc::new(provider.only(suite)?))
+    let client = rustls::ClientConfig::builder_with_provider(Arc::new(only(provider, suite)?))
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
@@ -225,8 +204,8 @@ mod tests {
     #[test]
     fn a_provider_can_be_narrowed_to_one_suite() {
         for p in Provider::ALL {
-            let only = p.only(CipherSuite::TLS13_AES_128_GCM_SHA256).unwrap();
-            assert_eq!(only.cipher_suites.len(), 1);
+            let one = only(p, CipherSuite::TLS13_AES_128_GCM_SHA256).unwrap();
+            assert_eq!(one.cipher_suites.len(), 1);
         }
     }
 }

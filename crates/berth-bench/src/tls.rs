@@ -17,8 +17,9 @@
 //!   marked), and the throughput of a minimal blocking rustls sender and receiver over
 //!   loopback.
 //!
-//! The client side runs on the same provider as Berth (the fastest here) and offers the
-//! cipher suites in Go's order, as pull clients do (see `client_provider`).
+//! The client side seals and opens records with the same library as Berth's listener (the
+//! faster on this CPU, `berth_tls::AeadImpl`) and offers the cipher suites in Go's order,
+//! as pull clients do (see `client_provider`).
 //!
 //! `--plain` measures plain-HTTP servers instead (fan-out and memory over HTTP/1.1).
 //! Output: JSON lines like the suite's (`kind`: `limit`, `workload`, `fanout`,
@@ -134,13 +135,13 @@ fn client_config(ca: &Path, alpn: &[u8]) -> Result<Arc<rustls::ClientConfig>> {
     Ok(Arc::new(config))
 }
 
-/// The load generator's TLS: the fastest provider on this CPU (so the client takes as
+/// The load generator's TLS: the faster AES-GCM on this CPU (so the client takes as
 /// little of the shared cores as it can), offering the cipher suites in the order of Go's
 /// TLS client on a CPU with AES instructions (containerd, Docker, skopeo): AES-128-GCM,
 /// then AES-256-GCM, then ChaCha20-Poly1305. The servers see the offer real pull clients
 /// make.
 fn client_provider() -> rustls::crypto::CryptoProvider {
-    let mut p = seal::SERVER_PROVIDER.crypto();
+    let mut p = berth_tls::provider_with(seal::server_provider());
     p.cipher_suites.sort_by_key(|s| go_rank(s.suite()));
     p
 }
@@ -736,12 +737,12 @@ fn limits(a: &TlsArgs) -> Result<()> {
     if let (Some(ca), Some(key)) = (&a.ca, &a.key) {
         rows.push((
             "rustls_loopback".to_owned(),
-            seal::SERVER_PROVIDER,
+            seal::server_provider(),
             rustls_loopback(ca, key, &data, (a.blob_mib.max(64) as u64) << 20)?,
         ));
     }
     for (name, p, bps) in rows {
-        let berth = p == seal::SERVER_PROVIDER;
+        let berth = p == seal::server_provider();
         let v = json!({"kind": "limit", "round": 0, "workload": name, "provider": p.name(),
             "berth_provider": berth, "value": bps / 1e6, "unit": "MB/s"});
         eprintln!(
@@ -761,7 +762,7 @@ fn limits(a: &TlsArgs) -> Result<()> {
 pub fn rustls_loopback(ca: &Path, key: &Path, data: &[u8], total: u64) -> Result<f64> {
     let certs = CertificateDer::pem_file_iter(ca)?.collect::<Result<Vec<_>, _>>()?;
     let key = PrivateKeyDer::from_pem_file(key)?;
-    let provider = Arc::new(seal::SERVER_PROVIDER.crypto());
+    let provider = Arc::new(berth_tls::provider_with(seal::server_provider()));
     let server = Arc::new(
         rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?

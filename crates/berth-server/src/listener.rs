@@ -23,8 +23,9 @@
 //! [`H2_MAX_FRAME_SIZE`]) with a stated stream limit ([`H2_MAX_CONCURRENT_STREAMS`]) and a
 //! bounded send buffer per stream ([`H2_SEND_BUF`]).
 //!
-//! TLS runs on rustls with the aws-lc-rs provider and the server's own cipher preference
-//! ([`tls_provider`]), with stateless session tickets. The kernel's TLS offload (kTLS,
+//! TLS runs on rustls: aws-lc-rs for the handshake, the AES-GCM of aws-lc or ring
+//! (whichever is faster on this CPU, `berth_tls::AeadImpl`) for the records, the server's
+//! own cipher preference ([`tls_provider`]) and stateless session tickets. The kernel's TLS offload (kTLS,
 //! then `sendfile` under TLS) is not used: the kernels this was measured on lack it
 //! (`CONFIG_TLS` unset), so every TLS byte is sealed in user space.
 //!
@@ -42,6 +43,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
+use berth_tls::AeadImpl;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -76,6 +78,20 @@ pub enum TlsError {
 
 /// Builds a rustls acceptor from PEM files, offering HTTP/2 and HTTP/1.1 by ALPN.
 pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
+    let aead = AeadImpl::for_this_cpu();
+    tracing::info!(
+        aead = aead.name(),
+        "TLS records sealed by the faster AES-GCM on this CPU"
+    );
+    Ok(TlsAcceptor::from(Arc::new(server_config(cert, key, aead)?)))
+}
+
+/// The listener's rustls configuration, its records sealed by `aead`.
+fn server_config(
+    cert: &Path,
+    key: &Path,
+    aead: AeadImpl,
+) -> Result<rustls::ServerConfig, TlsError> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
         .map_err(|e| TlsError::Cert {
@@ -92,7 +108,7 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
         path: key.display().to_string(),
         message: e.to_string(),
     })?;
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(tls_provider()))
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(tls_provider_with(aead)))
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?
         .with_no_client_auth()
@@ -108,18 +124,22 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
     // at start and rotated by rustls; a restart only costs clients one full handshake.
     config.ticketer =
         rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| TlsError::Config(e.to_string()))?;
-    Ok(TlsAcceptor::from(Arc::new(config)))
+    Ok(config)
 }
 
-/// The crypto of the TLS listener: rustls' aws-lc-rs provider, whose AES-GCM uses this
-/// generation of x86 CPUs' wide AES and carry-less multiply instructions (VAES,
-/// VPCLMULQDQ with AVX-512 or AVX2) and seals records faster per core than ring's
-/// (docs/benchmarks.md, TLS run C), with its cipher suites reordered by
-/// [`suite_rank`]: AES-128-GCM first, as Go's TLS (containerd, Docker, Distribution)
-/// prefers. Both AES key sizes are sound; AES-128 does 10 rounds per block to AES-256's
-/// 14, and a registry's TLS cost is mostly bulk encryption.
+/// The crypto of the TLS listener: rustls' aws-lc-rs provider for the handshake (key
+/// exchange, certificate signatures, session tickets), with the cipher suites of
+/// whichever library seals records faster on this CPU ([`AeadImpl::for_this_cpu`]),
+/// reordered by [`suite_rank`]: AES-128-GCM first, as Go's TLS (containerd, Docker,
+/// Distribution) prefers. Both AES key sizes are sound; AES-128 does 10 rounds per block
+/// to AES-256's 14, and a registry's TLS cost is mostly bulk encryption.
 pub fn tls_provider() -> rustls::crypto::CryptoProvider {
-    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    tls_provider_with(AeadImpl::for_this_cpu())
+}
+
+/// [`tls_provider`] with the cipher suites of `aead`.
+fn tls_provider_with(aead: AeadImpl) -> rustls::crypto::CryptoProvider {
+    let mut provider = berth_tls::provider_with(aead);
     provider
         .cipher_suites
         .sort_by_key(|s| suite_rank(s.suite()));
@@ -975,18 +995,97 @@ mod tests {
 
     #[test]
     fn the_server_prefers_aes_128_gcm_in_both_tls_versions() {
-        let p = tls_provider();
-        for v in [&rustls::version::TLS13, &rustls::version::TLS12] {
-            let first = p.cipher_suites.iter().find(|s| s.version() == v).unwrap();
-            assert!(
-                format!("{:?}", first.suite()).contains("AES_128_GCM"),
-                "{v:?}: {:?}",
-                first.suite()
-            );
+        for aead in [AeadImpl::AwsLc, AeadImpl::Ring] {
+            let p = tls_provider_with(aead);
+            for v in [&rustls::version::TLS13, &rustls::version::TLS12] {
+                let first = p.cipher_suites.iter().find(|s| s.version() == v).unwrap();
+                assert!(
+                    format!("{:?}", first.suite()).contains("AES_128_GCM"),
+                    "{aead:?} {v:?}: {:?}",
+                    first.suite()
+                );
+            }
+            // Nothing is dropped by the reordering or the swap.
+            let all = rustls::crypto::aws_lc_rs::default_provider().cipher_suites;
+            let mut names: Vec<_> = p.cipher_suites.iter().map(|s| s.suite()).collect();
+            let mut want: Vec<_> = all.iter().map(|s| s.suite()).collect();
+            names.sort_by_key(|s| u16::from(*s));
+            want.sort_by_key(|s| u16::from(*s));
+            assert_eq!(names, want, "{aead:?}");
         }
-        // Nothing is dropped by the reordering.
-        let all = rustls::crypto::aws_lc_rs::default_provider().cipher_suites;
-        assert_eq!(p.cipher_suites.len(), all.len());
+    }
+
+    /// Records sealed by either library's suites reach a client on the other's, in both
+    /// TLS versions and both directions, and the server signs with aws-lc-rs either way.
+    #[test]
+    fn records_sealed_by_either_aead_reach_a_client_on_the_other() {
+        use std::io::{Read, Write};
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = self_signed(dir.path());
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(&cert).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let payload: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        for (aead, client_provider) in [
+            (
+                AeadImpl::Ring,
+                rustls::crypto::aws_lc_rs::default_provider(),
+            ),
+            (AeadImpl::AwsLc, rustls::crypto::ring::default_provider()),
+        ] {
+            for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+                let server = Arc::new(server_config(&cert, &key, aead).unwrap());
+                let client =
+                    rustls::ClientConfig::builder_with_provider(Arc::new(client_provider.clone()))
+                        .with_protocol_versions(&[version])
+                        .unwrap()
+                        .with_root_certificates(roots.clone())
+                        .with_no_client_auth();
+                let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+                let mut c = rustls::ClientConnection::new(Arc::new(client), name).unwrap();
+                let mut s = rustls::ServerConnection::new(server).unwrap();
+                let (mut to_s, mut to_c) = (Vec::new(), Vec::new());
+                c.writer().write_all(b"GET /v2/ HTTP/1.1\r\n\r\n").unwrap();
+                let mut got_s = Vec::new();
+                let mut got_c = Vec::new();
+                let mut sent = 0;
+                for _ in 0..50 {
+                    while c.wants_write() {
+                        c.write_tls(&mut to_s).unwrap();
+                    }
+                    let mut rd = &to_s[..];
+                    while !rd.is_empty() {
+                        s.read_tls(&mut rd).unwrap();
+                        s.process_new_packets().unwrap();
+                    }
+                    to_s.clear();
+                    let _ = s.reader().read_to_end(&mut got_s);
+                    if !s.is_handshaking() {
+                        // rustls takes what fits in its 64 KiB send buffer.
+                        sent += s.writer().write(&payload[sent..]).unwrap();
+                    }
+                    while s.wants_write() {
+                        s.write_tls(&mut to_c).unwrap();
+                    }
+                    let mut rd = &to_c[..];
+                    while !rd.is_empty() {
+                        c.read_tls(&mut rd).unwrap();
+                        c.process_new_packets().unwrap();
+                        let _ = c.reader().read_to_end(&mut got_c);
+                    }
+                    to_c.clear();
+                    if got_c.len() >= payload.len() {
+                        break;
+                    }
+                }
+                assert_eq!(got_s, b"GET /v2/ HTTP/1.1\r\n\r\n", "{aead:?} {version:?}");
+                assert!(got_c == payload, "{aead:?} {version:?}");
+                assert_eq!(s.protocol_version(), Some(version.version));
+                let suite = s.negotiated_cipher_suite().unwrap().suite();
+                assert!(format!("{suite:?}").contains("AES_128_GCM"), "{suite:?}");
+            }
+        }
     }
 
     #[test]
