@@ -960,6 +960,32 @@ mod tests {
         (cert, key)
     }
 
+    /// The certificate `cert` as a client's only root.
+    fn roots_of(cert: &Path) -> rustls::RootCertStore {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(cert).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        roots
+    }
+
+    /// Moves every TLS byte `from` has to send into `to`, and the plaintext `to` can then
+    /// read into `got`.
+    fn pass(from: &mut rustls::Connection, to: &mut rustls::Connection, got: &mut Vec<u8>) {
+        use std::io::Read;
+        let mut wire = Vec::new();
+        while from.wants_write() {
+            from.write_tls(&mut wire).unwrap();
+        }
+        let mut rd = &wire[..];
+        while !rd.is_empty() {
+            to.read_tls(&mut rd).unwrap();
+            to.process_new_packets().unwrap();
+            // WouldBlock once it is all read.
+            let _ = to.reader().read_to_end(got);
+        }
+    }
+
     /// Runs a TLS handshake between `server` and a client on `client` in memory, and
     /// returns the server's side.
     fn handshake(
@@ -971,20 +997,9 @@ mod tests {
         let mut c = rustls::Connection::Client(
             rustls::ClientConnection::new(Arc::new(client), name).unwrap(),
         );
-        fn pass(from: &mut rustls::Connection, to: &mut rustls::Connection) {
-            let mut wire = Vec::new();
-            while from.wants_write() {
-                from.write_tls(&mut wire).unwrap();
-            }
-            let mut rd = &wire[..];
-            while !rd.is_empty() {
-                to.read_tls(&mut rd).unwrap();
-                to.process_new_packets().unwrap();
-            }
-        }
         for _ in 0..10 {
-            pass(&mut c, &mut s);
-            pass(&mut s, &mut c);
+            pass(&mut c, &mut s, &mut Vec::new());
+            pass(&mut s, &mut c, &mut Vec::new());
         }
         assert!(!s.is_handshaking() && !c.is_handshaking());
         match s {
@@ -1019,13 +1034,10 @@ mod tests {
     /// TLS versions and both directions, and the server signs with aws-lc-rs either way.
     #[test]
     fn records_sealed_by_either_aead_reach_a_client_on_the_other() {
-        use std::io::{Read, Write};
+        use std::io::Write;
         let dir = tempfile::tempdir().unwrap();
         let (cert, key) = self_signed(dir.path());
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_file_iter(&cert).unwrap() {
-            roots.add(c.unwrap()).unwrap();
-        }
+        let roots = roots_of(&cert);
         let payload: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
         for (aead, client_provider) in [
             (
@@ -1043,38 +1055,21 @@ mod tests {
                         .with_root_certificates(roots.clone())
                         .with_no_client_auth();
                 let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
-                let mut c = rustls::ClientConnection::new(Arc::new(client), name).unwrap();
-                let mut s = rustls::ServerConnection::new(server).unwrap();
-                let (mut to_s, mut to_c) = (Vec::new(), Vec::new());
+                let mut c = rustls::Connection::Client(
+                    rustls::ClientConnection::new(Arc::new(client), name).unwrap(),
+                );
+                let mut s =
+                    rustls::Connection::Server(rustls::ServerConnection::new(server).unwrap());
                 c.writer().write_all(b"GET /v2/ HTTP/1.1\r\n\r\n").unwrap();
-                let mut got_s = Vec::new();
-                let mut got_c = Vec::new();
+                let (mut got_s, mut got_c) = (Vec::new(), Vec::new());
                 let mut sent = 0;
                 for _ in 0..50 {
-                    while c.wants_write() {
-                        c.write_tls(&mut to_s).unwrap();
-                    }
-                    let mut rd = &to_s[..];
-                    while !rd.is_empty() {
-                        s.read_tls(&mut rd).unwrap();
-                        s.process_new_packets().unwrap();
-                    }
-                    to_s.clear();
-                    let _ = s.reader().read_to_end(&mut got_s);
+                    pass(&mut c, &mut s, &mut got_s);
                     if !s.is_handshaking() {
                         // rustls takes what fits in its 64 KiB send buffer.
                         sent += s.writer().write(&payload[sent..]).unwrap();
                     }
-                    while s.wants_write() {
-                        s.write_tls(&mut to_c).unwrap();
-                    }
-                    let mut rd = &to_c[..];
-                    while !rd.is_empty() {
-                        c.read_tls(&mut rd).unwrap();
-                        c.process_new_packets().unwrap();
-                        let _ = c.reader().read_to_end(&mut got_c);
-                    }
-                    to_c.clear();
+                    pass(&mut s, &mut c, &mut got_c);
                     if got_c.len() >= payload.len() {
                         break;
                     }
@@ -1094,10 +1089,7 @@ mod tests {
         let (cert, key) = self_signed(dir.path());
         let server = tls_acceptor(&cert, &key).unwrap().config().clone();
         assert_eq!(server.alpn_protocols, [&b"h2"[..], b"http/1.1"]);
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_file_iter(&cert).unwrap() {
-            roots.add(c.unwrap()).unwrap();
-        }
+        let roots = roots_of(&cert);
         // rustls' own client order (also OpenSSL's and curl's): AES-256-GCM first.
         let provider = rustls::crypto::aws_lc_rs::default_provider();
         assert_eq!(
@@ -1140,10 +1132,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (cert, key) = self_signed(dir.path());
         let configs = TlsConfigs::new(&tls_acceptor(&cert, &key).unwrap());
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_file_iter(&cert).unwrap() {
-            roots.add(c.unwrap()).unwrap();
-        }
+        let roots = roots_of(&cert);
         let mut provider = rustls::crypto::aws_lc_rs::default_provider();
         provider
             .cipher_suites
