@@ -24,10 +24,11 @@
 //! bounded send buffer per stream ([`H2_SEND_BUF`]).
 //!
 //! TLS runs on rustls: aws-lc-rs for the handshake, the AES-GCM of aws-lc or ring
-//! (whichever is faster on this CPU, `berth_tls::AeadImpl`) for the records, the server's
-//! own cipher preference ([`tls_provider`]) and stateless session tickets. The kernel's TLS offload (kTLS,
-//! then `sendfile` under TLS) is not used: the kernels this was measured on lack it
-//! (`CONFIG_TLS` unset), so every TLS byte is sealed in user space.
+//! (whichever is faster on this CPU, `berth_tls::AeadImpl`) for the records, the
+//! server's own cipher preference ([`tls_provider`]) and stateless session tickets. The
+//! kernel's TLS offload (kTLS, then `sendfile` under TLS) is not used: the kernels this
+//! was measured on lack it (`CONFIG_TLS` unset), so every TLS byte is sealed in user
+//! space.
 //!
 //! Each connection's task watches its [`Activity`] (requests in flight, the first byte
 //! read while idle) and, when a deadline passes, starts a graceful shutdown of the
@@ -108,7 +109,7 @@ fn server_config(
         path: key.display().to_string(),
         message: e.to_string(),
     })?;
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(tls_provider_with(aead)))
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(tls_provider(aead)))
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?
         .with_no_client_auth()
@@ -128,17 +129,12 @@ fn server_config(
 }
 
 /// The crypto of the TLS listener: rustls' aws-lc-rs provider for the handshake (key
-/// exchange, certificate signatures, session tickets), with the cipher suites of
-/// whichever library seals records faster on this CPU ([`AeadImpl::for_this_cpu`]),
+/// exchange, certificate signatures, session tickets), with the cipher suites of `aead`
+/// (the library that seals records faster on this CPU, [`AeadImpl::for_this_cpu`]),
 /// reordered by [`suite_rank`]: AES-128-GCM first, as Go's TLS (containerd, Docker,
 /// Distribution) prefers. Both AES key sizes are sound; AES-128 does 10 rounds per block
 /// to AES-256's 14, and a registry's TLS cost is mostly bulk encryption.
-pub fn tls_provider() -> rustls::crypto::CryptoProvider {
-    tls_provider_with(AeadImpl::for_this_cpu())
-}
-
-/// [`tls_provider`] with the cipher suites of `aead`.
-fn tls_provider_with(aead: AeadImpl) -> rustls::crypto::CryptoProvider {
+fn tls_provider(aead: AeadImpl) -> rustls::crypto::CryptoProvider {
     let mut provider = berth_tls::provider_with(aead);
     provider
         .cipher_suites
@@ -1011,7 +1007,7 @@ mod tests {
     #[test]
     fn the_server_prefers_aes_128_gcm_in_both_tls_versions() {
         for aead in [AeadImpl::AwsLc, AeadImpl::Ring] {
-            let p = tls_provider_with(aead);
+            let p = tls_provider(aead);
             for v in [&rustls::version::TLS13, &rustls::version::TLS12] {
                 let first = p.cipher_suites.iter().find(|s| s.version() == v).unwrap();
                 assert!(

@@ -31,15 +31,8 @@ impl AeadImpl {
     /// where both run the same AES-NI code, and ARM) aws-lc.
     pub fn for_this_cpu() -> AeadImpl {
         #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::is_x86_feature_detected as has;
-            // aws-lc's condition for its AVX-512 AES-GCM (crypto_gcm_avx512_enabled).
-            let avx512 =
-                has!("avx512f") && has!("avx512bw") && has!("avx512dq") && has!("avx512vl");
-            let vaes = has!("vaes") && has!("vpclmulqdq");
-            if vaes && has!("avx2") && !avx512 {
-                return AeadImpl::Ring;
-            }
+        if wide_aes_without_avx512() {
+            return AeadImpl::Ring;
         }
         AeadImpl::AwsLc
     }
@@ -65,6 +58,15 @@ impl AeadImpl {
     pub fn cipher_suites(self) -> Vec<SupportedCipherSuite> {
         self.provider().cipher_suites
     }
+}
+
+/// Whether this x86 CPU has ring's VAES/AVX2 AES-GCM but not aws-lc's AVX-512 one (whose
+/// condition, `crypto_gcm_avx512_enabled`, also wants AVX-512 F, BW, DQ and VL).
+#[cfg(target_arch = "x86_64")]
+fn wide_aes_without_avx512() -> bool {
+    use std::arch::is_x86_feature_detected as has;
+    let avx512 = has!("avx512f") && has!("avx512bw") && has!("avx512dq") && has!("avx512vl");
+    has!("vaes") && has!("vpclmulqdq") && has!("avx2") && !avx512
 }
 
 /// aws-lc-rs for the handshake (key exchange with the post-quantum hybrid, certificate
@@ -98,11 +100,13 @@ mod tests {
         {
             use std::arch::is_x86_feature_detected as has;
             if chosen == AeadImpl::Ring {
+                // ring only where its 256-bit VAES code runs and aws-lc's AVX-512 does not.
                 assert!(has!("vaes") && has!("vpclmulqdq") && has!("avx2"));
-                assert!(!has!("avx512f") || !has!("avx512vl"));
-            } else {
-                assert!(!has!("vaes") || has!("avx512f") || !has!("avx2"));
+                assert!(
+                    !(has!("avx512f") && has!("avx512bw") && has!("avx512dq") && has!("avx512vl"))
+                );
             }
+            assert_eq!(chosen == AeadImpl::Ring, wide_aes_without_avx512());
         }
         #[cfg(not(target_arch = "x86_64"))]
         assert_eq!(chosen, AeadImpl::AwsLc);
