@@ -60,7 +60,7 @@ use tokio_rustls::rustls;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
-use crate::zerocopy::{CopyBudget, SendfileStream, ZeroCopy, COPY_BUDGET};
+use crate::zerocopy::{CopyBudget, RecordStream, SendfileStream, ZeroCopy, COPY_BUDGET};
 
 /// The peer address of a request, inserted as a request extension.
 #[derive(Debug, Clone, Copy)]
@@ -142,8 +142,9 @@ fn tls_provider(aead: AeadImpl) -> rustls::crypto::CryptoProvider {
     provider
 }
 
-/// The two server configurations of a TLS listener, the same but for whose order of
-/// cipher suites decides.
+/// The server configurations of a TLS listener: the same certificate, ticket key and
+/// cipher suites, differing in whose order of suites decides and in what the handshake
+/// leads to.
 #[derive(Clone)]
 struct TlsConfigs {
     /// The server's ([`tls_provider`]): for clients that prefer an AES-GCM suite.
@@ -152,17 +153,46 @@ struct TlsConfigs {
     /// instructions do (small ARM boards), for which AES-GCM in software is slow and not
     /// constant-time. Go's TLS server makes the same exception.
     client_order: Arc<rustls::ServerConfig>,
+    /// For HTTP/1.x clients that offer TLS 1.3 with AES-GCM (see [`takes_own_records`]):
+    /// TLS 1.3 and its AES-GCM suites only, HTTP/1.1 by ALPN, and the traffic keys handed
+    /// over after the handshake, for the server to seal records itself
+    /// ([`crate::zerocopy::RecordStream`]).
+    own_records: Arc<rustls::ServerConfig>,
+    /// Whose AES-GCM seals the records the server seals itself.
+    aead: AeadImpl,
 }
 
 impl TlsConfigs {
-    fn new(acceptor: &TlsAcceptor) -> TlsConfigs {
+    fn new(acceptor: &TlsAcceptor) -> Result<TlsConfigs, TlsError> {
         let server_order = acceptor.config().clone();
         let mut client_order = (*server_order).clone();
         client_order.ignore_client_order = false;
-        TlsConfigs {
+        let aead = AeadImpl::for_this_cpu();
+        let mut provider = tls_provider(aead);
+        provider.cipher_suites.retain(|s| {
+            matches!(
+                s.suite(),
+                rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
+                    | rustls::CipherSuite::TLS13_AES_256_GCM_SHA384
+            )
+        });
+        let mut own_records = rustls::ServerConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| TlsError::Config(e.to_string()))?
+            .with_no_client_auth()
+            .with_cert_resolver(server_order.cert_resolver.clone());
+        own_records.alpn_protocols = vec![b"http/1.1".to_vec()];
+        own_records.ignore_client_order = true;
+        // One ticket key for all: a ticket from one route resumes on the other.
+        own_records.ticketer = server_order.ticketer.clone();
+        own_records.send_tls13_tickets = server_order.send_tls13_tickets;
+        own_records.enable_secret_extraction = true;
+        Ok(TlsConfigs {
             server_order,
             client_order: Arc::new(client_order),
-        }
+            own_records: Arc::new(own_records),
+            aead,
+        })
     }
 
     /// The configuration for a client offering `suites`, in its order.
@@ -173,6 +203,22 @@ impl TlsConfigs {
             self.server_order.clone()
         }
     }
+}
+
+/// Whether the server seals this client's records itself: it offers TLS 1.3 (`received`
+/// is its ClientHello, see [`berth_tls::session::offers_tls13`]) with AES-GCM (which the
+/// server's order then picks), does not prefer ChaCha20-Poly1305, and does not offer
+/// HTTP/2 (whose frames hyper builds in its own buffers, so there is no copy to save).
+/// Such a client gets a TLS 1.3-only handshake.
+fn takes_own_records(hello: &rustls::server::ClientHello<'_>, received: &[u8]) -> bool {
+    use rustls::CipherSuite as S;
+    let suites = hello.cipher_suites();
+    let h2 = hello.alpn().is_some_and(|mut p| p.any(|p| p == b"h2"));
+    !h2 && !prefers_chacha(suites)
+        && berth_tls::session::offers_tls13(received)
+        && suites
+            .iter()
+            .any(|s| matches!(s, S::TLS13_AES_128_GCM_SHA256 | S::TLS13_AES_256_GCM_SHA384))
 }
 
 /// Whether a client lists ChaCha20-Poly1305 before every AES-GCM suite.
@@ -193,16 +239,197 @@ fn is_chacha(suite: rustls::CipherSuite) -> bool {
     )
 }
 
+/// An established TLS connection: rustls', or one whose records the server seals itself.
+enum TlsIo {
+    Rustls(Box<tokio_rustls::server::TlsStream<Replay>>),
+    Own(Box<RecordStream>),
+}
+
 /// TLS handshake of an accepted connection: reads the ClientHello, picks the
-/// configuration for the client's cipher preference, and completes the handshake.
+/// configuration for the client's offer, and completes the handshake, by rustls' stream
+/// or, for the connections of [`takes_own_records`], by rustls' unbuffered handshake
+/// before the server's own record layer takes over.
 async fn tls_handshake(
     configs: &TlsConfigs,
-    stream: tokio::net::TcpStream,
-) -> io::Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
-    let start =
-        tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
-    let config = configs.for_client(start.client_hello().cipher_suites());
-    start.into_stream(config).await
+    mut stream: tokio::net::TcpStream,
+    zero_copy: &ZeroCopy,
+) -> io::Result<TlsIo> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // The ClientHello, read by rustls' acceptor from a copy of the bytes received.
+    let mut received = Vec::with_capacity(4096);
+    let mut fed = 0;
+    let mut acceptor = rustls::server::Acceptor::default();
+    let hello = loop {
+        if stream.read_buf(&mut received).await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        while fed < received.len() {
+            fed += acceptor.read_tls(&mut &received[fed..])?;
+        }
+        match acceptor.accept() {
+            Ok(Some(accepted)) => break accepted,
+            Ok(None) => {}
+            Err((e, mut alert)) => {
+                // Tell the client why, as rustls' own acceptor does.
+                let mut wire = Vec::new();
+                if alert.write_all(&mut wire).is_ok() {
+                    let _ = stream.write_all(&wire).await;
+                }
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            }
+        }
+    };
+    if !takes_own_records(&hello.client_hello(), &received) {
+        let config = configs.for_client(hello.client_hello().cipher_suites());
+        let replay = Replay {
+            prefix: received,
+            at: 0,
+            inner: stream,
+        };
+        let tls = TlsAcceptor::from(config).accept(replay).await?;
+        return Ok(TlsIo::Rustls(Box::new(tls)));
+    }
+    let invalid =
+        |e: berth_tls::session::SessionError| io::Error::new(io::ErrorKind::InvalidData, e);
+    let mut handshake =
+        berth_tls::session::Handshake::new(configs.own_records.clone()).map_err(invalid)?;
+    let mut outgoing = Vec::new();
+    loop {
+        let progress = handshake.advance(&mut received, &mut outgoing);
+        stream.write_all(&outgoing).await?;
+        let progress = progress.map_err(invalid)?;
+        outgoing.clear();
+        if progress == berth_tls::session::Progress::Done {
+            break;
+        }
+        if stream.read_buf(&mut received).await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+    let session = handshake.into_session(configs.aead).map_err(invalid)?;
+    Ok(TlsIo::Own(Box::new(RecordStream::new(
+        stream,
+        zero_copy.clone(),
+        session,
+        received,
+    ))))
+}
+
+/// A TCP stream that first yields bytes already read from it (the ClientHello, read
+/// before the handshake's configuration was chosen).
+struct Replay {
+    prefix: Vec<u8>,
+    at: usize,
+    inner: tokio::net::TcpStream,
+}
+
+impl AsyncRead for Replay {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.at < this.prefix.len() {
+            let k = (this.prefix.len() - this.at).min(buf.remaining());
+            buf.put_slice(&this.prefix[this.at..this.at + k]);
+            this.at += k;
+            if this.at == this.prefix.len() {
+                this.prefix = Vec::new();
+                this.at = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Replay {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+impl AsyncRead for TlsIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            TlsIo::Rustls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            TlsIo::Own(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for TlsIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            TlsIo::Rustls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            TlsIo::Own(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            TlsIo::Rustls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            TlsIo::Own(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            TlsIo::Rustls(s) => s.is_write_vectored(),
+            TlsIo::Own(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            TlsIo::Rustls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            TlsIo::Own(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            TlsIo::Rustls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            TlsIo::Own(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
 }
 
 /// The server's preference among cipher suites of one TLS version (lower first): AES-128-GCM,
@@ -718,7 +945,10 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     drain: Duration,
 ) -> std::io::Result<()> {
-    let tls = tls.as_ref().map(TlsConfigs::new);
+    let tls = match tls.as_ref().map(TlsConfigs::new).transpose() {
+        Ok(t) => t,
+        Err(e) => return Err(io::Error::other(e)),
+    };
     let mut builder = Builder::new(TokioExecutor::new());
     // Queue body buffers instead of copying them into one: needed by zero-copy bodies
     // (see `zerocopy`), and one copy fewer for every response.
@@ -808,9 +1038,14 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let activity = Activity::new();
         let app = app.clone();
-        // Plain TCP connections can send blobs with sendfile; TLS ones cannot.
+        // Plain TCP connections send blobs by placeholders (sendfile or copy); TLS ones
+        // do when the server seals their records itself, known after the handshake.
         let zero_copy = ZeroCopy::default();
-        let request_zero_copy = tls.is_none().then(|| zero_copy.clone());
+        let request_zero_copy = Arc::new(std::sync::OnceLock::new());
+        if tls.is_none() {
+            let _ = request_zero_copy.set(zero_copy.clone());
+        }
+        let zero_copy_after_handshake = request_zero_copy.clone();
         let service_activity = activity.clone();
         let body_idle_timeout = limits.body_idle_timeout;
         let service =
@@ -818,8 +1053,8 @@ pub async fn serve(
                 let h2 = req.version() >= hyper::Version::HTTP_2;
                 let in_flight = service_activity.request_started(h2);
                 req.extensions_mut().insert(ClientAddr(peer));
-                if let Some(z) = &request_zero_copy {
-                    req.extensions_mut().insert(z.clone());
+                if let Some(z) = request_zero_copy.get() {
+                    req.extensions_mut().insert(ZeroCopy::clone(z));
                 }
                 // A stalled HTTP/2 stream is reset on its own; an HTTP/1 connection
                 // cannot be reused after an unfinished body.
@@ -873,7 +1108,7 @@ pub async fn serve(
                     // The handshake counts against the time to the first request head.
                     let tls_stream = match tokio::time::timeout_at(
                         activity.accepted + limits.header_timeout,
-                        tls_handshake(&configs, stream),
+                        tls_handshake(&configs, stream, &zero_copy),
                     )
                     .await
                     {
@@ -887,6 +1122,11 @@ pub async fn serve(
                             return;
                         }
                     };
+                    let own_records = matches!(tls_stream, TlsIo::Own(_));
+                    tracing::debug!(%peer, own_records, "TLS handshake done");
+                    if own_records {
+                        let _ = zero_copy_after_handshake.set(zero_copy);
+                    }
                     let io = Watched {
                         inner: tls_stream,
                         activity: activity.clone(),
@@ -1002,6 +1242,229 @@ mod tests {
             rustls::Connection::Server(s) => s,
             rustls::Connection::Client(_) => unreachable!(),
         }
+    }
+
+    /// A client configuration trusting `cert`, offering `alpn`, its suites in `suites`'
+    /// order (all of them when empty) and only TLS 1.2 when `tls12`.
+    fn client_config(
+        cert: &Path,
+        alpn: &[&[u8]],
+        suites: &[rustls::CipherSuite],
+        tls12: bool,
+    ) -> rustls::ClientConfig {
+        let mut provider = berth_tls::provider_with(AeadImpl::Ring);
+        if !suites.is_empty() {
+            let all = std::mem::take(&mut provider.cipher_suites);
+            provider.cipher_suites = suites
+                .iter()
+                .filter_map(|want| all.iter().find(|s| s.suite() == *want).copied())
+                .collect();
+        }
+        let versions: &[&rustls::SupportedProtocolVersion] = if tls12 {
+            &[&rustls::version::TLS12]
+        } else {
+            &[&rustls::version::TLS13, &rustls::version::TLS12]
+        };
+        let mut c = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(roots_of(cert))
+            .with_no_client_auth();
+        c.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        c
+    }
+
+    /// A TLS connection over loopback: the server's side after [`tls_handshake`] (with
+    /// the queue its placeholders go through), and the client's.
+    async fn tls_pair(
+        configs: &TlsConfigs,
+        client: rustls::ClientConfig,
+    ) -> (
+        TlsIo,
+        ZeroCopy,
+        tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    ) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connect = tokio::spawn(async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+            tokio_rustls::TlsConnector::from(Arc::new(client))
+                .connect(name, tcp)
+                .await
+                .unwrap()
+        });
+        let (tcp, _) = listener.accept().await.unwrap();
+        let zero_copy = ZeroCopy::default();
+        let server = tls_handshake(configs, tcp, &zero_copy).await.unwrap();
+        (server, zero_copy, connect.await.unwrap())
+    }
+
+    fn test_configs(dir: &Path) -> (TlsConfigs, std::path::PathBuf) {
+        let (cert, key) = self_signed(dir);
+        let configs = TlsConfigs::new(&tls_acceptor(&cert, &key).unwrap()).unwrap();
+        (configs, cert)
+    }
+
+    #[tokio::test]
+    async fn tls13_http1_clients_get_records_the_server_seals_itself() {
+        use rustls::CipherSuite as S;
+        let dir = tempfile::tempdir().unwrap();
+        let (configs, cert) = test_configs(dir.path());
+        let h1: &[&[u8]] = &[b"http/1.1"];
+        let both: &[&[u8]] = &[b"h2", b"http/1.1"];
+        let chacha_first = [
+            S::TLS13_CHACHA20_POLY1305_SHA256,
+            S::TLS13_AES_128_GCM_SHA256,
+        ];
+        let aes256 = [S::TLS13_AES_256_GCM_SHA384];
+        // (ALPN, suites, TLS 1.2 only, own records?)
+        type Case<'a> = (&'a [&'a [u8]], &'a [S], bool, bool);
+        let cases: [Case; 6] = [
+            (h1, &[], false, true),
+            (&[], &[], false, true),
+            (h1, &aes256, false, true),
+            (both, &[], false, false),
+            (h1, &chacha_first, false, false),
+            (h1, &[], true, false),
+        ];
+        for (alpn, suites, tls12, own) in cases {
+            let client = client_config(&cert, alpn, suites, tls12);
+            let (server, _, client) = tls_pair(&configs, client).await;
+            assert_eq!(
+                matches!(server, TlsIo::Own(_)),
+                own,
+                "ALPN {alpn:?}, suites {suites:?}, TLS 1.2 only {tls12}"
+            );
+            let (_, conn) = client.get_ref();
+            let want_alpn = if alpn.is_empty() {
+                None
+            } else if alpn.len() == 2 {
+                Some(&b"h2"[..])
+            } else {
+                Some(&b"http/1.1"[..])
+            };
+            assert_eq!(conn.alpn_protocol(), want_alpn);
+        }
+    }
+
+    /// Heads and bodies of placeholders (from a cached file and from one read off the
+    /// disk) reach a rustls client whole, with a slow reader too; the client's upload and
+    /// its key update reach the server; `shutdown` ends the stream with `close_notify`.
+    #[tokio::test]
+    async fn records_sealed_by_the_server_carry_placeholders_and_key_updates() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let dir = tempfile::tempdir().unwrap();
+        let (configs, cert) = test_configs(dir.path());
+        let content: Vec<u8> = (0..5 * 16384 + 4321).map(|i| (i % 251) as u8).collect();
+        for cold in [false, true] {
+            for slow in [false, true] {
+                let client = client_config(&cert, &[b"http/1.1"], &[], false);
+                let (server, zero_copy, mut client) = tls_pair(&configs, client).await;
+                let TlsIo::Own(mut server) = server else {
+                    panic!("not sealed by the server");
+                };
+                // The client uploads, updating its keys (and asking for the server's)
+                // half-way.
+                let upload: Vec<u8> = (0..200_000u32).map(|i| (i % 241) as u8).collect();
+                client.write_all(&upload[..100_000]).await.unwrap();
+                client.get_mut().1.refresh_traffic_keys().unwrap();
+                client.write_all(&upload[100_000..]).await.unwrap();
+                client.flush().await.unwrap();
+                let mut got = vec![0u8; upload.len()];
+                server.read_exact(&mut got).await.unwrap();
+                assert!(got == upload, "upload differs");
+                let reader = tokio::spawn(async move {
+                    let mut got = Vec::new();
+                    let mut buf = vec![0u8; 8192];
+                    loop {
+                        let n = client.read(&mut buf).await.unwrap();
+                        if n == 0 {
+                            break;
+                        }
+                        got.extend_from_slice(&buf[..n]);
+                        if slow {
+                            tokio::time::sleep(Duration::from_micros(300)).await;
+                        }
+                    }
+                    got
+                });
+                let file = crate::zerocopy::file_of(&content, cold);
+                let len = content.len() as u64 - 7;
+                let mut first = std::pin::pin!(zero_copy.body(file.try_clone().unwrap(), 7, len));
+                let mut second = std::pin::pin!(zero_copy.body(file, 0, content.len() as u64));
+                let mut cx = Context::from_waker(std::task::Waker::noop());
+                let mut frames = Vec::new();
+                for b in [&mut first, &mut second] {
+                    while let Poll::Ready(Some(Ok(frame))) =
+                        http_body::Body::poll_frame(b.as_mut(), &mut cx)
+                    {
+                        frames.push(frame.into_data().unwrap());
+                    }
+                }
+                let head = b"HTTP/1.1 200 OK\r\n\r\n";
+                let n = futures_util::future::poll_fn(|cx| {
+                    Pin::new(&mut *server).poll_write_vectored(
+                        cx,
+                        &[io::IoSlice::new(head), io::IoSlice::new(&frames[0])],
+                    )
+                })
+                .await
+                .unwrap();
+                assert_eq!(n, head.len());
+                for frame in &frames {
+                    let mut sent = 0;
+                    while sent < frame.len() {
+                        let rest = &frame[sent..];
+                        let n = futures_util::future::poll_fn(|cx| {
+                            Pin::new(&mut *server)
+                                .poll_write_vectored(cx, &[io::IoSlice::new(rest)])
+                        })
+                        .await
+                        .unwrap();
+                        assert!(n > 0);
+                        sent += n;
+                    }
+                }
+                server.write_all(b"TAIL").await.unwrap();
+                server.shutdown().await.unwrap();
+                // The client's read ends cleanly: close_notify, not a cut connection.
+                let got = reader.await.unwrap();
+                let mut want = head.to_vec();
+                want.extend_from_slice(&content[7..]);
+                want.extend_from_slice(&content);
+                want.extend_from_slice(b"TAIL");
+                assert_eq!(got.len(), want.len(), "cold {cold}, slow {slow}");
+                assert!(got == want, "cold {cold}, slow {slow}: bytes differ");
+                assert!(zero_copy.is_empty());
+            }
+        }
+    }
+
+    /// A record that fails authentication ends the connection with an error, and the
+    /// client gets a `bad_record_mac` alert.
+    #[tokio::test]
+    async fn a_forged_record_is_refused_with_an_alert() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let dir = tempfile::tempdir().unwrap();
+        let (configs, cert) = test_configs(dir.path());
+        let client = client_config(&cert, &[b"http/1.1"], &[], false);
+        let (server, _, client) = tls_pair(&configs, client).await;
+        let TlsIo::Own(mut server) = server else {
+            panic!("not sealed by the server");
+        };
+        let (mut tcp, _) = client.into_inner();
+        // A well-formed header, 40 bytes of garbage where a sealed record goes.
+        let mut forged = vec![23u8, 3, 3, 0, 40];
+        forged.extend_from_slice(&[0x5a; 40]);
+        tcp.write_all(&forged).await.unwrap();
+        let mut buf = [0u8; 64];
+        let err = server.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+        // What reaches the client is one sealed record: the alert.
+        let mut alert = [0u8; 5];
+        tcp.read_exact(&mut alert).await.unwrap();
+        assert_eq!(alert[..3], [23, 3, 3]);
     }
 
     #[test]
@@ -1127,7 +1590,7 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         let (cert, key) = self_signed(dir.path());
-        let configs = TlsConfigs::new(&tls_acceptor(&cert, &key).unwrap());
+        let configs = TlsConfigs::new(&tls_acceptor(&cert, &key).unwrap()).unwrap();
         let roots = roots_of(&cert);
         let mut provider = rustls::crypto::aws_lc_rs::default_provider();
         provider

@@ -5,6 +5,13 @@
 //! rustls runs on either of two crypto providers, and their AES-GCM code is vectorised
 //! for different CPUs. Bulk encryption is the largest user-space cost of a TLS pull
 //! (docs/benchmarks.md, TLS profiles), so the choice is made per CPU at start.
+//!
+//! [`record`] and [`session`] are the TLS 1.3 record layer for connections whose records
+//! the listener seals itself, in place around bytes read from the page cache, after
+//! rustls ran the handshake.
+
+pub mod record;
+pub mod session;
 
 use rustls::crypto::CryptoProvider;
 use rustls::SupportedCipherSuite;

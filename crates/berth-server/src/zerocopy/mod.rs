@@ -39,6 +39,9 @@ use http_body::{Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
+mod tls;
+pub use tls::RecordStream;
+
 /// Size of the placeholder buffer, hence of one body frame.
 const FRAME: usize = 1 << 20;
 
@@ -70,6 +73,12 @@ struct Pending {
 pub struct ZeroCopy(Arc<Mutex<VecDeque<Pending>>>);
 
 impl ZeroCopy {
+    /// Whether no body is waiting to be sent.
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.queue().is_empty()
+    }
+
     fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Pending>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -212,22 +221,24 @@ impl PagedBody {
 /// fresh 64 KiB allocation per frame was zeroed (`memset`) and, when the allocator had
 /// given the memory back to the system, page-faulted in again: about 5 % of the server's
 /// CPU in a TLS blob GET (docs/benchmarks.md, TLS profiles).
-static FRAMES: FramePool = FramePool::new(FRAME_POOL);
+static FRAMES: FramePool = FramePool::new(FRAME_POOL, PAGED_FRAME);
 
 /// Frames the pool keeps at most (4 MiB); more in flight are allocated and freed.
 const FRAME_POOL: usize = 64;
 
-/// A bounded stack of [`PAGED_FRAME`]-long buffers.
+/// A bounded stack of buffers of one length.
 struct FramePool {
     free: Mutex<Vec<Vec<u8>>>,
     keep: usize,
+    len: usize,
 }
 
 impl FramePool {
-    const fn new(keep: usize) -> FramePool {
+    const fn new(keep: usize, len: usize) -> FramePool {
         FramePool {
             free: Mutex::new(Vec::new()),
             keep,
+            len,
         }
     }
 
@@ -235,13 +246,13 @@ impl FramePool {
         self.free.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A [`PAGED_FRAME`]-long buffer; its bytes are whatever it last held.
+    /// A buffer of the pool's length; its bytes are whatever it last held.
     fn take(&self) -> Vec<u8> {
-        self.free().pop().unwrap_or_else(|| vec![0u8; PAGED_FRAME])
+        self.free().pop().unwrap_or_else(|| vec![0u8; self.len])
     }
 
     fn give_back(&self, buf: Vec<u8>) {
-        if buf.len() == PAGED_FRAME {
+        if buf.len() == self.len {
             let mut free = self.free();
             if free.len() < self.keep {
                 free.push(buf);
@@ -385,6 +396,34 @@ struct Staged {
 /// requests on other connections of that worker wait.
 const FAIR_SHARE: usize = 4 << 20;
 
+/// A connection's turn at sending blob bytes: after [`FAIR_SHARE`] bytes it yields once.
+#[derive(Default)]
+struct FairShare {
+    /// Blob bytes sent since this connection last yielded to the scheduler.
+    since_yield: usize,
+    /// The yield under way once [`FAIR_SHARE`] bytes went out.
+    yielding: Option<Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
+}
+
+impl FairShare {
+    /// Ready when the connection may send more blob bytes.
+    fn poll_turn(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.since_yield >= FAIR_SHARE {
+            let yielding = self
+                .yielding
+                .get_or_insert_with(|| Box::pin(tokio::task::yield_now()));
+            ready!(yielding.as_mut().poll(cx));
+            self.yielding = None;
+            self.since_yield = 0;
+        }
+        Poll::Ready(())
+    }
+
+    fn sent(&mut self, n: usize) {
+        self.since_yield += n;
+    }
+}
+
 /// Reads from the page cache only: `None` when the bytes are not all there yet and the
 /// read would wait for the disk (`RWF_NOWAIT`; a short count when only the first part is
 /// cached). Filesystems without `RWF_NOWAIT` get a plain `pread`.
@@ -426,10 +465,7 @@ pub struct SendfileStream {
     inner: TcpStream,
     conn: ZeroCopy,
     staged: Option<Staged>,
-    /// Blob bytes sent since this connection last yielded to the scheduler.
-    since_yield: usize,
-    /// The yield under way once [`FAIR_SHARE`] bytes went out.
-    yielding: Option<Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
+    fair: FairShare,
 }
 
 impl SendfileStream {
@@ -443,8 +479,7 @@ impl SendfileStream {
         SendfileStream {
             inner,
             conn,
-            since_yield: 0,
-            yielding: None,
+            fair: FairShare::default(),
             staged: (transfer == Transfer::Copy).then(|| Staged {
                 budget: budget.clone(),
                 body: CopyBody::Idle,
@@ -457,21 +492,14 @@ impl SendfileStream {
 
     /// Sends up to `want` bytes of the file at the front of the queue.
     fn poll_placeholder(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
-        if self.since_yield >= FAIR_SHARE {
-            let yielding = self
-                .yielding
-                .get_or_insert_with(|| Box::pin(tokio::task::yield_now()));
-            ready!(yielding.as_mut().poll(cx));
-            self.yielding = None;
-            self.since_yield = 0;
-        }
+        ready!(self.fair.poll_turn(cx));
         let sent = if self.staged.is_some() {
             ready!(self.poll_copy(cx, want))
         } else {
             ready!(self.poll_sendfile(cx, want)).map(|(n, _)| n)
         };
         if let Ok(n) = sent {
-            self.since_yield += n;
+            self.fair.sent(n);
         }
         Poll::Ready(sent)
     }
@@ -669,6 +697,35 @@ impl AsyncWrite for SendfileStream {
     }
 }
 
+/// A file holding `content`; with `cold`, out of the page cache, so that reading it
+/// waits for the disk.
+#[cfg(test)]
+pub(crate) fn file_of(content: &[u8], cold: bool) -> std::fs::File {
+    use std::io::Write;
+    let mut f = tempfile::tempfile().unwrap();
+    f.write_all(content).unwrap();
+    if cold {
+        f.sync_all().unwrap();
+        // Eviction can lag while the freshly written pages are still being handed
+        // around the kernel's per-CPU lists: ask again until they are gone.
+        let mut probe = [0u8; 4096];
+        let at = content.len() as u64 * 2 / 3;
+        let evicted = (0..100).any(|_| {
+            rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+            let gone = read_cached(&f, &mut probe, at).unwrap().is_none();
+            if !gone {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            gone
+        });
+        assert!(
+            evicted,
+            "the file stays cached: the cold path would not run"
+        );
+    }
+    f
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -741,28 +798,7 @@ mod tests {
             }
         });
         let content: Vec<u8> = (0..3 * FRAME + 123).map(|i| (i % 251) as u8).collect();
-        let mut f = tempfile::tempfile().unwrap();
-        f.write_all(&content).unwrap();
-        if cold {
-            f.sync_all().unwrap();
-            // Eviction can lag while the freshly written pages are still being handed
-            // around the kernel's per-CPU lists: ask again until they are gone.
-            let mut probe = [0u8; 4096];
-            let evicted = (0..100).any(|_| {
-                rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
-                let gone = read_cached(&f, &mut probe, 2 * FRAME as u64)
-                    .unwrap()
-                    .is_none();
-                if !gone {
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                gone
-            });
-            assert!(
-                evicted,
-                "the file stays cached: the cold path would not run"
-            );
-        }
+        let f = file_of(&content, cold);
         let conn = ZeroCopy::default();
         let mut s = SendfileStream::new(
             TcpStream::connect(addr).await.unwrap(),
@@ -861,16 +897,16 @@ mod tests {
                 let mut sent = 0;
                 while sent < frame.len() {
                     let rest = &frame[sent..];
-                    let before = s.since_yield;
+                    let before = s.fair.since_yield;
                     let n = futures_util::future::poll_fn(|cx| {
                         Pin::new(&mut s).poll_write_vectored(cx, &[IoSlice::new(rest)])
                     })
                     .await
                     .unwrap();
-                    if s.since_yield < before {
+                    if s.fair.since_yield < before {
                         yields += 1;
                     }
-                    assert!(s.since_yield <= FAIR_SHARE + FRAME, "{transfer:?}");
+                    assert!(s.fair.since_yield <= FAIR_SHARE + FRAME, "{transfer:?}");
                     sent += n;
                 }
             }
@@ -926,7 +962,7 @@ mod tests {
 
     #[test]
     fn a_sent_frame_goes_back_to_the_pool_and_is_reused() {
-        static POOL: FramePool = FramePool::new(1);
+        static POOL: FramePool = FramePool::new(1, PAGED_FRAME);
         let mut buf = POOL.take();
         assert_eq!(buf.len(), PAGED_FRAME);
         buf[..3].copy_from_slice(b"abc");
