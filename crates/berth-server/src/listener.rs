@@ -1278,7 +1278,7 @@ mod tests {
     /// the queue its placeholders go through), and the client's.
     async fn tls_pair(
         configs: &TlsConfigs,
-        client: rustls::ClientConfig,
+        client: impl Into<Arc<rustls::ClientConfig>>,
     ) -> (
         TlsIo,
         ZeroCopy,
@@ -1286,10 +1286,11 @@ mod tests {
     ) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let client = client.into();
         let connect = tokio::spawn(async move {
             let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
             let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
-            tokio_rustls::TlsConnector::from(Arc::new(client))
+            tokio_rustls::TlsConnector::from(client)
                 .connect(name, tcp)
                 .await
                 .unwrap()
@@ -1345,6 +1346,17 @@ mod tests {
                 Some(&b"http/1.1"[..])
             };
             assert_eq!(conn.alpn_protocol(), want_alpn);
+        }
+        // A client reconnecting with the ticket of its last connection resumes.
+        let client = Arc::new(client_config(&cert, h1, &[], false));
+        for kind in [rustls::HandshakeKind::Full, rustls::HandshakeKind::Resumed] {
+            let (server, _, mut client) = tls_pair(&configs, client.clone()).await;
+            assert!(matches!(server, TlsIo::Own(_)));
+            // The tickets come after the handshake: read until the server closes.
+            drop(server);
+            let mut rest = Vec::new();
+            let _ = tokio::io::AsyncReadExt::read_to_end(&mut client, &mut rest).await;
+            assert_eq!(client.get_ref().1.handshake_kind(), Some(kind));
         }
     }
 
