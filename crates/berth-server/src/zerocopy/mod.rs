@@ -201,10 +201,7 @@ impl PagedBody {
         if len == 0 {
             self.left = 0;
             FRAMES.give_back(buf);
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "blob file is shorter than its recorded size",
-            ));
+            return Err(short_file());
         }
         self.offset += len as u64;
         self.left -= len as u64;
@@ -439,6 +436,22 @@ fn read_cached(file: &std::fs::File, buf: &mut [u8], offset: u64) -> io::Result<
     }
 }
 
+/// A file that ends before the size its blob was recorded with.
+fn short_file() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "blob file is shorter than its recorded size",
+    )
+}
+
+/// Placeholder bytes written with no file queued for them: never sent as they are.
+fn no_queued_file() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        "zero-copy body bytes without a queued file",
+    )
+}
+
 /// The error for a state [`SendfileStream::poll_copy`] leaves before it can be seen.
 fn buffer_away() -> io::Error {
     io::Error::other("copy buffer still away on a read")
@@ -515,10 +528,7 @@ impl SendfileStream {
             ready!(self.inner.poll_write_ready(cx))?;
             let mut queue = self.conn.queue();
             let Some(front) = queue.front_mut() else {
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "zero-copy body bytes without a queued file",
-                )));
+                return Poll::Ready(Err(no_queued_file()));
             };
             let count = (want as u64).min(front.remaining) as usize;
             let inner = &self.inner;
@@ -528,12 +538,7 @@ impl SendfileStream {
                 Ok(n)
             });
             match result {
-                Ok(0) => {
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "blob file is shorter than its recorded size",
-                    )))
-                }
+                Ok(0) => return Poll::Ready(Err(short_file())),
                 Ok(n) => {
                     front.offset += n as u64;
                     front.remaining -= n as u64;
@@ -587,10 +592,7 @@ impl SendfileStream {
             if st.start == st.end {
                 let mut queue = self.conn.queue();
                 let Some(front) = queue.front_mut() else {
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "zero-copy body bytes without a queued file",
-                    )));
+                    return Poll::Ready(Err(no_queued_file()));
                 };
                 let count = (want as u64).min(front.remaining).min(COPY_BUF as u64) as usize;
                 let n = match from_disk {
@@ -610,10 +612,7 @@ impl SendfileStream {
                     }
                 };
                 if n == 0 {
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "blob file is shorter than its recorded size",
-                    )));
+                    return Poll::Ready(Err(short_file()));
                 }
                 front.offset += n as u64;
                 front.remaining -= n as u64;
@@ -726,6 +725,48 @@ pub(crate) fn file_of(content: &[u8], cold: bool) -> std::fs::File {
     f
 }
 
+/// Writes `head`, then two bodies of placeholders as hyper would, pipelined: bytes
+/// `skip..` of `file` (`len` bytes long), then all of it. Real bytes before a placeholder
+/// must go out alone, as hyper's `writev` would see them.
+#[cfg(test)]
+pub(crate) async fn write_two_bodies<S: AsyncWrite + Unpin>(
+    s: &mut S,
+    conn: &ZeroCopy,
+    head: &[u8],
+    file: std::fs::File,
+    len: u64,
+    skip: u64,
+) {
+    let mut first = std::pin::pin!(conn.body(file.try_clone().unwrap(), skip, len - skip));
+    let mut second = std::pin::pin!(conn.body(file, 0, len));
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let mut frames = Vec::new();
+    for b in [&mut first, &mut second] {
+        while let Poll::Ready(Some(Ok(frame))) = http_body::Body::poll_frame(b.as_mut(), &mut cx) {
+            frames.push(frame.into_data().unwrap());
+        }
+    }
+    let n = futures_util::future::poll_fn(|cx| {
+        Pin::new(&mut *s).poll_write_vectored(cx, &[IoSlice::new(head), IoSlice::new(&frames[0])])
+    })
+    .await
+    .unwrap();
+    assert_eq!(n, head.len());
+    for frame in &frames {
+        let mut sent = 0;
+        while sent < frame.len() {
+            let rest = &frame[sent..];
+            let n = futures_util::future::poll_fn(|cx| {
+                Pin::new(&mut *s).poll_write_vectored(cx, &[IoSlice::new(b""), IoSlice::new(rest)])
+            })
+            .await
+            .unwrap();
+            assert!(n > 0);
+            sent += n;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -806,43 +847,7 @@ mod tests {
             transfer,
             budget,
         );
-        // Head, then a body of bytes 5.. of the file, then another body (the whole file)
-        // queued behind it, as two pipelined responses would be.
-        let len = content.len() as u64 - 5;
-        let mut body = std::pin::pin!(conn.body(f.try_clone().unwrap(), 5, len));
-        let mut second = std::pin::pin!(conn.body(f, 0, content.len() as u64));
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        let mut frames = Vec::new();
-        for b in [&mut body, &mut second] {
-            while let Poll::Ready(Some(Ok(frame))) =
-                http_body::Body::poll_frame(b.as_mut(), &mut cx)
-            {
-                frames.push(frame.into_data().unwrap());
-            }
-        }
-        // Real bytes before a placeholder go out alone, as hyper's writev would see them.
-        let head = b"HEAD";
-        let n = futures_util::future::poll_fn(|cx| {
-            Pin::new(&mut s)
-                .poll_write_vectored(cx, &[IoSlice::new(head), IoSlice::new(&frames[0])])
-        })
-        .await
-        .unwrap();
-        assert_eq!(n, head.len());
-        for frame in &frames {
-            let mut sent = 0;
-            while sent < frame.len() {
-                let rest = &frame[sent..];
-                let n = futures_util::future::poll_fn(|cx| {
-                    Pin::new(&mut s)
-                        .poll_write_vectored(cx, &[IoSlice::new(b""), IoSlice::new(rest)])
-                })
-                .await
-                .unwrap();
-                assert!(n > 0);
-                sent += n;
-            }
-        }
+        write_two_bodies(&mut s, &conn, b"HEAD", f, content.len() as u64, 5).await;
         if let Some(st) = &s.staged {
             assert!(
                 matches!(st.body, CopyBody::Idle),

@@ -23,7 +23,7 @@ use berth_tls::session::{Opened, Session, SessionError, CONTROL_RECORD};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::{is_placeholder, FairShare, FramePool, ZeroCopy};
+use super::{is_placeholder, no_queued_file, short_file, FairShare, FramePool, ZeroCopy};
 
 /// Records sealed into one output buffer (and sent by one `write`): 64 KiB of plaintext,
 /// like [`super::PAGED_FRAME`].
@@ -262,10 +262,7 @@ impl RecordStream {
         let (mut out, at) = self.start_out()?;
         let mut queue = self.conn.queue();
         let Some(front) = queue.front_mut() else {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "zero-copy body bytes without a queued file",
-            )));
+            return Poll::Ready(Err(no_queued_file()));
         };
         let total = (want as u64).min(front.remaining) as usize;
         let lens = payload_lens(total);
@@ -310,10 +307,7 @@ impl RecordStream {
     /// Moves the front file of the queue on by `n` bytes just read.
     fn advance_queue(&mut self, n: usize) -> io::Result<usize> {
         if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "blob file is shorter than its recorded size",
-            ));
+            return Err(short_file());
         }
         let mut queue = self.conn.queue();
         let Some(front) = queue.front_mut() else {
