@@ -415,6 +415,15 @@ mod tests {
     /// A self-signed server config and a client config trusting it, both limited to
     /// `suite` (TLS 1.3).
     fn configs(suite: rustls::CipherSuite) -> (Arc<ServerConfig>, Arc<rustls::ClientConfig>) {
+        configs_with(suite, false)
+    }
+
+    /// [`configs`]; with `retry`, the client's first key share is for a group the server
+    /// does not take, so the server answers with a HelloRetryRequest.
+    fn configs_with(
+        suite: rustls::CipherSuite,
+        retry: bool,
+    ) -> (Arc<ServerConfig>, Arc<rustls::ClientConfig>) {
         use rustls::pki_types::pem::PemObject;
         let dir = tempfile::tempdir().unwrap();
         let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
@@ -444,8 +453,14 @@ mod tests {
         let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&key).unwrap();
         let mut provider = provider_with(AeadImpl::AwsLc);
         provider.cipher_suites.retain(|s| s.suite() == suite);
+        let mut server_provider = provider.clone();
+        if retry {
+            use rustls::crypto::aws_lc_rs::kx_group::{SECP384R1, X25519};
+            server_provider.kx_groups = vec![X25519];
+            provider.kx_groups = vec![SECP384R1, X25519];
+        }
         let provider = Arc::new(provider);
-        let mut server = ServerConfig::builder_with_provider(provider.clone())
+        let mut server = ServerConfig::builder_with_provider(Arc::new(server_provider))
             .with_protocol_versions(&[&rustls::version::TLS13])
             .unwrap()
             .with_no_client_auth()
@@ -473,7 +488,14 @@ mod tests {
         aead: AeadImpl,
         early: &[u8],
     ) -> (rustls::ClientConnection, Session, Vec<u8>) {
-        let (server, client) = configs(suite);
+        connect_with(configs(suite), aead, early)
+    }
+
+    fn connect_with(
+        (server, client): (Arc<ServerConfig>, Arc<rustls::ClientConfig>),
+        aead: AeadImpl,
+        early: &[u8],
+    ) -> (rustls::ClientConnection, Session, Vec<u8>) {
         let mut client =
             rustls::ClientConnection::new(client, "localhost".try_into().unwrap()).unwrap();
         let mut hs = Handshake::new(server).unwrap();
@@ -582,6 +604,21 @@ mod tests {
                 assert_eq!(open_all(&mut session, &mut wire).0, b"next request");
             }
         }
+    }
+
+    #[test]
+    fn a_hello_retry_request_is_part_of_the_handshake() {
+        let configs = configs_with(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256, true);
+        let (mut client, mut session, mut rest) = connect_with(configs, AeadImpl::Ring, b"hi");
+        assert_eq!(
+            client.handshake_kind(),
+            Some(rustls::HandshakeKind::FullWithHelloRetryRequest)
+        );
+        let mut early = session.take_early_data();
+        early.extend(open_all(&mut session, &mut rest).0);
+        assert_eq!(early, b"hi");
+        let wire = seal_all(&mut session, b"after a retry");
+        assert_eq!(client_reads(&mut client, &wire), b"after a retry");
     }
 
     #[test]
