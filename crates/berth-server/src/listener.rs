@@ -25,10 +25,13 @@
 //!
 //! TLS runs on rustls: aws-lc-rs for the handshake, the AES-GCM of aws-lc or ring
 //! (whichever is faster on this CPU, `berth_tls::AeadImpl`) for the records, the
-//! server's own cipher preference ([`tls_provider`]) and stateless session tickets. The
-//! kernel's TLS offload (kTLS, then `sendfile` under TLS) is not used: the kernels this
-//! was measured on lack it (`CONFIG_TLS` unset), so every TLS byte is sealed in user
-//! space.
+//! server's own cipher preference ([`tls_provider`]) and stateless session tickets. A
+//! client that offers TLS 1.3 with AES-GCM for HTTP/1.x gets its records sealed by the
+//! server itself after rustls' handshake ([`takes_own_records`],
+//! [`crate::zerocopy::RecordStream`]), so that blob bytes are read straight into the
+//! records. The kernel's TLS offload (kTLS, then `sendfile` under TLS) is not used: the
+//! kernels this was measured on lack it (`CONFIG_TLS` unset), so every TLS byte is sealed
+//! in user space.
 //!
 //! Each connection's task watches its [`Activity`] (requests in flight, the first byte
 //! read while idle) and, when a deadline passes, starts a graceful shutdown of the
@@ -522,7 +525,8 @@ pub const H2_SEND_BUF: usize = 128 << 10;
 /// until the TLS layer takes them, so this bounds what a slow reader's connection holds
 /// beside rustls' own 64 KiB: a blob body's frames are [`crate::zerocopy::PAGED_FRAME`]
 /// long, so one frame is queued while one is encrypted. Request heads up to this size
-/// are accepted. (Plain connections queue only placeholders, which take no memory.)
+/// are accepted. (Plain connections, and TLS ones whose records the server seals, queue
+/// blob bodies only as placeholders, which take no memory.)
 pub const TLS_WRITE_BUF: usize = 64 << 10;
 
 /// File descriptors kept back from connections for the database, blob and upload files,

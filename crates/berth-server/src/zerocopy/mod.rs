@@ -1,4 +1,5 @@
-//! Zero-copy blob responses (`sendfile`) on plain-TCP HTTP/1.x connections.
+//! Zero-copy blob responses (`sendfile`) on plain-TCP HTTP/1.x connections, and blob
+//! bytes read straight into TLS records on TLS 1.3 HTTP/1.x ones ([`tls`]).
 //!
 //! hyper owns the socket writes and takes a response body as a stream of byte buffers,
 //! so a file cannot be handed to it directly. Instead a blob body yields *placeholder*
@@ -16,11 +17,14 @@
 //!
 //! Invariants that keep this safe:
 //! - Placeholders are produced only for requests that carry this connection's
-//!   [`ZeroCopy`] extension, which the listener attaches only to plain-TCP connections,
-//!   and only for HTTP/1.x requests (an h2c request's bytes would be framed, not
-//!   written as they are). TLS connections never get it.
+//!   [`ZeroCopy`] extension, which the listener attaches only to plain-TCP connections
+//!   and to TLS connections whose records the server seals itself ([`RecordStream`],
+//!   decided after the handshake, before any request), and only for HTTP/1.x requests
+//!   (an h2c request's bytes would be framed, not written as they are). Other TLS
+//!   connections never get it.
 //! - hyper is set to queue body buffers (`writev`), never to copy them into its own
-//!   buffer, so every placeholder byte reaches [`SendfileStream`] unchanged.
+//!   buffer, so every placeholder byte reaches [`SendfileStream`] or [`RecordStream`]
+//!   unchanged.
 //! - Bodies are written in order on one connection, so a FIFO of (file, offset,
 //!   remaining) is enough to map placeholder bytes to file bytes; a body registers its
 //!   file when hyper first polls it, which is after its head is queued.

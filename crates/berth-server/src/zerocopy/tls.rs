@@ -77,8 +77,9 @@ struct DiskRead {
 }
 
 impl RecordStream {
-    /// `early` holds bytes received after the handshake: application data rustls opened
-    /// (`session`'s early data) is read first, then the records in `records`.
+    /// The connection after its handshake. What the client sent with the end of its
+    /// handshake is read first: the application data rustls already opened (`session`'s
+    /// early data), then `records`, the bytes the handshake left unprocessed.
     pub fn new(tcp: TcpStream, conn: ZeroCopy, mut session: Session, records: Vec<u8>) -> Self {
         let early = session.take_early_data();
         let mut stream = RecordStream {
