@@ -161,7 +161,8 @@ struct TlsConfigs {
     /// over after the handshake, for the server to seal records itself
     /// ([`crate::zerocopy::RecordStream`]).
     own_records: Arc<rustls::ServerConfig>,
-    /// Whose AES-GCM seals the records the server seals itself.
+    /// Whose AES-GCM seals the records the server seals itself: the library whose
+    /// suites the configurations carry (`tls_acceptor` chose it the same way).
     aead: AeadImpl,
 }
 
@@ -170,15 +171,10 @@ impl TlsConfigs {
         let server_order = acceptor.config().clone();
         let mut client_order = (*server_order).clone();
         client_order.ignore_client_order = false;
-        let aead = AeadImpl::for_this_cpu();
-        let mut provider = tls_provider(aead);
-        provider.cipher_suites.retain(|s| {
-            matches!(
-                s.suite(),
-                rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
-                    | rustls::CipherSuite::TLS13_AES_256_GCM_SHA384
-            )
-        });
+        let mut provider = (**server_order.crypto_provider()).clone();
+        provider
+            .cipher_suites
+            .retain(|s| is_tls13_aes_gcm(s.suite()));
         let mut own_records = rustls::ServerConfig::builder_with_provider(Arc::new(provider))
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| TlsError::Config(e.to_string()))?
@@ -194,7 +190,7 @@ impl TlsConfigs {
             server_order,
             client_order: Arc::new(client_order),
             own_records: Arc::new(own_records),
-            aead,
+            aead: AeadImpl::for_this_cpu(),
         })
     }
 
@@ -214,14 +210,20 @@ impl TlsConfigs {
 /// HTTP/2 (whose frames hyper builds in its own buffers, so there is no copy to save).
 /// Such a client gets a TLS 1.3-only handshake.
 fn takes_own_records(hello: &rustls::server::ClientHello<'_>, received: &[u8]) -> bool {
-    use rustls::CipherSuite as S;
     let suites = hello.cipher_suites();
     let h2 = hello.alpn().is_some_and(|mut p| p.any(|p| p == b"h2"));
     !h2 && !prefers_chacha(suites)
         && berth_tls::session::offers_tls13(received)
-        && suites
-            .iter()
-            .any(|s| matches!(s, S::TLS13_AES_128_GCM_SHA256 | S::TLS13_AES_256_GCM_SHA384))
+        && suites.iter().any(|s| is_tls13_aes_gcm(*s))
+}
+
+/// The suites whose records the server can seal itself.
+fn is_tls13_aes_gcm(suite: rustls::CipherSuite) -> bool {
+    use rustls::CipherSuite as S;
+    matches!(
+        suite,
+        S::TLS13_AES_128_GCM_SHA256 | S::TLS13_AES_256_GCM_SHA384
+    )
 }
 
 /// Whether a client lists ChaCha20-Poly1305 before every AES-GCM suite.
@@ -929,10 +931,11 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     drain: Duration,
 ) -> std::io::Result<()> {
-    let tls = match tls.as_ref().map(TlsConfigs::new).transpose() {
-        Ok(t) => t,
-        Err(e) => return Err(io::Error::other(e)),
-    };
+    let tls = tls
+        .as_ref()
+        .map(TlsConfigs::new)
+        .transpose()
+        .map_err(io::Error::other)?;
     let mut builder = Builder::new(TokioExecutor::new());
     // Queue body buffers instead of copying them into one: needed by zero-copy bodies
     // (see `zerocopy`), and one copy fewer for every response.

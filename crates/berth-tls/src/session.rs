@@ -45,8 +45,8 @@ pub enum SessionError {
     Unexpected(&'static str),
 }
 
-/// The alert a failure is reported to the peer with (RFC 8446 §6.2), if any.
 impl SessionError {
+    /// The alert a failure is reported to the peer with (RFC 8446 §6.2), if any.
     pub fn alert(&self) -> Option<u8> {
         match self {
             SessionError::Record(RecordError::BadRecordMac) => Some(20),
@@ -231,11 +231,13 @@ impl Handshake {
             return Err(SessionError::Unsupported);
         };
         let limit = suite.common.confidentiality_limit;
-        let tx = RecordKey::new(aead, &secrets.tx.1, secrets.tx.0).map_err(|e| match e {
-            RecordError::UnsupportedSuite => SessionError::Unsupported,
-            e => e.into(),
-        })?;
-        let rx = RecordKey::new(aead, &secrets.rx.1, secrets.rx.0)?;
+        let key = |(seq, secrets): &(u64, rustls::ConnectionTrafficSecrets)| {
+            RecordKey::new(aead, secrets, *seq).map_err(|e| match e {
+                RecordError::UnsupportedSuite => SessionError::Unsupported,
+                e => e.into(),
+            })
+        };
+        let (tx, rx) = (key(&secrets.tx)?, key(&secrets.rx)?);
         Ok(Session {
             kernel,
             aead,
@@ -390,12 +392,10 @@ impl Session {
         typ: ContentType,
         msg: &[u8],
     ) -> Result<usize, SessionError> {
-        let room = out.len().min(HEADER + msg.len() + 1 + TAG);
-        let out = &mut out[..room];
-        if out.len() < HEADER + msg.len() {
-            return Err(RecordError::NoRoom(msg.len()).into());
-        }
-        out[HEADER..HEADER + msg.len()].copy_from_slice(msg);
+        let slot = out
+            .get_mut(HEADER..HEADER + msg.len())
+            .ok_or(RecordError::NoRoom(msg.len()))?;
+        slot.copy_from_slice(msg);
         Ok(self.tx.seal(out, msg.len(), typ)?)
     }
 

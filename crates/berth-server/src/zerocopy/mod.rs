@@ -72,7 +72,8 @@ struct Pending {
     remaining: u64,
 }
 
-/// The zero-copy queue of one plain-TCP connection; a request extension.
+/// The zero-copy queue of one connection (plain TCP, or TLS with records the server
+/// seals); a request extension.
 #[derive(Clone, Default)]
 pub struct ZeroCopy(Arc<Mutex<VecDeque<Pending>>>);
 
@@ -429,12 +430,21 @@ impl FairShare {
 /// read would wait for the disk (`RWF_NOWAIT`; a short count when only the first part is
 /// cached). Filesystems without `RWF_NOWAIT` get a plain `pread`.
 fn read_cached(file: &std::fs::File, buf: &mut [u8], offset: u64) -> io::Result<Option<usize>> {
+    read_cached_into(file, &mut [io::IoSliceMut::new(buf)], offset)
+}
+
+/// [`read_cached`] into several buffers, filled in order by one `preadv2`.
+fn read_cached_into(
+    file: &std::fs::File,
+    bufs: &mut [io::IoSliceMut<'_>],
+    offset: u64,
+) -> io::Result<Option<usize>> {
     let nowait = rustix::io::ReadWriteFlags::NOWAIT;
-    match rustix::io::preadv2(file, &mut [io::IoSliceMut::new(buf)], offset, nowait) {
+    match rustix::io::preadv2(file, bufs, offset, nowait) {
         Ok(n) => Ok(Some(n)),
         Err(rustix::io::Errno::AGAIN) => Ok(None),
         Err(rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::INVAL) => {
-            Ok(Some(rustix::io::pread(file, buf, offset)?))
+            Ok(Some(rustix::io::preadv(file, bufs, offset)?))
         }
         Err(e) => Err(e.into()),
     }

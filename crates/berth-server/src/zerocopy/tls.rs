@@ -18,12 +18,14 @@ use std::io::{self, IoSlice, IoSliceMut};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use berth_tls::record::{record_len, MAX_PLAINTEXT, MAX_RECORD, OVERHEAD};
+use berth_tls::record::{record_len, HEADER, MAX_PLAINTEXT, MAX_RECORD, OVERHEAD};
 use berth_tls::session::{Opened, Session, SessionError, CONTROL_RECORD};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::{is_placeholder, no_queued_file, short_file, FairShare, FramePool, ZeroCopy};
+use super::{
+    is_placeholder, no_queued_file, read_cached_into, short_file, FairShare, FramePool, ZeroCopy,
+};
 
 /// Records sealed into one output buffer (and sent by one `write`): 64 KiB of plaintext,
 /// like [`super::PAGED_FRAME`].
@@ -68,12 +70,11 @@ pub struct RecordStream {
     fair: FairShare,
 }
 
-/// A read of placeholder bytes from the disk: the buffer, where its records start, the
-/// payload lengths asked for, and what the read returned.
+/// A read of placeholder bytes from the disk on the blocking pool: it gives back the
+/// buffer and what the read returned; its records start at `at`.
 struct DiskRead {
     task: tokio::task::JoinHandle<(Vec<u8>, io::Result<usize>)>,
     at: usize,
-    lens: Vec<usize>,
 }
 
 impl RecordStream {
@@ -197,17 +198,9 @@ impl RecordStream {
         }
     }
 
-    /// An empty output buffer with the key update owed (if any) sealed at its front;
-    /// where the next record goes.
-    fn start_out(&mut self) -> io::Result<(Vec<u8>, usize)> {
-        let mut out = OUT_BUFS.take();
-        let at = self.session.seal_owed(&mut out).map_err(io::Error::other)?;
-        Ok((out, at))
-    }
-
     /// Seals real bytes from `bufs` (up to the first placeholder) into records.
     fn write_copied(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        let (mut out, mut at) = self.start_out()?;
+        let (mut out, mut at) = start_out(&mut self.session)?;
         let mut taken = 0;
         let mut slices = bufs
             .iter()
@@ -225,7 +218,7 @@ impl RecordStream {
                     continue;
                 }
                 let k = current.len().min(MAX_PLAINTEXT - len);
-                let slot = at + berth_tls::record::HEADER + len;
+                let slot = at + HEADER + len;
                 out[slot..slot + k].copy_from_slice(&current[..k]);
                 current = &current[k..];
                 len += k;
@@ -255,54 +248,44 @@ impl RecordStream {
     fn poll_placeholder(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
         if let Some(read) = self.reading.as_mut() {
             let (out, n) = ready!(Pin::new(&mut read.task).poll(cx)).map_err(io::Error::other)?;
-            let DiskRead { at, lens, .. } = self.reading.take().ok_or_else(super::buffer_away)?;
+            let at = read.at;
+            self.reading = None;
             let n = self.advance_queue(n?)?;
-            return Poll::Ready(self.seal_read(cx, out, at, &lens, n));
+            return Poll::Ready(self.seal_read(cx, out, at, n));
         }
         ready!(self.fair.poll_turn(cx));
-        let (mut out, at) = self.start_out()?;
         let mut queue = self.conn.queue();
         let Some(front) = queue.front_mut() else {
             return Poll::Ready(Err(no_queued_file()));
         };
-        let total = (want as u64).min(front.remaining) as usize;
-        let lens = payload_lens(total);
-        let nowait = rustix::io::ReadWriteFlags::NOWAIT;
-        let got = {
-            let mut slots = payload_slots(&mut out, at, &lens);
-            rustix::io::preadv2(&front.file, &mut slots, front.offset, nowait)
-        };
-        let n = match got {
-            Ok(n) => n,
-            Err(rustix::io::Errno::AGAIN) => {
-                // Not in the page cache: read on the blocking pool, then come back.
-                let file = front.file.try_clone()?;
-                let offset = front.offset;
-                drop(queue);
-                let task_lens = lens.clone();
-                self.reading = Some(DiskRead {
-                    task: tokio::task::spawn_blocking(move || {
-                        let mut out = out;
-                        let n = {
-                            let mut slots = payload_slots(&mut out, at, &task_lens);
-                            rustix::io::preadv(&file, &mut slots, offset).map_err(io::Error::from)
-                        };
-                        (out, n)
-                    }),
-                    at,
-                    lens,
-                });
-                return self.poll_placeholder(cx, want);
-            }
-            Err(rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::INVAL) => {
-                let mut slots = payload_slots(&mut out, at, &lens);
-                rustix::io::preadv(&front.file, &mut slots, front.offset)?
-            }
-            Err(e) => return Poll::Ready(Err(e.into())),
+        let total = (want as u64)
+            .min(front.remaining)
+            .min((OUT_RECORDS * MAX_PLAINTEXT) as u64) as usize;
+        // After the queue is known to hold a file: a key update sealed into the buffer
+        // must be sent.
+        let (mut out, at) = start_out(&mut self.session)?;
+        let cached = read_cached_into(
+            &front.file,
+            &mut payload_slots(&mut out, at, total),
+            front.offset,
+        )?;
+        let Some(n) = cached else {
+            // Not in the page cache: read on the blocking pool, then come back.
+            let file = front.file.try_clone()?;
+            let offset = front.offset;
+            drop(queue);
+            let task = tokio::task::spawn_blocking(move || {
+                let mut out = out;
+                let n = rustix::io::preadv(&file, &mut payload_slots(&mut out, at, total), offset)
+                    .map_err(io::Error::from);
+                (out, n)
+            });
+            self.reading = Some(DiskRead { task, at });
+            return self.poll_placeholder(cx, want);
         };
         drop(queue);
         let n = self.advance_queue(n)?;
-        Poll::Ready(self.seal_read(cx, out, at, &lens, n))
+        Poll::Ready(self.seal_read(cx, out, at, n))
     }
 
     /// Moves the front file of the queue on by `n` bytes just read.
@@ -322,21 +305,18 @@ impl RecordStream {
         Ok(n)
     }
 
-    /// Seals the `n` bytes read into the payload slots `lens` from `at`, and stages them.
+    /// Seals the `n` bytes read into the payload slots from `at` (full records, then the
+    /// rest), and stages them.
     fn seal_read(
         &mut self,
         cx: &mut Context<'_>,
         mut out: Vec<u8>,
         mut at: usize,
-        lens: &[usize],
         n: usize,
     ) -> io::Result<usize> {
         let mut left = n;
-        for &slot in lens {
-            if left == 0 {
-                break;
-            }
-            let len = slot.min(left);
+        while left > 0 {
+            let len = left.min(MAX_PLAINTEXT);
             at += self
                 .session
                 .seal(&mut out[at..], len)
@@ -350,29 +330,25 @@ impl RecordStream {
     }
 }
 
-/// The payload lengths of the records `total` bytes fill (at most [`OUT_RECORDS`]).
-fn payload_lens(total: usize) -> Vec<usize> {
-    let mut lens = Vec::with_capacity(OUT_RECORDS);
-    let mut left = total;
-    while left > 0 && lens.len() < OUT_RECORDS {
-        let len = left.min(MAX_PLAINTEXT);
-        lens.push(len);
-        left -= len;
-    }
-    lens
+/// An empty output buffer with the key update `session` owes (if any) sealed at its
+/// front; where the next record goes.
+fn start_out(session: &mut Session) -> io::Result<(Vec<u8>, usize)> {
+    let mut out = OUT_BUFS.take();
+    let at = session.seal_owed(&mut out).map_err(io::Error::other)?;
+    Ok((out, at))
 }
 
-/// The payload slots of consecutive full records from `at` in `out`, `lens` long.
-fn payload_slots<'a>(out: &'a mut [u8], at: usize, lens: &[usize]) -> Vec<IoSliceMut<'a>> {
-    let mut slots = Vec::with_capacity(lens.len());
-    let mut rest = &mut out[at..];
-    for &len in lens {
-        let (record, tail) = rest.split_at_mut(RECORD.min(rest.len()));
-        let payload = &mut record[berth_tls::record::HEADER..];
-        slots.push(IoSliceMut::new(&mut payload[..len]));
-        rest = tail;
-    }
-    slots
+/// The payload slots for `total` bytes (at most [`OUT_RECORDS`] records' worth) in
+/// consecutive records from `at` in `out`: full records, then the rest.
+fn payload_slots(out: &mut [u8], at: usize, total: usize) -> Vec<IoSliceMut<'_>> {
+    out[at..]
+        .chunks_mut(RECORD)
+        .zip((0..total).step_by(MAX_PLAINTEXT))
+        .map(|(record, start)| {
+            let len = (total - start).min(MAX_PLAINTEXT);
+            IoSliceMut::new(&mut record[HEADER..HEADER + len])
+        })
+        .collect()
 }
 
 impl AsyncRead for RecordStream {
